@@ -1,0 +1,113 @@
+# Makefile - builds the safepickle analyzer library, CLI and preload, and runs
+# every test stage. Sources are picked up by wildcard: adding a .c file to
+# analyzer/, analyzer/cli/, preload/, test/unit/ or test/fuzz/ needs no edit here.
+
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BUILD    ?= build
+CC       ?= gcc
+PYTHON   ?= /usr/bin/python3
+FUZZ_SECONDS ?= 20
+VERSION  := 0.1.0
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -Ianalyzer -Ipreload \
+              -D_GNU_SOURCE -DSPA_VERSION=\"$(VERSION)\" -Wa,-I.
+LIBS     := -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
+PRELOAD_LIBS := $(LIBS) -lunwind -ldl -lpthread
+
+ANALYZER_SRC := $(wildcard analyzer/*.c) $(wildcard analyzer/*.S)
+ANALYZER_HDR := $(wildcard analyzer/*.h analyzer/*.def) $(wildcard policies/*.json) $(wildcard analyzer/kb/*)
+CLI_SRC      := $(wildcard analyzer/cli/*.c)
+PRELOAD_SRC  := $(wildcard preload/*.c)
+PRELOAD_HDR  := $(wildcard preload/*.h preload/*.def preload/*.map)
+UNIT_SRC     := $(wildcard test/unit/test_*.c)
+FUZZ_SRC     := $(wildcard test/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
+ANALYZER_OBJ := $(call obj,$(ANALYZER_SRC))
+CLI_OBJ      := $(call obj,$(CLI_SRC))
+PRELOAD_OBJ  := $(call obj,$(PRELOAD_SRC))
+UNIT_BIN     := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
+
+.PHONY: all deps build test unit asan fuzz fuzz-smoke integration bench demo install uninstall clean
+
+all: deps build
+build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so
+
+# Debian packages for the build, tests and demo (idempotent; apt-get as root).
+deps:
+	@bash test/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c $(ANALYZER_HDR) $(PRELOAD_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.S $(ANALYZER_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/libspa.a: $(ANALYZER_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/safepickle: $(CLI_OBJ) $(BUILD)/libspa.a
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libspa.a $(LIBS)
+
+$(BUILD)/libsafepickle.so: $(PRELOAD_OBJ) $(BUILD)/libspa.a preload/exports.map
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(PRELOAD_OBJ) $(BUILD)/libspa.a \
+	  -Wl,--version-script=preload/exports.map -Wl,-z,now $(PRELOAD_LIBS)
+
+# ---------------------------------------------------------------- unit tests
+$(BUILD)/test/%: test/unit/%.c test/unit/t.h $(BUILD)/libspa.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itest/unit -o $@ $< $(BUILD)/libspa.a $(LIBS)
+
+unit: deps $(UNIT_BIN)
+	@bash test/unit/run.sh $(UNIT_BIN)
+
+# The same unit tests under ASan + UBSan (clang), halting on the first error.
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+asan: deps
+	$(MAKE) --no-print-directory BUILD=build-asan CC=clang CFLAGS="-O1 -g $(SAN_FLAGS)" \
+	  LDFLAGS="$(SAN_FLAGS)" build-asan/libspa.a $(patsubst $(BUILD)/%,build-asan/%,$(UNIT_BIN))
+	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  bash test/unit/run.sh $(patsubst $(BUILD)/%,build-asan/%,$(UNIT_BIN))
+
+# ---------------------------------------------------------------- fuzzing
+FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+build-fuzz/%: test/fuzz/%.c
+	$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang CFLAGS="$(FUZZ_CFLAGS)" build-fuzz/libspa.a
+	clang $(patsubst -Werror,,$(ALL_CFLAGS)) -O1 -g -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=all -o $@ $< build-fuzz/libspa.a $(LIBS)
+
+FUZZ_BIN := $(patsubst test/fuzz/%.c,build-fuzz/%,$(FUZZ_SRC))
+fuzz: deps $(FUZZ_BIN)
+	@bash test/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+fuzz-smoke: deps $(FUZZ_BIN)
+	@bash test/fuzz/run.sh 5 $(FUZZ_BIN)
+
+# ---------------------------------------------------------------- integration
+integration: all
+	cd test/integration && $(PYTHON) -m pytest -q -p no:cacheprovider
+
+# The README's test command.
+test: all unit asan fuzz-smoke integration
+
+bench: all
+	@bash test/bench/run.sh
+
+# The README's first command: the main job on the embedded default policy.
+demo: all
+	@bash test/demo.sh
+
+# ---------------------------------------------------------------- install
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/safepickle $(DESTDIR)$(PREFIX)/share/safepickle/policies
+	install -m 0755 $(BUILD)/safepickle $(DESTDIR)$(PREFIX)/bin/safepickle
+	install -m 0755 $(BUILD)/libsafepickle.so $(DESTDIR)$(PREFIX)/lib/safepickle/libsafepickle.so
+	install -m 0644 policies/*.json $(DESTDIR)$(PREFIX)/share/safepickle/policies/
+
+clean:
+	rm -rf build build-asan build-fuzz
