@@ -104,10 +104,23 @@ demo: all
 
 # ---------------------------------------------------------------- install
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/safepickle $(DESTDIR)$(PREFIX)/share/safepickle/policies
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/safepickle \
+	  $(DESTDIR)$(PREFIX)/share/safepickle/policies $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 0755 $(BUILD)/safepickle $(DESTDIR)$(PREFIX)/bin/safepickle
 	install -m 0755 $(BUILD)/libsafepickle.so $(DESTDIR)$(PREFIX)/lib/safepickle/libsafepickle.so
-	install -m 0644 policies/*.json $(DESTDIR)$(PREFIX)/share/safepickle/policies/
+	$(if $(wildcard policies/*.json policies/*.md),install -m 0644 $(wildcard policies/*.json policies/*.md) $(DESTDIR)$(PREFIX)/share/safepickle/policies/)
+	install -m 0644 analyzer/cli/safepickle.1 $(DESTDIR)$(PREFIX)/share/man/man1/safepickle.1
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' analyzer/cli/safepickle.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/safepickle $(DESTDIR)$(PREFIX)/lib/safepickle/libsafepickle.so \
+	  $(DESTDIR)$(PREFIX)/share/man/man1/safepickle.1 $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/safepickle/policies/,$(notdir $(wildcard policies/*.json policies/*.md)))
+	-rmdir $(DESTDIR)$(PREFIX)/lib/safepickle $(DESTDIR)$(PREFIX)/share/safepickle/policies \
+	  $(DESTDIR)$(PREFIX)/share/safepickle 2>/dev/null
 
 clean:
 	rm -rf build build-asan build-fuzz
