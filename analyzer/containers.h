@@ -1,0 +1,128 @@
+/* containers.h - internal interfaces of the container layer (prefix spc_):
+ * content dispatch (scan.c), sniffing (sniff.c) and one reader per wrapper
+ * format (zip.c, tar.c, npy.c, decomp.c, joblib.c, nested.c, torch_legacy.c). */
+#ifndef SPA_CONTAINERS_H
+#define SPA_CONTAINERS_H
+
+#include "internal.h"
+
+/* ------------------------------------------------------------------ named constants */
+#define SPC_HEAD          4096u  /* bytes sniffed at the start of every content */
+#define SPC_SNIFF_OPS     512u   /* opcodes the plausibility walk looks at */
+#define SPC_SNIFF_MARKS   64u    /* mark depth the plausibility walk tracks exactly */
+#define SPC_LEGACY_STREAMS 5u    /* torch legacy: magic, protocol, sys_info, object, keys */
+#define SPC_ZIP_MAX_BUFFER (64u << 20) /* a zip found inside a sequential stream is
+                                          buffered up to this many bytes (or the
+                                          decompression byte limit, if lower) */
+
+/* ------------------------------------------------------------------ sniffing */
+/* Result of the raw-pickle plausibility walk. */
+typedef enum spc_pk {
+    SPC_PK_NO = 0,   /* the loader would fail before doing anything: not a pickle */
+    SPC_PK_MAYBE,    /* no definite failure within the bytes examined */
+    SPC_PK_YES       /* a complete stream (STOP reached), or a failure after an import/call */
+} spc_pk;
+
+/* Walk opcodes abstractly (stack heights, marks, memo keys) over p[0..n).
+ * total: bytes that exist from p on (>= n), or UINT64_MAX when unknown. A
+ * definite loader failure before any import/call/persistent-id opcode means
+ * "not a pickle": it is harmless to the loader. */
+spc_pk spc_pickle_plausible(const uint8_t *p, size_t n, uint64_t total);
+/* Format of content whose first bytes are p[0..n) (total as above). */
+spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total);
+/* Torch legacy magic stream at p? (PROTO n, LONG1 magic, STOP or text LONG) */
+bool spc_is_torch_legacy(const uint8_t *p, size_t n);
+
+/* ------------------------------------------------------------------ scan state */
+typedef struct spc_scan {
+    spa_scan_ctx *sc;
+    spa_arena *ar;
+    const spa_limits *lim;
+    spa_src top;              /* the caller's source wrapped to count bytes read */
+    const spa_src *user;      /* the caller's source */
+    uint64_t bytes_read;      /* bytes pulled from the caller's source */
+    uint64_t members;         /* archive members examined (SPA_LIM_MEMBERS) */
+    bool pickle_bearing;      /* content that bears (or should bear) a pickle was seen */
+    bool fatal;               /* NOMEM/IO: stop everything */
+    spa_err fatal_err;
+    spa_in *cur_in;           /* input of the stream the VM is running (joblib hook) */
+    uint32_t cur_depth;       /* container depth of cur_in (nested scans) */
+    const char *cur_loc;      /* provenance of cur_in */
+    spa_format top_fmt;       /* outermost format */
+} spc_scan;
+
+/* A piece of content to dispatch: random access (src) or sequential (in). */
+typedef struct spc_content {
+    const spa_src *src;   /* random-access source of exactly this content, or NULL */
+    spa_in *in;           /* sequential reader at the content start (made from src if NULL) */
+    uint64_t size;        /* bytes in the content, UINT64_MAX when unknown */
+    const char *loc;      /* provenance of the content */
+    uint32_t depth;       /* container nesting depth (0 = the file itself) */
+    uint32_t parent;      /* enclosing stream, UINT32_MAX at top level */
+} spc_content;
+
+/* Dispatch content by its bytes. Returns SPA_OK unless the scan cannot go on
+ * (NOMEM, IO); everything about hostile content goes into notes and streams.
+ * *first_stream (may be NULL) receives the first stream index created. */
+spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream);
+/* Run stacked pickle streams from `in`: at most max_streams (0 = the limit);
+ * keep going after STOP while what follows is a plausible pickle. */
+spa_code spc_pickles(spc_scan *s, spa_in *in, uint64_t total, const char *loc,
+                     uint32_t depth, uint32_t parent, uint32_t max_streams,
+                     uint32_t *first_stream);
+/* The reader of c (creates it from c->src when needed). NULL on OOM. */
+spa_in *spc_content_in(spc_scan *s, spc_content *c);
+
+/* Notes (loc may be NULL for the content's own). */
+void spc_note(spc_scan *s, spa_notekind k, const char *loc, spa_code code,
+              const char *msg, uint64_t off, spa_limit_id lim, const char *detail);
+void spc_fail(spc_scan *s, spa_code code, const char *msg, uint64_t off);
+
+/* Sources: a byte range of another source (zero-copy when it is in memory). */
+spa_src *spc_src_range(spc_scan *s, const spa_src *parent, uint64_t off, uint64_t size);
+spa_src *spc_src_buf(spc_scan *s, const uint8_t *p, size_t n);
+/* Read exactly n bytes at off; SPA_E_TRUNCATED if the source is shorter. */
+spa_code spc_pread_full(const spa_src *src, void *buf, size_t n, uint64_t off);
+/* A bounded sequential view of the next `n` bytes of `in`. */
+spa_in *spc_in_sub(spc_scan *s, spa_in *in, uint64_t n);
+/* Pull all of `in` into an arena buffer of at most max bytes. */
+spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **p, size_t *n,
+                      bool *over);
+
+/* ------------------------------------------------------------------ readers */
+spa_code spc_zip(spc_scan *s, spc_content *c);
+spa_code spc_tar(spc_scan *s, spc_content *c);
+spa_code spc_npy(spc_scan *s, spc_content *c, uint32_t *first_stream);
+spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
+spa_code spc_torch_legacy(spc_scan *s, spc_content *c, uint32_t *first_stream);
+
+/* Decompression as a bounded spa_seq_read producer over compressed input `in`.
+ * Stops (EOF) at the named limits and records which one in *limit_hit. */
+typedef struct spc_dec spc_dec;
+spc_dec *spc_dec_open(spc_scan *s, spa_in *in, spa_format fmt);
+ssize_t spc_dec_read(void *dec, void *buf, size_t len);
+/* After EOF: SPA_LIM_COUNT if none, else the limit that stopped it. */
+spa_limit_id spc_dec_limit(const spc_dec *d);
+/* After EOF: SPA_OK or the error that ended the compressed data. */
+spa_err spc_dec_error(const spc_dec *d);
+uint64_t spc_dec_out(const spc_dec *d);
+uint64_t spc_dec_in(const spc_dec *d);
+void spc_dec_close(spc_dec *d);
+/* One-shot helper for tests and nested data: decompress p[0..n) into an
+ * arena buffer within the limits. */
+const char *spc_fmt_tag(spa_format f); /* "zlib", "gzip", ... for provenance */
+
+/* joblib + nested pickles: VM hooks (joblib.c, nested.c). */
+spa_build_act spc_joblib_after_build(void *ud, spa_scan_ctx *sc, const spa_val *target,
+                                     const spa_val *state, uint64_t *skip);
+uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint32_t depth,
+                             uint32_t parent_stream);
+/* Helpers exposed for unit tests. */
+bool spc_joblib_itemsize(const char *descr, size_t n, uint64_t *itemsize, bool *object);
+/* Decode text that may carry a nested pickle: base64 / hex / latin1 (from UTF-8).
+ * Returns decoded length or 0 if the text is not in that encoding. */
+size_t spc_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
+size_t spc_hex_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
+size_t spc_latin1_from_utf8(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
+
+#endif /* SPA_CONTAINERS_H */

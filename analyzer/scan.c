@@ -1,0 +1,427 @@
+/* scan.c - the container layer's entry points (spa_scan_src/mem/path): wraps
+ * the caller's source to count bytes read, sniffs each piece of content by
+ * its bytes and dispatches it to the reader of its format; runs stacked
+ * pickle streams through the VM. Reads only through src->pread, in bounded
+ * windows; never mmaps, never slurps a file whole. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "containers.h"
+
+/* ------------------------------------------------------------------ notes */
+void spc_note(spc_scan *s, spa_notekind k, const char *loc, spa_code code, const char *msg,
+              uint64_t off, spa_limit_id lim, const char *detail) {
+    spa_err e = {code, msg, off};
+    spa_ctx_note(s->sc, k, loc, e, lim, detail);
+    if (k == SPA_NOTE_UNSCANNABLE || k == SPA_NOTE_LIMIT) s->pickle_bearing = true;
+}
+
+void spc_fail(spc_scan *s, spa_code code, const char *msg, uint64_t off) {
+    if (s->fatal) return;
+    s->fatal = true;
+    s->fatal_err.code = code;
+    s->fatal_err.msg = msg;
+    s->fatal_err.off = off;
+}
+
+/* ------------------------------------------------------------------ sources */
+static ssize_t sc_count_pread(void *ctx, void *buf, size_t len, uint64_t off) {
+    spc_scan *s = ctx;
+    ssize_t r = s->user->pread(s->user->ctx, buf, len, off);
+    if (r > 0) s->bytes_read += (uint64_t)r;
+    return r;
+}
+
+typedef struct sc_range {
+    spa_src s;
+    const spa_src *parent;
+    uint64_t off;
+} sc_range;
+
+static ssize_t sc_range_pread(void *ctx, void *buf, size_t len, uint64_t off) {
+    sc_range *r = ctx;
+    if (off >= r->s.size) return 0;
+    if (len > r->s.size - off) len = (size_t)(r->s.size - off);
+    return r->parent->pread(r->parent->ctx, buf, len, r->off + off);
+}
+
+spa_src *spc_src_range(spc_scan *s, const spa_src *parent, uint64_t off, uint64_t size) {
+    sc_range *r = spa_arena_calloc(s->ar, sizeof *r);
+    if (!r) return NULL;
+    if (off > parent->size) off = parent->size;
+    if (size > parent->size - off) size = parent->size - off;
+    r->parent = parent;
+    r->off = off;
+    r->s.pread = sc_range_pread;
+    r->s.ctx = r;
+    r->s.size = size;
+    r->s.mem = parent->mem ? parent->mem + off : NULL;
+    return &r->s;
+}
+
+typedef struct sc_buf { spa_src s; const uint8_t *p; } sc_buf;
+
+static ssize_t sc_buf_pread(void *ctx, void *buf, size_t len, uint64_t off) {
+    sc_buf *b = ctx;
+    if (off >= b->s.size) return 0;
+    if (len > b->s.size - off) len = (size_t)(b->s.size - off);
+    memcpy(buf, b->p + off, len);
+    return (ssize_t)len;
+}
+
+spa_src *spc_src_buf(spc_scan *s, const uint8_t *p, size_t n) {
+    sc_buf *b = spa_arena_calloc(s->ar, sizeof *b);
+    if (!b) return NULL;
+    b->p = p;
+    b->s.pread = sc_buf_pread;
+    b->s.ctx = b;
+    b->s.size = n;
+    b->s.mem = p;
+    return &b->s;
+}
+
+spa_code spc_pread_full(const spa_src *src, void *buf, size_t n, uint64_t off) {
+    size_t done = 0;
+    if (off > src->size || n > src->size - off) return SPA_E_TRUNCATED;
+    while (done < n) {
+        ssize_t r = src->pread(src->ctx, (uint8_t *)buf + done, n - done, off + done);
+        if (r < 0) return SPA_E_IO;
+        if (r == 0) return SPA_E_TRUNCATED;
+        done += (size_t)r;
+    }
+    return SPA_OK;
+}
+
+/* A bounded sequential view of the next n bytes of another reader. */
+typedef struct sc_sub {
+    spa_in *in;
+    uint64_t left;
+    bool err;
+} sc_sub;
+
+static ssize_t sc_sub_read(void *ctx, void *buf, size_t len) {
+    sc_sub *u = ctx;
+    if (u->left == 0 || u->err) return u->err ? -1 : 0;
+    if (len > u->left) len = (size_t)u->left;
+    if (len > SPC_HEAD) len = SPC_HEAD;
+    const uint8_t *p;
+    size_t got;
+    if (spa_in_peek(u->in, len, &p, &got) != SPA_OK) { u->err = true; return -1; }
+    if (got == 0) return 0;
+    if (got > len) got = len;
+    memcpy(buf, p, got);
+    if (spa_in_skip(u->in, got) != SPA_OK) { u->err = true; return -1; }
+    u->left -= got;
+    return (ssize_t)got;
+}
+
+spa_in *spc_in_sub(spc_scan *s, spa_in *in, uint64_t n) {
+    sc_sub *u = spa_arena_calloc(s->ar, sizeof *u);
+    if (!u) return NULL;
+    u->in = in;
+    u->left = n;
+    return spa_in_from_seq(s->ar, sc_sub_read, u);
+}
+
+spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **out, size_t *outn,
+                      bool *over) {
+    size_t cap = 1u << 16, n = 0;
+    uint8_t *buf = spa_arena_alloc(s->ar, cap);
+    *over = false;
+    if (!buf) return SPA_E_NOMEM;
+    for (;;) {
+        const uint8_t *p;
+        size_t got;
+        spa_code rc = spa_in_peek(in, SPC_HEAD, &p, &got);
+        if (rc != SPA_OK) return rc;
+        if (got == 0) break;
+        if (n + got > max) { *over = true; break; }
+        if (n + got > cap) {
+            size_t ncap = cap * 2;
+            while (ncap < n + got) ncap *= 2;
+            if (ncap > max) ncap = (size_t)max;
+            uint8_t *nb = spa_arena_alloc(s->ar, ncap); /* the old block stays in the arena */
+            if (!nb) return SPA_E_NOMEM;
+            memcpy(nb, buf, n);
+            buf = nb;
+            cap = ncap;
+        }
+        memcpy(buf + n, p, got);
+        n += got;
+        rc = spa_in_skip(in, got);
+        if (rc != SPA_OK) return rc;
+    }
+    *out = buf;
+    *outn = n;
+    return SPA_OK;
+}
+
+spa_in *spc_content_in(spc_scan *s, spc_content *c) {
+    if (!c->in && c->src) c->in = spa_in_from_src(s->ar, c->src, 0, c->src->size);
+    if (!c->in) spc_fail(s, SPA_E_NOMEM, "out of memory creating a reader", 0);
+    return c->in;
+}
+
+/* ------------------------------------------------------------------ pickles */
+spa_code spc_pickles(spc_scan *s, spa_in *in, uint64_t total, const char *loc, uint32_t depth,
+                     uint32_t parent, uint32_t max_streams, uint32_t *first_stream) {
+    uint32_t count = 0;
+    for (;;) {
+        uint64_t start = spa_in_pos(in);
+        const char *sloc = start == 0 ? loc
+                                      : spa_ctx_loc(s->sc, "%s!stream@%" PRIu64, loc, start);
+        if (!sloc) { spc_fail(s, SPA_E_NOMEM, "out of memory", start); return SPA_E_NOMEM; }
+        spa_in *saved_in = s->cur_in;
+        const char *saved_loc = s->cur_loc;
+        uint32_t saved_depth = s->cur_depth;
+        s->cur_in = in;
+        s->cur_loc = sloc;
+        s->cur_depth = depth;
+        uint32_t idx = UINT32_MAX;
+        spa_code rc = spa_vm_run(s->sc, in, sloc, depth, parent, &idx);
+        s->cur_in = saved_in;
+        s->cur_loc = saved_loc;
+        s->cur_depth = saved_depth;
+        s->pickle_bearing = true;
+        if (rc != SPA_OK) {
+            spc_fail(s, rc, "pickle scan could not proceed", start);
+            return rc;
+        }
+        if (s->fatal) return s->fatal_err.code;
+        if (idx == UINT32_MAX) {
+            spc_note(s, SPA_NOTE_LIMIT, sloc, SPA_E_LIMIT, "stream limit reached", start,
+                     SPA_LIM_STREAMS, NULL);
+            break;
+        }
+        if (first_stream && *first_stream == UINT32_MAX) *first_stream = idx;
+        count++;
+        const spa_stream *st = spa_ctx_stream(s->sc, idx);
+        if (!st || !st->complete) break;            /* the loader stops here too */
+        if (max_streams && count >= max_streams) break;
+        if (spa_in_pos(in) <= start) break;         /* no progress: never loop */
+        /* keep going while what follows is a plausible pickle */
+        const uint8_t *p;
+        size_t got;
+        if (spa_in_peek(in, SPC_HEAD, &p, &got) != SPA_OK || got == 0) break;
+        uint64_t pos = spa_in_pos(in);
+        uint64_t rest = total == UINT64_MAX ? UINT64_MAX : (total > pos ? total - pos : 0);
+        if (spc_pickle_plausible(p, got, rest) == SPC_PK_NO) break;
+    }
+    return SPA_OK;
+}
+
+/* ------------------------------------------------------------------ dispatch */
+const char *spc_fmt_tag(spa_format f) {
+    switch (f) {
+    case SPA_FMT_GZIP: return "gzip";
+    case SPA_FMT_BZ2: return "bz2";
+    case SPA_FMT_XZ: return "xz";
+    case SPA_FMT_ZLIB: return "zlib";
+    case SPA_FMT_ZSTD: return "zstd";
+    case SPA_FMT_LZ4: return "lz4";
+    case SPA_FMT_JOBLIB: return "zfile";
+    default: return "data";
+    }
+}
+
+spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream) {
+    if (s->fatal) return s->fatal_err.code;
+    if (c->depth > s->lim->v[SPA_LIM_NEST]) {
+        spc_note(s, SPA_NOTE_LIMIT, c->loc, SPA_E_LIMIT, "nesting too deep", 0, SPA_LIM_NEST, NULL);
+        return SPA_OK;
+    }
+    const uint8_t *p = NULL;
+    size_t got = 0;
+    if (c->src) {
+        uint64_t want = c->size < SPC_HEAD ? c->size : SPC_HEAD;
+        uint8_t *buf = spa_arena_alloc(s->ar, want ? (size_t)want : 1);
+        if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_E_NOMEM; }
+        while (got < want) {
+            ssize_t r = c->src->pread(c->src->ctx, buf + got, (size_t)want - got, got);
+            if (r < 0) { spc_fail(s, SPA_E_IO, "read error", got); return SPA_E_IO; }
+            if (r == 0) break;
+            got += (size_t)r;
+        }
+        p = buf;
+        if (got < want) c->size = got; /* the source was shorter than it said */
+    } else {
+        spa_code rc = spa_in_peek(c->in, SPC_HEAD, &p, &got);
+        if (rc != SPA_OK) {
+            spc_note(s, SPA_NOTE_ERROR, c->loc, rc, "could not read content", 0, SPA_LIM_COUNT, NULL);
+            return SPA_OK;
+        }
+    }
+    spa_format fmt = spc_sniff(p, got, c->size);
+    if (c->depth == 0) s->top_fmt = fmt;
+    spa_code rc = SPA_OK;
+    switch (fmt) {
+    case SPA_FMT_NONE:
+        break;
+    case SPA_FMT_PICKLE:
+        if (!spc_content_in(s, c)) return SPA_E_NOMEM;
+        rc = spc_pickles(s, c->in, c->size, c->loc, c->depth, c->parent, 0, first_stream);
+        break;
+    case SPA_FMT_TORCH_LEGACY:
+        rc = spc_torch_legacy(s, c, first_stream);
+        break;
+    case SPA_FMT_ZIP:
+        rc = spc_zip(s, c);
+        break;
+    case SPA_FMT_TAR:
+        rc = spc_tar(s, c);
+        break;
+    case SPA_FMT_NPY:
+        rc = spc_npy(s, c, first_stream);
+        break;
+    case SPA_FMT_GZIP: case SPA_FMT_BZ2: case SPA_FMT_XZ: case SPA_FMT_ZLIB:
+    case SPA_FMT_ZSTD: case SPA_FMT_LZ4: case SPA_FMT_JOBLIB:
+        rc = spc_decomp(s, c, fmt, first_stream);
+        break;
+    case SPA_FMT_UNSCANNABLE:
+    default:
+        spc_note(s, SPA_NOTE_UNSCANNABLE, c->loc, SPA_E_UNSUPPORTED,
+                 "archive format no pickle loader opens directly (7z/rar): not examined", 0,
+                 SPA_LIM_COUNT, NULL);
+        break;
+    }
+    if (s->fatal) return s->fatal_err.code;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ API */
+void spa_scan_opts_default(spa_scan_opts *o) {
+    if (!o) return;
+    memset(o, 0, sizeof *o);
+    spa_limits_default(&o->limits);
+    o->alloc = NULL;
+    o->name = NULL;
+}
+
+spa_code spa_scan_src(const spa_scan_opts *o, const spa_src *src, spa_result **out, spa_err *err) {
+    spa_err dummy;
+    if (!err) err = &dummy;
+    if (out) *out = NULL;
+    if (!o || !src || !src->pread || !out) {
+        err->code = SPA_E_USAGE;
+        err->msg = "spa_scan_src: missing options, source or output";
+        err->off = 0;
+        return SPA_E_USAGE;
+    }
+    spa_scan_ctx *sc = spa_ctx_create(o);
+    if (!sc) {
+        err->code = SPA_E_NOMEM;
+        err->msg = "out of memory creating the scan context";
+        err->off = 0;
+        return SPA_E_NOMEM;
+    }
+    spc_scan s;
+    memset(&s, 0, sizeof s);
+    s.sc = sc;
+    s.ar = spa_ctx_arena(sc);
+    s.lim = spa_ctx_limits(sc);
+    s.user = src;
+    s.top.pread = sc_count_pread;
+    s.top.ctx = &s;
+    s.top.size = src->size;
+    s.top.mem = src->mem;
+    s.top_fmt = SPA_FMT_NONE;
+    spa_vm_hooks *h = spa_arena_calloc(s.ar, sizeof *h);
+    if (!h) {
+        spa_ctx_destroy(sc);
+        err->code = SPA_E_NOMEM;
+        err->msg = "out of memory";
+        err->off = 0;
+        return SPA_E_NOMEM;
+    }
+    h->after_build = spc_joblib_after_build;
+    h->on_const = spc_nested_on_const;
+    h->ud = &s;
+    spa_ctx_set_hooks(sc, h);
+
+    spc_content c;
+    memset(&c, 0, sizeof c);
+    c.src = &s.top;
+    c.size = src->size;
+    const char *nm = (o->name && *o->name) ? o->name : "<input>";
+    c.loc = spa_arena_strndup(s.ar, nm, strlen(nm));
+    if (!c.loc) c.loc = "<input>";
+    c.depth = 0;
+    c.parent = UINT32_MAX;
+    spc_dispatch(&s, &c, NULL);
+    if (s.fatal) {
+        *err = s.fatal_err;
+        spa_ctx_destroy(sc);
+        return err->code;
+    }
+    spa_result *r = spa_ctx_finish(sc, s.top_fmt, s.bytes_read);
+    if (!r) {
+        err->code = SPA_E_NOMEM;
+        err->msg = "out of memory finishing the result";
+        err->off = 0;
+        return SPA_E_NOMEM;
+    }
+    r->bytes_read = s.bytes_read;
+    r->format = s.top_fmt;
+    if (s.pickle_bearing || r->n_streams > 0) r->pickle_bearing = true;
+    *out = r;
+    return SPA_OK;
+}
+
+spa_code spa_scan_mem(const spa_scan_opts *o, const uint8_t *p, size_t n, spa_result **out,
+                      spa_err *err) {
+    spa_src src;
+    static const uint8_t empty[1] = {0};
+    spa_src_mem(&src, p ? p : empty, p ? n : 0);
+    return spa_scan_src(o, &src, out, err);
+}
+
+/* spa_scan_path opens the file itself; the source reads it with pread(2). */
+static ssize_t sc_fd_pread(void *ctx, void *buf, size_t len, uint64_t off) {
+    int fd = *(int *)ctx;
+    for (;;) {
+        ssize_t r = pread(fd, buf, len, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        return r;
+    }
+}
+
+spa_code spa_scan_path(const spa_scan_opts *o, const char *path, spa_result **out, spa_err *err) {
+    spa_err dummy;
+    if (!err) err = &dummy;
+    if (out) *out = NULL;
+    if (!o || !path || !out) {
+        err->code = SPA_E_USAGE;
+        err->msg = "spa_scan_path: missing options, path or output";
+        err->off = 0;
+        return SPA_E_USAGE;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        err->code = SPA_E_IO;
+        err->msg = "cannot open file";
+        err->off = 0;
+        return SPA_E_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        err->code = SPA_E_IO;
+        err->msg = "not a regular file";
+        err->off = 0;
+        return SPA_E_IO;
+    }
+    spa_src src;
+    memset(&src, 0, sizeof src);
+    src.pread = sc_fd_pread;
+    src.ctx = &fd;
+    src.size = (uint64_t)st.st_size;
+    spa_scan_opts oo = *o;
+    if (!oo.name) oo.name = path;
+    spa_code rc = spa_scan_src(&oo, &src, out, err);
+    close(fd);
+    return rc;
+}

@@ -1,0 +1,387 @@
+/* sniff.c - content sniffing by bytes only: container magics (zip, tar, npy,
+ * compressors, 7z) and a strict raw-pickle plausibility walk that accepts
+ * every stream the C unpickler accepts (protocol 0 to 5, with or without
+ * PROTO) and rejects text, source code, ELF and JSON cheaply. */
+#include <string.h>
+
+#include "containers.h"
+
+/* ------------------------------------------------------------------ magics */
+static bool sn_has(const uint8_t *p, size_t n, const char *m, size_t mn) {
+    return n >= mn && memcmp(p, m, mn) == 0;
+}
+
+/* A tar header block: ustar magic, or (v7 tar) a valid octal checksum. */
+static bool sn_is_tar(const uint8_t *p, size_t n) {
+    if (n < 512) return false;
+    if (memcmp(p + 257, "ustar", 5) == 0) return true;
+    /* v7: checksum field at 148, 8 bytes octal, computed with the field as spaces */
+    uint64_t want = 0;
+    size_t i = 148;
+    while (i < 156 && p[i] == ' ') i++;
+    size_t digits = 0;
+    for (; i < 156 && p[i] >= '0' && p[i] <= '7'; i++, digits++) want = want * 8 + (uint64_t)(p[i] - '0');
+    if (digits == 0) return false;
+    for (; i < 156; i++) if (p[i] != ' ' && p[i] != '\0') return false;
+    uint64_t sum = 0;
+    for (size_t k = 0; k < 512; k++) sum += (k >= 148 && k < 156) ? (uint64_t)' ' : p[k];
+    /* the name must be a non-empty printable string, else random data with a lucky sum */
+    if (p[0] == 0) return false;
+    return sum == want && sum > 8u * ' ';
+}
+
+static bool sn_is_zlib(const uint8_t *p, size_t n) {
+    if (n < 2) return false;
+    if ((p[0] & 0x0f) != 8 || (p[0] >> 4) > 7) return false;
+    if (((unsigned)p[0] * 256u + p[1]) % 31u != 0) return false;
+    return (p[1] & 0x20) == 0; /* no preset dictionary */
+}
+
+bool spc_is_torch_legacy(const uint8_t *p, size_t n) {
+    static const uint8_t magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+    if (n >= 15 && p[0] == 0x80 && p[2] == 0x8a && p[3] == 10 && memcmp(p + 4, magic, 10) == 0)
+        return true;
+    /* protocol 0/1: LONG text of 0x1950a86a20f9469cfc6c */
+    static const char txt[] = "L119547037146038801333356L\n";
+    return sn_has(p, n, txt, sizeof txt - 1);
+}
+
+spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total) {
+    if (n == 0) return SPA_FMT_NONE;
+    if (sn_has(p, n, "PK\x03\x04", 4) || sn_has(p, n, "PK\x05\x06", 4) ||
+        sn_has(p, n, "PK\x07\x08", 4) || sn_has(p, n, "PK\x06\x06", 4))
+        return SPA_FMT_ZIP;
+    if (sn_has(p, n, "\x93NUMPY", 6)) return SPA_FMT_NPY;
+    if (sn_has(p, n, "\x1f\x8b", 2)) return SPA_FMT_GZIP;
+    if (n >= 4 && sn_has(p, n, "BZh", 3) && p[3] >= '1' && p[3] <= '9') return SPA_FMT_BZ2;
+    if (sn_has(p, n, "\xfd" "7zXZ\x00", 6)) return SPA_FMT_XZ;
+    if (sn_has(p, n, "\x5d\x00\x00", 3)) return SPA_FMT_XZ; /* lzma-alone (joblib 'lzma') */
+    if (sn_has(p, n, "\x28\xb5\x2f\xfd", 4)) return SPA_FMT_ZSTD;
+    if (sn_has(p, n, "\x04\x22\x4d\x18", 4)) return SPA_FMT_LZ4;
+    if (sn_has(p, n, "ZF", 2) && n >= 4 && (p[2] == '0' || p[2] == ' ')) return SPA_FMT_JOBLIB; /* joblib < 0.10 zfile */
+    if (sn_has(p, n, "7z\xbc\xaf\x27\x1c", 6)) return SPA_FMT_UNSCANNABLE;
+    if (sn_has(p, n, "Rar!\x1a\x07", 6)) return SPA_FMT_UNSCANNABLE;
+    if (sn_is_zlib(p, n)) return SPA_FMT_ZLIB;
+    if (sn_is_tar(p, n)) return SPA_FMT_TAR;
+    if (spc_is_torch_legacy(p, n)) return SPA_FMT_TORCH_LEGACY;
+    if (spc_pickle_plausible(p, n, total) != SPC_PK_NO) return SPA_FMT_PICKLE;
+    return SPA_FMT_NONE;
+}
+
+spa_format spa_sniff(const uint8_t *p, size_t n) {
+    if (!p) return SPA_FMT_NONE;
+    return spc_sniff(p, n, UINT64_MAX);
+}
+
+/* ------------------------------------------------------------------ pickle walk */
+/* An abstract unpickler: it tracks only stack heights, marks and which memo
+ * keys exist. It answers "would CPython certainly fail here?" and never
+ * rejects what the loader accepts: where unsure it goes on. */
+
+typedef struct sn_walk {
+    const uint8_t *p;
+    size_t n, pos;
+    uint64_t total;
+    int64_t h;                       /* stack height */
+    int64_t marks[SPC_SNIFF_MARKS];
+    uint32_t nmarks;
+    bool marks_lost;                 /* deeper than we track: stop judging */
+    uint8_t memo[32];                /* keys 0..255 defined */
+    uint64_t memo_n;                 /* distinct keys (MEMOIZE uses it) */
+    bool memo_unknown;               /* a key we could not track: never reject a GET */
+    bool effect;                     /* an import/call/persid opcode was seen */
+} sn_walk;
+
+enum { SN_GO = 0, SN_FAIL, SN_WINDOW, SN_STOP };
+
+static int64_t sn_fence(const sn_walk *w) { return w->nmarks ? w->marks[w->nmarks - 1] : 0; }
+
+/* need k values above the fence */
+static int sn_need(const sn_walk *w, int64_t k) {
+    if (w->marks_lost) return SN_GO;
+    return (w->h - sn_fence(w) >= k) ? SN_GO : SN_FAIL;
+}
+
+/* n bytes of argument: FAIL if they run past the known end, WINDOW if past n */
+static int sn_arg(sn_walk *w, uint64_t k) {
+    if (w->total != UINT64_MAX && k > w->total - w->pos) return SN_FAIL;
+    if (k > w->n - w->pos) return SN_WINDOW;
+    return SN_GO;
+}
+
+/* one '\n'-terminated line starting at pos: sets *len (without \n) */
+static int sn_line(sn_walk *w, size_t *len) {
+    const uint8_t *nl = memchr(w->p + w->pos, '\n', w->n - w->pos);
+    if (!nl) return (w->total != UINT64_MAX && w->total <= w->n) ? SN_FAIL : SN_WINDOW;
+    *len = (size_t)(nl - (w->p + w->pos));
+    return SN_GO;
+}
+
+static bool sn_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
+
+/* A line CPython's int()/strtol/float parsing could accept: optional
+ * surrounding whitespace, no inner whitespace, [0-9A-Za-z_+-.] only, and a
+ * digit (or '.', or inf/nan for floats) after an optional sign. */
+static bool sn_numeric(const uint8_t *s, size_t n, bool is_float) {
+    size_t a = 0, b = n;
+    while (a < b && sn_space(s[a])) a++;
+    while (b > a && sn_space(s[b - 1])) b--;
+    if (a == b) return false;
+    for (size_t i = a; i < b; i++) {
+        uint8_t c = s[i];
+        bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  c == '_' || c == '+' || c == '-' || c == '.';
+        if (!ok) return false;
+    }
+    if (s[a] == '+' || s[a] == '-') a++;
+    if (a == b) return false;
+    if (s[a] >= '0' && s[a] <= '9') return true;
+    if (is_float) {
+        uint8_t c = (uint8_t)(s[a] | 0x20);
+        return s[a] == '.' || c == 'i' || c == 'n';
+    }
+    return false;
+}
+
+/* A module or attribute name the import system could resolve: printable,
+ * no whitespace or control bytes (non-ASCII allowed: identifiers may be). */
+static bool sn_name(const uint8_t *s, size_t n) {
+    if (n == 0) return false;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c <= ' ' || c == 0x7f) return false;
+        if (c < 0x80 && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                          c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static void sn_memo_def(sn_walk *w, uint64_t key) {
+    if (key < 256) {
+        if (!(w->memo[key >> 3] & (1u << (key & 7)))) w->memo_n++;
+        w->memo[key >> 3] |= (uint8_t)(1u << (key & 7));
+    } else {
+        w->memo_unknown = true;
+    }
+}
+
+static int sn_memo_get(const sn_walk *w, uint64_t key) {
+    if (w->memo_unknown) return SN_GO;
+    if (key < 256 && (w->memo[key >> 3] & (1u << (key & 7)))) return SN_GO;
+    return SN_FAIL;
+}
+
+static uint64_t sn_le(const uint8_t *p, unsigned k) {
+    uint64_t v = 0;
+    for (unsigned i = 0; i < k; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static int sn_pop_mark(sn_walk *w) {
+    if (w->marks_lost) return SN_GO;
+    if (!w->nmarks) return SN_FAIL;
+    w->h = w->marks[--w->nmarks];
+    return SN_GO;
+}
+
+/* One opcode at w->pos. Returns SN_GO, SN_FAIL, SN_WINDOW or SN_STOP. */
+static int sn_step(sn_walk *w) {
+    uint8_t op = w->p[w->pos];
+    size_t at = w->pos;
+    w->pos++;
+    int r;
+    size_t len = 0;
+    uint64_t k;
+#define ARG(nb) do { if ((r = sn_arg(w, (nb))) != SN_GO) return r; } while (0)
+#define NEED(k_) do { if ((r = sn_need(w, (k_))) != SN_GO) return r; } while (0)
+#define LINE() do { if ((r = sn_line(w, &len)) != SN_GO) return r; } while (0)
+    switch (op) {
+    case '(': /* MARK */
+        if (w->nmarks == SPC_SNIFF_MARKS) w->marks_lost = true;
+        else if (!w->marks_lost) w->marks[w->nmarks++] = w->h;
+        return SN_GO;
+    case '.': /* STOP */
+        NEED(1);
+        return SN_STOP;
+    case '0': /* POP: may pop a mark (C unpickler) */
+        if (!w->marks_lost && w->nmarks && w->marks[w->nmarks - 1] == w->h) { w->nmarks--; return SN_GO; }
+        NEED(1);
+        w->h--;
+        return SN_GO;
+    case '1': return sn_pop_mark(w); /* POP_MARK */
+    case '2': NEED(1); w->h++; return SN_GO; /* DUP */
+    case 'N': case 0x88: case 0x89: case ')': case ']': case '}': case 0x8f:
+        w->h++;
+        return SN_GO;
+    case 'K': ARG(1); w->pos += 1; w->h++; return SN_GO;
+    case 'M': ARG(2); w->pos += 2; w->h++; return SN_GO;
+    case 'J': ARG(4); w->pos += 4; w->h++; return SN_GO;
+    case 'G': ARG(8); w->pos += 8; w->h++; return SN_GO;
+    case 'I': case 'L': case 'F':
+        LINE();
+        if (!sn_numeric(w->p + w->pos, (op == 'L' && len && w->p[w->pos + len - 1] == 'L') ? len - 1 : len,
+                        op == 'F'))
+            return SN_FAIL;
+        w->pos += len + 1;
+        w->h++;
+        return SN_GO;
+    case 'S': { /* STRING: quoted */
+        LINE();
+        const uint8_t *s = w->p + w->pos;
+        size_t b = len;
+        while (b > 0 && sn_space(s[b - 1])) b--; /* CPython strips trailing whitespace */
+        if (b < 2 || (s[0] != '\'' && s[0] != '"') || s[b - 1] != s[0]) return SN_FAIL;
+        w->pos += len + 1;
+        w->h++;
+        return SN_GO;
+    }
+    case 'V': LINE(); w->pos += len + 1; w->h++; return SN_GO; /* UNICODE */
+    case 'P': LINE(); w->pos += len + 1; w->h++; w->effect = true; return SN_GO; /* PERSID */
+    case 'Q': NEED(1); w->effect = true; return SN_GO; /* BINPERSID */
+    case 'U': case 'C': case 0x8c: /* 1-byte length */
+        ARG(1);
+        k = w->p[w->pos];
+        w->pos += 1;
+        ARG(k);
+        w->pos += (size_t)k;
+        w->h++;
+        return SN_GO;
+    case 'T': case 'X': case 'B': case 0x8b: /* 4-byte length */
+        ARG(4);
+        k = sn_le(w->p + w->pos, 4);
+        if ((op == 'T' || op == 0x8b) && (k & 0x80000000u)) return SN_FAIL; /* negative */
+        w->pos += 4;
+        ARG(k);
+        w->pos += (size_t)k;
+        w->h++;
+        return SN_GO;
+    case 0x8a: /* LONG1 */
+        ARG(1);
+        k = w->p[w->pos];
+        w->pos += 1;
+        ARG(k);
+        w->pos += (size_t)k;
+        w->h++;
+        return SN_GO;
+    case 0x8d: case 0x8e: case 0x96: /* 8-byte length */
+        ARG(8);
+        k = sn_le(w->p + w->pos, 8);
+        w->pos += 8;
+        ARG(k);
+        w->pos += (size_t)k;
+        w->h++;
+        return SN_GO;
+    case 0x97: w->h++; return SN_GO;          /* NEXT_BUFFER */
+    case 0x98: NEED(1); return SN_GO;         /* READONLY_BUFFER */
+    case 'g': case 'p': { /* GET / PUT with a decimal line */
+        LINE();
+        uint64_t key = 0;
+        bool ok = len > 0, big = false;
+        for (size_t i = 0; i < len; i++) {
+            uint8_t c = w->p[w->pos + i];
+            if (c < '0' || c > '9') { ok = false; break; }
+            if (key > 100000000u) big = true; else key = key * 10 + (uint64_t)(c - '0');
+        }
+        w->pos += len + 1;
+        if (op == 'g') {
+            if (!ok || big) { w->memo_unknown = true; w->h++; return SN_GO; }
+            if ((r = sn_memo_get(w, key)) != SN_GO) return r;
+            w->h++;
+        } else {
+            NEED(1);
+            if (!ok || big) w->memo_unknown = true; else sn_memo_def(w, key);
+        }
+        return SN_GO;
+    }
+    case 'h': ARG(1); k = w->p[w->pos]; w->pos += 1;
+        if ((r = sn_memo_get(w, k)) != SN_GO) return r;
+        w->h++; return SN_GO;
+    case 'j': ARG(4); k = sn_le(w->p + w->pos, 4); w->pos += 4;
+        if ((r = sn_memo_get(w, k)) != SN_GO) return r;
+        w->h++; return SN_GO;
+    case 'q': ARG(1); NEED(1); sn_memo_def(w, w->p[w->pos]); w->pos += 1; return SN_GO;
+    case 'r': ARG(4); NEED(1); sn_memo_def(w, sn_le(w->p + w->pos, 4)); w->pos += 4; return SN_GO;
+    case 0x94: NEED(1); sn_memo_def(w, w->memo_n); return SN_GO; /* MEMOIZE */
+    case 'a': NEED(2); w->h--; return SN_GO;        /* APPEND */
+    case 's': NEED(3); w->h -= 2; return SN_GO;     /* SETITEM */
+    case 0x85: NEED(1); return SN_GO;               /* TUPLE1 */
+    case 0x86: NEED(2); w->h -= 1; return SN_GO;    /* TUPLE2 */
+    case 0x87: NEED(3); w->h -= 2; return SN_GO;    /* TUPLE3 */
+    case 't': case 'l': case 'd': case 0x91: /* TUPLE LIST DICT FROZENSET */
+        if ((r = sn_pop_mark(w)) != SN_GO) return r;
+        w->h++;
+        return SN_GO;
+    case 'e': case 'u': case 0x90: { /* APPENDS SETITEMS ADDITEMS */
+        if (w->marks_lost) return SN_GO;
+        if (!w->nmarks) return SN_FAIL;
+        int64_t m = w->marks[w->nmarks - 1];
+        if (m < 1) return SN_FAIL; /* no target below the mark (C: x <= 0) */
+        if (op == 'u' && ((w->h - m) & 1)) return SN_FAIL;
+        w->nmarks--;
+        w->h = m;
+        return SN_GO;
+    }
+    case 'c': case 'i': { /* GLOBAL / INST: module\nname\n */
+        LINE();
+        if (!sn_name(w->p + w->pos, len)) return SN_FAIL;
+        w->pos += len + 1;
+        LINE();
+        if (!sn_name(w->p + w->pos, len)) return SN_FAIL;
+        w->pos += len + 1;
+        w->effect = true;
+        if (op == 'i') { if ((r = sn_pop_mark(w)) != SN_GO) return r; }
+        w->h++;
+        return SN_GO;
+    }
+    case 'o': /* OBJ */
+        if (w->marks_lost) { w->effect = true; return SN_GO; }
+        if (!w->nmarks || w->h - w->marks[w->nmarks - 1] < 1) return SN_FAIL;
+        w->effect = true;
+        w->h = w->marks[--w->nmarks] + 1;
+        return SN_GO;
+    case 'R': case 'b': case 0x81: case 0x93: /* REDUCE BUILD NEWOBJ STACK_GLOBAL */
+        NEED(2);
+        w->effect = true;
+        w->h -= 1;
+        return SN_GO;
+    case 0x92: NEED(3); w->effect = true; w->h -= 2; return SN_GO; /* NEWOBJ_EX */
+    case 0x82: ARG(1); w->pos += 1; w->effect = true; w->h++; return SN_GO; /* EXT1 */
+    case 0x83: ARG(2); w->pos += 2; w->effect = true; w->h++; return SN_GO;
+    case 0x84: ARG(4); w->pos += 4; w->effect = true; w->h++; return SN_GO;
+    case 0x80: /* PROTO */
+        ARG(1);
+        if (w->p[w->pos] > 5) return SN_FAIL;
+        w->pos += 1;
+        return SN_GO;
+    case 0x95: ARG(8); w->pos += 8; return SN_GO; /* FRAME */
+    default:
+        (void)at;
+        return SN_FAIL; /* not an opcode */
+    }
+#undef ARG
+#undef NEED
+#undef LINE
+}
+
+spc_pk spc_pickle_plausible(const uint8_t *p, size_t n, uint64_t total) {
+    if (!p || n == 0) return SPC_PK_NO;
+    sn_walk w;
+    memset(&w, 0, sizeof w);
+    w.p = p;
+    w.n = n;
+    w.total = total;
+    if (total != UINT64_MAX && total < n) w.n = (size_t)total;
+    for (unsigned ops = 0; ops < SPC_SNIFF_OPS; ops++) {
+        if (w.pos >= w.n) {
+            if (w.total != UINT64_MAX && w.pos >= w.total)
+                return w.effect ? SPC_PK_YES : SPC_PK_NO; /* EOF before STOP */
+            return ops >= 1 ? SPC_PK_MAYBE : SPC_PK_NO;
+        }
+        int r = sn_step(&w);
+        if (r == SN_STOP) return SPC_PK_YES;
+        if (r == SN_FAIL) return w.effect ? SPC_PK_YES : SPC_PK_NO;
+        if (r == SN_WINDOW) return SPC_PK_MAYBE;
+    }
+    return SPC_PK_MAYBE;
+}
