@@ -1,0 +1,51 @@
+/* fdtrack.c - the fd table: for each fd, the identity of the content last
+ * judged allowed on it (a hash of dev, ino, size, mtime, ctime), copied by the
+ * dup family and fcntl(F_DUPFD*), cleared by close. Lock-free (one atomic word
+ * per fd). It is a hint: every use compares the fd's current identity, so a
+ * stale entry (an fd closed behind our back, a file rewritten in place) only
+ * costs a fresh judgement, never a pass. */
+#include "spp.h"
+
+/* bit 0 set: the content was refused on this fd and the refusal reported. */
+static uint64_t spp_fdtab[SPP_FD_MAX];
+
+static inline uint64_t spp_mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ull;
+    return h ^ (h >> 29);
+}
+
+uint64_t spp_ident_hash(const struct stat *st) {
+    uint64_t h = 0x243f6a8885a308d3ull;
+    h = spp_mix(h, (uint64_t)st->st_dev);
+    h = spp_mix(h, (uint64_t)st->st_ino);
+    h = spp_mix(h, (uint64_t)st->st_size);
+    h = spp_mix(h, (uint64_t)st->st_mtim.tv_sec);
+    h = spp_mix(h, (uint64_t)st->st_mtim.tv_nsec);
+    h = spp_mix(h, (uint64_t)st->st_ctim.tv_sec);
+    h = spp_mix(h, (uint64_t)st->st_ctim.tv_nsec);
+    h &= ~1ull;           /* bit 0 is the "refused" tag */
+    return h ? h : 2;     /* 0 means "nothing judged" */
+}
+
+void spp_fd_set(int fd, uint64_t ident) {
+    if (fd >= 0 && fd < SPP_FD_MAX) __atomic_store_n(&spp_fdtab[fd], ident, __ATOMIC_RELAXED);
+}
+
+uint64_t spp_fd_get(int fd) {
+    if (fd >= 0 && fd < SPP_FD_MAX) return __atomic_load_n(&spp_fdtab[fd], __ATOMIC_RELAXED);
+    return 0;
+}
+
+void spp_fd_forget(int fd) { spp_fd_set(fd, 0); }
+
+void spp_fd_forget_range(unsigned lo, unsigned hi) {
+    if (lo >= (unsigned)SPP_FD_MAX) return;
+    if (hi >= (unsigned)SPP_FD_MAX) hi = SPP_FD_MAX - 1;
+    for (unsigned i = lo; i <= hi; i++) spp_fd_set((int)i, 0);
+}
+
+void spp_fd_dup(int oldfd, int newfd) {
+    spp_fd_set(newfd, spp_fd_get(oldfd));
+}

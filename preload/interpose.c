@@ -1,0 +1,215 @@
+/* interpose.c - the exported hook wrappers, generated from hooks.def: one body
+ * per hook kind (open, fopen, fd read, stdio read, mmap, close, dup...). Every
+ * wrapper resolves its real function lazily, passes straight through when the
+ * preload is not acting (untargeted process, nested call, during init) and
+ * preserves errno; only a refusal changes the outcome of a call. */
+#include "spp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* Prototypes for every hook (the fortified and *64 names are not declared by
+ * the headers in this build). Identical redeclarations are harmless. */
+#define SPP_HOOK(kind, ret, name, params, args) SPP_EXPORT ret name params;
+#include "hooks.def"
+#undef SPP_HOOK
+
+#define SPP_REAL(name) \
+    (real_##name ? real_##name : (spp_real_##name##_t)spp_resolve_one(SPP_H_##name))
+
+/* mode is read only when the flags say a mode was passed (O_CREAT, O_TMPFILE). */
+#define SPP_NEEDS_MODE(fl) (((fl) & O_CREAT) != 0 || ((fl) & O_TMPFILE) == O_TMPFILE)
+
+/* After a successful open of `fd`: judge it unless it was opened write-only,
+ * as a path or a directory. On refusal the fd is closed and the call fails. */
+static int spp_after_open(int fd, const char *path, int flags, int hook) {
+    if (fd < 0) return fd;
+    if ((flags & O_ACCMODE) == O_WRONLY || (flags & (O_PATH | O_DIRECTORY))) {
+        spp_fd_forget(fd);
+        return fd;
+    }
+    int saved = errno;
+    spp_depth++;
+    int e = spp_judge_fd(fd, path, hook, SPP_AT_OPEN);
+    if (e) {
+        spp_fd_forget(fd);
+        spp_real_close_t c = SPP_REAL(close);
+        if (c) c(fd);
+    }
+    spp_depth--;
+    if (e) { errno = e; return -1; }
+    errno = saved;
+    return fd;
+}
+
+/* Does an fopen mode string open for reading? ("r", "r+", "w+", "a+") */
+static bool spp_mode_reads(const char *mode) {
+    if (!mode) return false;
+    if (mode[0] == 'r') return true;
+    for (const char *m = mode; *m && *m != ','; m++)
+        if (*m == '+') return true;
+    return false;
+}
+
+static FILE *spp_after_fopen(FILE *f, const char *path, const char *mode, int hook) {
+    if (!f || !spp_mode_reads(mode)) return f;
+    int saved = errno;
+    spp_depth++;
+    int fd = fileno(f);
+    int e = fd >= 0 ? spp_judge_fd(fd, path, hook, SPP_AT_OPEN) : 0;
+    if (e) {
+        spp_fd_forget(fd);
+        spp_real_fclose_t c = SPP_REAL(fclose);
+        if (c) c(f);
+    }
+    spp_depth--;
+    if (e) { errno = e; return NULL; }
+    errno = saved;
+    return f;
+}
+
+/* A read, fread, mmap or fdopen on an fd: judged on first use (and again if
+ * the file changed); returns 0 or the errno of a refusal. */
+static int spp_use(int fd, int hook) {
+    if (fd < 0) return 0;
+    int saved = errno;
+    spp_depth++;
+    int e = spp_judge_fd(fd, NULL, hook, SPP_AT_USE);
+    spp_depth--;
+    errno = saved;
+    return e;
+}
+
+/* ------------------------------------------------------------------ bodies per kind */
+#define SPP_WRAP_OPEN(ret, name, params, args) \
+    SPP_EXPORT int name(const char *path, int flags, ...) { \
+        mode_t mode = 0; \
+        if (SPP_NEEDS_MODE(flags)) { va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); } \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        if (!spp_enter()) return f args; \
+        return spp_after_open(f args, path, flags, SPP_H_##name); \
+    }
+
+#define SPP_WRAP_OPENAT(ret, name, params, args) \
+    SPP_EXPORT int name(int dirfd, const char *path, int flags, ...) { \
+        mode_t mode = 0; \
+        if (SPP_NEEDS_MODE(flags)) { va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); } \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        if (!spp_enter()) return f args; \
+        return spp_after_open(f args, path, flags, SPP_H_##name); \
+    }
+
+#define SPP_WRAP_OPEN2(ret, name, params, args) \
+    SPP_EXPORT int name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        if (!spp_enter()) return f args; \
+        return spp_after_open(f args, path, flags, SPP_H_##name); \
+    }
+#define SPP_WRAP_OPENAT2 SPP_WRAP_OPEN2
+
+#define SPP_WRAP_FOPEN(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return NULL; } \
+        if (!spp_enter()) return f args; \
+        return spp_after_fopen(f args, path, mode, SPP_H_##name); \
+    }
+#define SPP_WRAP_FREOPEN SPP_WRAP_FOPEN
+
+#define SPP_WRAP_FDOPEN(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return NULL; } \
+        if (spp_enter()) { int e_ = spp_use(fd, SPP_H_##name); if (e_) { errno = e_; return NULL; } } \
+        return f args; \
+    }
+
+#define SPP_WRAP_FDREAD(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        if (spp_enter()) { int e_ = spp_use(fd, SPP_H_##name); if (e_) { errno = e_; return -1; } } \
+        return f args; \
+    }
+
+#define SPP_WRAP_FREAD(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return 0; } \
+        if (fp && spp_enter()) { int e_ = spp_use(fileno(fp), SPP_H_##name); if (e_) { errno = e_; return 0; } } \
+        return f args; \
+    }
+
+#define SPP_WRAP_MMAP(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return MAP_FAILED; } \
+        if (fd >= 0 && !(mflags & MAP_ANONYMOUS) && spp_enter()) { \
+            int e_ = spp_use(fd, SPP_H_##name); if (e_) { errno = e_; return MAP_FAILED; } } \
+        return f args; \
+    }
+
+#define SPP_WRAP_CLOSE(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        spp_fd_forget(fd); \
+        return f args; \
+    }
+
+#define SPP_WRAP_CLOSERANGE(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        int r_ = f args; \
+        if (r_ == 0) spp_fd_forget_range(lo, hi); \
+        return r_; \
+    }
+
+#define SPP_WRAP_FCLOSE(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return EOF; } \
+        if (fp) spp_fd_forget(fileno(fp)); \
+        return f args; \
+    }
+
+#define SPP_WRAP_DUP(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        int r_ = f args; \
+        if (r_ >= 0) spp_fd_dup(fd, r_); \
+        return r_; \
+    }
+
+#define SPP_WRAP_DUP2(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        int r_ = f args; \
+        if (r_ >= 0 && r_ != fd) spp_fd_dup(fd, r_); \
+        return r_; \
+    }
+
+/* fcntl's third argument is an int or a pointer: forwarded as a pointer-sized
+ * value, as glibc itself does. */
+#define SPP_WRAP_FCNTL(ret, name, params, args) \
+    SPP_EXPORT int name(int fd, int cmd, ...) { \
+        va_list ap; va_start(ap, cmd); void *arg = va_arg(ap, void *); va_end(ap); \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        int r_ = f args; \
+        if (r_ >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) spp_fd_dup(fd, r_); \
+        return r_; \
+    }
+
+#define SPP_HOOK(kind, ret, name, params, args) SPP_WRAP_##kind(ret, name, params, args)
+#include "hooks.def"
+#undef SPP_HOOK

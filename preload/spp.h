@@ -1,0 +1,165 @@
+/* spp.h - internal interfaces of libsafepickle.so, the interposer (prefix spp_,
+ * real_* for the resolved originals). Shared by the hook wrappers, init, fd
+ * tracking, the decision, the verdict cache, the audit log and the PEP 578 layer. */
+#ifndef SPP_H
+#define SPP_H
+
+/* The hook objects must see the plain libc names: fortification and 64-bit
+ * file offsets rename open/read/fopen under us (see conventions.md). */
+#undef _FORTIFY_SOURCE
+#undef _FILE_OFFSET_BITS
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "spa.h"
+
+/* stdio.h defines this as a macro when optimising; we hook the function. */
+#undef fread_unlocked
+
+#define SPP_EXPORT __attribute__((visibility("default")))
+#define SPP_TLS __attribute__((tls_model("initial-exec"))) __thread
+
+/* ------------------------------------------------------------------ limits */
+#define SPP_SNIFF_BYTES   4096u   /* head bytes read with pread to sniff a file */
+#define SPP_FD_MAX        65536   /* fds tracked in the lock-free fd table; larger fds are judged every time */
+#define SPP_CACHE_SLOTS   4096u   /* verdict cache entries (power of two) */
+#define SPP_CACHE_PROBE   8u      /* linear-probe length before evicting */
+#define SPP_PATH_MAX      4096    /* longest path we report */
+#define SPP_LINE_MAX      2048    /* longest stderr line */
+#define SPP_STACK_FRAMES  8       /* native frames recorded in an audit record */
+#define SPP_ARGV_MAX      8192    /* bytes of /proc/self/cmdline kept for audit records */
+
+/* ------------------------------------------------------------------ hook table */
+/* Hook ids, one per line of hooks.def. */
+typedef enum spp_hook_id {
+#define SPP_HOOK(kind, ret, name, params, args) SPP_H_##name,
+#include "hooks.def"
+#undef SPP_HOOK
+    SPP_H_COUNT
+} spp_hook_id;
+
+/* Pointers to the real functions (resolved by init.c, real_<name>). */
+#define SPP_HOOK(kind, ret, name, params, args) \
+    typedef ret (*spp_real_##name##_t) params; \
+    extern spp_real_##name##_t real_##name;
+#include "hooks.def"
+#undef SPP_HOOK
+
+const char *spp_hook_name(int id);
+/* Resolve one hook's real function now (used when a hook runs before init). */
+void *spp_resolve_one(int id);
+
+/* ------------------------------------------------------------------ init */
+/* 0: not started, 1: running, 2: done. */
+extern volatile int spp_init_state;
+/* True when the hooks act in this process (targeted, layer_file on, mode not off). */
+extern volatile bool spp_active;
+/* Thread-local nesting depth: > 0 means we are inside our own code. */
+extern SPP_TLS int spp_depth;
+
+/* Init once (called from the constructor and lazily from every hook). Returns
+ * true when the calling thread may act (init done, not nested). */
+bool spp_enter(void);
+void spp_init(void);
+
+/* The loaded policy (never NULL after init; the embedded default if
+ * SAFEPICKLE_POLICY is unset). spp_policy_broken() is true when the requested
+ * policy could not be loaded: every pickle-bearing file is then refused. */
+const spa_policy *spp_policy(void);
+bool spp_policy_broken(void);
+const char *spp_policy_error(void);
+/* Executable path and argv (NUL-separated, n bytes) captured at init. */
+/* True when this executable matches the policy's targets (or SAFEPICKLE_TARGETS). */
+bool spp_targeted_process(void);
+const char *spp_exe(void);
+const char *spp_argv(size_t *n);
+/* The preload's own load address range (frames inside it are skipped). */
+bool spp_addr_is_self(const void *addr);
+
+/* Layer 2 (preload/pyaudit.c, owned by h5): installs the PEP 578 hook.
+ * Called from the constructor after the policy is loaded. Weak until it lands. */
+void spp_pyaudit_init(void) __attribute__((weak));
+
+/* ------------------------------------------------------------------ fd table */
+/* A per-fd hint: the identity (hash of dev, ino, size, mtime, ctime) of the
+ * content last judged allowed on this fd. A read on an fd whose current
+ * identity matches passes without a lock; anything else is judged again. */
+uint64_t spp_ident_hash(const struct stat *st);
+void spp_fd_set(int fd, uint64_t ident);     /* ident 0 forgets */
+uint64_t spp_fd_get(int fd);
+void spp_fd_forget(int fd);
+void spp_fd_forget_range(unsigned lo, unsigned hi);
+void spp_fd_dup(int oldfd, int newfd);
+
+/* ------------------------------------------------------------------ cache */
+typedef struct spp_key {
+    uint64_t dev, ino, size;
+    int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
+} spp_key;
+
+typedef struct spp_cached {
+    uint8_t verdict;     /* spa_verdict */
+    uint8_t action;      /* spa_action */
+    uint8_t bearing;     /* pickle-bearing content */
+    uint8_t reported;    /* a warning was already written for this identity */
+} spp_cached;
+
+void spp_key_from_stat(spp_key *k, const struct stat *st);
+bool spp_cache_get(const spp_key *k, spp_cached *out);
+void spp_cache_put(const spp_key *k, const spp_cached *v);
+/* Mark an entry reported; returns true if it was not reported before. */
+bool spp_cache_mark_reported(const spp_key *k);
+void spp_cache_init(void);
+void spp_cache_atfork_prepare(void);
+void spp_cache_atfork_parent(void);
+void spp_cache_atfork_child(void);
+
+/* ------------------------------------------------------------------ decision */
+/* Where the decision happens. */
+typedef enum spp_origin { SPP_AT_OPEN = 0, SPP_AT_USE = 1 } spp_origin;
+
+/* Judge the content behind fd (a fresh fd from an open hook, or an fd that
+ * reached a read/fread/mmap/fdopen). Returns 0 to let the call proceed, or a
+ * positive errno to refuse it. `path` may be NULL (derived from /proc/self/fd). */
+int spp_judge_fd(int fd, const char *path, int hook, spp_origin origin);
+
+/* ------------------------------------------------------------------ reporting */
+/* One event for the stderr line and the audit log; both layers use it. */
+typedef struct spp_event {
+    const char *layer;      /* "file" (hooks) or "audit_hook" (PEP 578 layer) */
+    const char *call;       /* hooked call or audit event, e.g. "open64", "pickle.find_class" */
+    const char *path;       /* file path, or a description like "<bytes>" */
+    int fd;                 /* -1 if none */
+    spa_verdict verdict;
+    spa_action action;
+    const spa_reason *reasons; /* may be NULL */
+    size_t n_reasons;
+    const char *detail;     /* extra text (internal error, cache note), may be NULL */
+    const char *format;     /* content format name, may be NULL */
+    bool cached;            /* verdict came from the cache */
+} spp_event;
+
+/* The decisive reason: highest severity, first among equals (NULL if none). */
+const spa_reason *spp_decisive(const spa_reason *r, size_t n);
+/* Write the one-line `safepickle: ...` message to stderr (write(2), no stdio). */
+void spp_block_line(const spp_event *ev);
+/* Append a JSON-lines audit record (cJSON) to the configured destination
+ * (SAFEPICKLE_LOG, else the policy's audit_log); no-op when none. Records the
+ * native call site with libunwind. */
+void spp_audit_write(const spp_event *ev);
+/* Both of the above. */
+void spp_report(const spp_event *ev);
+/* Audit destination resolved at init: NULL for none. */
+const char *spp_audit_dest(void);
+void spp_audit_init(void);
+
+/* errno-safe, stdio-free stderr write of a NUL-terminated string. */
+void spp_write_stderr(const char *s, size_t n);
+
+#endif /* SPP_H */
