@@ -1,0 +1,36 @@
+/* opcodes.c - the opcode table as data (from opcodes.def) with a byte-indexed
+ * lookup built at compile time. */
+#include <stddef.h>
+
+#include "opcodes.h"
+
+static const spa_opinfo spa_ops[] = {
+#define OP(name, byte, kind, argname, proto, before, after) \
+    { #name, byte, kind, proto, argname, before, after },
+#include "opcodes.def"
+#undef OP
+};
+
+enum spa_opidx {
+#define OP(name, byte, kind, argname, proto, before, after) SPA_OPI_##name,
+#include "opcodes.def"
+#undef OP
+    SPA_OPI_COUNT
+};
+
+/* byte -> table index + 1 (0 = not an opcode) */
+static const uint8_t spa_op_index[256] = {
+#define OP(name, byte, kind, argname, proto, before, after) [byte] = SPA_OPI_##name + 1,
+#include "opcodes.def"
+#undef OP
+};
+
+const spa_opinfo *spa_op_info(uint8_t byte) {
+    unsigned i = spa_op_index[byte];
+    return i ? &spa_ops[i - 1] : NULL;
+}
+
+const spa_opinfo *spa_op_table(size_t *n) {
+    *n = SPA_OPI_COUNT;
+    return spa_ops;
+}

@@ -1,0 +1,161 @@
+/* reader.c - the bounded, forward-only reader (spa_in_*) under the VM.
+ * Over an in-memory source it is zero-copy; over a file (pread) or a
+ * decompressor (sequential read) it keeps one bounded, growable window. */
+#include <string.h>
+
+#include "internal.h"
+#include "reader.h"
+
+#define SPA_IN_WINDOW   (256u * 1024u)      /* initial window for file/seq sources */
+#define SPA_IN_MAXWIN   (64u * 1024u * 1024u) /* a peek may never ask for more */
+
+struct spa_in {
+    spa_arena *ar;
+    /* memory mode */
+    const uint8_t *mem;     /* base of [start, end) when zero-copy */
+    /* pread mode */
+    spa_src src;
+    uint64_t start, end;    /* content range for src mode */
+    /* seq mode */
+    spa_seq_read rd;
+    void *rctx;
+    /* window (pread/seq) */
+    uint8_t *buf;
+    size_t cap, bpos, blen;
+    uint64_t pos;           /* content offset of the current position */
+    uint64_t pulled;        /* bytes pulled from the underlying source */
+    bool src_eof;
+    bool is_mem;
+};
+
+spa_in *spa_in_from_src(spa_arena *ar, const spa_src *src, uint64_t start, uint64_t end) {
+    if (!src) return NULL;
+    spa_in *in = spa_arena_calloc(ar, sizeof *in);
+    if (!in) return NULL;
+    if (end > src->size) end = src->size;
+    if (start > end) start = end;
+    in->ar = ar;
+    in->src = *src;
+    in->start = start;
+    in->end = end;
+    in->pos = start;
+    if (src->mem) {
+        in->is_mem = true;
+        in->mem = src->mem;
+        in->pulled = 0;
+    }
+    return in;
+}
+
+spa_in *spa_in_from_seq(spa_arena *ar, spa_seq_read rd, void *ctx) {
+    if (!rd) return NULL;
+    spa_in *in = spa_arena_calloc(ar, sizeof *in);
+    if (!in) return NULL;
+    in->ar = ar;
+    in->rd = rd;
+    in->rctx = ctx;
+    in->end = UINT64_MAX;
+    return in;
+}
+
+/* Window mode: make `want` bytes available at bpos (or all that remain). The
+ * buffer is an arena allocation; it is replaced (never freed) when it must
+ * grow, which happens O(log maxwin) times per reader. */
+static spa_code spa_in_fill(spa_in *in, size_t want) {
+    if (want > SPA_IN_MAXWIN) want = SPA_IN_MAXWIN;
+    if (in->blen - in->bpos >= want) return SPA_OK;
+    if (!in->buf || want > in->cap) {
+        size_t nc = in->cap ? in->cap : SPA_IN_WINDOW;
+        while (nc < want) nc *= 2;
+        uint8_t *nb = spa_arena_alloc(in->ar, nc);
+        if (!nb) return SPA_E_NOMEM;
+        if (in->buf) memcpy(nb, in->buf + in->bpos, in->blen - in->bpos);
+        in->blen -= in->bpos;
+        in->bpos = 0;
+        in->buf = nb;
+        in->cap = nc;
+    } else if (in->bpos) {
+        memmove(in->buf, in->buf + in->bpos, in->blen - in->bpos);
+        in->blen -= in->bpos;
+        in->bpos = 0;
+    }
+    while (in->blen < want && !in->src_eof) {
+        size_t room = in->cap - in->blen;
+        ssize_t r;
+        if (in->rd) {
+            r = in->rd(in->rctx, in->buf + in->blen, room);
+        } else {
+            uint64_t at = in->pos + (in->blen - in->bpos);
+            if (at >= in->end) { in->src_eof = true; break; }
+            uint64_t left = in->end - at;
+            if (room > left) room = (size_t)left;
+            r = in->src.pread(in->src.ctx, in->buf + in->blen, room, at);
+        }
+        if (r < 0) return SPA_E_IO;
+        if (r == 0) { in->src_eof = true; break; }
+        if ((size_t)r > room) return SPA_E_IO;
+        in->blen += (size_t)r;
+        in->pulled += (uint64_t)r;
+    }
+    return SPA_OK;
+}
+
+spa_code spa_in_peek(spa_in *in, size_t want, const uint8_t **p, size_t *got) {
+    if (in->is_mem) {
+        *p = in->mem + in->pos;
+        *got = (size_t)(in->end - in->pos < (uint64_t)SIZE_MAX ? in->end - in->pos : SIZE_MAX);
+        return SPA_OK;
+    }
+    spa_code c = spa_in_fill(in, want);
+    if (c != SPA_OK) { *p = NULL; *got = 0; return c; }
+    *p = in->buf + in->bpos;
+    *got = in->blen - in->bpos;
+    return SPA_OK;
+}
+
+spa_code spa_in_skip(spa_in *in, uint64_t n) {
+    if (in->is_mem) {
+        if (n > in->end - in->pos) { in->pos = in->end; return SPA_E_TRUNCATED; }
+        in->pos += n;
+        return SPA_OK;
+    }
+    while (n) {
+        size_t avail = in->blen - in->bpos;
+        if (avail == 0) {
+            if (in->src_eof) return SPA_E_TRUNCATED;
+            if (!in->rd) {
+                /* pread source: jump without reading */
+                uint64_t left = in->end - in->pos;
+                if (n > left) { in->pos = in->end; in->src_eof = true; return SPA_E_TRUNCATED; }
+                in->pos += n;
+                return SPA_OK;
+            }
+            spa_code c = spa_in_fill(in, n < SPA_IN_WINDOW ? (size_t)n : SPA_IN_WINDOW);
+            if (c != SPA_OK) return c;
+            avail = in->blen - in->bpos;
+            if (avail == 0) return SPA_E_TRUNCATED;
+        }
+        size_t k = avail < n ? avail : (size_t)n;
+        in->bpos += k;
+        in->pos += k;
+        n -= k;
+    }
+    if (in->bpos == in->blen) in->bpos = in->blen = 0;
+    return SPA_OK;
+}
+
+uint64_t spa_in_pos(const spa_in *in) { return in->pos; }
+
+bool spa_in_eof(spa_in *in) {
+    if (in->is_mem) return in->pos >= in->end;
+    if (in->blen > in->bpos) return false;
+    if (spa_in_fill(in, 1) != SPA_OK) return true;
+    return in->blen == in->bpos;
+}
+
+uint64_t spa_in_bytes_read(const spa_in *in) {
+    if (in->is_mem) return in->pos - in->start;
+    return in->pulled;
+}
+
+bool spa_in_stable(const spa_in *in) { return in->is_mem; }

@@ -1,0 +1,8 @@
+/* reader.h - reader facts private to the VM (not part of internal.h). */
+#ifndef SPA_READER_H
+#define SPA_READER_H
+#include "internal.h"
+/* True when pointers from spa_in_peek stay valid for the scan's lifetime
+ * (an in-memory source): the VM then keeps zero-copy views of constants. */
+bool spa_in_stable(const spa_in *in);
+#endif

@@ -1,0 +1,1373 @@
+/* vm.c - the pickle VM emulator (spa_vm_run): executes one pickle stream
+ * symbolically, opcode by opcode, as CPython 3.11's C unpickler
+ * (Modules/_pickle.c) would, and records an IR of what it would do.
+ * Where the C and the pure-Python unpickler differ, the VM takes the more
+ * lenient reading so that its IR is a superset of what either would do. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "opcodes.h"
+#include "reader.h"
+#include "vm.h"
+
+/* ================================================================ constants */
+#define VM_KEEP_PLAIN   8u      /* plain items a container keeps (dict: pairs) */
+#define VM_MAX_LINE_WIN (64u << 20)
+#define VM_NCLS 9               /* byte size classes 16..4096 recycled */
+
+/* ================================================================ state */
+typedef struct vm_memo {
+    uint64_t *keys;
+    spa_val **vals;             /* NULL = empty slot */
+    size_t cap, count;          /* cap is a power of two */
+} vm_memo;
+
+typedef struct vm {
+    spa_scan_ctx *sc;
+    spa_arena *ar;
+    const spa_limits *lim;
+    spa_in *in;
+    const spa_vm_hooks *hooks;
+    uint32_t idx, depth;
+    uint64_t start;             /* content offset of the stream's first byte */
+    bool stable;                /* zero-copy input */
+    const uint8_t *mem_lo, *mem_hi; /* stable input range (to tell zero-copy views) */
+    int proto;                  /* current protocol (find_class mapping) */
+    int max_proto;
+    uint64_t nops;
+    spa_val **stack;
+    size_t sp, scap;
+    size_t *marks;
+    size_t nmarks, mcap;
+    vm_memo memo;
+    spa_ir *ir;
+    size_t nir, ircap;
+    spa_val *free_vals;
+    void *free_cls[VM_NCLS];
+    spa_err err;
+    spa_limit_id limit;
+    bool complete;
+    bool fatal;                 /* NOMEM/IO: spa_vm_run returns it */
+} vm;
+
+/* ================================================================ allocation */
+/* Values live in the scan arena. Values nobody else references (not SHARED)
+ * are recycled when dropped, so a long stream of plain data runs in constant
+ * memory; byte buffers up to 4 KiB are recycled by size class. */
+static int vm_cls(size_t n) {
+    size_t c = 16;
+    for (int i = 0; i < VM_NCLS; i++, c <<= 1)
+        if (n <= c) return i;
+    return -1;
+}
+
+static void *vm_balloc(vm *m, size_t n) {
+    int c = vm_cls(n);
+    if (c >= 0) {
+        void *p = m->free_cls[c];
+        if (p) { m->free_cls[c] = *(void **)p; return p; }
+        return spa_arena_alloc(m->ar, (size_t)16 << c);
+    }
+    return spa_arena_alloc(m->ar, n);
+}
+
+static void vm_bfree(vm *m, void *p, size_t n) {
+    int c = vm_cls(n);
+    if (!p || c < 0) return;
+    *(void **)p = m->free_cls[c];
+    m->free_cls[c] = p;
+}
+
+static void vm_nomem(vm *m, uint64_t off) {
+    if (m->err.code == SPA_OK) m->err = (spa_err){ SPA_E_NOMEM, "out of memory", off };
+    m->fatal = true;
+}
+
+static spa_val *vm_new(vm *m, spa_vkind k, uint8_t op, uint64_t off) {
+    spa_val *v = m->free_vals;
+    if (v) m->free_vals = (spa_val *)(void *)v->u.seq.items;
+    else if (!(v = spa_arena_alloc(m->ar, sizeof *v))) { vm_nomem(m, off); return NULL; }
+    memset(v, 0, sizeof *v);
+    v->kind = (uint8_t)k;
+    v->opcode = op;
+    v->off = off;
+    if (k == SPA_V_GLOBAL || k == SPA_V_CALL || k == SPA_V_PERSID || k == SPA_V_UNKNOWN ||
+        k == SPA_V_BUFFER)
+        v->flags |= SPA_VFX_HOT;
+    return v;
+}
+
+static bool vm_is_seq(const spa_val *v) {
+    return v->kind >= SPA_V_TUPLE && v->kind <= SPA_V_FROZENSET;
+}
+
+static bool vm_owns_bytes(const vm *m, const spa_val *v) {
+    if (v->kind != SPA_V_STR && v->kind != SPA_V_BYTES && v->kind != SPA_V_LONG) return false;
+    if (!v->u.s.p) return false;
+    if (m->stable && v->u.s.p >= m->mem_lo && v->u.s.p < m->mem_hi) return false;
+    return true;
+}
+
+/* Drop a value no longer referenced from the stack: recycle it (and its
+ * unshared items) unless something else holds it. */
+#define VM_DROP_DEPTH 64 /* deeper unshared nests are left to the arena */
+static void vm_drop_d(vm *m, spa_val *v, int depth) {
+    if (!v || (v->flags & SPA_VFX_SHARED) || v->kind == SPA_V_MARK || depth > VM_DROP_DEPTH) return;
+    if (vm_is_seq(v)) {
+        for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
+        vm_bfree(m, v->u.seq.items, (size_t)v->u.seq.cap * sizeof(spa_val *));
+    } else if (vm_owns_bytes(m, v)) {
+        vm_bfree(m, (void *)v->u.s.p, (size_t)v->u.s.kept ? (size_t)v->u.s.kept : 1);
+    }
+    v->u.seq.items = (spa_val **)(void *)m->free_vals;
+    m->free_vals = v;
+}
+
+static void vm_drop(vm *m, spa_val *v) { vm_drop_d(m, v, 0); }
+
+static void vm_share(spa_val *v) { if (v) v->flags |= SPA_VFX_SHARED; }
+
+/* ================================================================ errors */
+static void vm_fail(vm *m, spa_code c, const char *msg, uint64_t off) {
+    if (m->err.code == SPA_OK) m->err = (spa_err){ c, msg, off };
+}
+
+static void vm_limit(vm *m, spa_limit_id id, const char *msg, uint64_t off) {
+    if (m->err.code == SPA_OK) {
+        m->err = (spa_err){ SPA_E_LIMIT, msg, off };
+        m->limit = id;
+    }
+}
+
+/* ================================================================ stack */
+static bool vm_push(vm *m, spa_val *v, uint64_t off) {
+    if (!v) return false;
+    if (m->sp >= m->lim->v[SPA_LIM_STACK]) {
+        vm_limit(m, SPA_LIM_STACK, "stack depth limit", off);
+        vm_drop(m, v);
+        return false;
+    }
+    if (m->sp == m->scap) {
+        size_t nc = m->scap ? m->scap * 2 : 256;
+        spa_val **ns = realloc(m->stack, nc * sizeof *ns);
+        if (!ns) { vm_nomem(m, off); vm_drop(m, v); return false; }
+        m->stack = ns;
+        m->scap = nc;
+    }
+    m->stack[m->sp++] = v;
+    return true;
+}
+
+static size_t vm_fence(const vm *m) { return m->nmarks ? m->marks[m->nmarks - 1] : 0; }
+
+/* Pop one value above the fence (C: PDATA_POP / Pdata_pop). */
+static spa_val *vm_pop(vm *m, uint64_t off) {
+    if (m->sp <= vm_fence(m)) {
+        vm_fail(m, SPA_E_STACK, m->nmarks ? "unexpected MARK found" : "unpickling stack underflow", off);
+        return NULL;
+    }
+    return m->stack[--m->sp];
+}
+
+static spa_val *vm_top(vm *m, uint64_t off) {
+    if (m->sp <= vm_fence(m)) {
+        vm_fail(m, SPA_E_STACK, m->nmarks ? "unexpected MARK found" : "unpickling stack underflow", off);
+        return NULL;
+    }
+    return m->stack[m->sp - 1];
+}
+
+/* Pop the topmost MARK (C: marker()); returns the stack index it marked. */
+static bool vm_marker(vm *m, size_t *at, uint64_t off) {
+    if (!m->nmarks) { vm_fail(m, SPA_E_MARK, "could not find MARK", off); return false; }
+    *at = m->marks[--m->nmarks];
+    return true;
+}
+
+/* ================================================================ containers */
+static bool vm_seq_reserve(vm *m, spa_val *c, uint32_t want, uint64_t off) {
+    if (want <= c->u.seq.cap) return true;
+    uint32_t nc = c->u.seq.cap ? c->u.seq.cap * 2 : 4;
+    while (nc < want) nc *= 2;
+    spa_val **ni = vm_balloc(m, (size_t)nc * sizeof *ni);
+    if (!ni) { vm_nomem(m, off); return false; }
+    if (c->n) memcpy(ni, c->u.seq.items, c->n * sizeof *ni);
+    vm_bfree(m, c->u.seq.items, (size_t)c->u.seq.cap * sizeof *ni);
+    c->u.seq.items = ni;
+    c->u.seq.cap = nc;
+    return true;
+}
+
+/* Add `k` items (k = 1, or 2 for a dict pair) to container c. Plain items are
+ * kept up to VM_KEEP_PLAIN (pairs for dicts); items that hold a global, call
+ * or persistent id are always kept. Ownership of the items moves to c. */
+static void vm_seq_add(vm *m, spa_val *c, spa_val **items, uint32_t k, uint64_t off) {
+    bool hot = false;
+    for (uint32_t i = 0; i < k; i++) hot |= (items[i]->flags & SPA_VFX_HOT) != 0;
+    c->u.seq.count += k;
+    uint32_t keep = (c->kind == SPA_V_DICT) ? 2 * VM_KEEP_PLAIN : VM_KEEP_PLAIN;
+    if ((hot || c->n < keep) && c->n < UINT32_MAX - 2 && vm_seq_reserve(m, c, c->n + k, off)) {
+        for (uint32_t i = 0; i < k; i++) c->u.seq.items[c->n++] = items[i];
+        if (hot) c->flags |= SPA_VFX_HOT;
+        return;
+    }
+    c->flags |= SPA_VF_TRUNC;
+    for (uint32_t i = 0; i < k; i++) vm_drop(m, items[i]);
+}
+
+/* Build a new container of kind k from stack[from..sp) and pop them. */
+static spa_val *vm_collect(vm *m, spa_vkind k, uint8_t op, size_t from, uint64_t off) {
+    spa_val *c = vm_new(m, k, op, off);
+    if (!c) return NULL;
+    uint32_t step = k == SPA_V_DICT ? 2 : 1;
+    for (size_t i = from; i + step <= m->sp; i += step)
+        vm_seq_add(m, c, &m->stack[i], step, off);
+    m->sp = from;
+    return c;
+}
+
+/* ================================================================ IR */
+static spa_ir *vm_ir(vm *m, spa_irkind k, uint8_t op, uint64_t off) {
+    if (m->nir >= m->lim->v[SPA_LIM_IR]) {
+        vm_limit(m, SPA_LIM_IR, "IR entry limit", off);
+        return NULL;
+    }
+    if (m->nir == m->ircap) {
+        size_t nc = m->ircap ? m->ircap * 2 : 64;
+        spa_ir *ni = realloc(m->ir, nc * sizeof *ni);
+        if (!ni) { vm_nomem(m, off); return NULL; }
+        m->ir = ni;
+        m->ircap = nc;
+    }
+    spa_ir *e = &m->ir[m->nir++];
+    memset(e, 0, sizeof *e);
+    e->kind = (uint8_t)k;
+    e->opcode = op;
+    e->off = off;
+    e->nested_stream = UINT32_MAX;
+    return e;
+}
+
+/* ================================================================ memo */
+static uint64_t vm_hash(uint64_t k) {
+    k ^= k >> 33; k *= 0xff51afd7ed558ccdull; k ^= k >> 33;
+    return k;
+}
+
+static spa_val **vm_memo_slot(vm_memo *mm, uint64_t key) {
+    size_t mask = mm->cap - 1, i = (size_t)vm_hash(key) & mask;
+    while (mm->vals[i] && mm->keys[i] != key) i = (i + 1) & mask;
+    mm->keys[i] = key;
+    return &mm->vals[i];
+}
+
+static spa_val *vm_memo_get(vm *m, uint64_t key) {
+    vm_memo *mm = &m->memo;
+    if (!mm->cap) return NULL;
+    size_t mask = mm->cap - 1, i = (size_t)vm_hash(key) & mask;
+    while (mm->vals[i]) {
+        if (mm->keys[i] == key) return mm->vals[i];
+        i = (i + 1) & mask;
+    }
+    return NULL;
+}
+
+/* memo[key] = v. The table is a hash map, so a hostile key never makes it
+ * grow; only the number of distinct keys counts (max_memo). */
+static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
+    vm_memo *mm = &m->memo;
+    if (key > m->lim->v[SPA_LIM_MEMO_KEY]) { vm_limit(m, SPA_LIM_MEMO_KEY, "memo key limit", off); return; }
+    if (mm->cap && vm_memo_get(m, key)) {
+        vm_share(v);
+        *vm_memo_slot(mm, key) = v;   /* redefinition: the old value stays in the arena */
+        return;
+    }
+    if (mm->count >= m->lim->v[SPA_LIM_MEMO]) { vm_limit(m, SPA_LIM_MEMO, "memo size limit", off); return; }
+    if ((mm->count + 1) * 4 > mm->cap * 3) {
+        size_t nc = mm->cap ? mm->cap * 2 : 1024;
+        vm_memo nm = { calloc(nc, sizeof(uint64_t)), calloc(nc, sizeof(spa_val *)), nc, mm->count };
+        if (!nm.keys || !nm.vals) { free(nm.keys); free(nm.vals); vm_nomem(m, off); return; }
+        for (size_t i = 0; i < mm->cap; i++)
+            if (mm->vals[i]) *vm_memo_slot(&nm, mm->keys[i]) = mm->vals[i];
+        free(mm->keys);
+        free(mm->vals);
+        *mm = nm;
+    }
+    vm_share(v);
+    *vm_memo_slot(mm, key) = v;
+    mm->count++;
+}
+
+/* ================================================================ input */
+static bool vm_read(vm *m, void *dst, size_t n, uint64_t off) {
+    const uint8_t *p;
+    size_t got;
+    spa_code c = spa_in_peek(m->in, n, &p, &got);
+    if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return false; }
+    if (got < n) {
+        spa_in_skip(m->in, got);
+        vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off);
+        return false;
+    }
+    memcpy(dst, p, n);
+    spa_in_skip(m->in, n);
+    return true;
+}
+
+/* One newline-terminated line. On success (*p, *n) is the line without '\n'
+ * (valid until the next read) and the line is consumed. If EOF comes first,
+ * (*p, *n) is the remaining input, *nl is false, nothing is consumed and
+ * TRUNCATED is returned (the caller decides). */
+static spa_code vm_line(vm *m, const uint8_t **p, size_t *n, bool *nl, uint64_t off) {
+    size_t want = 256, got = 0;
+    size_t maxw = (size_t)(m->lim->v[SPA_LIM_STR] + 65536);
+    if (maxw > VM_MAX_LINE_WIN) maxw = VM_MAX_LINE_WIN;
+    *nl = false;
+    for (;;) {
+        spa_code c = spa_in_peek(m->in, want, p, &got);
+        if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return c; }
+        const uint8_t *q = memchr(*p, '\n', got);
+        if (q) { *n = (size_t)(q - *p); *nl = true; return SPA_OK; }
+        if (got < want || m->stable) { *n = got; return SPA_E_TRUNCATED; }
+        if (want >= maxw) {
+            vm_limit(m, SPA_LIM_STR, "text line longer than max_str", off);
+            return SPA_E_LIMIT;
+        }
+        want = want * 4 > maxw ? maxw : want * 4;
+    }
+}
+
+static bool vm_line_req(vm *m, const uint8_t **p, size_t *n, uint64_t off) {
+    bool nl;
+    spa_code c = vm_line(m, p, n, &nl, off);
+    if (c == SPA_E_TRUNCATED) {
+        spa_in_skip(m->in, *n);
+        vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated (no newline)", off);
+    }
+    return c == SPA_OK;
+}
+
+/* A counted str/bytes argument of n bytes: keeps a prefix of at most max_str
+ * bytes (zero-copy over memory), skips the rest. */
+static bool vm_data(vm *m, uint64_t n, const uint8_t **out, uint64_t *kept, bool *owned, uint64_t off) {
+    uint64_t keep = n < m->lim->v[SPA_LIM_STR] ? n : m->lim->v[SPA_LIM_STR];
+    if (!m->stable && keep > VM_MAX_LINE_WIN) keep = VM_MAX_LINE_WIN;
+    const uint8_t *p;
+    size_t got;
+    spa_code c = spa_in_peek(m->in, (size_t)keep, &p, &got);
+    if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return false; }
+    if (got < keep) {
+        spa_in_skip(m->in, got);
+        vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off);
+        return false;
+    }
+    if (m->stable) {
+        if (got < n) { spa_in_skip(m->in, got); vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off); return false; }
+        *out = p;
+        *owned = false;
+    } else {
+        uint8_t *cp = vm_balloc(m, keep ? (size_t)keep : 1);
+        if (!cp) { vm_nomem(m, off); return false; }
+        if (keep) memcpy(cp, p, (size_t)keep);
+        *out = cp;
+        *owned = true;
+    }
+    *kept = keep;
+    if (spa_in_skip(m->in, n) != SPA_OK) {
+        if (*owned) vm_bfree(m, (void *)*out, keep ? (size_t)keep : 1);
+        vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off);
+        return false;
+    }
+    return true;
+}
+
+static uint64_t vm_le(const uint8_t *b, int n) {
+    uint64_t x = 0;
+    for (int i = n - 1; i >= 0; i--) x = (x << 8) | b[i];
+    return x;
+}
+
+/* ================================================================ text decoding */
+/* UTF-8 validity as PyUnicode_DecodeUTF8(.., "surrogatepass"); a sequence cut
+ * by a kept-prefix boundary is accepted when `partial`. */
+static bool vm_utf8_ok(const uint8_t *s, uint64_t n, bool partial) {
+    uint64_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) { i++; continue; }
+        int len;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
+        else if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }
+        else if (c >= 0xf0 && c <= 0xf4) { len = 4; cp = c & 0x07; }
+        else return false;
+        if ((uint64_t)len > n - i) {
+            if (!partial) return false;
+            for (uint64_t j = i + 1; j < n; j++) if ((s[j] & 0xc0) != 0x80) return false;
+            return true;
+        }
+        for (int j = 1; j < len; j++) {
+            if ((s[i + j] & 0xc0) != 0x80) return false;
+            cp = (cp << 6) | (s[i + j] & 0x3f);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff))) return false;
+        i += (uint64_t)len;
+    }
+    return true;
+}
+
+static size_t vm_put_utf8(uint8_t *o, uint32_t cp) {
+    if (cp < 0x80) { o[0] = (uint8_t)cp; return 1; }
+    if (cp < 0x800) { o[0] = (uint8_t)(0xc0 | (cp >> 6)); o[1] = (uint8_t)(0x80 | (cp & 0x3f)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (uint8_t)(0xe0 | (cp >> 12)); o[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
+        o[2] = (uint8_t)(0x80 | (cp & 0x3f)); return 3;
+    }
+    o[0] = (uint8_t)(0xf0 | (cp >> 18)); o[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
+    o[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f)); o[3] = (uint8_t)(0x80 | (cp & 0x3f)); return 4;
+}
+
+static int vm_hex(uint8_t c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* PyBytes_DecodeEscape (the STRING opcode). Output <= input length. */
+static const char *vm_unescape_bytes(const uint8_t *s, size_t n, uint8_t *o, size_t *on) {
+    size_t j = 0;
+    for (size_t i = 0; i < n;) {
+        if (s[i] != '\\') { o[j++] = s[i++]; continue; }
+        if (++i >= n) return "Trailing \\ in string";
+        uint8_t c = s[i++];
+        switch (c) {
+        case '\n': break;
+        case '\\': o[j++] = '\\'; break;
+        case '\'': o[j++] = '\''; break;
+        case '"': o[j++] = '"'; break;
+        case 'b': o[j++] = '\b'; break;
+        case 'f': o[j++] = '\f'; break;
+        case 't': o[j++] = '\t'; break;
+        case 'n': o[j++] = '\n'; break;
+        case 'r': o[j++] = '\r'; break;
+        case 'v': o[j++] = '\v'; break;
+        case 'a': o[j++] = '\a'; break;
+        case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': {
+            unsigned v = c - '0';
+            for (int k = 0; k < 2 && i < n && s[i] >= '0' && s[i] <= '7'; k++) v = v * 8 + (s[i++] - '0');
+            o[j++] = (uint8_t)v;
+            break;
+        }
+        case 'x':
+            if (i + 1 < n && vm_hex(s[i]) >= 0 && vm_hex(s[i + 1]) >= 0) {
+                o[j++] = (uint8_t)(vm_hex(s[i]) * 16 + vm_hex(s[i + 1]));
+                i += 2;
+                break;
+            }
+            return "invalid \\x escape";
+        default:
+            o[j++] = '\\';
+            o[j++] = c;
+        }
+    }
+    *on = j;
+    return NULL;
+}
+
+/* raw-unicode-escape (the UNICODE opcode) to UTF-8. Output <= 2*n + 4. */
+static const char *vm_unescape_raw_unicode(const uint8_t *s, size_t n, uint8_t *o, size_t *on) {
+    size_t j = 0;
+    for (size_t i = 0; i < n;) {
+        uint8_t c = s[i++];
+        if (c != '\\' || i >= n || (s[i] != 'u' && s[i] != 'U')) { j += vm_put_utf8(o + j, c); continue; }
+        int cnt = s[i] == 'u' ? 4 : 8;
+        i++;
+        uint32_t cp = 0;
+        for (int k = 0; k < cnt; k++) {
+            if (i >= n || vm_hex(s[i]) < 0) return cnt == 4 ? "truncated \\uXXXX escape" : "truncated \\UXXXXXXXX escape";
+            cp = cp * 16 + (uint32_t)vm_hex(s[i++]);
+        }
+        if (cp > 0x10ffff) return "\\Uxxxxxxxx out of range";
+        j += vm_put_utf8(o + j, cp);
+    }
+    *on = j;
+    return NULL;
+}
+
+static bool vm_isspace(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+/* PyLong_FromString(s, NULL, base) validity (base 0 or 10), over a line that
+ * may continue past n only with a NUL. */
+static bool vm_pylong_ok(const uint8_t *s, size_t n, int base) {
+    size_t i = 0;
+    while (i < n && vm_isspace(s[i])) i++;
+    if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+    int b = base;
+    bool zero_lead = false;
+    if (base == 0) {
+        if (i + 1 < n && s[i] == '0' && (s[i + 1] | 0x20) == 'x') { b = 16; i += 2; }
+        else if (i + 1 < n && s[i] == '0' && (s[i + 1] | 0x20) == 'o') { b = 8; i += 2; }
+        else if (i + 1 < n && s[i] == '0' && (s[i + 1] | 0x20) == 'b') { b = 2; i += 2; }
+        else { b = 10; zero_lead = i < n && s[i] == '0'; }
+        if (b != 10 && i < n && s[i] == '_') i++;
+    }
+    size_t nd = 0;
+    bool prev_us = false, nonzero = false;
+    for (; i < n; i++) {
+        uint8_t c = s[i];
+        if (c == '_') { if (prev_us || nd == 0) return false; prev_us = true; continue; }
+        int d = vm_hex(c);
+        if (d < 0 || d >= b) break;
+        if (d) nonzero = true;
+        prev_us = false;
+        nd++;
+    }
+    if (!nd || prev_us) return false;
+    if (zero_lead && nonzero) return false;           /* "010" is not a base-0 literal */
+    if (b == 10 && nd > 4300) return false;           /* 3.11 int_max_str_digits */
+    while (i < n && vm_isspace(s[i])) i++;
+    return i == n || s[i] == '\0';
+}
+
+/* Value of a decimal/hex/octal/binary integer text known to be valid; false
+ * when it does not fit int64. */
+static bool vm_int_value(const uint8_t *s, size_t n, int base, int64_t *out) {
+    char buf[96];
+    size_t j = 0;
+    for (size_t i = 0; i < n && s[i] != '\0'; i++) {
+        if (s[i] == '_') continue;
+        if (j + 1 >= sizeof buf) return false;
+        buf[j++] = (char)s[i];
+    }
+    buf[j] = '\0';
+    char *tail = buf;
+    while (*tail && vm_isspace((uint8_t)*tail)) tail++;
+    bool neg = *tail == '-';
+    if (*tail == '+' || *tail == '-') tail++;
+    int b = base;
+    if (base == 0) {
+        if (tail[0] == '0' && (tail[1] | 0x20) == 'x') { b = 16; tail += 2; }
+        else if (tail[0] == '0' && (tail[1] | 0x20) == 'o') { b = 8; tail += 2; }
+        else if (tail[0] == '0' && (tail[1] | 0x20) == 'b') { b = 2; tail += 2; }
+        else b = 10;
+    }
+    errno = 0;
+    char *end;
+    unsigned long long u = strtoull(tail, &end, b);
+    if (errno || end == tail) return false;
+    if (!neg && u > (unsigned long long)INT64_MAX) return false;
+    if (neg && u > (unsigned long long)INT64_MAX + 1ull) return false;
+    *out = neg ? (int64_t)(0 - u) : (int64_t)u;
+    return true;
+}
+
+/* ================================================================ values */
+static spa_val *vm_text_val(vm *m, spa_vkind k, uint8_t op, uint64_t off, const uint8_t *p,
+                            uint64_t len, uint64_t kept, bool owned) {
+    spa_val *v = vm_new(m, k, op, off);
+    if (!v) { if (owned) vm_bfree(m, (void *)p, kept ? (size_t)kept : 1); return NULL; }
+    v->u.s.p = p;
+    v->u.s.len = len;
+    v->u.s.kept = kept;
+    if (kept < len) v->flags |= SPA_VF_TRUNC;
+    return v;
+}
+
+/* A str/bytes constant is complete: offer it to the container layer. */
+static void vm_on_const(vm *m, spa_val *v) {
+    if (!m->hooks || !m->hooks->on_const || !v) return;
+    uint32_t ns = m->hooks->on_const(m->hooks->ud, m->sc, v, m->depth, m->idx);
+    if (ns == UINT32_MAX) return;
+    spa_ir *e = vm_ir(m, SPA_IR_NESTED, (uint8_t)v->opcode, v->off);
+    if (!e) return;
+    vm_share(v);
+    e->target = v;
+    e->nested_stream = ns;
+}
+
+/* Copy decoded bytes (a buffer we own) into a kept prefix. */
+static spa_val *vm_decoded(vm *m, spa_vkind k, uint8_t op, uint64_t off, const uint8_t *d, size_t dn) {
+    uint64_t keep = dn < m->lim->v[SPA_LIM_STR] ? dn : m->lim->v[SPA_LIM_STR];
+    uint8_t *cp = vm_balloc(m, keep ? (size_t)keep : 1);
+    if (!cp) { vm_nomem(m, off); return NULL; }
+    if (keep) memcpy(cp, d, (size_t)keep);
+    return vm_text_val(m, k, op, off, cp, dn, keep, true);
+}
+
+static const char *vm_cstr(vm *m, const uint8_t *p, size_t n) {
+    char *s = spa_arena_strndup(m->ar, (const char *)p, n);
+    return s ? s : "";
+}
+
+/* ================================================================ globals */
+typedef struct { const char *m, *n, *m2, *n2; } vm_name_map;
+typedef struct { const char *m, *m2; } vm_import_map;
+static const vm_name_map vm_name_maps[] = {
+#define NAME_MAP(a, b, c, d) { a, b, c, d },
+#define IMPORT_MAP(a, b)
+#include "compat2to3.def"
+#undef NAME_MAP
+#undef IMPORT_MAP
+};
+static const vm_import_map vm_import_maps[] = {
+#define NAME_MAP(a, b, c, d)
+#define IMPORT_MAP(a, b) { a, b },
+#include "compat2to3.def"
+#undef NAME_MAP
+#undef IMPORT_MAP
+};
+
+/* find_class: the Python 2 compat mapping under protocol < 3, then an
+ * IMPORT entry and a GLOBAL value. */
+static spa_val *vm_global(vm *m, uint8_t op, uint64_t off, const char *mod, const char *name, uint16_t irflags) {
+    const char *rm = mod, *rn = name;
+    if (m->proto < 3) {
+        bool done = false;
+        for (size_t i = 0; i < sizeof vm_name_maps / sizeof vm_name_maps[0]; i++)
+            if (!strcmp(vm_name_maps[i].m, mod) && !strcmp(vm_name_maps[i].n, name)) {
+                mod = vm_name_maps[i].m2;
+                name = vm_name_maps[i].n2;
+                done = true;
+                break;
+            }
+        if (!done)
+            for (size_t i = 0; i < sizeof vm_import_maps / sizeof vm_import_maps[0]; i++)
+                if (!strcmp(vm_import_maps[i].m, mod)) { mod = vm_import_maps[i].m2; break; }
+    }
+    spa_val *g = vm_new(m, SPA_V_GLOBAL, op, off);
+    if (!g) return NULL;
+    g->u.g.module = mod;
+    g->u.g.name = name;
+    g->u.g.raw_module = rm;
+    g->u.g.raw_name = rn;
+    vm_share(g);
+    spa_ir *e = vm_ir(m, SPA_IR_IMPORT, op, off);
+    if (e) {
+        e->module = mod;
+        e->name = name;
+        e->result = g;
+        e->flags = irflags;
+    }
+    return g;
+}
+
+static spa_val *vm_call(vm *m, uint8_t op, uint64_t off, spa_val *callee, spa_val *args, spa_val *kw,
+                        uint16_t irflags) {
+    spa_val *r = vm_new(m, SPA_V_CALL, op, off);
+    if (!r) return NULL;
+    vm_share(r); vm_share(callee); vm_share(args); vm_share(kw);
+    r->u.call.callee = callee;
+    r->u.call.args = args;
+    r->u.call.kwargs = kw;
+    r->u.call.ir = UINT32_MAX;
+    spa_ir *e = vm_ir(m, SPA_IR_CALL, op, off);
+    if (e) {
+        e->target = callee;
+        e->arg = args;
+        e->kwargs = kw;
+        e->result = r;
+        e->flags = irflags;
+        r->u.call.ir = (uint32_t)(m->nir - 1);
+    }
+    return r;
+}
+
+static bool vm_holds_call(const spa_val *v) {
+    return v->kind == SPA_V_CALL || v->kind == SPA_V_PERSID ||
+           (vm_is_seq(v) && (v->flags & SPA_VFX_HOT));
+}
+
+/* A value popped and dropped by POP / POP_MARK. */
+static void vm_discard(vm *m, spa_val *v, uint8_t op, uint64_t off) {
+    if (!v) return;
+    if (vm_holds_call(v)) {
+        v->flags |= SPA_VF_DISCARDED;
+        spa_ir *e = vm_ir(m, SPA_IR_DISCARD, op, off);
+        if (e) { vm_share(v); e->target = v; }
+        return;
+    }
+    vm_drop(m, v);
+}
+
+/* Does this value's string content name a module/attribute for STACK_GLOBAL? */
+static int vm_str_operand(const spa_val *v) {
+    if (v->kind == SPA_V_STR) return 1;
+    if (v->kind == SPA_V_BYTES && (v->flags & SPA_VF_PY2STR)) return 1; /* str under the default encoding */
+    if (v->kind == SPA_V_GLOBAL || v->kind == SPA_V_CALL || v->kind == SPA_V_UNKNOWN ||
+        v->kind == SPA_V_PERSID)
+        return 2; /* may be a str at run time: a dynamic import */
+    return 0;
+}
+
+/* ================================================================ RESYNC */
+/* Find the next offset at which VM_RESYNC_RUN opcodes decode structurally
+ * (known opcode, lengths inside the input); used when the container layer
+ * cannot compute how many raw bytes to skip. Bounded by VM_RESYNC_SCAN. */
+#define VM_RESYNC_RUN 6
+#define VM_RESYNC_SCAN (64u << 20)
+static size_t vm_resync_try(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    for (int k = 0; k < VM_RESYNC_RUN; k++) {
+        if (i >= n) return 0;
+        const spa_opinfo *oi = spa_op_info(p[i]);
+        if (!oi) return 0;
+        uint8_t op = p[i++];
+        size_t w = 0;
+        uint64_t cnt = 0;
+        switch (oi->kind) {
+        case SPA_ARG_NONE: break;
+        case SPA_ARG_U1: w = 1; break;
+        case SPA_ARG_U2: w = 2; break;
+        case SPA_ARG_S4: case SPA_ARG_U4: w = 4; break;
+        case SPA_ARG_U8: case SPA_ARG_F8: w = 8; break;
+        case SPA_ARG_LINE: case SPA_ARG_LINE2: {
+            const uint8_t *q = memchr(p + i, '\n', n - i < 256 ? n - i : 256);
+            if (!q) return 0;
+            i = (size_t)(q - p) + 1;
+            break;
+        }
+        case SPA_ARG_CNT1: if (i + 1 > n) return 0; cnt = p[i]; w = 1; break;
+        case SPA_ARG_CNT4: case SPA_ARG_CNT4S: if (i + 4 > n) return 0; cnt = vm_le(p + i, 4); w = 4; break;
+        case SPA_ARG_CNT8: if (i + 8 > n) return 0; cnt = vm_le(p + i, 8); w = 8; break;
+        }
+        if (w > n - i) return 0;
+        i += w;
+        if (cnt > n - i) return 0;
+        i += (size_t)cnt;
+        if (op == SPA_OP_STOP) return i;
+        if (op == SPA_OP_PROTO && k == 0) return 0; /* raw bytes rarely look like a resumed stream start */
+    }
+    return i;
+}
+
+static void vm_resync(vm *m, uint64_t off) {
+    const uint8_t *p;
+    size_t got;
+    uint64_t scanned = 0;
+    while (scanned < VM_RESYNC_SCAN) {
+        if (spa_in_peek(m->in, 4096, &p, &got) != SPA_OK || got == 0) break;
+        size_t lim = got > 4096 ? 4096 : got;
+        for (size_t i = 0; i < lim; i++) {
+            if (spa_in_peek(m->in, 4096, &p, &got) != SPA_OK) return;
+            if (vm_resync_try(p + i, got - i)) {
+                spa_in_skip(m->in, i);
+                spa_err e = { SPA_OK, "resynchronised after raw bytes", off };
+                spa_ctx_note(m->sc, SPA_NOTE_RESYNC, spa_ctx_stream(m->sc, m->idx)->loc, e, SPA_LIM_COUNT, NULL);
+                return;
+            }
+        }
+        spa_in_skip(m->in, lim);
+        scanned += lim;
+    }
+    spa_err e = { SPA_E_FORMAT, "could not resynchronise after raw bytes", off };
+    spa_ctx_note(m->sc, SPA_NOTE_RESYNC, spa_ctx_stream(m->sc, m->idx)->loc, e, SPA_LIM_COUNT, NULL);
+    vm_fail(m, SPA_E_FORMAT, "could not resynchronise after raw bytes", off);
+}
+
+/* ================================================================ the loop */
+static void vm_exec(vm *m);
+
+spa_code spa_vm_run(spa_scan_ctx *sc, spa_in *in, const char *loc, uint32_t depth,
+                    uint32_t parent, uint32_t *idx) {
+    spa_stream st;
+    memset(&st, 0, sizeof st);
+    st.loc = loc ? loc : "";
+    st.start = spa_in_pos(in);
+    st.end = st.start;
+    st.proto = -1;
+    st.depth = depth;
+    st.parent = parent;
+    st.limit = SPA_LIM_COUNT;
+    uint32_t id = spa_ctx_add_stream(sc, &st);
+    if (idx) *idx = id;
+    if (id == UINT32_MAX) return SPA_E_LIMIT; /* max_streams (noted by the context) or NOMEM */
+
+    vm m;
+    memset(&m, 0, sizeof m);
+    m.sc = sc;
+    m.ar = spa_ctx_arena(sc);
+    m.lim = spa_ctx_limits(sc);
+    m.in = in;
+    m.hooks = spa_ctx_hooks(sc);
+    m.idx = id;
+    m.depth = depth;
+    m.start = st.start;
+    m.max_proto = -1;
+    m.limit = SPA_LIM_COUNT;
+    m.stable = spa_in_stable(in);
+    if (m.stable) {
+        const uint8_t *p;
+        size_t got;
+        if (spa_in_peek(in, 0, &p, &got) == SPA_OK) { m.mem_lo = p; m.mem_hi = p + got; }
+        else m.stable = false;
+    }
+    if (depth > m.lim->v[SPA_LIM_NEST]) vm_limit(&m, SPA_LIM_NEST, "nesting depth limit", 0);
+    else vm_exec(&m);
+
+    /* copy the IR into the arena; free the transient structures */
+    spa_ir *ir = NULL;
+    if (m.nir) {
+        ir = spa_arena_alloc(m.ar, m.nir * sizeof *ir);
+        if (ir) memcpy(ir, m.ir, m.nir * sizeof *ir);
+        else { m.nir = 0; vm_nomem(&m, 0); }
+    }
+    free(m.ir);
+    free(m.stack);
+    free(m.marks);
+    free(m.memo.keys);
+    free(m.memo.vals);
+
+    spa_stream *s = spa_ctx_stream(sc, id);
+    s->end = spa_in_pos(in);
+    s->proto = m.max_proto;
+    s->nops = m.nops;
+    s->ir = ir;
+    s->n_ir = m.nir;
+    s->err = m.err;
+    s->limit = m.err.code == SPA_E_LIMIT ? m.limit : SPA_LIM_COUNT;
+    s->complete = m.complete;
+    if (m.fatal) return m.err.code == SPA_OK ? SPA_E_INTERNAL : m.err.code;
+    return SPA_OK;
+}
+
+#define PUSH(v) do { if (!vm_push(m, (v), off)) return; } while (0)
+#define POP(var) spa_val *var = vm_pop(m, off); if (!var) return
+
+/* Execute one opcode; returns with m->err set to stop. */
+static void vm_step(vm *m, uint8_t op, uint64_t off);
+
+static void vm_exec(vm *m) {
+    for (;;) {
+        uint64_t pos = spa_in_pos(m->in);
+        uint64_t off = pos - m->start;
+        if (m->nops >= m->lim->v[SPA_LIM_OPS]) { vm_limit(m, SPA_LIM_OPS, "opcode count limit", off); return; }
+        if (off > m->lim->v[SPA_LIM_BYTES]) { vm_limit(m, SPA_LIM_BYTES, "stream byte limit", off); return; }
+        const uint8_t *p;
+        size_t got;
+        spa_code c = spa_in_peek(m->in, 1, &p, &got);
+        if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return; }
+        if (!got) { vm_fail(m, SPA_E_TRUNCATED, "pickle data ended without STOP", off); return; }
+        uint8_t op = p[0];
+        if (!spa_op_info(op)) { vm_fail(m, SPA_E_BAD_OPCODE, "invalid load key", off); return; }
+        spa_in_skip(m->in, 1);
+        m->nops++;
+        vm_step(m, op, off);
+        if (m->err.code != SPA_OK || m->complete) return;
+    }
+}
+
+static void vm_step(vm *m, uint8_t op, uint64_t off) {
+    uint8_t b[8];
+    const uint8_t *lp;
+    size_t ln;
+    switch (op) {
+    /* ------------------------------------------------ framing, protocol */
+    case SPA_OP_PROTO:
+        if (!vm_read(m, b, 1, off)) return;
+        if (b[0] > 5) { vm_fail(m, SPA_E_BAD_ARG, "unsupported pickle protocol", off); return; }
+        m->proto = b[0];
+        if (m->proto > m->max_proto) m->max_proto = m->proto;
+        return;
+    case SPA_OP_FRAME:
+        /* CPython's C unpickler prefetches the frame and fails if it runs past
+         * EOF; the pure-Python one executes what is there. Frames are not
+         * boundaries for opcodes in either, so the VM only checks the size. */
+        if (!vm_read(m, b, 8, off)) return;
+        return;
+    case SPA_OP_STOP: {
+        POP(v);
+        (void)v;
+        m->complete = true;
+        return;
+    }
+    /* ------------------------------------------------ marks and stack */
+    case SPA_OP_MARK:
+        if (m->nmarks >= m->lim->v[SPA_LIM_MARKS]) { vm_limit(m, SPA_LIM_MARKS, "mark depth limit", off); return; }
+        if (m->nmarks == m->mcap) {
+            size_t nc = m->mcap ? m->mcap * 2 : 64;
+            size_t *nm = realloc(m->marks, nc * sizeof *nm);
+            if (!nm) { vm_nomem(m, off); return; }
+            m->marks = nm;
+            m->mcap = nc;
+        }
+        m->marks[m->nmarks++] = m->sp;
+        return;
+    case SPA_OP_POP:
+        if (m->nmarks && m->marks[m->nmarks - 1] == m->sp) { m->nmarks--; return; }
+        { POP(v); vm_discard(m, v, op, off); }
+        return;
+    case SPA_OP_POP_MARK: {
+        size_t at;
+        if (!vm_marker(m, &at, off)) return;
+        while (m->sp > at) vm_discard(m, m->stack[--m->sp], op, off);
+        return;
+    }
+    case SPA_OP_DUP: {
+        spa_val *v = vm_top(m, off);
+        if (!v) return;
+        vm_share(v);
+        PUSH(v);
+        return;
+    }
+    /* ------------------------------------------------ scalars */
+    case SPA_OP_NONE: PUSH(vm_new(m, SPA_V_NONE, op, off)); return;
+    case SPA_OP_NEWTRUE:
+    case SPA_OP_NEWFALSE: {
+        spa_val *v = vm_new(m, SPA_V_BOOL, op, off);
+        if (v) v->u.i = op == SPA_OP_NEWTRUE;
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_BININT:
+    case SPA_OP_BININT1:
+    case SPA_OP_BININT2: {
+        int w = op == SPA_OP_BININT ? 4 : op == SPA_OP_BININT1 ? 1 : 2;
+        if (!vm_read(m, b, (size_t)w, off)) return;
+        spa_val *v = vm_new(m, SPA_V_INT, op, off);
+        if (v) v->u.i = w == 4 ? (int64_t)(int32_t)(uint32_t)vm_le(b, 4) : (int64_t)vm_le(b, w);
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_INT: {
+        if (!vm_line_req(m, &lp, &ln, off)) return;
+        /* C load_int: strtol(s, &end, 0), then PyLong_FromString(s, NULL, 0);
+         * exactly "00"/"01" (3 bytes with the newline) and friends are bools. */
+        char buf[128];
+        size_t cn = ln < sizeof buf - 1 ? ln : sizeof buf - 1;
+        memcpy(buf, lp, cn);
+        buf[cn] = '\0';
+        if (ln < 1) { spa_in_skip(m->in, ln + 1); vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off); return; }
+        errno = 0;
+        char *end;
+        long x = strtol(buf, &end, 0);
+        spa_val *v;
+        if (!errno && ln < sizeof buf - 1 && end != buf && *end == '\0') {
+            if (ln == 2 && (x == 0 || x == 1)) { v = vm_new(m, SPA_V_BOOL, op, off); if (v) v->u.i = x; }
+            else { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = x; }
+        } else if (vm_pylong_ok(lp, ln, 0)) {
+            int64_t iv;
+            if (vm_int_value(lp, ln, 0, &iv)) { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = iv; }
+            else v = vm_decoded(m, SPA_V_LONG, op, off, lp, ln);
+        } else {
+            spa_in_skip(m->in, ln + 1);
+            vm_fail(m, SPA_E_BAD_ARG, "could not convert string to int", off);
+            return;
+        }
+        spa_in_skip(m->in, ln + 1);
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_LONG: {
+        if (!vm_line_req(m, &lp, &ln, off)) return;
+        size_t n = ln;
+        if (n >= 1 && lp[n - 1] == 'L') n--;
+        if (ln < 1 || !vm_pylong_ok(lp, n, 0)) {
+            spa_in_skip(m->in, ln + 1);
+            vm_fail(m, SPA_E_BAD_ARG, "invalid literal for int()", off);
+            return;
+        }
+        int64_t iv;
+        spa_val *v;
+        if (vm_int_value(lp, n, 0, &iv)) { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = iv; }
+        else v = vm_decoded(m, SPA_V_LONG, op, off, lp, n);
+        spa_in_skip(m->in, ln + 1);
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_LONG1:
+    case SPA_OP_LONG4: {
+        uint64_t n;
+        if (op == SPA_OP_LONG1) { if (!vm_read(m, b, 1, off)) return; n = b[0]; }
+        else {
+            if (!vm_read(m, b, 4, off)) return;
+            int32_t sn = (int32_t)(uint32_t)vm_le(b, 4);
+            if (sn < 0) { vm_fail(m, SPA_E_BAD_ARG, "LONG pickle has negative byte count", off); return; }
+            n = (uint64_t)sn;
+        }
+        const uint8_t *d;
+        uint64_t kept;
+        bool owned;
+        if (!vm_data(m, n, &d, &kept, &owned, off)) return;
+        spa_val *v;
+        if (n <= 8 && kept == n) {
+            uint64_t u = vm_le(d, (int)n);
+            if (n && n < 8 && (d[n - 1] & 0x80)) u |= ~0ull << (8 * n);
+            if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
+            v = vm_new(m, SPA_V_INT, op, off);
+            if (v) v->u.i = (int64_t)u;
+        } else {
+            v = vm_text_val(m, SPA_V_LONG, op, off, d, n, kept, owned);
+        }
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_FLOAT: {
+        if (!vm_line_req(m, &lp, &ln, off)) return;
+        /* C: PyOS_string_to_double; pure Python: float(text). Accept either. */
+        char buf[128];
+        size_t j = 0;
+        for (size_t i = 0; i < ln && j < sizeof buf - 1; i++) if (lp[i] != '_') buf[j++] = (char)lp[i];
+        buf[j] = '\0';
+        char *s = buf, *end;
+        while (vm_isspace((uint8_t)*s)) s++;
+        bool hexish = strchr(s, 'x') || strchr(s, 'X');
+        double d = strtod(s, &end);
+        while (vm_isspace((uint8_t)*end)) end++;
+        spa_in_skip(m->in, ln + 1);
+        if (ln >= sizeof buf - 1 || end == s || *end != '\0' || hexish) {
+            vm_fail(m, SPA_E_BAD_ARG, "could not convert string to float", off);
+            return;
+        }
+        spa_val *v = vm_new(m, SPA_V_FLOAT, op, off);
+        if (v) v->u.f = d;
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_BINFLOAT: {
+        if (!vm_read(m, b, 8, off)) return;
+        uint64_t u = 0;
+        for (int i = 0; i < 8; i++) u = (u << 8) | b[i];
+        spa_val *v = vm_new(m, SPA_V_FLOAT, op, off);
+        if (v) memcpy(&v->u.f, &u, 8);
+        PUSH(v);
+        return;
+    }
+    /* ------------------------------------------------ strings and bytes */
+    case SPA_OP_STRING: {
+        if (!vm_line_req(m, &lp, &ln, off)) return;
+        if (!(ln >= 2 && lp[0] == lp[ln - 1] && (lp[0] == '\'' || lp[0] == '"'))) {
+            spa_in_skip(m->in, ln + 1);
+            vm_fail(m, SPA_E_BAD_ARG, "the STRING opcode argument must be quoted", off);
+            return;
+        }
+        uint8_t *tmp = malloc(ln ? ln : 1);
+        if (!tmp) { vm_nomem(m, off); return; }
+        size_t on = 0;
+        const char *em = vm_unescape_bytes(lp + 1, ln - 2, tmp, &on);
+        spa_in_skip(m->in, ln + 1);
+        if (em) { free(tmp); vm_fail(m, SPA_E_BAD_ARG, em, off); return; }
+        spa_val *v = vm_decoded(m, SPA_V_BYTES, op, off, tmp, on);
+        free(tmp);
+        if (v) v->flags |= SPA_VF_PY2STR;
+        PUSH(v);
+        vm_on_const(m, v);
+        return;
+    }
+    case SPA_OP_UNICODE: {
+        if (!vm_line_req(m, &lp, &ln, off)) return;
+        uint8_t *tmp = malloc(2 * ln + 8);
+        if (!tmp) { vm_nomem(m, off); return; }
+        size_t on = 0;
+        const char *em = vm_unescape_raw_unicode(lp, ln, tmp, &on);
+        spa_in_skip(m->in, ln + 1);
+        if (em) { free(tmp); vm_fail(m, SPA_E_BAD_ARG, em, off); return; }
+        spa_val *v = vm_decoded(m, SPA_V_STR, op, off, tmp, on);
+        free(tmp);
+        PUSH(v);
+        vm_on_const(m, v);
+        return;
+    }
+    case SPA_OP_BINSTRING: case SPA_OP_SHORT_BINSTRING:
+    case SPA_OP_BINBYTES: case SPA_OP_SHORT_BINBYTES: case SPA_OP_BINBYTES8: case SPA_OP_BYTEARRAY8:
+    case SPA_OP_BINUNICODE: case SPA_OP_SHORT_BINUNICODE: case SPA_OP_BINUNICODE8: {
+        const spa_opinfo *oi = spa_op_info(op);
+        uint64_t n;
+        if (oi->kind == SPA_ARG_CNT1) { if (!vm_read(m, b, 1, off)) return; n = b[0]; }
+        else if (oi->kind == SPA_ARG_CNT8) {
+            if (!vm_read(m, b, 8, off)) return;
+            n = vm_le(b, 8);
+            if (n > (uint64_t)INT64_MAX) { vm_fail(m, SPA_E_BAD_ARG, "length exceeds system's maximum size", off); return; }
+        } else {
+            if (!vm_read(m, b, 4, off)) return;
+            n = vm_le(b, 4);
+            if (oi->kind == SPA_ARG_CNT4S && (n & 0x80000000u)) {
+                vm_fail(m, SPA_E_BAD_ARG, "BINSTRING pickle has negative byte count", off);
+                return;
+            }
+        }
+        const uint8_t *d;
+        uint64_t kept;
+        bool owned;
+        if (!vm_data(m, n, &d, &kept, &owned, off)) return;
+        bool uni = op == SPA_OP_BINUNICODE || op == SPA_OP_SHORT_BINUNICODE || op == SPA_OP_BINUNICODE8;
+        if (uni && !vm_utf8_ok(d, kept, kept < n)) {
+            if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
+            vm_fail(m, SPA_E_BAD_ARG, "invalid UTF-8 in unicode argument", off);
+            return;
+        }
+        spa_val *v = vm_text_val(m, uni ? SPA_V_STR : SPA_V_BYTES, op, off, d, n, kept, owned);
+        if (v && (op == SPA_OP_BINSTRING || op == SPA_OP_SHORT_BINSTRING)) v->flags |= SPA_VF_PY2STR;
+        if (v && op == SPA_OP_BYTEARRAY8) v->flags |= SPA_VF_BYTEARRAY;
+        PUSH(v);
+        vm_on_const(m, v);
+        return;
+    }
+    case SPA_OP_NEXT_BUFFER:
+        /* needs buffers= at load time (an error otherwise); modelled leniently */
+        PUSH(vm_new(m, SPA_V_BUFFER, op, off));
+        return;
+    case SPA_OP_READONLY_BUFFER: {
+        spa_val *v = vm_top(m, off);
+        if (v) v->flags |= SPA_VF_READONLY;
+        return;
+    }
+    /* ------------------------------------------------ containers */
+    case SPA_OP_EMPTY_TUPLE: PUSH(vm_new(m, SPA_V_TUPLE, op, off)); return;
+    case SPA_OP_EMPTY_LIST: PUSH(vm_new(m, SPA_V_LIST, op, off)); return;
+    case SPA_OP_EMPTY_DICT: PUSH(vm_new(m, SPA_V_DICT, op, off)); return;
+    case SPA_OP_EMPTY_SET: PUSH(vm_new(m, SPA_V_SET, op, off)); return;
+    case SPA_OP_TUPLE1: case SPA_OP_TUPLE2: case SPA_OP_TUPLE3: {
+        size_t k = (size_t)(op - SPA_OP_TUPLE1 + 1);
+        if (m->sp < k || m->sp - k < vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
+        PUSH(vm_collect(m, SPA_V_TUPLE, op, m->sp - k, off));
+        return;
+    }
+    case SPA_OP_TUPLE: case SPA_OP_LIST: case SPA_OP_FROZENSET: case SPA_OP_DICT: {
+        size_t at;
+        if (!vm_marker(m, &at, off)) return;
+        spa_vkind k = op == SPA_OP_TUPLE ? SPA_V_TUPLE : op == SPA_OP_LIST ? SPA_V_LIST :
+                      op == SPA_OP_DICT ? SPA_V_DICT : SPA_V_FROZENSET;
+        if (k == SPA_V_DICT && (m->sp - at) % 2) { vm_fail(m, SPA_E_STACK, "odd number of items for DICT", off); return; }
+        PUSH(vm_collect(m, k, op, at, off));
+        return;
+    }
+    case SPA_OP_APPEND: case SPA_OP_APPENDS: case SPA_OP_SETITEM: case SPA_OP_SETITEMS:
+    case SPA_OP_ADDITEMS: {
+        /* C do_append / do_setitems / load_additems: the target sits right
+         * below the items and above the fence. */
+        size_t x;
+        if (op == SPA_OP_APPEND || op == SPA_OP_SETITEM) {
+            size_t k = op == SPA_OP_APPEND ? 1 : 2;
+            if (m->sp < k || m->sp - k <= vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
+            x = m->sp - k;
+        } else if (!vm_marker(m, &x, off)) {
+            return;
+        }
+        if (x > m->sp || x <= vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
+        if (x == m->sp) return;
+        bool pairs = op == SPA_OP_SETITEM || op == SPA_OP_SETITEMS;
+        if (pairs && (m->sp - x) % 2) { vm_fail(m, SPA_E_STACK, "odd number of items for SETITEMS", off); return; }
+        spa_val *t = m->stack[x - 1];
+        spa_vkind want = pairs ? SPA_V_DICT : op == SPA_OP_ADDITEMS ? SPA_V_SET : SPA_V_LIST;
+        if (t->kind == want) {
+            uint32_t step = pairs ? 2 : 1;
+            for (size_t i = x; i + step <= m->sp; i += step) vm_seq_add(m, t, &m->stack[i], step, off);
+            m->sp = x;
+            return;
+        }
+        if (t->kind == SPA_V_BYTES && (t->flags & SPA_VF_BYTEARRAY) && !pairs && op != SPA_OP_ADDITEMS) {
+            while (m->sp > x) vm_drop(m, m->stack[--m->sp]); /* bytearray.extend(ints) */
+            return;
+        }
+        /* anything else: the loader calls its append/extend/__setitem__/add */
+        spa_val *items = vm_collect(m, pairs ? SPA_V_TUPLE : SPA_V_LIST, op, x, off);
+        if (!items) return;
+        t->flags |= SPA_VF_MUTATED;
+        spa_ir *e = vm_ir(m, SPA_IR_MUTATE, op, off);
+        if (e) { vm_share(t); vm_share(items); e->target = t; e->arg = items; }
+        else vm_drop(m, items);
+        if (items->flags & SPA_VFX_HOT) t->flags |= SPA_VFX_HOT;
+        return;
+    }
+    /* ------------------------------------------------ memo */
+    case SPA_OP_PUT: case SPA_OP_GET: {
+        if (!vm_line_req(m, &lp, &ln, off)) return;
+        bool ok = ln >= 1 && vm_pylong_ok(lp, ln, 10);
+        int64_t key = -1;
+        if (ok && !vm_int_value(lp, ln, 10, &key)) key = INT64_MAX; /* huge: over any limit */
+        spa_in_skip(m->in, ln + 1);
+        if (!ok) { vm_fail(m, SPA_E_BAD_ARG, "invalid memo key", off); return; }
+        if (op == SPA_OP_PUT) {
+            if (key < 0) { vm_fail(m, SPA_E_BAD_ARG, "negative PUT argument", off); return; }
+            spa_val *v = vm_top(m, off);
+            if (!v) return;
+            vm_memo_put(m, (uint64_t)key, v, off);
+            return;
+        }
+        spa_val *v = key >= 0 ? vm_memo_get(m, (uint64_t)key) : NULL;
+        if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_BINPUT: case SPA_OP_LONG_BINPUT: {
+        size_t w = op == SPA_OP_BINPUT ? 1 : 4;
+        if (!vm_read(m, b, w, off)) return;
+        spa_val *v = vm_top(m, off);
+        if (!v) return;
+        vm_memo_put(m, vm_le(b, (int)w), v, off);
+        return;
+    }
+    case SPA_OP_BINGET: case SPA_OP_LONG_BINGET: {
+        size_t w = op == SPA_OP_BINGET ? 1 : 4;
+        if (!vm_read(m, b, w, off)) return;
+        spa_val *v = vm_memo_get(m, vm_le(b, (int)w));
+        if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_MEMOIZE: {
+        spa_val *v = vm_top(m, off);
+        if (!v) return;
+        vm_memo_put(m, m->memo.count, v, off);
+        return;
+    }
+    /* ------------------------------------------------ globals */
+    case SPA_OP_GLOBAL: case SPA_OP_INST: {
+        /* Two text lines. At EOF without a newline the pure-Python unpickler
+         * still calls find_class(line[:-1]) (it imports the module), so the
+         * VM records that import before reporting the truncation. */
+        const char *mod = "", *name = "";
+        bool nl, trunc = false;
+        spa_code c = vm_line(m, &lp, &ln, &nl, off);
+        if (c == SPA_E_TRUNCATED) { mod = vm_cstr(m, lp, ln ? ln - 1 : 0); spa_in_skip(m->in, ln); trunc = true; }
+        else if (c != SPA_OK) return;
+        else {
+            mod = vm_cstr(m, lp, ln);
+            spa_in_skip(m->in, ln + 1);
+            c = vm_line(m, &lp, &ln, &nl, off);
+            if (c == SPA_E_TRUNCATED) { name = vm_cstr(m, lp, ln ? ln - 1 : 0); spa_in_skip(m->in, ln); trunc = true; }
+            else if (c != SPA_OK) return;
+            else { name = vm_cstr(m, lp, ln); spa_in_skip(m->in, ln + 1); }
+        }
+        spa_val *g = vm_global(m, op, off, mod, name, trunc ? SPA_IRF_TRUNCATED : 0);
+        if (trunc) { vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated (no newline)", off); return; }
+        if (!g) return;
+        if (op == SPA_OP_GLOBAL) { PUSH(g); return; }
+        size_t at;
+        if (!vm_marker(m, &at, off)) return;
+        spa_val *args = vm_collect(m, SPA_V_TUPLE, op, at, off);
+        if (!args) return;
+        PUSH(vm_call(m, op, off, g, args, NULL, SPA_IRF_INST));
+        return;
+    }
+    case SPA_OP_STACK_GLOBAL: {
+        POP(nm);
+        POP(md);
+        int a = vm_str_operand(md), bb = vm_str_operand(nm);
+        if (!a || !bb) { vm_fail(m, SPA_E_STACK, "STACK_GLOBAL requires str", off); return; }
+        const char *mod = a == 1 ? vm_cstr(m, md->u.s.p, (size_t)md->u.s.kept) : "<dynamic>";
+        const char *name = bb == 1 ? vm_cstr(m, nm->u.s.p, (size_t)nm->u.s.kept) : "<dynamic>";
+        uint16_t fl = (a == 2 || bb == 2) ? SPA_IRF_DYNAMIC : 0;
+        size_t nir0 = m->nir;
+        spa_val *g = vm_global(m, op, off, mod, name, fl);
+        if (g && fl && m->nir > nir0) {
+            spa_ir *e = &m->ir[m->nir - 1];
+            vm_share(md); vm_share(nm);
+            e->target = md;
+            e->arg = nm;
+        } else {
+            vm_drop(m, md);
+            vm_drop(m, nm);
+        }
+        PUSH(g);
+        return;
+    }
+    case SPA_OP_EXT1: case SPA_OP_EXT2: case SPA_OP_EXT4: {
+        size_t w = op == SPA_OP_EXT1 ? 1 : op == SPA_OP_EXT2 ? 2 : 4;
+        if (!vm_read(m, b, w, off)) return;
+        int64_t code = w == 4 ? (int64_t)(int32_t)(uint32_t)vm_le(b, 4) : (int64_t)vm_le(b, (int)w);
+        if (code <= 0) { vm_fail(m, SPA_E_BAD_ARG, "EXT specifies code <= 0", off); return; }
+        /* copyreg's extension registry maps the code to (module, name); it is
+         * empty unless the host registered codes, so the target is unknown. */
+        char nb[32];
+        int nn = snprintf(nb, sizeof nb, "<ext:%lld>", (long long)code);
+        int oldp = m->proto;
+        m->proto = 5; /* no compat mapping of the placeholder */
+        spa_val *g = vm_global(m, op, off, "copyreg", vm_cstr(m, (const uint8_t *)nb, (size_t)nn), SPA_IRF_EXT);
+        m->proto = oldp;
+        PUSH(g);
+        return;
+    }
+    /* ------------------------------------------------ calls */
+    case SPA_OP_REDUCE: {
+        POP(args);
+        POP(callee);
+        PUSH(vm_call(m, op, off, callee, args, NULL, 0));
+        return;
+    }
+    case SPA_OP_NEWOBJ: {
+        POP(args);
+        POP(cls);
+        PUSH(vm_call(m, op, off, cls, args, NULL, SPA_IRF_NEW));
+        return;
+    }
+    case SPA_OP_NEWOBJ_EX: {
+        POP(kw);
+        POP(args);
+        POP(cls);
+        PUSH(vm_call(m, op, off, cls, args, kw, SPA_IRF_NEW));
+        return;
+    }
+    case SPA_OP_OBJ: {
+        size_t at;
+        if (!vm_marker(m, &at, off)) return;
+        if (m->sp <= at || at < vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
+        spa_val *args = vm_collect(m, SPA_V_TUPLE, op, at + 1, off);
+        if (!args) return;
+        spa_val *cls = m->stack[--m->sp];
+        PUSH(vm_call(m, op, off, cls, args, NULL, SPA_IRF_INST));
+        return;
+    }
+    case SPA_OP_BUILD: {
+        POP(state);
+        spa_val *t = vm_top(m, off);
+        if (!t) return;
+        t->flags |= SPA_VF_MUTATED;
+        spa_ir *e = vm_ir(m, SPA_IR_BUILD, op, off);
+        if (e) { vm_share(t); vm_share(state); e->target = t; e->arg = state; }
+        if (state->flags & SPA_VFX_HOT) t->flags |= SPA_VFX_HOT;
+        if (m->hooks && m->hooks->after_build) {
+            uint64_t skip = 0;
+            spa_build_act act = m->hooks->after_build(m->hooks->ud, m->sc, t, state, &skip);
+            if (act == SPA_BUILD_SKIP) {
+                if (spa_in_skip(m->in, skip) != SPA_OK)
+                    vm_fail(m, SPA_E_TRUNCATED, "raw array data runs past the end", off);
+            } else if (act == SPA_BUILD_NESTED) {
+                uint64_t at = spa_in_pos(m->in);
+                const char *loc = spa_ctx_loc(m->sc, "%s!stream@%llu", spa_ctx_stream(m->sc, m->idx)->loc,
+                                              (unsigned long long)at);
+                uint32_t child = UINT32_MAX;
+                spa_code c = spa_vm_run(m->sc, m->in, loc, m->depth + 1, m->idx, &child);
+                spa_ir *ne = vm_ir(m, SPA_IR_NESTED, op, off);
+                if (ne) { ne->target = t; ne->nested_stream = child; }
+                if (c == SPA_E_NOMEM || c == SPA_E_IO) { vm_fail(m, c, "nested stream failed", off); m->fatal = true; return; }
+                spa_stream *cs = child != UINT32_MAX ? spa_ctx_stream(m->sc, child) : NULL;
+                if (!cs || !cs->complete)
+                    vm_fail(m, SPA_E_FORMAT, "nested inline stream did not complete", off);
+            } else if (act == SPA_BUILD_RESYNC) {
+                vm_resync(m, off);
+            }
+        }
+        return;
+    }
+    case SPA_OP_PERSID: case SPA_OP_BINPERSID: {
+        spa_val *pid;
+        if (op == SPA_OP_PERSID) {
+            if (!vm_line_req(m, &lp, &ln, off)) return;
+            pid = vm_decoded(m, SPA_V_STR, op, off, lp, ln);
+            spa_in_skip(m->in, ln + 1);
+            if (!pid) return;
+        } else {
+            pid = vm_pop(m, off);
+            if (!pid) return;
+        }
+        spa_val *v = vm_new(m, SPA_V_PERSID, op, off);
+        if (!v) return;
+        vm_share(pid);
+        vm_share(v);
+        v->u.persid.pid = pid;
+        spa_ir *e = vm_ir(m, SPA_IR_PERSID, op, off);
+        if (e) { e->arg = pid; e->result = v; }
+        PUSH(v);
+        return;
+    }
+    default:
+        vm_fail(m, SPA_E_BAD_OPCODE, "opcode not handled", off);
+        return;
+    }
+}

@@ -1,0 +1,29 @@
+/* vm.h - facts about the VM's values and IR shared by vm.c, ir.c, report.c,
+ * explain.c and the classifier: IR entry flags, internal value flags and
+ * value rendering. */
+#ifndef SPA_VM_H
+#define SPA_VM_H
+#include <stddef.h>
+#include "spa.h"
+
+/* spa_ir.flags */
+#define SPA_IRF_NEW       0x01u /* NEWOBJ/NEWOBJ_EX: cls.__new__(cls, *args, **kwargs) */
+#define SPA_IRF_INST      0x02u /* INST/OBJ: instantiate(cls, args) */
+#define SPA_IRF_DYNAMIC   0x04u /* STACK_GLOBAL operand not a constant str: module/name are
+                                   "<dynamic>", target/arg hold the operand values */
+#define SPA_IRF_EXT       0x08u /* EXT1/2/4: module "copyreg", name "<ext:CODE>" (the
+                                   extension registry decides at load time) */
+#define SPA_IRF_TRUNCATED 0x10u /* GLOBAL/INST line cut by EOF: the pure-Python loader
+                                   still imports line[:-1] */
+
+/* spa_val.flags bits used by the VM itself (never set on MARK) */
+#define SPA_VFX_HOT    0x40u /* is or contains a global, call, persistent id or unknown */
+#define SPA_VFX_SHARED 0x80u /* referenced from the memo, the IR or twice on the stack */
+
+/* Render a value as bounded pseudo-Python into buf (always NUL-terminated
+ * when cap > 0). Returns the length written. Containers show their kept
+ * items and "..." when summarised; long strings are cut with "...". */
+size_t spa_val_repr(const spa_val *v, char *buf, size_t cap);
+/* The Python type-ish name of a value kind: "str", "tuple", "global", ... */
+const char *spa_vkind_name(spa_vkind k);
+#endif
