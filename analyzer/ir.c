@@ -13,7 +13,7 @@ const char *spa_vkind_name(spa_vkind k) {
     return (unsigned)k < SPA_V_KIND_COUNT ? n[k] : "unknown";
 }
 
-typedef struct { char *b; size_t cap, len; } rbuf;
+typedef struct { char *b; size_t cap, len; bool names; } rbuf;
 
 static void rb_put(rbuf *r, const char *s, size_t n) {
     if (r->cap == 0) return;
@@ -79,6 +79,11 @@ static void rb_val(rbuf *r, const spa_val *v, int depth) {
         rb_s(r, v->u.g.name ? v->u.g.name : "?");
         return;
     case SPA_V_CALL:
+        if (r->names && depth > 0 && v->u.call.ir != UINT32_MAX) {
+            snprintf(t, sizeof t, "_v%u", v->u.call.ir);
+            rb_s(r, t);
+            return;
+        }
         rb_val(r, v->u.call.callee, depth + 1);
         rb_s(r, "(");
         if (v->u.call.args && v->u.call.args->kind == SPA_V_TUPLE) {
@@ -126,8 +131,15 @@ static void rb_val(rbuf *r, const spa_val *v, int depth) {
     }
 }
 
+size_t spa_val_repr_named(const spa_val *v, char *buf, size_t cap) {
+    rbuf r = { buf, cap, 0, true };
+    if (cap) buf[0] = '\0';
+    rb_val(&r, v, 0);
+    return r.len;
+}
+
 size_t spa_val_repr(const spa_val *v, char *buf, size_t cap) {
-    rbuf r = { buf, cap, 0 };
+    rbuf r = { buf, cap, 0, false };
     if (cap) buf[0] = '\0';
     rb_val(&r, v, 0);
     return r.len;
