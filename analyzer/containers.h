@@ -28,6 +28,15 @@ typedef enum spc_pk {
  * definite loader failure before any import/call/persistent-id opcode means
  * "not a pickle": it is harmless to the loader. */
 spc_pk spc_pickle_plausible(const uint8_t *p, size_t n, uint64_t total);
+/* The same walk, telling how it ended. */
+typedef struct spc_walk_info {
+    bool effect;    /* an import/call/persistent-id opcode was seen */
+    bool stopped;   /* STOP reached */
+    bool failed;    /* a definite loader failure */
+    size_t end;     /* offset after the last opcode examined */
+    unsigned ops;   /* opcodes examined */
+} spc_walk_info;
+spc_pk spc_pickle_walk(const uint8_t *p, size_t n, uint64_t total, spc_walk_info *info);
 /* Format of content whose first bytes are p[0..n) (total as above). */
 spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total);
 /* Torch legacy magic stream at p? (PROTO n, LONG1 magic, STOP or text LONG) */

@@ -1,7 +1,299 @@
-/* decomp.c - decompression. Interim. */
+/* decomp.c - bounded streaming decompression (zlib, gzip, raw deflate for zip
+ * members, bz2, xz and lzma-alone, zstd, lz4 frames, joblib's old "ZF" zfile)
+ * as spa_seq_read producers. Output is never stored whole: the VM reads it
+ * through a bounded window. Two named limits stop a bomb: decompressed bytes
+ * per wrapper (max_decomp_bytes) and output/input ratio (max_decomp_ratio). */
+#include <bzlib.h>
+#include <inttypes.h>
+#include <lz4frame.h>
+#include <lzma.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+#include <zstd.h>
+
 #include "containers.h"
+
+#define SPC_DEC_IN_CHUNK    (64u * 1024u)     /* compressed bytes offered per call */
+#define SPC_DEC_RATIO_FLOOR (1u << 20)        /* ratio limit applies past 1 MiB of output */
+#define SPC_XZ_MEMLIMIT     (256ull << 20)    /* xz/lzma decoder memory (dictionary) */
+#define SPC_ZFILE_HEADER    21u               /* joblib < 0.10: "ZF" + 19-byte hex length */
+
+struct spc_dec {
+    spc_scan *s;
+    spa_in *in;
+    spa_format fmt;        /* SPA_FMT_ZIP means raw deflate (zip method 8) */
+    uint64_t in_bytes, out_bytes;
+    uint64_t max_out, max_ratio;
+    spa_limit_id limit;    /* SPA_LIM_COUNT unless a limit stopped it */
+    spa_err err;
+    bool done, ended;      /* done: no more output; ended: last member/frame ended cleanly */
+    bool live;             /* decoder state initialised */
+    z_stream z;
+    bz_stream bz;
+    lzma_stream lz;
+    ZSTD_DStream *zs;
+    LZ4F_dctx *l4;
+};
+
+static void dec_error(spc_dec *d, spa_code code, const char *msg) {
+    if (d->err.code == SPA_OK) {
+        d->err.code = code;
+        d->err.msg = msg;
+        d->err.off = d->in_bytes;
+    }
+    d->done = true;
+}
+
+static bool dec_init(spc_dec *d) {
+    switch (d->fmt) {
+    case SPA_FMT_GZIP: case SPA_FMT_ZLIB: case SPA_FMT_ZIP: case SPA_FMT_JOBLIB:
+        memset(&d->z, 0, sizeof d->z);
+        if (inflateInit2(&d->z, d->fmt == SPA_FMT_ZIP ? -15 : 15 + 32) != Z_OK) return false;
+        break;
+    case SPA_FMT_BZ2:
+        memset(&d->bz, 0, sizeof d->bz);
+        if (BZ2_bzDecompressInit(&d->bz, 0, 0) != BZ_OK) return false;
+        break;
+    case SPA_FMT_XZ: {
+        lzma_stream init = LZMA_STREAM_INIT;
+        d->lz = init;
+        if (lzma_auto_decoder(&d->lz, SPC_XZ_MEMLIMIT, LZMA_CONCATENATED) != LZMA_OK) return false;
+        break;
+    }
+    case SPA_FMT_ZSTD:
+        d->zs = ZSTD_createDStream();
+        if (!d->zs || ZSTD_isError(ZSTD_initDStream(d->zs))) return false;
+        break;
+    case SPA_FMT_LZ4:
+        if (LZ4F_isError(LZ4F_createDecompressionContext(&d->l4, LZ4F_VERSION))) return false;
+        break;
+    default:
+        return false;
+    }
+    d->live = true;
+    return true;
+}
+
+static void dec_fini(spc_dec *d) {
+    if (!d->live) return;
+    switch (d->fmt) {
+    case SPA_FMT_GZIP: case SPA_FMT_ZLIB: case SPA_FMT_ZIP: case SPA_FMT_JOBLIB: inflateEnd(&d->z); break;
+    case SPA_FMT_BZ2: BZ2_bzDecompressEnd(&d->bz); break;
+    case SPA_FMT_XZ: lzma_end(&d->lz); break;
+    case SPA_FMT_ZSTD: ZSTD_freeDStream(d->zs); d->zs = NULL; break;
+    case SPA_FMT_LZ4: LZ4F_freeDecompressionContext(d->l4); d->l4 = NULL; break;
+    default: break;
+    }
+    d->live = false;
+}
+
+spc_dec *spc_dec_open(spc_scan *s, spa_in *in, spa_format fmt) {
+    spc_dec *d = spa_arena_calloc(s->ar, sizeof *d);
+    if (!d) return NULL;
+    d->s = s;
+    d->in = in;
+    d->fmt = fmt;
+    d->limit = SPA_LIM_COUNT;
+    d->max_out = s->lim->v[SPA_LIM_DECOMP_BYTES];
+    d->max_ratio = s->lim->v[SPA_LIM_DECOMP_RATIO];
+    if (!dec_init(d)) {
+        dec_fini(d);
+        dec_error(d, SPA_E_NOMEM, "cannot initialise the decompressor");
+    }
+    return d;
+}
+
+void spc_dec_close(spc_dec *d) {
+    if (d) dec_fini(d);
+}
+
+spa_limit_id spc_dec_limit(const spc_dec *d) { return d->limit; }
+spa_err spc_dec_error(const spc_dec *d) { return d->err; }
+uint64_t spc_dec_out(const spc_dec *d) { return d->out_bytes; }
+uint64_t spc_dec_in(const spc_dec *d) { return d->in_bytes; }
+
+/* Does the remaining input start another member of the same format? */
+static bool dec_next_member(spc_dec *d, const uint8_t *p, size_t n) {
+    switch (d->fmt) {
+    case SPA_FMT_GZIP: return n >= 2 && p[0] == 0x1f && p[1] == 0x8b;
+    case SPA_FMT_BZ2: return n >= 3 && memcmp(p, "BZh", 3) == 0;
+    default: return false;
+    }
+}
+
+/* One decoder step over input p[0..n). Sets *used and *made. Returns 1 when
+ * the member/frame ended, 0 to go on, -1 on a data error. */
+static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t *used,
+                    size_t *made) {
+    *used = *made = 0;
+    switch (d->fmt) {
+    case SPA_FMT_GZIP: case SPA_FMT_ZLIB: case SPA_FMT_ZIP: case SPA_FMT_JOBLIB: {
+        d->z.next_in = (Bytef *)(uintptr_t)p;
+        d->z.avail_in = (uInt)(n > UINT32_MAX ? UINT32_MAX : n);
+        d->z.next_out = out;
+        d->z.avail_out = (uInt)(cap > UINT32_MAX ? UINT32_MAX : cap);
+        uInt ai = d->z.avail_in, ao = d->z.avail_out;
+        int r = inflate(&d->z, Z_NO_FLUSH);
+        *used = ai - d->z.avail_in;
+        *made = ao - d->z.avail_out;
+        if (r == Z_STREAM_END) return 1;
+        if (r == Z_OK || (r == Z_BUF_ERROR && (*used || *made))) return 0;
+        if (r == Z_BUF_ERROR) return n == 0 ? -1 : 0;
+        return -1;
+    }
+    case SPA_FMT_BZ2: {
+        d->bz.next_in = (char *)(uintptr_t)p;
+        d->bz.avail_in = (unsigned)(n > UINT32_MAX ? UINT32_MAX : n);
+        d->bz.next_out = (char *)out;
+        d->bz.avail_out = (unsigned)(cap > UINT32_MAX ? UINT32_MAX : cap);
+        unsigned ai = d->bz.avail_in, ao = d->bz.avail_out;
+        int r = BZ2_bzDecompress(&d->bz);
+        *used = ai - d->bz.avail_in;
+        *made = ao - d->bz.avail_out;
+        if (r == BZ_STREAM_END) return 1;
+        return r == BZ_OK ? 0 : -1;
+    }
+    case SPA_FMT_XZ: {
+        d->lz.next_in = p;
+        d->lz.avail_in = n;
+        d->lz.next_out = out;
+        d->lz.avail_out = cap;
+        lzma_ret r = lzma_code(&d->lz, n ? LZMA_RUN : LZMA_FINISH);
+        *used = n - d->lz.avail_in;
+        *made = cap - d->lz.avail_out;
+        if (r == LZMA_STREAM_END) return 1;
+        if (r == LZMA_OK) return 0;
+        if (r == LZMA_MEMLIMIT_ERROR) return -2;
+        if (r == LZMA_BUF_ERROR && (*used || *made)) return 0;
+        return -1;
+    }
+    case SPA_FMT_ZSTD: {
+        ZSTD_inBuffer ib = {p, n, 0};
+        ZSTD_outBuffer ob = {out, cap, 0};
+        size_t r = ZSTD_decompressStream(d->zs, &ob, &ib);
+        *used = ib.pos;
+        *made = ob.pos;
+        if (ZSTD_isError(r)) return -1;
+        return r == 0 ? 1 : 0; /* 0: a frame is complete (another may follow) */
+    }
+    case SPA_FMT_LZ4: {
+        size_t dst = cap, src = n;
+        size_t r = LZ4F_decompress(d->l4, out, &dst, p, &src, NULL);
+        *used = src;
+        *made = dst;
+        if (LZ4F_isError(r)) return -1;
+        return r == 0 ? 1 : 0;
+    }
+    default:
+        return -1;
+    }
+}
+
+ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
+    spc_dec *d = vd;
+    if (d->done || len == 0) return 0;
+    if (d->out_bytes >= d->max_out) {
+        d->limit = SPA_LIM_DECOMP_BYTES;
+        d->done = true;
+        return 0;
+    }
+    if (len > d->max_out - d->out_bytes) len = (size_t)(d->max_out - d->out_bytes);
+    size_t produced = 0;
+    while (produced == 0 && !d->done) {
+        const uint8_t *p;
+        size_t got;
+        if (spa_in_peek(d->in, SPC_DEC_IN_CHUNK, &p, &got) != SPA_OK) {
+            dec_error(d, SPA_E_IO, "read error under the decompressor");
+            break;
+        }
+        if (got > SPC_DEC_IN_CHUNK) got = SPC_DEC_IN_CHUNK;
+        if (d->ended) { /* between members: another one, or the end */
+            if (got && dec_next_member(d, p, got)) {
+                dec_fini(d);
+                if (!dec_init(d)) { dec_error(d, SPA_E_NOMEM, "cannot restart the decompressor"); break; }
+                d->ended = false;
+            } else {
+                d->done = true; /* trailing bytes after the last member are ignored */
+                break;
+            }
+        }
+        size_t used, made;
+        int r = dec_step(d, p, got, (uint8_t *)buf + produced, len - produced, &used, &made);
+        if (used && spa_in_skip(d->in, used) != SPA_OK) {
+            dec_error(d, SPA_E_IO, "read error under the decompressor");
+            break;
+        }
+        d->in_bytes += used;
+        produced += made;
+        if (r == -2) { dec_error(d, SPA_E_LIMIT, "xz/lzma dictionary larger than the decoder memory limit"); break; }
+        if (r < 0) { dec_error(d, SPA_E_FORMAT, "corrupt compressed data"); break; }
+        if (r == 1) {
+            d->ended = true;
+            if (d->fmt == SPA_FMT_ZSTD || d->fmt == SPA_FMT_LZ4) d->ended = false; /* frames chain by themselves */
+            if (d->fmt == SPA_FMT_ZLIB || d->fmt == SPA_FMT_ZIP || d->fmt == SPA_FMT_JOBLIB || d->fmt == SPA_FMT_XZ)
+                d->done = true;
+            if (d->fmt == SPA_FMT_ZSTD || d->fmt == SPA_FMT_LZ4) {
+                /* end of a frame: stop if no input follows */
+                const uint8_t *q;
+                size_t g2;
+                if (spa_in_peek(d->in, 4, &q, &g2) != SPA_OK || g2 == 0) d->done = true;
+            }
+            continue;
+        }
+        if (got == 0 && made == 0) {
+            if (d->fmt == SPA_FMT_XZ && used == 0) { dec_error(d, SPA_E_TRUNCATED, "compressed data truncated"); break; }
+            if (d->fmt != SPA_FMT_XZ) { dec_error(d, SPA_E_TRUNCATED, "compressed data truncated"); break; }
+        }
+        if (used == 0 && made == 0 && got > 0) { dec_error(d, SPA_E_FORMAT, "decompressor made no progress"); break; }
+    }
+    d->out_bytes += produced;
+    if (d->out_bytes > SPC_DEC_RATIO_FLOOR && d->max_ratio &&
+        d->out_bytes / (d->in_bytes ? d->in_bytes : 1) > d->max_ratio) {
+        d->limit = SPA_LIM_DECOMP_RATIO;
+        d->done = true;
+    }
+    return (ssize_t)produced;
+}
+
+/* ------------------------------------------------------------------ container */
 spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream) {
-    (void)first_stream; (void)fmt;
-    spc_note(s, SPA_NOTE_UNSCANNABLE, c->loc, SPA_E_UNSUPPORTED, "decompression not built yet", 0, SPA_LIM_COUNT, NULL);
-    return SPA_OK;
+    spa_in *in = spc_content_in(s, c);
+    if (!in) return SPA_E_NOMEM;
+    uint64_t start = spa_in_pos(in);
+    s->pickle_bearing = s->pickle_bearing || fmt == SPA_FMT_JOBLIB;
+    if (fmt == SPA_FMT_JOBLIB && spa_in_skip(in, SPC_ZFILE_HEADER) != SPA_OK) {
+        spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_TRUNCATED, "joblib zfile header truncated", start,
+                 SPA_LIM_COUNT, NULL);
+        return SPA_OK;
+    }
+    spc_dec *d = spc_dec_open(s, in, fmt);
+    if (!d) { spc_fail(s, SPA_E_NOMEM, "out of memory", start); return SPA_E_NOMEM; }
+    const char *loc = spa_ctx_loc(s->sc, "%s!%s@%" PRIu64, c->loc, spc_fmt_tag(fmt), start);
+    spa_in *out = spa_in_from_seq(s->ar, spc_dec_read, d);
+    if (!loc || !out) {
+        spc_dec_close(d);
+        spc_fail(s, SPA_E_NOMEM, "out of memory", start);
+        return SPA_E_NOMEM;
+    }
+    spc_content child;
+    memset(&child, 0, sizeof child);
+    child.in = out;
+    child.size = UINT64_MAX;
+    child.loc = loc;
+    child.depth = c->depth + 1;
+    child.parent = c->parent;
+    spa_code rc = spc_dispatch(s, &child, first_stream);
+    if (d->limit != SPA_LIM_COUNT) {
+        spc_note(s, SPA_NOTE_LIMIT, loc, SPA_E_LIMIT,
+                 d->limit == SPA_LIM_DECOMP_RATIO ? "decompression ratio limit: possible bomb, not followed"
+                                                  : "decompressed size limit: not followed further",
+                 d->out_bytes, d->limit, NULL);
+    } else if (d->err.code != SPA_OK) {
+        spc_note(s, d->err.code == SPA_E_LIMIT ? SPA_NOTE_LIMIT : SPA_NOTE_ERROR, loc, d->err.code,
+                 d->err.msg, d->err.off, d->err.code == SPA_E_LIMIT ? SPA_LIM_DECOMP_BYTES : SPA_LIM_COUNT,
+                 NULL);
+    }
+    spc_dec_close(d);
+    return rc;
 }

@@ -1,10 +1,189 @@
-/* nested.c - nested pickles: str/bytes constants that are, or encode (base64,
- * hex, latin1 text as for _codecs.encode), a pickle or a pickle-bearing
- * container are scanned as their own streams, up to the nesting limit. */
+/* nested.c - nested pickles: a str/bytes constant that is, or encodes
+ * (base64, hex, latin1 text as built for _codecs.encode(s, 'latin1')), a
+ * pickle or a pickle-bearing container is scanned as its own content, with
+ * depth + 1 and the parent stream recorded, up to the nesting limit. The VM
+ * calls this hook for every such constant, so the common "no" is cheap. */
+#include <inttypes.h>
+#include <string.h>
+
 #include "containers.h"
+
+#define SPC_NESTED_MIN    8u   /* shorter constants cannot hold a payload worth scanning */
+#define SPC_NESTED_PROBE  96u  /* encoded characters decoded for a first look */
+
+/* ------------------------------------------------------------------ decoders */
+static int nb_b64(uint8_t c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
+    return -1;
+}
+
+size_t spc_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    uint32_t acc = 0;
+    unsigned bits = 0;
+    size_t o = 0, sig = 0;
+    bool pad = false;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = in[i];
+        if (c == '\n' || c == '\r' || c == ' ' || c == '\t') continue;
+        if (c == '=') { pad = true; continue; }
+        int v = nb_b64(c);
+        if (v < 0 || pad) return 0; /* not base64 (or data after padding) */
+        sig++;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o < cap) out[o] = (uint8_t)(acc >> bits);
+            o++;
+        }
+    }
+    if (sig < 4) return 0;
+    return o < cap ? o : cap;
+}
+
+static int nb_hex(uint8_t c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+size_t spc_hex_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    size_t o = 0;
+    int hi = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (in[i] == ' ' || in[i] == '\n') { if (hi >= 0) return 0; continue; }
+        int v = nb_hex(in[i]);
+        if (v < 0) return 0;
+        if (hi < 0) { hi = v; continue; }
+        if (o < cap) out[o] = (uint8_t)(hi << 4 | v);
+        o++;
+        hi = -1;
+    }
+    if (hi >= 0 || o == 0) return 0;
+    return o < cap ? o : cap;
+}
+
+/* UTF-8 text whose code points are all < 256, as latin1 bytes. */
+size_t spc_latin1_from_utf8(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = in[i];
+        uint8_t b;
+        if (c < 0x80) b = c;
+        else if ((c == 0xc2 || c == 0xc3) && i + 1 < n && (in[i + 1] & 0xc0) == 0x80) {
+            b = (uint8_t)(((c & 0x03) << 6) | (in[i + 1] & 0x3f));
+            i++;
+        } else {
+            return 0; /* a code point >= 256: latin1 encoding would fail */
+        }
+        if (o < cap) out[o] = b;
+        o++;
+    }
+    return o < cap ? o : cap;
+}
+
+/* ------------------------------------------------------------------ judging */
+/* Is p[0..n) (complete when !trunc) worth scanning as nested content? A
+ * pickle must either import/call/persist something, or be exactly one
+ * complete stream, or hold up for the whole walk; a container needs its magic. */
+static bool nb_candidate(const uint8_t *p, size_t n, bool trunc) {
+    if (n < 2) return false;
+    spa_format f = spc_sniff(p, n, trunc ? UINT64_MAX : n);
+    if (f == SPA_FMT_NONE) return false;
+    if (f != SPA_FMT_PICKLE) return true;
+    spc_walk_info wi;
+    spc_pk r = spc_pickle_walk(p, n < SPC_HEAD ? n : SPC_HEAD, trunc ? UINT64_MAX : n, &wi);
+    if (r == SPC_PK_NO) return false;
+    if (wi.effect) return true;
+    if (wi.stopped && wi.end == n) return true;
+    return r == SPC_PK_MAYBE && (wi.ops >= SPC_SNIFF_OPS || trunc || n > SPC_HEAD);
+}
+
+static bool nb_all(const uint8_t *p, size_t n, int (*cls)(uint8_t)) {
+    for (size_t i = 0; i < n; i++)
+        if (cls(p[i]) < 0 && p[i] != '=' && p[i] != '\n' && p[i] != '\r' && p[i] != ' ') return false;
+    return true;
+}
 
 uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint32_t depth,
                              uint32_t parent_stream) {
-    (void)ud; (void)sc; (void)v; (void)depth; (void)parent_stream;
-    return UINT32_MAX; /* interim: nested pickles not handled yet */
+    spc_scan *s = ud;
+    if (!v || (v->kind != SPA_V_STR && v->kind != SPA_V_BYTES) || !v->u.s.p) return UINT32_MAX;
+    size_t n = (size_t)v->u.s.kept;
+    if (n < SPC_NESTED_MIN) return UINT32_MAX;
+    const uint8_t *p = v->u.s.p;
+    bool trunc = v->u.s.kept < v->u.s.len;
+    const uint8_t *data = NULL;
+    size_t dn = 0;
+    const char *enc = "const";
+
+    if (nb_candidate(p, n, trunc)) {
+        data = p;
+        dn = n;
+    }
+    if (!data && v->kind == SPA_V_STR) {
+        bool ascii = true;
+        for (size_t i = 0; i < n && ascii; i++) ascii = p[i] < 0x80;
+        if (!ascii) {
+            uint8_t probe[SPC_NESTED_PROBE];
+            size_t pn = spc_latin1_from_utf8(p, n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE, probe, sizeof probe);
+            if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
+                uint8_t *buf = spa_arena_alloc(s->ar, n);
+                size_t bn = buf ? spc_latin1_from_utf8(p, n, buf, n) : 0;
+                if (bn && nb_candidate(buf, bn, trunc)) { data = buf; dn = bn; enc = "latin1"; }
+            }
+        }
+    }
+    if (!data && n >= 16 && nb_hex(p[0]) >= 0 && nb_all(p, n, nb_hex)) {
+        uint8_t probe[SPC_NESTED_PROBE / 2];
+        size_t pn = spc_hex_decode(p, (n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE) & ~(size_t)1, probe, sizeof probe);
+        if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
+            uint8_t *buf = spa_arena_alloc(s->ar, n / 2 + 1);
+            size_t bn = buf ? spc_hex_decode(p, n, buf, n / 2 + 1) : 0;
+            if (bn && nb_candidate(buf, bn, trunc)) { data = buf; dn = bn; enc = "hex"; }
+        }
+    }
+    if (!data && n >= 16 && nb_b64(p[0]) >= 0 && nb_all(p, n, nb_b64)) {
+        uint8_t probe[SPC_NESTED_PROBE];
+        size_t pn = spc_b64_decode(p, (n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE) & ~(size_t)3, probe, sizeof probe);
+        if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
+            uint8_t *buf = spa_arena_alloc(s->ar, n);
+            size_t bn = buf ? spc_b64_decode(p, n, buf, n) : 0;
+            if (bn && nb_candidate(buf, bn, trunc)) { data = buf; dn = bn; enc = "base64"; }
+        }
+    }
+    if (!data) return UINT32_MAX;
+
+    const spa_stream *ps = parent_stream != UINT32_MAX ? spa_ctx_stream(sc, parent_stream) : NULL;
+    const char *ploc = ps && ps->loc ? ps->loc : (s->cur_loc ? s->cur_loc : "<input>");
+    const char *loc = spa_ctx_loc(sc, "%s!%s@%" PRIu64, ploc, enc, v->off);
+    if (!loc) return UINT32_MAX;
+    s->pickle_bearing = true;
+    if ((uint64_t)depth + 1 > s->lim->v[SPA_LIM_NEST]) {
+        spc_note(s, SPA_NOTE_LIMIT, loc, SPA_E_LIMIT, "nested pickle deeper than the nesting limit: not scanned",
+                 v->off, SPA_LIM_NEST, NULL);
+        return UINT32_MAX;
+    }
+    spa_src *src = spc_src_buf(s, data, dn);
+    if (!src) return UINT32_MAX;
+    spc_content c;
+    memset(&c, 0, sizeof c);
+    c.src = src;
+    c.size = trunc && data == p ? UINT64_MAX : dn;
+    c.size = dn;
+    c.loc = loc;
+    c.depth = depth + 1;
+    c.parent = parent_stream;
+    uint32_t first = UINT32_MAX;
+    spc_dispatch(s, &c, &first);
+    if (trunc)
+        spc_note(s, SPA_NOTE_LIMIT, loc, SPA_E_LIMIT,
+                 "nested pickle longer than the kept string prefix: only the prefix was scanned", v->off,
+                 SPA_LIM_STR, NULL);
+    return first;
 }

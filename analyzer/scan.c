@@ -172,7 +172,7 @@ spa_code spc_pickles(spc_scan *s, spa_in *in, uint64_t total, const char *loc, u
     uint32_t count = 0;
     for (;;) {
         uint64_t start = spa_in_pos(in);
-        const char *sloc = start == 0 ? loc
+        const char *sloc = count == 0 ? loc
                                       : spa_ctx_loc(s->sc, "%s!stream@%" PRIu64, loc, start);
         if (!sloc) { spc_fail(s, SPA_E_NOMEM, "out of memory", start); return SPA_E_NOMEM; }
         spa_in *saved_in = s->cur_in;
@@ -192,11 +192,7 @@ spa_code spc_pickles(spc_scan *s, spa_in *in, uint64_t total, const char *loc, u
             return rc;
         }
         if (s->fatal) return s->fatal_err.code;
-        if (idx == UINT32_MAX) {
-            spc_note(s, SPA_NOTE_LIMIT, sloc, SPA_E_LIMIT, "stream limit reached", start,
-                     SPA_LIM_STREAMS, NULL);
-            break;
-        }
+        if (idx == UINT32_MAX) break; /* the context noted the stream limit */
         if (first_stream && *first_stream == UINT32_MAX) *first_stream = idx;
         count++;
         const spa_stream *st = spa_ctx_stream(s->sc, idx);

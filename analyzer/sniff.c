@@ -364,7 +364,10 @@ static int sn_step(sn_walk *w) {
 #undef LINE
 }
 
-spc_pk spc_pickle_plausible(const uint8_t *p, size_t n, uint64_t total) {
+spc_pk spc_pickle_walk(const uint8_t *p, size_t n, uint64_t total, spc_walk_info *info) {
+    spc_walk_info dummy;
+    if (!info) info = &dummy;
+    memset(info, 0, sizeof *info);
     if (!p || n == 0) return SPC_PK_NO;
     sn_walk w;
     memset(&w, 0, sizeof w);
@@ -372,16 +375,27 @@ spc_pk spc_pickle_plausible(const uint8_t *p, size_t n, uint64_t total) {
     w.n = n;
     w.total = total;
     if (total != UINT64_MAX && total < n) w.n = (size_t)total;
-    for (unsigned ops = 0; ops < SPC_SNIFF_OPS; ops++) {
+    spc_pk res = SPC_PK_MAYBE;
+    unsigned ops;
+    for (ops = 0; ops < SPC_SNIFF_OPS; ops++) {
         if (w.pos >= w.n) {
             if (w.total != UINT64_MAX && w.pos >= w.total)
-                return w.effect ? SPC_PK_YES : SPC_PK_NO; /* EOF before STOP */
-            return ops >= 1 ? SPC_PK_MAYBE : SPC_PK_NO;
+                res = w.effect ? SPC_PK_YES : SPC_PK_NO; /* EOF before STOP */
+            else
+                res = ops >= 1 ? SPC_PK_MAYBE : SPC_PK_NO;
+            break;
         }
         int r = sn_step(&w);
-        if (r == SN_STOP) return SPC_PK_YES;
-        if (r == SN_FAIL) return w.effect ? SPC_PK_YES : SPC_PK_NO;
-        if (r == SN_WINDOW) return SPC_PK_MAYBE;
+        if (r == SN_STOP) { res = SPC_PK_YES; info->stopped = true; break; }
+        if (r == SN_FAIL) { res = w.effect ? SPC_PK_YES : SPC_PK_NO; info->failed = true; break; }
+        if (r == SN_WINDOW) { res = SPC_PK_MAYBE; break; }
     }
-    return SPC_PK_MAYBE;
+    info->effect = w.effect;
+    info->end = w.pos;
+    info->ops = ops;
+    return res;
+}
+
+spc_pk spc_pickle_plausible(const uint8_t *p, size_t n, uint64_t total) {
+    return spc_pickle_walk(p, n, total, NULL);
 }
