@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# bench_preload.sh - the preload's overhead, measured side by side in one run
+# (runs with and without LD_PRELOAD interleaved, medians and ratios):
+#   1. python3 -c 'import torch'                     (target <= 1.02x)
+#   2. torch.load of a 64 MiB checkpoint, fresh process (target <= 1.05x)
+#   3. per-call cost of a pass-through open+close (and open+read+close), in ns,
+#      in an untargeted process and in a targeted one (SAFEPICKLE_TARGETS='*').
+# Usage: test/bench/bench_preload.sh [RUNS]   (BUILD selects the build dir)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+RUNS=${1:-${RUNS:-9}}
+LIB=$(realpath "$BUILD/libsafepickle.so")
+PY=/usr/bin/python3
+work=$(mktemp -d /tmp/sp-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cc -O2 -o "$work/openclose" test/bench/bench_openclose.c
+
+"$PY" - "$work/ckpt.pt" <<'PYEOF'
+import sys, torch
+torch.manual_seed(0)
+# 64 MiB of float32 weights in a few tensors, saved with the default zip format
+sd = {"layer%d.weight" % i: torch.randn(1024, 2048) for i in range(8)}
+torch.save(sd, sys.argv[1])
+PYEOF
+echo "checkpoint: $(stat -c %s "$work/ckpt.pt") bytes; runs per side: $RUNS; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+"$PY" - "$LIB" "$RUNS" "$work" <<'PYEOF'
+import os, statistics, subprocess, sys, time
+lib, runs, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+PY = "/usr/bin/python3"
+base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("SAFEPICKLE_")}
+base["OMP_NUM_THREADS"] = "1"
+pre = dict(base, LD_PRELOAD=lib)
+
+def wall(cmd, env):
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+def inner(cmd, env):
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.split()
+    return [float(x) for x in out]
+
+def report(name, a, b, unit, target=None):
+    ma, mb = statistics.median(a), statistics.median(b)
+    pair = [y / x for x, y in zip(a, b)]
+    line = "%-44s without %9.4f %s  with %9.4f %s  ratio(median) %.3fx  ratio(paired median) %.3fx" % (
+        name, ma, unit, mb, unit, mb / ma, statistics.median(pair))
+    if target:
+        line += "  target <= %.2fx: %s" % (target, "met" if mb / ma <= target else "NOT MET")
+    print(line)
+
+# 1. import torch (wall time of the whole process), interleaved
+a, b = [], []
+wall([PY, "-c", "import torch"], base); wall([PY, "-c", "import torch"], pre)  # warm the page cache
+for _ in range(runs):
+    a.append(wall([PY, "-c", "import torch"], base))
+    b.append(wall([PY, "-c", "import torch"], pre))
+report("python3 -c 'import torch' (s)", a, b, "s", 1.02)
+
+# 2. torch.load of the 64 MiB checkpoint, timed inside a fresh process
+code = ("import sys, time, torch\nt = time.perf_counter()\nsd = torch.load(sys.argv[1])\n"
+        "print(time.perf_counter() - t)\n")
+ck = os.path.join(work, "ckpt.pt")
+a, b = [], []
+inner([PY, "-c", code, ck], base); inner([PY, "-c", code, ck], pre)
+for _ in range(runs):
+    a.append(inner([PY, "-c", code, ck], base)[0])
+    b.append(inner([PY, "-c", code, ck], pre)[0])
+report("torch.load 64 MiB checkpoint, first load (s)", a, b, "s", 1.05)
+
+# 3. per-call cost of open+close / open+read+close on a non-pickle file
+small = os.path.join(work, "small.txt")
+with open(small, "w") as f:
+    f.write("just some text, not a pickle\n" * 4)
+oc = os.path.join(work, "openclose")
+n = "200000"
+for label, env in (("untargeted process (pure pass-through)", pre),
+                   ("targeted process (SAFEPICKLE_TARGETS='*')", dict(pre, SAFEPICKLE_TARGETS="*"))):
+    a1, b1, a2, b2 = [], [], [], []
+    for _ in range(max(3, runs // 2)):
+        x = inner([oc, small, n], base); y = inner([oc, small, n], env)
+        a1.append(x[0]); b1.append(y[0]); a2.append(x[1]); b2.append(y[1])
+    report("open+close, " + label + " (ns)", a1, b1, "ns")
+    report("open+read+close, " + label + " (ns)", a2, b2, "ns")
+    print("  -> added per open+close: %.0f ns" % (statistics.median(b1) - statistics.median(a1)))
+PYEOF
