@@ -121,7 +121,10 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
         spp_report(&ev);
         out->reported = 1;
     } else if (report_allow) {
-        spp_audit_write(&ev);
+        /* Allowed pickle loads are recorded in an audit FILE only: the default
+         * destination is stderr, where a line per benign load would be noise. */
+        const char *dest = spp_audit_dest();
+        if (dest && strcmp(dest, "stderr") != 0 && strcmp(dest, "stdout") != 0) spp_audit_write(&ev);
     }
     spa_result_free(r);
 }
