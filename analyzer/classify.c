@@ -1,0 +1,1058 @@
+/* classify.c - the semantic classifier: turns the IR of every stream of a scan into a
+ * verdict (safe / suspicious / malicious / unscannable) with reasons. It judges what
+ * each call would DO: callees are resolved through reflection (resolve.c) and judged by
+ * the knowledge base (kb.c); structural rules catch what no name list can (BUILD on a
+ * global, dynamic STACK_GLOBAL, code objects, extension registry, code-like arguments,
+ * nested pickles judged by their own verdict, discarded payload calls). */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "verdict.h"
+#include "vm.h"
+
+/* snprintf that truncates silently (every caller sizes for display, not for data) */
+static int cl_fmt(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int cl_fmt(char *out, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(out, n, fmt, ap);
+    va_end(ap);
+    if (k < 0) { if (n) out[0] = '\0'; return 0; }
+    return (size_t)k < n ? k : (n ? (int)n - 1 : 0);
+}
+
+/* ------------------------------------------------------------------ limits */
+#define CL_MAX_REASONS 200      /* reasons kept per result (the verdict counts all) */
+#define CL_MAX_MSG 240          /* one reason line */
+#define CL_ARG_SCAN_DEPTH 4     /* container depth searched for code-like strings */
+#define CL_ARG_SCAN_ITEMS 256   /* items searched per call */
+#define CL_CACHE 256            /* judged-callee cache slots */
+#define CL_MAX_NEST 8           /* nested content scanned by the classifier itself */
+#define CL_NESTED_MAX (64u << 20) /* bytes of a decoded nested payload */
+
+typedef struct cl_cache_ent {
+    const spa_val *v;
+    spa_kbcat cat;
+    spa_kbhow how;
+    bool stdlib;
+} cl_cache_ent;
+
+typedef struct cl_ctx {
+    spa_result *r;
+    const spa_policy *p;
+    spa_arena *ar;
+    uint8_t *sstate;     /* per stream: 0 todo, 1 running, 2 done */
+    spa_verdict *sverd;  /* per stream own verdict */
+    size_t cap;
+    size_t dropped;      /* reasons not kept (CL_MAX_REASONS) */
+    spa_verdict worst;   /* over all reasons, kept or not */
+    bool unscannable;
+    int nest;            /* classifier-initiated nested scans */
+    cl_cache_ent cache[CL_CACHE];
+    /* current stream */
+    uint32_t si;
+    const spa_stream *s;
+    uint8_t *callsev;    /* per IR entry: severity of that call + 1 (0 = not judged) */
+} cl_ctx;
+
+typedef struct cl_judgement {
+    spa_verdict sev;
+    const char *rule;
+    char msg[CL_MAX_MSG];
+} cl_judgement;
+
+static spa_verdict cl_max(spa_verdict a, spa_verdict b) {
+    /* unscannable ranks above safe/suspicious, below malicious for the final verdict */
+    static const int rank[SPA_VERDICT_COUNT] = {0, 1, 3, 2};
+    return rank[b] > rank[a] ? b : a;
+}
+
+/* ------------------------------------------------------------------ reasons */
+static void cl_reason(cl_ctx *c, spa_verdict sev, const char *rule, const char *msg,
+                      const char *loc, uint64_t off) {
+    spa_result *r = c->r;
+    if (sev == SPA_VERDICT_UNSCANNABLE) c->unscannable = true;
+    else c->worst = cl_max(c->worst, sev);
+    for (size_t i = 0; i < r->n_reasons; i++) /* one line per distinct finding */
+        if (r->reasons[i].rule == rule && !strcmp(r->reasons[i].msg, msg) &&
+            r->reasons[i].loc == loc)
+            return;
+    if (r->n_reasons >= CL_MAX_REASONS) { c->dropped++; return; }
+    if (r->n_reasons == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 8;
+        spa_reason *nr = spa_arena_alloc(c->ar, nc * sizeof *nr);
+        if (!nr) { c->dropped++; return; }
+        if (r->n_reasons) memcpy(nr, r->reasons, r->n_reasons * sizeof *nr);
+        r->reasons = nr;
+        c->cap = nc;
+    }
+    char *m = spa_arena_strndup(c->ar, msg, strlen(msg));
+    spa_reason *x = &r->reasons[r->n_reasons++];
+    x->severity = sev;
+    x->rule = rule;
+    x->msg = m ? m : "(out of memory)";
+    x->loc = loc ? loc : "";
+    x->off = off;
+}
+
+static void cl_add(cl_ctx *c, const cl_judgement *j, uint64_t off) {
+    if (j->sev == SPA_VERDICT_SAFE || !j->rule) return;
+    cl_reason(c, j->sev, j->rule, j->msg, c->s ? c->s->loc : "", off);
+}
+
+static void cl_set(cl_judgement *j, spa_verdict sev, const char *rule, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void cl_set(cl_judgement *j, spa_verdict sev, const char *rule, const char *fmt, ...) {
+    j->sev = sev;
+    j->rule = rule;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->msg, sizeof j->msg, fmt, ap);
+    va_end(ap);
+}
+
+/* Raise j to `o` when o is worse. */
+static void cl_merge(cl_judgement *j, const cl_judgement *o) {
+    if (cl_max(j->sev, o->sev) != j->sev || (!j->rule && o->rule)) *j = *o;
+}
+
+/* ------------------------------------------------------------------ rendering */
+static void cl_render_str(char *out, size_t n, const uint8_t *p, uint64_t kept, uint64_t len,
+                          bool bytes) {
+    size_t k = 0;
+    if (n < 8) { if (n) out[0] = '\0'; return; }
+    if (bytes) out[k++] = 'b';
+    out[k++] = '\'';
+    uint64_t i;
+    for (i = 0; i < kept && k + 6 < n && i < 60; i++) {
+        uint8_t ch = p[i];
+        if (ch == '\'' || ch == '\\') { out[k++] = '\\'; out[k++] = (char)ch; }
+        else if (ch >= 0x20 && ch < 0x7f) out[k++] = (char)ch;
+        else if (ch >= 0x80 && !bytes) out[k++] = (char)ch; /* UTF-8 passes through */
+        else k += (size_t)cl_fmt(out + k, n - k, "\\x%02x", ch);
+    }
+    if (i < len && k + 4 < n) { out[k++] = '.'; out[k++] = '.'; out[k++] = '.'; }
+    if (k + 1 < n) out[k++] = '\'';
+    out[k] = '\0';
+}
+
+static void cl_render_val(char *out, size_t n, const spa_val *v, int depth) {
+    if (!n) return;
+    if (!v) { cl_fmt(out, n, "?"); return; }
+    switch (v->kind) {
+    case SPA_V_NONE: cl_fmt(out, n, "None"); return;
+    case SPA_V_BOOL: cl_fmt(out, n, "%s", v->u.i ? "True" : "False"); return;
+    case SPA_V_INT: cl_fmt(out, n, "%lld", (long long)v->u.i); return;
+    case SPA_V_FLOAT: cl_fmt(out, n, "%g", v->u.f); return;
+    case SPA_V_STR: cl_render_str(out, n, v->u.s.p, v->u.s.kept, v->u.s.len, false); return;
+    case SPA_V_BYTES: cl_render_str(out, n, v->u.s.p, v->u.s.kept, v->u.s.len, true); return;
+    case SPA_V_GLOBAL:
+        cl_fmt(out, n, "%s.%s", v->u.g.module ? v->u.g.module : "?", v->u.g.name ? v->u.g.name : "?");
+        return;
+    case SPA_V_CALL: {
+        char cal[120];
+        cl_render_val(cal, sizeof cal, v->u.call.callee, depth + 1);
+        cl_fmt(out, n, "%s(...)", cal);
+        return;
+    }
+    case SPA_V_TUPLE: case SPA_V_LIST: case SPA_V_DICT: case SPA_V_SET: case SPA_V_FROZENSET: {
+        static const char *const open[] = {[SPA_V_TUPLE] = "(", [SPA_V_LIST] = "[",
+            [SPA_V_DICT] = "{", [SPA_V_SET] = "{", [SPA_V_FROZENSET] = "frozenset({"};
+        static const char *const close[] = {[SPA_V_TUPLE] = ")", [SPA_V_LIST] = "]",
+            [SPA_V_DICT] = "}", [SPA_V_SET] = "}", [SPA_V_FROZENSET] = "})"};
+        if (depth > 2) { cl_fmt(out, n, "%s...%s", open[v->kind], close[v->kind]); return; }
+        size_t k = (size_t)cl_fmt(out, n, "%s", open[v->kind]);
+        for (uint32_t i = 0; i < v->n && i < 3 && k + 8 < n; i++) {
+            char item[100];
+            cl_render_val(item, sizeof item, v->u.seq.items ? v->u.seq.items[i] : NULL, depth + 1);
+            k += (size_t)cl_fmt(out + k, n - k, "%s%s", i ? ", " : "", item);
+        }
+        if ((v->n > 3 || v->u.seq.count > v->n) && k + 5 < n)
+            k += (size_t)cl_fmt(out + k, n - k, ", ...");
+        if (k + 3 < n) cl_fmt(out + k, n - k, "%s", close[v->kind]);
+        return;
+    }
+    default: cl_fmt(out, n, "<%s>", v->kind == SPA_V_PERSID ? "persistent id" : "value"); return;
+    }
+}
+
+/* "module.name(arg, arg, ...)" for a call */
+static void cl_render_call(char *out, size_t n, const char *callee, const spa_val *args) {
+    size_t k = (size_t)cl_fmt(out, n, "%s(", callee);
+    if (k >= n) return;
+    if (args && (args->kind == SPA_V_TUPLE || args->kind == SPA_V_LIST)) {
+        for (uint32_t i = 0; i < args->n && i < 3 && k + 8 < n; i++) {
+            char item[120];
+            cl_render_val(item, sizeof item, args->u.seq.items ? args->u.seq.items[i] : NULL, 1);
+            k += (size_t)cl_fmt(out + k, n - k, "%s%s", i ? ", " : "", item);
+        }
+        if (args->n > 3 && k + 5 < n) k += (size_t)cl_fmt(out + k, n - k, ", ...");
+    } else if (args) {
+        k += (size_t)cl_fmt(out + k, n - k, "*?");
+    }
+    if (k + 2 < n) cl_fmt(out + k, n - k, ")");
+}
+
+static void cl_target_str(char *out, size_t n, const spa_target *t) {
+    switch (t->kind) {
+    case SPA_T_GLOBAL: case SPA_T_METHOD: case SPA_T_OBJECT:
+        cl_fmt(out, n, "%s%s%s", t->module, t->name[0] ? "." : "", t->name);
+        return;
+    case SPA_T_MODULE: cl_fmt(out, n, "<module %s>", t->module); return;
+    case SPA_T_SYSMODULES: cl_fmt(out, n, "sys.modules"); return;
+    case SPA_T_GETTER: cl_fmt(out, n, "<%s %s>", t->itemgetter ? "itemgetter" : "attrgetter", t->aux); return;
+    case SPA_T_METHODCALLER: cl_fmt(out, n, "<methodcaller %s>", t->aux); return;
+    case SPA_T_DYNAMIC: cl_fmt(out, n, "<unresolved>"); return;
+    default: cl_fmt(out, n, "<value>"); return;
+    }
+}
+
+/* ------------------------------------------------------------------ code-like strings */
+static const char *const cl_code_tokens[] = {
+    "__import__", "import os", "import subprocess", "import socket", "import sys", "import pty",
+    "import shutil", "import base64", "import ctypes", "from os", "from subprocess", "exec(",
+    "eval(", "compile(", "os.system", "os.popen", "os.exec", "subprocess.", "__builtins__",
+    "__globals__", "__subclasses__", "__code__", "__reduce__", "open(", "pty.spawn",
+    "socket.socket", "b64decode(", "getattr(", "lambda ", "marshal.loads", "pickle.loads",
+};
+static const char *const cl_shell_starts[] = {
+    "sh ", "bash ", "zsh ", "/bin/", "/usr/bin/", "/usr/local/bin/", "curl ", "wget ", "nc ",
+    "ncat ", "rm ", "touch ", "chmod ", "chown ", "echo ", "cat ", "python -c", "python3 -c",
+    "perl -e", "ruby -e", "powershell", "cmd.exe", "cmd /c", "mkfifo ", "env ", "sudo ",
+    "id", "whoami", "uname", "ls ", "cp ", "mv ", "dd ", "kill ", "pkill ", "nohup ",
+    "xterm", "telnet ", "ssh ", "scp ", "base64 ", "crontab ", "useradd ", "eval ", "exec ",
+};
+static const char *const cl_shell_tokens[] = {
+    "| sh", "|sh", "| bash", "|bash", "$(", "`", "&&", "||", ";", "> /", ">/", "2>&1",
+    "/dev/tcp/", "/etc/passwd", "/etc/shadow", "rm -rf", "| nc ", "bash -i", "sh -i",
+};
+
+/* 0: not code-like; 1: shell-like (command word or shell punctuation); 2: code or a
+ * complete command. Binary-looking content (non-printable bytes) is never code-like. */
+static int cl_code_like(const uint8_t *p, size_t n) {
+    if (n < 2) return 0;
+    size_t np = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((p[i] < 0x20 && p[i] != '\n' && p[i] != '\t' && p[i] != '\r') || p[i] == 0x7f) np++;
+    if (np) return 0;
+    char buf[1024];
+    size_t k = n < sizeof buf - 1 ? n : sizeof buf - 1;
+    memcpy(buf, p, k);
+    buf[k] = '\0';
+    for (size_t i = 0; i < sizeof cl_code_tokens / sizeof *cl_code_tokens; i++)
+        if (strstr(buf, cl_code_tokens[i])) return 2;
+    const char *s = buf;
+    while (*s == ' ' || *s == '\t') s++;
+    int shell = 0;
+    for (size_t i = 0; i < sizeof cl_shell_starts / sizeof *cl_shell_starts; i++) {
+        size_t l = strlen(cl_shell_starts[i]);
+        if (!strncmp(s, cl_shell_starts[i], l) &&
+            (s[l] == '\0' || s[l] == ' ' || cl_shell_starts[i][l - 1] == ' ' || cl_shell_starts[i][l - 1] == '/'
+             || s[l] == ';' || s[l] == '|'))
+            shell = 2;
+    }
+    if (!shell)
+        for (size_t i = 0; i < sizeof cl_shell_tokens / sizeof *cl_shell_tokens; i++)
+            if (strstr(buf, cl_shell_tokens[i])) { shell = 1; break; }
+    return shell;
+}
+
+typedef struct cl_argscan {
+    int code;                 /* best cl_code_like */
+    const spa_val *code_val;
+    const spa_val *danger;    /* a dangerous global passed as an argument */
+    spa_kbcat danger_cat;
+    size_t seen;
+} cl_argscan;
+
+static void cl_scan_args(cl_ctx *c, const spa_val *v, int depth, cl_argscan *a) {
+    if (!v || depth > CL_ARG_SCAN_DEPTH || a->seen++ > CL_ARG_SCAN_ITEMS) return;
+    switch (v->kind) {
+    case SPA_V_STR: case SPA_V_BYTES: {
+        int k = cl_code_like(v->u.s.p, (size_t)v->u.s.kept);
+        if (k > a->code) { a->code = k; a->code_val = v; }
+        return;
+    }
+    case SPA_V_GLOBAL: {
+        if (!v->u.g.module || !v->u.g.name || v->u.g.module[0] == '<') return;
+        spa_kbhit h;
+        spa_kbcat cat = spa_kb_judge(v->u.g.module, v->u.g.name, &h);
+        if (cat != SPA_KB_DATA && cat != SPA_KB_UNKNOWN && !a->danger &&
+            spa_policy_global_rule(c->p, v->u.g.module, v->u.g.name) <= 0) {
+            a->danger = v;
+            a->danger_cat = cat;
+        }
+        return;
+    }
+    case SPA_V_TUPLE: case SPA_V_LIST: case SPA_V_DICT: case SPA_V_SET: case SPA_V_FROZENSET:
+        for (uint32_t i = 0; i < v->n && v->u.seq.items; i++) cl_scan_args(c, v->u.seq.items[i], depth + 1, a);
+        return;
+    default:
+        return;
+    }
+}
+
+/* ------------------------------------------------------------------ nested content */
+static spa_verdict cl_stream_tree(cl_ctx *c, uint32_t si);
+static spa_code cl_classify_nest(spa_result *r, const spa_policy *p, int nest);
+static void cl_stream(cl_ctx *c, uint32_t si);
+
+/* Look for a NESTED IR entry of the current stream that scanned value v. */
+static uint32_t cl_nested_of(cl_ctx *c, const spa_val *v) {
+    if (!v || !c->s) return UINT32_MAX;
+    for (size_t i = 0; i < c->s->n_ir; i++) {
+        const spa_ir *e = &c->s->ir[i];
+        if (e->kind == SPA_IR_NESTED && e->target == v && e->nested_stream < c->r->n_streams)
+            return e->nested_stream;
+    }
+    return UINT32_MAX;
+}
+
+static int cl_b64val(int ch) {
+    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
+    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
+    if (ch == '+' || ch == '-') return 62;
+    if (ch == '/' || ch == '_') return 63;
+    return -1;
+}
+
+/* Decode what a data decoder call would produce: codecs.encode(str, 'latin1'),
+ * base64 decoders, binascii.unhexlify / bytes.fromhex. Returns an arena buffer. */
+static const uint8_t *cl_decode(cl_ctx *c, const spa_val *call, size_t *outn) {
+    if (!call || call->kind != SPA_V_CALL) return NULL;
+    spa_target t;
+    spa_resolve(call->u.call.callee, &t, 0);
+    const spa_val *a0 = spa_val_item(call->u.call.args, 0);
+    if (t.kind != SPA_T_GLOBAL || !a0 || (a0->kind != SPA_V_STR && a0->kind != SPA_V_BYTES) ||
+        a0->u.s.kept < a0->u.s.len || a0->u.s.len > CL_NESTED_MAX)
+        return NULL;
+    const uint8_t *p = a0->u.s.p;
+    size_t n = (size_t)a0->u.s.len;
+    uint8_t *o = spa_arena_alloc(c->ar, n + 1);
+    if (!o) return NULL;
+    size_t k = 0;
+    if (spa_target_is(&t, "codecs", "encode") || spa_target_is(&t, "codecs", "latin_1_encode")) {
+        for (size_t i = 0; i < n;) { /* UTF-8 text to latin-1 bytes */
+            uint8_t b = p[i];
+            if (b < 0x80) { o[k++] = b; i++; }
+            else if ((b & 0xe0) == 0xc0 && i + 1 < n) { o[k++] = (uint8_t)(((b & 0x1f) << 6) | (p[i + 1] & 0x3f)); i += 2; }
+            else return NULL;
+        }
+    } else if (!strncmp(t.module, "base64", 6) && strstr(t.name, "64")) {
+        uint32_t acc = 0;
+        int bits = 0;
+        for (size_t i = 0; i < n; i++) {
+            int v = cl_b64val(p[i]);
+            if (v < 0) continue;
+            acc = (acc << 6) | (uint32_t)v;
+            bits += 6;
+            if (bits >= 8) { bits -= 8; o[k++] = (uint8_t)(acc >> bits); }
+        }
+    } else if (spa_target_is(&t, "binascii", "unhexlify") || spa_target_is(&t, "binascii", "a2b_hex") ||
+               spa_target_is(&t, "base64", "b16decode") || spa_target_is(&t, "builtins", "bytes.fromhex")) {
+        int hi = -1;
+        for (size_t i = 0; i < n; i++) {
+            int ch = tolower(p[i]), v;
+            if (ch >= '0' && ch <= '9') v = ch - '0';
+            else if (ch >= 'a' && ch <= 'f') v = ch - 'a' + 10;
+            else continue;
+            if (hi < 0) hi = v;
+            else { o[k++] = (uint8_t)(hi << 4 | v); hi = -1; }
+        }
+    } else {
+        return NULL;
+    }
+    *outn = k;
+    return o;
+}
+
+/* Verdict of content that a loader would deserialise. */
+static spa_verdict cl_nested_content(cl_ctx *c, const spa_val *arg, char *why, size_t whyn) {
+    uint32_t ns = cl_nested_of(c, arg);
+    if (ns == UINT32_MAX && arg && arg->kind == SPA_V_CALL)
+        ns = cl_nested_of(c, spa_val_item(arg->u.call.args, 0));
+    if (ns != UINT32_MAX) {
+        cl_fmt(why, whyn, "nested stream %s", c->r->streams[ns].loc ? c->r->streams[ns].loc : "?");
+        return cl_stream_tree(c, ns);
+    }
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    if (arg && (arg->kind == SPA_V_STR || arg->kind == SPA_V_BYTES)) {
+        if (arg->u.s.kept < arg->u.s.len) {
+            cl_fmt(why, whyn, "nested content of %llu bytes only partly kept", (unsigned long long)arg->u.s.len);
+            return SPA_VERDICT_UNSCANNABLE;
+        }
+        p = arg->u.s.p;
+        n = (size_t)arg->u.s.len;
+    } else {
+        p = cl_decode(c, arg, &n);
+        if (!p) {
+            cl_fmt(why, whyn, "content not visible to the analyzer");
+            return SPA_VERDICT_MALICIOUS;
+        }
+    }
+    if (c->nest >= CL_MAX_NEST) {
+        cl_fmt(why, whyn, "nested content deeper than %d levels", CL_MAX_NEST);
+        return SPA_VERDICT_UNSCANNABLE;
+    }
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    if (c->p) o.limits = c->p->limits;
+    o.name = c->s && c->s->loc ? c->s->loc : "nested";
+    spa_result *sub = NULL;
+    spa_err e = {SPA_OK, NULL, 0};
+    if (spa_scan_mem(&o, p ? p : (const uint8_t *)"", n, &sub, &e) != SPA_OK || !sub) {
+        cl_fmt(why, whyn, "nested content could not be scanned (%s)", e.msg ? e.msg : "error");
+        return SPA_VERDICT_UNSCANNABLE;
+    }
+    spa_verdict v;
+    if (!sub->n_streams) {
+        cl_fmt(why, whyn, "a path or content that is not a visible pickle (second-stage load)");
+        v = SPA_VERDICT_MALICIOUS;
+    } else {
+        cl_classify_nest(sub, c->p, c->nest + 1);
+        v = sub->verdict;
+        cl_fmt(why, whyn, "decoded nested content (%zu bytes, %zu streams)", n, sub->n_streams);
+        for (size_t i = 0; i < sub->n_reasons && i < 4; i++)
+            if (sub->reasons[i].severity != SPA_VERDICT_SAFE) {
+                size_t l = strlen(why);
+                cl_fmt(why + l, whyn - l, "; %s", sub->reasons[i].msg);
+                break;
+            }
+    }
+    spa_result_free(sub);
+    return v;
+}
+
+/* ------------------------------------------------------------------ calls */
+static bool cl_classlike(const char *name) {
+    const char *last = strrchr(name, '.');
+    last = last ? last + 1 : name;
+    while (*last == '_') last++;
+    return isupper((unsigned char)*last) != 0;
+}
+
+static spa_kbcat cl_kb(cl_ctx *c, const spa_target *t, const spa_val *key, spa_kbhit *h) {
+    if (key && key->kind == SPA_V_GLOBAL) {
+        size_t slot = ((uintptr_t)key >> 4) % CL_CACHE;
+        cl_cache_ent *e = &c->cache[slot];
+        if (e->v == key) {
+            memset(h, 0, sizeof *h);
+            h->cat = e->cat; h->how = e->how; h->stdlib = e->stdlib;
+            cl_fmt(h->path, sizeof h->path, "%s.%s", t->module, t->name);
+            return e->cat;
+        }
+        spa_kbcat cat = spa_kb_judge(t->module, t->name, h);
+        e->v = key; e->cat = cat; e->how = h->how; e->stdlib = h->stdlib;
+        return cat;
+    }
+    return spa_kb_judge(t->module, t->name, h);
+}
+
+static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *callee,
+                                 const spa_val *args, const spa_val *bound, int opcode,
+                                 int depth, cl_judgement *j);
+
+/* Judge calling the value `fn` with `args` (for trampolines that call their argument). */
+static void cl_judge_value_call(cl_ctx *c, const spa_val *fn, const spa_val *args, int depth,
+                                cl_judgement *j) {
+    spa_target t;
+    spa_resolve(fn, &t, 0);
+    cl_judge_target_call(c, &t, fn, args, NULL, 'R', depth + 1, j);
+}
+
+/* Apply the argument rules (code-like strings, dangerous callables as arguments). */
+static void cl_args_rules(cl_ctx *c, const char *desc, const spa_val *args, const spa_val *bound,
+                          spa_kbcat cat, bool skip_first_global, cl_judgement *j) {
+    cl_argscan a = {0};
+    if (args) {
+        if (skip_first_global && (args->kind == SPA_V_TUPLE || args->kind == SPA_V_LIST)) {
+            for (uint32_t i = 1; i < args->n && args->u.seq.items; i++)
+                cl_scan_args(c, args->u.seq.items[i], 1, &a);
+            const spa_val *a0 = spa_val_item(args, 0);
+            if (a0 && a0->kind != SPA_V_GLOBAL) cl_scan_args(c, a0, 1, &a);
+        } else {
+            cl_scan_args(c, args, 0, &a);
+        }
+    }
+    if (bound) cl_scan_args(c, bound, 0, &a);
+    if (a.danger) {
+        cl_judgement o;
+        cl_set(&o, SPA_VERDICT_MALICIOUS, "args.dangerous_callable",
+               "%s receives %s.%s (%s) as an argument", desc, a.danger->u.g.module,
+               a.danger->u.g.name, spa_kbcat_name(a.danger_cat));
+        cl_merge(j, &o);
+    }
+    if (a.code) {
+        char sv[100];
+        cl_render_val(sv, sizeof sv, a.code_val, 0);
+        cl_judgement o;
+        if (cat == SPA_KB_DATA) {
+            if (a.code >= 2)
+                cl_set(&o, SPA_VERDICT_SUSPICIOUS, "args.code_like",
+                       "data constructor %s receives code-like text %s", desc, sv);
+            else
+                return;
+        } else {
+            cl_set(&o, SPA_VERDICT_MALICIOUS, "args.code_like",
+                   "%s receives %s text %s", desc, a.code >= 2 ? "code or command" : "shell-like", sv);
+        }
+        cl_merge(j, &o);
+    }
+}
+
+static const char *cl_cat_rule(spa_kbcat cat) {
+    switch (cat) {
+    case SPA_KB_CODE_EXEC: return "callee.code_exec";
+    case SPA_KB_PROCESS: return "callee.process";
+    case SPA_KB_NETWORK: return "callee.network";
+    case SPA_KB_FILE_WRITE: return "callee.file_write";
+    case SPA_KB_IMPORT: return "callee.import";
+    case SPA_KB_REFLECTION: return "callee.reflection";
+    case SPA_KB_DESERIALIZE: return "callee.deserialize";
+    case SPA_KB_NATIVE: return "callee.native";
+    case SPA_KB_STATE_MUTATION: return "callee.state_mutation";
+    case SPA_KB_STDLIB_OTHER: return "callee.stdlib_other";
+    default: return "callee.unknown_function";
+    }
+}
+
+/* Judge a reference to a global-like target that is obtained but not (yet) called. */
+static void cl_judge_reference(cl_ctx *c, const spa_target *t, const char *how, cl_judgement *j) {
+    char ts[300];
+    cl_target_str(ts, sizeof ts, t);
+    if (t->kind == SPA_T_MODULE) {
+        cl_set(j, SPA_VERDICT_MALICIOUS, "reflect.module", "%s obtains the module object %s", how, t->module);
+        return;
+    }
+    if (t->kind == SPA_T_SYSMODULES) {
+        cl_set(j, SPA_VERDICT_MALICIOUS, "reflect.sys_modules", "%s reaches sys.modules", how);
+        return;
+    }
+    if (t->kind == SPA_T_DYNAMIC) {
+        cl_set(j, SPA_VERDICT_SUSPICIOUS, "reflect.dynamic", "%s with a name the analyzer cannot see", how);
+        return;
+    }
+    if (t->kind != SPA_T_GLOBAL) { j->sev = SPA_VERDICT_SAFE; j->rule = NULL; return; } /* bound method */
+    int pr = spa_policy_global_rule(c->p, t->module, t->name);
+    if (pr > 0) { j->sev = SPA_VERDICT_SAFE; j->rule = NULL; return; }
+    spa_kbhit h;
+    spa_kbcat cat = spa_kb_judge(t->module, t->name, &h);
+    if (pr < 0) {
+        cl_set(j, SPA_VERDICT_MALICIOUS, "policy.deny", "%s reaches %s, denied by the policy", how, ts);
+        return;
+    }
+    if (cat == SPA_KB_DATA || cat == SPA_KB_UNKNOWN) { j->sev = SPA_VERDICT_SAFE; j->rule = NULL; return; }
+    cl_set(j, SPA_VERDICT_MALICIOUS, "reflect.getattr", "%s reaches %s (%s, via KB %s)", how, ts,
+           spa_kbcat_name(cat), h.key);
+}
+
+static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *callee,
+                                 const spa_val *args, const spa_val *bound, int opcode,
+                                 int depth, cl_judgement *j) {
+    memset(j, 0, sizeof *j);
+    j->sev = SPA_VERDICT_SAFE;
+    char ts[300], call[CL_MAX_MSG];
+    cl_target_str(ts, sizeof ts, t);
+    cl_render_call(call, sizeof call, ts, args);
+    if (depth > 8) {
+        cl_set(j, SPA_VERDICT_MALICIOUS, "call.unresolved", "call chain too deep at %s", call);
+        return;
+    }
+    if (t->aux[0] == 'p' && !strcmp(t->aux, "partial") && t->bound) {
+        /* calling a functools.partial: the bound function with bound + given args */
+        bound = t->bound;
+    }
+    switch (t->kind) {
+    case SPA_T_DYNAMIC:
+        cl_set(j, SPA_VERDICT_MALICIOUS, "call.unresolved",
+               "calls a value the analyzer cannot resolve: %s", call);
+        return;
+    case SPA_T_NONE:
+        return; /* calling a literal raises TypeError before anything runs */
+    case SPA_T_MODULE:
+        cl_set(j, SPA_VERDICT_MALICIOUS, "reflect.module", "calls the module object %s", t->module);
+        return;
+    case SPA_T_SYSMODULES:
+        cl_set(j, SPA_VERDICT_MALICIOUS, "reflect.sys_modules", "calls sys.modules");
+        return;
+    case SPA_T_OBJECT:
+        cl_set(j, t->via_reflection ? SPA_VERDICT_MALICIOUS : SPA_VERDICT_SUSPICIOUS,
+               "call.call_result", "calls the result of another call: %s", call);
+        return;
+    case SPA_T_GETTER: {
+        /* attrgetter(...)(obj) / itemgetter(...)(obj): what it reaches */
+        spa_target r;
+        const spa_val *callv = NULL;
+        (void)callv;
+        spa_target base;
+        spa_resolve(spa_val_item(args, 0), &base, 0);
+        memset(&r, 0, sizeof r);
+        if (!t->aux[0]) r.kind = SPA_T_DYNAMIC;
+        else if (t->itemgetter) {
+            if (base.kind == SPA_T_SYSMODULES) { r.kind = SPA_T_MODULE; spa_kb_canon(t->aux, r.module, sizeof r.module); }
+            else if (base.kind == SPA_T_MODULE || base.kind == SPA_T_DYNAMIC) r.kind = SPA_T_DYNAMIC;
+            else r.kind = SPA_T_OBJECT;
+        } else if (base.kind == SPA_T_MODULE) {
+            r.kind = SPA_T_GLOBAL;
+            cl_fmt(r.module, sizeof r.module, "%s", base.module);
+            cl_fmt(r.name, sizeof r.name, "%s", t->aux);
+        } else if (base.kind == SPA_T_GLOBAL) {
+            r = base;
+            cl_fmt(r.name, sizeof r.name, "%.120s.%.120s", base.name, t->aux);
+        } else if (base.kind == SPA_T_SYSMODULES || base.kind == SPA_T_DYNAMIC) {
+            r.kind = SPA_T_DYNAMIC;
+        } else {
+            r.kind = SPA_T_METHOD;
+        }
+        cl_judge_reference(c, &r, call, j);
+        return;
+    }
+    case SPA_T_METHODCALLER: {
+        /* methodcaller('m', *a)(obj) calls obj.m(*a) */
+        spa_target base, m;
+        spa_resolve(spa_val_item(args, 0), &base, 0);
+        memset(&m, 0, sizeof m);
+        if (!t->aux[0] || base.kind == SPA_T_DYNAMIC) {
+            cl_set(j, SPA_VERDICT_MALICIOUS, "call.unresolved", "methodcaller on a value the analyzer cannot resolve: %s", call);
+            return;
+        }
+        if (base.kind == SPA_T_MODULE) {
+            m.kind = SPA_T_GLOBAL;
+            cl_fmt(m.module, sizeof m.module, "%s", base.module);
+            cl_fmt(m.name, sizeof m.name, "%s", t->aux);
+        } else {
+            m = base;
+            m.kind = base.kind == SPA_T_GLOBAL ? SPA_T_GLOBAL : SPA_T_METHOD;
+            if (base.kind == SPA_T_SYSMODULES) { cl_fmt(m.module, sizeof m.module, "sys"); cl_fmt(m.name, sizeof m.name, "modules"); }
+            size_t l = strlen(m.name);
+            cl_fmt(m.name + l, sizeof m.name - l, "%s%s", l ? "." : "", t->aux);
+        }
+        m.via_reflection = true;
+        const spa_val *margs = NULL;
+        cl_judge_target_call(c, &m, callee, margs, t->bound, 'R', depth + 1, j);
+        if (j->sev != SPA_VERDICT_SAFE && j->rule) {
+            char tmp[CL_MAX_MSG];
+            cl_fmt(tmp, sizeof tmp, "%s via operator.methodcaller", j->msg);
+            cl_fmt(j->msg, sizeof j->msg, "%s", tmp);
+        }
+        return;
+    }
+    case SPA_T_METHOD:
+    case SPA_T_GLOBAL:
+        break;
+    default:
+        return;
+    }
+
+    /* explicit policy rules first */
+    int pr = spa_policy_global_rule(c->p, t->module, t->name);
+    if (pr < 0) {
+        cl_set(j, SPA_VERDICT_MALICIOUS, "policy.deny", "calls %s, denied by the policy", call);
+        return;
+    }
+    if (pr > 0) return;
+
+    spa_kbhit h;
+    spa_kbcat cat = cl_kb(c, t, t->via_reflection ? NULL : callee, &h);
+    bool reflective = t->via_reflection || t->kind == SPA_T_METHOD;
+
+    /* ---- trampolines and reconstructors that call one of their arguments */
+    if (!reflective && t->kind == SPA_T_GLOBAL) {
+        const spa_val *a0 = spa_val_item(args, 0);
+        if (spa_target_is(t, "builtins", "getattr") || spa_target_is(t, "inspect", "getattr_static") ||
+            spa_target_is(t, "operator", "getitem")) {
+            /* the call yields an attribute or item: judge what it reaches */
+            spa_target r;
+            spa_val fake;
+            memset(&fake, 0, sizeof fake);
+            fake.kind = SPA_V_CALL;
+            fake.u.call.callee = callee;
+            fake.u.call.args = args;
+            spa_resolve(&fake, &r, 0);
+            cl_judge_reference(c, &r, call, j);
+            cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, false, j);
+            return;
+        }
+        if (spa_target_is(t, "functools", "partial")) {
+            spa_target f;
+            spa_resolve(a0, &f, 0);
+            if (f.kind == SPA_T_GLOBAL || f.kind == SPA_T_METHOD) {
+                int fpr = spa_policy_global_rule(c->p, f.module, f.name);
+                spa_kbhit fh;
+                spa_kbcat fc = fpr > 0 ? SPA_KB_DATA : spa_kb_judge(f.module, f.name, &fh);
+                if (fpr < 0 || (fc != SPA_KB_DATA && fc != SPA_KB_UNKNOWN)) {
+                    char fs[300];
+                    cl_target_str(fs, sizeof fs, &f);
+                    cl_set(j, SPA_VERDICT_MALICIOUS, "partial.dangerous",
+                           "%s binds %s (%s)", call, fs, fpr < 0 ? "denied by the policy" : spa_kbcat_name(fc));
+                    return;
+                }
+            } else if (f.kind == SPA_T_DYNAMIC || f.kind == SPA_T_MODULE || f.kind == SPA_T_SYSMODULES) {
+                cl_judge_reference(c, &f, call, j);
+                if (j->sev == SPA_VERDICT_SAFE) cl_set(j, SPA_VERDICT_SUSPICIOUS, "reflect.dynamic", "%s binds an unresolved callable", call);
+                return;
+            }
+            cl_args_rules(c, ts, args, NULL, SPA_KB_UNKNOWN, true, j);
+            return;
+        }
+        if (spa_target_is(t, "builtins", "map") || spa_target_is(t, "builtins", "filter") ||
+            spa_target_is(t, "itertools", "starmap") || spa_target_is(t, "functools", "reduce")) {
+            /* the function runs on every item once a consumer (list, tuple, ...) forces it */
+            cl_judge_value_call(c, a0, spa_val_item(args, 1), depth, j);
+            if (j->sev != SPA_VERDICT_SAFE && j->rule) {
+                char tmp[CL_MAX_MSG];
+                cl_fmt(tmp, sizeof tmp, "%s, through %s", j->msg, call);
+                cl_fmt(j->msg, sizeof j->msg, "%s", tmp);
+            }
+            return;
+        }
+        if (spa_target_is(t, "torch._tensor", "_rebuild_from_type_v2") ||
+            spa_target_is(t, "torch._tensor", "_rebuild_from_type")) {
+            cl_judge_value_call(c, a0, spa_val_item(args, 2), depth, j);
+            cl_judgement o = {SPA_VERDICT_SAFE, NULL, {0}};
+            cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, true, &o);
+            cl_merge(j, &o);
+            return;
+        }
+        if (spa_target_is(t, "copyreg", "_reconstructor")) {
+            /* object.__new__(cls) then base.__init__(obj, state) unless base is object */
+            const spa_val *base = spa_val_item(args, 1);
+            spa_target bt;
+            spa_resolve(base, &bt, 0);
+            cl_judgement o;
+            cl_judge_value_call(c, a0, NULL, depth, j);
+            if (!(bt.kind == SPA_T_GLOBAL && !strcmp(bt.module, "builtins") && !strcmp(bt.name, "object"))) {
+                spa_val tup;
+                memset(&tup, 0, sizeof tup);
+                cl_judge_value_call(c, base, NULL, depth, &o);
+                cl_merge(j, &o);
+            }
+            return;
+        }
+        if (spa_target_is(t, "copyreg", "__newobj__") || spa_target_is(t, "copyreg", "__newobj_ex__")) {
+            cl_judge_value_call(c, a0, NULL, depth, j);
+            cl_judgement o = {SPA_VERDICT_SAFE, NULL, {0}};
+            cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, true, &o);
+            cl_merge(j, &o);
+            return;
+        }
+    }
+
+    /* ---- nested deserialisation: judged by the content it loads */
+    if (cat == SPA_KB_DESERIALIZE) {
+        const spa_val *content = spa_val_item(args, 0);
+        if (bound && bound->n > 1) content = spa_val_item(bound, 1);
+        char why[200];
+        why[0] = '\0';
+        spa_verdict nv = cl_nested_content(c, content, why, sizeof why);
+        if (nv == SPA_VERDICT_SAFE) return;
+        cl_set(j, nv, nv == SPA_VERDICT_MALICIOUS ? "nested.malicious" :
+                      nv == SPA_VERDICT_UNSCANNABLE ? "nested.unscannable" : "nested.suspicious",
+               "%s loads nested content judged %s: %s", call, spa_verdict_name(nv), why);
+        return;
+    }
+
+    /* ---- everything else by category */
+    char desc[CL_MAX_MSG];
+    cl_fmt(desc, sizeof desc, "%s", call);
+    if (cat == SPA_KB_DATA) {
+        cl_args_rules(c, ts, args, bound, cat, false, j);
+        return;
+    }
+    if (cat == SPA_KB_UNKNOWN) {
+        bool cls = cl_classlike(t->name) || opcode == 0x81 || opcode == 0x92;
+        if (reflective) {
+            cl_set(j, SPA_VERDICT_SUSPICIOUS, "call.reflective_result",
+                   "calls %s, reached through reflection (unknown to the knowledge base)", call);
+        } else if (!cls) {
+            cl_set(j, SPA_VERDICT_SUSPICIOUS, "callee.unknown_function",
+                   "calls %s, a function unknown to the knowledge base", call);
+        }
+        cl_args_rules(c, ts, args, bound, SPA_KB_UNKNOWN, false, j);
+        return;
+    }
+    cl_set(j, SPA_VERDICT_MALICIOUS, reflective ? "call.reflective_result" : cl_cat_rule(cat),
+           "calls %s%s [%s, KB %s]", call, reflective ? " reached through reflection" : "",
+           spa_kbcat_name(cat), h.key[0] ? h.key : "-");
+}
+
+static void cl_judge_call(cl_ctx *c, const spa_ir *e, cl_judgement *j) {
+    const spa_val *callee = e->target;
+    spa_target t;
+    spa_resolve(callee, &t, 0);
+    cl_judge_target_call(c, &t, callee, e->arg, NULL, e->opcode, 0, j);
+    if (e->kwargs && j->sev != SPA_VERDICT_MALICIOUS) {
+        char ts[300];
+        cl_target_str(ts, sizeof ts, &t);
+        cl_judgement o = {SPA_VERDICT_SAFE, NULL, {0}};
+        spa_kbhit h;
+        spa_kbcat cat = t.kind == SPA_T_GLOBAL ? spa_kb_judge(t.module, t.name, &h) : SPA_KB_UNKNOWN;
+        cl_args_rules(c, ts, e->kwargs, NULL, cat, false, &o);
+        cl_merge(j, &o);
+    }
+}
+
+/* ------------------------------------------------------------------ per stream */
+static int cl_ptrcmp(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t)*(const void *const *)a, y = (uintptr_t)*(const void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void cl_collect(const spa_val *v, const void **set, size_t *n, size_t cap, int depth) {
+    if (!v || *n >= cap || depth > 2) return;
+    set[(*n)++] = v;
+    if (v->kind == SPA_V_TUPLE || v->kind == SPA_V_LIST)
+        for (uint32_t i = 0; i < v->n && v->u.seq.items; i++) cl_collect(v->u.seq.items[i], set, n, cap, depth + 1);
+}
+
+static void cl_stream(cl_ctx *c, uint32_t si) {
+    if (c->sstate[si]) return;
+    c->sstate[si] = 1;
+    uint32_t save_si = c->si;
+    const spa_stream *save_s = c->s;
+    uint8_t *save_cs = c->callsev;
+    const spa_stream *s = &c->r->streams[si];
+    c->si = si;
+    c->s = s;
+    c->callsev = s->n_ir ? spa_arena_calloc(c->ar, s->n_ir) : NULL;
+    spa_verdict before = c->worst;
+    bool unsc_before = c->unscannable;
+    c->worst = SPA_VERDICT_SAFE;
+    c->unscannable = false;
+    char msg[CL_MAX_MSG];
+
+    if (s->err.code == SPA_E_LIMIT) {
+        cl_fmt(msg, sizeof msg, "limit %s stopped the scan of this stream at offset %llu",
+                 spa_limit_name(s->limit), (unsigned long long)s->err.off);
+        cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.limit", msg, s->loc, s->err.off);
+    } else if (s->err.code == SPA_E_NOMEM || s->err.code == SPA_E_INTERNAL || s->err.code == SPA_E_IO ||
+               s->err.code == SPA_E_UNSUPPORTED) {
+        cl_fmt(msg, sizeof msg, "stream could not be examined: %s", s->err.msg ? s->err.msg : spa_code_name(s->err.code));
+        cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.unscannable", msg, s->loc, s->err.off);
+    }
+
+    /* values used by calls (callees, arguments), BUILD and MUTATE targets */
+    size_t cap = 0;
+    for (size_t i = 0; i < s->n_ir; i++) if (s->ir[i].kind != SPA_IR_IMPORT) cap += 16;
+    const void **used = cap ? spa_arena_alloc(c->ar, cap * sizeof *used) : NULL;
+    size_t nused = 0;
+
+    for (size_t i = 0; i < s->n_ir; i++) {
+        const spa_ir *e = &s->ir[i];
+        cl_judgement j = {SPA_VERDICT_SAFE, NULL, {0}};
+        switch (e->kind) {
+        case SPA_IR_IMPORT: {
+            if ((e->flags & SPA_IRF_EXT) || e->opcode == 0x82 || e->opcode == 0x83 || e->opcode == 0x84) {
+                cl_set(&j, SPA_VERDICT_MALICIOUS, "opcode.ext_registry",
+                       "EXT opcode fetches a global from the copyreg extension registry (%s.%s)",
+                       e->module ? e->module : "?", e->name ? e->name : "?");
+            } else if ((e->flags & SPA_IRF_DYNAMIC) || !e->module || !e->name || e->module[0] == '<' || e->name[0] == '<') {
+                cl_set(&j, SPA_VERDICT_MALICIOUS, "global.dynamic",
+                       "STACK_GLOBAL with operands that are not constant strings");
+            } else {
+                int pr = spa_policy_global_rule(c->p, e->module, e->name);
+                spa_kbhit h;
+                if (pr < 0)
+                    cl_set(&j, SPA_VERDICT_MALICIOUS, "policy.deny", "imports %s.%s, denied by the policy", e->module, e->name);
+                else if (pr == 0 && spa_kb_judge(e->module, e->name, &h) != SPA_KB_UNKNOWN && h.how == SPA_KBH_EFFECT)
+                    cl_set(&j, SPA_VERDICT_MALICIOUS, "global.import_effect",
+                           "imports %s, whose import alone acts (%s)", e->module, h.key);
+            }
+            break;
+        }
+        case SPA_IR_CALL:
+            cl_judge_call(c, e, &j);
+            if (c->callsev) c->callsev[i] = (uint8_t)(j.sev + 1);
+            if (used) {
+                cl_collect(e->target, used, &nused, cap, 0);
+                cl_collect(e->arg, used, &nused, cap, 0);
+            }
+            break;
+        case SPA_IR_BUILD:
+        case SPA_IR_MUTATE: {
+            const char *what = e->kind == SPA_IR_BUILD ? "BUILD" : "a container opcode";
+            spa_target t;
+            spa_resolve(e->target, &t, 0);
+            if (used) cl_collect(e->target, used, &nused, cap, 0);
+            if (e->target && e->target->kind == SPA_V_GLOBAL) {
+                cl_set(&j, SPA_VERDICT_MALICIOUS, e->kind == SPA_IR_BUILD ? "state.build_global" : "state.mutate_global",
+                       "%s modifies the global %s.%s itself (module state poisoning)", what,
+                       e->target->u.g.module ? e->target->u.g.module : "?", e->target->u.g.name ? e->target->u.g.name : "?");
+            } else if (t.kind == SPA_T_MODULE || t.kind == SPA_T_SYSMODULES ||
+                       (t.via_reflection && (t.kind == SPA_T_GLOBAL || t.kind == SPA_T_METHOD))) {
+                char ts[300];
+                cl_target_str(ts, sizeof ts, &t);
+                cl_set(&j, SPA_VERDICT_MALICIOUS, e->kind == SPA_IR_BUILD ? "state.build_global" : "state.mutate_global",
+                       "%s modifies %s, reached through reflection (module state poisoning)", what, ts);
+            }
+            break;
+        }
+        case SPA_IR_DISCARD: {
+            const spa_val *v = e->target;
+            if (v && v->kind == SPA_V_CALL && v->u.call.ir < s->n_ir && c->callsev &&
+                s->ir[v->u.call.ir].kind == SPA_IR_CALL && c->callsev[v->u.call.ir] > SPA_VERDICT_SAFE + 1) {
+                char cs[160];
+                cl_render_val(cs, sizeof cs, v, 0);
+                cl_set(&j, SPA_VERDICT_MALICIOUS, "call.discarded",
+                       "the result of %s is discarded: the call was made for its effect", cs);
+            }
+            break;
+        }
+        default:
+            break;
+        }
+        cl_add(c, &j, e->off);
+    }
+
+    /* references to dangerous globals that nothing calls or uses */
+    if (nused) qsort(used, nused, sizeof *used, cl_ptrcmp);
+    for (size_t i = 0; i < s->n_ir; i++) {
+        const spa_ir *e = &s->ir[i];
+        if (e->kind != SPA_IR_IMPORT || !e->module || !e->name || (e->flags & (SPA_IRF_DYNAMIC | SPA_IRF_EXT))) continue;
+        const spa_val *g = e->result ? e->result : e->target;
+        if (g && nused && bsearch(&g, used, nused, sizeof *used, cl_ptrcmp)) continue;
+        if (spa_policy_global_rule(c->p, e->module, e->name) != 0) continue;
+        spa_kbhit h;
+        spa_kbcat cat = spa_kb_judge(e->module, e->name, &h);
+        if (cat == SPA_KB_DATA || cat == SPA_KB_UNKNOWN || h.how == SPA_KBH_EFFECT) continue;
+        cl_judgement j;
+        cl_set(&j, SPA_VERDICT_SUSPICIOUS, "global.reference",
+               "references %s.%s (%s, KB %s) without calling it", e->module, e->name,
+               spa_kbcat_name(cat), h.key[0] ? h.key : "-");
+        cl_add(c, &j, e->off);
+    }
+
+    c->sverd[si] = c->unscannable && c->worst != SPA_VERDICT_MALICIOUS ? SPA_VERDICT_UNSCANNABLE : c->worst;
+    c->worst = cl_max(before, c->worst);
+    c->unscannable = c->unscannable || unsc_before;
+    c->sstate[si] = 2;
+    c->si = save_si;
+    c->s = save_s;
+    c->callsev = save_cs;
+}
+
+/* Verdict of a stream and every stream nested under it. */
+static spa_verdict cl_stream_tree(cl_ctx *c, uint32_t si) {
+    if (c->sstate[si] == 1) return SPA_VERDICT_MALICIOUS; /* a stream that loads itself */
+    cl_stream(c, si);
+    spa_verdict v = c->sverd[si];
+    for (uint32_t k = 0; k < c->r->n_streams; k++) {
+        uint32_t p = c->r->streams[k].parent, hops = 0;
+        while (p != UINT32_MAX && p != si && p < c->r->n_streams && hops++ < 64) p = c->r->streams[p].parent;
+        if (p == si && k != si) {
+            if (c->sstate[k] == 1) continue;
+            cl_stream(c, k);
+            v = cl_max(v, c->sverd[k]);
+        }
+    }
+    return v;
+}
+
+/* ------------------------------------------------------------------ entry */
+static spa_code cl_classify_nest(spa_result *r, const spa_policy *p, int nest) {
+    if (!r || !r->arena) return SPA_E_USAGE;
+    cl_ctx *c = calloc(1, sizeof *c);
+    if (!c) return SPA_E_NOMEM;
+    c->nest = nest;
+    c->r = r;
+    c->p = p;
+    c->ar = r->arena;
+    r->reasons = NULL;
+    r->n_reasons = 0;
+    size_t ns = r->n_streams;
+    c->sstate = spa_arena_calloc(c->ar, ns + 1);
+    c->sverd = spa_arena_calloc(c->ar, (ns + 1) * sizeof *c->sverd);
+    if (!c->sstate || !c->sverd) { free(c); return SPA_E_NOMEM; }
+
+    for (size_t i = 0; i < r->n_notes; i++) {
+        const spa_note *n = &r->notes[i];
+        char msg[CL_MAX_MSG];
+        if (n->kind == SPA_NOTE_UNSCANNABLE) {
+            cl_fmt(msg, sizeof msg, "content that may bear a pickle could not be examined: %s%s%s",
+                     n->err.msg ? n->err.msg : "unscannable", n->detail ? " - " : "", n->detail ? n->detail : "");
+            cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.unscannable", msg, n->loc, n->err.off);
+        } else if (n->kind == SPA_NOTE_LIMIT) {
+            cl_fmt(msg, sizeof msg, "limit %s stopped the examination%s%s", spa_limit_name(n->limit),
+                     n->detail ? ": " : "", n->detail ? n->detail : "");
+            cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.limit", msg, n->loc, n->err.off);
+        }
+    }
+    for (uint32_t i = 0; i < ns; i++) cl_stream(c, i);
+    r->verdict = c->worst == SPA_VERDICT_MALICIOUS ? SPA_VERDICT_MALICIOUS
+               : c->unscannable ? SPA_VERDICT_UNSCANNABLE : c->worst;
+    r->classified = true;
+    free(c);
+    return SPA_OK;
+}
+
+spa_code spa_classify(spa_result *r, const spa_policy *p) { return cl_classify_nest(r, p, 0); }
+
+/* ------------------------------------------------------------------ by name only */
+spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char *name,
+                             const char **rule, char *msg, size_t msgsz) {
+    const char *rl = NULL;
+    spa_verdict v = SPA_VERDICT_SAFE;
+    char tmp[2];
+    if (!msg || !msgsz) { msg = tmp; msgsz = sizeof tmp; }
+    msg[0] = '\0';
+    if (!module || !name) {
+        if (rule) *rule = "global.dynamic";
+        cl_fmt(msg, msgsz, "global with no name");
+        return SPA_VERDICT_MALICIOUS;
+    }
+    int pr = spa_policy_global_rule(p, module, name);
+    if (pr < 0) {
+        if (rule) *rule = "policy.deny";
+        cl_fmt(msg, msgsz, "%s.%s is denied by the policy", module, name);
+        return SPA_VERDICT_MALICIOUS;
+    }
+    if (pr > 0) {
+        if (rule) *rule = "policy.allow";
+        cl_fmt(msg, msgsz, "%s.%s is allowed by the policy", module, name);
+        return SPA_VERDICT_SAFE;
+    }
+    spa_kbhit h;
+    spa_kbcat cat = spa_kb_judge(module, name, &h);
+    switch (cat) {
+    case SPA_KB_DATA:
+        rl = "callee.data";
+        break;
+    case SPA_KB_UNKNOWN:
+        if (!cl_classlike(name)) { v = SPA_VERDICT_SUSPICIOUS; rl = "callee.unknown_function"; }
+        else rl = "callee.unknown_class";
+        break;
+    case SPA_KB_REFLECTION: {
+        /* trampolines the static classifier resolves; by name alone they are only
+         * suspicious (bound methods pickle as builtins.getattr), what they reach is
+         * itself looked up through find_class and judged then */
+        static const char *const tramp[][2] = {
+            {"builtins", "getattr"}, {"functools", "partial"}, {"operator", "attrgetter"},
+            {"operator", "itemgetter"}, {"operator", "methodcaller"}, {"operator", "getitem"},
+        };
+        char cm[160];
+        spa_kb_canon(module, cm, sizeof cm);
+        v = SPA_VERDICT_MALICIOUS;
+        rl = cl_cat_rule(cat);
+        for (size_t i = 0; i < sizeof tramp / sizeof *tramp; i++)
+            if (!strcmp(cm, tramp[i][0]) && !strcmp(name, tramp[i][1])) { v = SPA_VERDICT_SUSPICIOUS; rl = "reflect.trampoline"; }
+        break;
+    }
+    case SPA_KB_DESERIALIZE:
+        /* nested content is itself unpickled through find_class and judged there */
+        v = SPA_VERDICT_SUSPICIOUS;
+        rl = "callee.deserialize";
+        break;
+    default:
+        v = SPA_VERDICT_MALICIOUS;
+        rl = h.how == SPA_KBH_EFFECT ? "global.import_effect" : cl_cat_rule(cat);
+        break;
+    }
+    if (rule) *rule = rl;
+    cl_fmt(msg, msgsz, "%s.%s: %s (KB %s)", module, name, spa_kbcat_name(cat), h.key[0] ? h.key : "-");
+    return v;
+}

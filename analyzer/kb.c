@@ -1,0 +1,414 @@
+/* kb.c - the knowledge base: judges a global (module + possibly dotted name) by the
+ * category tables in analyzer/kb/ (TSV files), embedded as text by kb_data.S. The tables are
+ * data; this file only knows how to match them (aliases, exact names, name patterns,
+ * longest module prefix, dotted components, verbs). No state: every lookup scans the
+ * read-only text (about 600 short lines; the classifier caches per scan). */
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "verdict.h"
+
+/* snprintf that truncates silently (every caller sizes for display, not for data) */
+static int kb_fmt(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int kb_fmt(char *out, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(out, n, fmt, ap);
+    va_end(ap);
+    if (k < 0) { if (n) out[0] = '\0'; return 0; }
+    return (size_t)k < n ? k : (n ? (int)n - 1 : 0);
+}
+
+extern const char spa_kb_blob_stdlib[], spa_kb_blob_stdlib_end[];
+extern const char spa_kb_blob_ml[], spa_kb_blob_ml_end[];
+
+/* ------------------------------------------------------------------ names */
+static const char *const kb_cat_names[SPA_KB_COUNT] = {
+    [SPA_KB_UNKNOWN] = "unknown",           [SPA_KB_DATA] = "data",
+    [SPA_KB_CODE_EXEC] = "code_exec",       [SPA_KB_PROCESS] = "process",
+    [SPA_KB_NETWORK] = "network",           [SPA_KB_FILE_WRITE] = "file_write",
+    [SPA_KB_IMPORT] = "import",             [SPA_KB_REFLECTION] = "reflection",
+    [SPA_KB_DESERIALIZE] = "deserialize",   [SPA_KB_NATIVE] = "native",
+    [SPA_KB_STATE_MUTATION] = "state_mutation", [SPA_KB_STDLIB_OTHER] = "stdlib_other",
+};
+
+const char *spa_kbcat_name(spa_kbcat c) {
+    return (unsigned)c < SPA_KB_COUNT ? kb_cat_names[c] : "invalid";
+}
+
+static spa_kbcat kb_cat_parse(const char *s, size_t n) {
+    for (int i = 0; i < SPA_KB_COUNT; i++)
+        if (strlen(kb_cat_names[i]) == n && !memcmp(kb_cat_names[i], s, n)) return (spa_kbcat)i;
+    return SPA_KB_UNKNOWN;
+}
+
+spa_verdict spa_kbcat_call_severity(spa_kbcat c) {
+    switch (c) {
+    case SPA_KB_DATA: return SPA_VERDICT_SAFE;
+    case SPA_KB_UNKNOWN: return SPA_VERDICT_SUSPICIOUS;
+    default: return SPA_VERDICT_MALICIOUS;
+    }
+}
+
+const char *spa_kb_text(int which, size_t *n) {
+    const char *b = which ? spa_kb_blob_ml : spa_kb_blob_stdlib;
+    const char *e = which ? spa_kb_blob_ml_end : spa_kb_blob_stdlib_end;
+    if (n) *n = (size_t)(e - b) - 1;
+    return b;
+}
+
+/* ------------------------------------------------------------------ line cursor */
+#define KB_FIELDS 3
+typedef struct kb_line {
+    const char *f[KB_FIELDS];
+    size_t fl[KB_FIELDS];
+    int nf;
+    bool stdlib; /* from stdlib.tsv */
+} kb_line;
+
+typedef struct kb_cur {
+    int blob; /* 0 stdlib, 1 ml, 2 done */
+    const char *p, *end;
+} kb_cur;
+
+static void kb_begin(kb_cur *c) {
+    c->blob = 0;
+    c->p = spa_kb_blob_stdlib;
+    c->end = (const char *)((uintptr_t)spa_kb_blob_stdlib_end - 1);
+}
+
+/* Next non-comment line, split on TABs. */
+static bool kb_next(kb_cur *c, kb_line *l) {
+    for (;;) {
+        if (c->p >= c->end) {
+            if (c->blob == 0) {
+                c->blob = 1;
+                c->p = spa_kb_blob_ml;
+                c->end = (const char *)((uintptr_t)spa_kb_blob_ml_end - 1);
+                continue;
+            }
+            c->blob = 2;
+            return false;
+        }
+        const char *nl = memchr(c->p, '\n', (size_t)(c->end - c->p));
+        const char *le = nl ? nl : c->end;
+        const char *s = c->p;
+        c->p = nl ? nl + 1 : c->end;
+        if (le == s || *s == '#') continue;
+        l->nf = 0;
+        l->stdlib = c->blob == 0;
+        while (s < le && l->nf < KB_FIELDS) {
+            const char *tab = memchr(s, '\t', (size_t)(le - s));
+            const char *fe = tab ? tab : le;
+            l->f[l->nf] = s;
+            l->fl[l->nf] = (size_t)(fe - s);
+            l->nf++;
+            s = tab ? tab + 1 : le;
+        }
+        if (l->nf >= 1) return true;
+    }
+}
+
+static bool kb_eq(const char *a, size_t an, const char *b) {
+    return strlen(b) == an && !memcmp(a, b, an);
+}
+
+/* s equals key or starts with key + "." */
+static bool kb_prefix(const char *s, const char *key, size_t kn) {
+    return !strncmp(s, key, kn) && (s[kn] == '\0' || s[kn] == '.');
+}
+
+static bool kb_fnmatch(const char *pat, size_t pn, const char *s) {
+    char buf[128];
+    if (pn >= sizeof buf) return false;
+    memcpy(buf, pat, pn);
+    buf[pn] = '\0';
+    return fnmatch(buf, s, 0) == 0;
+}
+
+/* ------------------------------------------------------------------ modules */
+const char *spa_kb_canon(const char *module, char *buf, size_t n) {
+    if (!n) return buf;
+    kb_cur c;
+    kb_line l;
+    kb_begin(&c);
+    while (kb_next(&c, &l)) {
+        if (l.nf < 3 || !kb_eq(l.f[0], l.fl[0], "@alias")) continue;
+        if (!kb_prefix(module, l.f[1], l.fl[1]) || !strchr("\0.", module[l.fl[1]])) continue;
+        if (strncmp(module, l.f[1], l.fl[1])) continue;
+        kb_fmt(buf, n, "%.*s%s", (int)l.fl[2], l.f[2], module + l.fl[1]);
+        return buf;
+    }
+    kb_fmt(buf, n, "%s", module);
+    return buf;
+}
+
+/* Is `top` (one component) a top-level module key of the chosen blob(s)? Returns its
+ * category through *cat when it is. */
+static bool kb_top_key(const char *top, size_t tn, bool stdlib_only, spa_kbcat *cat) {
+    kb_cur c;
+    kb_line l;
+    kb_begin(&c);
+    while (kb_next(&c, &l)) {
+        if (stdlib_only && !l.stdlib) break;
+        if (l.nf < 2) continue;
+        if (l.f[0][0] == '@') {
+            if (l.nf >= 3 && kb_eq(l.f[0], l.fl[0], "@alias") && l.fl[1] == tn &&
+                !memcmp(l.f[1], top, tn)) {
+                char canon[160], tmp[160];
+                kb_fmt(tmp, sizeof tmp, "%.*s", (int)tn, top);
+                spa_kb_canon(tmp, canon, sizeof canon);
+                if (cat) {
+                    spa_kbhit h;
+                    *cat = spa_kb_judge(canon, "", &h);
+                }
+                return true;
+            }
+            continue;
+        }
+        if (l.fl[0] == tn && !memcmp(l.f[0], top, tn) && !memchr(l.f[0], ':', l.fl[0])) {
+            if (cat) *cat = kb_cat_parse(l.f[1], l.fl[1]);
+            return true;
+        }
+    }
+    return false;
+}
+
+bool spa_kb_is_stdlib(const char *module) {
+    if (!module) return false;
+    const char *dot = strchr(module, '.');
+    size_t tn = dot ? (size_t)(dot - module) : strlen(module);
+    return tn > 0 && kb_top_key(module, tn, true, NULL);
+}
+
+static bool kb_is_dunder(const char *s, size_t n) {
+    return n > 4 && s[0] == '_' && s[1] == '_' && s[n - 1] == '_' && s[n - 2] == '_';
+}
+
+static void kb_setkey(spa_kbhit *h, const char *k, size_t kn) {
+    if (kn >= sizeof h->key) kn = sizeof h->key - 1;
+    memcpy(h->key, k, kn);
+    h->key[kn] = '\0';
+}
+
+static bool kb_dangerous(spa_kbcat c) {
+    return c != SPA_KB_DATA && c != SPA_KB_UNKNOWN && c != SPA_KB_STDLIB_OTHER;
+}
+
+/* ------------------------------------------------------------------ judge */
+static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit *hit, int depth);
+
+/* Walk the dotted components of `name`: a component that is itself a known top-level
+ * module reaches that module (torch + serialization.os.system reaches os.system). */
+static spa_kbcat kb_components(const char *name, spa_kbhit *hit, int depth) {
+    const char *s = name;
+    while (*s) {
+        const char *dot = strchr(s, '.');
+        size_t cn = dot ? (size_t)(dot - s) : strlen(s);
+        spa_kbcat topcat = SPA_KB_UNKNOWN;
+        if (cn && cn < 64 && kb_top_key(s, cn, false, &topcat)) {
+            if (dot) {
+                char mod[64];
+                kb_fmt(mod, sizeof mod, "%.*s", (int)cn, s);
+                spa_kbhit sub;
+                spa_kbcat c = kb_judge_depth(mod, dot + 1, &sub, depth + 1);
+                if (c != SPA_KB_DATA && c != SPA_KB_UNKNOWN) {
+                    kb_fmt(hit->key, sizeof hit->key, "%s", sub.key);
+                    hit->how = SPA_KBH_COMPONENT;
+                    hit->stdlib = sub.stdlib;
+                    return c;
+                }
+            } else if (kb_dangerous(topcat)) {
+                kb_setkey(hit, s, cn);
+                hit->how = SPA_KBH_COMPONENT;
+                return topcat;
+            }
+        }
+        if (!dot) break;
+        s = dot + 1;
+    }
+    return SPA_KB_UNKNOWN;
+}
+
+static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit *hit, int depth) {
+    memset(hit, 0, sizeof *hit);
+    if (!module || !name || depth > 8) {
+        hit->how = SPA_KBH_TOOLONG;
+        kb_fmt(hit->key, sizeof hit->key, "%s", "(dynamic)");
+        return hit->cat = SPA_KB_REFLECTION;
+    }
+    char cm[200];
+    spa_kb_canon(module, cm, sizeof cm);
+    size_t ml = strlen(cm), nl = strlen(name);
+    if (ml + 1 + nl + 1 > sizeof hit->path || ml >= sizeof cm - 1) {
+        hit->how = SPA_KBH_TOOLONG;
+        kb_fmt(hit->key, sizeof hit->key, "%s", "(name too long)");
+        return hit->cat = SPA_KB_REFLECTION;
+    }
+    if (nl) kb_fmt(hit->path, sizeof hit->path, "%s.%s", cm, name);
+    else kb_fmt(hit->path, sizeof hit->path, "%s", cm);
+    hit->modlen = ml;
+    hit->dotted = strchr(name, '.') != NULL;
+    hit->stdlib = spa_kb_is_stdlib(cm);
+    const char *path = hit->path;
+
+    /* 1. importing the module acts by itself */
+    {
+        const char *m = strstr(cm, ".__main__");
+        if (m && (m[9] == '\0' || m[9] == '.')) {
+            kb_fmt(hit->key, sizeof hit->key, "%s", "*.__main__");
+            hit->how = SPA_KBH_EFFECT;
+            return hit->cat = SPA_KB_CODE_EXEC;
+        }
+        kb_cur c;
+        kb_line l;
+        kb_begin(&c);
+        while (kb_next(&c, &l)) {
+            if (l.nf >= 2 && kb_eq(l.f[0], l.fl[0], "@import_effect") &&
+                !strncmp(cm, l.f[1], l.fl[1]) && (cm[l.fl[1]] == '\0' || cm[l.fl[1]] == '.')) {
+                kb_setkey(hit, l.f[1], l.fl[1]);
+                hit->how = SPA_KBH_EFFECT;
+                return hit->cat = SPA_KB_CODE_EXEC;
+            }
+        }
+    }
+
+    /* 2. exact module:name entries (longest module wins) */
+    {
+        kb_cur c;
+        kb_line l;
+        kb_begin(&c);
+        size_t best = 0;
+        spa_kbcat bc = SPA_KB_UNKNOWN;
+        while (kb_next(&c, &l)) {
+            if (l.nf < 2 || l.f[0][0] == '@' || l.f[0][0] == '*') continue;
+            const char *colon = memchr(l.f[0], ':', l.fl[0]);
+            if (!colon) continue;
+            size_t mn = (size_t)(colon - l.f[0]);
+            if (mn <= best || strncmp(path, l.f[0], mn) || path[mn] != '.') continue;
+            const char *rest = path + mn + 1;
+            const char *pat = colon + 1;
+            size_t pn = l.fl[0] - mn - 1;
+            bool ok;
+            if (pn && (pat[0] == '*' || pat[pn - 1] == '*'))
+                ok = !strchr(rest, '.') && kb_fnmatch(pat, pn, rest);
+            else
+                ok = kb_eq(pat, pn, rest);
+            if (!ok) continue;
+            best = mn;
+            bc = kb_cat_parse(l.f[1], l.fl[1]);
+            kb_setkey(hit, l.f[0], l.fl[0]);
+        }
+        if (best) {
+            hit->how = SPA_KBH_EXACT;
+            return hit->cat = bc;
+        }
+    }
+
+    /* 3. dunder attributes (numpy.__builtins__, f.__globals__) are reflection */
+    {
+        const char *s = name;
+        while (*s) {
+            const char *dot = strchr(s, '.');
+            size_t cn = dot ? (size_t)(dot - s) : strlen(s);
+            if (kb_is_dunder(s, cn)) {
+                kb_setkey(hit, s, cn);
+                hit->how = SPA_KBH_COMPONENT;
+                return hit->cat = SPA_KB_REFLECTION;
+            }
+            if (!dot) break;
+            s = dot + 1;
+        }
+    }
+
+    /* 4. dotted components that reach another module */
+    if (hit->dotted || (nl && !hit->stdlib)) {
+        spa_kbhit sub;
+        memset(&sub, 0, sizeof sub);
+        spa_kbcat cc = kb_components(name, &sub, depth);
+        if (cc != SPA_KB_UNKNOWN) {
+            memcpy(hit->key, sub.key, sizeof hit->key);
+            hit->how = SPA_KBH_COMPONENT;
+            return hit->cat = cc;
+        }
+    }
+
+    /* 5. longest module-prefix key */
+    spa_kbcat mc = SPA_KB_UNKNOWN;
+    bool have_mod = false;
+    {
+        kb_cur c;
+        kb_line l;
+        kb_begin(&c);
+        size_t best = 0;
+        while (kb_next(&c, &l)) {
+            if (l.nf < 2 || l.f[0][0] == '@' || l.f[0][0] == '*') continue;
+            if (memchr(l.f[0], ':', l.fl[0])) continue;
+            if (l.fl[0] <= best || !kb_prefix(path, l.f[0], l.fl[0])) continue;
+            best = l.fl[0];
+            mc = kb_cat_parse(l.f[1], l.fl[1]);
+            kb_setkey(hit, l.f[0], l.fl[0]);
+            have_mod = true;
+        }
+    }
+    if (have_mod && mc != SPA_KB_DATA) {
+        hit->how = SPA_KBH_MODULE;
+        return hit->cat = mc;
+    }
+    if (hit->stdlib) { /* data module, dotted name: outside the data-safe set */
+        if (have_mod && !hit->dotted) {
+            hit->how = SPA_KBH_MODULE;
+            return hit->cat = SPA_KB_DATA;
+        }
+        hit->how = SPA_KBH_MODULE;
+        return hit->cat = SPA_KB_STDLIB_OTHER;
+    }
+
+    /* 6. third-party: reconstructor name patterns, then data modules, then verbs */
+    const char *last = strrchr(name, '.');
+    last = last ? last + 1 : name;
+    if (!hit->dotted) {
+        kb_cur c;
+        kb_line l;
+        kb_begin(&c);
+        while (kb_next(&c, &l)) {
+            if (l.nf < 2 || l.fl[0] < 3 || l.f[0][0] != '*' || l.f[0][1] != ':') continue;
+            if (kb_fnmatch(l.f[0] + 2, l.fl[0] - 2, name)) {
+                kb_setkey(hit, l.f[0], l.fl[0]);
+                hit->how = SPA_KBH_PATTERN;
+                return hit->cat = kb_cat_parse(l.f[1], l.fl[1]);
+            }
+        }
+        if (have_mod) { /* data module, plain name */
+            hit->how = SPA_KBH_MODULE;
+            return hit->cat = SPA_KB_DATA;
+        }
+    }
+    {
+        kb_cur c;
+        kb_line l;
+        kb_begin(&c);
+        while (kb_next(&c, &l)) {
+            if (l.nf < 3 || !kb_eq(l.f[0], l.fl[0], "@verb")) continue;
+            if (kb_fnmatch(l.f[1], l.fl[1], last)) {
+                kb_fmt(hit->key, sizeof hit->key, "@verb %.*s", (int)l.fl[1], l.f[1]);
+                hit->how = SPA_KBH_VERB;
+                return hit->cat = kb_cat_parse(l.f[2], l.fl[2]);
+            }
+        }
+    }
+    hit->key[0] = '\0';
+    hit->how = SPA_KBH_NONE;
+    return hit->cat = SPA_KB_UNKNOWN;
+}
+
+spa_kbcat spa_kb_judge(const char *module, const char *name, spa_kbhit *hit) {
+    return kb_judge_depth(module, name, hit, 0);
+}
+
+spa_kbcat spa_kb_lookup(const char *module, const char *name) {
+    spa_kbhit h;
+    return spa_kb_judge(module, name, &h);
+}
