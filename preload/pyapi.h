@@ -1,0 +1,52 @@
+/* pyapi.h - the few CPython C-API shapes the PEP 578 layer (pyaudit.c) uses,
+ * written by hand so the preload never includes Python.h nor links libpython.
+ * Every function is resolved with dlsym at run time (CPython 3.8-3.13). */
+#ifndef SPP_PYAPI_H
+#define SPP_PYAPI_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Opaque: we never touch an object's fields, only call exported functions. */
+typedef struct spp_pyobj spp_pyobj;
+typedef ssize_t spp_pyssize;
+
+/* Py_AuditHookFunction: int hook(const char *event, PyObject *args, void *ud).
+ * args is a tuple (borrowed). Return -1 with an exception set to veto. */
+typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
+
+/* The C-API table: one line per function, X(ret, name, params, required).
+ * required = 1: without it the layer stays off. 0: optional (newer versions
+ * only, with a fallback through attribute access). */
+#define SPP_PYAPI_FUNCS(X)                                                          \
+    X(int, PySys_AddAuditHook, (spp_py_audit_hook, void *), 1)                      \
+    X(spp_pyssize, PyTuple_Size, (spp_pyobj *), 1)                                  \
+    X(spp_pyobj *, PyTuple_GetItem, (spp_pyobj *, spp_pyssize), 1)                  \
+    X(const char *, PyUnicode_AsUTF8AndSize, (spp_pyobj *, spp_pyssize *), 1)       \
+    X(spp_pyobj *, PyUnicode_FromString, (const char *), 1)                         \
+    X(int, PyBytes_AsStringAndSize, (spp_pyobj *, char **, spp_pyssize *), 0)       \
+    X(long, PyLong_AsLong, (spp_pyobj *), 1)                                        \
+    X(spp_pyobj *, PyObject_GetAttrString, (spp_pyobj *, const char *), 1)          \
+    X(void, Py_IncRef, (spp_pyobj *), 1)                                            \
+    X(void, Py_DecRef, (spp_pyobj *), 1)                                            \
+    X(spp_pyobj *, PyErr_Occurred, (void), 1)                                       \
+    X(void, PyErr_Clear, (void), 1)                                                 \
+    X(void, PyErr_SetString, (spp_pyobj *, const char *), 1)                        \
+    X(spp_pyobj *, PyErr_NewException, (const char *, spp_pyobj *, spp_pyobj *), 1) \
+    X(spp_pyobj *, PyTuple_Pack, (spp_pyssize, ...), 1)                             \
+    X(spp_pyobj *, PyImport_GetModule, (spp_pyobj *), 1)                            \
+    X(spp_pyobj *, PyEval_GetFrame, (void), 1)                                      \
+    X(int, PyFrame_GetLineNumber, (spp_pyobj *), 1)                                 \
+    X(spp_pyobj *, PyFrame_GetBack, (spp_pyobj *), 0)      /* 3.9+ */               \
+    X(spp_pyobj *, PyFrame_GetCode, (spp_pyobj *), 0)      /* 3.9+ */               \
+    X(int, PyFrame_GetLasti, (spp_pyobj *), 0)             /* 3.11+ */              \
+    X(int, Py_AtExit, (void (*)(void)), 0)                                          \
+    X(void *, PyInterpreterState_Get, (void), 0)           /* 3.9+ */               \
+    X(void *, _PyInterpreterState_Get, (void), 0)          /* 3.8 */
+
+/* Data symbols: pointers to `PyObject *` variables. */
+#define SPP_PYAPI_DATA(X)          \
+    X(PyExc_PermissionError, 1)    \
+    X(PyExc_OSError, 1)
+
+#endif /* SPP_PYAPI_H */

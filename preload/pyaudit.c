@@ -1,0 +1,648 @@
+/* pyaudit.c - layer 2: a PEP 578 audit hook inside the preload. It judges each
+ * pickle.find_class(module, name) with the analyzer's knowledge base, and while
+ * an unpickle is in progress on the current thread it vetoes process spawns,
+ * code execution, network, native loads, file writes and foreign imports.
+ * No Python.h, no libpython link: every C-API function comes from dlsym. */
+#include "pyaudit.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "pyapi.h"
+#include "spa.h"
+#include "spp.h"
+
+/* ================================================================ C-API table */
+#define PYA_FN_PTR(ret, name, params, req) static ret(*py_##name) params;
+SPP_PYAPI_FUNCS(PYA_FN_PTR)
+#undef PYA_FN_PTR
+#define PYA_DATA_PTR(name, req) static spp_pyobj **py_##name;
+SPP_PYAPI_DATA(PYA_DATA_PTR)
+#undef PYA_DATA_PTR
+
+static atomic_int pya_state; /* 0 not tried, 1 trying, 2 registered, 3 off */
+
+/* Py_FinalizeEx drops every audit hook (_PySys_ClearAuditHooks), so a program
+ * that embeds Python and initialises it again would run unguarded. After the
+ * hooks are cleared, Py_FinalizeEx calls the Py_AtExit functions with the
+ * runtime no longer initialised: there we add the hook again, exactly as in
+ * the constructor, and the next Py_Initialize keeps it. Py_AtExit entries are
+ * consumed, so each interpreter life arms it once, from its first event. */
+static atomic_int pya_rearm_armed;
+
+/* Resolve the whole table; false when a required function is missing (an
+ * interpreter we do not support, or not Python at all). */
+static bool pya_resolve(void) {
+    bool ok = true;
+#define PYA_FN_RES(ret, name, params, req)                              \
+    *(void **)(&py_##name) = dlsym(RTLD_DEFAULT, #name);                \
+    if ((req) && !py_##name) ok = false;
+    SPP_PYAPI_FUNCS(PYA_FN_RES)
+#undef PYA_FN_RES
+#define PYA_DATA_RES(name, req)                                         \
+    py_##name = (spp_pyobj **)dlsym(RTLD_DEFAULT, #name);               \
+    if ((req) && !py_##name) ok = false;
+    SPP_PYAPI_DATA(PYA_DATA_RES)
+#undef PYA_DATA_RES
+    return ok;
+}
+
+/* ================================================================ per-thread scope */
+/* "An unpickle is in progress on this thread" is anchored on the Python frame
+ * that called the load (found at the first pickle.find_class) and the
+ * instruction it was executing (f_lasti). The scope is live while that frame
+ * is still on this thread's frame chain at that same instruction. Frame and
+ * code are compared by identity only (no reference is kept, so a finished
+ * load never pins its caller's locals). */
+typedef struct pya_tls {
+    int busy;                      /* re-entrancy: events raised by our own calls pass */
+    const spp_pyobj *anchor;       /* frame that called the load, NULL = no scope */
+    const spp_pyobj *anchor_code;  /* its code object */
+    long anchor_lasti;
+    char pending[SPP_PYA_NAME_MAX];/* module of the last find_class (about to be imported) */
+    char pkgs[SPP_PYA_MAX_PKGS][SPP_PYA_PKG_MAX]; /* top-level packages resolved in scope */
+    unsigned npkgs;
+} pya_tls;
+
+static __thread pya_tls pya_t __attribute__((tls_model("initial-exec")));
+
+/* The exception we raise: safepickle.SafePickleBlocked(PermissionError,
+ * pickle.UnpicklingError), created once per interpreter. */
+static spp_pyobj *pya_exc;
+static void *pya_exc_interp;
+
+/* ================================================================ small helpers */
+static void pya_copy(char *dst, size_t n, const char *src) {
+    if (!n) return;
+    size_t l = src ? strnlen(src, n - 1) : 0;
+    if (l) memcpy(dst, src, l);
+    dst[l] = 0;
+}
+
+static bool pya_ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && memcmp(s + a - b, suf, b) == 0;
+}
+
+/* Text of a str (UTF-8) or bytes object into buf, control characters
+ * replaced; false (no exception left behind) for any other object. */
+static bool pya_utf8(spp_pyobj *o, char *buf, size_t n) {
+    buf[0] = 0;
+    if (!o) return false;
+    spp_pyssize len = 0;
+    const char *s = py_PyUnicode_AsUTF8AndSize(o, &len);
+    if (!s) {
+        py_PyErr_Clear();
+        char *b = NULL;
+        if (!py_PyBytes_AsStringAndSize || py_PyBytes_AsStringAndSize(o, &b, &len) != 0 || !b) {
+            py_PyErr_Clear();
+            return false;
+        }
+        s = b;
+    }
+    size_t l = (size_t)len < n - 1 ? (size_t)len : n - 1;
+    memcpy(buf, s, l);
+    buf[l] = 0;
+    for (size_t i = 0; i < l; i++) /* keep records one line */
+        if ((unsigned char)buf[i] < 0x20) buf[i] = '?';
+    return true;
+}
+
+static spp_pyobj *pya_arg(spp_pyobj *args, spp_pyssize i) {
+    if (!args || py_PyTuple_Size(args) <= i) { py_PyErr_Clear(); return NULL; }
+    spp_pyobj *o = py_PyTuple_GetItem(args, i); /* borrowed */
+    if (!o) py_PyErr_Clear();
+    return o;
+}
+
+static bool pya_is_none(spp_pyobj *o) {
+    static spp_pyobj *none;
+    if (!none) none = (spp_pyobj *)dlsym(RTLD_DEFAULT, "_Py_NoneStruct");
+    return o == none;
+}
+
+/* ================================================================ frames */
+/* All return new references (or NULL with no exception left behind). */
+static spp_pyobj *pya_getattr(spp_pyobj *o, const char *name) {
+    spp_pyobj *r = py_PyObject_GetAttrString(o, name);
+    if (!r) py_PyErr_Clear();
+    return r;
+}
+
+static spp_pyobj *pya_back(spp_pyobj *f) {
+    spp_pyobj *b = py_PyFrame_GetBack ? py_PyFrame_GetBack(f) : pya_getattr(f, "f_back");
+    if (b && pya_is_none(b)) { py_Py_DecRef(b); b = NULL; }
+    return b;
+}
+
+static spp_pyobj *pya_code(spp_pyobj *f) {
+    return py_PyFrame_GetCode ? py_PyFrame_GetCode(f) : pya_getattr(f, "f_code");
+}
+
+static long pya_lasti(spp_pyobj *f) {
+    if (py_PyFrame_GetLasti) return py_PyFrame_GetLasti(f);
+    spp_pyobj *v = pya_getattr(f, "f_lasti");
+    if (!v) return -2;
+    long l = py_PyLong_AsLong(v);
+    if (l == -1 && py_PyErr_Occurred()) { py_PyErr_Clear(); l = -2; }
+    py_Py_DecRef(v);
+    return l;
+}
+
+typedef struct pya_where {
+    char file[SPP_PYA_PATH_MAX];
+    char func[SPP_PYA_PKG_MAX];
+    int line;
+} pya_where;
+
+/* File and function of a frame's code; line of the frame. */
+static void pya_describe(spp_pyobj *f, pya_where *w) {
+    w->file[0] = w->func[0] = 0;
+    w->line = 0;
+    if (!f) return;
+    spp_pyobj *code = pya_code(f);
+    if (code) {
+        spp_pyobj *s = pya_getattr(code, "co_filename");
+        if (s) { pya_utf8(s, w->file, sizeof w->file); py_Py_DecRef(s); }
+        s = pya_getattr(code, "co_name");
+        if (s) { pya_utf8(s, w->func, sizeof w->func); py_Py_DecRef(s); }
+        py_Py_DecRef(code);
+    }
+    w->line = py_PyFrame_GetLineNumber(f);
+}
+
+/* Frames of the unpickler itself: a find_class override (torch's, yours) and
+ * the pure-Python unpickler in Lib/pickle.py (used by joblib). The frame above
+ * them is the one that called load(). */
+static bool pya_is_unpickler_frame(const pya_where *w) {
+    return strcmp(w->func, "find_class") == 0 || pya_ends_with(w->file, "/pickle.py");
+}
+
+/* Library code (stdlib, site-packages, frozen modules): skipped when naming
+ * the user's line that led to the load. */
+static bool pya_is_library_file(const char *file) {
+    return file[0] == '<' || strstr(file, "/site-packages/") || strstr(file, "/dist-packages/") ||
+           strstr(file, "/lib/python3");
+}
+
+/* The frame that called the load: walk up from the current frame past the
+ * unpickler's own frames. New reference or NULL (no Python frame at all,
+ * e.g. a C program calling pickle.loads through the C API). */
+static spp_pyobj *pya_find_anchor(void) {
+    spp_pyobj *f = py_PyEval_GetFrame(); /* borrowed */
+    if (!f) return NULL;
+    py_Py_IncRef(f);
+    for (int i = 0; f && i < SPP_PYA_MAX_FRAMES; i++) {
+        pya_where w;
+        pya_describe(f, &w);
+        if (!pya_is_unpickler_frame(&w)) return f;
+        spp_pyobj *b = pya_back(f);
+        py_Py_DecRef(f);
+        f = b;
+    }
+    if (f) py_Py_DecRef(f);
+    return NULL;
+}
+
+/* Is this frame the entry of a real import (importlib's _find_and_load)? */
+static bool pya_is_import_frame(const pya_where *w) {
+    return strncmp(w->file, "<frozen importlib._bootstrap", 28) == 0 &&
+           strcmp(w->func, "_find_and_load") == 0;
+}
+
+/* Walk the current thread's frames up to the anchor. *in_import is set when an
+ * import is executing between the event and the anchor (the event belongs to a
+ * module body being imported, whose import was itself judged). */
+static bool pya_scope_live(bool *in_import) {
+    pya_tls *t = &pya_t;
+    *in_import = false;
+    if (!t->anchor) return false;
+    spp_pyobj *f = py_PyEval_GetFrame();
+    if (!f) return false;
+    py_Py_IncRef(f);
+    bool live = false;
+    for (int i = 0; f && i < SPP_PYA_MAX_FRAMES; i++) {
+        if (f == t->anchor) {
+            spp_pyobj *code = pya_code(f);
+            live = code == t->anchor_code && pya_lasti(f) == t->anchor_lasti;
+            if (code) py_Py_DecRef(code);
+            break;
+        }
+        if (!*in_import) {
+            pya_where w;
+            pya_describe(f, &w);
+            if (pya_is_import_frame(&w)) *in_import = true;
+        }
+        spp_pyobj *b = pya_back(f);
+        py_Py_DecRef(f);
+        f = b;
+    }
+    if (f) py_Py_DecRef(f);
+    if (!live) *in_import = false;
+    return live;
+}
+
+static void pya_scope_clear(void) {
+    pya_tls *t = &pya_t;
+    t->anchor = t->anchor_code = NULL;
+    t->anchor_lasti = 0;
+    t->pending[0] = 0;
+    t->npkgs = 0;
+}
+
+static void pya_scope_note_module(const char *module) {
+    pya_tls *t = &pya_t;
+    pya_copy(t->pending, sizeof t->pending, module);
+    size_t top = strcspn(module, ".");
+    if (top == 0 || top >= SPP_PYA_PKG_MAX) return;
+    for (unsigned i = 0; i < t->npkgs; i++)
+        if (strlen(t->pkgs[i]) == top && memcmp(t->pkgs[i], module, top) == 0) return;
+    if (t->npkgs < SPP_PYA_MAX_PKGS) {
+        memcpy(t->pkgs[t->npkgs], module, top);
+        t->pkgs[t->npkgs][top] = 0;
+        t->npkgs++;
+    }
+}
+
+/* Open (or continue) the unpickle scope at a pickle.find_class event. */
+static void pya_scope_enter(void) {
+    pya_tls *t = &pya_t;
+    bool in_import;
+    if (t->anchor && pya_scope_live(&in_import)) return; /* nested load or next global */
+    pya_scope_clear();
+    spp_pyobj *a = pya_find_anchor();
+    if (!a) return; /* no Python frame: find_class enforcement only */
+    spp_pyobj *code = pya_code(a);
+    t->anchor = a;
+    t->anchor_code = code;
+    t->anchor_lasti = pya_lasti(a);
+    if (code) py_Py_DecRef(code); /* identity only; the frame keeps it alive */
+    py_Py_DecRef(a);              /* the interpreter frame owns the frame object */
+}
+
+/* ================================================================ reporting */
+/* Where the load was called from: `from` (the scope's anchor, or for a
+ * find_class without a scope the first frame above the unpickler; a new
+ * reference, consumed) and the first non-library frame above it. */
+static void pya_locate(spp_pyobj *from, pya_where *site, pya_where *user) {
+    memset(site, 0, sizeof *site);
+    memset(user, 0, sizeof *user);
+    spp_pyobj *f = from;
+    if (!f) return;
+    pya_describe(f, site);
+    for (int i = 0; f && i < SPP_PYA_MAX_FRAMES; i++) {
+        pya_where w;
+        pya_describe(f, &w);
+        if (!pya_is_library_file(w.file)) { *user = w; break; }
+        spp_pyobj *b = pya_back(f);
+        py_Py_DecRef(f);
+        f = b;
+    }
+    if (f) py_Py_DecRef(f);
+    if (!user->file[0]) *user = *site;
+}
+
+/* The exception class, created lazily under the GIL for this interpreter. */
+static spp_pyobj *pya_exception(void) {
+    void *interp = py_PyInterpreterState_Get ? py_PyInterpreterState_Get()
+                   : py__PyInterpreterState_Get ? py__PyInterpreterState_Get() : NULL;
+    if (pya_exc && interp == pya_exc_interp) return pya_exc;
+    spp_pyobj *perm = *py_PyExc_PermissionError;
+    spp_pyobj *bases = NULL, *unpick = NULL;
+    spp_pyobj *name = py_PyUnicode_FromString("_pickle");
+    spp_pyobj *mod = name ? py_PyImport_GetModule(name) : NULL; /* no import */
+    if (name) py_Py_DecRef(name);
+    if (mod && !pya_is_none(mod)) unpick = pya_getattr(mod, "UnpicklingError");
+    if (mod) py_Py_DecRef(mod);
+    py_PyErr_Clear();
+    if (unpick) bases = py_PyTuple_Pack(2, perm, unpick);
+    spp_pyobj *cls = py_PyErr_NewException("safepickle.SafePickleBlocked", bases ? bases : perm, NULL);
+    if (bases) py_Py_DecRef(bases);
+    if (unpick) py_Py_DecRef(unpick);
+    if (!cls) { py_PyErr_Clear(); return perm; }
+    /* A class made for another interpreter is kept (never freed): a handful of
+     * bytes per sub-interpreter, and no object crosses interpreters. */
+    pya_exc = cls;
+    pya_exc_interp = interp;
+    return cls;
+}
+
+/* Write the audit record and the stderr line (spp_report, shared with layer
+ * 1), and raise the exception when the action is a block. The Python location
+ * goes in the event's path ("<python FILE:LINE>", the user's line that led to
+ * the load) and detail (the frame that called the unpickler, and the event's
+ * argument). Returns the hook's result. */
+static int pya_decide(spa_action act, spa_verdict v, const char *what, const char *event,
+                      const char *arg, const char *rule, const char *msg) {
+    if (act == SPA_ACT_ALLOW) return 0;
+    pya_where site, user, here;
+    /* The scope's anchor is on the live chain (just checked), so it may be
+     * used as a borrowed frame for the duration of this call. */
+    spp_pyobj *from = (spp_pyobj *)pya_t.anchor;
+    if (from) py_Py_IncRef(from);
+    else from = pya_find_anchor();
+    pya_locate(from, &site, &user);
+    pya_describe(py_PyEval_GetFrame(), &here);
+    char where[SPP_PYA_PATH_MAX + 32], detail[3 * SPP_PYA_PATH_MAX + SPP_PYA_DETAIL_MAX];
+    if (user.file[0]) snprintf(where, sizeof where, "<python %s:%d>", user.file, user.line);
+    else snprintf(where, sizeof where, "<python: no frame>");
+    snprintf(detail, sizeof detail, "%s at %s:%d in %s; load called at %s:%d in %s%s%s", what,
+             here.file[0] ? here.file : "?", here.line, here.func[0] ? here.func : "?",
+             site.file[0] ? site.file : "?", site.line, site.func[0] ? site.func : "?",
+             arg ? "; argument: " : "", arg ? arg : "");
+    char loc[SPP_PYA_PATH_MAX + 32];
+    pya_copy(loc, sizeof loc, where + 1); /* without the angle brackets */
+    loc[strcspn(loc, ">")] = 0;
+    spa_reason reason = {.severity = v, .rule = rule, .msg = msg, .loc = loc, .off = 0};
+    spp_event ev = {
+        .layer = "audit_hook",
+        .call = event,
+        .path = where,
+        .fd = -1,
+        .verdict = v,
+        .action = act,
+        .reasons = &reason,
+        .n_reasons = 1,
+        .detail = detail,
+        .format = "python",
+        .cached = false,
+    };
+    spp_report(&ev);
+    if (act != SPA_ACT_BLOCK) return 0;
+    char text[1024];
+    snprintf(text, sizeof text, "safepickle: blocked %s (%s)%s%s at %s:%d", what, rule,
+             msg && msg[0] ? ": " : "", msg ? msg : "",
+             user.file[0] ? user.file : "<no python frame>", user.line);
+    py_PyErr_SetString(pya_exception(), text);
+    return -1;
+}
+
+/* The action the policy takes for a finding of this layer. */
+static spa_action pya_action(const spa_policy *p, spa_action want) {
+    if (p->mode == SPA_MODE_OFF) return SPA_ACT_ALLOW;
+    if (p->mode == SPA_MODE_AUDIT && want == SPA_ACT_BLOCK) return SPA_ACT_WARN;
+    return want;
+}
+
+/* ================================================================ find_class */
+/* Which verdicts are enforced on a name alone (runtime sees no arguments and
+ * cannot tell a reference from a call):
+ *  - MALICIOUS takes the policy's action for that verdict: process, code
+ *    execution, network, file writes, native code, imports, state mutation,
+ *    explicit deny rules, dotted paths through any of them. Even a mere
+ *    reference is refused: a reference can be called after the load, e.g.
+ *    functools.partial(os.system, cmd) kept in a checkpoint's callbacks.
+ *  - except stdlib_other (a stdlib callable outside the data-safe set, e.g.
+ *    math.sqrt), which the knowledge base calls malicious only when called
+ *    with attacker arguments: while the behaviour veto watches this unpickle,
+ *    its resolution passes (threats.md D: a reference to a function loads)
+ *    and what the call does is judged by its audit events.
+ *  - SUSPICIOUS (reflection such as builtins.getattr for bound methods,
+ *    functools.partial, unknown functions) and SAFE pass: a strict policy
+ *    blocks those in layer 1, where the arguments are visible.
+ *  - unknown classes (user code) pass. */
+static int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
+    char module[SPP_PYA_NAME_MAX], name[SPP_PYA_NAME_MAX];
+    if (!pya_utf8(pya_arg(args, 0), module, sizeof module) ||
+        !pya_utf8(pya_arg(args, 1), name, sizeof name))
+        return 0; /* the unpickler itself rejects non-str names */
+    if (p->runtime_behaviour) {
+        pya_scope_enter();
+        pya_scope_note_module(module);
+    }
+    const char *rule = NULL;
+    char msg[256];
+    msg[0] = 0;
+    spa_verdict v = spa_judge_global(p, module, name, &rule, msg, sizeof msg);
+    if (v != SPA_VERDICT_MALICIOUS) return 0;
+    if (p->runtime_behaviour && pya_t.anchor && !strchr(name, '.') &&
+        spa_kb_lookup(module, name) == SPA_KB_STDLIB_OTHER &&
+        spa_policy_global_rule(p, module, name) != -1)
+        return 0; /* watched: its effects meet the behaviour veto */
+    spa_action act = pya_action(p, p->on_verdict[v]);
+    if (act == SPA_ACT_ALLOW) return 0;
+    char what[2 * SPP_PYA_NAME_MAX + 32];
+    snprintf(what, sizeof what, "pickle global %s.%s", module, name);
+    return pya_decide(act, v, what, "pickle.find_class", NULL, rule ? rule : "runtime.global",
+                      msg);
+}
+
+/* ================================================================ behaviour */
+typedef enum pya_cat {
+    PYA_PROCESS, PYA_CODE, PYA_NETWORK, PYA_NATIVE, PYA_FILE_WRITE, PYA_OPEN, PYA_IMPORT, PYA_STATE
+} pya_cat;
+
+typedef struct pya_evrule {
+    const char *event;
+    pya_cat cat;
+    const char *rule;
+} pya_evrule;
+
+/* Audit events vetoed while an unpickle is in progress (data, not code). */
+static const pya_evrule pya_events[] = {
+    {"os.system", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.exec", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.posix_spawn", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.spawn", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.fork", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.forkpty", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.startfile", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.kill", PYA_PROCESS, "runtime.process_signal"},
+    {"os.killpg", PYA_PROCESS, "runtime.process_signal"},
+    {"subprocess.Popen", PYA_PROCESS, "runtime.process_spawn"},
+    {"exec", PYA_CODE, "runtime.code_exec"},
+    {"compile", PYA_CODE, "runtime.code_exec"},
+    {"code.__new__", PYA_CODE, "runtime.code_exec"},
+    {"marshal.loads", PYA_CODE, "runtime.code_exec"},
+    {"marshal.load", PYA_CODE, "runtime.code_exec"},
+    {"socket.connect", PYA_NETWORK, "runtime.network"},
+    {"socket.bind", PYA_NETWORK, "runtime.network"},
+    {"socket.sendto", PYA_NETWORK, "runtime.network"},
+    {"socket.sendmsg", PYA_NETWORK, "runtime.network"},
+    {"socket.getaddrinfo", PYA_NETWORK, "runtime.network"},
+    {"socket.gethostbyname", PYA_NETWORK, "runtime.network"},
+    {"urllib.Request", PYA_NETWORK, "runtime.network"},
+    {"http.client.connect", PYA_NETWORK, "runtime.network"},
+    {"ftplib.connect", PYA_NETWORK, "runtime.network"},
+    {"smtplib.connect", PYA_NETWORK, "runtime.network"},
+    {"webbrowser.open", PYA_NETWORK, "runtime.network"},
+    {"ctypes.dlopen", PYA_NATIVE, "runtime.native_load"},
+    {"ctypes.dlsym", PYA_NATIVE, "runtime.native_load"},
+    {"open", PYA_OPEN, "runtime.file_write"},
+    {"os.remove", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.rename", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.rmdir", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.mkdir", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.symlink", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.link", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.truncate", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.chmod", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.chown", PYA_FILE_WRITE, "runtime.file_write"},
+    {"shutil.rmtree", PYA_FILE_WRITE, "runtime.file_write"},
+    {"shutil.copyfile", PYA_FILE_WRITE, "runtime.file_write"},
+    {"shutil.move", PYA_FILE_WRITE, "runtime.file_write"},
+    {"import", PYA_IMPORT, "runtime.import"},
+    {"os.putenv", PYA_STATE, "runtime.state_mutation"},
+    {"os.unsetenv", PYA_STATE, "runtime.state_mutation"},
+    {"sys.settrace", PYA_STATE, "runtime.state_mutation"},
+    {"sys.setprofile", PYA_STATE, "runtime.state_mutation"},
+    {"sys.addaudithook", PYA_STATE, "runtime.state_mutation"},
+};
+
+static const pya_evrule *pya_event_rule(const char *ev) {
+    for (size_t i = 0; i < sizeof pya_events / sizeof pya_events[0]; i++)
+        if (strcmp(ev, pya_events[i].event) == 0) return &pya_events[i];
+    return NULL;
+}
+
+/* An "open" audit event: (path, mode-or-None, flags). A write is any of
+ * O_WRONLY/O_RDWR/O_CREAT/O_TRUNC/O_APPEND, or a mode with w, a, x or +. */
+static bool pya_open_writes(spp_pyobj *args) {
+    spp_pyobj *flags = pya_arg(args, 2);
+    if (flags) {
+        long fl = py_PyLong_AsLong(flags);
+        if (fl == -1 && py_PyErr_Occurred()) py_PyErr_Clear();
+        else if (fl & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)) return true;
+    }
+    char mode[16];
+    if (pya_utf8(pya_arg(args, 1), mode, sizeof mode) && strpbrk(mode, "wax+")) return true;
+    return false;
+}
+
+/* "numpy" allows numpy and numpy.*; a pattern with glob characters is an fnmatch. */
+static bool pya_module_matches(const char *pat, const char *mod) {
+    if (strpbrk(pat, "*?[")) return fnmatch(pat, mod, 0) == 0;
+    size_t l = strlen(pat);
+    return strncmp(pat, mod, l) == 0 && (mod[l] == 0 || mod[l] == '.');
+}
+
+/* An import during an unpickle is allowed when it is the module a global was
+ * just resolved from (or one of its parents), belongs to a top-level package
+ * already resolved in this unpickle, or matches runtime_allow_imports. */
+static bool pya_import_allowed(const spa_policy *p, const char *mod) {
+    const pya_tls *t = &pya_t;
+    size_t l = strlen(mod);
+    if (t->pending[0] && strncmp(t->pending, mod, l) == 0 &&
+        (t->pending[l] == 0 || t->pending[l] == '.'))
+        return true;
+    size_t top = strcspn(mod, ".");
+    for (unsigned i = 0; i < t->npkgs; i++)
+        if (strlen(t->pkgs[i]) == top && memcmp(t->pkgs[i], mod, top) == 0) return true;
+    for (size_t i = 0; i < p->runtime_allow_imports.n; i++)
+        if (pya_module_matches(p->runtime_allow_imports.v[i], mod)) return true;
+    return false;
+}
+
+static int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
+                            spp_pyobj *args) {
+    if (r->cat == PYA_OPEN && !pya_open_writes(args)) return 0;
+    bool in_import;
+    if (!pya_scope_live(&in_import)) { pya_scope_clear(); return 0; }
+    /* A module body executing under an import that was itself allowed: its
+     * own opens, execs and native loads are how Python imports work. */
+    if (in_import) return 0;
+    char detail[SPP_PYA_DETAIL_MAX];
+    detail[0] = 0;
+    pya_utf8(pya_arg(args, 0), detail, sizeof detail);
+    if (!detail[0] && r->cat == PYA_PROCESS) /* os.system(bytes), Popen(executable=None) */
+        pya_utf8(pya_arg(args, 1), detail, sizeof detail);
+    if (r->cat == PYA_IMPORT && pya_import_allowed(p, detail)) return 0;
+    char what[SPP_PYA_DETAIL_MAX + 64], msg[SPP_PYA_DETAIL_MAX + 96];
+    snprintf(what, sizeof what, "%s during an unpickle", ev);
+    snprintf(msg, sizeof msg, "%s(%s) called while a pickle was being loaded", ev,
+             detail[0] ? detail : "...");
+    return pya_decide(pya_action(p, SPA_ACT_BLOCK), SPA_VERDICT_MALICIOUS, what, ev,
+                      detail[0] ? detail : NULL, r->rule, msg);
+}
+
+/* ================================================================ the hook */
+static int pya_hook(const char *ev, spp_pyobj *args, void *ud);
+
+static void pya_rearm(void) {
+    atomic_store(&pya_rearm_armed, 0);
+    pya_exc = NULL; /* died with the interpreter */
+    pya_exc_interp = NULL;
+    if (py_PySys_AddAuditHook(pya_hook, NULL) != 0) atomic_store(&pya_state, 3);
+}
+
+static int pya_hook(const char *ev, spp_pyobj *args, void *ud) {
+    (void)ud;
+    pya_tls *t = &pya_t;
+    if (!atomic_load_explicit(&pya_rearm_armed, memory_order_relaxed) && py_Py_AtExit) {
+        int no = 0;
+        if (atomic_compare_exchange_strong(&pya_rearm_armed, &no, 1) && py_Py_AtExit(pya_rearm) != 0)
+            atomic_store(&pya_rearm_armed, 2); /* table full: one life only (documented) */
+    }
+    /* Fast path: no unpickle on this thread and not a find_class. */
+    if (t->busy || !ev) return 0;
+    bool fc = ev[0] == 'p' && strcmp(ev, "pickle.find_class") == 0;
+    bool teardown = ev[0] == 'c' && strcmp(ev, "cpython._PySys_ClearAuditHooks") == 0;
+    if (!fc && !teardown && !t->anchor) return 0;
+    const pya_evrule *r = NULL;
+    if (!fc && !teardown && !(r = pya_event_rule(ev))) return 0;
+
+    const spa_policy *p = spp_policy();
+    if (!p || !p->layer_audit_hook) return 0;
+    if (py_PyErr_Occurred()) return 0; /* never clobber a pending exception */
+    int saved = errno;
+    int rc = 0;
+    t->busy = 1;
+    if (teardown) {
+        /* Interpreter finalising: our class object dies with it. */
+        pya_exc = NULL;
+        pya_exc_interp = NULL;
+        pya_scope_clear();
+    } else if (fc) {
+        rc = pya_on_find_class(p, args);
+    } else if (p->runtime_behaviour) {
+        rc = pya_on_behaviour(p, r, ev, args);
+    }
+    t->busy = 0;
+    errno = saved;
+    return rc;
+}
+
+/* ================================================================ init */
+/* The policy's `targets` (executable basename globs; none = every process). */
+static bool pya_targeted(const spa_policy *p) {
+    if (!p->targets.n) return true;
+    const char *exe = spp_exe();
+    if (!exe) return false;
+    const char *base = strrchr(exe, '/');
+    base = base ? base + 1 : exe;
+    for (size_t i = 0; i < p->targets.n; i++)
+        if (fnmatch(p->targets.v[i], base, 0) == 0) return true;
+    return false;
+}
+
+void spp_pyaudit_init(void) {
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&pya_state, &expect, 1)) return;
+    const spa_policy *p = spp_policy();
+    if (!p || !p->layer_audit_hook || p->mode == SPA_MODE_OFF || !pya_targeted(p) ||
+        !dlsym(RTLD_DEFAULT, "PySys_AddAuditHook")) {
+        atomic_store(&pya_state, 3); /* not Python, or layer 2 disabled: nothing happens */
+        return;
+    }
+    if (!pya_resolve()) {
+        static const char m[] = "safepickle: layer 2 (audit hook) off: this Python lacks a C-API function\n";
+        spp_write_stderr(m, sizeof m - 1);
+        atomic_store(&pya_state, 3);
+        return;
+    }
+    /* Documented safe before Py_Initialize: the runtime keeps the hook. */
+    if (py_PySys_AddAuditHook(pya_hook, NULL) != 0) {
+        static const char m[] = "safepickle: layer 2 (audit hook) off: PySys_AddAuditHook failed\n";
+        spp_write_stderr(m, sizeof m - 1);
+        atomic_store(&pya_state, 3);
+        return;
+    }
+    atomic_store(&pya_state, 2);
+}
+
+bool spp_pyaudit_active(void) { return atomic_load(&pya_state) == 2; }
