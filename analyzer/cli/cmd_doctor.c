@@ -1,0 +1,485 @@
+/* cmd_doctor.c - `safepickle doctor [--pid PID]`: reports what is installed
+ * (CLI, preload library and whether it loads), which policy is active and
+ * whether it is valid, Jupyter kernelspecs that use the preload, and whether
+ * the preload is mapped in a given process. Also the install-layout helpers
+ * declared in deploy.h. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "deploy.h"
+
+extern char **environ;
+
+/* Named limits of this file. */
+#define DOC_MAX_MAPS      (64u << 20) /* bytes of /proc/PID/maps read */
+#define DOC_MAX_ENVIRON   (1u << 20)  /* bytes of /proc/PID/environ read */
+#define DOC_MAX_KERNELJSON (1u << 20) /* bytes of one kernel.json read */
+#define DOC_PRELOAD_NAME  "libsafepickle.so"
+#define DOC_PROBE_PYTHON  "/usr/bin/python3"
+#define DOC_PROBE_OTHER   "/bin/grep"   /* a non-Python program run under the preload */
+#define DOC_PROBE_ERR     2048          /* bytes of a probe's stderr kept */
+
+/* ================================================================ deploy.h helpers */
+
+static bool dep_is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+const char *dep_find_preload(char *buf, size_t n) {
+    static const char *const rel[] = {
+        "/" DOC_PRELOAD_NAME,                       /* build tree: next to the CLI */
+        "/../lib/safepickle/" DOC_PRELOAD_NAME,     /* make install layout */
+        "/../lib/" DOC_PRELOAD_NAME,
+    };
+    const char *dir = cli_self_dir();
+    for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+        char cand[PATH_MAX];
+        if ((size_t)snprintf(cand, sizeof cand, "%s%s", dir, rel[i]) >= sizeof cand) continue;
+        if (!dep_is_file(cand)) continue;
+        char real[PATH_MAX];
+        if (!realpath(cand, real) || strlen(real) >= n) continue;
+        memcpy(buf, real, strlen(real) + 1);
+        return buf;
+    }
+    return NULL;
+}
+
+const char *dep_resolve_policy(const char *arg, char *buf, size_t n) {
+    char real[PATH_MAX];
+    if (strchr(arg, '/') || dep_is_file(arg)) {
+        if (!realpath(arg, real)) return NULL;
+    } else {
+        static const char *const rel[] = { "/../share/safepickle/policies/", "/policies/",
+                                           "/../policies/" };
+        const char *dir = cli_self_dir();
+        bool found = false;
+        for (size_t i = 0; i < sizeof rel / sizeof rel[0] && !found; i++) {
+            char cand[PATH_MAX];
+            if ((size_t)snprintf(cand, sizeof cand, "%s%s%s.json", dir, rel[i], arg) >= sizeof cand)
+                continue;
+            found = dep_is_file(cand) && realpath(cand, real);
+        }
+        if (!found) { errno = ENOENT; return NULL; }
+    }
+    if (strlen(real) >= n) { errno = ENAMETOOLONG; return NULL; }
+    memcpy(buf, real, strlen(real) + 1);
+    return buf;
+}
+
+char *dep_read_file(const char *path, size_t max, size_t *len) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    size_t cap = 4096, used = 0;
+    char *b = malloc(cap + 1);
+    while (b) {
+        if (used == cap) {
+            if (cap >= max) { free(b); b = NULL; errno = EFBIG; break; }
+            size_t ncap = cap * 2 > max ? max : cap * 2;
+            char *nb = realloc(b, ncap + 1);
+            if (!nb) { free(b); b = NULL; break; }
+            b = nb; cap = ncap;
+        }
+        ssize_t r = read(fd, b + used, cap - used);
+        if (r < 0) { if (errno == EINTR) continue; int e = errno; free(b); b = NULL; errno = e; break; }
+        if (r == 0) { b[used] = '\0'; if (len) *len = used; break; }
+        used += (size_t)r;
+    }
+    int e = errno;
+    close(fd);
+    errno = e;
+    return b;
+}
+
+int dep_write_atomic(const char *path, const char *data, size_t len, unsigned mode) {
+    char tmp[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    struct stat st;
+    if (stat(path, &st) == 0) mode = st.st_mode & 07777;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0) { if (errno == EINTR) continue; goto fail; }
+        off += (size_t)w;
+    }
+    if (fchmod(fd, (mode_t)mode) != 0 || fsync(fd) != 0) goto fail;
+    if (close(fd) != 0) { fd = -1; goto fail; }
+    fd = -1;
+    if (rename(tmp, path) != 0) goto fail;
+    return 0;
+fail:;
+    int e = errno;
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    errno = e;
+    return -1;
+}
+
+/* ================================================================ checks */
+
+typedef struct doc_state { int problems; } doc_state;
+
+static void doc_problem(doc_state *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void doc_problem(doc_state *s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("  PROBLEM: ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    s->problems++;
+}
+
+/* Load a policy (path or the embedded default) and print its summary.
+ * Returns the policy (caller frees) or NULL when invalid. */
+static spa_policy *doc_policy(doc_state *s, const char *path, const char *origin) {
+    spa_policy *p = NULL;
+    spa_err err = { SPA_OK, NULL, 0 };
+    if (path) {
+        if (spa_policy_load(path, &p, &err) != SPA_OK) {
+            doc_problem(s, "policy %s (%s) is invalid: %s at byte %llu: the preload will refuse to "
+                        "start with it", path, origin, err.msg ? err.msg : spa_code_name(err.code),
+                        (unsigned long long)err.off);
+            return NULL;
+        }
+        printf("  policy      %s (%s): valid\n", path, origin);
+    } else {
+        if (spa_policy_default(&p) != SPA_OK) {
+            doc_problem(s, "the embedded default policy does not parse (broken build)");
+            return NULL;
+        }
+        printf("  policy      embedded default (%s)\n", origin);
+    }
+    printf("              name \"%s\", mode %s;", p->name ? p->name : "", spa_mode_name(p->mode));
+    for (int v = 0; v < SPA_VERDICT_COUNT; v++)
+        printf(" %s->%s", spa_verdict_name((spa_verdict)v), spa_action_name(p->on_verdict[v]));
+    printf("\n              audit log: %s; trusted digests: %zu, trusted paths: %zu; targets:",
+           p->audit_log ? p->audit_log : "none", p->n_trusted_sha256, p->trusted_paths.n);
+    for (size_t i = 0; i < p->targets.n; i++) printf(" %s", p->targets.v[i]);
+    if (!p->targets.n) printf(" (none)");
+    printf("\n");
+    return p;
+}
+
+/* Run argv with LD_PRELOAD=lib (other variables kept); its stderr is captured
+ * into err. Returns the exit status, 128+signal, or -1 if it could not start.
+ * A child process is the only faithful test: the library uses initial-exec
+ * TLS, so it loads at process start but cannot be dlopen'ed later. */
+static int doc_probe(const char *lib, char *const argv[], char *err, size_t errsz) {
+    size_t n = 0;
+    while (environ[n]) n++;
+    char **env = calloc(n + 2, sizeof *env);
+    char *pre = malloc(strlen(lib) + sizeof "LD_PRELOAD=");
+    int fds[2] = { -1, -1 };
+    if (!env || !pre || pipe(fds) != 0) { free(env); free(pre); return -1; }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "LD_PRELOAD=", 11) != 0) env[k++] = environ[i];
+    sprintf(pre, "LD_PRELOAD=%s", lib);
+    env[k++] = pre;
+    env[k] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    free(env);
+    free(pre);
+    size_t used = 0;
+    for (;;) {
+        char tmp[512];
+        ssize_t r = rc == 0 ? read(fds[0], tmp, sizeof tmp) : 0;
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        size_t take = (size_t)r < errsz - 1 - used ? (size_t)r : errsz - 1 - used;
+        memcpy(err + used, tmp, take);
+        used += take;
+    }
+    err[used] = '\0';
+    while (used && err[used - 1] == '\n') err[--used] = '\0';
+    close(fds[0]);
+    if (rc != 0) return -1;
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+static void doc_library(doc_state *s, char *lib, size_t n) {
+    if (!dep_find_preload(lib, n)) {
+        lib[0] = '\0';
+        doc_problem(s, "%s not found next to the CLI (%s) nor in %s/../lib/safepickle/",
+                    DOC_PRELOAD_NAME, cli_self_dir(), cli_self_dir());
+        return;
+    }
+    printf("  library     %s\n", lib);
+    char err[DOC_PROBE_ERR];
+    /* 1. a non-Python program: the library must load and stay out of the way */
+    char *grep[] = { (char *)DOC_PROBE_OTHER, (char *)"-qF", (char *)"/" DOC_PRELOAD_NAME,
+                     (char *)"/proc/self/maps", NULL };
+    int rc = access(DOC_PROBE_OTHER, X_OK) == 0 ? doc_probe(lib, grep, err, sizeof err) : -2;
+    if (rc == 0 && !err[0])
+        printf("  probe       %s under the preload: loaded, mapped, silent (pass-through)\n", DOC_PROBE_OTHER);
+    else if (rc != -2)
+        doc_problem(s, "%s under LD_PRELOAD=%s: %s%s", DOC_PROBE_OTHER, lib,
+                    rc == 0 ? "wrote to stderr: " : "the library is not mapped or the program failed",
+                    rc == 0 ? err : (err[0] ? err : ""));
+    /* 2. the probe interpreter: the library is mapped where it matters */
+    if (access(DOC_PROBE_PYTHON, X_OK) != 0) {
+        printf("  probe       %s not found: skipped\n", DOC_PROBE_PYTHON);
+        return;
+    }
+    char *py[] = { (char *)DOC_PROBE_PYTHON, (char *)"-S", (char *)"-c",
+                   (char *)"import sys\n"
+                           "m = open('/proc/self/maps').read()\n"
+                           "sys.exit(0 if '/" DOC_PRELOAD_NAME "' in m else 3)\n",
+                   NULL };
+    rc = doc_probe(lib, py, err, sizeof err);
+    if (rc == 0)
+        printf("  probe       %s under the preload: library mapped%s%s\n", DOC_PROBE_PYTHON,
+               err[0] ? "; it said: " : "", err);
+    else if (rc == 3)
+        doc_problem(s, "%s started with LD_PRELOAD=%s but the library is not mapped: %s", DOC_PROBE_PYTHON,
+                    lib, err);
+    else
+        doc_problem(s, "%s under the preload failed (status %d): %s", DOC_PROBE_PYTHON, rc, err);
+}
+
+static bool doc_mentions_preload(const char *v) { return v && strstr(v, DOC_PRELOAD_NAME) != NULL; }
+
+static void doc_environment(doc_state *s) {
+    static const char *const over[] = { "SAFEPICKLE_MODE", "SAFEPICKLE_LOG", "SAFEPICKLE_TARGETS" };
+    for (size_t i = 0; i < sizeof over / sizeof over[0]; i++) {
+        const char *v = getenv(over[i]);
+        if (v) printf("  override    %s=%s (overrides the policy)\n", over[i], v);
+    }
+    const char *mode = getenv("SAFEPICKLE_MODE");
+    if (mode && strcmp(mode, "enforce") != 0)
+        doc_problem(s, "SAFEPICKLE_MODE=%s: processes started from this environment block nothing", mode);
+    const char *lp = getenv("LD_PRELOAD");
+    printf("  LD_PRELOAD  %s\n", !lp || !*lp ? "not set in this environment"
+                                 : doc_mentions_preload(lp) ? lp : "set, without safepickle");
+    size_t len = 0;
+    char *etc = dep_read_file("/etc/ld.so.preload", 1u << 16, &len);
+    if (!etc) printf("  system-wide /etc/ld.so.preload absent: system-wide mode off\n");
+    else {
+        printf("  system-wide /etc/ld.so.preload %s\n", doc_mentions_preload(etc)
+               ? "names libsafepickle.so: every new process on this machine loads it"
+               : "exists, without safepickle");
+        free(etc);
+    }
+}
+
+/* One kernels/ directory: list kernelspecs whose env preloads safepickle. */
+static void doc_kernels_in(doc_state *s, const char *dir, int *found) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[PATH_MAX];
+        if ((size_t)snprintf(path, sizeof path, "%s/%s/kernel.json", dir, e->d_name) >= sizeof path)
+            continue;
+        size_t len = 0;
+        char *txt = dep_read_file(path, DOC_MAX_KERNELJSON, &len);
+        if (!txt) continue;
+        cJSON *j = cJSON_ParseWithLengthOpts(txt, len, NULL, 0);
+        free(txt);
+        if (!j) continue;
+        const cJSON *env = cJSON_GetObjectItemCaseSensitive(j, "env");
+        const cJSON *pre = cJSON_GetObjectItemCaseSensitive(env, "LD_PRELOAD");
+        const cJSON *pol = cJSON_GetObjectItemCaseSensitive(env, "SAFEPICKLE_POLICY");
+        if (cJSON_IsString(pre) && doc_mentions_preload(pre->valuestring)) {
+            (*found)++;
+            printf("  kernelspec  %s/%s (policy: %s)\n", dir, e->d_name,
+                   cJSON_IsString(pol) ? pol->valuestring : "embedded default");
+            if (!dep_is_file(pre->valuestring))
+                doc_problem(s, "kernelspec %s preloads %s, which does not exist", e->d_name,
+                            pre->valuestring);
+            if (cJSON_IsString(pol)) {
+                spa_policy *p = NULL;
+                spa_err err = { SPA_OK, NULL, 0 };
+                if (spa_policy_load(pol->valuestring, &p, &err) != SPA_OK)
+                    doc_problem(s, "kernelspec %s: policy %s is invalid: %s at byte %llu", e->d_name,
+                                pol->valuestring, err.msg ? err.msg : spa_code_name(err.code),
+                                (unsigned long long)err.off);
+                spa_policy_free(p);
+            }
+        }
+        cJSON_Delete(j);
+    }
+    closedir(d);
+}
+
+static void doc_kernels(doc_state *s) {
+    char buf[PATH_MAX];
+    int found = 0;
+    const char *jd = getenv("JUPYTER_DATA_DIR"), *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    if (jd && *jd && (size_t)snprintf(buf, sizeof buf, "%s/kernels", jd) < sizeof buf)
+        doc_kernels_in(s, buf, &found);
+    if (xdg && *xdg && (size_t)snprintf(buf, sizeof buf, "%s/jupyter/kernels", xdg) < sizeof buf)
+        doc_kernels_in(s, buf, &found);
+    else if (home && *home && (size_t)snprintf(buf, sizeof buf, "%s/.local/share/jupyter/kernels",
+                                               home) < sizeof buf)
+        doc_kernels_in(s, buf, &found);
+    doc_kernels_in(s, "/usr/local/share/jupyter/kernels", &found);
+    doc_kernels_in(s, "/usr/share/jupyter/kernels", &found);
+    if (!found) printf("  jupyter     no kernelspec preloads safepickle (see `safepickle jupyter install`)\n");
+}
+
+/* Value of NAME in a NUL-separated environ block, or NULL. */
+static const char *doc_env_get(const char *blk, size_t len, const char *name) {
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < len;) {
+        const char *e = blk + i;
+        size_t el = strnlen(e, len - i);
+        if (el > nl && !strncmp(e, name, nl) && e[nl] == '=') return e + nl + 1;
+        i += el + 1;
+    }
+    return NULL;
+}
+
+/* Does exe's basename match the comma/colon-separated globs (SAFEPICKLE_TARGETS)
+ * or else the policy's targets? An empty list matches every process (as the preload). */
+static bool doc_targeted(const char *exe, const char *envtargets, const spa_policy *p) {
+    const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
+    if (envtargets) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", envtargets);
+        bool any = false;
+        for (char *save = NULL, *t = strtok_r(buf, ",:", &save); t; t = strtok_r(NULL, ",:", &save)) {
+            any = true;
+            if (fnmatch(t, base, 0) == 0) return true;
+        }
+        return !any;
+    }
+    if (!p || !p->targets.n) return true;
+    for (size_t i = 0; i < p->targets.n; i++)
+        if (fnmatch(p->targets.v[i], base, 0) == 0) return true;
+    return false;
+}
+
+static void doc_pid(doc_state *s, long pid) {
+    char path[64], exe[PATH_MAX];
+    snprintf(path, sizeof path, "/proc/%ld/exe", pid);
+    ssize_t el = readlink(path, exe, sizeof exe - 1);
+    if (el < 0) snprintf(exe, sizeof exe, "(exe unreadable: %s)", strerror(errno));
+    else exe[el] = '\0';
+    snprintf(path, sizeof path, "/proc/%ld/maps", pid);
+    size_t len = 0;
+    char *maps = dep_read_file(path, DOC_MAX_MAPS, &len);
+    if (!maps) { doc_problem(s, "cannot read %s: %s", path, strerror(errno)); return; }
+    char *hit = strstr(maps, "/" DOC_PRELOAD_NAME);
+    if (!hit) {
+        doc_problem(s, "pid %ld (%s): %s is NOT mapped: the process is unprotected", pid, exe,
+                    DOC_PRELOAD_NAME);
+        free(maps);
+        return;
+    }
+    char *ls = hit;
+    while (ls > maps && ls[-1] != ' ') ls--;
+    char *le = strchr(hit, '\n');
+    if (le) *le = '\0';
+    printf("  pid %-7ld %s: preload mapped from %s\n", pid, exe, ls);
+    free(maps);
+    snprintf(path, sizeof path, "/proc/%ld/environ", pid);
+    char *envb = dep_read_file(path, DOC_MAX_ENVIRON, &len);
+    if (!envb) {
+        printf("              environment unreadable (%s): its policy is unknown\n", strerror(errno));
+        return;
+    }
+    const char *pol = doc_env_get(envb, len, "SAFEPICKLE_POLICY");
+    const char *mode = doc_env_get(envb, len, "SAFEPICKLE_MODE");
+    const char *tg = doc_env_get(envb, len, "SAFEPICKLE_TARGETS");
+    const char *log = doc_env_get(envb, len, "SAFEPICKLE_LOG");
+    printf("              its policy: %s\n", pol && *pol ? pol : "embedded default (SAFEPICKLE_POLICY unset)");
+    if (mode) printf("              SAFEPICKLE_MODE=%s\n", mode);
+    if (log) printf("              SAFEPICKLE_LOG=%s\n", log);
+    if (mode && strcmp(mode, "enforce") != 0)
+        doc_problem(s, "pid %ld runs with SAFEPICKLE_MODE=%s: nothing is blocked", pid, mode);
+    spa_policy *p = NULL;
+    spa_err err = { SPA_OK, NULL, 0 };
+    if (pol && *pol) {
+        if (spa_policy_load(pol, &p, &err) != SPA_OK)
+            doc_problem(s, "pid %ld: its policy %s is invalid: %s at byte %llu", pid, pol,
+                        err.msg ? err.msg : spa_code_name(err.code), (unsigned long long)err.off);
+    } else if (spa_policy_default(&p) != SPA_OK) {
+        p = NULL;
+    }
+    if (el > 0) {
+        bool t = doc_targeted(exe, tg, p);
+        printf("              %s: %s\n", t ? "a policy target" : "not a policy target",
+               t ? "pickle-bearing opens are judged" : "pass-through, nothing is judged");
+        if (!t) doc_problem(s, "pid %ld (%s) is not a target of its policy: the preload passes through", pid, exe);
+    }
+    spa_policy_free(p);
+    free(envb);
+}
+
+static void doc_usage(FILE *f) {
+    fprintf(f, "usage: safepickle doctor [--pid PID]\n\n"
+               "Reports the CLI, the preload library (found, loads, mapped in a probe python3),\n"
+               "the active policy (SAFEPICKLE_POLICY or the embedded default) and whether it is\n"
+               "valid, LD_PRELOAD and /etc/ld.so.preload, Jupyter kernelspecs that use safepickle,\n"
+               "and with --pid whether the preload is mapped in that process.\n"
+               "Exit status: 0 healthy, 1 a problem was found, 2 usage error.\n");
+}
+
+int cmd_doctor(int argc, char **argv) {
+    long pid = -1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { doc_usage(stdout); return CLI_EXIT_OK; }
+        if (!strcmp(argv[i], "--pid") && i + 1 < argc) {
+            char *end;
+            errno = 0;
+            pid = strtol(argv[++i], &end, 10);
+            if (errno || *end || pid <= 0) {
+                fprintf(stderr, "safepickle doctor: --pid wants a process id, got '%s'\n", argv[i]);
+                return CLI_EXIT_ERROR;
+            }
+            continue;
+        }
+        fprintf(stderr, "safepickle doctor: unknown argument '%s'\n", argv[i]);
+        doc_usage(stderr);
+        return CLI_EXIT_ERROR;
+    }
+    doc_state s = { 0 };
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[n > 0 ? n : 0] = '\0';
+    printf("safepickle doctor\n  cli         %s (version %s)\n", self, SPA_VERSION);
+    char lib[PATH_MAX];
+    doc_library(&s, lib, sizeof lib);
+    const char *envpol = getenv("SAFEPICKLE_POLICY");
+    spa_policy *pol = envpol && *envpol ? doc_policy(&s, envpol, "from SAFEPICKLE_POLICY")
+                                        : doc_policy(&s, NULL, "SAFEPICKLE_POLICY unset");
+    doc_environment(&s);
+    doc_kernels(&s);
+    if (pid > 0) doc_pid(&s, pid);
+    spa_policy_free(pol);
+    if (s.problems) printf("status: %d problem%s found\n", s.problems, s.problems == 1 ? "" : "s");
+    else printf("status: ok\n");
+    fflush(stdout);
+    return s.problems ? 1 : CLI_EXIT_OK; /* 1: a problem was found */
+}

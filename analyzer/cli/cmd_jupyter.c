@@ -1,0 +1,310 @@
+/* cmd_jupyter.c - `safepickle jupyter install|uninstall`: writes (or removes)
+ * a Jupyter kernelspec that runs the normal IPython kernel
+ * (PYTHON -m ipykernel_launcher -f {connection_file}) with LD_PRELOAD and,
+ * when asked, SAFEPICKLE_POLICY in its environment. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "deploy.h"
+
+extern char **environ;
+
+/* Named limits and defaults of this file. */
+#define JUP_NAME_MAX        64          /* characters of a kernel name */
+#define JUP_DEFAULT_NAME    "python3-safepickle"
+#define JUP_DEFAULT_DISPLAY "Python 3 (safepickle)"
+#define JUP_DEFAULT_PYTHON  "/usr/bin/python3"
+#define JUP_MAX_KERNELJSON  (1u << 20)  /* bytes of an existing kernel.json read */
+#define JUP_MAX_PYOUT       4096        /* bytes of the interpreter's answer read */
+
+typedef enum { JUP_USER = 0, JUP_SYS_PREFIX, JUP_PREFIX } jup_where;
+
+typedef struct jup_opts {
+    const char *name, *display, *policy, *python, *prefix;
+    jup_where where;
+    bool force;
+} jup_opts;
+
+static void jup_usage(FILE *f) {
+    fprintf(f,
+        "usage: safepickle jupyter install [--name N] [--display-name D] [--policy P]\n"
+        "                                  [--python PY] [--user|--sys-prefix|--prefix DIR] [--force]\n"
+        "       safepickle jupyter uninstall [--name N] [--user|--sys-prefix|--prefix DIR] [--force]\n\n"
+        "install writes kernels/N/kernel.json (default N: " JUP_DEFAULT_NAME ") that starts\n"
+        "  PY -m ipykernel_launcher -f {connection_file}   (default PY: " JUP_DEFAULT_PYTHON ")\n"
+        "with LD_PRELOAD=<absolute path of libsafepickle.so> and, with --policy, SAFEPICKLE_POLICY\n"
+        "(a path, or a shipped policy name such as 'strict'); without --policy the kernel uses the\n"
+        "embedded default policy. Where:\n"
+        "  --user        $JUPYTER_DATA_DIR, else $XDG_DATA_HOME/jupyter, else ~/.local/share/jupyter (default)\n"
+        "  --sys-prefix  <sys.prefix of PY>/share/jupyter\n"
+        "  --prefix DIR  DIR/share/jupyter\n"
+        "An existing kernelspec of that name that does not use safepickle is kept unless --force.\n");
+}
+
+static int jup_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int jup_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "safepickle jupyter: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return CLI_EXIT_ERROR;
+}
+
+static bool jup_name_ok(const char *n) {
+    size_t l = strlen(n);
+    if (!l || l > JUP_NAME_MAX || n[0] == '.') return false;
+    for (size_t i = 0; i < l; i++) {
+        char c = n[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* Run PY -c CODE, capture up to JUP_MAX_PYOUT bytes of stdout into out.
+ * Returns the exit status (or -1 if it could not run). */
+static int jup_run_python(const char *py, const char *code, char *out, size_t outsz) {
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    char *argv[] = { (char *)py, (char *)"-c", (char *)code, NULL };
+    pid_t pid;
+    int rc = posix_spawn(&pid, py, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (rc != 0) { close(fds[0]); return -1; }
+    size_t used = 0;
+    for (;;) {
+        char tmp[512];
+        ssize_t r = read(fds[0], tmp, sizeof tmp);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        size_t take = (size_t)r;
+        if (outsz && used + take > outsz - 1) take = outsz - 1 - used;
+        if (out) memcpy(out + used, tmp, take);
+        used += take;
+    }
+    if (out && outsz) {
+        out[used] = '\0';
+        while (used && (out[used - 1] == '\n' || out[used - 1] == '\r')) out[--used] = '\0';
+    }
+    close(fds[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The kernels/ directory for the chosen location, into buf. */
+static int jup_kernels_dir(const jup_opts *o, char *buf, size_t n) {
+    const char *base = NULL, *suffix = "";
+    char tmp[PATH_MAX];
+    switch (o->where) {
+    case JUP_USER: {
+        const char *jd = getenv("JUPYTER_DATA_DIR"), *xdg = getenv("XDG_DATA_HOME");
+        const char *home = getenv("HOME");
+        if (jd && *jd) base = jd;
+        else if (xdg && *xdg) { base = xdg; suffix = "/jupyter"; }
+        else if (home && *home) { base = home; suffix = "/.local/share/jupyter"; }
+        else return jup_fail("--user: neither JUPYTER_DATA_DIR, XDG_DATA_HOME nor HOME is set");
+        break;
+    }
+    case JUP_SYS_PREFIX:
+        if (jup_run_python(o->python, "import sys; print(sys.prefix)", tmp, sizeof tmp) != 0 || !tmp[0])
+            return jup_fail("--sys-prefix: cannot ask %s for its sys.prefix", o->python);
+        base = tmp; suffix = "/share/jupyter";
+        break;
+    case JUP_PREFIX:
+        base = o->prefix; suffix = "/share/jupyter";
+        break;
+    }
+    if ((size_t)snprintf(buf, n, "%s%s/kernels", base, suffix) >= n) return jup_fail("path too long");
+    return CLI_EXIT_OK;
+}
+
+static int jup_mkdirs(char *path) {
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        int r = mkdir(path, 0755);
+        *p = '/';
+        if (r != 0 && errno != EEXIST) return -1;
+    }
+    return mkdir(path, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* 1 if dir/kernel.json exists and preloads safepickle, 0 if it exists
+ * without it, -1 if there is none. */
+static int jup_existing(const char *kdir) {
+    char path[PATH_MAX];
+    if ((size_t)snprintf(path, sizeof path, "%s/kernel.json", kdir) >= sizeof path) return -1;
+    size_t len = 0;
+    char *txt = dep_read_file(path, JUP_MAX_KERNELJSON, &len);
+    if (!txt) return errno == ENOENT ? -1 : 0;
+    cJSON *j = cJSON_ParseWithLengthOpts(txt, len, NULL, 0);
+    free(txt);
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "env"),
+                                                        "LD_PRELOAD");
+    int ours = cJSON_IsString(pre) && strstr(pre->valuestring, "libsafepickle") != NULL;
+    cJSON_Delete(j);
+    return ours;
+}
+
+/* jupyter_client expands $VAR in kernelspec env values (string.Template):
+ * double every '$' so a path is taken literally. Returns a malloc'd string. */
+static char *jup_env_escape(const char *s) {
+    size_t n = strlen(s), d = 0;
+    for (size_t i = 0; i < n; i++) d += s[i] == '$';
+    char *o = malloc(n + d + 1);
+    if (!o) return NULL;
+    char *w = o;
+    for (size_t i = 0; i < n; i++) { if (s[i] == '$') *w++ = '$'; *w++ = s[i]; }
+    *w = '\0';
+    return o;
+}
+
+static int jup_install(const jup_opts *o) {
+    if (access(o->python, X_OK) != 0)
+        return jup_fail("interpreter %s: %s", o->python, strerror(errno));
+    if (jup_run_python(o->python, "import importlib.util, sys\n"
+                                  "sys.exit(0 if importlib.util.find_spec('ipykernel_launcher') else 1)",
+                       NULL, 0) != 0)
+        return jup_fail("%s cannot import ipykernel (Debian: apt-get install python3-ipykernel)",
+                        o->python);
+    char lib[PATH_MAX];
+    if (!dep_find_preload(lib, sizeof lib))
+        return jup_fail("libsafepickle.so not found next to this CLI (%s) nor in ../lib/safepickle/; "
+                        "build it or run the installed safepickle", cli_self_dir());
+    char pol[PATH_MAX];
+    if (o->policy) {
+        if (!dep_resolve_policy(o->policy, pol, sizeof pol))
+            return jup_fail("policy '%s': %s", o->policy, strerror(errno));
+        spa_policy *p = NULL;
+        spa_err err = { SPA_OK, NULL, 0 };
+        if (spa_policy_load(pol, &p, &err) != SPA_OK)
+            return jup_fail("policy %s is invalid: %s at byte %llu (a kernel with it would not start "
+                            "protected)", pol, err.msg ? err.msg : spa_code_name(err.code),
+                            (unsigned long long)err.off);
+        spa_policy_free(p);
+    }
+    char kdir[PATH_MAX];
+    if (jup_kernels_dir(o, kdir, sizeof kdir) != CLI_EXIT_OK) return CLI_EXIT_ERROR;
+    size_t kl = strlen(kdir);
+    if ((size_t)snprintf(kdir + kl, sizeof kdir - kl, "/%s", o->name) >= sizeof kdir - kl)
+        return jup_fail("path too long");
+    if (jup_existing(kdir) == 0 && !o->force)
+        return jup_fail("%s/kernel.json exists and does not use safepickle; pick another --name or "
+                        "pass --force to replace it", kdir);
+    if (jup_mkdirs(kdir) != 0) return jup_fail("cannot create %s: %s", kdir, strerror(errno));
+
+    cJSON *j = cJSON_CreateObject(), *argv = cJSON_AddArrayToObject(j, "argv");
+    const char *args[] = { o->python, "-m", "ipykernel_launcher", "-f", "{connection_file}" };
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++)
+        cJSON_AddItemToArray(argv, cJSON_CreateString(args[i]));
+    cJSON_AddStringToObject(j, "display_name", o->display);
+    cJSON_AddStringToObject(j, "language", "python");
+    cJSON_AddStringToObject(j, "interrupt_mode", "signal");
+    cJSON *env = cJSON_AddObjectToObject(j, "env");
+    char *elib = jup_env_escape(lib), *epol = o->policy ? jup_env_escape(pol) : NULL;
+    cJSON_AddStringToObject(env, "LD_PRELOAD", elib ? elib : "");
+    if (o->policy) cJSON_AddStringToObject(env, "SAFEPICKLE_POLICY", epol ? epol : "");
+    cJSON *meta = cJSON_AddObjectToObject(cJSON_AddObjectToObject(j, "metadata"), "safepickle");
+    cJSON_AddStringToObject(meta, "version", SPA_VERSION);
+    cJSON_AddStringToObject(meta, "policy", o->policy ? pol : "embedded default");
+    char *txt = cJSON_Print(j);
+    cJSON_Delete(j);
+    bool oom = !elib || (o->policy && !epol) || !txt;
+    free(elib);
+    free(epol);
+    if (oom) { free(txt); return jup_fail("out of memory"); }
+    char path[PATH_MAX];
+    if ((size_t)snprintf(path, sizeof path, "%s/kernel.json", kdir) >= sizeof path) {
+        free(txt);
+        return jup_fail("path too long");
+    }
+    size_t tl = strlen(txt);
+    txt[tl] = '\n'; /* replaces the NUL: written with its length */
+    int wr = dep_write_atomic(path, txt, tl + 1, 0644);
+    int e = errno;
+    free(txt);
+    if (wr != 0) return jup_fail("cannot write %s: %s", path, strerror(e));
+    printf("installed kernelspec '%s' in %s\n  %s -m ipykernel_launcher, LD_PRELOAD=%s\n  policy: %s\n"
+           "select \"%s\" as the notebook's kernel; `safepickle doctor` lists it.\n",
+           o->name, kdir, o->python, lib, o->policy ? pol : "embedded default", o->display);
+    return CLI_EXIT_OK;
+}
+
+static int jup_uninstall(const jup_opts *o) {
+    char kdir[PATH_MAX];
+    if (jup_kernels_dir(o, kdir, sizeof kdir) != CLI_EXIT_OK) return CLI_EXIT_ERROR;
+    size_t kl = strlen(kdir);
+    if ((size_t)snprintf(kdir + kl, sizeof kdir - kl, "/%s", o->name) >= sizeof kdir - kl)
+        return jup_fail("path too long");
+    int ex = jup_existing(kdir);
+    if (ex < 0) return jup_fail("no kernelspec '%s' in %.*s", o->name, (int)kl, kdir);
+    if (ex == 0 && !o->force)
+        return jup_fail("%s does not use safepickle; not removing it without --force", kdir);
+    char path[PATH_MAX];
+    if ((size_t)snprintf(path, sizeof path, "%s/kernel.json", kdir) >= sizeof path)
+        return jup_fail("path too long");
+    if (unlink(path) != 0) return jup_fail("cannot remove %s: %s", path, strerror(errno));
+    if (rmdir(kdir) != 0)
+        printf("removed %s; %s kept (it holds other files: %s)\n", path, kdir, strerror(errno));
+    else
+        printf("removed kernelspec '%s' (%s)\n", o->name, kdir);
+    return CLI_EXIT_OK;
+}
+
+int cmd_jupyter(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        jup_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? CLI_EXIT_ERROR : CLI_EXIT_OK;
+    }
+    const char *sub = argv[1];
+    bool inst = !strcmp(sub, "install");
+    if (!inst && strcmp(sub, "uninstall") != 0) {
+        fprintf(stderr, "safepickle jupyter: unknown subcommand '%s'\n", sub);
+        jup_usage(stderr);
+        return CLI_EXIT_ERROR;
+    }
+    jup_opts o = { JUP_DEFAULT_NAME, JUP_DEFAULT_DISPLAY, NULL, JUP_DEFAULT_PYTHON, NULL, JUP_USER, false };
+    int nwhere = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        bool more = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { jup_usage(stdout); return CLI_EXIT_OK; }
+        else if (!strcmp(a, "--name") && more) o.name = argv[++i];
+        else if (!strcmp(a, "--display-name") && more && inst) o.display = argv[++i];
+        else if (!strcmp(a, "--policy") && more && inst) o.policy = argv[++i];
+        else if (!strcmp(a, "--python") && more) o.python = argv[++i];
+        else if (!strcmp(a, "--user")) { o.where = JUP_USER; nwhere++; }
+        else if (!strcmp(a, "--sys-prefix")) { o.where = JUP_SYS_PREFIX; nwhere++; }
+        else if (!strcmp(a, "--prefix") && more) { o.where = JUP_PREFIX; o.prefix = argv[++i]; nwhere++; }
+        else if (!strcmp(a, "--force")) o.force = true;
+        else {
+            fprintf(stderr, "safepickle jupyter %s: unknown or incomplete argument '%s'\n", sub, a);
+            jup_usage(stderr);
+            return CLI_EXIT_ERROR;
+        }
+    }
+    if (nwhere > 1) return jup_fail("choose one of --user, --sys-prefix, --prefix DIR");
+    if (!jup_name_ok(o.name))
+        return jup_fail("kernel name '%s': use 1-%d letters, digits, '.', '_' or '-'", o.name, JUP_NAME_MAX);
+    if (o.python[0] != '/') return jup_fail("--python wants an absolute path, got '%s'", o.python);
+    return inst ? jup_install(&o) : jup_uninstall(&o);
+}
