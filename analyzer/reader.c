@@ -159,3 +159,16 @@ uint64_t spa_in_bytes_read(const spa_in *in) {
 }
 
 bool spa_in_stable(const spa_in *in) { return in->is_mem; }
+
+spa_in *spa_in_reopen(spa_arena *ar, const spa_in *in, uint64_t at) {
+    if (in->rd || !in->src.pread) return NULL;
+    if (in->is_mem) {
+        /* the stable memory view needs no pread */
+        spa_in *n = spa_arena_calloc(ar, sizeof *n);
+        if (!n) return NULL;
+        *n = *in;
+        n->pos = at < in->start ? in->start : at > in->end ? in->end : at;
+        return n;
+    }
+    return spa_in_from_src(ar, &in->src, at, in->end);
+}

@@ -17,7 +17,7 @@ const char *spa_opname(uint8_t op) {
 }
 
 /* Valid UTF-8 from a kept prefix (invalid or cut sequences become U+FFFD). */
-static char *rep_utf8(const uint8_t *p, size_t n) {
+char *spa_utf8_sanitize(const uint8_t *p, size_t n) {
     char *o = malloc(n * 3 + 1);
     if (!o) return NULL;
     size_t j = 0;
@@ -54,6 +54,14 @@ static char *rep_bytes(const uint8_t *p, size_t n) {
     return o;
 }
 
+/* Add a C string that may hold arbitrary bytes (names from the stream). */
+static void rep_add_str(cJSON *o, const char *k, const char *s) {
+    if (!s) s = "";
+    char *u = spa_utf8_sanitize((const uint8_t *)s, strlen(s));
+    cJSON_AddStringToObject(o, k, u ? u : "");
+    free(u);
+}
+
 static cJSON *rep_val(const spa_val *v, int depth) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
@@ -69,7 +77,7 @@ static cJSON *rep_val(const spa_val *v, int depth) {
     case SPA_V_STR: case SPA_V_BYTES: case SPA_V_LONG: {
         size_t n = v->u.s.kept < REP_STR ? (size_t)v->u.s.kept : REP_STR;
         bool text = v->kind == SPA_V_STR || (v->kind == SPA_V_LONG && (v->opcode == 'I' || v->opcode == 'L'));
-        char *s = text ? rep_utf8(v->u.s.p, n) : rep_bytes(v->u.s.p, n);
+        char *s = text ? spa_utf8_sanitize(v->u.s.p, n) : rep_bytes(v->u.s.p, n);
         if (s) { cJSON_AddStringToObject(o, "value", s); free(s); }
         cJSON_AddNumberToObject(o, "len", (double)v->u.s.len);
         if (n < v->u.s.len) cJSON_AddTrueToObject(o, "truncated");
@@ -78,8 +86,8 @@ static cJSON *rep_val(const spa_val *v, int depth) {
         break;
     }
     case SPA_V_GLOBAL:
-        cJSON_AddStringToObject(o, "module", v->u.g.module ? v->u.g.module : "");
-        cJSON_AddStringToObject(o, "name", v->u.g.name ? v->u.g.name : "");
+        rep_add_str(o, "module", v->u.g.module);
+        rep_add_str(o, "name", v->u.g.name);
         break;
     case SPA_V_CALL:
         if (v->u.call.ir != UINT32_MAX) cJSON_AddNumberToObject(o, "ir", v->u.call.ir);
@@ -133,11 +141,11 @@ static cJSON *rep_ir(const spa_ir *e, size_t i) {
     }
     switch ((spa_irkind)e->kind) {
     case SPA_IR_IMPORT:
-        cJSON_AddStringToObject(o, "module", e->module ? e->module : "");
-        cJSON_AddStringToObject(o, "name", e->name ? e->name : "");
+        rep_add_str(o, "module", e->module);
+        rep_add_str(o, "name", e->name);
         if (e->result && e->result->kind == SPA_V_GLOBAL) {
-            cJSON_AddStringToObject(o, "raw_module", e->result->u.g.raw_module ? e->result->u.g.raw_module : "");
-            cJSON_AddStringToObject(o, "raw_name", e->result->u.g.raw_name ? e->result->u.g.raw_name : "");
+            rep_add_str(o, "raw_module", e->result->u.g.raw_module);
+            rep_add_str(o, "raw_name", e->result->u.g.raw_name);
         }
         if (e->flags & SPA_IRF_DYNAMIC) { rep_add_val(o, "module_value", e->target); rep_add_val(o, "name_value", e->arg); }
         break;
@@ -146,7 +154,7 @@ static cJSON *rep_ir(const spa_ir *e, size_t i) {
         rep_add_val(o, "args", e->arg);
         rep_add_val(o, "kwargs", e->kwargs);
         spa_val_repr_named(e->result, buf, sizeof buf);
-        cJSON_AddStringToObject(o, "text", buf);
+        rep_add_str(o, "text", buf);
         break;
     case SPA_IR_BUILD:
         rep_add_val(o, "target", e->target);
@@ -180,7 +188,7 @@ static const char *rep_note_name(spa_notekind k) {
 cJSON *spa_report_json(const spa_result *r) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
-    cJSON_AddStringToObject(o, "path", r->path ? r->path : "");
+    rep_add_str(o, "path", r->path);
     cJSON_AddStringToObject(o, "format", spa_format_name(r->format));
     cJSON_AddBoolToObject(o, "pickle_bearing", r->pickle_bearing);
     cJSON_AddNumberToObject(o, "bytes_read", (double)r->bytes_read);
@@ -189,7 +197,7 @@ cJSON *spa_report_json(const spa_result *r) {
         const spa_stream *s = &r->streams[i];
         cJSON *so = cJSON_CreateObject();
         cJSON_AddNumberToObject(so, "index", (double)i);
-        cJSON_AddStringToObject(so, "loc", s->loc ? s->loc : "");
+        rep_add_str(so, "loc", s->loc);
         cJSON_AddNumberToObject(so, "start", (double)s->start);
         cJSON_AddNumberToObject(so, "end", (double)s->end);
         cJSON_AddNumberToObject(so, "proto", s->proto);
@@ -208,11 +216,11 @@ cJSON *spa_report_json(const spa_result *r) {
         const spa_note *n = &r->notes[i];
         cJSON *no = cJSON_CreateObject();
         cJSON_AddStringToObject(no, "kind", rep_note_name(n->kind));
-        cJSON_AddStringToObject(no, "loc", n->loc ? n->loc : "");
+        rep_add_str(no, "loc", n->loc);
         cJSON_AddItemToObject(no, "error", rep_err(&n->err, false, SPA_LIM_COUNT));
         if (n->kind == SPA_NOTE_LIMIT && n->limit < SPA_LIM_COUNT)
             cJSON_AddStringToObject(no, "limit", spa_limit_name(n->limit));
-        if (n->detail) cJSON_AddStringToObject(no, "detail", n->detail);
+        if (n->detail) rep_add_str(no, "detail", n->detail);
         cJSON_AddItemToArray(ns, no);
     }
     return o;

@@ -52,6 +52,10 @@ typedef struct vm {
     spa_limit_id limit;
     bool complete;
     bool fatal;                 /* NOMEM/IO: spa_vm_run returns it */
+    /* C file-mode framing: see vm_cf_pre */
+    bool cfile;                 /* emulate it (second pass) */
+    bool frame_cross;           /* a read ran past a frame's end */
+    uint64_t cf_end;            /* content offset where the C unpickler's buffer ends */
 } vm;
 
 /* ================================================================ allocation */
@@ -303,9 +307,53 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
 }
 
 /* ================================================================ input */
+/* Framing as CPython's C unpickler does it when it reads a file object
+ * without peek() (io.BytesIO, which torch.load uses for data.pkl; or any
+ * frame of >= 128 KiB): FRAME reads the frame into its buffer, and a later
+ * read that runs past the buffer's end is served by a fresh read from the
+ * file AFTER the frame, silently skipping the rest of the frame. pickle.loads
+ * reads linearly and the pure-Python unpickler raises instead. The VM reads
+ * linearly and notes a crossing; spa_vm_run then re-runs the stream in
+ * `cfile` mode so that the IR covers both readings. */
+static void vm_cf_pre(vm *m, uint64_t n) {
+    uint64_t pos = spa_in_pos(m->in);
+    if (pos < m->cf_end && n > m->cf_end - pos) {
+        m->frame_cross = true;
+        if (m->cfile) spa_in_skip(m->in, m->cf_end - pos);
+    }
+}
+
+static void vm_cf_post(vm *m) {
+    uint64_t pos = spa_in_pos(m->in);
+    if (pos > m->cf_end) m->cf_end = pos;
+}
+
+/* FRAME of length len at the current position. Returns false (with the C
+ * unpickler's error) when cfile mode finds fewer than len bytes. */
+static bool vm_cf_frame(vm *m, uint64_t len, uint64_t off) {
+    uint64_t pos = spa_in_pos(m->in);
+    if (pos < m->cf_end && len <= m->cf_end - pos) return true; /* already buffered */
+    if (pos < m->cf_end) {
+        m->frame_cross = true;
+        if (m->cfile) { spa_in_skip(m->in, m->cf_end - pos); pos = m->cf_end; }
+    }
+    if (m->cfile) {
+        const uint8_t *p;
+        size_t got;
+        size_t want = len > (1u << 26) ? (1u << 26) : (size_t)len;
+        if (spa_in_peek(m->in, want, &p, &got) == SPA_OK && got < want) {
+            vm_fail(m, SPA_E_TRUNCATED, "FRAME runs past the end (C file reader)", off);
+            return false;
+        }
+    }
+    if (pos + len > m->cf_end) m->cf_end = pos + len;
+    return true;
+}
+
 static bool vm_read(vm *m, void *dst, size_t n, uint64_t off) {
     const uint8_t *p;
     size_t got;
+    vm_cf_pre(m, n);
     spa_code c = spa_in_peek(m->in, n, &p, &got);
     if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return false; }
     if (got < n) {
@@ -315,6 +363,7 @@ static bool vm_read(vm *m, void *dst, size_t n, uint64_t off) {
     }
     memcpy(dst, p, n);
     spa_in_skip(m->in, n);
+    vm_cf_post(m);
     return true;
 }
 
@@ -327,11 +376,28 @@ static spa_code vm_line(vm *m, const uint8_t **p, size_t *n, bool *nl, uint64_t 
     size_t maxw = (size_t)(m->lim->v[SPA_LIM_STR] + 65536);
     if (maxw > VM_MAX_LINE_WIN) maxw = VM_MAX_LINE_WIN;
     *nl = false;
+    uint64_t pos = spa_in_pos(m->in);
+    if (pos < m->cf_end) {
+        /* a line that does not end inside the buffered frame crosses it */
+        uint64_t rest = m->cf_end - pos;
+        size_t w = rest > maxw ? maxw : (size_t)rest;
+        spa_code c = spa_in_peek(m->in, w, p, &got);
+        if (c == SPA_OK && !memchr(*p, '\n', got < w ? got : w)) {
+            m->frame_cross = true;
+            if (m->cfile) spa_in_skip(m->in, m->cf_end - pos);
+        }
+    }
     for (;;) {
         spa_code c = spa_in_peek(m->in, want, p, &got);
         if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return c; }
         const uint8_t *q = memchr(*p, '\n', got);
-        if (q) { *n = (size_t)(q - *p); *nl = true; return SPA_OK; }
+        if (q) {
+            *n = (size_t)(q - *p);
+            *nl = true;
+            uint64_t after = spa_in_pos(m->in) + *n + 1;
+            if (after > m->cf_end) m->cf_end = after;
+            return SPA_OK;
+        }
         if (got < want || m->stable) { *n = got; return SPA_E_TRUNCATED; }
         if (want >= maxw) {
             vm_limit(m, SPA_LIM_STR, "text line longer than max_str", off);
@@ -358,6 +424,7 @@ static bool vm_data(vm *m, uint64_t n, const uint8_t **out, uint64_t *kept, bool
     if (!m->stable && keep > VM_MAX_LINE_WIN) keep = VM_MAX_LINE_WIN;
     const uint8_t *p;
     size_t got;
+    vm_cf_pre(m, n);
     spa_code c = spa_in_peek(m->in, (size_t)keep, &p, &got);
     if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return false; }
     if (got < keep) {
@@ -382,6 +449,7 @@ static bool vm_data(vm *m, uint64_t n, const uint8_t **out, uint64_t *kept, bool
         vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off);
         return false;
     }
+    vm_cf_post(m);
     return true;
 }
 
@@ -604,6 +672,20 @@ static const char *vm_cstr(vm *m, const uint8_t *p, size_t n) {
     return s ? s : "";
 }
 
+/* A STACK_GLOBAL operand as a C string. Python 2 strings become str through
+ * the loader's encoding (ASCII by default; latin-1 / utf-8 where loaders ask
+ * for it): valid UTF-8 is kept, anything else is read as latin-1. */
+static const char *vm_opstr(vm *m, const spa_val *v) {
+    size_t n = (size_t)v->u.s.kept;
+    if (v->kind == SPA_V_STR || vm_utf8_ok(v->u.s.p, n, false)) return vm_cstr(m, v->u.s.p, n);
+    char *o = spa_arena_alloc(m->ar, 2 * n + 1);
+    if (!o) return "";
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) j += vm_put_utf8((uint8_t *)o + j, v->u.s.p[i]);
+    o[j] = '\0';
+    return o;
+}
+
 /* ================================================================ globals */
 typedef struct { const char *m, *n, *m2, *n2; } vm_name_map;
 typedef struct { const char *m, *m2; } vm_import_map;
@@ -772,8 +854,16 @@ static void vm_resync(vm *m, uint64_t off) {
 /* ================================================================ the loop */
 static void vm_exec(vm *m);
 
+static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint32_t depth,
+                            uint32_t parent, uint32_t *idx, bool cfile);
+
 spa_code spa_vm_run(spa_scan_ctx *sc, spa_in *in, const char *loc, uint32_t depth,
                     uint32_t parent, uint32_t *idx) {
+    return vm_run_mode(sc, in, loc, depth, parent, idx, false);
+}
+
+static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint32_t depth,
+                            uint32_t parent, uint32_t *idx, bool cfile) {
     spa_stream st;
     memset(&st, 0, sizeof st);
     st.loc = loc ? loc : "";
@@ -799,6 +889,7 @@ spa_code spa_vm_run(spa_scan_ctx *sc, spa_in *in, const char *loc, uint32_t dept
     m.start = st.start;
     m.max_proto = -1;
     m.limit = SPA_LIM_COUNT;
+    m.cfile = cfile;
     m.stable = spa_in_stable(in);
     if (m.stable) {
         const uint8_t *p;
@@ -832,6 +923,20 @@ spa_code spa_vm_run(spa_scan_ctx *sc, spa_in *in, const char *loc, uint32_t dept
     s->limit = m.err.code == SPA_E_LIMIT ? m.limit : SPA_LIM_COUNT;
     s->complete = m.complete;
     if (m.fatal) return m.err.code == SPA_OK ? SPA_E_INTERNAL : m.err.code;
+    if (m.frame_cross && !cfile) {
+        /* the C unpickler reading a file would see other bytes: run that
+         * reading too, as its own stream nested under this one */
+        spa_in *again = spa_in_reopen(m.ar, in, st.start);
+        const char *l2 = spa_ctx_loc(sc, "%s#c-file-frames", st.loc);
+        if (again) {
+            uint32_t j;
+            spa_code c2 = vm_run_mode(sc, again, l2, depth, id, &j, true);
+            if (c2 == SPA_E_NOMEM || c2 == SPA_E_IO) return c2;
+        } else {
+            spa_err e = { SPA_E_UNSUPPORTED, "a read crosses a FRAME end; the C file reader's view was not re-run", 0 };
+            spa_ctx_note(sc, SPA_NOTE_INFO, st.loc, e, SPA_LIM_COUNT, NULL);
+        }
+    }
     return SPA_OK;
 }
 
@@ -878,6 +983,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
          * EOF; the pure-Python one executes what is there. Frames are not
          * boundaries for opcodes in either, so the VM only checks the size. */
         if (!vm_read(m, b, 8, off)) return;
+        vm_cf_frame(m, vm_le(b, 8), off);
         return;
     case SPA_OP_STOP: {
         POP(v);
@@ -1250,8 +1356,8 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         POP(md);
         int a = vm_str_operand(md), bb = vm_str_operand(nm);
         if (!a || !bb) { vm_fail(m, SPA_E_STACK, "STACK_GLOBAL requires str", off); return; }
-        const char *mod = a == 1 ? vm_cstr(m, md->u.s.p, (size_t)md->u.s.kept) : "<dynamic>";
-        const char *name = bb == 1 ? vm_cstr(m, nm->u.s.p, (size_t)nm->u.s.kept) : "<dynamic>";
+        const char *mod = a == 1 ? vm_opstr(m, md) : "<dynamic>";
+        const char *name = bb == 1 ? vm_opstr(m, nm) : "<dynamic>";
         uint16_t fl = (a == 2 || bb == 2) ? SPA_IRF_DYNAMIC : 0;
         size_t nir0 = m->nir;
         spa_val *g = vm_global(m, op, off, mod, name, fl);
