@@ -252,6 +252,14 @@ spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream) {
         }
     }
     spa_format fmt = spc_sniff(p, got, c->size);
+    if (fmt == SPA_FMT_NONE && c->src && c->size != UINT64_MAX && c->size >= 22) {
+        /* zipfile (pandas, numpy) also opens a zip with data prepended: look for
+         * an end-of-central-directory record (no comment) at the very end */
+        uint8_t tail[22];
+        if (spc_pread_full(c->src, tail, sizeof tail, c->size - sizeof tail) == SPA_OK &&
+            memcmp(tail, "PK\x05\x06", 4) == 0 && tail[20] == 0 && tail[21] == 0)
+            fmt = SPA_FMT_ZIP;
+    }
     if (c->depth == 0) s->top_fmt = fmt;
     spa_code rc = SPA_OK;
     switch (fmt) {

@@ -1,0 +1,196 @@
+/* test_nested.c - nested pickles (raw bytes, base64, hex, latin1 text) are
+ * scanned as child streams with depth and parent; the nesting limit is a
+ * reported limit; harmless strings are not; joblib's dtype arithmetic and a
+ * hand-built joblib stream whose payload sits after the raw array bytes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "containers.h"
+#include "t.h"
+
+static const char PAYLOAD[] = "cos\nsystem\n(S'echo x'\ntR.";
+#define PAYLOAD_N (sizeof PAYLOAD - 1)
+
+static spa_result *scan_buf(const uint8_t *p, size_t n, const spa_limits *lim) {
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    if (lim) o.limits = *lim;
+    o.name = "n.pkl";
+    spa_result *r = NULL;
+    spa_err e;
+    if (spa_scan_mem(&o, p, n, &r, &e) != SPA_OK) return NULL;
+    return r;
+}
+
+static const spa_stream *payload_stream(const spa_result *r) {
+    for (size_t i = 0; r && i < r->n_streams; i++)
+        for (size_t k = 0; k < r->streams[i].n_ir; k++)
+            if (r->streams[i].ir[k].kind == SPA_IR_IMPORT && !strcmp(r->streams[i].ir[k].name, "system"))
+                return &r->streams[i];
+    return NULL;
+}
+
+/* protocol 3: BINBYTES (or BINUNICODE for text) of s, then STOP */
+static size_t wrap(uint8_t *out, char op, const void *s, size_t n) {
+    out[0] = 0x80; out[1] = 3; out[2] = (uint8_t)op;
+    out[3] = (uint8_t)n; out[4] = (uint8_t)(n >> 8); out[5] = (uint8_t)(n >> 16); out[6] = (uint8_t)(n >> 24);
+    memcpy(out + 7, s, n);
+    out[7 + n] = '.';
+    return n + 8;
+}
+
+static void test_encodings(void) {
+    static uint8_t b[4096];
+    static char enc[1024];
+    static const char b64tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    /* raw bytes */
+    size_t n = wrap(b, 'B', PAYLOAD, PAYLOAD_N);
+    spa_result *r = scan_buf(b, n, NULL);
+    const spa_stream *s = payload_stream(r);
+    T_CHECK(s && s->depth == 1 && s->parent == 0 && !strncmp(s->loc, "n.pkl!const@", 12));
+    T_CHECK(r && r->n_streams == 2 && r->streams[0].n_ir >= 1 && r->streams[0].ir[0].kind == SPA_IR_NESTED &&
+            r->streams[0].ir[0].nested_stream == 1);
+    spa_result_free(r);
+    /* hex text */
+    for (size_t i = 0; i < PAYLOAD_N; i++) snprintf(enc + 2 * i, 3, "%02x", (unsigned char)PAYLOAD[i]);
+    n = wrap(b, 'X', enc, 2 * PAYLOAD_N);
+    r = scan_buf(b, n, NULL);
+    s = payload_stream(r);
+    T_CHECK(s && !strncmp(s->loc, "n.pkl!hex@", 10));
+    spa_result_free(r);
+    /* base64 text */
+    size_t o = 0;
+    const uint8_t *in = (const uint8_t *)PAYLOAD;
+    for (size_t i = 0; i < PAYLOAD_N; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < PAYLOAD_N ? (uint32_t)in[i + 1] << 8 : 0) |
+                     (i + 2 < PAYLOAD_N ? in[i + 2] : 0);
+        enc[o++] = b64tab[v >> 18 & 63];
+        enc[o++] = b64tab[v >> 12 & 63];
+        enc[o++] = i + 1 < PAYLOAD_N ? b64tab[v >> 6 & 63] : '=';
+        enc[o++] = i + 2 < PAYLOAD_N ? b64tab[v & 63] : '=';
+    }
+    n = wrap(b, 'X', enc, o);
+    r = scan_buf(b, n, NULL);
+    s = payload_stream(r);
+    T_CHECK(s && !strncmp(s->loc, "n.pkl!base64@", 13));
+    spa_result_free(r);
+    /* latin1 text: a protocol-2 payload whose \x80 becomes U+0080 in UTF-8 */
+    static const char p2[] = "\x80\x02" "cos\nsystem\nq\x00X\x06\x00\x00\x00" "echo x\x85R.";
+    o = 0;
+    for (size_t i = 0; i < sizeof p2 - 1; i++) {
+        uint8_t c = (uint8_t)p2[i];
+        if (c < 0x80) enc[o++] = (char)c;
+        else { enc[o++] = (char)(0xc0 | c >> 6); enc[o++] = (char)(0x80 | (c & 0x3f)); }
+    }
+    n = wrap(b, 'X', enc, o);
+    r = scan_buf(b, n, NULL);
+    s = payload_stream(r);
+    T_CHECK(s && !strncmp(s->loc, "n.pkl!latin1@", 13));
+    spa_result_free(r);
+}
+
+static void test_harmless_strings_are_not_nested(void) {
+    static const char *texts[] = {
+        "hello world, this is text", "0123456789abcdef0123", "SGVsbG8gd29ybGQgdGhpcyBpcyB0ZXh0",
+        "Now is the time for all good men", "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    };
+    static uint8_t b[256];
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        size_t n = wrap(b, 'X', texts[i], strlen(texts[i]));
+        spa_result *r = scan_buf(b, n, NULL);
+        T_CHECK_MSG(r && r->n_streams == 1, "%s", texts[i]);
+        spa_result_free(r);
+    }
+}
+
+static void test_depth_limit(void) {
+    /* 30 levels of bytes-in-pickle around the payload */
+    size_t cap = PAYLOAD_N + 30 * 8 + 16;
+    uint8_t *a = malloc(cap), *b = malloc(cap);
+    memcpy(a, PAYLOAD, PAYLOAD_N);
+    size_t n = PAYLOAD_N;
+    for (int i = 0; i < 30; i++) {
+        n = wrap(b, 'B', a, n);
+        uint8_t *t = a; a = b; b = t;
+    }
+    spa_limits l;
+    spa_limits_default(&l);
+    l.v[SPA_LIM_NEST] = 8;
+    spa_result *r = scan_buf(a, n, &l);
+    T_CHECK(r && r->pickle_bearing);
+    int lim = 0;
+    for (size_t i = 0; r && i < r->n_notes; i++) lim += r->notes[i].kind == SPA_NOTE_LIMIT && r->notes[i].limit == SPA_LIM_NEST;
+    T_EQ_INT(lim, 1);
+    T_CHECK(r && r->n_streams == 9);
+    spa_result_free(r);
+    free(a);
+    free(b);
+}
+
+static void test_decoders(void) {
+    uint8_t o[64];
+    T_EQ_INT(spc_b64_decode((const uint8_t *)"aGVsbG8=", 8, o, sizeof o), 5);
+    T_CHECK(!memcmp(o, "hello", 5));
+    T_EQ_INT(spc_b64_decode((const uint8_t *)"aGVs!G8=", 8, o, sizeof o), 0);
+    T_EQ_INT(spc_hex_decode((const uint8_t *)"68656c6c6f", 10, o, sizeof o), 5);
+    T_EQ_INT(spc_hex_decode((const uint8_t *)"68656c6c6", 9, o, sizeof o), 0);
+    T_EQ_INT(spc_latin1_from_utf8((const uint8_t *)"a\xc2\x80\xc3\xbf", 5, o, sizeof o), 3);
+    T_CHECK(o[1] == 0x80 && o[2] == 0xff);
+    T_EQ_INT(spc_latin1_from_utf8((const uint8_t *)"\xe2\x82\xac", 3, o, sizeof o), 0); /* U+20AC */
+}
+
+static void test_joblib_itemsize(void) {
+    static const struct { const char *d; uint64_t sz; bool obj, ok; } t[] = {
+        {"f8", 8, false, true}, {"<i4", 4, false, true}, {"U5", 20, false, true}, {"S3", 3, false, true},
+        {"V16", 16, false, true}, {"b1", 1, false, true}, {"c16", 16, false, true}, {"M8", 8, false, true},
+        {"O8", 8, true, true}, {"O", 8, true, true}, {"d", 8, false, true}, {"?", 1, false, true},
+        {"x4", 0, false, false}, {"f99999999999999999999999", 0, false, false}, {"", 0, false, false},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        uint64_t sz;
+        bool obj;
+        bool ok = spc_joblib_itemsize(t[i].d, strlen(t[i].d), &sz, &obj);
+        T_CHECK_MSG(ok == t[i].ok && (!ok || (sz == t[i].sz && obj == t[i].obj)), "%s", t[i].d);
+    }
+}
+
+/* A joblib-like stream by hand: NumpyArrayWrapper with shape (3,) and dtype
+ * f8, BUILD, then 1 padding-length byte + padding + 24 raw bytes that are not
+ * a pickle, then the payload still in the same stream. */
+static void test_joblib_skip(void) {
+    static const char head[] =
+        "\x80\x02" "cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81}(X\x05\x00\x00\x00" "shapeK\x03\x85"
+        "X\x05\x00\x00\x00" "dtypecnumpy\ndtype\nX\x02\x00\x00\x00" "f8\x89\x88\x87R"
+        "X\x1b\x00\x00\x00" "numpy_array_alignment_bytesK\x10ub";
+    uint8_t b[512];
+    size_t n = sizeof head - 1;
+    memcpy(b, head, n);
+    size_t pad = 16 - ((n + 1) % 16);
+    b[n++] = (uint8_t)pad;
+    memset(b + n, 0xff, pad);
+    n += pad;
+    memset(b + n, 'x', 24); /* 'x' is not an opcode: a strict parser would stop here */
+    n += 24;
+    b[n++] = '0'; /* POP the array, then the payload */
+    memcpy(b + n, PAYLOAD, PAYLOAD_N);
+    n += PAYLOAD_N;
+    spa_result *r = scan_buf(b, n, NULL);
+    const spa_stream *s = payload_stream(r);
+    T_CHECK(s && s == &r->streams[0]);
+    T_CHECK(r && r->n_notes == 0);
+    spa_result_free(r);
+    /* a wrong shape: resync, and say so */
+    uint8_t c[512];
+    memcpy(c, b, n);
+    uint8_t *sh = memmem(c, n, "shapeK\x03\x85", 8);
+    T_CHECK(sh != NULL);
+    if (sh) { sh[5] = 'N'; sh[6] = 0x88; sh[7] = 0x86; } /* shape = (None, True): not integers */
+    r = scan_buf(c, n, NULL);
+    int resync = 0;
+    for (size_t i = 0; r && i < r->n_notes; i++) resync += r->notes[i].kind == SPA_NOTE_RESYNC;
+    T_CHECK(resync >= 1);
+    spa_result_free(r);
+}
+
+T_MAIN("nested", T_CASE(test_encodings), T_CASE(test_harmless_strings_are_not_nested), T_CASE(test_depth_limit),
+       T_CASE(test_decoders), T_CASE(test_joblib_itemsize), T_CASE(test_joblib_skip))
