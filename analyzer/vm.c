@@ -337,12 +337,15 @@ static bool vm_cf_frame(vm *m, uint64_t len, uint64_t off) {
         m->frame_cross = true;
         if (m->cfile) { spa_in_skip(m->in, m->cf_end - pos); pos = m->cf_end; }
     }
-    if (m->cfile) {
-        const uint8_t *p;
-        size_t got;
-        size_t want = len > (1u << 26) ? (1u << 26) : (size_t)len;
-        if (spa_in_peek(m->in, want, &p, &got) == SPA_OK && got < want) {
-            vm_fail(m, SPA_E_TRUNCATED, "FRAME runs past the end (C file reader)", off);
+    /* a FRAME past EOF: the C unpickler fails right here, the pure-Python
+     * one runs what is there (the linear reading) */
+    const uint8_t *p;
+    size_t got;
+    size_t want = len > (1u << 26) ? (1u << 26) : (size_t)len;
+    if (spa_in_peek(m->in, want, &p, &got) == SPA_OK && got < want) {
+        m->frame_cross = true;
+        if (m->cfile) {
+            vm_fail(m, SPA_E_TRUNCATED, "FRAME runs past the end (C unpickler)", off);
             return false;
         }
     }
