@@ -165,10 +165,11 @@ static void cl_render_val(char *out, size_t n, const spa_val *v, int depth) {
             [SPA_V_DICT] = "}", [SPA_V_SET] = "}", [SPA_V_FROZENSET] = "})"};
         if (depth > 2) { cl_fmt(out, n, "%s...%s", open[v->kind], close[v->kind]); return; }
         size_t k = (size_t)cl_fmt(out, n, "%s", open[v->kind]);
-        for (uint32_t i = 0; i < v->n && i < 3 && k + 8 < n; i++) {
+        bool dict = v->kind == SPA_V_DICT;
+        for (uint32_t i = 0; i < v->n && i < (dict ? 4u : 3u) && k + 8 < n; i++) {
             char item[100];
             cl_render_val(item, sizeof item, v->u.seq.items ? v->u.seq.items[i] : NULL, depth + 1);
-            k += (size_t)cl_fmt(out + k, n - k, "%s%s", i ? ", " : "", item);
+            k += (size_t)cl_fmt(out + k, n - k, "%s%s", i ? (dict && (i & 1) ? ": " : ", ") : "", item);
         }
         if ((v->n > 3 || v->u.seq.count > v->n) && k + 5 < n)
             k += (size_t)cl_fmt(out + k, n - k, ", ...");
@@ -538,6 +539,20 @@ static void cl_judge_reference(cl_ctx *c, const spa_target *t, const char *how, 
         return;
     }
     if (t->kind != SPA_T_GLOBAL) { j->sev = SPA_VERDICT_SAFE; j->rule = NULL; return; } /* bound method */
+    if (!t->from_module) {
+        /* an attribute of a class or function (enum members, classmethods): a reference
+         * that is judged when called; only dunder traversal is reflection by itself */
+        const char *last = strrchr(t->name, '.');
+        last = last ? last + 1 : t->name;
+        size_t ln = strlen(last);
+        if (ln > 4 && !strncmp(last, "__", 2) && !strcmp(last + ln - 2, "__")) {
+            cl_set(j, SPA_VERDICT_MALICIOUS, "reflect.dunder", "%s reaches the attribute %s of %s", how, last, ts);
+            return;
+        }
+        j->sev = SPA_VERDICT_SAFE;
+        j->rule = NULL;
+        return;
+    }
     int pr = spa_policy_global_rule(c->p, t->module, t->name);
     if (pr > 0) { j->sev = SPA_VERDICT_SAFE; j->rule = NULL; return; }
     spa_kbhit h;
@@ -599,6 +614,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             else r.kind = SPA_T_OBJECT;
         } else if (base.kind == SPA_T_MODULE) {
             r.kind = SPA_T_GLOBAL;
+            r.from_module = true;
             cl_fmt(r.module, sizeof r.module, "%s", base.module);
             cl_fmt(r.name, sizeof r.name, "%s", t->aux);
         } else if (base.kind == SPA_T_GLOBAL) {
@@ -676,6 +692,12 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             spa_resolve(&fake, &r, 0);
             cl_judge_reference(c, &r, call, j);
             cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, false, j);
+            return;
+        }
+        if (spa_target_is(t, "operator", "attrgetter") || spa_target_is(t, "operator", "itemgetter") ||
+            spa_target_is(t, "operator", "methodcaller")) {
+            /* building the getter does nothing; calling it is judged where it happens */
+            cl_args_rules(c, ts, args, NULL, SPA_KB_UNKNOWN, false, j);
             return;
         }
         if (spa_target_is(t, "functools", "partial")) {
@@ -848,7 +870,8 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
         switch (e->kind) {
         case SPA_IR_IMPORT: {
             if ((e->flags & SPA_IRF_EXT) || e->opcode == 0x82 || e->opcode == 0x83 || e->opcode == 0x84) {
-                cl_set(&j, SPA_VERDICT_MALICIOUS, "opcode.ext_registry",
+                /* a reference; calling what it fetches is judged as an unresolved call */
+                cl_set(&j, SPA_VERDICT_SUSPICIOUS, "opcode.ext_registry",
                        "EXT opcode fetches a global from the copyreg extension registry (%s.%s)",
                        e->module ? e->module : "?", e->name ? e->name : "?");
             } else if ((e->flags & SPA_IRF_DYNAMIC) || !e->module || !e->name || e->module[0] == '<' || e->name[0] == '<') {
@@ -919,7 +942,8 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
         if (spa_policy_global_rule(c->p, e->module, e->name) != 0) continue;
         spa_kbhit h;
         spa_kbcat cat = spa_kb_judge(e->module, e->name, &h);
-        if (cat == SPA_KB_DATA || cat == SPA_KB_UNKNOWN || h.how == SPA_KBH_EFFECT) continue;
+        if (cat == SPA_KB_DATA || cat == SPA_KB_UNKNOWN || cat == SPA_KB_STDLIB_OTHER || h.how == SPA_KBH_EFFECT)
+            continue;
         cl_judgement j;
         cl_set(&j, SPA_VERDICT_SUSPICIOUS, "global.reference",
                "references %s.%s (%s, KB %s) without calling it", e->module, e->name,

@@ -64,6 +64,7 @@ static void rs_attr(spa_target *t, const spa_target *base, const char *attr) {
         char mod[160];
         rs_fmt(mod, sizeof mod, "%s", base->module);
         rs_global(&out, mod, attr);
+        out.from_module = true;
         break;
     }
     case SPA_T_GLOBAL: { /* Class.attr or module-level object .attr */
@@ -185,6 +186,7 @@ void spa_resolve(const spa_val *v, spa_target *t, int depth) {
                 else { t->kind = SPA_T_MODULE; spa_kb_canon(s, t->module, sizeof t->module); }
             }
             t->via_reflection = true;
+            t->from_module = true;
             return;
         }
         if (rs_is(&c, "operator", "attrgetter") || rs_is(&c, "operator", "itemgetter")) {

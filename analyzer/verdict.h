@@ -66,6 +66,7 @@ typedef struct spa_target {
     spa_tkind kind;
     bool via_reflection;    /* reached through getattr/import/getitem/... */
     bool itemgetter;        /* SPA_T_GETTER: item (true) or attribute (false) */
+    bool from_module;       /* SPA_T_GLOBAL reached as an attribute of a module object */
     char module[160];       /* SPA_T_GLOBAL: canonical module; SPA_T_MODULE: module name */
     char name[256];         /* SPA_T_GLOBAL: dotted name */
     char aux[128];          /* getter attribute/key, methodcaller name */
