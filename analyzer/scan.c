@@ -305,7 +305,10 @@ void spa_scan_opts_default(spa_scan_opts *o) {
     o->name = NULL;
 }
 
-spa_code spa_scan_src(const spa_scan_opts *o, const spa_src *src, spa_result **out, spa_err *err) {
+/* Scan src; force != SPA_FMT_COUNT skips sniffing the outermost content and
+ * hands it to that format's reader (fuzz harnesses aim at one reader). */
+static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format force, spa_result **out,
+                        spa_err *err) {
     spa_err dummy;
     if (!err) err = &dummy;
     if (out) *out = NULL;
@@ -355,7 +358,25 @@ spa_code spa_scan_src(const spa_scan_opts *o, const spa_src *src, spa_result **o
     if (!c.loc) c.loc = "<input>";
     c.depth = 0;
     c.parent = UINT32_MAX;
-    spc_dispatch(&s, &c, NULL);
+    if (force == SPA_FMT_COUNT) {
+        spc_dispatch(&s, &c, NULL);
+    } else {
+        s.top_fmt = force;
+        switch (force) {
+        case SPA_FMT_ZIP: spc_zip(&s, &c); break;
+        case SPA_FMT_TAR: spc_tar(&s, &c); break;
+        case SPA_FMT_NPY: spc_npy(&s, &c, NULL); break;
+        case SPA_FMT_TORCH_LEGACY: spc_torch_legacy(&s, &c, NULL); break;
+        case SPA_FMT_PICKLE:
+            if (spc_content_in(&s, &c)) spc_pickles(&s, c.in, c.size, c.loc, 0, UINT32_MAX, 0, NULL);
+            break;
+        case SPA_FMT_GZIP: case SPA_FMT_BZ2: case SPA_FMT_XZ: case SPA_FMT_ZLIB:
+        case SPA_FMT_ZSTD: case SPA_FMT_LZ4: case SPA_FMT_JOBLIB:
+            spc_decomp(&s, &c, force, NULL);
+            break;
+        default: spc_dispatch(&s, &c, NULL); break;
+        }
+    }
     if (s.fatal) {
         *err = s.fatal_err;
         spa_ctx_destroy(sc);
@@ -373,6 +394,18 @@ spa_code spa_scan_src(const spa_scan_opts *o, const spa_src *src, spa_result **o
     if (s.pickle_bearing || r->n_streams > 0) r->pickle_bearing = true;
     *out = r;
     return SPA_OK;
+}
+
+spa_code spa_scan_src(const spa_scan_opts *o, const spa_src *src, spa_result **out, spa_err *err) {
+    return sc_scan(o, src, SPA_FMT_COUNT, out, err);
+}
+
+spa_code spc_scan_as(const spa_scan_opts *o, const uint8_t *p, size_t n, spa_format fmt, spa_result **out) {
+    spa_src src;
+    spa_err err;
+    static const uint8_t empty[1] = {0};
+    spa_src_mem(&src, p ? p : empty, p ? n : 0);
+    return sc_scan(o, &src, fmt, out, &err);
 }
 
 spa_code spa_scan_mem(const spa_scan_opts *o, const uint8_t *p, size_t n, spa_result **out,
