@@ -25,7 +25,7 @@ extern char **environ;
 #define JUP_DEFAULT_DISPLAY "Python 3 (safepickle)"
 #define JUP_DEFAULT_PYTHON  "/usr/bin/python3"
 #define JUP_MAX_KERNELJSON  (1u << 20)  /* bytes of an existing kernel.json read */
-#define JUP_MAX_PYOUT       4096        /* bytes of the interpreter's answer read */
+#define JUP_MAX_LOGO        (1u << 20)  /* bytes of one logo file copied */
 
 typedef enum { JUP_USER = 0, JUP_SYS_PREFIX, JUP_PREFIX } jup_where;
 
@@ -74,7 +74,7 @@ static bool jup_name_ok(const char *n) {
     return true;
 }
 
-/* Run PY -c CODE, capture up to JUP_MAX_PYOUT bytes of stdout into out.
+/* Run PY -c CODE, capture up to outsz-1 bytes of its stdout into out.
  * Returns the exit status (or -1 if it could not run). */
 static int jup_run_python(const char *py, const char *code, char *out, size_t outsz) {
     int fds[2];
@@ -178,12 +178,34 @@ static char *jup_env_escape(const char *s) {
     return o;
 }
 
+/* The kernel's logos, copied from ipykernel's resources so the launcher shows
+ * the usual Python icon (best effort: a missing logo is not an error). */
+static const char *const jup_logos[] = { "logo-32x32.png", "logo-64x64.png", "logo-svg.svg" };
+
+static void jup_copy_logos(const char *resdir, const char *kdir) {
+    for (size_t i = 0; i < sizeof jup_logos / sizeof jup_logos[0]; i++) {
+        char src[PATH_MAX], dst[PATH_MAX];
+        if ((size_t)snprintf(src, sizeof src, "%s/%s", resdir, jup_logos[i]) >= sizeof src ||
+            (size_t)snprintf(dst, sizeof dst, "%s/%s", kdir, jup_logos[i]) >= sizeof dst)
+            continue;
+        size_t len = 0;
+        char *data = dep_read_file(src, JUP_MAX_LOGO, &len);
+        if (!data) continue;
+        if (dep_write_atomic(dst, data, len, 0644) != 0)
+            fprintf(stderr, "safepickle jupyter: note: cannot copy %s: %s\n", jup_logos[i], strerror(errno));
+        free(data);
+    }
+}
+
 static int jup_install(const jup_opts *o) {
     if (access(o->python, X_OK) != 0)
         return jup_fail("interpreter %s: %s", o->python, strerror(errno));
-    if (jup_run_python(o->python, "import importlib.util, sys\n"
-                                  "sys.exit(0 if importlib.util.find_spec('ipykernel_launcher') else 1)",
-                       NULL, 0) != 0)
+    char res[PATH_MAX];
+    if (jup_run_python(o->python, "import importlib.util, os, sys\n"
+                                  "s = importlib.util.find_spec('ipykernel')\n"
+                                  "if not s or not importlib.util.find_spec('ipykernel_launcher'): sys.exit(1)\n"
+                                  "print(os.path.join(os.path.dirname(s.origin), 'resources'))",
+                       res, sizeof res) != 0)
         return jup_fail("%s cannot import ipykernel (Debian: apt-get install python3-ipykernel)",
                         o->python);
     char lib[PATH_MAX];
@@ -243,6 +265,7 @@ static int jup_install(const jup_opts *o) {
     int e = errno;
     free(txt);
     if (wr != 0) return jup_fail("cannot write %s: %s", path, strerror(e));
+    jup_copy_logos(res, kdir);
     printf("installed kernelspec '%s' in %s\n  %s -m ipykernel_launcher, LD_PRELOAD=%s\n  policy: %s\n"
            "select \"%s\" as the notebook's kernel; `safepickle doctor` lists it.\n",
            o->name, kdir, o->python, lib, o->policy ? pol : "embedded default", o->display);
@@ -263,6 +286,10 @@ static int jup_uninstall(const jup_opts *o) {
     if ((size_t)snprintf(path, sizeof path, "%s/kernel.json", kdir) >= sizeof path)
         return jup_fail("path too long");
     if (unlink(path) != 0) return jup_fail("cannot remove %s: %s", path, strerror(errno));
+    for (size_t i = 0; i < sizeof jup_logos / sizeof jup_logos[0]; i++) {
+        char logo[PATH_MAX];
+        if ((size_t)snprintf(logo, sizeof logo, "%s/%s", kdir, jup_logos[i]) < sizeof logo) unlink(logo);
+    }
     if (rmdir(kdir) != 0)
         printf("removed %s; %s kept (it holds other files: %s)\n", path, kdir, strerror(errno));
     else

@@ -91,6 +91,7 @@ def test_install_writes_kernelspec(datadir):
     assert spec["argv"] == ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     assert os.path.samefile(spec["env"]["LD_PRELOAD"], LIB)
     assert "SAFEPICKLE_POLICY" not in spec["env"]  # no --policy: the embedded default
+    assert (datadir / "kernels" / KERNEL / "logo-64x64.png").stat().st_size > 0  # the usual icon
     from jupyter_client.kernelspec import KernelSpecManager
     assert KERNEL in KernelSpecManager().find_kernel_specs()
     # a second install replaces our own kernelspec; a foreign one is kept without --force
