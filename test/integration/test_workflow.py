@@ -1,0 +1,230 @@
+"""test_workflow.py - the everyday workflow: `safepickle scan` on a Hugging-Face-style model
+folder (pickle and non-pickle files side by side, a large safetensors skipped after its
+first bytes, progress on a terminal, a final summary) and `safepickle trust FILE`
+(a reviewed file's digest added to a policy, with its effect under the preload)."""
+import hashlib
+import json
+import os
+import pty
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import CLI, LIB, PYTHON, REPO, clean_env, run_cli, run_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIG = 256 << 20  # sparse safetensors payload size: bytes a scan must NOT read
+
+
+def build(code, **kw):
+    r = run_py("import os, sys\nsys.path.insert(0, %r)\nfrom spgen import Reduce, touch_cmd\n" % HERE
+               + code % kw, preload=False)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    """A model folder as `huggingface-cli download` leaves it, plus one planted payload."""
+    d = tmp_path_factory.mktemp("hf") / "my-model"
+    (d / "checkpoint-100").mkdir(parents=True)
+    marker = d.parent / "PAYLOAD_RAN"
+    build(r"""
+import argparse, json, struct, joblib, torch
+from sklearn.preprocessing import StandardScaler
+d = %(d)r
+torch.save({"embed.weight": torch.randn(16, 8), "head.bias": torch.zeros(8)}, d + "/pytorch_model.bin")
+torch.save(argparse.Namespace(lr=3e-4, epochs=2, output_dir="out"), d + "/training_args.bin")
+torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3, "hyper_parameters": {"lr": 0.1}},
+           d + "/last.ckpt")
+torch.save({"step": 100, "rng": torch.get_rng_state()}, d + "/checkpoint-100/rng_state.pth")
+torch.save({"state": {}, "param_groups": [{"lr": 0.1}], "hook": Reduce(os.system, (touch_cmd(%(m)r),))},
+           d + "/checkpoint-100/optimizer.pt")
+joblib.dump(StandardScaler().fit([[0.0], [2.0]]), d + "/scaler.joblib")
+json.dump({"architectures": ["Tiny"], "hidden_size": 8}, open(d + "/config.json", "w"))
+json.dump({"version": "1.0", "model": {"vocab": {"a": 0}}}, open(d + "/tokenizer.json", "w"))
+open(d + "/README.md", "w").write("# tiny model\n")
+open(d + "/.gitattributes", "w").write("*.bin filter=lfs\n")
+hdr = json.dumps({"__metadata__": {"format": "pt"},
+                  "w": {"dtype": "F32", "shape": [%(n)d], "data_offsets": [0, %(b)d]}}).encode()
+hdr += b" " * (0x160 - len(hdr))  # padded with spaces to 8-byte alignment, as the writer does
+with open(d + "/model.safetensors", "wb") as f:
+    f.write(struct.pack("<Q", len(hdr)) + hdr)
+    f.truncate(8 + len(hdr) + %(b)d)
+""", d=str(d), m=str(marker), n=BIG // 4, b=BIG)
+    return d, marker
+
+
+def scan_io(args):
+    """Run `safepickle scan ARGS` from a shell and return (rc, stdout, stderr, bytes the
+    scan read): /proc/PID/io of the shell includes its reaped child's rchar."""
+    sh = 'before=$(awk \'/^rchar/{print $2}\' /proc/$$/io); "$@" >"$OUT" 2>"$ERR"; rc=$?; ' \
+         'after=$(awk \'/^rchar/{print $2}\' /proc/$$/io); echo "$rc $((after - before))"'
+    tmp = os.path.join(os.path.dirname(str(args[-1])), "")
+    out, err = os.path.join(tmp, "scan.out"), os.path.join(tmp, "scan.err")
+    r = subprocess.run(["/bin/bash", "-c", sh, "sh", CLI, "scan", *map(str, args)], capture_output=True,
+                       text=True, env=clean_env(OUT=out, ERR=err), timeout=600)
+    rc, nread = map(int, r.stdout.split())
+    return rc, open(out).read(), open(err).read(), nread
+
+
+def parse_scan(out):
+    """{file name: (format, verdict, action)} from `safepickle scan`'s text output:
+    a "PATH: FORMAT, N streams" line opens a file's record, "verdict: V  action: A" closes it."""
+    res, cur = {}, None
+    for ln in out.splitlines():
+        m = re.match(r"^(/\S.*): (\w+), \d+ streams?$", ln)
+        if m:
+            cur = (os.path.basename(m.group(1)), m.group(2))
+            continue
+        m = re.match(r"^verdict: (\w+)\s+action: (\w+)", ln)
+        if m and cur:
+            res[cur[0]] = (cur[1], m.group(1), m.group(2))
+            cur = None
+    return res
+
+
+def test_scan_model_folder(hf_folder):
+    d, marker = hf_folder
+    rc, out, err, nread = scan_io([d])
+    assert rc == 1, out + err  # something would be blocked
+    files = parse_scan(out)
+    assert len(files) == 11, files  # every regular file, in subfolders too
+    assert files["optimizer.pt"][1:] == ("malicious", "block"), files
+    for benign in ("pytorch_model.bin", "training_args.bin", "last.ckpt", "rng_state.pth", "scaler.joblib"):
+        assert files[benign][1:] == ("safe", "allow"), (benign, files[benign])
+    # files that bear no pickle are recognised by their bytes and allowed
+    for other in ("model.safetensors", "config.json", "tokenizer.json", "README.md", ".gitattributes"):
+        assert files[other] == ("none", "safe", "allow"), (other, files[other])
+    # and the 256 MiB safetensors is skipped after its first bytes
+    pickles = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs
+                  if not f.endswith(".safetensors"))
+    assert nread < pickles + (8 << 20), "scan read %d bytes of a %d-byte folder" % (nread, pickles + BIG)
+    assert not marker.exists()
+
+
+@pytest.mark.xfail(strict=False, reason="analyzer/sniff.c judges a file by its first byte; a safetensors "
+                   "file starts with its header length (u64 LE), so a low byte that is a pickle opcode makes "
+                   "it 'pickle': 0x82-0x84 (EXT1/2/4) come out malicious, newline-terminated opcodes (L, I, F, "
+                   "S, P, ...) over >max_str bytes without a newline come out unscannable; both are blocked. "
+                   "Needs a safetensors recogniser (u64 N, '{' at byte 8, N+8 <= size) returning SPA_FMT_NONE.")
+def test_safetensors_are_never_pickles(tmp_path):
+    """Every possible low byte of the header length: a real file's is arbitrary."""
+    d = tmp_path / "st"
+    d.mkdir()
+    build(r"""
+import json, struct
+for lo in range(256):
+    n = 0x100 + lo
+    hdr = json.dumps({"__metadata__": {"format": "pt"},
+                      "w": {"dtype": "F32", "shape": [1 << 22], "data_offsets": [0, 1 << 24]}}).encode()
+    with open(%(d)r + "/%%03d.safetensors" %% lo, "wb") as f:
+        f.write(struct.pack("<Q", n) + hdr + b" " * (n - len(hdr)))
+        f.truncate(8 + n + (1 << 24))
+""", d=str(d))
+    r = run_cli("scan", d)
+    files = parse_scan(r.stdout)
+    assert len(files) == 256
+    wrong = {k: v for k, v in files.items() if v != ("none", "safe", "allow")}
+    assert not wrong, "%d of 256 safetensors judged as pickles: %s" % (len(wrong), sorted(wrong.items())[:20])
+    assert r.returncode == 0
+
+
+def test_scan_progress_on_a_terminal(hf_folder):
+    d, _ = hf_folder
+    master, slave = pty.openpty()
+    p = subprocess.Popen([CLI, "scan", str(d)], stdout=subprocess.PIPE, stderr=slave, env=clean_env())
+    os.close(slave)
+    tty = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        tty += chunk
+    p.stdout.read()
+    p.wait(timeout=300)
+    os.close(master)
+    piped = subprocess.run([CLI, "scan", str(d)], capture_output=True, env=clean_env())
+    # progress is written only to a terminal, and it names the folder's files as it goes
+    assert len(tty) > len(piped.stderr), (tty, piped.stderr)
+    assert b"optimizer.pt" in tty or b"/" in tty
+
+
+# ------------------------------------------------------------------ trust
+
+@pytest.fixture
+def reviewed(tmp_path, marker):
+    """A pickle the default policy blocks (it runs a command), and a policy file."""
+    f = tmp_path / "reviewed.pkl"
+    build('import pickle\npickle.dump(Reduce(os.system, (touch_cmd(%(m)r),)), open(%(f)r, "wb"))',
+          m=str(marker), f=str(f))
+    pol = tmp_path / "policy.json"
+    shutil.copy(os.path.join(REPO, "policies", "default.json"), pol)
+    os.chmod(pol, 0o640)
+    return f, pol
+
+
+def load_under(pol, f):
+    return subprocess.run([PYTHON, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))", str(f)],
+                          env=clean_env(LD_PRELOAD=LIB, SAFEPICKLE_POLICY=pol), capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_trust_adds_digest(reviewed, marker):
+    f, pol = reviewed
+    r = run_cli("trust", f, "--policy", pol)
+    assert r.returncode == 0, r.stderr
+    digest = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert "malicious" in r.stdout and digest in r.stdout  # the reviewer sees what they accept
+    doc = json.loads(pol.read_text())
+    assert doc["trusted"]["sha256"].count(digest) == 1
+    assert os.stat(pol).st_mode & 0o777 == 0o640  # mode kept
+    assert run_cli("policy", "check", pol).returncode == 0
+    r = run_cli("doctor", env={"SAFEPICKLE_POLICY": pol, "HOME": pol.parent})
+    assert "trusted digests: 1" in r.stdout
+    # idempotent
+    r = run_cli("trust", f, "--policy", pol)
+    assert r.returncode == 0 and "already trusted" in r.stdout
+    assert json.loads(pol.read_text())["trusted"]["sha256"].count(digest) == 1
+
+
+@pytest.mark.xfail(strict=False, reason="trusted.sha256 is parsed into spa_policy but nothing applies it: "
+                   "spa_policy_decide checks trusted paths only and preload/decide.c never hashes the file. "
+                   "Needs: when the action is not allow and the policy has trusted digests, hash the content "
+                   "through the real pread (same source as the scan) and allow on a match.")
+def test_trusted_file_loads_under_the_preload(reviewed, marker):
+    f, pol = reviewed
+    r = load_under(pol, f)
+    assert r.returncode != 0 and not marker.exists(), "precondition: the policy blocks this file"
+    assert run_cli("trust", f, "--policy", pol).returncode == 0
+    # the reviewed file now loads under that policy (its payload is what was reviewed)
+    r = load_under(pol, f)
+    assert r.returncode == 0, r.stderr
+    assert marker.exists()
+    marker.unlink()
+    # trust is by content: one more byte after STOP and it is blocked again
+    f.write_bytes(f.read_bytes() + b"\n")
+    r = load_under(pol, f)
+    assert r.returncode != 0 and not marker.exists()
+
+
+def test_trust_errors_and_creation(reviewed, tmp_path):
+    f, pol = reviewed
+    r = run_cli("trust", f)  # no policy named, none in the environment
+    assert r.returncode == 2 and "--policy" in r.stderr
+    r = run_cli("trust", tmp_path / "missing.pkl", "--policy", pol)
+    assert r.returncode == 2
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"mode": "enforce", ')
+    r = run_cli("trust", f, "--policy", broken)
+    assert r.returncode == 2 and "byte" in r.stderr
+    assert broken.read_text() == '{"mode": "enforce", '  # left untouched
+    fresh = tmp_path / "new-policy.json"
+    r = run_cli("trust", f, env={"SAFEPICKLE_POLICY": fresh})
+    assert r.returncode == 0 and "created" in r.stdout, r.stderr
+    assert len(json.loads(fresh.read_text())["trusted"]["sha256"]) == 1
+    assert run_cli("policy", "check", fresh).returncode == 0
