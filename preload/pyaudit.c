@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -215,12 +217,15 @@ static bool pya_is_import_frame(const pya_where *w) {
            strcmp(w->func, "_find_and_load") == 0;
 }
 
-/* Walk the current thread's frames up to the anchor. *in_import is set when an
- * import is executing between the event and the anchor (the event belongs to a
- * module body being imported, whose import was itself judged). */
+/* Walk the current thread's frames up to the anchor. If in_import is given,
+ * it is set when an import is executing between the event and the anchor (the
+ * event belongs to a module body being imported, whose import was itself
+ * judged); without it the walk compares identities only (find_class path). */
 static bool pya_scope_live(bool *in_import) {
     pya_tls *t = &pya_t;
-    *in_import = false;
+    bool dummy = true;
+    if (!in_import) in_import = &dummy; /* true: never describe frames */
+    else *in_import = false;
     if (!t->anchor) return false;
     spp_pyobj *f = py_PyEval_GetFrame();
     if (!f) return false;
@@ -243,7 +248,7 @@ static bool pya_scope_live(bool *in_import) {
         f = b;
     }
     if (f) py_Py_DecRef(f);
-    if (!live) *in_import = false;
+    if (!live || in_import == &dummy) *in_import = false;
     return live;
 }
 
@@ -272,8 +277,7 @@ static void pya_scope_note_module(const char *module) {
 /* Open (or continue) the unpickle scope at a pickle.find_class event. */
 static void pya_scope_enter(void) {
     pya_tls *t = &pya_t;
-    bool in_import;
-    if (t->anchor && pya_scope_live(&in_import)) return; /* nested load or next global */
+    if (t->anchor && pya_scope_live(NULL)) return; /* nested load or next global */
     pya_scope_clear();
     spp_pyobj *a = pya_find_anchor();
     if (!a) return; /* no Python frame: find_class enforcement only */
@@ -389,6 +393,68 @@ static spa_action pya_action(const spa_policy *p, spa_action want) {
     return want;
 }
 
+/* ================================================================ judge cache */
+/* spa_judge_global walks the knowledge base; a model resolves the same few
+ * globals over and over (once per GLOBAL opcode without memo), so verdicts are
+ * cached by (module, name) for the life of the process (the policy does not
+ * change). Direct-mapped; a collision just judges again. The mutex is
+ * uncontended under the GIL and keeps free-threaded builds correct. */
+#define SPP_PYA_JCACHE_SLOTS 1024 /* power of two */
+#define SPP_PYA_JKEY_MAX 160      /* longer module+name pairs are not cached */
+
+typedef struct pya_jslot {
+    char key[SPP_PYA_JKEY_MAX]; /* module '\0' name '\0', key[0] == 0: empty */
+    uint8_t verdict;            /* spa_verdict */
+    uint8_t watched;            /* stdlib_other without a deny rule (see find_class) */
+} pya_jslot;
+
+static pya_jslot pya_jcache[SPP_PYA_JCACHE_SLOTS];
+static pthread_mutex_t pya_jlock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool pya_jkey(const char *module, const char *name, char *key, size_t *klen, uint32_t *h) {
+    size_t a = strlen(module), b = strlen(name);
+    if (a == 0 || a + b + 2 > SPP_PYA_JKEY_MAX) return false; /* empty slots are all zero */
+    memcpy(key, module, a + 1);
+    memcpy(key + a + 1, name, b + 1);
+    *klen = a + b + 2;
+    uint32_t x = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < *klen; i++) x = (x ^ (uint8_t)key[i]) * 16777619u;
+    *h = x;
+    return true;
+}
+
+/* The verdict on a name, and whether it is only "watched" (stdlib_other). */
+static spa_verdict pya_judge(const spa_policy *p, const char *module, const char *name,
+                             bool *watched) {
+    char key[SPP_PYA_JKEY_MAX];
+    size_t klen;
+    uint32_t h;
+    bool cacheable = pya_jkey(module, name, key, &klen, &h);
+    pya_jslot *slot = cacheable ? &pya_jcache[h & (SPP_PYA_JCACHE_SLOTS - 1)] : NULL;
+    if (slot) {
+        pthread_mutex_lock(&pya_jlock);
+        bool hit = memcmp(slot->key, key, klen) == 0;
+        spa_verdict v = (spa_verdict)slot->verdict;
+        *watched = slot->watched;
+        pthread_mutex_unlock(&pya_jlock);
+        if (hit) return v;
+    }
+    const char *rule = NULL;
+    char msg[8];
+    spa_verdict v = spa_judge_global(p, module, name, &rule, msg, sizeof msg);
+    *watched = v == SPA_VERDICT_MALICIOUS && !strchr(name, '.') &&
+               spa_kb_lookup(module, name) == SPA_KB_STDLIB_OTHER &&
+               spa_policy_global_rule(p, module, name) != -1;
+    if (slot) {
+        pthread_mutex_lock(&pya_jlock);
+        memcpy(slot->key, key, klen);
+        slot->verdict = (uint8_t)v;
+        slot->watched = *watched;
+        pthread_mutex_unlock(&pya_jlock);
+    }
+    return v;
+}
+
 /* ================================================================ find_class */
 /* Which verdicts are enforced on a name alone (runtime sees no arguments and
  * cannot tell a reference from a call):
@@ -415,17 +481,17 @@ static int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
         pya_scope_enter();
         pya_scope_note_module(module);
     }
-    const char *rule = NULL;
-    char msg[256];
-    msg[0] = 0;
-    spa_verdict v = spa_judge_global(p, module, name, &rule, msg, sizeof msg);
+    bool watched;
+    spa_verdict v = pya_judge(p, module, name, &watched);
     if (v != SPA_VERDICT_MALICIOUS) return 0;
-    if (p->runtime_behaviour && pya_t.anchor && !strchr(name, '.') &&
-        spa_kb_lookup(module, name) == SPA_KB_STDLIB_OTHER &&
-        spa_policy_global_rule(p, module, name) != -1)
-        return 0; /* watched: its effects meet the behaviour veto */
+    if (watched && p->runtime_behaviour && pya_t.anchor)
+        return 0; /* its effects meet the behaviour veto */
     spa_action act = pya_action(p, p->on_verdict[v]);
     if (act == SPA_ACT_ALLOW) return 0;
+    const char *rule = NULL; /* judged again for the message: blocks are rare */
+    char msg[256];
+    msg[0] = 0;
+    spa_judge_global(p, module, name, &rule, msg, sizeof msg);
     char what[2 * SPP_PYA_NAME_MAX + 32];
     snprintf(what, sizeof what, "pickle global %s.%s", module, name);
     return pya_decide(act, v, what, "pickle.find_class", NULL, rule ? rule : "runtime.global",

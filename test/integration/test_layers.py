@@ -2,7 +2,8 @@
 loaded with no preload, layer 1 only (file hooks), layer 2 only (PEP 578 audit
 hook), and both, counting how many payloads ran (marker file created).
 
-The corpus is threatgen.all_malicious() (the project's corpus) when present,
+The corpus is threatgen's (the project's corpus: every live case of
+malicious_cases() plus its payloads planted in real containers) when present,
 else a corpus built here with spgen. Every payload is loaded twice: from its
 file with the real loader (torch.load(path), joblib.load(path), ...) and from
 bytes in memory (the loader given io.BytesIO). The table is written to
@@ -14,6 +15,7 @@ import textwrap
 
 import pytest
 
+import rtcorpus
 import rtpolicy
 import spgen
 from conftest import LIB, PYTHON, clean_env
@@ -24,12 +26,17 @@ pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.s
 # How a payload is loaded: from its file with the real loader, and from bytes
 # in memory. For the memory way the file on disk is XOR-masked (so no file
 # hook can recognise it) and unmasked in memory, as bytes from a socket, a
-# cache or a queue would arrive.
+# cache or a queue would arrive. P is the file to read, ORIG the original name.
 MASK = 0x5A
 _MEM = "bytes(b ^ %d for b in open(P, 'rb').read())" % MASK
+_PD_COMP = "{'gz': 'gzip', 'bz2': 'bz2', 'xz': 'xz'}.get(ORIG.rsplit('.', 1)[-1])"
 LOADERS = {
     "pickle": ("import pickle; pickle.load(open(P, 'rb'))",
                "import pickle; pickle.loads(" + _MEM + ")"),
+    "pickle_buffers": ("import pickle; pickle.load(open(P, 'rb'), buffers=[b'buf', b'buf2'])",
+                       "import pickle; pickle.loads(" + _MEM + ", buffers=[b'buf', b'buf2'])"),
+    "pickle_multi": ("import pickle\nf = open(P, 'rb')\nwhile True:\n    pickle.load(f)",
+                     "import pickle, io\nf = io.BytesIO(" + _MEM + ")\nwhile True:\n    pickle.load(f)"),
     "torch": ("import torch; torch.load(P)",
               "import torch, io; torch.load(io.BytesIO(" + _MEM + "))"),
     "joblib": ("import joblib; joblib.load(P)",
@@ -37,8 +44,9 @@ LOADERS = {
     "numpy": ("import numpy; numpy.load(P, allow_pickle=True)",
               "import numpy, io; numpy.load(io.BytesIO(" + _MEM + "), allow_pickle=True)"),
     "pandas": ("import pandas; pandas.read_pickle(P)",
-               "import pandas, io, gzip; pandas.read_pickle(io.BytesIO(gzip.decompress(" + _MEM + ")))"),
+               "import pandas, io; pandas.read_pickle(io.BytesIO(" + _MEM + "), compression=" + _PD_COMP + ")"),
 }
+CHUNK = 12  # payloads per child process (limits cross-talk between payloads that ran)
 
 
 def write_masked(path):
@@ -151,34 +159,72 @@ def build_own_corpus(d, markers):
 
 
 def build_corpus(d, markers):
-    """The project's corpus (threatgen) if available, else our own."""
+    """The project's corpus (threatgen) if available, else our own; plus the
+    gadget payloads of test_runtime (callables with bland names in a user
+    module, which only behaviour can give away)."""
     try:
-        import threatgen  # noqa: F401  (engineer h3's generator)
+        import threatgen  # engineer h3's generator of the project's corpus
     except ImportError:
-        return "spgen (own)", build_own_corpus(d, markers)
-    items = _from_threatgen(threatgen, d, markers)
-    return "threatgen.all_malicious", items
+        src, items = "spgen (own set)", build_own_corpus(d, markers)
+    else:
+        src, items = _from_threatgen(threatgen, d, markers)
+    gadgets = _gadget_items(d, markers)
+    return src + " + %d user-module gadgets (test_runtime)" % len(gadgets), items + gadgets
+
+
+def _gadget_items(d, markers):
+    rtcorpus.write_gadgets(d, os.path.join(markers, "g_foreign_import.ran"))
+    cases = [
+        ("g_shell", "tidy", lambda m: [spgen.touch_cmd(m)]),
+        ("g_write", "save_state", lambda m: [m]),
+        ("g_exec", "apply_rule", lambda m: [spgen.touch_code(m)]),
+        ("g_native", "warm_cache", lambda m: [spgen.touch_cmd(m)]),
+        ("g_foreign_import", "load_plugin", lambda m: ["rt_foreign"]),
+        ("g_nested", "chain", lambda m: [spgen.call_pickle("rt_gadgets", "tidy", [spgen.touch_cmd(m)])]),
+    ]
+    items = []
+    for name, fn, args in cases:
+        m = os.path.join(markers, name + ".ran")
+        p = os.path.join(d, name + ".bin")
+        with open(p, "wb") as f:
+            f.write(spgen.call_pickle("rt_gadgets", fn, args(m), proto=3))
+        items.append((name, "pickle", p, m))
+    return items
 
 
 def _from_threatgen(threatgen, d, markers):
+    """threatgen.malicious_cases (the live ones: runs=True, proven by
+    test_threats.py) plus its payloads planted in real containers."""
     items = []
-    for case in threatgen.all_malicious(d, markers):
-        name = getattr(case, "name", None) or case["name"]
-        loader = getattr(case, "loader", None) or case.get("loader", "pickle")
-        path = getattr(case, "path", None) or case["path"]
-        marker = getattr(case, "marker", None) or case["marker"]
-        items.append((name, loader if loader in LOADERS else "pickle", path, marker))
-    return items
+    cases = threatgen.malicious_cases(markers)
+    for c in cases:
+        if not c.runs or c.loader not in LOADERS:
+            continue
+        p = os.path.join(d, c.name + ".bin")
+        with open(p, "wb") as f:
+            f.write(c.data)
+        items.append((c.name, c.loader, p, os.path.join(markers, c.name + ".ran")))
+    n_raw = len(items)
+    r = subprocess.run([PYTHON, "-c", threatgen.container_malicious_script(d, markers)], env=clean_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for m in json.loads(r.stdout.strip().splitlines()[-1]):
+        items.append((m["name"], m["loader"], m["path"], os.path.join(markers, m["name"] + ".ran")))
+    src = "threatgen: %d live cases of malicious_cases() (threats.md A9, B, C) + %d payloads in real " \
+          "containers (container_malicious_script)" % (n_raw, len(items) - n_raw)
+    return src, items
 
 
 # One child per (configuration, loader, way): loads every file of that loader
 # in turn, each in try/except, and reports which markers appeared.
 RUNNER = textwrap.dedent("""
-    import json, os, sys, time
+    import json, os, signal, sys, time
+    signal.alarm(300)
     items = json.loads(sys.argv[1])
-    for (name, code, marker), P in zip(items, sys.argv[3:]):
+    sys.path.insert(0, os.path.dirname(sys.argv[4]))  # the corpus dir: rt_gadgets
+    for (name, code, marker), P, ORIG in zip(items, sys.argv[3::2], sys.argv[4::2]):
         try:
-            exec(code, {"P": P})
+            exec(code, {"P": P, "ORIG": ORIG})
         except BaseException:
             pass
     time.sleep(0.5)  # payloads that spawn a shell (os.popen) finish asynchronously
@@ -207,16 +253,18 @@ def run_config(tmp_path, items, pol, way):
     ran = []
     for loader in LOADERS:
         sub = [it for it in items if it[1] == loader]
-        if not sub:
-            continue
-        code = LOADERS[loader][0 if way == "file" else 1]
-        payload = [[n, code, m] for n, _, _, m in sub]
-        paths = [p if way == "file" else p + ".masked" for _, _, p, _ in sub]
-        r = subprocess.run([PYTHON, "-c", RUNNER, json.dumps(payload), way] + paths,
-                           env=env, capture_output=True, text=True, timeout=600)
-        line = [l for l in r.stdout.splitlines() if l.startswith("RAN ")]
-        assert line, "runner died (%s, %s, %s): %s" % (pol, loader, way, r.stderr[-2000:])
-        ran += json.loads(line[0][4:])
+        for i in range(0, len(sub), CHUNK):
+            part = sub[i:i + CHUNK]
+            code = LOADERS[loader][0 if way == "file" else 1]
+            payload = [[n, code, m] for n, _, _, m in part]
+            args = []
+            for _, _, p, _ in part:
+                args += [p if way == "file" else p + ".masked", p]
+            r = subprocess.run([PYTHON, "-c", RUNNER, json.dumps(payload), way] + args,
+                               env=env, capture_output=True, text=True, timeout=600)
+            line = [l for l in r.stdout.splitlines() if l.startswith("RAN ")]
+            assert line, "runner died (%s, %s, %s): %s" % (pol, loader, way, r.stderr[-2000:])
+            ran += json.loads(line[0][4:])
     return sorted(ran)
 
 
@@ -237,7 +285,7 @@ def test_layer_coverage_table(tmp_path):
             detail["%s / %s" % (label, way)] = ran
             counts.append(len(ran))
         rows.append((label, counts[0], counts[1]))
-    table = ["corpus: %s, %d payloads, each loaded from its file and from memory" % (source, n), "",
+    table = ["corpus: %s; %d payloads, each loaded from its file and from memory" % (source, n), "",
              "| configuration | payloads that ran (file loads) | payloads that ran (in-memory loads) |",
              "| --- | --- | --- |"]
     table += ["| %s | %d / %d | %d / %d |" % (lab, a, n, b, n) for lab, a, b in rows]
