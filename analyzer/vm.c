@@ -119,8 +119,26 @@ static bool vm_owns_bytes(const vm *m, const spa_val *v) {
 /* Drop a value no longer referenced from the stack: recycle it (and its
  * unshared items) unless something else holds it. */
 #define VM_DROP_DEPTH 64 /* deeper unshared nests are left to the arena */
+static void vm_drop_d(vm *m, spa_val *v, int depth);
+
+/* A plain-data container that only the memo still holds, dropped from the
+ * stack or from a full parent: keep its node (kind, count, offset) for GET
+ * but release its items, so memoised data costs one node per object.
+ * Containers holding a global/call/persid (HOT) or referenced from the IR
+ * (PINNED) keep everything. */
+static void vm_compact(vm *m, spa_val *v, int depth) {
+    if (!vm_is_seq(v) || (v->flags & (SPA_VFX_HOT | SPA_VFX_PINNED)) || !v->u.seq.cap) return;
+    for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
+    vm_bfree(m, v->u.seq.items, (size_t)v->u.seq.cap * sizeof(spa_val *));
+    v->u.seq.items = NULL;
+    v->u.seq.cap = 0;
+    if (v->n) v->flags |= SPA_VF_TRUNC;
+    v->n = 0;
+}
+
 static void vm_drop_d(vm *m, spa_val *v, int depth) {
-    if (!v || (v->flags & SPA_VFX_SHARED) || v->kind == SPA_V_MARK || depth > VM_DROP_DEPTH) return;
+    if (!v || v->kind == SPA_V_MARK || depth > VM_DROP_DEPTH) return;
+    if (v->flags & SPA_VFX_SHARED) { vm_compact(m, v, depth); return; }
     if (vm_is_seq(v)) {
         for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
         vm_bfree(m, v->u.seq.items, (size_t)v->u.seq.cap * sizeof(spa_val *));
@@ -133,7 +151,14 @@ static void vm_drop_d(vm *m, spa_val *v, int depth) {
 
 static void vm_drop(vm *m, spa_val *v) { vm_drop_d(m, v, 0); }
 
+/* Referenced from the memo only: may be compacted when dropped (see vm_drop). */
 static void vm_share(spa_val *v) { if (v) v->flags |= SPA_VFX_SHARED; }
+/* Referenced from the IR or from a second stack slot: kept as it is. */
+static void vm_pin(spa_val *v) {
+    if (!v) return;
+    v->flags |= SPA_VFX_SHARED;
+    if (vm_is_seq(v)) v->flags |= SPA_VFX_PINNED;
+}
 
 /* ================================================================ errors */
 static void vm_fail(vm *m, spa_code c, const char *msg, uint64_t off) {
@@ -656,7 +681,7 @@ static void vm_on_const(vm *m, spa_val *v) {
     if (ns == UINT32_MAX) return;
     spa_ir *e = vm_ir(m, SPA_IR_NESTED, (uint8_t)v->opcode, v->off);
     if (!e) return;
-    vm_share(v);
+    vm_pin(v);
     e->target = v;
     e->nested_stream = ns;
 }
@@ -730,7 +755,7 @@ static spa_val *vm_global(vm *m, uint8_t op, uint64_t off, const char *mod, cons
     g->u.g.name = name;
     g->u.g.raw_module = rm;
     g->u.g.raw_name = rn;
-    vm_share(g);
+    vm_pin(g);
     spa_ir *e = vm_ir(m, SPA_IR_IMPORT, op, off);
     if (e) {
         e->module = mod;
@@ -745,7 +770,7 @@ static spa_val *vm_call(vm *m, uint8_t op, uint64_t off, spa_val *callee, spa_va
                         uint16_t irflags) {
     spa_val *r = vm_new(m, SPA_V_CALL, op, off);
     if (!r) return NULL;
-    vm_share(r); vm_share(callee); vm_share(args); vm_share(kw);
+    vm_pin(r); vm_pin(callee); vm_pin(args); vm_pin(kw);
     r->u.call.callee = callee;
     r->u.call.args = args;
     r->u.call.kwargs = kw;
@@ -773,7 +798,7 @@ static void vm_discard(vm *m, spa_val *v, uint8_t op, uint64_t off) {
     if (vm_holds_call(v)) {
         v->flags |= SPA_VF_DISCARDED;
         spa_ir *e = vm_ir(m, SPA_IR_DISCARD, op, off);
-        if (e) { vm_share(v); e->target = v; }
+        if (e) { vm_pin(v); e->target = v; }
         return;
     }
     vm_drop(m, v);
@@ -1019,7 +1044,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
     case SPA_OP_DUP: {
         spa_val *v = vm_top(m, off);
         if (!v) return;
-        vm_share(v);
+        vm_pin(v);
         PUSH(v);
         return;
     }
@@ -1278,7 +1303,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         if (!items) return;
         t->flags |= SPA_VF_MUTATED;
         spa_ir *e = vm_ir(m, SPA_IR_MUTATE, op, off);
-        if (e) { vm_share(t); vm_share(items); e->target = t; e->arg = items; }
+        if (e) { vm_pin(t); vm_pin(items); e->target = t; e->arg = items; }
         else vm_drop(m, items);
         if (items->flags & SPA_VFX_HOT) t->flags |= SPA_VFX_HOT;
         return;
@@ -1366,7 +1391,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         spa_val *g = vm_global(m, op, off, mod, name, fl);
         if (g && fl && m->nir > nir0) {
             spa_ir *e = &m->ir[m->nir - 1];
-            vm_share(md); vm_share(nm);
+            vm_pin(md); vm_pin(nm);
             e->target = md;
             e->arg = nm;
         } else {
@@ -1428,7 +1453,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         if (!t) return;
         t->flags |= SPA_VF_MUTATED;
         spa_ir *e = vm_ir(m, SPA_IR_BUILD, op, off);
-        if (e) { vm_share(t); vm_share(state); e->target = t; e->arg = state; }
+        if (e) { vm_pin(t); vm_pin(state); e->target = t; e->arg = state; }
         if (state->flags & SPA_VFX_HOT) t->flags |= SPA_VFX_HOT;
         if (m->hooks && m->hooks->after_build) {
             uint64_t skip = 0;
@@ -1467,8 +1492,8 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         }
         spa_val *v = vm_new(m, SPA_V_PERSID, op, off);
         if (!v) return;
-        vm_share(pid);
-        vm_share(v);
+        vm_pin(pid);
+        vm_pin(v);
         v->u.persid.pid = pid;
         spa_ir *e = vm_ir(m, SPA_IR_PERSID, op, off);
         if (e) { e->arg = pid; e->result = v; }

@@ -19,6 +19,8 @@
 /* spa_val.flags bits used by the VM itself (never set on MARK) */
 #define SPA_VFX_HOT    0x40u /* is or contains a global, call, persistent id or unknown */
 #define SPA_VFX_SHARED 0x80u /* referenced from the memo, the IR or twice on the stack */
+#define SPA_VFX_PINNED 0x20u /* containers only (the bit is PY2STR on bytes): referenced
+                                from the IR or twice on the stack, never compacted */
 
 /* Render a value as bounded pseudo-Python into buf (always NUL-terminated
  * when cap > 0). Returns the length written. Containers show their kept
