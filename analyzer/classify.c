@@ -772,6 +772,12 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
         char why[200];
         why[0] = '\0';
         spa_verdict nv = cl_nested_content(c, content, why, sizeof why);
+        if (t->kind != SPA_T_GLOBAL || reflective || !spa_kb_nested_loader(t->module, t->name)) {
+            /* a nested load the author chose: malicious whatever it loads */
+            cl_set(j, SPA_VERDICT_MALICIOUS, "callee.deserialize",
+                   "%s is a nested load (content judged %s: %s)", call, spa_verdict_name(nv), why);
+            return;
+        }
         if (nv == SPA_VERDICT_SAFE) return;
         cl_set(j, nv, nv == SPA_VERDICT_MALICIOUS ? "nested.malicious" :
                       nv == SPA_VERDICT_UNSCANNABLE ? "nested.unscannable" : "nested.suspicious",
@@ -944,8 +950,12 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
         spa_kbcat cat = spa_kb_judge(e->module, e->name, &h);
         if (cat == SPA_KB_DATA || cat == SPA_KB_UNKNOWN || cat == SPA_KB_STDLIB_OTHER || h.how == SPA_KBH_EFFECT)
             continue;
+        /* a dangerous callable handed to the program (it may call it later) is malicious;
+         * reflection and state helpers only referenced are suspicious */
         cl_judgement j;
-        cl_set(&j, SPA_VERDICT_SUSPICIOUS, "global.reference",
+        bool act = cat != SPA_KB_REFLECTION && cat != SPA_KB_STATE_MUTATION &&
+                   !(cat == SPA_KB_DESERIALIZE && spa_kb_nested_loader(e->module, e->name));
+        cl_set(&j, act ? SPA_VERDICT_MALICIOUS : SPA_VERDICT_SUSPICIOUS, "global.reference",
                "references %s.%s (%s, KB %s) without calling it", e->module, e->name,
                spa_kbcat_name(cat), h.key[0] ? h.key : "-");
         cl_add(c, &j, e->off);
@@ -1004,6 +1014,17 @@ static spa_code cl_classify_nest(spa_result *r, const spa_policy *p, int nest) {
             cl_fmt(msg, sizeof msg, "limit %s stopped the examination%s%s", spa_limit_name(n->limit),
                      n->detail ? ": " : "", n->detail ? n->detail : "");
             cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.limit", msg, n->loc, n->err.off);
+        }
+    }
+    if (ns == 0) { /* a wrapper failed before any stream was found: nothing was examined */
+        for (size_t i = 0; i < r->n_notes; i++) {
+            const spa_note *n = &r->notes[i];
+            if (n->kind != SPA_NOTE_ERROR) continue;
+            char msg[CL_MAX_MSG];
+            cl_fmt(msg, sizeof msg, "no pickle stream could be examined: %s%s%s (%s)",
+                   n->err.msg ? n->err.msg : "error", n->detail ? " - " : "", n->detail ? n->detail : "",
+                   spa_format_name(r->format));
+            cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.error", msg, n->loc, n->err.off);
         }
     }
     for (uint32_t i = 0; i < ns; i++) cl_stream(c, i);
@@ -1067,8 +1088,10 @@ spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char
         break;
     }
     case SPA_KB_DESERIALIZE:
-        /* nested content is itself unpickled through find_class and judged there */
-        v = SPA_VERDICT_SUSPICIOUS;
+        /* library reconstructors of their own serialised form (@nested): the nested
+         * content is itself unpickled through find_class and judged there; any other
+         * deserializer is a nested load chosen by the file's author */
+        v = spa_kb_nested_loader(module, name) ? SPA_VERDICT_SUSPICIOUS : SPA_VERDICT_MALICIOUS;
         rl = "callee.deserialize";
         break;
     default:

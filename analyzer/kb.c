@@ -408,6 +408,23 @@ spa_kbcat spa_kb_judge(const char *module, const char *name, spa_kbhit *hit) {
     return kb_judge_depth(module, name, hit, 0);
 }
 
+bool spa_kb_nested_loader(const char *module, const char *name) {
+    if (!module || !name) return false;
+    char cm[200];
+    spa_kb_canon(module, cm, sizeof cm);
+    size_t ml = strlen(cm), nl = strlen(name);
+    kb_cur c;
+    kb_line l;
+    kb_begin(&c);
+    while (kb_next(&c, &l)) {
+        if (l.nf < 2 || !kb_eq(l.f[0], l.fl[0], "@nested")) continue;
+        if (l.fl[1] == ml + 1 + nl && !memcmp(l.f[1], cm, ml) && l.f[1][ml] == ':' &&
+            !memcmp(l.f[1] + ml + 1, name, nl))
+            return true;
+    }
+    return false;
+}
+
 spa_kbcat spa_kb_lookup(const char *module, const char *name) {
     spa_kbhit h;
     return spa_kb_judge(module, name, &h);

@@ -42,6 +42,8 @@ spa_kbcat spa_kb_judge(const char *module, const char *name, spa_kbhit *hit);
 const char *spa_kb_canon(const char *module, char *buf, size_t n);
 /* Is this (canonical or not) module part of the standard library? */
 bool spa_kb_is_stdlib(const char *module);
+/* Is module:name an @nested reconstructor (judged by the content it deserialises)? */
+bool spa_kb_nested_loader(const char *module, const char *name);
 /* Severity of a category when a global of it is called. */
 spa_verdict spa_kbcat_call_severity(spa_kbcat c);
 /* The embedded KB text (NUL-terminated) for tests and `safepickle policy kb`. */

@@ -105,7 +105,7 @@ def test_reasons_name_the_real_target(corpus):
         "c20_build_on_class_then_dotted_read": "state.build_global",
         "c21_functiontype_marshal": "code_exec",
         "c23_reduce_then_pop": "call.discarded",
-        "a9_nested_base64": "nested.malicious",
+        "a9_nested_base64": "nested load (content judged malicious",
         "b13_stack_global_from_string_no_proto": "os.system",
     }
     r, res = _scan_json([by[n]["path"] for n in expect])
