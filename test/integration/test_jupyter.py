@@ -7,6 +7,7 @@ cell error, the marker file, the benign result and that the kernel survives."""
 import json
 import os
 import queue
+import subprocess
 import time
 
 import pytest
@@ -212,3 +213,25 @@ def test_benign_cell_after_the_block(session):
 def test_kernel_survives(session):
     assert session["alive"]
     assert session["last_cell"][0]["status"] == "ok"
+
+
+def test_sys_prefix_and_python(tmp_path, datadir):
+    """--sys-prefix asks the chosen interpreter for its sys.prefix: a venv here, so the
+    shared machine's /usr/share/jupyter is never touched."""
+    venv = tmp_path / "venv"
+    r = subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    py = str(venv / "bin" / "python3")
+    r = run_cli("jupyter", "install", "--sys-prefix", "--python", py, "--name", "venv-kernel")
+    assert r.returncode == 0, r.stderr
+    spec = json.loads((venv / "share/jupyter/kernels/venv-kernel/kernel.json").read_text())
+    assert spec["argv"][0] == py
+    r = run_cli("jupyter", "uninstall", "--sys-prefix", "--python", py, "--name", "venv-kernel")
+    assert r.returncode == 0 and not (venv / "share/jupyter/kernels/venv-kernel").exists()
+    # an interpreter without ipykernel is refused before anything is written
+    bare = tmp_path / "bare"
+    assert subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(bare)]).returncode == 0
+    r = run_cli("jupyter", "install", "--sys-prefix", "--python", str(bare / "bin/python3"))
+    assert r.returncode == 2 and "ipykernel" in r.stderr
+    assert not (bare / "share/jupyter").exists()
