@@ -58,7 +58,19 @@ typedef struct spc_scan {
     uint32_t cur_depth;       /* container depth of cur_in (nested scans) */
     const char *cur_loc;      /* provenance of cur_in */
     spa_format top_fmt;       /* outermost format */
+    const spa_alloc *alloc;   /* the caller's allocator (scratch arenas use it too) */
+    spa_arena *rd_ar;         /* scratch arena for readers of the current member, or NULL */
+    uint8_t *head;            /* SPC_HEAD bytes reused by every sniff */
 } spc_scan;
+
+/* Reader windows and decompressor state of one archive member live in a
+ * scratch arena released when the member is done, so memory stays bounded by
+ * the nesting depth, not by the member count. The VM copies what it keeps
+ * from such (non-memory) readers into the scan arena. */
+static inline spa_arena *spc_rd(spc_scan *s) { return s->rd_ar ? s->rd_ar : s->ar; }
+/* Start a scratch arena (NULL on OOM: keep using the current one). */
+spa_arena *spc_scratch_begin(spc_scan *s, spa_arena **saved);
+void spc_scratch_end(spc_scan *s, spa_arena *scratch, spa_arena *saved);
 
 /* A piece of content to dispatch: random access (src) or sequential (in). */
 typedef struct spc_content {

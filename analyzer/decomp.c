@@ -89,7 +89,7 @@ static void dec_fini(spc_dec *d) {
 }
 
 spc_dec *spc_dec_open(spc_scan *s, spa_in *in, spa_format fmt) {
-    spc_dec *d = spa_arena_calloc(s->ar, sizeof *d);
+    spc_dec *d = spa_arena_calloc(spc_rd(s), sizeof *d);
     if (!d) return NULL;
     d->s = s;
     d->in = in;
@@ -270,7 +270,7 @@ spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first
     spc_dec *d = spc_dec_open(s, in, fmt);
     if (!d) { spc_fail(s, SPA_E_NOMEM, "out of memory", start); return SPA_E_NOMEM; }
     const char *loc = spa_ctx_loc(s->sc, "%s!%s@%" PRIu64, c->loc, spc_fmt_tag(fmt), start);
-    spa_in *out = spa_in_from_seq(s->ar, spc_dec_read, d);
+    spa_in *out = spa_in_from_seq(spc_rd(s), spc_dec_read, d);
     if (!loc || !out) {
         spc_dec_close(d);
         spc_fail(s, SPA_E_NOMEM, "out of memory", start);

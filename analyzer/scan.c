@@ -120,11 +120,11 @@ static ssize_t sc_sub_read(void *ctx, void *buf, size_t len) {
 }
 
 spa_in *spc_in_sub(spc_scan *s, spa_in *in, uint64_t n) {
-    sc_sub *u = spa_arena_calloc(s->ar, sizeof *u);
+    sc_sub *u = spa_arena_calloc(spc_rd(s), sizeof *u);
     if (!u) return NULL;
     u->in = in;
     u->left = n;
-    return spa_in_from_seq(s->ar, sc_sub_read, u);
+    return spa_in_from_seq(spc_rd(s), sc_sub_read, u);
 }
 
 spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **out, size_t *outn,
@@ -160,8 +160,21 @@ spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **out
     return SPA_OK;
 }
 
+spa_arena *spc_scratch_begin(spc_scan *s, spa_arena **saved) {
+    *saved = s->rd_ar;
+    spa_arena *a = spa_arena_create(s->alloc);
+    if (a) s->rd_ar = a;
+    return a;
+}
+
+void spc_scratch_end(spc_scan *s, spa_arena *scratch, spa_arena *saved) {
+    if (!scratch) return;
+    s->rd_ar = saved;
+    spa_arena_destroy(scratch);
+}
+
 spa_in *spc_content_in(spc_scan *s, spc_content *c) {
-    if (!c->in && c->src) c->in = spa_in_from_src(s->ar, c->src, 0, c->src->size);
+    if (!c->in && c->src) c->in = spa_in_from_src(spc_rd(s), c->src, 0, c->src->size);
     if (!c->in) spc_fail(s, SPA_E_NOMEM, "out of memory creating a reader", 0);
     return c->in;
 }
@@ -234,7 +247,8 @@ spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream) {
     size_t got = 0;
     if (c->src) {
         uint64_t want = c->size < SPC_HEAD ? c->size : SPC_HEAD;
-        uint8_t *buf = spa_arena_alloc(s->ar, want ? (size_t)want : 1);
+        if (!s->head) s->head = spa_arena_alloc(s->ar, SPC_HEAD);
+        uint8_t *buf = s->head;
         if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_E_NOMEM; }
         while (got < want) {
             ssize_t r = c->src->pread(c->src->ctx, buf + got, (size_t)want - got, got);
@@ -336,6 +350,7 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
     s.top.size = src->size;
     s.top.mem = src->mem;
     s.top_fmt = SPA_FMT_NONE;
+    s.alloc = o->alloc;
     spa_vm_hooks *h = spa_arena_calloc(s.ar, sizeof *h);
     if (!h) {
         spa_ctx_destroy(sc);

@@ -177,6 +177,33 @@ static spa_code tar_legacy_member(spc_scan *s, spa_in *in, uint64_t size, const 
     }
 }
 
+/* One regular member at content offset `data` (the reader `in` is there). */
+static spa_code tar_member(spc_scan *s, spc_content *c, spa_in *in, spc_content *child, const char *mname,
+                           uint64_t data, uint64_t size) {
+    bool legacy_st = strcmp(mname, "storages") == 0, legacy_te = strcmp(mname, "tensors") == 0;
+    spa_code rc = SPA_OK;
+    const uint8_t *q;
+    size_t g;
+    if (legacy_st || legacy_te) {
+        spa_src *r = c->src ? spc_src_range(s, c->src, data, size) : NULL;
+        spa_in *sub = c->src ? (r ? spa_in_from_src(spc_rd(s), r, 0, size) : NULL) : spc_in_sub(s, in, size);
+        if (!sub) { spc_fail(s, SPA_E_NOMEM, "out of memory", data); return SPA_E_NOMEM; }
+        rc = tar_legacy_member(s, sub, size, child->loc, child->depth, c->parent, legacy_st);
+        if (!c->src) /* consume what the member reader did not */
+            while (spa_in_peek(sub, SPC_HEAD, &q, &g) == SPA_OK && g) if (spa_in_skip(sub, g) != SPA_OK) break;
+    } else if (c->src) {
+        child->src = spc_src_range(s, c->src, data, size);
+        if (!child->src) { spc_fail(s, SPA_E_NOMEM, "out of memory", data); return SPA_E_NOMEM; }
+        rc = spc_dispatch(s, child, NULL);
+    } else {
+        child->in = spc_in_sub(s, in, size);
+        if (!child->in) { spc_fail(s, SPA_E_NOMEM, "out of memory", data); return SPA_E_NOMEM; }
+        rc = spc_dispatch(s, child, NULL);
+        while (spa_in_peek(child->in, SPC_HEAD, &q, &g) == SPA_OK && g) if (spa_in_skip(child->in, g) != SPA_OK) break;
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------------ reader */
 spa_code spc_tar(spc_scan *s, spc_content *c) {
     spa_in *in = spc_content_in(s, c);
@@ -247,32 +274,13 @@ spa_code spc_tar(spc_scan *s, spc_content *c) {
         child.depth = c->depth + 1;
         child.parent = c->parent;
         child.size = size;
-        bool legacy_st = strcmp(mname, "storages") == 0, legacy_te = strcmp(mname, "tensors") == 0;
-        spa_code rc = SPA_OK;
         if (c->src && (data > c->src->size || size > c->src->size - data)) {
             spc_note(s, SPA_NOTE_ERROR, mloc, SPA_E_TRUNCATED, "tar member runs past the end", data, SPA_LIM_COUNT, NULL);
             break;
         }
-        if (legacy_st || legacy_te) {
-            spa_in *sub = c->src ? spa_in_from_src(s->ar, spc_src_range(s, c->src, data, size), 0, size)
-                                 : spc_in_sub(s, in, size);
-            if (!sub) { spc_fail(s, SPA_E_NOMEM, "out of memory", hoff); return SPA_E_NOMEM; }
-            rc = tar_legacy_member(s, sub, size, mloc, child.depth, c->parent, legacy_st);
-            if (!c->src) { /* consume what the member reader did not */
-                const uint8_t *q; size_t g;
-                while (spa_in_peek(sub, SPC_HEAD, &q, &g) == SPA_OK && g) if (spa_in_skip(sub, g) != SPA_OK) break;
-            }
-        } else if (c->src) {
-            child.src = spc_src_range(s, c->src, data, size);
-            if (!child.src) { spc_fail(s, SPA_E_NOMEM, "out of memory", hoff); return SPA_E_NOMEM; }
-            rc = spc_dispatch(s, &child, NULL);
-        } else {
-            child.in = spc_in_sub(s, in, size);
-            if (!child.in) { spc_fail(s, SPA_E_NOMEM, "out of memory", hoff); return SPA_E_NOMEM; }
-            rc = spc_dispatch(s, &child, NULL);
-            const uint8_t *q; size_t g;
-            while (spa_in_peek(child.in, SPC_HEAD, &q, &g) == SPA_OK && g) if (spa_in_skip(child.in, g) != SPA_OK) break;
-        }
+        spa_arena *saved, *scratch = spc_scratch_begin(s, &saved);
+        spa_code rc = tar_member(s, c, in, &child, mname, data, size);
+        spc_scratch_end(s, scratch, saved);
         if (rc != SPA_OK || s->fatal) return s->fatal ? s->fatal_err.code : rc;
         /* to the next header */
         uint64_t now = spa_in_pos(in);

@@ -139,9 +139,9 @@ static spa_code zip_member(spc_scan *s, spc_content *c, const spa_src *src, cons
                  "zip member compression method not supported: not examined", lho, SPA_LIM_COUNT, NULL);
         return SPA_OK;
     }
-    spa_in *raw = spa_in_from_src(s->ar, msrc, 0, csize);
+    spa_in *raw = spa_in_from_src(spc_rd(s), msrc, 0, csize);
     spc_dec *d = raw ? spc_dec_open(s, raw, df) : NULL;
-    spa_in *out = d ? spa_in_from_seq(s->ar, spc_dec_read, d) : NULL;
+    spa_in *out = d ? spa_in_from_seq(spc_rd(s), spc_dec_read, d) : NULL;
     if (!out) { spc_dec_close(d); spc_fail(s, SPA_E_NOMEM, "out of memory", lho); return SPA_E_NOMEM; }
     child.in = out;
     child.size = usize; /* the directory's word; the decompressor decides the real end */
@@ -168,7 +168,7 @@ static spa_code zip_scan(spc_scan *s, spc_content *c, const spa_src *src) {
                  "zip without a readable central directory: not examined", 0, SPA_LIM_COUNT, NULL);
         return SPA_OK;
     }
-    spa_in *cd = spa_in_from_src(s->ar, src, zd.cd_off + zd.concat, zd.cd_off + zd.concat + zd.cd_size);
+    spa_in *cd = spa_in_from_src(spc_rd(s), src, zd.cd_off + zd.concat, zd.cd_off + zd.concat + zd.cd_size);
     if (!cd) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_E_NOMEM; }
     uint64_t n = 0;
     for (;;) {
@@ -211,7 +211,9 @@ static spa_code zip_scan(spc_scan *s, spc_content *c, const spa_src *src) {
         bool dir = nlen > 0 && p[SPC_ZIP_CDH + nlen - 1] == '/' && usize == 0;
         if (spa_in_skip(cd, whole) != SPA_OK) break;
         if (dir) continue;
+        spa_arena *saved, *scratch = spc_scratch_begin(s, &saved);
         rc = zip_member(s, c, src, &zd, mloc, flags, method, csize, usize, lho);
+        spc_scratch_end(s, scratch, saved);
         if (rc != SPA_OK || s->fatal) return s->fatal ? s->fatal_err.code : rc;
     }
     if (n == 0 && zd.entries > 0)

@@ -232,6 +232,25 @@ static void test_member_limit(void) {
     free(z.b);
 }
 
+/* thousands of deflated members: reader windows and decompressor state are
+ * released member by member, so the result's memory does not grow with them */
+static void test_many_members_memory_bounded(void) {
+    enum { N = 3000 };
+    static zent e[N];
+    static char names[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "m%d", i);
+        e[i] = (zent){names[i], "0123456789abcdef", 16, 8, 0, NULL, false};
+    }
+    buf z = zbuild(e, N, NULL);
+    spa_result *r = scan_buf(z.b, z.n, NULL);
+    T_CHECK(r && !r->pickle_bearing);
+    size_t used = r ? spa_arena_used(r->arena) : 0;
+    T_CHECK_MSG(used < (16u << 20), "arena holds %zu bytes after %d members", used, N);
+    spa_result_free(r);
+    free(z.b);
+}
+
 /* every truncation and every single-byte corruption of a small archive,
  * right before a guard page: results only, never a crash */
 static void test_truncations_and_flips(void) {
@@ -269,5 +288,5 @@ static void test_truncations_and_flips(void) {
 }
 
 T_MAIN("zip", T_CASE(test_stored_deflated_bzip2), T_CASE(test_quirks), T_CASE(test_unscannable_members),
-       T_CASE(test_numeric_zip_is_not_pickle_and_reads_little), T_CASE(test_member_limit),
+       T_CASE(test_numeric_zip_is_not_pickle_and_reads_little), T_CASE(test_member_limit), T_CASE(test_many_members_memory_bounded),
        T_CASE(test_truncations_and_flips))
