@@ -184,16 +184,29 @@ static spa_policy *doc_policy(doc_state *s, const char *path, const char *origin
  * into err. Returns the exit status, 128+signal, or -1 if it could not start.
  * A child process is the only faithful test: the library uses initial-exec
  * TLS, so it loads at process start but cannot be dlopen'ed later. */
-static int doc_probe(const char *lib, char *const argv[], char *err, size_t errsz) {
-    size_t n = 0;
+static bool doc_env_named(const char *kv, const char *const *extra) {
+    for (size_t j = 0; extra && extra[j]; j++) {
+        size_t kl = strcspn(extra[j], "=");
+        if (!strncmp(kv, extra[j], kl) && kv[kl] == '=') return true;
+    }
+    return false;
+}
+
+/* extra: NULL or a NULL-terminated list of "NAME=VALUE" set for the child. */
+static int doc_probe(const char *lib, char *const argv[], const char *const *extra, char *err,
+                     size_t errsz) {
+    size_t n = 0, ne = 0;
     while (environ[n]) n++;
-    char **env = calloc(n + 2, sizeof *env);
+    while (extra && extra[ne]) ne++;
+    char **env = calloc(n + ne + 2, sizeof *env);
     char *pre = malloc(strlen(lib) + sizeof "LD_PRELOAD=");
     int fds[2] = { -1, -1 };
     if (!env || !pre || pipe(fds) != 0) { free(env); free(pre); return -1; }
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "LD_PRELOAD=", 11) != 0) env[k++] = environ[i];
+        if (strncmp(environ[i], "LD_PRELOAD=", 11) != 0 && !doc_env_named(environ[i], extra))
+            env[k++] = environ[i];
+    for (size_t j = 0; j < ne; j++) env[k++] = (char *)extra[j];
     sprintf(pre, "LD_PRELOAD=%s", lib);
     env[k++] = pre;
     env[k] = NULL;
@@ -238,7 +251,7 @@ static void doc_library(doc_state *s, char *lib, size_t n) {
     /* 1. a non-Python program: the library must load and stay out of the way */
     char *grep[] = { (char *)DOC_PROBE_OTHER, (char *)"-qF", (char *)"/" DOC_PRELOAD_NAME,
                      (char *)"/proc/self/maps", NULL };
-    int rc = access(DOC_PROBE_OTHER, X_OK) == 0 ? doc_probe(lib, grep, err, sizeof err) : -2;
+    int rc = access(DOC_PROBE_OTHER, X_OK) == 0 ? doc_probe(lib, grep, NULL, err, sizeof err) : -2;
     if (rc == 0 && !err[0])
         printf("  probe       %s under the preload: loaded, mapped, silent (pass-through)\n", DOC_PROBE_OTHER);
     else if (rc != -2)
@@ -255,7 +268,7 @@ static void doc_library(doc_state *s, char *lib, size_t n) {
                            "m = open('/proc/self/maps').read()\n"
                            "sys.exit(0 if '/" DOC_PRELOAD_NAME "' in m else 3)\n",
                    NULL };
-    rc = doc_probe(lib, py, err, sizeof err);
+    rc = doc_probe(lib, py, NULL, err, sizeof err);
     if (rc == 0)
         printf("  probe       %s under the preload: library mapped%s%s\n", DOC_PROBE_PYTHON,
                err[0] ? "; it said: " : "", err);
@@ -264,6 +277,65 @@ static void doc_library(doc_state *s, char *lib, size_t n) {
                     lib, err);
     else
         doc_problem(s, "%s under the preload failed (status %d): %s", DOC_PROBE_PYTHON, rc, err);
+}
+
+/* End to end: under the preload, /usr/bin/python3 loads a benign protocol-0
+ * pickle and is refused a malicious one (builtins.exec('pass'): harmless even
+ * if it ran). The audit record goes to the probe's stderr, not the user's log. */
+#define DOC_BAD_PICKLE  "cbuiltins\nexec\n(Vpass\ntR."
+#define DOC_GOOD_PICKLE "(lp0\nI1\naI2\na."
+
+static bool doc_write(const char *path, const char *data) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return false;
+    size_t n = strlen(data);
+    bool ok = write(fd, data, n) == (ssize_t)n;
+    return close(fd) == 0 && ok;
+}
+
+static void doc_probe_block(doc_state *s, const char *lib, const spa_policy *pol) {
+    if (!lib[0] || access(DOC_PROBE_PYTHON, X_OK) != 0) return;
+    const char *tmpd = getenv("TMPDIR");
+    char dir[PATH_MAX], bad[PATH_MAX], good[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/safepickle-doctor.XXXXXX", tmpd && *tmpd ? tmpd : "/tmp");
+    if (!mkdtemp(dir)) { doc_problem(s, "cannot create a temporary directory: %s", strerror(errno)); return; }
+    bool named = (size_t)snprintf(bad, sizeof bad, "%s/malicious.pkl", dir) < sizeof bad &&
+                 (size_t)snprintf(good, sizeof good, "%s/benign.pkl", dir) < sizeof good;
+    if (!named) { rmdir(dir); doc_problem(s, "TMPDIR path too long"); return; }
+    if (doc_write(bad, DOC_BAD_PICKLE) && doc_write(good, DOC_GOOD_PICKLE)) {
+        char *py[] = { (char *)DOC_PROBE_PYTHON, (char *)"-S", (char *)"-c",
+                       (char *)"import pickle, sys\n"
+                               "if pickle.load(open(sys.argv[2], 'rb')) != [1, 2]: sys.exit(5)\n"
+                               "try:\n    pickle.load(open(sys.argv[1], 'rb'))\n"
+                               "except PermissionError:\n    sys.exit(0)\n"
+                               "sys.exit(4)\n",
+                       bad, good, NULL };
+        static const char *const extra[] = { "SAFEPICKLE_LOG=stderr", NULL };
+        char err[DOC_PROBE_ERR];
+        int rc = doc_probe(lib, py, extra, err, sizeof err);
+        char *nl = strchr(err, '\n');
+        if (nl) *nl = '\0';
+        bool enforcing = pol && pol->mode == SPA_MODE_ENFORCE &&
+                         pol->on_verdict[SPA_VERDICT_MALICIOUS] == SPA_ACT_BLOCK &&
+                         !(getenv("SAFEPICKLE_MODE") && strcmp(getenv("SAFEPICKLE_MODE"), "enforce"));
+        if (rc == 0)
+            printf("  probe       %s under the preload: benign pickle loaded, malicious one refused\n"
+                   "              it said: %s\n", DOC_PROBE_PYTHON, err[0] ? err : "(nothing)");
+        else if (rc == 4 && !enforcing)
+            printf("  probe       %s under the preload: the malicious test pickle was NOT refused "
+                   "(the active policy does not block malicious files)\n", DOC_PROBE_PYTHON);
+        else if (rc == 4)
+            doc_problem(s, "%s under the preload loaded a malicious test pickle (builtins.exec): "
+                        "protection is not working; it said: %s", DOC_PROBE_PYTHON, err[0] ? err : "(nothing)");
+        else
+            doc_problem(s, "%s under the preload could not load a benign test pickle (status %d): %s",
+                        DOC_PROBE_PYTHON, rc, err);
+    } else {
+        doc_problem(s, "cannot write test pickles in %s: %s", dir, strerror(errno));
+    }
+    unlink(bad);
+    unlink(good);
+    rmdir(dir);
 }
 
 static bool doc_mentions_preload(const char *v) { return v && strstr(v, DOC_PRELOAD_NAME) != NULL; }
@@ -469,11 +541,12 @@ int cmd_doctor(int argc, char **argv) {
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     self[n > 0 ? n : 0] = '\0';
     printf("safepickle doctor\n  cli         %s (version %s)\n", self, SPA_VERSION);
-    char lib[PATH_MAX];
+    char lib[PATH_MAX] = "";
     doc_library(&s, lib, sizeof lib);
     const char *envpol = getenv("SAFEPICKLE_POLICY");
     spa_policy *pol = envpol && *envpol ? doc_policy(&s, envpol, "from SAFEPICKLE_POLICY")
                                         : doc_policy(&s, NULL, "SAFEPICKLE_POLICY unset");
+    doc_probe_block(&s, lib, pol);
     doc_environment(&s);
     doc_kernels(&s);
     if (pid > 0) doc_pid(&s, pid);

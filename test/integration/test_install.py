@@ -87,6 +87,9 @@ def test_installed_cli_and_doctor(root):
     assert "library     %s\n" % lib in r.stdout
     assert "loaded, mapped, silent (pass-through)" in r.stdout  # a non-Python program
     assert "python3 under the preload: library mapped" in r.stdout and "status: ok" in r.stdout
+    # end to end: a benign pickle loads and a malicious one is refused, with the reason shown
+    assert "benign pickle loaded, malicious one refused" in r.stdout
+    assert re.search(r"it said: safepickle: blocked /\S+/malicious.pkl: malicious: calls builtins.exec", r.stdout)
     # a shipped policy by name resolves inside the installed tree
     r = run_installed(root, "jupyter", "install", "--prefix", inst(root, "local"), "--policy", "strict")
     assert r.returncode == 0, r.stderr
@@ -152,6 +155,7 @@ def test_doctor_policy_and_pid(root, tmp_path):
     assert r.returncode == 0 and "policy      %s (from SAFEPICKLE_POLICY): valid" % strict in r.stdout
     r = run_installed(root, "doctor", env={"SAFEPICKLE_MODE": "off"})
     assert r.returncode == 1 and "SAFEPICKLE_MODE=off" in r.stdout
+    assert "malicious test pickle was NOT refused" in r.stdout
     # a python under the installed preload, and one without it
     wait = "import sys; sys.stdin.readline()"
     guarded = subprocess.Popen([PYTHON, "-c", wait], stdin=subprocess.PIPE,
