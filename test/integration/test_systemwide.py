@@ -1,12 +1,16 @@
 """test_systemwide.py - system-wide mode without Docker or chroot.
 
-A wrapper exports LD_PRELOAD for a whole shell session (what /etc/ld.so.preload or
-`ENV LD_PRELOAD` does in a container) and drives a script through it: bash,
+A whole shell session runs under the preload, two ways: a wrapper that exports
+LD_PRELOAD (what `ENV LD_PRELOAD` does in a container), and a real /etc/ld.so.preload
+seen only inside a private mount namespace (an overlay on /etc; the host's /etc is never
+changed; skipped where namespaces are not allowed). The session drives a script: bash,
 coreutils, tar, git, make, gcc compiling and running a program, then
 /usr/bin/python3 loading models. The same script runs without the preload; the
 outputs must be identical except for the lines of the blocked load."""
 import os
 import subprocess
+
+import pytest
 
 from conftest import LIB, clean_env, run_py
 
@@ -89,8 +93,38 @@ pickle.dump(Reduce(os.system, (touch_cmd(%(marker)r),)), open(d + "/bad.pkl", "w
     assert r.returncode == 0, r.stderr
 
 
+# /etc/ld.so.preload for real, without touching the host: a private mount namespace whose
+# /etc is an overlay (the host's /etc below, a temp dir above) holding the preload line.
+ETC_SESSION = """set -e
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc
+echo "$2" > /etc/ld.so.preload
+shift 2
+exec /bin/bash "$@"
+"""
+
+
+def etc_preload_argv(tmp_path, lib, *args):
+    ov = tmp_path / "etc-overlay"
+    (ov / "upper").mkdir(parents=True, exist_ok=True)
+    (ov / "work").mkdir(exist_ok=True)
+    return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", ETC_SESSION, "sh",
+            str(ov), lib, *map(str, args)]
+
+
+def etc_preload_available(tmp_path):
+    try:
+        r = subprocess.run(etc_preload_argv(tmp_path / "probe", "/nonexistent.so", "-c",
+                                            "test -s /etc/ld.so.preload"),
+                           capture_output=True, text=True, timeout=60)
+    except OSError:
+        return False
+    return r.returncode == 0 and not os.path.exists("/etc/ld.so.preload")
+
+
 def session(tmp_path, marker, preload):
-    work = tmp_path / ("with" if preload else "without")
+    """Run the script with preload None (plain), "env" (a wrapper exporting LD_PRELOAD) or
+    "etc" (/etc/ld.so.preload in a private mount namespace, no LD_PRELOAD anywhere)."""
+    work = tmp_path / (preload or "without")
     (work / "models").mkdir(parents=True)
     for f in (tmp_path / "models").iterdir():
         (work / "models" / f.name).write_bytes(f.read_bytes())
@@ -99,11 +133,13 @@ def session(tmp_path, marker, preload):
     env = clean_env(WORK=work, MARKER=marker, HOME=tmp_path, LC_ALL="C", TZ="UTC",
                     GIT_AUTHOR_DATE="2026-01-01T00:00:00Z", GIT_COMMITTER_DATE="2026-01-01T00:00:00Z",
                     GIT_CONFIG_NOSYSTEM="1")
-    if preload:
+    if preload == "env":
         wrapper = tmp_path / "sp-session"
         wrapper.write_text(WRAPPER % LIB)
         wrapper.chmod(0o755)
         argv = [str(wrapper), str(script)]
+    elif preload == "etc":
+        argv = etc_preload_argv(tmp_path, LIB, script)
     else:
         argv = ["/bin/bash", str(script)]
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
@@ -114,11 +150,14 @@ def session(tmp_path, marker, preload):
     return r.stdout.splitlines(), r.stderr, ran
 
 
-def test_whole_session_identical_except_blocked_load(tmp_path, marker):
+@pytest.mark.parametrize("mode", ["env", "etc"])
+def test_whole_session_identical_except_blocked_load(tmp_path, marker, mode):
+    if mode == "etc" and not etc_preload_available(tmp_path):
+        pytest.skip("no private mount namespace with an overlay /etc here (needs CAP_SYS_ADMIN)")
     (tmp_path / "models").mkdir()
     build_models(tmp_path / "models", marker)
-    plain, plain_err, plain_ran = session(tmp_path, marker, preload=False)
-    guarded, guarded_err, guarded_ran = session(tmp_path, marker, preload=True)
+    plain, plain_err, plain_ran = session(tmp_path, marker, preload=None)
+    guarded, guarded_err, guarded_ran = session(tmp_path, marker, preload=mode)
 
     assert plain_ran, "control failed: without the preload the payload must run"
     assert not guarded_ran, "the payload ran inside the preloaded session"
@@ -138,3 +177,4 @@ def test_whole_session_identical_except_blocked_load(tmp_path, marker):
     sp_lines = [ln for ln in guarded_err.splitlines() if "safepickle" in ln]
     assert sp_lines and all("bad.pt" in ln for ln in sp_lines), guarded_err
     assert "safepickle" not in plain_err
+    assert not os.path.exists("/etc/ld.so.preload")  # the host was never touched
