@@ -97,6 +97,7 @@ static size_t pj_locate(const char *s, size_t n, const pj_step *path, int np, bo
             if (s[i] != '{') return fallback;
             i++;
             bool found = false;
+            int seen = 0;
             for (;;) {
                 i = pj_ws(s, n, i);
                 if (i >= n || s[i] == '}') return fallback;
@@ -108,7 +109,7 @@ static size_t pj_locate(const char *s, size_t n, const pj_step *path, int np, bo
                 i = pj_ws(s, n, ke);
                 if (i < n && s[i] == ':') i++;
                 i = pj_ws(s, n, i);
-                if (match) {
+                if (match && seen++ == path[k].idx) { /* idx: which occurrence of a repeated key */
                     if (k == np - 1 && at_key) return ks;
                     found = true;
                     break;
@@ -161,10 +162,12 @@ static spa_code pp_keys(pp *x, const cJSON *obj, const char *const *allowed) {
     for (const cJSON *c = obj->child; c; c = c->next) {
         bool ok = false;
         for (const char *const *a = allowed; *a; a++) if (!strcmp(*a, c->string)) ok = true;
-        pp_push(x, c->string, 0);
-        if (!ok) return pp_fail(x, "unknown key (a typo must never weaken a policy)", true);
+        int nth = 0;
         for (const cJSON *d = obj->child; d != c; d = d->next)
-            if (!strcmp(d->string, c->string)) return pp_fail(x, "duplicate key", true);
+            if (!strcmp(d->string, c->string)) nth++;
+        pp_push(x, c->string, nth);
+        if (!ok) return pp_fail(x, "unknown key (a typo must never weaken a policy)", true);
+        if (nth) return pp_fail(x, "duplicate key", true);
         pp_pop(x);
     }
     return SPA_OK;
@@ -346,13 +349,15 @@ static spa_code pp_parse_tree(pp *x, const cJSON *root, spa_policy *p) {
         pp_push(x, "limits", 0);
         if (!cJSON_IsObject(v)) return pp_fail(x, "expected an object of limit names to numbers", false);
         for (const cJSON *c = v->child; c; c = c->next) {
-            pp_push(x, c->string, 0);
+            int nth = 0;
+            for (const cJSON *d = v->child; d != c; d = d->next)
+                if (!strcmp(d->string, c->string)) nth++;
+            pp_push(x, c->string, nth);
             int id = -1;
             for (int i = 0; i < SPA_LIM_COUNT; i++)
                 if (!strcmp(spa_limit_name((spa_limit_id)i), c->string)) id = i;
             if (id < 0) return pp_fail(x, "unknown limit name", true);
-            for (const cJSON *d = v->child; d != c; d = d->next)
-                if (!strcmp(d->string, c->string)) return pp_fail(x, "duplicate key", true);
+            if (nth) return pp_fail(x, "duplicate key", true);
             if (!cJSON_IsNumber(c) || c->valuedouble < 1 || c->valuedouble > 9007199254740992.0 ||
                 c->valuedouble != (double)(uint64_t)c->valuedouble)
                 return pp_fail(x, "limit must be a positive integer", false);

@@ -1,0 +1,223 @@
+/* test_classify.c - the classifier on small pickles (scanned by the analyzer) and on
+ * hand-built IR: verdicts, rule ids, messages, offsets, reflection, structural rules,
+ * nested content, policy rules, unscannable streams. */
+#include <stdlib.h>
+
+#include "t.h"
+#include "verdict.h"
+
+typedef struct { spa_verdict v; const char *rule; } cl_want;
+
+static spa_result *scan_cls(const char *p, size_t n, const spa_policy *pol) {
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    o.name = "t.pkl";
+    spa_result *r = NULL;
+    spa_err e;
+    if (spa_scan_mem(&o, (const uint8_t *)p, n, &r, &e) != SPA_OK || !r) return NULL;
+    T_EQ_INT(spa_classify(r, pol), SPA_OK);
+    T_CHECK(r->classified);
+    return r;
+}
+
+static bool has_rule(const spa_result *r, const char *rule, spa_verdict sev) {
+    for (size_t i = 0; i < r->n_reasons; i++)
+        if (!strcmp(r->reasons[i].rule, rule) && r->reasons[i].severity == sev) return true;
+    return false;
+}
+
+#define CASE(src, verdict, rule) check(src, sizeof(src) - 1, verdict, rule, __LINE__)
+static void check(const char *src, size_t n, spa_verdict v, const char *rule, int line) {
+    spa_result *r = scan_cls(src, n, NULL);
+    T_CHECK_MSG(r != NULL, "line %d: scan failed", line);
+    if (!r) return;
+    T_CHECK_MSG(r->verdict == v, "line %d: verdict %s, want %s (%s)", line, spa_verdict_name(r->verdict),
+                spa_verdict_name(v), r->n_reasons ? r->reasons[0].msg : "no reasons");
+    if (rule) T_CHECK_MSG(has_rule(r, rule, v), "line %d: no reason %s (first: %s)", line, rule,
+                          r->n_reasons ? r->reasons[0].rule : "-");
+    if (v == SPA_VERDICT_SAFE) T_EQ_INT(r->n_reasons, 0);
+    spa_result_free(r);
+}
+
+static void test_calls(void) {
+    CASE("cos\nsystem\n(S'touch /tmp/x'\ntR.", SPA_VERDICT_MALICIOUS, "callee.process");
+    CASE("cposix\nsystem\n(S'id'\ntR.", SPA_VERDICT_MALICIOUS, "callee.process");
+    CASE("c__builtin__\neval\n(S'1+1'\ntR.", SPA_VERDICT_MALICIOUS, "callee.code_exec");
+    CASE("(dp0\nS'a'\nI1\ns.", SPA_VERDICT_SAFE, NULL);
+    CASE("ccollections\nOrderedDict\n)R.", SPA_VERDICT_SAFE, NULL);
+    CASE("cmylib.models\nMyModel\n(I3\ntR.", SPA_VERDICT_SAFE, NULL);                 /* unknown class from data */
+    CASE("cmylib.utils\nhelper\n(I3\ntR.", SPA_VERDICT_SUSPICIOUS, "callee.unknown_function");
+    CASE("cmylib.utils\nhelper\n(S'rm -rf /tmp/x'\ntR.", SPA_VERDICT_MALICIOUS, "args.code_like");
+    CASE("cmylib.models\nMyModel\n(S'__import__(\"os\").system(\"id\")'\ntR.", SPA_VERDICT_MALICIOUS, "args.code_like");
+    CASE("cmylib.utils\nrun_shell\n(S'x'\ntR.", SPA_VERDICT_MALICIOUS, "callee.process");   /* verb */
+    CASE("ccollections\ndefaultdict\n(cos\nsystem\ntR.", SPA_VERDICT_MALICIOUS, "args.dangerous_callable");
+    /* INST and OBJ call whatever they are given */
+    CASE("(Vid\nios\nsystem\n.", SPA_VERDICT_MALICIOUS, "callee.process");
+}
+
+static void test_reflection(void) {
+    /* getattr(importlib.import_module('os'), 'system')('id') */
+    CASE("cbuiltins\ngetattr\n(cimportlib\nimport_module\n(S'os'\ntRS'system'\ntR(S'id'\ntR.",
+         SPA_VERDICT_MALICIOUS, "call.reflective_result");
+    /* getattr(sys.modules['os'] via operator.getitem, 'system') */
+    CASE("cbuiltins\ngetattr\n(coperator\ngetitem\n(csys\nmodules\nS'os'\ntRS'system'\ntR.",
+         SPA_VERDICT_MALICIOUS, "reflect.module");
+    /* bound method of a data object: getattr(OrderedDict(), 'keys'), never called */
+    CASE("cbuiltins\ngetattr\n(ccollections\nOrderedDict\n)RS'keys'\ntR.", SPA_VERDICT_SAFE, NULL);
+    /* enum member by name: getattr(cls, 'RED') */
+    CASE("cbuiltins\ngetattr\n(chttp\nHTTPStatus\nS'OK'\ntR.", SPA_VERDICT_SAFE, NULL);
+    CASE("cbuiltins\ngetattr\n(cmylib\nThing\nS'__globals__'\ntR.", SPA_VERDICT_MALICIOUS, "reflect.dunder");
+    /* partial of a user function is data; of os.system it is a payload */
+    CASE("cfunctools\npartial\n(cmylib\nscale\ntR.", SPA_VERDICT_SAFE, NULL);
+    CASE("cfunctools\npartial\n(cos\nsystem\nS'id'\ntR.", SPA_VERDICT_MALICIOUS, "partial.dangerous");
+    /* map forced by list */
+    CASE("cbuiltins\nlist\n(cbuiltins\nmap\n(cos\nsystem\n(lp0\nS'id'\natRtR.", SPA_VERDICT_MALICIOUS, "callee.process");
+    /* pkgutil.resolve_name('os:system')('id') */
+    CASE("cpkgutil\nresolve_name\n(S'os:system'\ntR(S'id'\ntR.", SPA_VERDICT_MALICIOUS, "callee.import");
+    /* protocol 4 dotted names reach what they name */
+    static const char dotted[] = "\x80\x04\x8c\x05torch\x8c\x17serialization.os.system\x93\x8c\x02id\x85R.";
+    CASE(dotted, SPA_VERDICT_MALICIOUS, "callee.process");
+}
+
+static void test_structural(void) {
+    /* BUILD applied to a global */
+    CASE("cargparse\nNamespace\n(N(dS'run'\ncos\nsystem\nstb0N.", SPA_VERDICT_MALICIOUS, "state.build_global");
+    /* a discarded unknown-function result */
+    CASE("cmylib\nhelper\n(I1\ntR0N.", SPA_VERDICT_MALICIOUS, "call.discarded");
+    /* a reference to os.system handed to the program */
+    CASE("cos\nsystem\n.", SPA_VERDICT_MALICIOUS, "global.reference");
+    CASE("cmylib\nscale\n.", SPA_VERDICT_SAFE, NULL);
+    CASE("cos.path\njoin\n.", SPA_VERDICT_SAFE, NULL);
+    /* STACK_GLOBAL with a module name computed by a call */
+    static const char dyn[] = "\x80\x04" "cmylib\nname\n)R\x8c\x06system\x93.";
+    CASE(dyn, SPA_VERDICT_MALICIOUS, "global.dynamic");
+    /* EXT1: a reference from the extension registry; calling it is unresolved */
+    static const char ext[] = "\x80\x02\x82\x05.";
+    CASE(ext, SPA_VERDICT_SUSPICIOUS, "opcode.ext_registry");
+    static const char extcall[] = "\x80\x02\x82\x05)R.";
+    CASE(extcall, SPA_VERDICT_MALICIOUS, "call.unresolved");
+    /* code objects */
+    CASE("ctypes\nFunctionType\n(cmarshal\nloads\n(S'x'\ntR(dtR.", SPA_VERDICT_MALICIOUS, "callee.code_exec");
+    /* copyreg._reconstructor of a user class (protocol 0/1 objects) is data, of a process class not */
+    CASE("ccopy_reg\n_reconstructor\n(cmylib\nThing\nc__builtin__\nobject\nNtR(dS'a'\nI1\nsb.", SPA_VERDICT_SAFE, NULL);
+    CASE("ccopy_reg\n_reconstructor\n(cmylib\nThing\ncsubprocess\nPopen\nS'id'\ntR.", SPA_VERDICT_MALICIOUS, NULL);
+}
+
+static void test_nested(void) {
+    /* pickle.loads of anything is a nested load chosen by the author: malicious */
+    CASE("cpickle\nloads\n(S'I1\\n.'\ntR.", SPA_VERDICT_MALICIOUS, "callee.deserialize");
+    /* torch.storage._load_from_bytes is judged by its content */
+    CASE("ctorch.storage\n_load_from_bytes\n(S'I1\\n.'\ntR.", SPA_VERDICT_SAFE, NULL);
+    CASE("ctorch.storage\n_load_from_bytes\n(S'cos\\nsystem\\n(S\\'id\\'\\ntR.'\ntR.", SPA_VERDICT_MALICIOUS, NULL);
+    /* a second-stage file */
+    CASE("ctorch.storage\n_load_from_bytes\n(S'/tmp/other.bin'\ntR.", SPA_VERDICT_MALICIOUS, "nested.malicious");
+}
+
+static void test_reason_fields(void) {
+    static const char src[] = "(dS'w'\nI1\nscos\nsystem\n(S'touch /tmp/m'\ntR.";
+    spa_result *r = scan_cls(src, sizeof src - 1, NULL);
+    if (!r) return;
+    T_EQ_INT(r->verdict, SPA_VERDICT_MALICIOUS);
+    T_CHECK(r->n_reasons >= 1);
+    const spa_reason *x = &r->reasons[0];
+    T_EQ_STR(x->rule, "callee.process");
+    T_CHECK(strstr(x->msg, "os.system") && strstr(x->msg, "touch /tmp/m"));
+    T_EQ_STR(x->loc, "t.pkl");
+    T_EQ_INT(x->off, strchr(src, 'R') - src); /* the REDUCE that makes the call */
+    spa_result_free(r);
+}
+
+static void test_policy_rules(void) {
+    static const char js[] = "{\"schema\":1,\"globals\":{\"allow\":[\"os:system\"],\"deny\":[\"mylib\"]}}";
+    spa_policy *p = NULL;
+    spa_err e;
+    T_EQ_INT(spa_policy_parse(js, sizeof js - 1, "t", &p, &e), SPA_OK);
+    static const char a[] = "cos\nsystem\n(S'id'\ntR.";
+    spa_result *r = scan_cls(a, sizeof a - 1, p);
+    if (r) { T_EQ_INT(r->verdict, SPA_VERDICT_SAFE); spa_result_free(r); }
+    static const char b[] = "cmylib.models\nMyModel\n)R.";
+    r = scan_cls(b, sizeof b - 1, p);
+    if (r) { T_EQ_INT(r->verdict, SPA_VERDICT_MALICIOUS); T_CHECK(has_rule(r, "policy.deny", SPA_VERDICT_MALICIOUS)); spa_result_free(r); }
+    spa_policy_free(p);
+}
+
+/* Hand-built IR: one stream calling subprocess.Popen(('ls',)), then one stopped by a limit. */
+static void test_hand_built_ir(void) {
+    spa_arena *ar = spa_arena_create(NULL);
+    spa_result *r = spa_arena_calloc(ar, sizeof *r);
+    r->arena = ar;
+    r->path = "hand";
+    spa_val *g = spa_arena_calloc(ar, sizeof *g);
+    g->kind = SPA_V_GLOBAL;
+    g->u.g.module = g->u.g.raw_module = "subprocess";
+    g->u.g.name = g->u.g.raw_name = "Popen";
+    spa_val *s = spa_arena_calloc(ar, sizeof *s);
+    s->kind = SPA_V_STR;
+    s->u.s.p = (const uint8_t *)"ls";
+    s->u.s.len = s->u.s.kept = 2;
+    spa_val *tup = spa_arena_calloc(ar, sizeof *tup);
+    tup->kind = SPA_V_TUPLE;
+    tup->n = 1;
+    tup->u.seq.count = 1;
+    tup->u.seq.items = spa_arena_calloc(ar, sizeof(spa_val *));
+    tup->u.seq.items[0] = s;
+    spa_val *call = spa_arena_calloc(ar, sizeof *call);
+    call->kind = SPA_V_CALL;
+    call->u.call.callee = g;
+    call->u.call.args = tup;
+    call->u.call.ir = 1;
+    r->n_streams = 2;
+    r->streams = spa_arena_calloc(ar, 2 * sizeof *r->streams);
+    spa_stream *st = &r->streams[0];
+    st->loc = "hand!0";
+    st->parent = UINT32_MAX;
+    st->complete = true;
+    st->n_ir = 2;
+    st->ir = spa_arena_calloc(ar, 2 * sizeof *st->ir);
+    st->ir[0].kind = SPA_IR_IMPORT;
+    st->ir[0].module = "subprocess";
+    st->ir[0].name = "Popen";
+    st->ir[0].result = g;
+    st->ir[1].kind = SPA_IR_CALL;
+    st->ir[1].off = 42;
+    st->ir[1].target = g;
+    st->ir[1].arg = tup;
+    st->ir[1].result = call;
+    spa_stream *st2 = &r->streams[1];
+    st2->loc = "hand!1";
+    st2->parent = UINT32_MAX;
+    st2->err.code = SPA_E_LIMIT;
+    st2->err.msg = "limit";
+    st2->err.off = 7;
+    st2->limit = SPA_LIM_OPS;
+    T_EQ_INT(spa_classify(r, NULL), SPA_OK);
+    T_EQ_INT(r->verdict, SPA_VERDICT_MALICIOUS); /* malicious outranks unscannable */
+    T_CHECK(has_rule(r, "callee.process", SPA_VERDICT_MALICIOUS));
+    T_CHECK(has_rule(r, "scan.limit", SPA_VERDICT_UNSCANNABLE));
+    bool off_ok = false;
+    for (size_t i = 0; i < r->n_reasons; i++)
+        if (!strcmp(r->reasons[i].rule, "callee.process")) off_ok = r->reasons[i].off == 42 && !strcmp(r->reasons[i].loc, "hand!0");
+    T_CHECK(off_ok);
+    /* without the IR only the limit remains: unscannable, on_limit decides */
+    st->n_ir = 0;
+    T_EQ_INT(spa_classify(r, NULL), SPA_OK);
+    T_EQ_INT(r->verdict, SPA_VERDICT_UNSCANNABLE);
+    spa_policy *p = NULL;
+    T_EQ_INT(spa_policy_default(&p), SPA_OK);
+    p->on_limit = SPA_ACT_WARN;
+    T_EQ_INT(spa_policy_decide(p, r), SPA_ACT_WARN);
+    spa_policy_free(p);
+    /* an unscannable note on a result with no stream */
+    r->n_streams = 0;
+    spa_note note = {SPA_NOTE_UNSCANNABLE, "hand", {SPA_E_UNSUPPORTED, "7z", 0}, SPA_LIM_OPS, NULL};
+    r->notes = &note;
+    r->n_notes = 1;
+    T_EQ_INT(spa_classify(r, NULL), SPA_OK);
+    T_EQ_INT(r->verdict, SPA_VERDICT_UNSCANNABLE);
+    T_CHECK(has_rule(r, "scan.unscannable", SPA_VERDICT_UNSCANNABLE));
+    spa_result_free(r);
+    T_EQ_INT(spa_classify(NULL, NULL), SPA_E_USAGE);
+}
+
+T_MAIN("classify", T_CASE(test_calls), T_CASE(test_reflection), T_CASE(test_structural), T_CASE(test_nested),
+       T_CASE(test_reason_fields), T_CASE(test_policy_rules), T_CASE(test_hand_built_ir))
