@@ -19,7 +19,7 @@ enum spa_opidx {
 };
 
 /* byte -> table index + 1 (0 = not an opcode) */
-static const uint8_t spa_op_index[256] = {
+const uint8_t spa_op_index[256] = {
 #define OP(name, byte, kind, argname, proto, before, after) [byte] = SPA_OPI_##name + 1,
 #include "opcodes.def"
 #undef OP

@@ -32,6 +32,9 @@ typedef struct spa_opinfo {
     const char *after;    /* stack after */
 } spa_opinfo;
 
+/* byte -> table index + 1, 0 for a byte that is not an opcode */
+extern const uint8_t spa_op_index[256];
+static inline int spa_op_known(uint8_t byte) { return spa_op_index[byte] != 0; }
 /* Info for an opcode byte; NULL if CPython's unpickler does not know it. */
 const spa_opinfo *spa_op_info(uint8_t byte);
 /* All opcodes in table order; *n receives the count. */

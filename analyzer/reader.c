@@ -9,24 +9,7 @@
 #define SPA_IN_WINDOW   (256u * 1024u)      /* initial window for file/seq sources */
 #define SPA_IN_MAXWIN   (64u * 1024u * 1024u) /* a peek may never ask for more */
 
-struct spa_in {
-    spa_arena *ar;
-    /* memory mode */
-    const uint8_t *mem;     /* base of [start, end) when zero-copy */
-    /* pread mode */
-    spa_src src;
-    uint64_t start, end;    /* content range for src mode */
-    /* seq mode */
-    spa_seq_read rd;
-    void *rctx;
-    /* window (pread/seq) */
-    uint8_t *buf;
-    size_t cap, bpos, blen;
-    uint64_t pos;           /* content offset of the current position */
-    uint64_t pulled;        /* bytes pulled from the underlying source */
-    bool src_eof;
-    bool is_mem;
-};
+
 
 spa_in *spa_in_from_src(spa_arena *ar, const spa_src *src, uint64_t start, uint64_t end) {
     if (!src) return NULL;
@@ -101,6 +84,10 @@ static spa_code spa_in_fill(spa_in *in, size_t want) {
 }
 
 spa_code spa_in_peek(spa_in *in, size_t want, const uint8_t **p, size_t *got) {
+    return spa_in_peek_fast(in, want, p, got);
+}
+
+spa_code spa_in_peek_slow(spa_in *in, size_t want, const uint8_t **p, size_t *got) {
     if (in->is_mem) {
         *p = in->mem + in->pos;
         *got = (size_t)(in->end - in->pos < (uint64_t)SIZE_MAX ? in->end - in->pos : SIZE_MAX);
@@ -114,6 +101,10 @@ spa_code spa_in_peek(spa_in *in, size_t want, const uint8_t **p, size_t *got) {
 }
 
 spa_code spa_in_skip(spa_in *in, uint64_t n) {
+    return spa_in_skip_fast(in, n);
+}
+
+spa_code spa_in_skip_slow(spa_in *in, uint64_t n) {
     if (in->is_mem) {
         if (n > in->end - in->pos) { in->pos = in->end; return SPA_E_TRUNCATED; }
         in->pos += n;
@@ -144,7 +135,7 @@ spa_code spa_in_skip(spa_in *in, uint64_t n) {
     return SPA_OK;
 }
 
-uint64_t spa_in_pos(const spa_in *in) { return in->pos; }
+uint64_t spa_in_pos(const spa_in *in) { return spa_in_pos_fast(in); }
 
 bool spa_in_eof(spa_in *in) {
     if (in->is_mem) return in->pos >= in->end;

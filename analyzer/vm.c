@@ -21,9 +21,12 @@
 
 /* ================================================================ state */
 typedef struct vm_memo {
-    uint64_t *keys;
+    spa_val **dense;            /* keys below dcap */
+    size_t dcap;
+    uint64_t *keys;             /* hash map for the other keys */
     spa_val **vals;             /* NULL = empty slot */
-    size_t cap, count;          /* cap is a power of two */
+    size_t cap, hcount;         /* cap is a power of two */
+    size_t count;               /* distinct keys (MEMOIZE uses it) */
 } vm_memo;
 
 typedef struct vm {
@@ -111,7 +114,7 @@ static bool vm_is_seq(const spa_val *v) {
 
 static bool vm_owns_bytes(const vm *m, const spa_val *v) {
     if (v->kind != SPA_V_STR && v->kind != SPA_V_BYTES && v->kind != SPA_V_LONG) return false;
-    if (!v->u.s.p) return false;
+    if (!v->u.s.p || (v->opcode & SPA_VOP_BORROWED)) return false;
     if (m->stable && v->u.s.p >= m->mem_lo && v->u.s.p < m->mem_hi) return false;
     return true;
 }
@@ -282,21 +285,27 @@ static spa_ir *vm_ir(vm *m, spa_irkind k, uint8_t op, uint64_t off) {
 }
 
 /* ================================================================ memo */
+/* The memo is a dense array for the keys picklers write (0, 1, 2, ...),
+ * grown only while a key stays below 2 * entries + VM_MEMO_SLACK, plus a
+ * hash map for every other key. A hostile key therefore never makes it grow
+ * beyond twice the number of entries; max_memo bounds the entries. */
+#define VM_MEMO_SLACK 1024u
+
 static uint64_t vm_hash(uint64_t k) {
-    k ^= k >> 33; k *= 0xff51afd7ed558ccdull; k ^= k >> 33;
-    return k;
+    k ^= k >> 30; k *= 0xbf58476d1ce4e5b9ull;
+    k ^= k >> 27; k *= 0x94d049bb133111ebull;
+    return k ^ (k >> 31);
 }
 
-static spa_val **vm_memo_slot(vm_memo *mm, uint64_t key) {
+static spa_val **vm_hslot(vm_memo *mm, uint64_t key) {
     size_t mask = mm->cap - 1, i = (size_t)vm_hash(key) & mask;
     while (mm->vals[i] && mm->keys[i] != key) i = (i + 1) & mask;
     mm->keys[i] = key;
     return &mm->vals[i];
 }
 
-static spa_val *vm_memo_get(vm *m, uint64_t key) {
-    vm_memo *mm = &m->memo;
-    if (!mm->cap) return NULL;
+static spa_val *vm_hget(const vm_memo *mm, uint64_t key) {
+    if (!mm->hcount) return NULL;
     size_t mask = mm->cap - 1, i = (size_t)vm_hash(key) & mask;
     while (mm->vals[i]) {
         if (mm->keys[i] == key) return mm->vals[i];
@@ -305,29 +314,109 @@ static spa_val *vm_memo_get(vm *m, uint64_t key) {
     return NULL;
 }
 
-/* memo[key] = v. The table is a hash map, so a hostile key never makes it
- * grow; only the number of distinct keys counts (max_memo). */
+/* Memo entries are value pointers, or, for an immutable plain-data container
+ * (a tuple or frozenset holding no global/call/persid, referenced nowhere
+ * else), a tagged summary (kind, item count) that costs no node: picklers
+ * memoise every tuple, and millions of them would otherwise stay alive.
+ * A GET of a summary yields a fresh summarised container (items elided). */
+#define VM_MEMO_TAG 1u
+/* A short str/bytes constant is stored as one tagged word too: bit 63 set,
+ * bits 58..62 kind and flags, bits 48..57 the length, bits 0..47 the bytes
+ * (zero-copy input, or a copy the memo owns). */
+#define VM_MSTR_BIT (1ull << 63)
+#define VM_MSTR_MAX 1023u
+
+static spa_val *vm_memo_enc(vm *m, spa_val *v) {
+    if ((v->kind == SPA_V_TUPLE || v->kind == SPA_V_FROZENSET) &&
+        !(v->flags & (SPA_VFX_HOT | SPA_VFX_PINNED | SPA_VFX_SHARED)) && v->u.seq.count < (1ull << 48))
+        return (spa_val *)(uintptr_t)((v->u.seq.count << 8) | ((uint64_t)v->kind << 1) | VM_MEMO_TAG);
+    if ((v->kind == SPA_V_STR || v->kind == SPA_V_BYTES) && !(v->flags & (SPA_VFX_SHARED | SPA_VF_TRUNC)) &&
+        v->u.s.len <= VM_MSTR_MAX && sizeof(uintptr_t) == 8) {
+        const uint8_t *p = v->u.s.p;
+        if (vm_owns_bytes(m, v) || !p) {
+            uint8_t *cp = vm_balloc(m, v->u.s.len ? (size_t)v->u.s.len : 1);
+            if (!cp) { vm_share(v); return v; }
+            if (v->u.s.len) memcpy(cp, v->u.s.p, (size_t)v->u.s.len);
+            p = cp;
+        }
+        uint64_t w = (uint64_t)(uintptr_t)p;
+        if (!(w >> 48)) {
+            uint64_t kf = (v->kind == SPA_V_BYTES ? 1u : 0u) | ((v->flags & SPA_VF_PY2STR) ? 2u : 0u) |
+                          ((v->flags & SPA_VF_BYTEARRAY) ? 4u : 0u);
+            return (spa_val *)(uintptr_t)(VM_MSTR_BIT | (kf << 58) | (v->u.s.len << 48) | w);
+        }
+    }
+    vm_share(v);
+    return v;
+}
+
+static spa_val *vm_memo_raw(vm *m, uint64_t key) {
+    vm_memo *mm = &m->memo;
+    if (key < mm->dcap && mm->dense[key]) return mm->dense[key];
+    return vm_hget(mm, key);
+}
+
+static spa_val *vm_memo_get(vm *m, uint64_t key, uint8_t op, uint64_t off) {
+    spa_val *v = vm_memo_raw(m, key);
+    uint64_t w = (uint64_t)(uintptr_t)v;
+    if (!v) return NULL;
+    if (w & VM_MSTR_BIT) {
+        uint64_t kf = (w >> 58) & 0x1f;
+        spa_val *c = vm_new(m, (kf & 1) ? SPA_V_BYTES : SPA_V_STR, op, off);
+        if (!c) return NULL;
+        c->opcode |= SPA_VOP_BORROWED;   /* the memo owns the bytes */
+        c->u.s.p = (const uint8_t *)(uintptr_t)(w & ((1ull << 48) - 1));
+        c->u.s.len = c->u.s.kept = (w >> 48) & 0x3ff;
+        if (kf & 2) c->flags |= SPA_VF_PY2STR;
+        if (kf & 4) c->flags |= SPA_VF_BYTEARRAY;
+        return c;
+    }
+    if (!(w & VM_MEMO_TAG)) return v;
+    spa_val *c = vm_new(m, (spa_vkind)((w >> 1) & 0x7f), op, off);
+    if (!c) return NULL;
+    c->u.seq.count = w >> 8;
+    if (c->u.seq.count) c->flags |= SPA_VF_TRUNC;
+    return c;
+}
+
+/* memo[key] = v (redefinition replaces; the old value stays in the arena). */
 static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
     vm_memo *mm = &m->memo;
     if (key > m->lim->v[SPA_LIM_MEMO_KEY]) { vm_limit(m, SPA_LIM_MEMO_KEY, "memo key limit", off); return; }
-    if (mm->cap && vm_memo_get(m, key)) {
-        vm_share(v);
-        *vm_memo_slot(mm, key) = v;   /* redefinition: the old value stays in the arena */
+    spa_val **slot = NULL;
+    if (key < mm->dcap && mm->dense[key]) slot = &mm->dense[key];
+    else if (mm->hcount && vm_hget(mm, key)) slot = vm_hslot(mm, key);
+    if (slot) { *slot = vm_memo_enc(m, v); return; }
+    if (mm->count >= m->lim->v[SPA_LIM_MEMO]) { vm_limit(m, SPA_LIM_MEMO, "memo size limit", off); return; }
+    if (key >= mm->dcap && key < 2 * (uint64_t)mm->count + VM_MEMO_SLACK) {
+        size_t nc = mm->dcap ? mm->dcap : 1024;
+        while (nc <= key) nc += nc / 2;
+        spa_val **nd = realloc(mm->dense, nc * sizeof *nd);
+        if (!nd) { vm_nomem(m, off); return; }
+        memset(nd + mm->dcap, 0, (nc - mm->dcap) * sizeof *nd);
+        mm->dense = nd;
+        mm->dcap = nc;
+    }
+    if (key < mm->dcap) {
+        mm->dense[key] = vm_memo_enc(m, v);
+        mm->count++;
         return;
     }
-    if (mm->count >= m->lim->v[SPA_LIM_MEMO]) { vm_limit(m, SPA_LIM_MEMO, "memo size limit", off); return; }
-    if ((mm->count + 1) * 4 > mm->cap * 3) {
-        size_t nc = mm->cap ? mm->cap * 2 : 1024;
-        vm_memo nm = { calloc(nc, sizeof(uint64_t)), calloc(nc, sizeof(spa_val *)), nc, mm->count };
+    if ((mm->hcount + 1) * 4 > mm->cap * 3) {
+        size_t nc = mm->cap ? mm->cap * 2 : 256;
+        vm_memo nm = *mm;
+        nm.keys = calloc(nc, sizeof(uint64_t));
+        nm.vals = calloc(nc, sizeof(spa_val *));
+        nm.cap = nc;
         if (!nm.keys || !nm.vals) { free(nm.keys); free(nm.vals); vm_nomem(m, off); return; }
         for (size_t i = 0; i < mm->cap; i++)
-            if (mm->vals[i]) *vm_memo_slot(&nm, mm->keys[i]) = mm->vals[i];
+            if (mm->vals[i]) *vm_hslot(&nm, mm->keys[i]) = mm->vals[i];
         free(mm->keys);
         free(mm->vals);
         *mm = nm;
     }
-    vm_share(v);
-    *vm_memo_slot(mm, key) = v;
+    *vm_hslot(mm, key) = vm_memo_enc(m, v);
+    mm->hcount++;
     mm->count++;
 }
 
@@ -341,33 +430,33 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
  * linearly and notes a crossing; spa_vm_run then re-runs the stream in
  * `cfile` mode so that the IR covers both readings. */
 static void vm_cf_pre(vm *m, uint64_t n) {
-    uint64_t pos = spa_in_pos(m->in);
+    uint64_t pos = spa_in_pos_fast(m->in);
     if (pos < m->cf_end && n > m->cf_end - pos) {
         m->frame_cross = true;
-        if (m->cfile) spa_in_skip(m->in, m->cf_end - pos);
+        if (m->cfile) spa_in_skip_fast(m->in, m->cf_end - pos);
     }
 }
 
 static void vm_cf_post(vm *m) {
-    uint64_t pos = spa_in_pos(m->in);
+    uint64_t pos = spa_in_pos_fast(m->in);
     if (pos > m->cf_end) m->cf_end = pos;
 }
 
 /* FRAME of length len at the current position. Returns false (with the C
  * unpickler's error) when cfile mode finds fewer than len bytes. */
 static bool vm_cf_frame(vm *m, uint64_t len, uint64_t off) {
-    uint64_t pos = spa_in_pos(m->in);
+    uint64_t pos = spa_in_pos_fast(m->in);
     if (pos < m->cf_end && len <= m->cf_end - pos) return true; /* already buffered */
     if (pos < m->cf_end) {
         m->frame_cross = true;
-        if (m->cfile) { spa_in_skip(m->in, m->cf_end - pos); pos = m->cf_end; }
+        if (m->cfile) { spa_in_skip_fast(m->in, m->cf_end - pos); pos = m->cf_end; }
     }
     /* a FRAME past EOF: the C unpickler fails right here, the pure-Python
      * one runs what is there (the linear reading) */
     const uint8_t *p;
     size_t got;
     size_t want = len > (1u << 26) ? (1u << 26) : (size_t)len;
-    if (spa_in_peek(m->in, want, &p, &got) == SPA_OK && got < want) {
+    if (spa_in_peek_fast(m->in, want, &p, &got) == SPA_OK && got < want) {
         m->frame_cross = true;
         if (m->cfile) {
             vm_fail(m, SPA_E_TRUNCATED, "FRAME runs past the end (C unpickler)", off);
@@ -382,15 +471,15 @@ static bool vm_read(vm *m, void *dst, size_t n, uint64_t off) {
     const uint8_t *p;
     size_t got;
     vm_cf_pre(m, n);
-    spa_code c = spa_in_peek(m->in, n, &p, &got);
+    spa_code c = spa_in_peek_fast(m->in, n, &p, &got);
     if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return false; }
     if (got < n) {
-        spa_in_skip(m->in, got);
+        spa_in_skip_fast(m->in, got);
         vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off);
         return false;
     }
     memcpy(dst, p, n);
-    spa_in_skip(m->in, n);
+    spa_in_skip_fast(m->in, n);
     vm_cf_post(m);
     return true;
 }
@@ -404,25 +493,25 @@ static spa_code vm_line(vm *m, const uint8_t **p, size_t *n, bool *nl, uint64_t 
     size_t maxw = (size_t)(m->lim->v[SPA_LIM_STR] + 65536);
     if (maxw > VM_MAX_LINE_WIN) maxw = VM_MAX_LINE_WIN;
     *nl = false;
-    uint64_t pos = spa_in_pos(m->in);
+    uint64_t pos = spa_in_pos_fast(m->in);
     if (pos < m->cf_end) {
         /* a line that does not end inside the buffered frame crosses it */
         uint64_t rest = m->cf_end - pos;
         size_t w = rest > maxw ? maxw : (size_t)rest;
-        spa_code c = spa_in_peek(m->in, w, p, &got);
+        spa_code c = spa_in_peek_fast(m->in, w, p, &got);
         if (c == SPA_OK && !memchr(*p, '\n', got < w ? got : w)) {
             m->frame_cross = true;
-            if (m->cfile) spa_in_skip(m->in, m->cf_end - pos);
+            if (m->cfile) spa_in_skip_fast(m->in, m->cf_end - pos);
         }
     }
     for (;;) {
-        spa_code c = spa_in_peek(m->in, want, p, &got);
+        spa_code c = spa_in_peek_fast(m->in, want, p, &got);
         if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return c; }
         const uint8_t *q = memchr(*p, '\n', got);
         if (q) {
             *n = (size_t)(q - *p);
             *nl = true;
-            uint64_t after = spa_in_pos(m->in) + *n + 1;
+            uint64_t after = spa_in_pos_fast(m->in) + *n + 1;
             if (after > m->cf_end) m->cf_end = after;
             return SPA_OK;
         }
@@ -439,7 +528,7 @@ static bool vm_line_req(vm *m, const uint8_t **p, size_t *n, uint64_t off) {
     bool nl;
     spa_code c = vm_line(m, p, n, &nl, off);
     if (c == SPA_E_TRUNCATED) {
-        spa_in_skip(m->in, *n);
+        spa_in_skip_fast(m->in, *n);
         vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated (no newline)", off);
     }
     return c == SPA_OK;
@@ -453,15 +542,15 @@ static bool vm_data(vm *m, uint64_t n, const uint8_t **out, uint64_t *kept, bool
     const uint8_t *p;
     size_t got;
     vm_cf_pre(m, n);
-    spa_code c = spa_in_peek(m->in, (size_t)keep, &p, &got);
+    spa_code c = spa_in_peek_fast(m->in, (size_t)keep, &p, &got);
     if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return false; }
     if (got < keep) {
-        spa_in_skip(m->in, got);
+        spa_in_skip_fast(m->in, got);
         vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off);
         return false;
     }
     if (m->stable) {
-        if (got < n) { spa_in_skip(m->in, got); vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off); return false; }
+        if (got < n) { spa_in_skip_fast(m->in, got); vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off); return false; }
         *out = p;
         *owned = false;
     } else {
@@ -472,7 +561,7 @@ static bool vm_data(vm *m, uint64_t n, const uint8_t **out, uint64_t *kept, bool
         *owned = true;
     }
     *kept = keep;
-    if (spa_in_skip(m->in, n) != SPA_OK) {
+    if (spa_in_skip_fast(m->in, n) != SPA_OK) {
         if (*owned) vm_bfree(m, (void *)*out, keep ? (size_t)keep : 1);
         vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off);
         return false;
@@ -860,18 +949,18 @@ static void vm_resync(vm *m, uint64_t off) {
     size_t got;
     uint64_t scanned = 0;
     while (scanned < VM_RESYNC_SCAN) {
-        if (spa_in_peek(m->in, 4096, &p, &got) != SPA_OK || got == 0) break;
+        if (spa_in_peek_fast(m->in, 4096, &p, &got) != SPA_OK || got == 0) break;
         size_t lim = got > 4096 ? 4096 : got;
         for (size_t i = 0; i < lim; i++) {
-            if (spa_in_peek(m->in, 4096, &p, &got) != SPA_OK) return;
+            if (spa_in_peek_fast(m->in, 4096, &p, &got) != SPA_OK) return;
             if (vm_resync_try(p + i, got - i)) {
-                spa_in_skip(m->in, i);
+                spa_in_skip_fast(m->in, i);
                 spa_err e = { SPA_OK, "resynchronised after raw bytes", off };
                 spa_ctx_note(m->sc, SPA_NOTE_RESYNC, spa_ctx_stream(m->sc, m->idx)->loc, e, SPA_LIM_COUNT, NULL);
                 return;
             }
         }
-        spa_in_skip(m->in, lim);
+        spa_in_skip_fast(m->in, lim);
         scanned += lim;
     }
     spa_err e = { SPA_E_FORMAT, "could not resynchronise after raw bytes", off };
@@ -940,6 +1029,7 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
     free(m.marks);
     free(m.memo.keys);
     free(m.memo.vals);
+    free(m.memo.dense);
 
     spa_stream *s = spa_ctx_stream(sc, id);
     s->end = spa_in_pos(in);
@@ -976,18 +1066,18 @@ static void vm_step(vm *m, uint8_t op, uint64_t off);
 
 static void vm_exec(vm *m) {
     for (;;) {
-        uint64_t pos = spa_in_pos(m->in);
+        uint64_t pos = spa_in_pos_fast(m->in);
         uint64_t off = pos - m->start;
         if (m->nops >= m->lim->v[SPA_LIM_OPS]) { vm_limit(m, SPA_LIM_OPS, "opcode count limit", off); return; }
         if (off > m->lim->v[SPA_LIM_BYTES]) { vm_limit(m, SPA_LIM_BYTES, "stream byte limit", off); return; }
         const uint8_t *p;
         size_t got;
-        spa_code c = spa_in_peek(m->in, 1, &p, &got);
+        spa_code c = spa_in_peek_fast(m->in, 1, &p, &got);
         if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return; }
         if (!got) { vm_fail(m, SPA_E_TRUNCATED, "pickle data ended without STOP", off); return; }
         uint8_t op = p[0];
-        if (!spa_op_info(op)) { vm_fail(m, SPA_E_BAD_OPCODE, "invalid load key", off); return; }
-        spa_in_skip(m->in, 1);
+        if (!spa_op_known(op)) { vm_fail(m, SPA_E_BAD_OPCODE, "invalid load key", off); return; }
+        spa_in_skip_fast(m->in, 1);
         m->nops++;
         vm_step(m, op, off);
         if (m->err.code != SPA_OK || m->complete) return;
@@ -1075,7 +1165,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         size_t cn = ln < sizeof buf - 1 ? ln : sizeof buf - 1;
         memcpy(buf, lp, cn);
         buf[cn] = '\0';
-        if (ln < 1) { spa_in_skip(m->in, ln + 1); vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off); return; }
+        if (ln < 1) { spa_in_skip_fast(m->in, ln + 1); vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off); return; }
         errno = 0;
         char *end;
         long x = strtol(buf, &end, 0);
@@ -1088,11 +1178,11 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
             if (vm_int_value(lp, ln, 0, &iv)) { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = iv; }
             else v = vm_decoded(m, SPA_V_LONG, op, off, lp, ln);
         } else {
-            spa_in_skip(m->in, ln + 1);
+            spa_in_skip_fast(m->in, ln + 1);
             vm_fail(m, SPA_E_BAD_ARG, "could not convert string to int", off);
             return;
         }
-        spa_in_skip(m->in, ln + 1);
+        spa_in_skip_fast(m->in, ln + 1);
         PUSH(v);
         return;
     }
@@ -1101,7 +1191,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         size_t n = ln;
         if (n >= 1 && lp[n - 1] == 'L') n--;
         if (ln < 1 || !vm_pylong_ok(lp, n, 0)) {
-            spa_in_skip(m->in, ln + 1);
+            spa_in_skip_fast(m->in, ln + 1);
             vm_fail(m, SPA_E_BAD_ARG, "invalid literal for int()", off);
             return;
         }
@@ -1109,7 +1199,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         spa_val *v;
         if (vm_int_value(lp, n, 0, &iv)) { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = iv; }
         else v = vm_decoded(m, SPA_V_LONG, op, off, lp, n);
-        spa_in_skip(m->in, ln + 1);
+        spa_in_skip_fast(m->in, ln + 1);
         PUSH(v);
         return;
     }
@@ -1152,7 +1242,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         bool hexish = strchr(s, 'x') || strchr(s, 'X');
         double d = strtod(s, &end);
         while (vm_isspace((uint8_t)*end)) end++;
-        spa_in_skip(m->in, ln + 1);
+        spa_in_skip_fast(m->in, ln + 1);
         if (ln >= sizeof buf - 1 || end == s || *end != '\0' || hexish) {
             vm_fail(m, SPA_E_BAD_ARG, "could not convert string to float", off);
             return;
@@ -1175,7 +1265,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
     case SPA_OP_STRING: {
         if (!vm_line_req(m, &lp, &ln, off)) return;
         if (!(ln >= 2 && lp[0] == lp[ln - 1] && (lp[0] == '\'' || lp[0] == '"'))) {
-            spa_in_skip(m->in, ln + 1);
+            spa_in_skip_fast(m->in, ln + 1);
             vm_fail(m, SPA_E_BAD_ARG, "the STRING opcode argument must be quoted", off);
             return;
         }
@@ -1183,7 +1273,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         if (!tmp) { vm_nomem(m, off); return; }
         size_t on = 0;
         const char *em = vm_unescape_bytes(lp + 1, ln - 2, tmp, &on);
-        spa_in_skip(m->in, ln + 1);
+        spa_in_skip_fast(m->in, ln + 1);
         if (em) { free(tmp); vm_fail(m, SPA_E_BAD_ARG, em, off); return; }
         spa_val *v = vm_decoded(m, SPA_V_BYTES, op, off, tmp, on);
         free(tmp);
@@ -1198,7 +1288,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         if (!tmp) { vm_nomem(m, off); return; }
         size_t on = 0;
         const char *em = vm_unescape_raw_unicode(lp, ln, tmp, &on);
-        spa_in_skip(m->in, ln + 1);
+        spa_in_skip_fast(m->in, ln + 1);
         if (em) { free(tmp); vm_fail(m, SPA_E_BAD_ARG, em, off); return; }
         spa_val *v = vm_decoded(m, SPA_V_STR, op, off, tmp, on);
         free(tmp);
@@ -1314,7 +1404,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         bool ok = ln >= 1 && vm_pylong_ok(lp, ln, 10);
         int64_t key = -1;
         if (ok && !vm_int_value(lp, ln, 10, &key)) key = INT64_MAX; /* huge: over any limit */
-        spa_in_skip(m->in, ln + 1);
+        spa_in_skip_fast(m->in, ln + 1);
         if (!ok) { vm_fail(m, SPA_E_BAD_ARG, "invalid memo key", off); return; }
         if (op == SPA_OP_PUT) {
             if (key < 0) { vm_fail(m, SPA_E_BAD_ARG, "negative PUT argument", off); return; }
@@ -1323,7 +1413,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
             vm_memo_put(m, (uint64_t)key, v, off);
             return;
         }
-        spa_val *v = key >= 0 ? vm_memo_get(m, (uint64_t)key) : NULL;
+        spa_val *v = key >= 0 ? vm_memo_get(m, (uint64_t)key, op, off) : NULL;
         if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
         PUSH(v);
         return;
@@ -1339,7 +1429,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
     case SPA_OP_BINGET: case SPA_OP_LONG_BINGET: {
         size_t w = op == SPA_OP_BINGET ? 1 : 4;
         if (!vm_read(m, b, w, off)) return;
-        spa_val *v = vm_memo_get(m, vm_le(b, (int)w));
+        spa_val *v = vm_memo_get(m, vm_le(b, (int)w), op, off);
         if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
         PUSH(v);
         return;
@@ -1358,15 +1448,15 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         const char *mod = "", *name = "";
         bool nl, trunc = false;
         spa_code c = vm_line(m, &lp, &ln, &nl, off);
-        if (c == SPA_E_TRUNCATED) { mod = vm_cstr(m, lp, ln ? ln - 1 : 0); spa_in_skip(m->in, ln); trunc = true; }
+        if (c == SPA_E_TRUNCATED) { mod = vm_cstr(m, lp, ln ? ln - 1 : 0); spa_in_skip_fast(m->in, ln); trunc = true; }
         else if (c != SPA_OK) return;
         else {
             mod = vm_cstr(m, lp, ln);
-            spa_in_skip(m->in, ln + 1);
+            spa_in_skip_fast(m->in, ln + 1);
             c = vm_line(m, &lp, &ln, &nl, off);
-            if (c == SPA_E_TRUNCATED) { name = vm_cstr(m, lp, ln ? ln - 1 : 0); spa_in_skip(m->in, ln); trunc = true; }
+            if (c == SPA_E_TRUNCATED) { name = vm_cstr(m, lp, ln ? ln - 1 : 0); spa_in_skip_fast(m->in, ln); trunc = true; }
             else if (c != SPA_OK) return;
-            else { name = vm_cstr(m, lp, ln); spa_in_skip(m->in, ln + 1); }
+            else { name = vm_cstr(m, lp, ln); spa_in_skip_fast(m->in, ln + 1); }
         }
         spa_val *g = vm_global(m, op, off, mod, name, trunc ? SPA_IRF_TRUNCATED : 0);
         if (trunc) { vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated (no newline)", off); return; }
@@ -1459,10 +1549,10 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
             uint64_t skip = 0;
             spa_build_act act = m->hooks->after_build(m->hooks->ud, m->sc, t, state, &skip);
             if (act == SPA_BUILD_SKIP) {
-                if (spa_in_skip(m->in, skip) != SPA_OK)
+                if (spa_in_skip_fast(m->in, skip) != SPA_OK)
                     vm_fail(m, SPA_E_TRUNCATED, "raw array data runs past the end", off);
             } else if (act == SPA_BUILD_NESTED) {
-                uint64_t at = spa_in_pos(m->in);
+                uint64_t at = spa_in_pos_fast(m->in);
                 const char *loc = spa_ctx_loc(m->sc, "%s!stream@%llu", spa_ctx_stream(m->sc, m->idx)->loc,
                                               (unsigned long long)at);
                 uint32_t child = UINT32_MAX;
@@ -1484,7 +1574,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         if (op == SPA_OP_PERSID) {
             if (!vm_line_req(m, &lp, &ln, off)) return;
             pid = vm_decoded(m, SPA_V_STR, op, off, lp, ln);
-            spa_in_skip(m->in, ln + 1);
+            spa_in_skip_fast(m->in, ln + 1);
             if (!pid) return;
         } else {
             pid = vm_pop(m, off);

@@ -22,6 +22,10 @@
 #define SPA_VFX_PINNED 0x20u /* containers only (the bit is PY2STR on bytes): referenced
                                 from the IR or twice on the stack, never compacted */
 
+/* spa_val.opcode: the low 8 bits are the opcode byte; bit 8 is VM-internal */
+#define SPA_VOP_MASK     0xffu
+#define SPA_VOP_BORROWED 0x100u /* str/bytes whose bytes the memo owns */
+
 /* Render a value as bounded pseudo-Python into buf (always NUL-terminated
  * when cap > 0). Returns the length written. Containers show their kept
  * items and "..." when summarised; long strings are cut with "...". */
