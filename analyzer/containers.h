@@ -20,17 +20,20 @@
 typedef enum spc_pk {
     SPC_PK_NO = 0,   /* the loader would fail before doing anything: not a pickle */
     SPC_PK_MAYBE,    /* no definite failure within the bytes examined */
-    SPC_PK_YES       /* a complete stream (STOP reached), or a failure after an import/call */
+    SPC_PK_YES       /* a complete stream (STOP reached), or a failure after an import */
 } spc_pk;
 
 /* Walk opcodes abstractly (stack heights, marks, memo keys) over p[0..n).
  * total: bytes that exist from p on (>= n), or UINT64_MAX when unknown. A
- * definite loader failure before any import/call/persistent-id opcode means
- * "not a pickle": it is harmless to the loader. */
+ * definite loader failure before any import (GLOBAL, INST, STACK_GLOBAL of
+ * strings) means "not a pickle": the loader fails having done nothing. */
 spc_pk spc_pickle_plausible(const uint8_t *p, size_t n, uint64_t total);
 /* The same walk, telling how it ended. */
 typedef struct spc_walk_info {
-    bool effect;    /* an import/call/persistent-id opcode was seen */
+    bool effect;    /* an import was seen (GLOBAL, INST, STACK_GLOBAL of strings) */
+    unsigned imports, calls; /* imports; REDUCE/BUILD/NEWOBJ(_EX)/OBJ/INST seen */
+    uint64_t max_arg;  /* longest counted str/bytes argument walked over */
+    bool proto_first;  /* starts with PROTO 0..5 */
     bool stopped;   /* STOP reached */
     bool failed;    /* a definite loader failure */
     size_t end;     /* offset after the last opcode examined */
@@ -134,6 +137,10 @@ void spc_dec_close(spc_dec *d);
 /* One-shot helper for tests and nested data: decompress p[0..n) into an
  * arena buffer within the limits. */
 const char *spc_fmt_tag(spa_format f); /* "zlib", "gzip", ... for provenance */
+/* Sniff the first decompressed bytes of p[0..n) in format fmt (NONE if it
+ * does not decompress or is not pickle-bearing). Used where magics are weak
+ * evidence, i.e. inside str/bytes constants. */
+spa_format spc_dec_probe(spc_scan *s, const uint8_t *p, size_t n, spa_format fmt);
 
 /* joblib + nested pickles: VM hooks (joblib.c, nested.c). */
 spa_build_act spc_joblib_after_build(void *ud, spa_scan_ctx *sc, const spa_val *target,

@@ -256,6 +256,38 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
     return (ssize_t)produced;
 }
 
+/* ------------------------------------------------------------------ probe */
+/* What does the start of the decompressed content look like? For weak
+ * magics (zlib's two bytes, gzip, bz2, lzma-alone, zfile) in places where
+ * random data is common (str/bytes constants). NONE when it does not
+ * decompress or what comes out is not pickle-bearing. */
+spa_format spc_dec_probe(spc_scan *s, const uint8_t *p, size_t n, spa_format fmt) {
+    spa_arena *saved, *scratch = spc_scratch_begin(s, &saved);
+    if (!scratch) return SPA_FMT_NONE;
+    spa_format out = SPA_FMT_NONE;
+    if (fmt == SPA_FMT_JOBLIB) {
+        if (n <= SPC_ZFILE_HEADER) goto done;
+        p += SPC_ZFILE_HEADER;
+        n -= SPC_ZFILE_HEADER;
+    }
+    spa_src *src = spc_src_buf(s, p, n);
+    spa_in *in = src ? spa_in_from_src(scratch, src, 0, n) : NULL;
+    spc_dec *d = in ? spc_dec_open(s, in, fmt) : NULL;
+    if (!d) goto done;
+    uint8_t *buf = spa_arena_alloc(scratch, SPC_HEAD);
+    size_t got = 0;
+    while (buf && got < SPC_HEAD) {
+        ssize_t r = spc_dec_read(d, buf + got, SPC_HEAD - got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    if (buf && got && (d->err.code == SPA_OK || got == SPC_HEAD)) out = spc_sniff(buf, got, d->done ? got : UINT64_MAX);
+    spc_dec_close(d);
+done:
+    spc_scratch_end(s, scratch, saved);
+    return out;
+}
+
 /* ------------------------------------------------------------------ container */
 spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream) {
     spa_in *in = spc_content_in(s, c);

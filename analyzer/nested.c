@@ -10,6 +10,7 @@
 
 #define SPC_NESTED_MIN    8u   /* shorter constants cannot hold a payload worth scanning */
 #define SPC_NESTED_PROBE  96u  /* encoded characters decoded for a first look */
+#define SPC_NESTED_WALK   64u  /* opcodes without a failure that make unknown bytes a pickle */
 
 /* ------------------------------------------------------------------ decoders */
 static int nb_b64(uint8_t c) {
@@ -88,20 +89,42 @@ size_t spc_latin1_from_utf8(const uint8_t *in, size_t n, uint8_t *out, size_t ca
 }
 
 /* ------------------------------------------------------------------ judging */
-/* Is p[0..n) (complete when !trunc) worth scanning as nested content? A
- * pickle must either import/call/persist something, or be exactly one
- * complete stream, or hold up for the whole walk; a container needs its magic. */
-static bool nb_candidate(const uint8_t *p, size_t n, bool trunc) {
+/* Is p[0..n) (complete when !trunc) worth scanning as nested content? The
+ * VM offers every str/bytes constant, so random data (ids, hashes, base64
+ * blobs) must not pass: a pickle must import something and STOP, or import
+ * and call before it breaks, or hold up over a long walk, or be exactly one
+ * PROTO-led stream wrapping a str/bytes (a second stage for loads(loads(x)));
+ * otherwise a stream that imports nothing is only data. A container needs its magic, and a weak
+ * magic (zlib, gzip, ...) must decompress to pickle-bearing content. */
+static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, bool trunc) {
     if (n < 2) return false;
     spa_format f = spc_sniff(p, n, trunc ? UINT64_MAX : n);
     if (f == SPA_FMT_NONE) return false;
-    if (f != SPA_FMT_PICKLE) return true;
+    switch (f) {
+    case SPA_FMT_ZLIB: case SPA_FMT_GZIP: case SPA_FMT_BZ2: case SPA_FMT_JOBLIB:
+    case SPA_FMT_XZ: case SPA_FMT_ZSTD: case SPA_FMT_LZ4:
+        /* weak magics in random data: what comes out must be pickle-bearing */
+        return spc_dec_probe(s, p, n, f) != SPA_FMT_NONE;
+    case SPA_FMT_TAR:
+        return true; /* a valid header checksum */
+    case SPA_FMT_PICKLE:
+        break;
+    default:
+        return true; /* zip, npy, torch legacy, 7z: long magics */
+    }
     spc_walk_info wi;
-    spc_pk r = spc_pickle_walk(p, n < SPC_HEAD ? n : SPC_HEAD, trunc ? UINT64_MAX : n, &wi);
+    /* the whole constant: big arguments are skipped in O(1), the walk is
+     * bounded by opcodes, so padding in front cannot hide an import */
+    spc_pk r = spc_pickle_walk(p, n, trunc ? UINT64_MAX : n, &wi);
     if (r == SPC_PK_NO) return false;
-    if (wi.effect) return true;
-    if (wi.stopped && wi.end == n) return true;
-    return r == SPC_PK_MAYBE && (wi.ops >= SPC_SNIFF_OPS || trunc || n > SPC_HEAD);
+    if (wi.stopped) {
+        if (wi.imports > 0) return true;
+        /* an import-free protocol >= 3 pickle that is exactly this constant and
+         * wraps a str/bytes: loads() of it yields bytes that may be loaded again */
+        return wi.end == n && wi.proto_first && wi.max_arg >= SPC_NESTED_MIN;
+    }
+    if (wi.failed) return wi.imports > 0 && wi.calls > 0;
+    return wi.imports > 0 || wi.ops >= SPC_NESTED_WALK;
 }
 
 static bool nb_all(const uint8_t *p, size_t n, int (*cls)(uint8_t)) {
@@ -122,7 +145,7 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     size_t dn = 0;
     const char *enc = "const";
 
-    if (nb_candidate(p, n, trunc)) {
+    if (nb_candidate(s, p, n, trunc)) {
         data = p;
         dn = n;
     }
@@ -135,7 +158,7 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
             if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
                 uint8_t *buf = spa_arena_alloc(s->ar, n);
                 size_t bn = buf ? spc_latin1_from_utf8(p, n, buf, n) : 0;
-                if (bn && nb_candidate(buf, bn, trunc)) { data = buf; dn = bn; enc = "latin1"; }
+                if (bn && nb_candidate(s, buf, bn, trunc)) { data = buf; dn = bn; enc = "latin1"; }
             }
         }
     }
@@ -145,7 +168,7 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
         if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
             uint8_t *buf = spa_arena_alloc(s->ar, n / 2 + 1);
             size_t bn = buf ? spc_hex_decode(p, n, buf, n / 2 + 1) : 0;
-            if (bn && nb_candidate(buf, bn, trunc)) { data = buf; dn = bn; enc = "hex"; }
+            if (bn && nb_candidate(s, buf, bn, trunc)) { data = buf; dn = bn; enc = "hex"; }
         }
     }
     if (!data && n >= 16 && nb_b64(p[0]) >= 0 && nb_all(p, n, nb_b64)) {
@@ -154,7 +177,7 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
         if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
             uint8_t *buf = spa_arena_alloc(s->ar, n);
             size_t bn = buf ? spc_b64_decode(p, n, buf, n) : 0;
-            if (bn && nb_candidate(buf, bn, trunc)) { data = buf; dn = bn; enc = "base64"; }
+            if (bn && nb_candidate(s, buf, bn, trunc)) { data = buf; dn = bn; enc = "base64"; }
         }
     }
     if (!data) return UINT32_MAX;

@@ -89,8 +89,23 @@ typedef struct sn_walk {
     uint8_t memo[32];                /* keys 0..255 defined */
     uint64_t memo_n;                 /* distinct keys (MEMOIZE uses it) */
     bool memo_unknown;               /* a key we could not track: never reject a GET */
-    bool effect;                     /* an import/call/persid opcode was seen */
+    bool effect;                     /* an import was seen (GLOBAL, INST, STACK_GLOBAL of strings) */
+    unsigned imports, calls;         /* imports; REDUCE/BUILD/NEWOBJ(_EX)/OBJ/INST */
+    uint64_t max_arg;                /* longest counted str/bytes argument */
+    uint8_t tag[SPC_SNIFF_MARKS];    /* per stack slot: SN_T_* (slots above are unknown) */
 } sn_walk;
+
+enum { SN_T_UNKNOWN = 0, SN_T_STR, SN_T_OTHER };
+
+static void sn_push(sn_walk *w, uint8_t t) {
+    if (w->h >= 0 && w->h < (int64_t)SPC_SNIFF_MARKS) w->tag[w->h] = t;
+    w->h++;
+}
+
+static uint8_t sn_tag(const sn_walk *w, int64_t depth) {
+    int64_t i = w->h - depth;
+    return (i >= 0 && i < (int64_t)SPC_SNIFF_MARKS) ? w->tag[i] : SN_T_UNKNOWN;
+}
 
 enum { SN_GO = 0, SN_FAIL, SN_WINDOW, SN_STOP };
 
@@ -210,21 +225,21 @@ static int sn_step(sn_walk *w) {
         w->h--;
         return SN_GO;
     case '1': return sn_pop_mark(w); /* POP_MARK */
-    case '2': NEED(1); w->h++; return SN_GO; /* DUP */
+    case '2': NEED(1); sn_push(w, sn_tag(w, 1)); return SN_GO; /* DUP */
     case 'N': case 0x88: case 0x89: case ')': case ']': case '}': case 0x8f:
-        w->h++;
+        sn_push(w, SN_T_OTHER);
         return SN_GO;
-    case 'K': ARG(1); w->pos += 1; w->h++; return SN_GO;
-    case 'M': ARG(2); w->pos += 2; w->h++; return SN_GO;
-    case 'J': ARG(4); w->pos += 4; w->h++; return SN_GO;
-    case 'G': ARG(8); w->pos += 8; w->h++; return SN_GO;
+    case 'K': ARG(1); w->pos += 1; sn_push(w, SN_T_OTHER); return SN_GO;
+    case 'M': ARG(2); w->pos += 2; sn_push(w, SN_T_OTHER); return SN_GO;
+    case 'J': ARG(4); w->pos += 4; sn_push(w, SN_T_OTHER); return SN_GO;
+    case 'G': ARG(8); w->pos += 8; sn_push(w, SN_T_OTHER); return SN_GO;
     case 'I': case 'L': case 'F':
         LINE();
         if (!sn_numeric(w->p + w->pos, (op == 'L' && len && w->p[w->pos + len - 1] == 'L') ? len - 1 : len,
                         op == 'F'))
             return SN_FAIL;
         w->pos += len + 1;
-        w->h++;
+        sn_push(w, SN_T_OTHER);
         return SN_GO;
     case 'S': { /* STRING: quoted */
         LINE();
@@ -233,19 +248,20 @@ static int sn_step(sn_walk *w) {
         while (b > 0 && sn_space(s[b - 1])) b--; /* CPython strips trailing whitespace */
         if (b < 2 || (s[0] != '\'' && s[0] != '"') || s[b - 1] != s[0]) return SN_FAIL;
         w->pos += len + 1;
-        w->h++;
+        sn_push(w, SN_T_STR);
         return SN_GO;
     }
-    case 'V': LINE(); w->pos += len + 1; w->h++; return SN_GO; /* UNICODE */
-    case 'P': LINE(); w->pos += len + 1; w->h++; w->effect = true; return SN_GO; /* PERSID */
-    case 'Q': NEED(1); w->effect = true; return SN_GO; /* BINPERSID */
+    case 'V': LINE(); w->pos += len + 1; sn_push(w, SN_T_STR); return SN_GO; /* UNICODE */
+    case 'P': LINE(); w->pos += len + 1; sn_push(w, SN_T_OTHER); return SN_GO; /* PERSID */
+    case 'Q': NEED(1); return SN_GO; /* BINPERSID: the loader's own persistent_load */
     case 'U': case 'C': case 0x8c: /* 1-byte length */
         ARG(1);
         k = w->p[w->pos];
         w->pos += 1;
         ARG(k);
         w->pos += (size_t)k;
-        w->h++;
+        if (k > w->max_arg) w->max_arg = k;
+        sn_push(w, op == 'C' ? SN_T_OTHER : SN_T_STR);
         return SN_GO;
     case 'T': case 'X': case 'B': case 0x8b: /* 4-byte length */
         ARG(4);
@@ -254,7 +270,8 @@ static int sn_step(sn_walk *w) {
         w->pos += 4;
         ARG(k);
         w->pos += (size_t)k;
-        w->h++;
+        if (op != 0x8b && k > w->max_arg) w->max_arg = k;
+        sn_push(w, (op == 'T' || op == 'X') ? SN_T_STR : SN_T_OTHER);
         return SN_GO;
     case 0x8a: /* LONG1 */
         ARG(1);
@@ -262,7 +279,7 @@ static int sn_step(sn_walk *w) {
         w->pos += 1;
         ARG(k);
         w->pos += (size_t)k;
-        w->h++;
+        sn_push(w, SN_T_OTHER);
         return SN_GO;
     case 0x8d: case 0x8e: case 0x96: /* 8-byte length */
         ARG(8);
@@ -270,9 +287,10 @@ static int sn_step(sn_walk *w) {
         w->pos += 8;
         ARG(k);
         w->pos += (size_t)k;
-        w->h++;
+        if (k > w->max_arg) w->max_arg = k;
+        sn_push(w, op == 0x8d ? SN_T_STR : SN_T_OTHER);
         return SN_GO;
-    case 0x97: w->h++; return SN_GO;          /* NEXT_BUFFER */
+    case 0x97: sn_push(w, SN_T_OTHER); return SN_GO;          /* NEXT_BUFFER */
     case 0x98: NEED(1); return SN_GO;         /* READONLY_BUFFER */
     case 'g': case 'p': { /* GET / PUT with a decimal line */
         LINE();
@@ -285,9 +303,9 @@ static int sn_step(sn_walk *w) {
         }
         w->pos += len + 1;
         if (op == 'g') {
-            if (!ok || big) { w->memo_unknown = true; w->h++; return SN_GO; }
+            if (!ok || big) { w->memo_unknown = true; sn_push(w, SN_T_UNKNOWN); return SN_GO; }
             if ((r = sn_memo_get(w, key)) != SN_GO) return r;
-            w->h++;
+            sn_push(w, SN_T_UNKNOWN);
         } else {
             NEED(1);
             if (!ok || big) w->memo_unknown = true; else sn_memo_def(w, key);
@@ -296,10 +314,10 @@ static int sn_step(sn_walk *w) {
     }
     case 'h': ARG(1); k = w->p[w->pos]; w->pos += 1;
         if ((r = sn_memo_get(w, k)) != SN_GO) return r;
-        w->h++; return SN_GO;
+        sn_push(w, SN_T_UNKNOWN); return SN_GO;
     case 'j': ARG(4); k = sn_le(w->p + w->pos, 4); w->pos += 4;
         if ((r = sn_memo_get(w, k)) != SN_GO) return r;
-        w->h++; return SN_GO;
+        sn_push(w, SN_T_UNKNOWN); return SN_GO;
     case 'q': ARG(1); NEED(1); sn_memo_def(w, w->p[w->pos]); w->pos += 1; return SN_GO;
     case 'r': ARG(4); NEED(1); sn_memo_def(w, sn_le(w->p + w->pos, 4)); w->pos += 4; return SN_GO;
     case 0x94: NEED(1); sn_memo_def(w, w->memo_n); return SN_GO; /* MEMOIZE */
@@ -310,7 +328,7 @@ static int sn_step(sn_walk *w) {
     case 0x87: NEED(3); w->h -= 2; return SN_GO;    /* TUPLE3 */
     case 't': case 'l': case 'd': case 0x91: /* TUPLE LIST DICT FROZENSET */
         if ((r = sn_pop_mark(w)) != SN_GO) return r;
-        w->h++;
+        sn_push(w, SN_T_OTHER);
         return SN_GO;
     case 'e': case 'u': case 0x90: { /* APPENDS SETITEMS ADDITEMS */
         if (w->marks_lost) return SN_GO;
@@ -330,25 +348,35 @@ static int sn_step(sn_walk *w) {
         if (!sn_name(w->p + w->pos, len)) return SN_FAIL;
         w->pos += len + 1;
         w->effect = true;
-        if (op == 'i') { if ((r = sn_pop_mark(w)) != SN_GO) return r; }
-        w->h++;
+        w->imports++;
+        if (op == 'i') { if ((r = sn_pop_mark(w)) != SN_GO) return r; w->calls++; }
+        sn_push(w, SN_T_OTHER);
         return SN_GO;
     }
     case 'o': /* OBJ */
-        if (w->marks_lost) { w->effect = true; return SN_GO; }
+        if (w->marks_lost) { w->calls++; return SN_GO; }
         if (!w->nmarks || w->h - w->marks[w->nmarks - 1] < 1) return SN_FAIL;
-        w->effect = true;
-        w->h = w->marks[--w->nmarks] + 1;
+        w->calls++;
+        w->h = w->marks[--w->nmarks];
+        sn_push(w, SN_T_OTHER);
         return SN_GO;
-    case 'R': case 'b': case 0x81: case 0x93: /* REDUCE BUILD NEWOBJ STACK_GLOBAL */
+    case 0x93: /* STACK_GLOBAL: an import when both operands may be str */
         NEED(2);
-        w->effect = true;
-        w->h -= 1;
+        if (sn_tag(w, 1) != SN_T_OTHER && sn_tag(w, 2) != SN_T_OTHER) { w->effect = true; w->imports++; }
+        w->h -= 2;
+        sn_push(w, SN_T_OTHER);
         return SN_GO;
-    case 0x92: NEED(3); w->effect = true; w->h -= 2; return SN_GO; /* NEWOBJ_EX */
-    case 0x82: ARG(1); w->pos += 1; w->effect = true; w->h++; return SN_GO; /* EXT1 */
-    case 0x83: ARG(2); w->pos += 2; w->effect = true; w->h++; return SN_GO;
-    case 0x84: ARG(4); w->pos += 4; w->effect = true; w->h++; return SN_GO;
+    case 'R': case 'b': case 0x81: /* REDUCE BUILD NEWOBJ */
+        NEED(2);
+        w->calls++;
+        w->h -= 2;
+        sn_push(w, SN_T_OTHER);
+        return SN_GO;
+    case 0x92: NEED(3); w->calls++; w->h -= 3; sn_push(w, SN_T_OTHER); return SN_GO; /* NEWOBJ_EX */
+    /* EXT1/2/4: only codes registered with copyreg resolve (none by default) */
+    case 0x82: ARG(1); w->pos += 1; sn_push(w, SN_T_OTHER); return SN_GO;
+    case 0x83: ARG(2); w->pos += 2; sn_push(w, SN_T_OTHER); return SN_GO;
+    case 0x84: ARG(4); w->pos += 4; sn_push(w, SN_T_OTHER); return SN_GO;
     case 0x80: /* PROTO */
         ARG(1);
         if (w->p[w->pos] > 5) return SN_FAIL;
@@ -391,6 +419,10 @@ spc_pk spc_pickle_walk(const uint8_t *p, size_t n, uint64_t total, spc_walk_info
         if (r == SN_WINDOW) { res = SPC_PK_MAYBE; break; }
     }
     info->effect = w.effect;
+    info->imports = w.imports;
+    info->max_arg = w.max_arg;
+    info->proto_first = n >= 2 && p[0] == 0x80 && p[1] <= 5;
+    info->calls = w.calls;
     info->end = w.pos;
     info->ops = ops;
     return res;

@@ -103,6 +103,55 @@ static void test_harmless_strings_are_not_nested(void) {
     }
 }
 
+/* Many random ids, hashes, base64 blobs and raw bytes in one list: no
+ * nested stream may come out of them (each would be a false report). */
+static void test_random_constants_are_not_nested(void) {
+    enum { N = 20000 };
+    static const char hexd[] = "0123456789abcdef";
+    static const char b64tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t cap = (size_t)N * 3 * 80 + 64, n = 0;
+    uint8_t *b = malloc(cap);
+    uint32_t x = 987654321u;
+#define RND() (x = x * 1664525u + 1013904223u, (uint8_t)(x >> 24))
+    b[n++] = 0x80; b[n++] = 4; b[n++] = ']'; b[n++] = '(';
+    for (int i = 0; i < N; i++) {
+        b[n++] = 0x8c; b[n++] = 32;                       /* 32 hex digits */
+        for (int k = 0; k < 32; k++) b[n++] = (uint8_t)hexd[RND() & 15];
+        b[n++] = 0x8c; b[n++] = 32;                       /* 32 base64 chars */
+        for (int k = 0; k < 32; k++) b[n++] = (uint8_t)b64tab[RND() & 63];
+        b[n++] = 'C'; b[n++] = 48;                        /* 48 random bytes */
+        for (int k = 0; k < 48; k++) b[n++] = RND();
+    }
+#undef RND
+    b[n++] = 'e'; b[n++] = '.';
+    spa_result *r = scan_buf(b, n, NULL);
+    T_CHECK(r && r->streams[0].complete);
+    T_CHECK_MSG(r && r->n_streams == 1, "%zu nested streams from random constants", r ? r->n_streams - 1 : 0);
+    T_CHECK(r && r->n_notes == 0);
+    spa_result_free(r);
+    free(b);
+}
+
+/* The payload behind 10 KB of padding inside the constant is still found. */
+static void test_padding_does_not_hide(void) {
+    size_t pad = 10000;
+    size_t in_n = 2 + 5 + pad + 1 + sizeof PAYLOAD - 1;
+    uint8_t *in = malloc(in_n), *b = malloc(in_n + 16);
+    size_t k = 0;
+    in[k++] = 0x80; in[k++] = 4;
+    in[k++] = 'X'; in[k++] = (uint8_t)pad; in[k++] = (uint8_t)(pad >> 8); in[k++] = 0; in[k++] = 0;
+    memset(in + k, 'a', pad); k += pad;
+    in[k++] = '0';
+    memcpy(in + k, PAYLOAD, sizeof PAYLOAD - 1); k += sizeof PAYLOAD - 1;
+    size_t n = wrap(b, 'B', in, k);
+    spa_result *r = scan_buf(b, n, NULL);
+    const spa_stream *s = payload_stream(r);
+    T_CHECK(s && s->depth == 1);
+    spa_result_free(r);
+    free(in);
+    free(b);
+}
+
 static void test_depth_limit(void) {
     /* 30 levels of bytes-in-pickle around the payload */
     size_t cap = PAYLOAD_N + 30 * 8 + 16;
@@ -192,5 +241,6 @@ static void test_joblib_skip(void) {
     spa_result_free(r);
 }
 
-T_MAIN("nested", T_CASE(test_encodings), T_CASE(test_harmless_strings_are_not_nested), T_CASE(test_depth_limit),
+T_MAIN("nested", T_CASE(test_encodings), T_CASE(test_harmless_strings_are_not_nested),
+       T_CASE(test_random_constants_are_not_nested), T_CASE(test_padding_does_not_hide), T_CASE(test_depth_limit),
        T_CASE(test_decoders), T_CASE(test_joblib_itemsize), T_CASE(test_joblib_skip))
