@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -53,6 +54,7 @@ class Image:
         self.stage = os.path.join(top, "stage")
         os.makedirs(self.root)
         self.env, self.args, self.uid, self.cwd, self.cmd, self.skipped = {}, {}, 0, self.root, None, []
+        self.health = None
 
     def rw(self, s):
         """Map the image's absolute paths into the temp root (the build context to the repo)."""
@@ -122,23 +124,43 @@ class Image:
             self.cwd = self.rw(args)
         elif kw == "CMD":
             self.cmd = [self.rw(a) for a in json.loads(args)]
+        elif kw == "HEALTHCHECK":
+            self.health = json.loads(args[args.index("CMD") + 3:])
         elif kw not in ("FROM", "VOLUME", "EXPOSE", "LABEL"):
             raise AssertionError("test_deploy.py does not know %s: teach it" % kw)
+
+    def drop(self):
+        uid = self.uid
+
+        def fn():
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        return fn if uid else None
 
     def serve(self, model, preload=True):
         env = self.run_env()
         env["MODEL_PATH"] = model
-        env["HOME"] = self.top
         if not preload:
             env.pop("LD_PRELOAD", None)
-        uid = self.uid
-
-        def drop():
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
         return subprocess.run(self.cmd, env=env, cwd=self.cwd, capture_output=True, text=True,
-                              timeout=300, preexec_fn=drop if uid else None)
+                              timeout=300, preexec_fn=self.drop())
+
+    def healthcheck(self, **override):
+        """Run HEALTHCHECK against a long-running process started like the image's PID 1
+        (the image's environment with `override`, e.g. docker run -e LD_PRELOAD=)."""
+        env = self.run_env()
+        env.update(override)
+        server = subprocess.Popen(["/usr/bin/python3", "-c", "import sys; sys.stdin.read()"], env=env,
+                                  stdin=subprocess.PIPE, preexec_fn=self.drop())
+        try:
+            time.sleep(0.5)
+            cmd = [str(server.pid) if a == "1" else a for a in self.health]
+            return subprocess.run(cmd, env=self.run_env(), cwd=self.cwd, capture_output=True, text=True,
+                                  timeout=120, preexec_fn=self.drop())
+        finally:
+            server.stdin.close()
+            server.wait(timeout=30)
 
 
 def build_image(audit_log=None):
@@ -218,6 +240,15 @@ def test_recipe_steps_and_image_behaviour(models, audit):
             lines = open(logf).read().splitlines()
         recs = [json.loads(ln) for ln in lines if ln.startswith("{")]
         assert any("bad.pt" in json.dumps(rec) and "malicious" in json.dumps(rec) for rec in recs), lines
+
+        # HEALTHCHECK: healthy while the server maps the preload, unhealthy when it was started
+        # with LD_PRELOAD emptied or with SAFEPICKLE_MODE=off
+        h = img.healthcheck()
+        assert h.returncode == 0 and "status: ok" in h.stdout, h.stdout + h.stderr
+        h = img.healthcheck(LD_PRELOAD="")
+        assert h.returncode == 1 and "NOT mapped" in h.stdout, h.stdout
+        h = img.healthcheck(SAFEPICKLE_MODE="off")
+        assert h.returncode == 1 and "SAFEPICKLE_MODE=off: nothing is blocked" in h.stdout, h.stdout
 
         # control: the same image command without the preload runs the payload
         img.serve(os.path.join(models, "bad.pt"), preload=False)
