@@ -220,3 +220,8 @@ pickle.dump([1, 2, 3], open("ok.pkl", "wb"))
     assert r.stdout.split() == ["[1,", "2,", "3]", "refused"]
     assert not marker.exists()
     assert "safepickle:" in r.stderr and "bad.pkl" in r.stderr
+    # then the Jupyter section's first command (into a temporary Jupyter data dir)
+    r = subprocess.run([CLI, "jupyter", "install"], env=clean_env(JUPYTER_DATA_DIR=tmp_path / "jd"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "jd/kernels/python3-safepickle/kernel.json").exists()
