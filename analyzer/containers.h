@@ -32,8 +32,6 @@ spc_pk spc_pickle_plausible(const uint8_t *p, size_t n, uint64_t total);
 typedef struct spc_walk_info {
     bool effect;    /* an import was seen (GLOBAL, INST, STACK_GLOBAL of strings) */
     unsigned imports, calls; /* imports; REDUCE/BUILD/NEWOBJ(_EX)/OBJ/INST seen */
-    uint64_t max_arg;  /* longest counted str/bytes argument walked over */
-    bool proto_first;  /* starts with PROTO 0..5 */
     bool stopped;   /* STOP reached */
     bool failed;    /* a definite loader failure */
     size_t end;     /* offset after the last opcode examined */

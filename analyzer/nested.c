@@ -93,8 +93,7 @@ size_t spc_latin1_from_utf8(const uint8_t *in, size_t n, uint8_t *out, size_t ca
  * VM offers every str/bytes constant, so random data (ids, hashes, base64
  * blobs) must not pass: a pickle must import something and STOP, or import
  * and call before it breaks, or hold up over a long walk, or be exactly one
- * PROTO-led stream wrapping a str/bytes (a second stage for loads(loads(x)));
- * otherwise a stream that imports nothing is only data. A container needs its magic, and a weak
+ * complete stream (what loads() of the constant reads). A container needs its magic, and a weak
  * magic (zlib, gzip, ...) must decompress to pickle-bearing content. */
 static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, bool trunc) {
     if (n < 2) return false;
@@ -119,9 +118,10 @@ static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, bool trunc) {
     if (r == SPC_PK_NO) return false;
     if (wi.stopped) {
         if (wi.imports > 0) return true;
-        /* an import-free protocol >= 3 pickle that is exactly this constant and
-         * wraps a str/bytes: loads() of it yields bytes that may be loaded again */
-        return wi.end == n && wi.proto_first && wi.max_arg >= SPC_NESTED_MIN;
+        /* exactly one complete stream: what loads() of this constant would
+         * read (its data may be loaded again: loads(loads(x))); random data
+         * rarely ends in STOP exactly, and an import-free stream reports nothing */
+        return wi.end == n && wi.ops >= 2;
     }
     if (wi.failed) return wi.imports > 0 && wi.calls > 0;
     return wi.imports > 0 || wi.ops >= SPC_NESTED_WALK;

@@ -61,10 +61,14 @@ spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total) {
     if (sn_has(p, n, "ZF", 2) && n >= 4 && (p[2] == '0' || p[2] == ' ')) return SPA_FMT_JOBLIB; /* joblib < 0.10 zfile */
     if (sn_has(p, n, "7z\xbc\xaf\x27\x1c", 6)) return SPA_FMT_UNSCANNABLE;
     if (sn_has(p, n, "Rar!\x1a\x07", 6)) return SPA_FMT_UNSCANNABLE;
-    if (sn_is_zlib(p, n)) return SPA_FMT_ZLIB;
     if (sn_is_tar(p, n)) return SPA_FMT_TAR;
     if (spc_is_torch_legacy(p, n)) return SPA_FMT_TORCH_LEGACY;
-    if (spc_pickle_plausible(p, n, total) != SPC_PK_NO) return SPA_FMT_PICKLE;
+    /* zlib's two-byte header is weak: with a small window its first byte can
+     * be '(' 'X' 'h' ... ("(S" is a valid zlib header). Real zlib streams
+     * start with 'x' (not an opcode); otherwise a plausible pickle wins. */
+    spc_pk pk = spc_pickle_plausible(p, n, total);
+    if (sn_is_zlib(p, n) && (p[0] == 0x78 || pk == SPC_PK_NO)) return SPA_FMT_ZLIB;
+    if (pk != SPC_PK_NO) return SPA_FMT_PICKLE;
     return SPA_FMT_NONE;
 }
 
@@ -91,7 +95,6 @@ typedef struct sn_walk {
     bool memo_unknown;               /* a key we could not track: never reject a GET */
     bool effect;                     /* an import was seen (GLOBAL, INST, STACK_GLOBAL of strings) */
     unsigned imports, calls;         /* imports; REDUCE/BUILD/NEWOBJ(_EX)/OBJ/INST */
-    uint64_t max_arg;                /* longest counted str/bytes argument */
     uint8_t tag[SPC_SNIFF_MARKS];    /* per stack slot: SN_T_* (slots above are unknown) */
 } sn_walk;
 
@@ -158,16 +161,23 @@ static bool sn_numeric(const uint8_t *s, size_t n, bool is_float) {
     return false;
 }
 
-/* A module or attribute name the import system could resolve: printable,
- * no whitespace or control bytes (non-ASCII allowed: identifiers may be). */
+/* A module or attribute name the loader could import: the C unpickler
+ * decodes both lines as strict UTF-8 before importing (a bad sequence fails
+ * with nothing imported); no whitespace or control bytes. */
 static bool sn_name(const uint8_t *s, size_t n) {
     if (n == 0) return false;
     for (size_t i = 0; i < n; i++) {
         uint8_t c = s[i];
-        if (c <= ' ' || c == 0x7f) return false;
-        if (c < 0x80 && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                          c == '_' || c == '.'))
-            return false;
+        if (c < 0x80) {
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '.'))
+                return false;
+            continue;
+        }
+        size_t k = (c >= 0xc2 && c <= 0xdf) ? 1 : (c >= 0xe0 && c <= 0xef) ? 2 : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
+        if (k == 0 || k > n - 1 - i) return false;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xc0) != 0x80) return false;
+        i += k;
     }
     return true;
 }
@@ -260,7 +270,6 @@ static int sn_step(sn_walk *w) {
         w->pos += 1;
         ARG(k);
         w->pos += (size_t)k;
-        if (k > w->max_arg) w->max_arg = k;
         sn_push(w, op == 'C' ? SN_T_OTHER : SN_T_STR);
         return SN_GO;
     case 'T': case 'X': case 'B': case 0x8b: /* 4-byte length */
@@ -270,7 +279,6 @@ static int sn_step(sn_walk *w) {
         w->pos += 4;
         ARG(k);
         w->pos += (size_t)k;
-        if (op != 0x8b && k > w->max_arg) w->max_arg = k;
         sn_push(w, (op == 'T' || op == 'X') ? SN_T_STR : SN_T_OTHER);
         return SN_GO;
     case 0x8a: /* LONG1 */
@@ -287,7 +295,6 @@ static int sn_step(sn_walk *w) {
         w->pos += 8;
         ARG(k);
         w->pos += (size_t)k;
-        if (k > w->max_arg) w->max_arg = k;
         sn_push(w, op == 0x8d ? SN_T_STR : SN_T_OTHER);
         return SN_GO;
     case 0x97: sn_push(w, SN_T_OTHER); return SN_GO;          /* NEXT_BUFFER */
@@ -420,8 +427,6 @@ spc_pk spc_pickle_walk(const uint8_t *p, size_t n, uint64_t total, spc_walk_info
     }
     info->effect = w.effect;
     info->imports = w.imports;
-    info->max_arg = w.max_arg;
-    info->proto_first = n >= 2 && p[0] == 0x80 && p[1] <= 5;
     info->calls = w.calls;
     info->end = w.pos;
     info->ops = ops;

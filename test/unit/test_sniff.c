@@ -65,6 +65,8 @@ static const vec pickles[] = {
     {"cos\nsystem\n", 11, "truncated after GLOBAL (the import already ran)"},
     {"\x80\x05\x95\x03\x00\x00\x00\x00\x00\x00\x00N\x85.", 14, "FRAME"},
     {"(\x8c\x01" "a\x8c\x01" "b\x93.", 9, "STACK_GLOBAL operands (short)"},
+    {"(S'x'\ni__builtin__\nexec\n.", 26, "'(S' is also a valid zlib header: the pickle wins"},
+    {"c\xc3\xa9t\xc3\xa9\nf\n.", 10, "GLOBAL with UTF-8 names"},
 };
 
 static const vec not_pickles[] = {
@@ -85,6 +87,8 @@ static const vec not_pickles[] = {
     {"cat file.txt\n", 13, "GLOBAL with a space"},
     {"Xylophone music is nice to hear\n", 32, "BINUNICODE length past the end"},
     {"N", 1, "NONE then EOF"},
+    {"cmod\n\xf8\n", 7, "GLOBAL name not UTF-8: fails before importing"},
+    {"\x82\x05R.", 4, "EXT1 of an unregistered code, called"},
     {".", 1, "STOP on an empty stack"},
     {"\x80\x06N.", 4, "PROTO 6"},
     {"a", 1, "APPEND on nothing"},
