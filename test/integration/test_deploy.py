@@ -163,6 +163,35 @@ class Image:
             server.wait(timeout=30)
 
 
+def option_b():
+    """The recipe's Option B, a commented RUN line writing /etc/ld.so.preload."""
+    m = re.search(r"^#\s+RUN (echo \S+ > /etc/ld\.so\.preload)$", open(DOCKERFILE).read(), re.M)
+    assert m, "the recipe lost its Option B line"
+    return m.group(1)
+
+
+def ns_available(top):
+    ov = os.path.join(top, "probe")
+    os.makedirs(os.path.join(ov, "upper"))
+    os.makedirs(os.path.join(ov, "work"))
+    try:
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", NS_SCRIPT % "true",
+                            "sh", ov, "true"], capture_output=True, timeout=60)
+    except OSError:
+        return False
+    return r.returncode == 0
+
+
+# Runs its arguments with an /etc that only this process tree sees: an overlay on the host's
+# /etc in a private mount namespace, where the recipe's Option B line is executed.
+NS_SCRIPT = """set -e
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc
+%s
+shift
+exec "$@"
+"""
+
+
 def build_image(audit_log=None):
     top = tempfile.mkdtemp(prefix="sp-deploy-")
     os.chmod(top, 0o755)  # the image's user must reach the root
@@ -254,5 +283,34 @@ def test_recipe_steps_and_image_behaviour(models, audit):
         img.serve(os.path.join(models, "bad.pt"), preload=False)
         assert os.path.exists(marker)
         os.unlink(marker)
+    finally:
+        shutil.rmtree(img.top, ignore_errors=True)
+
+
+def test_recipe_option_b_ld_so_preload(models):
+    """Option B: no LD_PRELOAD anywhere, the library comes from /etc/ld.so.preload."""
+    img = build_image()
+    try:
+        if not ns_available(img.top):
+            pytest.skip("no private mount namespace with an overlay /etc here (needs CAP_SYS_ADMIN)")
+        ov = os.path.join(img.top, "etc-overlay")
+        os.makedirs(os.path.join(ov, "upper"))
+        os.makedirs(os.path.join(ov, "work"))
+        env = img.run_env()
+        del env["LD_PRELOAD"]
+        script = NS_SCRIPT % img.rw(option_b())
+        drop = ["setpriv", "--reuid", str(img.uid), "--regid", str(img.uid), "--clear-groups"]
+
+        def serve(model):
+            e = dict(env, MODEL_PATH=model)
+            return subprocess.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script,
+                                   "sh", ov, *drop, *img.cmd], env=e, cwd=img.cwd, capture_output=True,
+                                  text=True, timeout=300)
+        ok = serve(os.path.join(models, "model.pt"))
+        assert ok.returncode == 0 and ok.stdout.strip() == "serve: loaded model.pt: b, w", ok.stderr
+        bad = serve(os.path.join(models, "bad.pt"))
+        assert bad.returncode == 3 and "safepickle: blocked" in bad.stderr, bad.stdout + bad.stderr
+        assert not os.path.exists(os.path.join(models, "PAYLOAD_RAN"))
+        assert not os.path.exists("/etc/ld.so.preload")  # the host's /etc was never touched
     finally:
         shutil.rmtree(img.top, ignore_errors=True)
