@@ -246,18 +246,25 @@ spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream) {
     const uint8_t *p = NULL;
     size_t got = 0;
     if (c->src) {
-        uint64_t want = c->size < SPC_HEAD ? c->size : SPC_HEAD;
+        /* first SPC_HEAD_SMALL bytes: enough to say "not a pickle" or to see a
+         * magic; only a plausible pickle start gets the wider look */
         if (!s->head) s->head = spa_arena_alloc(s->ar, SPC_HEAD);
         uint8_t *buf = s->head;
         if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_E_NOMEM; }
-        while (got < want) {
-            ssize_t r = c->src->pread(c->src->ctx, buf + got, (size_t)want - got, got);
-            if (r < 0) { spc_fail(s, SPA_E_IO, "read error", got); return SPA_E_IO; }
-            if (r == 0) break;
-            got += (size_t)r;
+        uint64_t want = c->size < SPC_HEAD_SMALL ? c->size : SPC_HEAD_SMALL;
+        for (int pass = 0; pass < 2; pass++) {
+            while (got < want) {
+                ssize_t r = c->src->pread(c->src->ctx, buf + got, (size_t)want - got, got);
+                if (r < 0) { spc_fail(s, SPA_E_IO, "read error", got); return SPA_E_IO; }
+                if (r == 0) break;
+                got += (size_t)r;
+            }
+            if (got < want) { c->size = got; break; } /* the source was shorter than it said */
+            if (got >= c->size || want == SPC_HEAD) break;
+            if (spc_sniff(buf, got, c->size) != SPA_FMT_PICKLE) break;
+            want = c->size < SPC_HEAD ? c->size : SPC_HEAD;
         }
         p = buf;
-        if (got < want) c->size = got; /* the source was shorter than it said */
     } else {
         spa_code rc = spa_in_peek(c->in, SPC_HEAD, &p, &got);
         if (rc != SPA_OK) {
