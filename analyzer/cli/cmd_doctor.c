@@ -156,9 +156,9 @@ static spa_policy *doc_policy(doc_state *s, const char *path, const char *origin
     spa_err err = { SPA_OK, NULL, 0 };
     if (path) {
         if (spa_policy_load(path, &p, &err) != SPA_OK) {
-            doc_problem(s, "policy %s (%s) is invalid: %s at byte %llu: the preload will refuse to "
-                        "start with it", path, origin, err.msg ? err.msg : spa_code_name(err.code),
-                        (unsigned long long)err.off);
+            doc_problem(s, "policy %s (%s) is invalid: %s at byte %llu: the preload fails closed "
+                        "and blocks every pickle-bearing file until it is fixed", path, origin,
+                        err.msg ? err.msg : spa_code_name(err.code), (unsigned long long)err.off);
             return NULL;
         }
         printf("  policy      %s (%s): valid\n", path, origin);

@@ -219,8 +219,8 @@ static int jup_install(const jup_opts *o) {
         spa_policy *p = NULL;
         spa_err err = { SPA_OK, NULL, 0 };
         if (spa_policy_load(pol, &p, &err) != SPA_OK)
-            return jup_fail("policy %s is invalid: %s at byte %llu (a kernel with it would not start "
-                            "protected)", pol, err.msg ? err.msg : spa_code_name(err.code),
+            return jup_fail("policy %s is invalid: %s at byte %llu (a kernel with it would block "
+                            "every pickle)", pol, err.msg ? err.msg : spa_code_name(err.code),
                             (unsigned long long)err.off);
         spa_policy_free(p);
     }
