@@ -321,10 +321,12 @@ static spa_val *vm_hget(const vm_memo *mm, uint64_t key) {
  * A GET of a summary yields a fresh summarised container (items elided). */
 #define VM_MEMO_TAG 1u
 /* A short str/bytes constant is stored as one tagged word too: bit 63 set,
- * bits 58..62 kind and flags, bits 48..57 the length, bits 0..47 the bytes
- * (zero-copy input, or a copy the memo owns). */
+ * bits 58..60 kind and flags, bits 48..56 the length, bits 0..47 a pointer
+ * to the bytes (zero-copy input, or a copy the memo owns) or, with bit 57,
+ * up to 6 bytes themselves. */
 #define VM_MSTR_BIT (1ull << 63)
-#define VM_MSTR_MAX 1023u
+#define VM_MSTR_MAX 511u
+#define VM_MSTR_INLINE (1ull << 57)
 
 static spa_val *vm_memo_enc(vm *m, spa_val *v) {
     if ((v->kind == SPA_V_TUPLE || v->kind == SPA_V_FROZENSET) &&
@@ -332,6 +334,14 @@ static spa_val *vm_memo_enc(vm *m, spa_val *v) {
         return (spa_val *)(uintptr_t)((v->u.seq.count << 8) | ((uint64_t)v->kind << 1) | VM_MEMO_TAG);
     if ((v->kind == SPA_V_STR || v->kind == SPA_V_BYTES) && !(v->flags & (SPA_VFX_SHARED | SPA_VF_TRUNC)) &&
         v->u.s.len <= VM_MSTR_MAX && sizeof(uintptr_t) == 8) {
+        uint64_t kf0 = (v->kind == SPA_V_BYTES ? 1u : 0u) | ((v->flags & SPA_VF_PY2STR) ? 2u : 0u) |
+                       ((v->flags & SPA_VF_BYTEARRAY) ? 4u : 0u);
+        if (v->u.s.len <= 6) {
+            /* up to 6 bytes live in the word itself (bit 62 marks it) */
+            uint64_t w = 0;
+            for (uint64_t i = 0; i < v->u.s.len; i++) w |= (uint64_t)v->u.s.p[i] << (8 * i);
+            return (spa_val *)(uintptr_t)(VM_MSTR_BIT | VM_MSTR_INLINE | (kf0 << 58) | (v->u.s.len << 48) | w);
+        }
         const uint8_t *p = v->u.s.p;
         if (vm_owns_bytes(m, v) || !p) {
             uint8_t *cp = vm_balloc(m, v->u.s.len ? (size_t)v->u.s.len : 1);
@@ -361,12 +371,19 @@ static spa_val *vm_memo_get(vm *m, uint64_t key, uint8_t op, uint64_t off) {
     uint64_t w = (uint64_t)(uintptr_t)v;
     if (!v) return NULL;
     if (w & VM_MSTR_BIT) {
-        uint64_t kf = (w >> 58) & 0x1f;
+        uint64_t kf = (w >> 58) & 0x7;
         spa_val *c = vm_new(m, (kf & 1) ? SPA_V_BYTES : SPA_V_STR, op, off);
         if (!c) return NULL;
-        c->opcode |= SPA_VOP_BORROWED;   /* the memo owns the bytes */
-        c->u.s.p = (const uint8_t *)(uintptr_t)(w & ((1ull << 48) - 1));
-        c->u.s.len = c->u.s.kept = (w >> 48) & 0x3ff;
+        c->u.s.len = c->u.s.kept = (w >> 48) & 0x1ff;
+        if (w & VM_MSTR_INLINE) {
+            uint8_t *cp = vm_balloc(m, 8);   /* owned by the new value */
+            if (!cp) { vm_nomem(m, off); return NULL; }
+            for (int i = 0; i < 6; i++) cp[i] = (uint8_t)(w >> (8 * i));
+            c->u.s.p = cp;
+        } else {
+            c->opcode |= SPA_VOP_BORROWED;   /* the memo owns the bytes */
+            c->u.s.p = (const uint8_t *)(uintptr_t)(w & ((1ull << 48) - 1));
+        }
         if (kf & 2) c->flags |= SPA_VF_PY2STR;
         if (kf & 4) c->flags |= SPA_VF_BYTEARRAY;
         return c;

@@ -1,0 +1,73 @@
+"""bench_genops.py - helper of bench_genops.sh.
+
+    bench_genops.py gen DIR        write dense.pkl (>= 50 MB, millions of small
+                                   objects) and arrays.pkl (large numpy arrays)
+    bench_genops.py genops FILE    scan FILE the way genops-based scanners do
+                                   (picklescan: ops = list(pickletools.genops(f))
+                                   plus its memo / STACK_GLOBAL tracking, over
+                                   every stacked pickle) and print the globals"""
+import io
+import os
+import pickle
+import pickletools
+import sys
+
+
+def gen(d):
+    os.makedirs(d, exist_ok=True)
+    # 2.2 million small tuples (int, float, short str): every tuple and string
+    # memoised, ~25 bytes of opcodes per object
+    rows = [(i, i * 0.5, "r%d" % (i % 5000)) for i in range(2_200_000)]
+    with open(os.path.join(d, "dense.pkl"), "wb") as f:
+        pickle.dump(rows, f, protocol=4)
+    del rows
+    import numpy as np
+    arrays = {"layer%d" % i: np.random.default_rng(i).standard_normal((1024, 1024)) for i in range(12)}
+    with open(os.path.join(d, "arrays.pkl"), "wb") as f:
+        pickle.dump(arrays, f, protocol=4)
+
+
+def genops_scan(path):
+    """picklescan's _list_globals, condensed: the whole op list is materialised."""
+    with open(path, "rb") as fh:
+        data = io.BytesIO(fh.read())
+    globals_ = set()
+    while True:
+        memo = {}
+        try:
+            ops = list(pickletools.genops(data))
+        except Exception:
+            break
+        for n, (op, arg, pos) in enumerate(ops):
+            name = op.name
+            if name in ("MEMOIZE",) and n > 0:
+                memo[len(memo)] = ops[n - 1][1]
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT") and n > 0:
+                memo[arg] = ops[n - 1][1]
+            elif name in ("GLOBAL", "INST"):
+                globals_.add(tuple(arg.split(" ", 1)))
+            elif name == "STACK_GLOBAL":
+                values = []
+                for i in range(1, n):
+                    if ops[n - i][0].name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                        continue
+                    if ops[n - i][0].name in ("GET", "BINGET", "LONG_BINGET"):
+                        values.append(memo.get(int(ops[n - i][1])))
+                    else:
+                        values.append(ops[n - i][1])
+                    if len(values) == 2:
+                        break
+                if len(values) == 2:
+                    globals_.add((values[1], values[0]))
+        if not data.read(1):
+            break
+        data.seek(-1, 1)
+    return globals_
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "gen":
+        gen(sys.argv[2])
+    else:
+        g = genops_scan(sys.argv[2])
+        print("%d globals: %s" % (len(g), sorted(map(str, g))[:5]))
