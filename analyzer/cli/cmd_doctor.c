@@ -515,10 +515,12 @@ static void doc_pid(doc_state *s, long pid) {
 
 static void doc_usage(FILE *f) {
     fprintf(f, "usage: safepickle doctor [--pid PID]\n\n"
-               "Reports the CLI, the preload library (found, loads, mapped in a probe python3),\n"
-               "the active policy (SAFEPICKLE_POLICY or the embedded default) and whether it is\n"
-               "valid, LD_PRELOAD and /etc/ld.so.preload, Jupyter kernelspecs that use safepickle,\n"
-               "and with --pid whether the preload is mapped in that process.\n"
+               "Reports the CLI; the preload library: found, silent in a non-Python program,\n"
+               "mapped in a probe " DOC_PROBE_PYTHON " that loads a benign test pickle and is refused a\n"
+               "malicious one; the active policy (SAFEPICKLE_POLICY or the embedded default) and\n"
+               "whether it is valid; SAFEPICKLE_* overrides, LD_PRELOAD and /etc/ld.so.preload;\n"
+               "Jupyter kernelspecs that use safepickle; with --pid, whether the preload is mapped\n"
+               "in that process, its policy and whether it is a policy target.\n"
                "Exit status: 0 healthy, 1 a problem was found, 2 usage error.\n");
 }
 
