@@ -77,6 +77,36 @@ spa_format spa_sniff(const uint8_t *p, size_t n) {
     return spc_sniff(p, n, UINT64_MAX);
 }
 
+static size_t sn_pread(const spa_src *src, uint8_t *buf, size_t want, uint64_t off) {
+    size_t got = 0;
+    while (got < want) {
+        ssize_t r = src->pread(src->ctx, buf + got, want - got, off + got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    return got;
+}
+
+spa_format spa_sniff_src(const spa_src *src) {
+    if (!src || !src->pread || src->size == 0) return SPA_FMT_NONE;
+    uint8_t head[SPC_HEAD];
+    size_t want = src->size < SPC_HEAD_SMALL ? (size_t)src->size : SPC_HEAD_SMALL;
+    size_t got = sn_pread(src, head, want, 0);
+    spa_format f = spc_sniff(head, got, got < want ? got : src->size);
+    if (f == SPA_FMT_PICKLE && got == want && src->size > got) {
+        want = src->size < SPC_HEAD ? (size_t)src->size : SPC_HEAD;
+        got += sn_pread(src, head + got, want - got, got);
+        f = spc_sniff(head, got, got < want ? got : src->size);
+    }
+    if (f == SPA_FMT_NONE && src->size >= 22) {
+        uint8_t tail[22];
+        if (sn_pread(src, tail, sizeof tail, src->size - sizeof tail) == sizeof tail &&
+            memcmp(tail, "PK\x05\x06", 4) == 0 && tail[20] == 0 && tail[21] == 0)
+            f = SPA_FMT_ZIP;
+    }
+    return f;
+}
+
 /* ------------------------------------------------------------------ pickle walk */
 /* An abstract unpickler: it tracks only stack heights, marks and which memo
  * keys exist. It answers "would CPython certainly fail here?" and never

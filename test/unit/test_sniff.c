@@ -191,6 +191,25 @@ static void test_container_magics(void) {
     T_CHECK(spa_sniff(guarded(h, sizeof h), sizeof h) != SPA_FMT_TAR);
 }
 
+/* spa_sniff_src: head, wider head for a plausible pickle, zip end record at the tail */
+static void test_sniff_src(void) {
+    spa_src src;
+    static const char pk[] = "cos\nsystem\n(S'echo x'\ntR.";
+    spa_src_mem(&src, (const uint8_t *)pk, sizeof pk - 1);
+    T_EQ_INT(spa_sniff_src(&src), SPA_FMT_PICKLE);
+    static uint8_t junkzip[600];
+    memset(junkzip, 'j', sizeof junkzip);
+    memcpy(junkzip + sizeof junkzip - 22, "PK\x05\x06", 4);
+    memset(junkzip + sizeof junkzip - 18, 0, 18);
+    spa_src_mem(&src, junkzip, sizeof junkzip);
+    T_EQ_INT(spa_sniff_src(&src), SPA_FMT_ZIP);
+    junkzip[sizeof junkzip - 1] = 1; /* a comment length: not found from the tail alone */
+    T_EQ_INT(spa_sniff_src(&src), SPA_FMT_NONE);
+    static const char txt[] = "just some text\n";
+    spa_src_mem(&src, (const uint8_t *)txt, sizeof txt - 1);
+    T_EQ_INT(spa_sniff_src(&src), SPA_FMT_NONE);
+}
+
 /* Random bytes: never a crash, and "not a pickle" almost always. */
 static void test_random_bytes(void) {
     uint32_t x = 12345;
@@ -206,4 +225,4 @@ static void test_random_bytes(void) {
 
 T_MAIN("sniff", T_CASE(test_real_pickles_are_pickles), T_CASE(test_not_pickles),
        T_CASE(test_prefixes_never_overread), T_CASE(test_walk_definite_failures),
-       T_CASE(test_container_magics), T_CASE(test_random_bytes))
+       T_CASE(test_container_magics), T_CASE(test_sniff_src), T_CASE(test_random_bytes))
