@@ -37,12 +37,12 @@ static void ex_stream(FILE *f, const spa_result *r, size_t si) {
             }
             break;
         case SPA_IR_BUILD:
-            spa_val_repr_named(e->target, a, sizeof a);
+            spa_val_ref(e->target, a, sizeof a);
             spa_val_repr_named(e->arg, b, sizeof b);
             w = fprintf(f, "%s.__setstate__(%s)", a, b);
             break;
         case SPA_IR_MUTATE: {
-            spa_val_repr_named(e->target, a, sizeof a);
+            spa_val_ref(e->target, a, sizeof a);
             spa_val_repr_named(e->arg, b, sizeof b);
             const char *how = (e->opcode == 's' || e->opcode == 'u') ? "__setitem__ each of" :
                               e->opcode == 0x90 ? "add each of" : "extend";
@@ -50,7 +50,7 @@ static void ex_stream(FILE *f, const spa_result *r, size_t si) {
             break;
         }
         case SPA_IR_DISCARD:
-            spa_val_repr_named(e->target, a, sizeof a);
+            spa_val_ref(e->target, a, sizeof a);
             w = fprintf(f, "del %s  # result dropped, but it ran", a);
             break;
         case SPA_IR_PERSID:

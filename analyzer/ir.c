@@ -31,12 +31,15 @@ static void rb_s(rbuf *r, const char *s) { rb_put(r, s, strlen(s)); }
 static void rb_text(rbuf *r, const spa_val *v) {
     bool bytes = v->kind == SPA_V_BYTES && !(v->flags & SPA_VF_PY2STR);
     if (bytes) rb_s(r, (v->flags & SPA_VF_BYTEARRAY) ? "bytearray(b" : "b");
-    rb_put(r, "'", 1);
     size_t n = v->u.s.kept < REPR_STR_MAX ? (size_t)v->u.s.kept : REPR_STR_MAX;
+    /* quote like Python's repr: double quotes when only single ones occur */
+    char q = '\'';
+    if (memchr(v->u.s.p, '\'', n) && !memchr(v->u.s.p, '"', n)) q = '"';
+    rb_put(r, &q, 1);
     for (size_t i = 0; i < n; i++) {
         uint8_t c = v->u.s.p[i];
         char e[8];
-        if (c == '\\' || c == '\'') { e[0] = '\\'; e[1] = (char)c; rb_put(r, e, 2); }
+        if (c == '\\' || c == (uint8_t)q) { e[0] = '\\'; e[1] = (char)c; rb_put(r, e, 2); }
         else if (c == '\n') rb_s(r, "\\n");
         else if (c == '\r') rb_s(r, "\\r");
         else if (c == '\t') rb_s(r, "\\t");
@@ -44,7 +47,7 @@ static void rb_text(rbuf *r, const spa_val *v) {
         else rb_put(r, (const char *)&c, 1);
     }
     if (n < v->u.s.len) rb_s(r, "...");
-    rb_put(r, "'", 1);
+    rb_put(r, &q, 1);
     if (bytes && (v->flags & SPA_VF_BYTEARRAY)) rb_s(r, ")");
     if (n < v->u.s.len) {
         char e[48];
@@ -136,6 +139,14 @@ size_t spa_val_repr_named(const spa_val *v, char *buf, size_t cap) {
     if (cap) buf[0] = '\0';
     rb_val(&r, v, 0);
     return r.len;
+}
+
+size_t spa_val_ref(const spa_val *v, char *buf, size_t cap) {
+    if (v && v->kind == SPA_V_CALL && v->u.call.ir != UINT32_MAX) {
+        int n = snprintf(buf, cap, "_v%u", v->u.call.ir);
+        return n < 0 ? 0 : (size_t)n;
+    }
+    return spa_val_repr_named(v, buf, cap);
 }
 
 size_t spa_val_repr(const spa_val *v, char *buf, size_t cap) {

@@ -248,11 +248,11 @@ void spa_report_text(FILE *f, const spa_result *r) {
             case SPA_IR_IMPORT: fprintf(f, "%s.%s\n", e->module, e->name); break;
             case SPA_IR_CALL: spa_val_repr_named(e->result, a, sizeof a); fprintf(f, "_v%zu = %s\n", k, a); break;
             case SPA_IR_BUILD: case SPA_IR_MUTATE:
-                spa_val_repr_named(e->target, a, sizeof a);
+                spa_val_ref(e->target, a, sizeof a);
                 spa_val_repr_named(e->arg, b, sizeof b);
                 fprintf(f, "%s <- %s\n", a, b);
                 break;
-            case SPA_IR_DISCARD: spa_val_repr_named(e->target, a, sizeof a); fprintf(f, "%s\n", a); break;
+            case SPA_IR_DISCARD: spa_val_ref(e->target, a, sizeof a); fprintf(f, "%s\n", a); break;
             case SPA_IR_PERSID: spa_val_repr(e->arg, a, sizeof a); fprintf(f, "persistent_load(%s)\n", a); break;
             case SPA_IR_NESTED:
                 if (e->nested_stream != UINT32_MAX) fprintf(f, "stream #%u\n", e->nested_stream);

@@ -33,6 +33,8 @@ size_t spa_val_repr(const spa_val *v, char *buf, size_t cap);
 /* The same, but a call result nested inside v is named "_v<IR index>"
  * (the explain listing binds every call to such a name). */
 size_t spa_val_repr_named(const spa_val *v, char *buf, size_t cap);
+/* Like spa_val_repr_named, but a call result itself is just its "_v<N>". */
+size_t spa_val_ref(const spa_val *v, char *buf, size_t cap);
 /* The Python type-ish name of a value kind: "str", "tuple", "global", ... */
 const char *spa_vkind_name(spa_vkind k);
 #endif
