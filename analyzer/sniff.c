@@ -39,8 +39,11 @@ static bool sn_is_zlib(const uint8_t *p, size_t n) {
 
 bool spc_is_torch_legacy(const uint8_t *p, size_t n) {
     static const uint8_t magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
-    if (n >= 15 && p[0] == 0x80 && p[2] == 0x8a && p[3] == 10 && memcmp(p + 4, magic, 10) == 0)
-        return true;
+    if (n >= 15 && p[0] == 0x80 && p[1] <= 5) {
+        size_t i = 2;
+        if (p[i] == 0x95) i += 9; /* FRAME (protocol 4+) */
+        if (n >= i + 12 && p[i] == 0x8a && p[i + 1] == 10 && memcmp(p + i + 2, magic, 10) == 0) return true;
+    }
     /* protocol 0/1: LONG text of 0x1950a86a20f9469cfc6c */
     static const char txt[] = "L119547037146038801333356L\n";
     return sn_has(p, n, txt, sizeof txt - 1);

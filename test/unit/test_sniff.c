@@ -161,6 +161,9 @@ static void test_container_magics(void) {
         {"7z\xbc\xaf\x27\x1c\x00", 7, SPA_FMT_UNSCANNABLE},
         {"Rar!\x1a\x07\x00", 7, SPA_FMT_UNSCANNABLE},
         {"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 15, SPA_FMT_TORCH_LEGACY},
+        {"\x80\x04\x95\x0d\x00\x00\x00\x00\x00\x00\x00\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 24,
+         SPA_FMT_TORCH_LEGACY},
+        {"L119547037146038801333356L\n.", 28, SPA_FMT_TORCH_LEGACY},
         {"x\x9d\x01", 3, SPA_FMT_NONE}, /* zlib header check fails */
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
