@@ -133,14 +133,14 @@ for comp in ("none", "zlib", "gzip", "bz2", "lzma", "xz", "lz4"):
 pdpickle.pickle = recpickle
 df = pd.DataFrame({"a": [1, 2], "c": pd.Categorical(["x", "y"]),
                    "t": pd.to_datetime(["2020-01-01", "2021-01-01"]).tz_localize("UTC")})
-for comp, ext in (("none", ".pkl"), ("gzip", ".pkl.gz"), ("bz2", ".pkl.bz2"), ("xz", ".pkl.xz"),
-                  ("zip", ".pkl.zip"), ("zstd", ".pkl.zst")):
+PD = (("none", ".pkl"), ("gzip", ".pkl.gz"), ("bz2", ".pkl.bz2"), ("xz", ".pkl.xz"),
+      ("zip", ".pkl.zip"), ("zstd", ".pkl.zst"), ("tar", ".pkl.tar"), ("targz", ".pkl.tar.gz"))
+for comp, ext in PD:
     df.to_pickle("pd_%s_benign%s" % (comp, ext))
     benign("pd_" + comp, lambda: pd.read_pickle("pd_%s_benign%s" % (comp, ext)))
     pd.DataFrame({"a": [1, 2], "b": [evil("pd_" + comp), "x"]}).to_pickle("pd_%s_evil%s" % (comp, ext))
 pdpickle.pickle = pickle
-for comp, ext in (("none", ".pkl"), ("gzip", ".pkl.gz"), ("bz2", ".pkl.bz2"), ("xz", ".pkl.xz"),
-                  ("zip", ".pkl.zip"), ("zstd", ".pkl.zst")):
+for comp, ext in PD:
     ran("pd_" + comp, lambda: pd.read_pickle("pd_%s_evil%s" % (comp, ext)))
 
 # ---- nested pickles, reached by a loads-like call, in every encoding
@@ -175,6 +175,8 @@ for p in range(6):
 # member names the zip-based writers chose
 import zipfile
 out["files"]["pd_zip_member"] = zipfile.ZipFile("pd_zip_evil.pkl.zip").namelist()[0]
+out["files"]["pd_tar_member"] = tarfile.open("pd_tar_evil.pkl.tar").getnames()[0]
+out["files"]["pd_targz_member"] = tarfile.open("pd_targz_evil.pkl.tar.gz").getnames()[0]
 print(json.dumps(out))
 '''
 
@@ -207,6 +209,8 @@ ZIPLIKE = [
     ("pd_xz", "pd_xz_evil.pkl.xz", lambda p, o: p + "!xz@0"),
     ("pd_zstd", "pd_zstd_evil.pkl.zst", lambda p, o: p + "!zstd@0"),
     ("pd_zip", "pd_zip_evil.pkl.zip", lambda p, o: p + "!" + o["files"]["pd_zip_member"]),
+    ("pd_tar", "pd_tar_evil.pkl.tar", lambda p, o: p + "!" + o["files"]["pd_tar_member"]),
+    ("pd_targz", "pd_targz_evil.pkl.tar.gz", lambda p, o: p + "!gzip@0!" + o["files"]["pd_targz_member"]),
     ("jl_none", "jl_none_evil.joblib", lambda p, o: p),
     ("jl_zlib", "jl_zlib_evil.joblib", lambda p, o: p + "!zlib@0"),
     ("jl_gzip", "jl_gzip_evil.joblib", lambda p, o: p + "!gzip@0"),
@@ -294,12 +298,14 @@ def test_nested_pickle_sitting_as_data(built):
 
 BENIGN = ["tzip", "tlegacy", "ttar", "npy", "npz", "npzc"] + \
     ["jl_" + c for c in ("none", "zlib", "gzip", "bz2", "lzma", "xz", "lz4")] + \
-    ["pd_" + c for c in ("none", "gzip", "bz2", "xz", "zip", "zstd")] + ["raw_p%d" % i for i in range(6)]
+    ["pd_" + c for c in ("none", "gzip", "bz2", "xz", "zip", "zstd", "tar", "targz")] + \
+    ["raw_p%d" % i for i in range(6)]
 BENIGN_FILE = {"tzip": "tzip_benign.pt", "tlegacy": "tlegacy_benign.pt", "ttar": "ttar_benign.tar",
                "npy": "npy_benign.npy", "npz": "npz_benign.npz", "npzc": "npzc_benign.npz",
                "pd_none": "pd_none_benign.pkl", "pd_gzip": "pd_gzip_benign.pkl.gz",
                "pd_bz2": "pd_bz2_benign.pkl.bz2", "pd_xz": "pd_xz_benign.pkl.xz",
-               "pd_zip": "pd_zip_benign.pkl.zip", "pd_zstd": "pd_zstd_benign.pkl.zst"}
+               "pd_zip": "pd_zip_benign.pkl.zip", "pd_zstd": "pd_zstd_benign.pkl.zst",
+               "pd_tar": "pd_tar_benign.pkl.tar", "pd_targz": "pd_targz_benign.pkl.tar.gz"}
 
 
 @pytest.mark.parametrize("tag", BENIGN)
