@@ -47,7 +47,9 @@ def run_vm(vmjson, d, names, fd=False):
     p = subprocess.run(args, input="\n".join(os.path.join(d, n) for n in names), capture_output=True,
                        text=True, timeout=600, check=True)
     res = {}
-    for line in p.stdout.splitlines():
+    for line in p.stdout.split("\n"):
+        if not line:
+            continue
         o = json.loads(line)
         res[os.path.basename(o["path"])] = o
     return res
