@@ -6,5 +6,5 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${SAFEPICKLE_BUILD:-${BUILD:-$here/../../build}}
-echo "== bench_stream: torch checkpoint, bytes read and time vs tensor size"
+echo "== bench_stream: torch checkpoint and joblib file, bytes read and time vs data size"
 /usr/bin/python3 "$here/bench_stream.py" "$build/safepickle" "$@"
