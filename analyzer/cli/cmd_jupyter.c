@@ -26,29 +26,37 @@ extern char **environ;
 #define JUP_DEFAULT_PYTHON  "/usr/bin/python3"
 #define JUP_MAX_KERNELJSON  (1u << 20)  /* bytes of an existing kernel.json read */
 #define JUP_MAX_LOGO        (1u << 20)  /* bytes of one logo file copied */
+#define JUP_HOOK_FILE       "safepickle_hook.py" /* the exception handler, next to kernel.json */
 
 typedef enum { JUP_USER = 0, JUP_SYS_PREFIX, JUP_PREFIX } jup_where;
 
 typedef struct jup_opts {
-    const char *name, *display, *policy, *python, *prefix;
+    const char *name, *display, *policy, *python, *prefix, *log;
     jup_where where;
     bool force;
 } jup_opts;
 
 static void jup_usage(FILE *f) {
     fprintf(f,
-        "usage: safepickle jupyter install [--name N] [--display-name D] [--policy P]\n"
+        "usage: safepickle jupyter install [--name N] [--display-name D] [--policy P] [--log DEST]\n"
         "                                  [--python PY] [--user|--sys-prefix|--prefix DIR] [--force]\n"
-        "       safepickle jupyter uninstall [--name N] [--user|--sys-prefix|--prefix DIR] [--force]\n\n"
+        "       safepickle jupyter uninstall [--name N] [--user|--sys-prefix|--prefix DIR] [--force]\n"
+        "       safepickle jupyter why FILE\n\n"
         "install writes kernels/N/kernel.json (default N: " JUP_DEFAULT_NAME ") that starts\n"
         "  PY -m ipykernel_launcher -f {connection_file}   (default PY: " JUP_DEFAULT_PYTHON ")\n"
         "with LD_PRELOAD=<absolute path of libsafepickle.so> and, with --policy, SAFEPICKLE_POLICY\n"
         "(a path, or a shipped policy name such as 'strict'); without --policy the kernel uses the\n"
-        "embedded default policy. Where:\n"
+        "embedded default policy. --log sets SAFEPICKLE_LOG (a file of JSON lines, stderr, or\n"
+        "stdout): audit records otherwise follow the policy (the default: stderr, i.e. the cell).\n"
+        "Where:\n"
         "  --user        $JUPYTER_DATA_DIR, else $XDG_DATA_HOME/jupyter, else ~/.local/share/jupyter (default)\n"
         "  --sys-prefix  <sys.prefix of PY>/share/jupyter\n"
         "  --prefix DIR  DIR/share/jupyter\n"
-        "An existing kernelspec of that name that does not use safepickle is kept unless --force.\n");
+        "An existing kernelspec of that name that does not use safepickle is kept unless --force.\n"
+        "The kernel also runs " JUP_HOOK_FILE " (IPKernelApp.exec_lines), an exception handler: a cell\n"
+        "that fails with PermissionError on a file safepickle blocked shows the reason in its\n"
+        "error, from `why`, which prints the preload's reason for FILE under this environment's\n"
+        "policy (exit 0 if it is blocked, 1 if not).\n");
 }
 
 static int jup_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -197,6 +205,100 @@ static void jup_copy_logos(const char *resdir, const char *kdir) {
     }
 }
 
+/* Python run by the kernel at start (IPKernelApp.exec_lines): when a cell ends with an
+ * uncaught PermissionError naming a file, ask `safepickle jupyter why FILE` (same analyzer,
+ * same policy as the preload) and, if safepickle blocked it, put the reason into the
+ * exception's message, so the cell's error says why. Leaves no names in the user namespace;
+ * an error already carrying a safepickle message (a layer that raises it) is left as is. */
+static const char jup_hook_fmt[] =
+    "def _safepickle_hook():\n"
+    "    import os, subprocess\n"
+    "    cli = %s\n"
+    "    def handler(shell, etype, value, tb, tb_offset=None):\n"
+    "        try:\n"
+    "            fn = getattr(value, 'filename', None)\n"
+    "            if fn is not None and 'safepickle' not in str(value):\n"
+    "                r = subprocess.run([cli, 'jupyter', 'why', os.fsdecode(fn)], capture_output=True,\n"
+    "                                   text=True, timeout=300, env=dict(os.environ, LD_PRELOAD=''))\n"
+    "                if r.returncode == 0 and r.stdout.strip():\n"
+    "                    value.strerror = '%%s: %%s' %% (value.strerror, r.stdout.strip())\n"
+    "        except Exception:\n"
+    "            pass\n"
+    "        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)\n"
+    "    get_ipython().set_custom_exc((PermissionError,), handler)\n"
+    "_safepickle_hook()\n"
+    "del _safepickle_hook\n";
+
+/* Write the hook (with this CLI's absolute path as a Python literal) to kdir/JUP_HOOK_FILE
+ * and return the short argument that runs it: "--IPKernelApp.exec_lines=exec(...)". */
+static char *jup_hook_arg(const char *kdir) {
+    char self[PATH_MAX], path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return NULL;
+    self[n] = '\0';
+    if ((size_t)snprintf(path, sizeof path, "%s/" JUP_HOOK_FILE, kdir) >= sizeof path) return NULL;
+    cJSON *a = cJSON_CreateString(self), *b = cJSON_CreateString(path);
+    char *qs = a ? cJSON_PrintUnformatted(a) : NULL; /* a JSON string is a valid Python str literal */
+    char *qp = b ? cJSON_PrintUnformatted(b) : NULL;
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    char *src = NULL, *arg = NULL;
+    if (qs && qp) {
+        size_t need = sizeof jup_hook_fmt + strlen(qs);
+        src = malloc(need);
+        if (src) snprintf(src, need, jup_hook_fmt, qs);
+        need = strlen(qp) * 2 + 96;
+        arg = malloc(need);
+        if (arg) snprintf(arg, need, "--IPKernelApp.exec_lines=exec(compile(open(%s).read(), %s, 'exec'))", qp, qp);
+    }
+    if (!src || !arg || dep_write_atomic(path, src, strlen(src), 0644) != 0) { free(arg); arg = NULL; }
+    free(src);
+    free(qs);
+    free(qp);
+    return arg;
+}
+
+/* ------------------------------------------------------------------ why */
+/* `safepickle jupyter why FILE`: one line, in the preload's format, when the policy in
+ * this environment (SAFEPICKLE_POLICY, SAFEPICKLE_MODE) blocks FILE; exit 1 otherwise. */
+static int jup_why(const char *path) {
+    const char *pp = getenv("SAFEPICKLE_POLICY");
+    spa_policy *pol = NULL;
+    spa_err err = { SPA_OK, NULL, 0 };
+    if (pp && *pp) {
+        if (spa_policy_load(pp, &pol, &err) != SPA_OK) {
+            printf("safepickle: blocked %s: policy %s is invalid (%s at byte %llu): every pickle is "
+                   "blocked until it is fixed\n", path, pp, err.msg ? err.msg : "error",
+                   (unsigned long long)err.off);
+            return CLI_EXIT_OK;
+        }
+    } else if (spa_policy_default(&pol) != SPA_OK) {
+        return jup_fail("the embedded default policy does not parse");
+    }
+    const char *mode = getenv("SAFEPICKLE_MODE");
+    if (mode && !strcmp(mode, "audit")) pol->mode = SPA_MODE_AUDIT;
+    else if (mode && !strcmp(mode, "off")) pol->mode = SPA_MODE_OFF;
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    o.limits = pol->limits;
+    o.name = path;
+    spa_result *r = NULL;
+    int rc = 1;
+    if (spa_scan_path(&o, path, &r, &err) == SPA_OK && r->pickle_bearing &&
+        spa_classify(r, pol) == SPA_OK && spa_policy_decide(pol, r) == SPA_ACT_BLOCK) {
+        const spa_reason *d = NULL;
+        for (size_t i = 0; i < r->n_reasons; i++)
+            if (!d || r->reasons[i].severity > d->severity) d = &r->reasons[i];
+        printf("safepickle: blocked %s: %s: %s [rule %s] (policy %s)\n", path, spa_verdict_name(r->verdict),
+               d && d->msg ? d->msg : "no reason given", d && d->rule ? d->rule : "?",
+               pol->name ? pol->name : "?");
+        rc = CLI_EXIT_OK;
+    }
+    spa_result_free(r);
+    spa_policy_free(pol);
+    return rc;
+}
+
 static int jup_install(const jup_opts *o) {
     if (access(o->python, X_OK) != 0)
         return jup_fail("interpreter %s: %s", o->python, strerror(errno));
@@ -235,9 +337,12 @@ static int jup_install(const jup_opts *o) {
     if (jup_mkdirs(kdir) != 0) return jup_fail("cannot create %s: %s", kdir, strerror(errno));
 
     cJSON *j = cJSON_CreateObject(), *argv = cJSON_AddArrayToObject(j, "argv");
-    const char *args[] = { o->python, "-m", "ipykernel_launcher", "-f", "{connection_file}" };
+    char *hook = jup_hook_arg(kdir);
+    if (!hook) { cJSON_Delete(j); return jup_fail("cannot write %s/" JUP_HOOK_FILE ": %s", kdir, strerror(errno)); }
+    const char *args[] = { o->python, "-m", "ipykernel_launcher", "-f", "{connection_file}", hook };
     for (size_t i = 0; i < sizeof args / sizeof args[0]; i++)
         cJSON_AddItemToArray(argv, cJSON_CreateString(args[i]));
+    free(hook);
     cJSON_AddStringToObject(j, "display_name", o->display);
     cJSON_AddStringToObject(j, "language", "python");
     cJSON_AddStringToObject(j, "interrupt_mode", "signal");
@@ -245,6 +350,7 @@ static int jup_install(const jup_opts *o) {
     char *elib = jup_env_escape(lib), *epol = o->policy ? jup_env_escape(pol) : NULL;
     cJSON_AddStringToObject(env, "LD_PRELOAD", elib ? elib : "");
     if (o->policy) cJSON_AddStringToObject(env, "SAFEPICKLE_POLICY", epol ? epol : "");
+    if (o->log) cJSON_AddStringToObject(env, "SAFEPICKLE_LOG", o->log);
     cJSON *meta = cJSON_AddObjectToObject(cJSON_AddObjectToObject(j, "metadata"), "safepickle");
     cJSON_AddStringToObject(meta, "version", SPA_VERSION);
     cJSON_AddStringToObject(meta, "policy", o->policy ? pol : "embedded default");
@@ -286,9 +392,10 @@ static int jup_uninstall(const jup_opts *o) {
     if ((size_t)snprintf(path, sizeof path, "%s/kernel.json", kdir) >= sizeof path)
         return jup_fail("path too long");
     if (unlink(path) != 0) return jup_fail("cannot remove %s: %s", path, strerror(errno));
-    for (size_t i = 0; i < sizeof jup_logos / sizeof jup_logos[0]; i++) {
-        char logo[PATH_MAX];
-        if ((size_t)snprintf(logo, sizeof logo, "%s/%s", kdir, jup_logos[i]) < sizeof logo) unlink(logo);
+    for (size_t i = 0; i <= sizeof jup_logos / sizeof jup_logos[0]; i++) {
+        const char *f = i < sizeof jup_logos / sizeof jup_logos[0] ? jup_logos[i] : JUP_HOOK_FILE;
+        char other[PATH_MAX];
+        if ((size_t)snprintf(other, sizeof other, "%s/%s", kdir, f) < sizeof other) unlink(other);
     }
     if (rmdir(kdir) != 0)
         printf("removed %s; %s kept (it holds other files: %s)\n", path, kdir, strerror(errno));
@@ -303,13 +410,17 @@ int cmd_jupyter(int argc, char **argv) {
         return argc < 2 ? CLI_EXIT_ERROR : CLI_EXIT_OK;
     }
     const char *sub = argv[1];
+    if (!strcmp(sub, "why")) {
+        if (argc != 3) { jup_usage(stderr); return CLI_EXIT_ERROR; }
+        return jup_why(argv[2]);
+    }
     bool inst = !strcmp(sub, "install");
     if (!inst && strcmp(sub, "uninstall") != 0) {
         fprintf(stderr, "safepickle jupyter: unknown subcommand '%s'\n", sub);
         jup_usage(stderr);
         return CLI_EXIT_ERROR;
     }
-    jup_opts o = { JUP_DEFAULT_NAME, JUP_DEFAULT_DISPLAY, NULL, JUP_DEFAULT_PYTHON, NULL, JUP_USER, false };
+    jup_opts o = { JUP_DEFAULT_NAME, JUP_DEFAULT_DISPLAY, NULL, JUP_DEFAULT_PYTHON, NULL, NULL, JUP_USER, false };
     int nwhere = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -318,6 +429,7 @@ int cmd_jupyter(int argc, char **argv) {
         else if (!strcmp(a, "--name") && more) o.name = argv[++i];
         else if (!strcmp(a, "--display-name") && more && inst) o.display = argv[++i];
         else if (!strcmp(a, "--policy") && more && inst) o.policy = argv[++i];
+        else if (!strcmp(a, "--log") && more && inst) o.log = argv[++i];
         else if (!strcmp(a, "--python") && more) o.python = argv[++i];
         else if (!strcmp(a, "--user")) { o.where = JUP_USER; nwhere++; }
         else if (!strcmp(a, "--sys-prefix")) { o.where = JUP_SYS_PREFIX; nwhere++; }

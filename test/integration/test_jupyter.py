@@ -89,7 +89,11 @@ def test_install_writes_kernelspec(datadir):
     r = run_cli("jupyter", "install", "--name", KERNEL, "--user", env={"JUPYTER_DATA_DIR": datadir})
     assert r.returncode == 0, r.stderr
     spec = json.loads((datadir / "kernels" / KERNEL / "kernel.json").read_text())
-    assert spec["argv"] == ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    assert spec["argv"][:5] == ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    hook = datadir / "kernels" / KERNEL / "safepickle_hook.py"
+    assert spec["argv"][5:] == ["--IPKernelApp.exec_lines=exec(compile(open(%s).read(), %s, 'exec'))"
+                                % (json.dumps(str(hook)), json.dumps(str(hook)))]
+    compile(hook.read_text(), str(hook), "exec")  # valid Python
     assert os.path.samefile(spec["env"]["LD_PRELOAD"], LIB)
     assert "SAFEPICKLE_POLICY" not in spec["env"]  # no --policy: the embedded default
     assert (datadir / "kernels" / KERNEL / "logo-64x64.png").stat().st_size > 0  # the usual icon
@@ -130,9 +134,10 @@ def test_install_rejects_bad_input(datadir, tmp_path):
 
 def test_prefix_and_policy(tmp_path, datadir):
     pol = os.path.join(REPO, "policies", "strict.json")
-    r = run_cli("jupyter", "install", "--prefix", tmp_path / "pfx", "--policy", pol)
+    r = run_cli("jupyter", "install", "--prefix", tmp_path / "pfx", "--policy", pol, "--log", "/var/log/x.jsonl")
     assert r.returncode == 0, r.stderr
     spec = json.loads((tmp_path / "pfx/share/jupyter/kernels/python3-safepickle/kernel.json").read_text())
+    assert spec["env"]["SAFEPICKLE_LOG"] == "/var/log/x.jsonl"
     assert os.path.samefile(spec["env"]["SAFEPICKLE_POLICY"], pol)
     assert os.path.isabs(spec["env"]["SAFEPICKLE_POLICY"])
 
@@ -147,7 +152,7 @@ def session(tmp_path_factory):
     datadir = tmp / "jupyter-data"
     old = os.environ.get("JUPYTER_DATA_DIR")
     os.environ["JUPYTER_DATA_DIR"] = str(datadir)
-    res = {"marker": marker, "bad": bad}
+    res = {"marker": marker, "bad": bad, "ok": ok}
     try:
         r = run_cli("jupyter", "install", "--name", KERNEL, env={"JUPYTER_DATA_DIR": datadir})
         assert r.returncode == 0, r.stderr
@@ -156,6 +161,7 @@ def session(tmp_path_factory):
             res["maps"] = run_cell(kc, "print('libsafepickle.so' in open('/proc/self/maps').read())")
             res["bad_cell"] = run_cell(kc, "import torch\nm = torch.load(%r)" % str(bad))
             res["marker_after_bad"] = marker.exists()
+            res["ns"] = run_cell(kc, "print(any('safepickle' in n for n in dir()))")
             res["ok_cell"] = run_cell(kc, "m = torch.load(%r)\nprint(float(m['w'].sum()))" % str(ok))
             res["alive"] = km.is_alive()
             res["last_cell"] = run_cell(kc, "1 + 1")
@@ -195,13 +201,24 @@ def test_reason_reaches_the_cell(session):
     assert "malicious" in cell and "os.system" in cell, (content, out)
 
 
-@pytest.mark.xfail(strict=False, reason="layer 1 refuses open() with EACCES, so the exception is "
-                   "PermissionError(13, 'Permission denied'); the reason is only in the cell's stderr "
-                   "output. Needs the PEP 578 layer to judge the 'open' audit event and raise the "
-                   "PermissionError with the safepickle message (see README, deployment).")
 def test_reason_is_in_the_exception(session):
+    """The cell's error itself names the reason (the kernelspec's exception handler asks
+    `safepickle jupyter why FILE`), not only the stderr output above it."""
     content, _, _ = session["bad_cell"]
-    assert "safepickle" in error_text(content) and "malicious" in error_text(content), content
+    assert content["evalue"].startswith("[Errno 13] Permission denied: safepickle: blocked "), content
+    assert "malicious" in content["evalue"] and "os.system" in content["evalue"], content
+    assert str(session["bad"]) in content["evalue"]
+    # the handler leaves nothing in the user's namespace
+    assert session["ns"][1]["stdout"].strip() == "False"
+
+
+def test_why(session, tmp_path):
+    r = run_cli("jupyter", "why", session["bad"])
+    assert r.returncode == 0 and r.stdout.startswith("safepickle: blocked %s: malicious: " % session["bad"])
+    r = run_cli("jupyter", "why", session["ok"])
+    assert r.returncode == 1 and r.stdout == ""
+    r = run_cli("jupyter", "why", session["bad"], env={"SAFEPICKLE_MODE": "audit"})
+    assert r.returncode == 1  # audit mode blocks nothing
 
 
 def test_benign_cell_after_the_block(session):

@@ -1,7 +1,8 @@
 """test_readme.py - every command shown in the README is exercised.
 
 The README's shell code blocks (indented blocks, and fences tagged sh/bash/shell/console or
-untagged) are split into commands. Each command's signature (program, subcommands, option
+untagged) are split into commands; a line whose first word is no program (not on PATH, not a
+path, not one of the project's own tools) is output or data, not a command. Each command's signature (program, subcommands, option
 names, environment variables it sets) must appear together in one place that runs it: a
 test function in test/integration, a shell line inside a test, test/demo.sh or .ci/run.
 The quick start is also run as a new user would: `make demo`, then `safepickle run`."""
@@ -9,6 +10,7 @@ import ast
 import os
 import re
 import shlex
+import shutil
 import subprocess
 
 from conftest import BUILD, CLI, REPO, clean_env, run_py
@@ -17,6 +19,8 @@ SHELL_LANGS = {"", "sh", "bash", "shell", "console"}
 TWO_LEVEL = {"jupyter", "policy"}          # safepickle commands with a sub-subcommand
 CLI_CALLERS = {"run_cli", "run_installed"}  # test helpers that run the safepickle CLI
 MAKE_CALLERS = {"make"}
+# Programs the README may show that are not installed on a test machine.
+KNOWN = {"safepickle", "make", "docker", "python", "python3", "jupyter", "pkg-config"}
 
 
 def readme_blocks(text):
@@ -77,6 +81,8 @@ def signature(words):
     if not words:
         return None
     prog = os.path.basename(words[0])
+    if not (prog in KNOWN or "/" in words[0] or shutil.which(prog)):
+        return None  # not a command: output or data shown in an unfenced block
     rest = words[1:]
     opts = {w.split("=", 1)[0] for w in rest if w.startswith("-") and w != "--"}
     if "--" in rest:  # `safepickle run -- CMD ...`: CMD's own words do not count
@@ -184,6 +190,8 @@ def test_signature_extraction():
         {"safepickle", "run", "--audit"}
     assert signature(split_commands("LD_PRELOAD=libsafepickle.so python train.py")[0])[1] == {"LD_PRELOAD"}
     assert [c[0] for c in split_commands("a -x && b; c | d")] == ["a", "b", "c", "d"]
+    assert signature(["{files:", "[", "{"]) is None  # data in an unfenced block is not a command
+    assert signature(["sha256sum", "-c", "x"])[1] == {"sha256sum", "-c"}
 
 
 def test_every_readme_command_is_exercised():
