@@ -121,6 +121,10 @@ spa_code spc_npy(spc_scan *s, spc_content *c, uint32_t *first_stream);
 spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
 spa_code spc_torch_legacy(spc_scan *s, spc_content *c, uint32_t *first_stream);
 
+/* Private pseudo-formats of the decompressor (beyond spa_format): zip members. */
+#define SPC_FMT_DEFLATE  SPA_FMT_ZIP                 /* zip method 8: raw deflate */
+#define SPC_FMT_ZIP_LZMA ((int)SPA_FMT_COUNT + 1)     /* zip method 14: header + raw LZMA1 */
+
 /* Decompression as a bounded spa_seq_read producer over compressed input `in`.
  * Stops (EOF) at the named limits and records which one in *limit_hit. */
 typedef struct spc_dec spc_dec;

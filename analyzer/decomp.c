@@ -15,6 +15,8 @@
 #include "containers.h"
 
 #define SPC_DEC_IN_CHUNK    (64u * 1024u)     /* compressed bytes offered per call */
+#define SPC_DEC_OUT_CHUNK   (64u * 1024u)     /* most bytes produced per call: a sniff of a
+                                                 member costs one chunk, not a whole window */
 #define SPC_DEC_RATIO_FLOOR (1u << 20)        /* ratio limit applies past 1 MiB of output */
 #define SPC_XZ_MEMLIMIT     (256ull << 20)    /* xz/lzma decoder memory (dictionary) */
 #define SPC_ZFILE_HEADER    21u               /* joblib < 0.10: "ZF" + 19-byte hex length */
@@ -22,7 +24,7 @@
 struct spc_dec {
     spc_scan *s;
     spa_in *in;
-    spa_format fmt;        /* SPA_FMT_ZIP means raw deflate (zip method 8) */
+    int fmt;               /* a spa_format, or SPC_FMT_DEFLATE / SPC_FMT_ZIP_LZMA (zip members) */
     uint64_t in_bytes, out_bytes;
     uint64_t max_out, max_ratio;
     spa_limit_id limit;    /* SPA_LIM_COUNT unless a limit stopped it */
@@ -61,6 +63,28 @@ static bool dec_init(spc_dec *d) {
         if (lzma_auto_decoder(&d->lz, SPC_XZ_MEMLIMIT, LZMA_CONCATENATED) != LZMA_OK) return false;
         break;
     }
+    case SPC_FMT_ZIP_LZMA: {
+        /* APPNOTE 5.8.8: 2-byte version, 2-byte properties size (5), properties */
+        const uint8_t *p;
+        size_t got;
+        if (spa_in_peek(d->in, 9, &p, &got) != SPA_OK || got < 9 || (p[2] | p[3] << 8) != 5) return false;
+        lzma_filter f[2];
+        f[0].id = LZMA_FILTER_LZMA1;
+        f[0].options = NULL;
+        if (lzma_properties_decode(&f[0], NULL, p + 4, 5) != LZMA_OK) return false;
+        const lzma_options_lzma *opt = f[0].options;
+        bool big = opt->dict_size > SPC_XZ_MEMLIMIT;
+        f[1].id = LZMA_VLI_UNKNOWN;
+        f[1].options = NULL;
+        lzma_stream init = LZMA_STREAM_INIT;
+        d->lz = init;
+        lzma_ret r = big ? LZMA_MEMLIMIT_ERROR : lzma_raw_decoder(&d->lz, f);
+        free(f[0].options);
+        if (r != LZMA_OK) return false;
+        if (spa_in_skip(d->in, 9) != SPA_OK) { lzma_end(&d->lz); return false; }
+        d->in_bytes += 9;
+        break;
+    }
     case SPA_FMT_ZSTD:
         d->zs = ZSTD_createDStream();
         if (!d->zs || ZSTD_isError(ZSTD_initDStream(d->zs))) return false;
@@ -80,7 +104,7 @@ static void dec_fini(spc_dec *d) {
     switch (d->fmt) {
     case SPA_FMT_GZIP: case SPA_FMT_ZLIB: case SPA_FMT_ZIP: case SPA_FMT_JOBLIB: inflateEnd(&d->z); break;
     case SPA_FMT_BZ2: BZ2_bzDecompressEnd(&d->bz); break;
-    case SPA_FMT_XZ: lzma_end(&d->lz); break;
+    case SPA_FMT_XZ: case SPC_FMT_ZIP_LZMA: lzma_end(&d->lz); break;
     case SPA_FMT_ZSTD: ZSTD_freeDStream(d->zs); d->zs = NULL; break;
     case SPA_FMT_LZ4: LZ4F_freeDecompressionContext(d->l4); d->l4 = NULL; break;
     default: break;
@@ -93,13 +117,13 @@ spc_dec *spc_dec_open(spc_scan *s, spa_in *in, spa_format fmt) {
     if (!d) return NULL;
     d->s = s;
     d->in = in;
-    d->fmt = fmt;
+    d->fmt = (int)fmt;
     d->limit = SPA_LIM_COUNT;
     d->max_out = s->lim->v[SPA_LIM_DECOMP_BYTES];
     d->max_ratio = s->lim->v[SPA_LIM_DECOMP_RATIO];
     if (!dec_init(d)) {
         dec_fini(d);
-        dec_error(d, SPA_E_NOMEM, "cannot initialise the decompressor");
+        dec_error(d, SPA_E_FORMAT, "cannot start the decompressor (bad header, or out of memory)");
     }
     return d;
 }
@@ -154,7 +178,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         if (r == BZ_STREAM_END) return 1;
         return r == BZ_OK ? 0 : -1;
     }
-    case SPA_FMT_XZ: {
+    case SPA_FMT_XZ: case SPC_FMT_ZIP_LZMA: {
         d->lz.next_in = p;
         d->lz.avail_in = n;
         d->lz.next_out = out;
@@ -199,6 +223,7 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
         return 0;
     }
     if (len > d->max_out - d->out_bytes) len = (size_t)(d->max_out - d->out_bytes);
+    if (len > SPC_DEC_OUT_CHUNK) len = SPC_DEC_OUT_CHUNK;
     size_t produced = 0;
     while (produced == 0 && !d->done) {
         const uint8_t *p;
@@ -231,7 +256,8 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
         if (r == 1) {
             d->ended = true;
             if (d->fmt == SPA_FMT_ZSTD || d->fmt == SPA_FMT_LZ4) d->ended = false; /* frames chain by themselves */
-            if (d->fmt == SPA_FMT_ZLIB || d->fmt == SPA_FMT_ZIP || d->fmt == SPA_FMT_JOBLIB || d->fmt == SPA_FMT_XZ)
+            if (d->fmt == SPA_FMT_ZLIB || d->fmt == SPA_FMT_ZIP || d->fmt == SPA_FMT_JOBLIB || d->fmt == SPA_FMT_XZ ||
+                d->fmt == SPC_FMT_ZIP_LZMA)
                 d->done = true;
             if (d->fmt == SPA_FMT_ZSTD || d->fmt == SPA_FMT_LZ4) {
                 /* end of a frame: stop if no input follows */
@@ -242,8 +268,8 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
             continue;
         }
         if (got == 0 && made == 0) {
-            if (d->fmt == SPA_FMT_XZ && used == 0) { dec_error(d, SPA_E_TRUNCATED, "compressed data truncated"); break; }
-            if (d->fmt != SPA_FMT_XZ) { dec_error(d, SPA_E_TRUNCATED, "compressed data truncated"); break; }
+            bool lz = d->fmt == SPA_FMT_XZ || d->fmt == SPC_FMT_ZIP_LZMA;
+            if (!lz || used == 0) { dec_error(d, SPA_E_TRUNCATED, "compressed data truncated"); break; }
         }
         if (used == 0 && made == 0 && got > 0) { dec_error(d, SPA_E_FORMAT, "decompressor made no progress"); break; }
     }

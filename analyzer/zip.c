@@ -4,7 +4,7 @@
  * signature and its name/extra lengths (miniz and zipfile both do this). CRCs,
  * data-descriptor flags and local names/sizes are ignored. Every member is
  * sniffed by content, whatever its name; stored members are read in place,
- * deflated/bzip2 ones through the bounded decompressor. */
+ * deflated/bzip2/LZMA ones through the bounded decompressor. */
 #include <inttypes.h>
 #include <string.h>
 
@@ -132,8 +132,9 @@ static spa_code zip_member(spc_scan *s, spc_content *c, const spa_src *src, cons
         return spc_dispatch(s, &child, NULL);
     }
     spa_format df;
-    if (method == 8) df = SPA_FMT_ZIP; /* raw deflate */
+    if (method == 8) df = SPC_FMT_DEFLATE;
     else if (method == 12) df = SPA_FMT_BZ2;
+    else if (method == 14) df = (spa_format)SPC_FMT_ZIP_LZMA;
     else {
         spc_note(s, SPA_NOTE_UNSCANNABLE, mloc, SPA_E_UNSUPPORTED,
                  "zip member compression method not supported: not examined", lho, SPA_LIM_COUNT, NULL);

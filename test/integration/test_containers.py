@@ -97,7 +97,20 @@ for tag, save in (("npz", np.savez), ("npzc", np.savez_compressed)):
     save(tag + "_benign.npz", a=np.arange(6), b=np.array([1, "x"], dtype=object))
     benign(tag, lambda: np.load(tag + "_benign.npz", allow_pickle=True)["b"])
     save(tag + "_evil.npz", a=np.arange(6), b=np.array([evil(tag)], dtype=object))
+# an npz whose members zipfile compressed with LZMA (np.load reads it)
+import zipfile
+def npz_lzma(path, arr):
+    a, b = io.BytesIO(), io.BytesIO()
+    np.save(a, np.arange(3))
+    np.save(b, arr, allow_pickle=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_LZMA) as z:
+        z.writestr("a.npy", a.getvalue())
+        z.writestr("b.npy", b.getvalue())
+npz_lzma("npzl_benign.npz", np.array([1, "x"], dtype=object))
+benign("npzl", lambda: np.load("npzl_benign.npz", allow_pickle=True)["b"])
+npz_lzma("npzl_evil.npz", np.array([evil("npzl")], dtype=object))
 npformat.pickle = pickle
+ran("npzl", lambda: np.load("npzl_evil.npz", allow_pickle=True)["b"])
 ran("npy", lambda: np.load("npy_evil.npy", allow_pickle=True))
 for tag in ("npz", "npzc"):
     ran(tag, lambda: np.load(tag + "_evil.npz", allow_pickle=True)["b"])
@@ -203,6 +216,7 @@ ZIPLIKE = [
     ("npy", "npy_evil.npy", lambda p, o: p + "!pickle"),
     ("npz", "npz_evil.npz", lambda p, o: p + "!b.npy!pickle"),
     ("npzc", "npzc_evil.npz", lambda p, o: p + "!b.npy!pickle"),
+    ("npzl", "npzl_evil.npz", lambda p, o: p + "!b.npy!pickle"),
     ("pd_none", "pd_none_evil.pkl", lambda p, o: p),
     ("pd_gzip", "pd_gzip_evil.pkl.gz", lambda p, o: p + "!gzip@0"),
     ("pd_bz2", "pd_bz2_evil.pkl.bz2", lambda p, o: p + "!bz2@0"),
@@ -296,12 +310,13 @@ def test_nested_pickle_sitting_as_data(built):
     assert payload_locs(res) and payload_locs(res)[0].startswith(path + "!const@")
 
 
-BENIGN = ["tzip", "tlegacy", "ttar", "npy", "npz", "npzc"] + \
+BENIGN = ["tzip", "tlegacy", "ttar", "npy", "npz", "npzc", "npzl"] + \
     ["jl_" + c for c in ("none", "zlib", "gzip", "bz2", "lzma", "xz", "lz4")] + \
     ["pd_" + c for c in ("none", "gzip", "bz2", "xz", "zip", "zstd", "tar", "targz")] + \
     ["raw_p%d" % i for i in range(6)]
 BENIGN_FILE = {"tzip": "tzip_benign.pt", "tlegacy": "tlegacy_benign.pt", "ttar": "ttar_benign.tar",
                "npy": "npy_benign.npy", "npz": "npz_benign.npz", "npzc": "npzc_benign.npz",
+               "npzl": "npzl_benign.npz",
                "pd_none": "pd_none_benign.pkl", "pd_gzip": "pd_gzip_benign.pkl.gz",
                "pd_bz2": "pd_bz2_benign.pkl.bz2", "pd_xz": "pd_xz_benign.pkl.xz",
                "pd_zip": "pd_zip_benign.pkl.zip", "pd_zstd": "pd_zstd_benign.pkl.zst",

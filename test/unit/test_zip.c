@@ -4,6 +4,7 @@
  * every truncation (input before a guard page), and that only the directory
  * and the pickle-bearing members are read. */
 #include <bzlib.h>
+#include <lzma.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -60,6 +61,16 @@ static size_t compress_as(unsigned method, const void *in, size_t n, uint8_t *ou
         size_t r = cap - z.avail_out;
         deflateEnd(&z);
         return r;
+    }
+    if (method == 14) { /* APPNOTE 5.8.8: version, properties size, properties, raw LZMA1 with EOS */
+        lzma_options_lzma opt;
+        lzma_lzma_preset(&opt, 6);
+        lzma_filter f[2] = {{LZMA_FILTER_LZMA1, &opt}, {LZMA_VLI_UNKNOWN, NULL}};
+        out[0] = 9; out[1] = 20; out[2] = 5; out[3] = 0;
+        if (lzma_properties_encode(&f[0], out + 4) != LZMA_OK) abort();
+        size_t pos = 9;
+        if (lzma_raw_buffer_encode(f, NULL, in, n, out, &pos, cap) != LZMA_OK) abort();
+        return pos;
     }
     if (method == 12) {
         unsigned int dl = (unsigned)cap;
@@ -160,10 +171,10 @@ static void check_payload_in(const zent *e, size_t ne, const zopt *o, const char
     free(z.b);
 }
 
-static void test_stored_deflated_bzip2(void) {
+static void test_stored_deflated_bzip2_lzma(void) {
     static const char ver[] = "3\n";
-    for (unsigned m = 0; m < 3; m++) {
-        unsigned method = m == 0 ? 0 : m == 1 ? 8 : 12;
+    for (unsigned m = 0; m < 4; m++) {
+        unsigned method = m == 0 ? 0 : m == 1 ? 8 : m == 2 ? 12 : 14;
         zent e[] = {
             {"arch/data.pkl", PAYLOAD, PAYLOAD_N, method, 0, NULL, false},
             {"arch/version", ver, 2, 0, 0, NULL, false},
@@ -189,7 +200,7 @@ static void test_quirks(void) {
 static void test_unscannable_members(void) {
     zent e[] = {
         {"a/data.pkl", PAYLOAD, PAYLOAD_N, 0, 0x01, NULL, false}, /* encrypted */
-        {"a/other.pkl", PAYLOAD, PAYLOAD_N, 14, 0, NULL, false},  /* lzma: not supported */
+        {"a/other.pkl", PAYLOAD, PAYLOAD_N, 99, 0, NULL, false},  /* AES (method 99): not supported */
     };
     buf z = zbuild(e, 2, NULL);
     spa_result *r = scan_buf(z.b, z.n, NULL);
@@ -287,6 +298,6 @@ static void test_truncations_and_flips(void) {
     free(z.b);
 }
 
-T_MAIN("zip", T_CASE(test_stored_deflated_bzip2), T_CASE(test_quirks), T_CASE(test_unscannable_members),
+T_MAIN("zip", T_CASE(test_stored_deflated_bzip2_lzma), T_CASE(test_quirks), T_CASE(test_unscannable_members),
        T_CASE(test_numeric_zip_is_not_pickle_and_reads_little), T_CASE(test_member_limit), T_CASE(test_many_members_memory_bounded),
        T_CASE(test_truncations_and_flips))
