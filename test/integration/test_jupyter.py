@@ -99,6 +99,16 @@ def test_install_writes_kernelspec(datadir):
     assert (datadir / "kernels" / KERNEL / "logo-64x64.png").stat().st_size > 0  # the usual icon
     from jupyter_client.kernelspec import KernelSpecManager
     assert KERNEL in KernelSpecManager().find_kernel_specs()
+    # doctor lists it, and flags one whose library path went stale
+    denv = {"JUPYTER_DATA_DIR": datadir, "HOME": datadir.parent, "XDG_DATA_HOME": datadir.parent / "xdg"}
+    r = run_cli("doctor", env=denv)
+    assert "kernelspec  %s (policy: embedded default)" % (datadir / "kernels" / KERNEL) in r.stdout, r.stdout
+    kj = datadir / "kernels" / KERNEL / "kernel.json"
+    stale = json.loads(kj.read_text())
+    stale["env"]["LD_PRELOAD"] = "/nonexistent/libsafepickle.so"
+    kj.write_text(json.dumps(stale))
+    r = run_cli("doctor", env=denv)
+    assert r.returncode == 1 and "preloads /nonexistent/libsafepickle.so, which does not exist" in r.stdout
     # a second install replaces our own kernelspec; a foreign one is kept without --force
     assert run_cli("jupyter", "install", "--name", KERNEL, env={"JUPYTER_DATA_DIR": datadir}).returncode == 0
     foreign = datadir / "kernels" / "foreign"
