@@ -941,12 +941,13 @@ static size_t vm_resync_try(const uint8_t *p, size_t n) {
         case SPA_ARG_U2: w = 2; break;
         case SPA_ARG_S4: case SPA_ARG_U4: w = 4; break;
         case SPA_ARG_U8: case SPA_ARG_F8: w = 8; break;
-        case SPA_ARG_LINE: case SPA_ARG_LINE2: {
-            const uint8_t *q = memchr(p + i, '\n', n - i < 256 ? n - i : 256);
-            if (!q) return 0;
-            i = (size_t)(q - p) + 1;
+        case SPA_ARG_LINE: case SPA_ARG_LINE2:
+            for (int l = oi->kind == SPA_ARG_LINE2 ? 2 : 1; l > 0; l--) {
+                const uint8_t *q = i < n ? memchr(p + i, '\n', n - i < 256 ? n - i : 256) : NULL;
+                if (!q) return 0;
+                i = (size_t)(q - p) + 1;
+            }
             break;
-        }
         case SPA_ARG_CNT1: if (i + 1 > n) return 0; cnt = p[i]; w = 1; break;
         case SPA_ARG_CNT4: case SPA_ARG_CNT4S: if (i + 4 > n) return 0; cnt = vm_le(p + i, 4); w = 4; break;
         case SPA_ARG_CNT8: if (i + 8 > n) return 0; cnt = vm_le(p + i, 8); w = 8; break;
