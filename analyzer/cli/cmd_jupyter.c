@@ -264,35 +264,34 @@ static char *jup_hook_arg(const char *kdir) {
 static int jup_why(const char *path) {
     const char *pp = getenv("SAFEPICKLE_POLICY");
     spa_policy *pol = NULL;
-    spa_err err = { SPA_OK, NULL, 0 };
-    if (pp && *pp) {
-        if (spa_policy_load(pp, &pol, &err) != SPA_OK) {
-            printf("safepickle: blocked %s: policy %s is invalid (%s at byte %llu): every pickle is "
-                   "blocked until it is fixed\n", path, pp, err.msg ? err.msg : "error",
-                   (unsigned long long)err.off);
-            return CLI_EXIT_OK;
-        }
-    } else if (spa_policy_default(&pol) != SPA_OK) {
-        return jup_fail("the embedded default policy does not parse");
-    }
+    spa_err err = { SPA_OK, NULL, 0 }, perr = { SPA_OK, NULL, 0 };
+    bool broken = false;
+    if (pp && *pp) broken = spa_policy_load(pp, &pol, &perr) != SPA_OK;
+    else if (spa_policy_default(&pol) != SPA_OK) return jup_fail("the embedded default policy does not parse");
     const char *mode = getenv("SAFEPICKLE_MODE");
-    if (mode && !strcmp(mode, "audit")) pol->mode = SPA_MODE_AUDIT;
-    else if (mode && !strcmp(mode, "off")) pol->mode = SPA_MODE_OFF;
+    if (pol && mode && !strcmp(mode, "audit")) pol->mode = SPA_MODE_AUDIT;
+    else if (pol && mode && !strcmp(mode, "off")) pol->mode = SPA_MODE_OFF;
     spa_scan_opts o;
     spa_scan_opts_default(&o);
-    o.limits = pol->limits;
+    if (pol) o.limits = pol->limits;
     o.name = path;
     spa_result *r = NULL;
     int rc = 1;
-    if (spa_scan_path(&o, path, &r, &err) == SPA_OK && r->pickle_bearing &&
-        spa_classify(r, pol) == SPA_OK && spa_policy_decide(pol, r) == SPA_ACT_BLOCK) {
-        const spa_reason *d = NULL;
-        for (size_t i = 0; i < r->n_reasons; i++)
-            if (!d || r->reasons[i].severity > d->severity) d = &r->reasons[i];
-        printf("safepickle: blocked %s: %s: %s [rule %s] (policy %s)\n", path, spa_verdict_name(r->verdict),
-               d && d->msg ? d->msg : "no reason given", d && d->rule ? d->rule : "?",
-               pol->name ? pol->name : "?");
-        rc = CLI_EXIT_OK;
+    if (spa_scan_path(&o, path, &r, &err) == SPA_OK && r->pickle_bearing) {
+        if (broken) { /* the preload fails closed on every pickle-bearing file */
+            printf("safepickle: blocked %s: policy %s is invalid (%s at byte %llu): every pickle is "
+                   "blocked until it is fixed\n", path, pp, perr.msg ? perr.msg : "error",
+                   (unsigned long long)perr.off);
+            rc = CLI_EXIT_OK;
+        } else if (spa_classify(r, pol) == SPA_OK && spa_policy_decide(pol, r) == SPA_ACT_BLOCK) {
+            const spa_reason *d = NULL;
+            for (size_t i = 0; i < r->n_reasons; i++)
+                if (!d || r->reasons[i].severity > d->severity) d = &r->reasons[i];
+            printf("safepickle: blocked %s: %s: %s [rule %s] (policy %s)\n", path,
+                   spa_verdict_name(r->verdict), d && d->msg ? d->msg : "no reason given",
+                   d && d->rule ? d->rule : "?", pol->name ? pol->name : "?");
+            rc = CLI_EXIT_OK;
+        }
     }
     spa_result_free(r);
     spa_policy_free(pol);
