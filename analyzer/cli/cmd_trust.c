@@ -19,6 +19,7 @@
 #define TRUST_MAX_POLICY (16u << 20) /* bytes of a policy file we agree to edit */
 #define TRUST_OBJ        "trusted"   /* policies/SCHEMA.md: trusted.sha256 */
 #define TRUST_KEY        "sha256"
+#define TRUST_MAX_FILES  256         /* files per call */
 
 static void trust_usage(FILE *f) {
     fprintf(f,
@@ -75,7 +76,7 @@ static void trust_show_verdict(const char *path, const spa_policy *pol) {
 
 int cmd_trust(int argc, char **argv) {
     const char *polarg = NULL;
-    const char *files[256];
+    const char *files[TRUST_MAX_FILES];
     size_t nf = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { trust_usage(stdout); return CLI_EXIT_OK; }

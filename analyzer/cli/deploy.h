@@ -1,10 +1,13 @@
 /* deploy.h - install-layout helpers shared by the deployment commands
  * (jupyter, doctor, trust): where the preload library and the shipped
- * policies are relative to the running CLI. Implemented in cmd_doctor.c. */
+ * policies are relative to the running CLI. Implemented in deploy.c. */
 #ifndef SP_CLI_DEPLOY_H
 #define SP_CLI_DEPLOY_H
 #include <stdbool.h>
 #include <stddef.h>
+
+/* True when p names an existing regular file (stat follows symlinks). */
+bool dep_is_file(const char *p);
 
 /* Absolute path of libsafepickle.so for this CLI: next to it (a build tree),
  * or <bindir>/../lib/safepickle/ (an install). Fills buf and returns it, or
