@@ -59,6 +59,7 @@ typedef struct vm {
     bool cfile;                 /* emulate it (second pass) */
     bool frame_cross;           /* a read ran past a frame's end */
     uint64_t cf_end;            /* content offset where the C unpickler's buffer ends */
+    uint64_t lim_stack;         /* copy of max_stack (hot path) */
 } vm;
 
 /* ================================================================ allocation */
@@ -98,13 +99,13 @@ static spa_val *vm_new(vm *m, spa_vkind k, uint8_t op, uint64_t off) {
     spa_val *v = m->free_vals;
     if (v) m->free_vals = (spa_val *)(void *)v->u.seq.items;
     else if (!(v = spa_arena_alloc(m->ar, sizeof *v))) { vm_nomem(m, off); return NULL; }
-    memset(v, 0, sizeof *v);
     v->kind = (uint8_t)k;
+    v->flags = (k == SPA_V_GLOBAL || k == SPA_V_CALL || k == SPA_V_PERSID || k == SPA_V_UNKNOWN ||
+                k == SPA_V_BUFFER) ? SPA_VFX_HOT : 0;
     v->opcode = op;
+    v->n = 0;
     v->off = off;
-    if (k == SPA_V_GLOBAL || k == SPA_V_CALL || k == SPA_V_PERSID || k == SPA_V_UNKNOWN ||
-        k == SPA_V_BUFFER)
-        v->flags |= SPA_VFX_HOT;
+    memset(&v->u, 0, sizeof v->u);
     return v;
 }
 
@@ -141,6 +142,11 @@ static void vm_compact(vm *m, spa_val *v, int depth) {
 
 static void vm_drop_d(vm *m, spa_val *v, int depth) {
     if (!v || v->kind == SPA_V_MARK || depth > VM_DROP_DEPTH) return;
+    if (v->kind <= SPA_V_FLOAT && v->kind != SPA_V_LONG && !(v->flags & SPA_VFX_SHARED)) {
+        v->u.seq.items = (spa_val **)(void *)m->free_vals;   /* plain scalar: straight back */
+        m->free_vals = v;
+        return;
+    }
     if (v->flags & SPA_VFX_SHARED) { vm_compact(m, v, depth); return; }
     if (vm_is_seq(v)) {
         for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
@@ -178,7 +184,7 @@ static void vm_limit(vm *m, spa_limit_id id, const char *msg, uint64_t off) {
 /* ================================================================ stack */
 static bool vm_push(vm *m, spa_val *v, uint64_t off) {
     if (!v) return false;
-    if (m->sp >= m->lim->v[SPA_LIM_STACK]) {
+    if (m->sp >= m->lim_stack) {
         vm_limit(m, SPA_LIM_STACK, "stack depth limit", off);
         vm_drop(m, v);
         return false;
@@ -1025,6 +1031,7 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
     m.max_proto = -1;
     m.limit = SPA_LIM_COUNT;
     m.cfile = cfile;
+    m.lim_stack = m.lim->v[SPA_LIM_STACK];
     m.stable = spa_in_stable(in);
     if (m.stable) {
         const uint8_t *p;
@@ -1083,19 +1090,20 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
 static void vm_step(vm *m, uint8_t op, uint64_t off);
 
 static void vm_exec(vm *m) {
+    const uint64_t lim_ops = m->lim->v[SPA_LIM_OPS], lim_bytes = m->lim->v[SPA_LIM_BYTES];
+    spa_in *in = m->in;
     for (;;) {
-        uint64_t pos = spa_in_pos_fast(m->in);
-        uint64_t off = pos - m->start;
-        if (m->nops >= m->lim->v[SPA_LIM_OPS]) { vm_limit(m, SPA_LIM_OPS, "opcode count limit", off); return; }
-        if (off > m->lim->v[SPA_LIM_BYTES]) { vm_limit(m, SPA_LIM_BYTES, "stream byte limit", off); return; }
+        uint64_t off = spa_in_pos_fast(in) - m->start;
+        if (m->nops >= lim_ops) { vm_limit(m, SPA_LIM_OPS, "opcode count limit", off); return; }
+        if (off > lim_bytes) { vm_limit(m, SPA_LIM_BYTES, "stream byte limit", off); return; }
         const uint8_t *p;
         size_t got;
-        spa_code c = spa_in_peek_fast(m->in, 1, &p, &got);
+        spa_code c = spa_in_peek_fast(in, 1, &p, &got);
         if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return; }
         if (!got) { vm_fail(m, SPA_E_TRUNCATED, "pickle data ended without STOP", off); return; }
         uint8_t op = p[0];
         if (!spa_op_known(op)) { vm_fail(m, SPA_E_BAD_OPCODE, "invalid load key", off); return; }
-        spa_in_skip_fast(m->in, 1);
+        spa_in_skip_fast(in, 1);
         m->nops++;
         vm_step(m, op, off);
         if (m->err.code != SPA_OK || m->complete) return;
