@@ -1,0 +1,115 @@
+/* cmd_run.c - `safepickle run [--policy P] [--audit] [--log DEST] -- CMD ARGS...`:
+ * execs CMD with libsafepickle.so (found next to this executable, or in the
+ * install's lib/safepickle/) prepended to LD_PRELOAD and the settings passed
+ * through the environment the preload reads (SAFEPICKLE_POLICY, _MODE, _LOG). */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define RUN_ENV_MAX 8192 /* longest LD_PRELOAD value we build */
+
+static void run_usage(FILE *f) {
+    fprintf(f,
+            "usage: safepickle run [--policy FILE] [--audit] [--log DEST] [--] CMD [ARGS...]\n"
+            "\n"
+            "Runs CMD with libsafepickle.so preloaded: pickle-bearing files that CMD's Python\n"
+            "opens are scanned and malicious ones refused before a single opcode runs.\n"
+            "\n"
+            "  --policy FILE  use this JSON policy (validated first) instead of the embedded default\n"
+            "  --audit        audit mode: report what would be blocked, block nothing\n"
+            "  --log DEST     audit log destination: a file (JSON lines), stderr or stdout\n"
+            "\n"
+            "exit status: CMD's, or 2 on a usage error, 127 if CMD cannot be executed.\n");
+}
+
+/* libsafepickle.so next to the CLI (build tree) or in PREFIX/lib/safepickle. */
+static int run_find_lib(char *out, size_t n) {
+    const char *dir = cli_self_dir();
+    const char *cand[] = { "%s/libsafepickle.so", "%s/../lib/safepickle/libsafepickle.so",
+                           "%s/../lib/libsafepickle.so" };
+    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) {
+        char p[PATH_MAX];
+        int k = snprintf(p, sizeof p, cand[i], dir);
+        if (k < 0 || (size_t)k >= sizeof p) continue;
+        if (access(p, R_OK) == 0 && realpath(p, out) && strlen(out) < n) return 0;
+    }
+    return -1;
+}
+
+/* Prepend lib to LD_PRELOAD unless it is already listed. */
+static int run_set_preload(const char *lib) {
+    const char *old = getenv("LD_PRELOAD");
+    char buf[RUN_ENV_MAX];
+    if (old && *old) {
+        char copy[RUN_ENV_MAX];
+        snprintf(copy, sizeof copy, "%s", old);
+        for (char *save = NULL, *t = strtok_r(copy, ": ", &save); t; t = strtok_r(NULL, ": ", &save))
+            if (!strcmp(t, lib)) return 0;
+        int k = snprintf(buf, sizeof buf, "%s:%s", lib, old);
+        if (k < 0 || (size_t)k >= sizeof buf) return -1;
+    } else {
+        snprintf(buf, sizeof buf, "%s", lib);
+    }
+    return setenv("LD_PRELOAD", buf, 1);
+}
+
+int cmd_run(int argc, char **argv) {
+    const char *policy = NULL, *log = NULL;
+    int audit = 0, i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) { i++; break; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { run_usage(stdout); return CLI_EXIT_OK; }
+        if (!strcmp(a, "--audit")) { audit = 1; continue; }
+        if (!strcmp(a, "--policy") || !strcmp(a, "--log")) {
+            if (i + 1 >= argc) { fprintf(stderr, "safepickle run: %s needs a value\n", a); return CLI_EXIT_ERROR; }
+            if (!strcmp(a, "--policy")) policy = argv[++i]; else log = argv[++i];
+            continue;
+        }
+        if (!strncmp(a, "--policy=", 9)) { policy = a + 9; continue; }
+        if (!strncmp(a, "--log=", 6)) { log = a + 6; continue; }
+        if (a[0] == '-') { fprintf(stderr, "safepickle run: unknown option '%s'\n", a); run_usage(stderr); return CLI_EXIT_ERROR; }
+        break; /* first non-option: the command */
+    }
+    if (i >= argc) { run_usage(stderr); return CLI_EXIT_ERROR; }
+
+    char lib[PATH_MAX];
+    if (run_find_lib(lib, sizeof lib) != 0) {
+        fprintf(stderr, "safepickle run: libsafepickle.so not found next to %s or in ../lib/safepickle\n", cli_self_dir());
+        return CLI_EXIT_ERROR;
+    }
+    if (policy) {
+        /* Validate now: a broken policy would make the preload refuse every pickle. */
+        spa_policy *p = NULL;
+        spa_err err = {0};
+        if (spa_policy_load(policy, &p, &err) != SPA_OK) {
+            fprintf(stderr, "safepickle run: policy %s: %s (at byte %llu)\n", policy, err.msg ? err.msg : "invalid",
+                    (unsigned long long)err.off);
+            return CLI_EXIT_ERROR;
+        }
+        spa_policy_free(p);
+        char abs[PATH_MAX];
+        if (!realpath(policy, abs)) { fprintf(stderr, "safepickle run: %s: %s\n", policy, strerror(errno)); return CLI_EXIT_ERROR; }
+        setenv("SAFEPICKLE_POLICY", abs, 1);
+    }
+    if (audit) setenv("SAFEPICKLE_MODE", "audit", 1);
+    if (log) {
+        char abs[PATH_MAX];
+        if (log[0] != '/' && strcmp(log, "stderr") && strcmp(log, "stdout") && getcwd(abs, sizeof abs)) {
+            size_t l = strlen(abs);
+            snprintf(abs + l, sizeof abs - l, "/%s", log);
+            setenv("SAFEPICKLE_LOG", abs, 1);
+        } else {
+            setenv("SAFEPICKLE_LOG", log, 1);
+        }
+    }
+    if (run_set_preload(lib) != 0) { fprintf(stderr, "safepickle run: LD_PRELOAD too long\n"); return CLI_EXIT_ERROR; }
+    execvp(argv[i], argv + i);
+    fprintf(stderr, "safepickle run: cannot execute %s: %s\n", argv[i], strerror(errno));
+    return 127;
+}
