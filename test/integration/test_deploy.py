@@ -55,6 +55,7 @@ class Image:
         os.makedirs(self.root)
         self.env, self.args, self.uid, self.cwd, self.cmd, self.skipped = {}, {}, 0, self.root, None, []
         self.health = None
+        self.apt_pkgs = []  # per apt-get step, in order
 
     def rw(self, s):
         """Map the image's absolute paths into the temp root (the build context to the repo)."""
@@ -84,6 +85,7 @@ class Image:
         m = re.search(r"apt-get install ([^&;|]*)", cmd)
         assert m, cmd
         pkgs = [p for p in m.group(1).split() if not p.startswith("-")]
+        self.apt_pkgs.append(pkgs)
         for p in pkgs:
             r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True)
             assert r.stdout.endswith("installed"), "the recipe installs %s, unknown here" % p
@@ -222,6 +224,29 @@ torch.save({"w": torch.ones(3), "x": Reduce(os.system, (touch_cmd(%(d)r + "/PAYL
         os.chmod(os.path.join(d, f), 0o644)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+def test_runtime_packages_cover_the_binaries():
+    """The runtime stage installs the Debian package of every shared library the installed
+    CLI and preload need (ldd + dpkg -S), and libunwind8, which the preload dlopens."""
+    img = build_image()
+    try:
+        runtime = set(img.apt_pkgs[-1])
+        need = set()
+        for b in ("usr/bin/safepickle", "usr/lib/safepickle/libsafepickle.so"):
+            out = subprocess.run(["ldd", os.path.join(img.root, b)], capture_output=True, text=True).stdout
+            for lib in re.findall(r"=> (/\S+)", out):
+                r = subprocess.run(["dpkg", "-S", os.path.realpath(lib)], capture_output=True, text=True)
+                if r.returncode != 0:  # merged /usr: dpkg knows the /lib path
+                    r = subprocess.run(["dpkg", "-S", lib.replace("/usr/lib/", "/lib/", 1)],
+                                       capture_output=True, text=True)
+                assert r.returncode == 0, lib
+                need.add(r.stdout.split(":")[0])
+        need.discard("libc6")  # in every base image
+        assert need and need <= runtime, sorted(need - runtime)
+        assert "libunwind8" in runtime
+    finally:
+        shutil.rmtree(img.top, ignore_errors=True)
 
 
 def test_parse_recipe():
