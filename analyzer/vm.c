@@ -18,6 +18,7 @@
 #define VM_KEEP_PLAIN   8u      /* plain items a container keeps (dict: pairs) */
 #define VM_MAX_LINE_WIN (64u << 20)
 #define VM_NCLS 9               /* byte size classes 16..4096 recycled */
+#define VM_HOT static inline __attribute__((always_inline))
 
 /* ================================================================ state */
 typedef struct vm_memo {
@@ -66,14 +67,14 @@ typedef struct vm {
 /* Values live in the scan arena. Values nobody else references (not SHARED)
  * are recycled when dropped, so a long stream of plain data runs in constant
  * memory; byte buffers up to 4 KiB are recycled by size class. */
-static int vm_cls(size_t n) {
+VM_HOT int vm_cls(size_t n) {
     size_t c = 16;
     for (int i = 0; i < VM_NCLS; i++, c <<= 1)
         if (n <= c) return i;
     return -1;
 }
 
-static void *vm_balloc(vm *m, size_t n) {
+VM_HOT void *vm_balloc(vm *m, size_t n) {
     int c = vm_cls(n);
     if (c >= 0) {
         void *p = m->free_cls[c];
@@ -83,7 +84,7 @@ static void *vm_balloc(vm *m, size_t n) {
     return spa_arena_alloc(m->ar, n);
 }
 
-static void vm_bfree(vm *m, void *p, size_t n) {
+VM_HOT void vm_bfree(vm *m, void *p, size_t n) {
     int c = vm_cls(n);
     if (!p || c < 0) return;
     *(void **)p = m->free_cls[c];
@@ -95,7 +96,7 @@ static void vm_nomem(vm *m, uint64_t off) {
     m->fatal = true;
 }
 
-static spa_val *vm_new(vm *m, spa_vkind k, uint8_t op, uint64_t off) {
+VM_HOT spa_val *vm_new(vm *m, spa_vkind k, uint8_t op, uint64_t off) {
     spa_val *v = m->free_vals;
     if (v) m->free_vals = (spa_val *)(void *)v->u.seq.items;
     else if (!(v = spa_arena_alloc(m->ar, sizeof *v))) { vm_nomem(m, off); return NULL; }
@@ -182,7 +183,7 @@ static void vm_limit(vm *m, spa_limit_id id, const char *msg, uint64_t off) {
 }
 
 /* ================================================================ stack */
-static bool vm_push(vm *m, spa_val *v, uint64_t off) {
+VM_HOT bool vm_push(vm *m, spa_val *v, uint64_t off) {
     if (!v) return false;
     if (m->sp >= m->lim_stack) {
         vm_limit(m, SPA_LIM_STACK, "stack depth limit", off);
@@ -200,10 +201,10 @@ static bool vm_push(vm *m, spa_val *v, uint64_t off) {
     return true;
 }
 
-static size_t vm_fence(const vm *m) { return m->nmarks ? m->marks[m->nmarks - 1] : 0; }
+VM_HOT size_t vm_fence(const vm *m) { return m->nmarks ? m->marks[m->nmarks - 1] : 0; }
 
 /* Pop one value above the fence (C: PDATA_POP / Pdata_pop). */
-static spa_val *vm_pop(vm *m, uint64_t off) {
+VM_HOT spa_val *vm_pop(vm *m, uint64_t off) {
     if (m->sp <= vm_fence(m)) {
         vm_fail(m, SPA_E_STACK, m->nmarks ? "unexpected MARK found" : "unpickling stack underflow", off);
         return NULL;
@@ -452,7 +453,7 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
  * reads linearly and the pure-Python unpickler raises instead. The VM reads
  * linearly and notes a crossing; spa_vm_run then re-runs the stream in
  * `cfile` mode so that the IR covers both readings. */
-static void vm_cf_pre(vm *m, uint64_t n) {
+VM_HOT void vm_cf_pre(vm *m, uint64_t n) {
     uint64_t pos = spa_in_pos_fast(m->in);
     if (pos < m->cf_end && n > m->cf_end - pos) {
         m->frame_cross = true;
@@ -460,7 +461,7 @@ static void vm_cf_pre(vm *m, uint64_t n) {
     }
 }
 
-static void vm_cf_post(vm *m) {
+VM_HOT void vm_cf_post(vm *m) {
     uint64_t pos = spa_in_pos_fast(m->in);
     if (pos > m->cf_end) m->cf_end = pos;
 }
@@ -490,7 +491,7 @@ static bool vm_cf_frame(vm *m, uint64_t len, uint64_t off) {
     return true;
 }
 
-static bool vm_read(vm *m, void *dst, size_t n, uint64_t off) {
+VM_HOT bool vm_read(vm *m, void *dst, size_t n, uint64_t off) {
     const uint8_t *p;
     size_t got;
     vm_cf_pre(m, n);
@@ -1406,7 +1407,19 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         spa_vkind want = pairs ? SPA_V_DICT : op == SPA_OP_ADDITEMS ? SPA_V_SET : SPA_V_LIST;
         if (t->kind == want) {
             uint32_t step = pairs ? 2 : 1;
-            for (size_t i = x; i + step <= m->sp; i += step) vm_seq_add(m, t, &m->stack[i], step, off);
+            uint32_t keep = pairs ? 2 * VM_KEEP_PLAIN : VM_KEEP_PLAIN;
+            for (size_t i = x; i + step <= m->sp; i += step) {
+                spa_val *a = m->stack[i], *b2 = step == 2 ? m->stack[i + 1] : a;
+                if (t->n >= keep && !((a->flags | b2->flags) & SPA_VFX_HOT)) {
+                    /* full container, plain item: count it and let it go */
+                    t->u.seq.count += step;
+                    t->flags |= SPA_VF_TRUNC;
+                    vm_drop(m, a);
+                    if (step == 2) vm_drop(m, b2);
+                    continue;
+                }
+                vm_seq_add(m, t, &m->stack[i], step, off);
+            }
             m->sp = x;
             return;
         }
