@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "vm.h"
 
 struct spa_scan_ctx {
     spa_arena *ar;
@@ -17,7 +18,10 @@ struct spa_scan_ctx {
     size_t n_notes, cap_notes;
     const spa_vm_hooks *hooks;
     bool streams_limited;
+    uint64_t vm_bytes;          /* stream bytes examined so far (max_bytes) */
 };
+
+uint64_t *spa_ctx_vm_bytes(spa_scan_ctx *sc) { return &sc->vm_bytes; }
 
 
 spa_scan_ctx *spa_ctx_create(const spa_scan_opts *o) {

@@ -1059,6 +1059,7 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
 
     spa_stream *s = spa_ctx_stream(sc, id);
     s->end = spa_in_pos(in);
+    *spa_ctx_vm_bytes(sc) += s->end - s->start;
     s->proto = m.max_proto;
     s->nops = m.nops;
     s->ir = ir;
@@ -1091,12 +1092,15 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
 static void vm_step(vm *m, uint8_t op, uint64_t off);
 
 static void vm_exec(vm *m) {
-    const uint64_t lim_ops = m->lim->v[SPA_LIM_OPS], lim_bytes = m->lim->v[SPA_LIM_BYTES];
+    /* max_bytes is per file: what earlier streams used is already spent */
+    uint64_t used = *spa_ctx_vm_bytes(m->sc);
+    const uint64_t lim_ops = m->lim->v[SPA_LIM_OPS];
+    const uint64_t lim_bytes = used < m->lim->v[SPA_LIM_BYTES] ? m->lim->v[SPA_LIM_BYTES] - used : 0;
     spa_in *in = m->in;
     for (;;) {
         uint64_t off = spa_in_pos_fast(in) - m->start;
         if (m->nops >= lim_ops) { vm_limit(m, SPA_LIM_OPS, "opcode count limit", off); return; }
-        if (off > lim_bytes) { vm_limit(m, SPA_LIM_BYTES, "stream byte limit", off); return; }
+        if (off >= lim_bytes) { vm_limit(m, SPA_LIM_BYTES, "byte limit (max_bytes per file)", off); return; }
         const uint8_t *p;
         size_t got;
         spa_code c = spa_in_peek_fast(in, 1, &p, &got);

@@ -26,6 +26,11 @@
 #define SPA_VOP_MASK     0xffu
 #define SPA_VOP_BORROWED 0x100u /* str/bytes whose bytes the memo owns */
 
+/* Bytes of pickle streams the VM has examined in this scan (all streams of
+ * the file): max_bytes bounds the total. Owner: ctx.c. */
+struct spa_scan_ctx;
+uint64_t *spa_ctx_vm_bytes(struct spa_scan_ctx *sc);
+
 /* Render a value as bounded pseudo-Python into buf (always NUL-terminated
  * when cap > 0). Returns the length written. Containers show their kept
  * items and "..." when summarised; long strings are cut with "...". */

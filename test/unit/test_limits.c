@@ -45,6 +45,15 @@ static void test_each_vm_limit(void) {
     expect_limit(B("Nr\x00\x00\x00\x01."), SPA_LIM_MEMO_KEY, 1000);
     expect_limit(B("NNNNNNNNNN."), SPA_LIM_BYTES, 4);
     expect_limit(B("cos\nsystem\ncos\nsystem\ncos\nsystem\n."), SPA_LIM_IR, 2);
+    /* max_bytes counts every stream of the file */
+    {
+        spa_limits lb = lim_with(SPA_LIM_BYTES, 3);
+        spa_result *rb = vmt_run_lim(B("N.N.N."), &lb);
+        T_CHECK(rb->n_streams == 2 && rb->streams[0].complete);
+        T_EQ_INT(rb->streams[1].err.code, SPA_E_LIMIT);
+        T_EQ_INT(rb->streams[1].limit, SPA_LIM_BYTES);
+        spa_result_free(rb);
+    }
     /* max_str is a keep-limit: the constant is truncated, not an error */
     spa_limits l = lim_with(SPA_LIM_STR, 4);
     spa_result *r = vmt_run_lim(B("cbuiltins\nf\n(X\x0a\x00\x00\x00" "0123456789tR."), &l);
