@@ -52,7 +52,7 @@ const char *spa_policy_default_json(size_t *n) {
 typedef struct pj_step { const char *key; int idx; } pj_step;
 
 static size_t pj_ws(const char *s, size_t n, size_t i) {
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+    while (i < n && (unsigned char)s[i] <= 32) i++; /* what cJSON skips as whitespace */
     return i;
 }
 
@@ -72,6 +72,7 @@ static size_t pj_value_end(const char *s, size_t n, size_t i, int depth) {
         char close = s[i] == '{' ? '}' : ']';
         i++;
         for (;;) {
+            size_t at = i;
             i = pj_ws(s, n, i);
             if (i >= n) return n;
             if (s[i] == close) return i + 1;
@@ -82,6 +83,7 @@ static size_t pj_value_end(const char *s, size_t n, size_t i, int depth) {
                 if (i < n && s[i] == ':') i++;
             }
             i = pj_value_end(s, n, i, depth + 1);
+            if (i <= at) return n; /* no progress: malformed, give up */
         }
     }
     while (i < n && !strchr(",}] \t\r\n", s[i])) i++;
@@ -99,6 +101,7 @@ static size_t pj_locate(const char *s, size_t n, const pj_step *path, int np, bo
             bool found = false;
             int seen = 0;
             for (;;) {
+                size_t at = i;
                 i = pj_ws(s, n, i);
                 if (i >= n || s[i] == '}') return fallback;
                 if (s[i] == ',') { i++; continue; }
@@ -115,6 +118,7 @@ static size_t pj_locate(const char *s, size_t n, const pj_step *path, int np, bo
                     break;
                 }
                 i = pj_value_end(s, n, i, 0);
+                if (i <= at) return fallback;
             }
             if (!found) return fallback;
         } else {
@@ -126,7 +130,9 @@ static size_t pj_locate(const char *s, size_t n, const pj_step *path, int np, bo
                 if (i >= n || s[i] == ']') return fallback;
                 if (s[i] == ',') { i++; continue; }
                 if (idx == path[k].idx) break;
+                size_t at = i;
                 i = pj_value_end(s, n, i, 0);
+                if (i <= at) return fallback;
                 idx++;
             }
         }

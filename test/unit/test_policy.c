@@ -101,6 +101,9 @@ static void test_errors_with_positions(void) {
     js = "{\"schema\":1,\"mode\":\"enforce\",\"acions\":{}}";            /* typo in a key */
     off = parse_err(js, strlen(js), "unknown key");
     T_EQ_INT(off, strstr(js, "\"acions\"") - js);
+    js = "{\"schema\":1,\x1a\"acions\":{\x01}}";          /* cJSON skips control bytes as whitespace */
+    off = parse_err(js, strlen(js), "unknown key");
+    T_EQ_INT(off, strstr(js, "\"acions\"") - js);
     js = "{\"schema\":1,\"actions\":{\"malicous\":\"allow\"}}";           /* typo nested */
     off = parse_err(js, strlen(js), "unknown key");
     T_EQ_INT(off, strstr(js, "\"malicous\"") - js);
