@@ -1017,7 +1017,7 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
     st.limit = SPA_LIM_COUNT;
     uint32_t id = spa_ctx_add_stream(sc, &st);
     if (idx) *idx = id;
-    if (id == UINT32_MAX) return SPA_E_LIMIT; /* max_streams (noted by the context) or NOMEM */
+    if (id == UINT32_MAX) return SPA_OK; /* max_streams: the context noted it; *idx says so */
 
     vm m;
     memset(&m, 0, sizeof m);

@@ -44,7 +44,7 @@ static void run_one(const char *path, bool use_fd) {
         uint64_t before = spa_in_pos(in);
         if (spa_vm_run(sc, in, path, 0, UINT32_MAX, &idx) != SPA_OK) break;
         spa_stream *s = spa_ctx_stream(sc, idx);
-        if (!s->complete || spa_in_pos(in) == before) break;
+        if (!s || !s->complete || spa_in_pos(in) == before) break;
     }
     spa_result *r = spa_ctx_finish(sc, SPA_FMT_PICKLE, n);
     cJSON *o2 = cJSON_CreateObject();

@@ -132,7 +132,8 @@ static spa_result *run_in(const uint8_t *d, size_t n, int mode) {
     while (!spa_in_eof(in)) {
         uint32_t idx;
         if (spa_vm_run(sc, in, "t", 0, UINT32_MAX, &idx) != SPA_OK) break;
-        if (!spa_ctx_stream(sc, idx)->complete) break;
+        spa_stream *st = spa_ctx_stream(sc, idx);
+        if (!st || !st->complete) break;
     }
     return spa_ctx_finish(sc, SPA_FMT_PICKLE, n);
 }

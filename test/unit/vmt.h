@@ -37,7 +37,7 @@ static inline spa_result *vmt_run_lim(const uint8_t *p, size_t n, const spa_limi
         uint64_t before = spa_in_pos(in);
         if (spa_vm_run(sc, in, "t", 0, UINT32_MAX, &idx) != SPA_OK) break;
         spa_stream *s = spa_ctx_stream(sc, idx);
-        if (!s->complete || spa_in_pos(in) == before) break;
+        if (!s || !s->complete || spa_in_pos(in) == before) break;
     }
     spa_result *r = spa_ctx_finish(sc, SPA_FMT_PICKLE, n);
     /* values may point into buf (zero-copy): keep the mapping for the test's life */
