@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "report.h"
+#include "verdict.h"
 
 static void explain_usage(FILE *f) {
     fprintf(f,
@@ -12,7 +13,8 @@ static void explain_usage(FILE *f) {
             "\n"
             "Print what loading each file would do, as pseudo-Python: imports, calls\n"
             "bound to _v<N>, __setstate__ (BUILD), mutations, discarded results and\n"
-            "nested pickles, each with its byte offset and opcode. Nothing is executed.\n"
+            "nested pickles, each with its byte offset and opcode, then the verdict,\n"
+            "the default policy's action and the reasons. Nothing is executed.\n"
             "\n"
             "Exit status: 0 explained, 2 usage or I/O error.\n");
 }
@@ -43,6 +45,11 @@ int cmd_explain(int argc, char **argv) {
         }
         if (i > first) putchar('\n');
         spa_explain(stdout, r);
+        /* the classifier's reasons next to the listing (embedded default policy) */
+        spa_policy *pol = NULL;
+        if (spa_policy_default(&pol) == SPA_OK && spa_classify(r, pol) == SPA_OK)
+            spa_verdict_text(stdout, r, spa_policy_decide(pol, r));
+        spa_policy_free(pol);
         spa_result_free(r);
     }
     return rc;
