@@ -560,12 +560,16 @@ static bool vm_line_req(vm *m, const uint8_t **p, size_t *n, uint64_t off) {
 
 /* A counted str/bytes argument of n bytes: keeps a prefix of at most max_str
  * bytes (zero-copy over memory), skips the rest. */
-static bool vm_data(vm *m, uint64_t n, const uint8_t **out, uint64_t *kept, bool *owned, uint64_t off) {
+/* `linear`: the C unpickler reads this payload with _Unpickler_ReadInto
+ * (BINBYTES*, SHORT_BINBYTES, BYTEARRAY8), which takes the rest of a frame
+ * and continues from the file: no frame skipping for those. */
+static bool vm_data(vm *m, uint64_t n, const uint8_t **out, uint64_t *kept, bool *owned, uint64_t off,
+                    bool linear) {
     uint64_t keep = n < m->lim->v[SPA_LIM_STR] ? n : m->lim->v[SPA_LIM_STR];
     if (!m->stable && keep > VM_MAX_LINE_WIN) keep = VM_MAX_LINE_WIN;
     const uint8_t *p;
     size_t got;
-    vm_cf_pre(m, n);
+    if (!linear) vm_cf_pre(m, n);
     spa_code c = spa_in_peek_fast(m->in, (size_t)keep, &p, &got);
     if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return false; }
     if (got < keep) {
@@ -1247,7 +1251,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         const uint8_t *d;
         uint64_t kept;
         bool owned;
-        if (!vm_data(m, n, &d, &kept, &owned, off)) return;
+        if (!vm_data(m, n, &d, &kept, &owned, off, false)) return;
         spa_val *v;
         if (n <= 8 && kept == n) {
             uint64_t u = vm_le(d, (int)n);
@@ -1348,7 +1352,9 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         const uint8_t *d;
         uint64_t kept;
         bool owned;
-        if (!vm_data(m, n, &d, &kept, &owned, off)) return;
+        bool lin = op == SPA_OP_BINBYTES || op == SPA_OP_SHORT_BINBYTES || op == SPA_OP_BINBYTES8 ||
+                   op == SPA_OP_BYTEARRAY8;
+        if (!vm_data(m, n, &d, &kept, &owned, off, lin)) return;
         bool uni = op == SPA_OP_BINUNICODE || op == SPA_OP_SHORT_BINUNICODE || op == SPA_OP_BINUNICODE8;
         if (uni && !vm_utf8_ok(d, kept, kept < n)) {
             if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);

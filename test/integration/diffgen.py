@@ -7,7 +7,9 @@ semantic-evasion constructions of threats.md B and C, and N_MUTANTS mutated
 streams), then loads every file with CPython's C `_pickle.Unpickler` and the
 pure-Python `pickle._Unpickler`, with find_class replaced by a recorder that
 returns harmless stubs (nothing real is ever imported or called), and writes
-OUTDIR/recorded.json: {file: {"c": [[module, name], ...], "py": [...]}}."""
+OUTDIR/recorded.json: {file: {"c": [[module, name], ...], "cpeek": [...],
+"py": [...]}} (C reader over io.BytesIO, C reader over a file with peek(),
+pure Python)."""
 import collections
 import datetime
 import decimal
@@ -84,11 +86,15 @@ def _alarm(signum, frame):
         raise _Timeout()
 
 
-def _load(cls, data, log):
+def _load(cls, data, log, peek=False):
     _LOADING[0] = True
     signal.setitimer(signal.ITIMER_REAL, 2.0)
     try:
-        cls(io.BytesIO(data), log).load()
+        f = io.BytesIO(data)
+        # with peek() the C unpickler prefetches and reads frames linearly;
+        # without it (BytesIO, as torch.load) a read past a frame's end skips
+        # the frame's tail
+        cls(io.BufferedReader(f) if peek else f, log).load()
     finally:
         _LOADING[0] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -96,10 +102,10 @@ def _load(cls, data, log):
 
 def record(data):
     out = {}
-    for key, cls in (("c", RecC), ("py", RecPy)):
+    for key, cls, peek in (("c", RecC, False), ("cpeek", RecC, True), ("py", RecPy, False)):
         log = []
         try:
-            _load(cls, data, log)
+            _load(cls, data, log, peek)
         except _Timeout:
             log.append(["<timeout>", ""])
         except BaseException:  # noqa: B902 - any failure ends the load; what ran is logged

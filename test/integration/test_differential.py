@@ -3,7 +3,8 @@
 diffgen.py builds >= 10,000 pickles (real objects at every protocol, every
 construction class of threats.md B and C, and mutated streams: byte flips,
 truncations, splices of payloads into benign streams) and records every
-find_class call of the C `_pickle.Unpickler` and the pure-Python
+find_class call of the C `_pickle.Unpickler` (over io.BytesIO and over a
+buffered file with peek(), which read FRAMEs differently) and the pure-Python
 `pickle._Unpickler` (stubbed: nothing real runs). The VM (through the small
 vmjson helper, one process for all files, zero-copy and windowed readers)
 must report every one of those globals in its IR. Misses are counted and
@@ -65,7 +66,7 @@ def misses(recorded, ours):
     out = []
     for name, rec in recorded.items():
         have = {(m, n) for m, n, _, _ in ours[name]["imports"]}
-        for who in ("c", "py"):
+        for who in ("c", "cpeek", "py"):
             for m, n in rec[who]:
                 if m == "<timeout>":
                     continue
@@ -89,7 +90,7 @@ def test_every_global_cpython_resolves_is_in_our_ir(corpus, vmjson, fd):
     ours = run_vm(vmjson, d, sorted(rec), fd=fd)
     assert set(ours) == set(rec)
     m = misses(rec, ours)
-    total = sum(len(r["c"]) + len(r["py"]) for r in rec.values())
+    total = sum(len(r["c"]) + len(r["cpeek"]) + len(r["py"]) for r in rec.values())
     print("globals resolved by CPython: %d, missed by the VM: %d" % (total, len(m)))
     assert not m, "VM missed %d globals, e.g. %r" % (len(m), m[:10])
 

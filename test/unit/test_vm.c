@@ -340,6 +340,12 @@ static void test_frames(void) {
     T_CHECK(vmt_has_import(r, "os", "system"));
     T_CHECK(vmt_has_import(r, "os", "stem"));
     spa_result_free(r);
+    /* BINBYTES payloads are read with _Unpickler_ReadInto: linear across a
+     * frame end, so no second reading; a BINUNICODE payload is not */
+    r = vmt_run(B("\x80\x04\x95\x04\x00\x00\x00\x00\x00\x00\x00" "C\x05" "ab" "cde0N."));
+    T_EQ_INT(r->n_streams, 1); T_CHECK(S0(r)->complete); spa_result_free(r);
+    r = vmt_run(B("\x80\x04\x95\x04\x00\x00\x00\x00\x00\x00\x00" "\x8c\x05" "ab" "cde0N."));
+    T_EQ_INT(r->n_streams, 2); T_CHECK(S0(r)->complete); spa_result_free(r);
     /* well-formed frames need no second reading */
     r = vmt_run(B("\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00N."));
     T_EQ_INT(r->n_streams, 1); T_CHECK(S0(r)->complete); spa_result_free(r);
