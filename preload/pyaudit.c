@@ -587,11 +587,20 @@ static bool pya_module_matches(const char *pat, const char *mod) {
     return strncmp(pat, mod, l) == 0 && (mod[l] == 0 || mod[l] == '.');
 }
 
+/* Imports the interpreter itself makes while unpickling: codec modules (the
+ * unpickler decodes protocol 0-2 strings, e.g. with encoding="latin1", and the
+ * codec registry imports encodings.<name> on first use) and the lazy
+ * datetime.strptime helper. Stdlib only, nothing a pickle can point elsewhere. */
+static const char *const pya_interp_imports[] = {"encodings", "_strptime"};
+
 /* An import during an unpickle is allowed when it is the module a global was
  * just resolved from (or one of its parents), belongs to a top-level package
- * already resolved in this unpickle, or matches runtime_allow_imports. */
+ * already resolved in this unpickle, is an interpreter import (above), or
+ * matches runtime_allow_imports. */
 static bool pya_import_allowed(const spa_policy *p, const char *mod) {
     const pya_tls *t = &pya_t;
+    for (size_t i = 0; i < sizeof pya_interp_imports / sizeof pya_interp_imports[0]; i++)
+        if (pya_module_matches(pya_interp_imports[i], mod)) return true;
     size_t l = strlen(mod);
     if (t->pending[0] && strncmp(t->pending, mod, l) == 0 &&
         (t->pending[l] == 0 || t->pending[l] == '.'))

@@ -296,6 +296,56 @@ def test_benign_in_memory_all_load(benign_dir, tmp_path, layers):
     assert "safepickle: blocked" not in r.stderr
 
 
+THREATGEN_MEM_LOADER = textwrap.dedent("""
+    import io, json, os, sys
+    items = json.loads(sys.argv[1])
+    sys.path.insert(0, sys.argv[2])  # usermods.py
+    res = {}
+    for name, path, loader in items:
+        data = open(path, "rb").read()
+        try:
+            if loader == "pickle":
+                import pickle; pickle.loads(data)
+            elif loader == "torch":
+                import torch; torch.load(io.BytesIO(data))
+            elif loader == "joblib":
+                import joblib; joblib.load(io.BytesIO(data))
+            elif loader == "numpy":
+                import numpy; numpy.load(io.BytesIO(data), allow_pickle=True)
+            elif loader == "numpy_npz":
+                import numpy; dict(numpy.load(io.BytesIO(data), allow_pickle=True))
+            elif loader == "pandas":
+                import pandas
+                comp = {"gz": "gzip", "bz2": "bz2", "xz": "xz", "zip": "zip", "zst": "zstd"}.get(path.rsplit(".", 1)[-1])
+                pandas.read_pickle(io.BytesIO(data), compression=comp)
+            else:
+                res[name] = "skipped: loader " + loader
+                continue
+            res[name] = "ok"
+        except BaseException as e:
+            res[name] = "error:%s: %s" % (type(e).__name__, e)
+    print("RESULT " + json.dumps(res))
+""")
+
+
+def test_benign_threatgen_in_memory(tmp_path):
+    """The project's benign corpus (threatgen.all_benign, threats.md D), each
+    file read into memory and loaded from bytes with layer 2 alone."""
+    threatgen = pytest.importorskip("threatgen")
+    items = threatgen.all_benign(tmp_path, big_rows=256)
+    # The files are read by the child as plain bytes; layer 1 is off, so only
+    # the audit hook acts on the loads.
+    e = clean_env(SAFEPICKLE_POLICY=rtpolicy.write(tmp_path, layer_file=False, layer_audit_hook=True),
+                  LD_PRELOAD=LIB)
+    arg = json.dumps([[n, p, ld] for n, p, _, ld in items])
+    r = subprocess.run([PYTHON, "-c", THREATGEN_MEM_LOADER, arg, str(tmp_path)], env=e, capture_output=True,
+                       text=True, timeout=900)
+    res = rtcorpus.parse_result(r.stdout)
+    assert len(res) == len(items) and len(items) >= 20
+    bad = {k: v for k, v in res.items() if v != "ok"}
+    assert not bad, json.dumps(bad, indent=1)[:4000] + r.stderr[-1500:]
+
+
 # ------------------------------------------------------------ other processes
 def test_non_python_processes_unchanged(tmp_path):
     """The audit-hook layer does nothing outside CPython: same output and
