@@ -38,6 +38,7 @@ typedef struct cl_cache_ent {
     spa_kbcat cat;
     spa_kbhow how;
     bool stdlib;
+    char key[96];
 } cl_cache_ent;
 
 typedef struct cl_ctx {
@@ -444,11 +445,13 @@ static spa_kbcat cl_kb(cl_ctx *c, const spa_target *t, const spa_val *key, spa_k
         if (e->v == key) {
             memset(h, 0, sizeof *h);
             h->cat = e->cat; h->how = e->how; h->stdlib = e->stdlib;
+            memcpy(h->key, e->key, sizeof h->key);
             cl_fmt(h->path, sizeof h->path, "%s.%s", t->module, t->name);
             return e->cat;
         }
         spa_kbcat cat = spa_kb_judge(t->module, t->name, h);
         e->v = key; e->cat = cat; e->how = h->how; e->stdlib = h->stdlib;
+        memcpy(e->key, h->key, sizeof e->key);
         return cat;
     }
     return spa_kb_judge(t->module, t->name, h);
