@@ -30,8 +30,11 @@ static void ex_stream(FILE *f, const spa_result *r, size_t si) {
         case SPA_IR_CALL:
             spa_val_repr_named(e->result, a, sizeof a);
             if (e->flags & SPA_IRF_NEW) {
-                spa_val_repr_named(e->target, b, sizeof b);
-                w = fprintf(f, "_v%zu = %s.__new__(%s)  # %s", k, b, a, "NEWOBJ");
+                /* a is "cls(args)": show cls.__new__(cls, args) */
+                spa_val_ref(e->target, b, sizeof b);
+                size_t bl = strlen(b);
+                const char *args = (!strncmp(a, b, bl) && a[bl] == '(') ? a + bl + 1 : ")";
+                w = fprintf(f, "_v%zu = %s.__new__(%s%s%s", k, b, b, *args == ')' ? "" : ", ", args);
             } else {
                 w = fprintf(f, "_v%zu = %s", k, a);
             }
@@ -58,6 +61,11 @@ static void ex_stream(FILE *f, const spa_result *r, size_t si) {
             w = fprintf(f, "_p%zu = persistent_load(%s)", k, a);
             break;
         case SPA_IR_NESTED:
+            if (e->opcode == 'b') {   /* after BUILD: an inline stream (object array data) */
+                spa_val_ref(e->target, a, sizeof a);
+                w = fprintf(f, "# %.60s is followed by an inline pickle -> stream #%u", a, e->nested_stream);
+                break;
+            }
             spa_val_repr(e->target, a, sizeof a);
             if (e->nested_stream != UINT32_MAX) w = fprintf(f, "pickle.loads(%.60s)  # -> stream #%u", a, e->nested_stream);
             else w = fprintf(f, "# nested pickle in %.60s (not scanned)", a);
