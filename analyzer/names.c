@@ -30,7 +30,7 @@ void spa_limits_default(spa_limits *l) {
     l->v[SPA_LIM_STACK] = 4000000ull;           /* values on the stack */
     l->v[SPA_LIM_MARKS] = 1000000ull;           /* open MARKs */
     l->v[SPA_LIM_MEMO] = 20000000ull;           /* distinct memo keys */
-    l->v[SPA_LIM_MEMO_KEY] = 0xffffffffull;     /* largest memo key accepted */
+    l->v[SPA_LIM_MEMO_KEY] = (uint64_t)INT64_MAX; /* largest memo key accepted (CPython: Py_ssize_t) */
     l->v[SPA_LIM_STR] = 1ull << 20;             /* bytes kept of one str/bytes constant */
     l->v[SPA_LIM_BYTES] = 64ull << 30;          /* bytes examined per file */
     l->v[SPA_LIM_STREAMS] = 10000ull;           /* pickle streams per file */

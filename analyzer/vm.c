@@ -1452,9 +1452,13 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         if (!vm_line_req(m, &lp, &ln, off)) return;
         bool ok = ln >= 1 && vm_pylong_ok(lp, ln, 10);
         int64_t key = -1;
-        if (ok && !vm_int_value(lp, ln, 10, &key)) key = INT64_MAX; /* huge: over any limit */
+        bool fits = ok && vm_int_value(lp, ln, 10, &key);
         spa_in_skip_fast(m->in, ln + 1);
         if (!ok) { vm_fail(m, SPA_E_BAD_ARG, "invalid memo key", off); return; }
+        if (!fits) {   /* beyond Py_ssize_t: OverflowError (PUT) / not found (GET) in CPython */
+            vm_fail(m, op == SPA_OP_PUT ? SPA_E_BAD_ARG : SPA_E_MEMO, "memo key out of range", off);
+            return;
+        }
         if (op == SPA_OP_PUT) {
             if (key < 0) { vm_fail(m, SPA_E_BAD_ARG, "negative PUT argument", off); return; }
             spa_val *v = vm_top(m, off);

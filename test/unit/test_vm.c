@@ -184,6 +184,11 @@ static void test_memo(void) {
     /* text PUT/GET, base 10 */
     r = vmt_run(B("S'os'\np007\n0g7\nS'system'\n\x93."));
     T_CHECK(vmt_has_import(r, "os", "system")); spa_result_free(r);
+    /* text keys beyond 32 bits are fine for the loader (Py_ssize_t) */
+    r = vmt_run(B("S'os'\np99999999999\n0g99999999999\nS'system'\n\x93."));
+    T_CHECK(vmt_has_import(r, "os", "system")); spa_result_free(r);
+    r = vmt_run(B("Np99999999999999999999999\n."));
+    T_EQ_INT(S0(r)->err.code, SPA_E_BAD_ARG); spa_result_free(r);
     r = vmt_run(B("Np-1\n."));
     T_EQ_INT(S0(r)->err.code, SPA_E_BAD_ARG); spa_result_free(r);
     r = vmt_run(B("NNh\x09."));
