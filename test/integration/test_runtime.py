@@ -377,34 +377,54 @@ int main(int argc, char **argv) {
 """
 
 
+def _libpythons():
+    """(label, include dir, lib dir, ldversion, home) of /usr/bin/python3 and of every
+    shared CPython 3.8-3.13 under pyenv."""
+    out = []
+    cfg = subprocess.run([PYTHON, "-c", "import sysconfig as s; print(s.get_paths()['include']); "
+                          "print(s.get_config_var('LIBDIR')); print(s.get_config_var('LDVERSION'))"],
+                         capture_output=True, text=True).stdout.split()
+    if os.path.exists(os.path.join(cfg[0], "Python.h")):
+        out.append(("system", cfg[0], cfg[1], cfg[2], None))
+    for py in _other_pythons():
+        home = os.path.dirname(os.path.dirname(py))
+        ver = os.path.basename(home).rsplit(".", 1)[0]
+        inc, lib = os.path.join(home, "include", "python" + ver), os.path.join(home, "lib")
+        if os.path.exists(os.path.join(inc, "Python.h")) and os.path.exists(os.path.join(lib, "libpython%s.so" % ver)):
+            out.append((ver, inc, lib, ver, home))
+    return out
+
+
 def test_embedded_python(tmp_path, marker):
     """A C program embedding Python (linked with libpython, two
     initialise/finalise rounds): the malicious load is refused in both rounds
     (Py_FinalizeEx drops audit hooks; the layer re-adds its hook), benign
-    loads work, nothing crashes, and the program runs to its end."""
+    loads work, nothing crashes, and the program runs to its end. For the
+    system Python and every shared CPython 3.8-3.13 under pyenv."""
     cc = shutil.which("cc") or shutil.which("gcc")
-    cfg = subprocess.run([PYTHON, "-c", "import sysconfig as s; print(s.get_paths()['include']); "
-                          "print(s.get_config_var('LIBDIR')); print(s.get_config_var('LDVERSION'))"],
-                         capture_output=True, text=True).stdout.split()
-    if not cc or not os.path.exists(os.path.join(cfg[0], "Python.h")):
+    libs = _libpythons()
+    if not cc or not libs:
         pytest.skip("no compiler or Python headers")
     src = tmp_path / "embed.c"
     src.write_text(EMBED_C)
-    exe = tmp_path / "embed"
-    subprocess.run([cc, "-o", str(exe), str(src), "-I" + cfg[0], "-L" + cfg[1], "-lpython" + cfg[2]],
-                   check=True, capture_output=True)
     payload = spgen.system_pickle(marker)
     code = "import pickle\ntry:\n    pickle.loads(%r)\nexcept Exception as e:\n    print('REFUSED', type(e).__name__)\n" \
            "print(pickle.loads(pickle.dumps({'ok': [1, 2]})))\n" % payload
     # The default policy acts in python* executables only: name this one.
-    pol = rtpolicy.write(tmp_path, targets=["embed"], layer_file=True, layer_audit_hook=True)
-    r = subprocess.run([str(exe), code], env=_env(True, {"SAFEPICKLE_POLICY": pol}), capture_output=True,
-                       text=True, timeout=60)
-    spgen.assert_marker_absent(marker)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "round 0 done" in r.stdout and "round 1 done" in r.stdout, r.stdout + r.stderr
-    assert r.stdout.count("{'ok': [1, 2]}") == 2
-    assert r.stdout.count("REFUSED SafePickleBlocked") == 2, r.stdout
+    pol = rtpolicy.write(tmp_path, targets=["embed*"], layer_file=True, layer_audit_hook=True)
+    for label, inc, lib, ldver, home in libs:
+        exe = tmp_path / ("embed-" + label)
+        subprocess.run([cc, "-o", str(exe), str(src), "-I" + inc, "-L" + lib, "-lpython" + ldver,
+                        "-Wl,-rpath," + lib], check=True, capture_output=True)
+        extra = {"SAFEPICKLE_POLICY": pol}
+        if home:
+            extra["PYTHONHOME"] = home
+        r = subprocess.run([str(exe), code], env=_env(True, extra), capture_output=True, text=True, timeout=60)
+        spgen.assert_marker_absent(marker)
+        assert r.returncode == 0, (label, r.stderr[-2000:])
+        assert "round 0 done" in r.stdout and "round 1 done" in r.stdout, (label, r.stdout + r.stderr)
+        assert r.stdout.count("{'ok': [1, 2]}") == 2, (label, r.stdout)
+        assert r.stdout.count("REFUSED SafePickleBlocked") == 2, (label, r.stdout)
 
 
 PYENV = os.path.expanduser("~/.pyenv/versions")
