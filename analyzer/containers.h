@@ -12,6 +12,7 @@
 #define SPC_SNIFF_OPS     512u   /* opcodes the plausibility walk looks at */
 #define SPC_SNIFF_MARKS   64u    /* mark depth the plausibility walk tracks exactly */
 #define SPC_LEGACY_STREAMS 5u    /* torch legacy: magic, protocol, sys_info, object, keys */
+#define SPC_READ_CHUNK    (16u << 10) /* pread size under a decompressor (zip members) */
 #define SPC_ZIP_MAX_BUFFER (64u << 20) /* a zip found inside a sequential stream is
                                           buffered up to this many bytes (or the
                                           decompression byte limit, if lower) */
@@ -108,6 +109,8 @@ spa_src *spc_src_range(spc_scan *s, const spa_src *parent, uint64_t off, uint64_
 spa_src *spc_src_buf(spc_scan *s, const uint8_t *p, size_t n);
 /* Read exactly n bytes at off; SPA_E_TRUNCATED if the source is shorter. */
 spa_code spc_pread_full(const spa_src *src, void *buf, size_t n, uint64_t off);
+/* A sequential reader over src[off, off+n) that preads SPC_READ_CHUNK at a time. */
+spa_in *spc_in_chunked(spc_scan *s, const spa_src *src, uint64_t off, uint64_t n);
 /* A bounded sequential view of the next `n` bytes of `in`. */
 spa_in *spc_in_sub(spc_scan *s, spa_in *in, uint64_t n);
 /* Pull all of `in` into an arena buffer of at most max bytes. */

@@ -14,8 +14,8 @@
 
 #include "containers.h"
 
-#define SPC_DEC_IN_CHUNK    (64u * 1024u)     /* compressed bytes offered per call */
-#define SPC_DEC_OUT_CHUNK   (64u * 1024u)     /* most bytes produced per call: a sniff of a
+#define SPC_DEC_IN_CHUNK    (16u * 1024u)     /* compressed bytes offered per call */
+#define SPC_DEC_OUT_CHUNK   (16u * 1024u)     /* most bytes produced per call: a sniff of a
                                                  member costs one chunk, not a whole window */
 #define SPC_DEC_RATIO_FLOOR (1u << 20)        /* ratio limit applies past 1 MiB of output */
 #define SPC_XZ_MEMLIMIT     (256ull << 20)    /* xz/lzma decoder memory (dictionary) */

@@ -127,6 +127,36 @@ spa_in *spc_in_sub(spc_scan *s, spa_in *in, uint64_t n) {
     return spa_in_from_seq(spc_rd(s), sc_sub_read, u);
 }
 
+/* Sequential reads of a source range in small preads: a reader over it pulls
+ * only what is asked for (a reader straight over the source fills a whole
+ * window at once), so sniffing a compressed member reads one small chunk. */
+typedef struct sc_chunked {
+    const spa_src *src;
+    uint64_t off, left;
+} sc_chunked;
+
+static ssize_t sc_chunked_read(void *ctx, void *buf, size_t len) {
+    sc_chunked *c = ctx;
+    if (c->left == 0) return 0;
+    if (len > SPC_READ_CHUNK) len = SPC_READ_CHUNK;
+    if (len > c->left) len = (size_t)c->left;
+    ssize_t r = c->src->pread(c->src->ctx, buf, len, c->off);
+    if (r > 0) {
+        c->off += (uint64_t)r;
+        c->left -= (uint64_t)r;
+    }
+    return r;
+}
+
+spa_in *spc_in_chunked(spc_scan *s, const spa_src *src, uint64_t off, uint64_t n) {
+    sc_chunked *c = spa_arena_calloc(spc_rd(s), sizeof *c);
+    if (!c) return NULL;
+    c->src = src;
+    c->off = off;
+    c->left = n;
+    return spa_in_from_seq(spc_rd(s), sc_chunked_read, c);
+}
+
 spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **out, size_t *outn,
                       bool *over) {
     size_t cap = 1u << 16, n = 0;

@@ -140,7 +140,7 @@ static spa_code zip_member(spc_scan *s, spc_content *c, const spa_src *src, cons
                  "zip member compression method not supported: not examined", lho, SPA_LIM_COUNT, NULL);
         return SPA_OK;
     }
-    spa_in *raw = spa_in_from_src(spc_rd(s), msrc, 0, csize);
+    spa_in *raw = spc_in_chunked(s, msrc, 0, csize);
     spc_dec *d = raw ? spc_dec_open(s, raw, df) : NULL;
     spa_in *out = d ? spa_in_from_seq(spc_rd(s), spc_dec_read, d) : NULL;
     if (!out) { spc_dec_close(d); spc_fail(s, SPA_E_NOMEM, "out of memory", lho); return SPA_E_NOMEM; }
