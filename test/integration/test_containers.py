@@ -66,6 +66,14 @@ for kind, newzip in (("tzip", True), ("tlegacy", False)):
     torch.save({"w": torch.zeros(3), "x": evil(kind)}, kind + "_evil.pt", _use_new_zipfile_serialization=newzip)
     ran(kind, lambda: torch.load(kind + "_evil.pt"))
 
+# a legacy file whose second stream (the protocol version) is the payload:
+# torch.load unpickles it before it checks anything
+with open("tleg1_evil.pt", "wb") as f:
+    pickle.dump(0x1950a86a20f9469cfc6c, f, protocol=2)
+    out["files"]["tleg1_off"] = f.tell()
+    pickle.dump(evil("tleg1"), f, protocol=2)
+ran("tleg1", lambda: torch.load("tleg1_evil.pt"))
+
 # ---- legacy torch tar: storages (count, args, raw storage, views), tensors, pickle
 def legacy_tar(path, views_payload=None, pickle_payload=None):
     st = io.BytesIO()
@@ -174,6 +182,18 @@ for tag in ("raw", "b64", "hex", "latin1"):
 with open("nest_data_evil.pkl", "wb") as f:
     pickle.dump({"blob": pickle.dumps(evil("nest_data"), protocol=0)}, f, protocol=3)
 
+# ---- throw-away streams in front of the payload (a loader that loads three times)
+with open("stacked_evil.pkl", "wb") as f:
+    pickle.dump(1, f, protocol=0)
+    pickle.dump({"a": [1, 2]}, f, protocol=4)
+    out["files"]["stacked_off"] = f.tell()
+    pickle.dump(evil("stacked"), f, protocol=1)
+def load3():
+    with open("stacked_evil.pkl", "rb") as f:
+        for _ in range(3):
+            pickle.load(f)
+ran("stacked", load3)
+
 # ---- raw pickles of every protocol (benign ground truth)
 import collections, fractions
 obj = {"od": collections.OrderedDict(a=1), "fr": fractions.Fraction(1, 3), "s": {1, 2}, "b": b"xy"}
@@ -233,6 +253,8 @@ ZIPLIKE = [
     ("jl_xz", "jl_xz_evil.joblib", lambda p, o: p + "!xz@0"),
     ("jl_lz4", "jl_lz4_evil.joblib", lambda p, o: p + "!lz4@0"),
     ("ttar2", "ttar2_evil.tar", lambda p, o: p + "!pickle"),
+    ("tleg1", "tleg1_evil.pt", lambda p, o: p + "!stream@%d" % o["files"]["tleg1_off"]),
+    ("stacked", "stacked_evil.pkl", lambda p, o: p + "!stream@%d" % o["files"]["stacked_off"]),
 ] + [("raw_p%d" % i, "raw_p%d_evil.pkl" % i, lambda p, o: p) for i in range(6)]
 
 
