@@ -2,7 +2,8 @@
  * members, bz2, xz and lzma-alone, zstd, lz4 frames, joblib's old "ZF" zfile)
  * as spa_seq_read producers. Output is never stored whole: the VM reads it
  * through a bounded window. Two named limits stop a bomb: decompressed bytes
- * per wrapper (max_decomp_bytes) and output/input ratio (max_decomp_ratio). */
+ * per wrapper (max_decomp_bytes) and output/input ratio (max_decomp_ratio,
+ * once the output passes SPC_DEC_RATIO_FLOOR). */
 #include <bzlib.h>
 #include <inttypes.h>
 #include <lz4frame.h>
@@ -17,7 +18,10 @@
 #define SPC_DEC_IN_CHUNK    (16u * 1024u)     /* compressed bytes offered per call */
 #define SPC_DEC_OUT_CHUNK   (16u * 1024u)     /* most bytes produced per call: a sniff of a
                                                  member costs one chunk, not a whole window */
-#define SPC_DEC_RATIO_FLOOR (1u << 20)        /* ratio limit applies past 1 MiB of output */
+#define SPC_DEC_RATIO_FLOOR (256ull << 20)    /* max_decomp_ratio applies past 256 MiB of output:
+                                                 real data reaches high ratios too (bz2 of a
+                                                 zero array: 50,000:1), and below this the
+                                                 work is bounded anyway */
 #define SPC_XZ_MEMLIMIT     (256ull << 20)    /* xz/lzma decoder memory (dictionary) */
 #define SPC_ZFILE_HEADER    21u               /* joblib < 0.10: "ZF" + 19-byte hex length */
 

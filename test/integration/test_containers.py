@@ -387,9 +387,13 @@ def test_7z_wrapper_is_unscannable_not_clean(tmp_path):
 
 
 def test_decompression_bomb_is_reported_not_followed(tmp_path):
+    # a pickle whose BINBYTES asks for 320 MiB of zeros: 20 bz2 streams of 16 MiB
+    # each (bz2 reads concatenated streams), ~1 KB in all
+    part = bz2.compress(b"\x00" * (16 << 20), 9)
+    n = 20 * (16 << 20)
     p = tmp_path / "bomb.pkl.bz2"
-    n = 48 << 20  # a pickle whose BINBYTES holds 48 MiB of zeros, ~100 bytes compressed
-    p.write_bytes(bz2.compress(b"\x80\x04B" + n.to_bytes(4, "little") + b"\x00" * n + b".", 9))
+    p.write_bytes(bz2.compress(b"\x80\x04B" + n.to_bytes(4, "little"), 9) + part * 20 + bz2.compress(b".", 9))
+    assert p.stat().st_size * 10000 < n
     res = scan(str(p))
     lim = notes(res, "limit")
     assert lim and lim[0]["limit"] == "max_decomp_ratio", res["notes"]
@@ -399,3 +403,16 @@ def test_decompression_bomb_is_reported_not_followed(tmp_path):
     res = scan(str(g), "--limit", "max_decomp_bytes=1048576")
     lim = notes(res, "limit")
     assert lim and lim[0]["limit"] == "max_decomp_bytes", res["notes"]
+
+
+def test_highly_compressible_model_is_not_a_bomb(tmp_path):
+    """joblib.dump(compress='bz2') of a zero array reaches ~50,000:1: below
+    the 256 MiB floor that is real data, scanned in full, not a limit."""
+    code = ("import joblib, numpy as np; joblib.dump({'w': np.zeros(4 << 20), 'b': np.ones(3)}, %r, "
+            "compress=('bz2', 3))" % str(tmp_path / "zeros.joblib"))
+    import subprocess
+    r = subprocess.run([PYTHON, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "zeros.joblib").stat().st_size * 10000 < (32 << 20)
+    res = scan(str(tmp_path / "zeros.joblib"))
+    assert res["notes"] == [] and all(s["complete"] for s in res["streams"])

@@ -176,18 +176,44 @@ static uint8_t *zero_pickle(size_t zeros, size_t *n) {
     return p;
 }
 
+/* A gzip bomb made of members: a pickle header asking for 320 MiB of
+ * BINBYTES, 20 members of 16 MiB of zeros each, then STOP: ~1000:1 overall. */
+static uint8_t *gzip_bomb(size_t *n) {
+    static const size_t part = 16u << 20;
+    uint8_t head[7] = {0x80, 4, 'B'};
+    uint32_t len = (uint32_t)(20 * part);
+    head[3] = (uint8_t)len; head[4] = (uint8_t)(len >> 8); head[5] = (uint8_t)(len >> 16); head[6] = (uint8_t)(len >> 24);
+    uint8_t *zeros = calloc(1, part);
+    size_t hn, zn, en;
+    uint8_t *h = pack(SPA_FMT_GZIP, head, sizeof head, &hn);
+    uint8_t *z = pack(SPA_FMT_GZIP, zeros, part, &zn);
+    uint8_t *e = pack(SPA_FMT_GZIP, ".", 1, &en);
+    uint8_t *out = malloc(hn + 20 * zn + en);
+    memcpy(out, h, hn);
+    for (int i = 0; i < 20; i++) memcpy(out + hn + (size_t)i * zn, z, zn);
+    memcpy(out + hn + 20 * zn, e, en);
+    *n = hn + 20 * zn + en;
+    free(zeros); free(h); free(z); free(e);
+    return out;
+}
+
 static void test_limits(void) {
-    size_t pn, cn;
+    size_t pn, cn, bn;
     uint8_t *p = zero_pickle(16u << 20, &pn);
     uint8_t *c = pack(SPA_FMT_ZLIB, p, pn, &cn);
-    /* ratio: zlib reaches ~1000:1 on zeros */
+    /* ratio: past 256 MiB of output at more than max_decomp_ratio */
+    uint8_t *bomb = gzip_bomb(&bn);
     spa_limits l;
     spa_limits_default(&l);
     l.v[SPA_LIM_DECOMP_RATIO] = 100;
-    spa_result *r = scan_buf(c, cn, &l);
+    spa_result *r = scan_buf(bomb, bn, &l);
     const spa_note *nt = find_note(r, SPA_NOTE_LIMIT);
     T_CHECK(nt && nt->limit == SPA_LIM_DECOMP_RATIO);
     T_CHECK(r && r->pickle_bearing);
+    spa_result_free(r);
+    /* the same bomb within the default ratio: followed to its end (bounded work), complete */
+    r = scan_buf(bomb, bn, NULL);
+    T_CHECK(r && r->n_streams == 1 && r->streams[0].complete && r->n_notes == 0);
     spa_result_free(r);
     /* size */
     spa_limits_default(&l);
@@ -200,6 +226,14 @@ static void test_limits(void) {
     r = scan_buf(c, cn, NULL);
     T_CHECK(r && r->n_streams == 1 && r->streams[0].complete && r->n_notes == 0);
     spa_result_free(r);
+    /* real data with a huge ratio is not a bomb: bz2 of 16 MiB of zeros (~50,000:1) */
+    free(c);
+    c = pack(SPA_FMT_BZ2, p, pn, &cn);
+    r = scan_buf(c, cn, NULL);
+    T_CHECK_MSG(r && r->n_notes == 0 && r->n_streams == 1 && r->streams[0].complete, "ratio %zu:1",
+                cn ? pn / cn : 0);
+    spa_result_free(r);
+    free(bomb);
     free(p);
     free(c);
 }
