@@ -1,0 +1,337 @@
+"""test_preload.py - libsafepickle.so inside real /usr/bin/python3 processes.
+
+For every loader (pickle.load, pickle.loads(f.read()), torch.load zip/legacy/file
+object, np.load npy/npz, joblib.load plain and each compressor, pd.read_pickle
+each compression, torch.jit.load) a malicious file built with the real library
+is refused - the load raised, the preload said so on stderr and the payload's
+marker file does not exist - and the benign counterpart loads and equals the
+original. The same again with an uncommon extension, a disguised name, an
+inherited dup'd fd, os.open + os.fdopen and a relative path after chdir. A
+control run without the preload proves the malicious files really run code."""
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+
+import pytest
+
+from conftest import LIB, PYTHON, clean_env
+import preload_cases
+from spgen import Reduce, touch_cmd
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+JOBLIB_COMPRESSORS = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4"]
+PANDAS_COMPRESSIONS = [(None, ".pkl"), ("gzip", ".pkl.gz"), ("bz2", ".pkl.bz2"), ("xz", ".pkl.xz"),
+                       ("zip", ".pkl.zip"), ("zstd", ".pkl.zst")]
+
+
+def _payload(markers, cid):
+    return Reduce(os.system, (touch_cmd(os.path.join(markers, cid)),))
+
+
+def _jit_with_pickle(src, dst, data):
+    """Copy a TorchScript zip, replacing its data.pkl member with `data`."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            body = zin.read(info.filename)
+            if info.filename.endswith("/data.pkl"):
+                body = data
+            zout.writestr(info, body)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Build every benign and malicious file with the real libraries (no preload).
+    Returns (dir, markers dir, benign cases, malicious cases)."""
+    import pickle
+
+    import joblib
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    d = str(tmp_path_factory.mktemp("preload"))
+    markers = os.path.join(d, "markers")
+    os.makedirs(markers)
+    sub = os.path.join(d, "sub")
+    os.makedirs(sub)
+    good, bad = [], []
+
+    def P(name):
+        return os.path.join(d, name)
+
+    def add(lst, cid, kind, path, expect=None, **kw):
+        c = {"id": cid, "kind": kind, "path": path}
+        if expect:
+            c["expect"] = expect
+        c.update(kw)
+        lst.append(c)
+
+    # ---- pickle.load / pickle.loads, protocols 0, 2, 4, 5
+    for proto in (0, 2, 4, 5):
+        with open(P("good_p%d.pkl" % proto), "wb") as f:
+            pickle.dump(preload_cases.build("plain"), f, protocol=proto)
+        with open(P("bad_p%d.pkl" % proto), "wb") as f:
+            pickle.dump({"w": [1, 2], "x": _payload(markers, "bad_p%d" % proto)}, f, protocol=proto)
+        add(good, "good_p%d" % proto, "pickle", P("good_p%d.pkl" % proto), "plain")
+        add(bad, "bad_p%d" % proto, "pickle", P("bad_p%d.pkl" % proto))
+    add(good, "good_loads", "pickle_loads", P("good_p4.pkl"), "plain")
+    with open(P("bad_loads.pkl"), "wb") as f:
+        pickle.dump([_payload(markers, "bad_loads")], f, protocol=2)
+    add(bad, "bad_loads", "pickle_loads", P("bad_loads.pkl"))
+
+    # ---- torch.load: zip, legacy, file object
+    tobj = preload_cases.build("torch")
+    torch.save(tobj, P("good.pt"))
+    torch.save(tobj, P("good_legacy.pt"), _use_new_zipfile_serialization=False)
+    torch.save({"w": torch.ones(3), "x": _payload(markers, "bad_zip")}, P("bad.pt"))
+    torch.save({"w": torch.ones(3), "x": _payload(markers, "bad_legacy")}, P("bad_legacy.pt"),
+               _use_new_zipfile_serialization=False)
+    torch.save({"w": torch.ones(3), "x": _payload(markers, "bad_fileobj")}, P("bad_fileobj.pt"))
+    add(good, "good_zip", "torch", P("good.pt"), "torch")
+    add(good, "good_legacy", "torch", P("good_legacy.pt"), "torch")
+    add(good, "good_fileobj", "torch_fileobj", P("good.pt"), "torch")
+    add(bad, "bad_zip", "torch", P("bad.pt"))
+    add(bad, "bad_legacy", "torch", P("bad_legacy.pt"))
+    add(bad, "bad_fileobj", "torch_fileobj", P("bad_fileobj.pt"))
+
+    # ---- np.load: npy and npz with object arrays
+    np.save(P("good.npy"), preload_cases.build("npobj"), allow_pickle=True)
+    np.savez(P("good.npz"), a=preload_cases.build("npobj"))
+    np.save(P("bad.npy"), np.array([1, _payload(markers, "bad_npy")], dtype=object), allow_pickle=True)
+    np.savez(P("bad.npz"), a=np.array([_payload(markers, "bad_npz"), 2], dtype=object))
+    add(good, "good_npy", "np", P("good.npy"), "npobj")
+    add(good, "good_npz", "np", P("good.npz"), "npz")
+    add(bad, "bad_npy", "np", P("bad.npy"))
+    add(bad, "bad_npz", "np", P("bad.npz"))
+
+    # ---- joblib: plain and each compressor (payload after the array data)
+    jobj = preload_cases.build("joblib")
+    for comp in [None] + JOBLIB_COMPRESSORS:
+        tag = comp or "plain"
+        kw = {"compress": (comp, 3)} if comp else {}
+        joblib.dump(jobj, P("good_%s.joblib" % tag), **kw)
+        joblib.dump({"arr": np.arange(100, dtype=np.float64), "x": _payload(markers, "bad_joblib_" + tag)},
+                    P("bad_%s.joblib" % tag), **kw)
+        add(good, "good_joblib_" + tag, "joblib", P("good_%s.joblib" % tag), "joblib")
+        add(bad, "bad_joblib_" + tag, "joblib", P("bad_%s.joblib" % tag))
+
+    # ---- pandas.read_pickle: each compression, inferred from the extension
+    df = preload_cases.build("pandas")
+    for comp, ext in PANDAS_COMPRESSIONS:
+        tag = comp or "none"
+        df.to_pickle(P("good_df" + ext), compression=comp)
+        pd.to_pickle({"df": df, "x": _payload(markers, "bad_pd_" + tag)}, P("bad_df" + ext), compression=comp)
+        add(good, "good_pd_" + tag, "pandas", P("good_df" + ext), "pandas")
+        add(bad, "bad_pd_" + tag, "pandas", P("bad_df" + ext))
+
+    # ---- torch.jit.load (libtorch reads it with fopen64/fread). torch.jit's own
+    # unpickler would not run os.system; the test checks the preload refused it.
+    preload_cases.build("jit").save(P("good.jit.pt"))
+    bad_pkl = pickle.dumps({"x": _payload(markers, "bad_jit")}, protocol=2)
+    _jit_with_pickle(P("good.jit.pt"), P("bad.jit.pt"), bad_pkl)
+    add(good, "good_jit", "jit", P("good.jit.pt"), "jit")
+    add(bad, "bad_jit", "jit", P("bad.jit.pt"), native=True)
+
+    # ---- variants: uncommon extension, disguised name, relative path after chdir
+    shutil.copy(P("good_p4.pkl"), P("good.ckpt7"))
+    shutil.copy(P("bad_p4.pkl"), P("bad.ckpt7"))
+    shutil.copy(P("good.pt"), P("good_model.weights"))
+    shutil.copy(P("bad.pt"), P("bad_model.weights"))
+    shutil.copy(P("good_p2.pkl"), P("good_config.json"))
+    shutil.copy(P("bad_p2.pkl"), P("bad_config.json"))
+    shutil.copy(P("good.pt"), P("good_model.safetensors"))
+    shutil.copy(P("bad.pt"), P("bad_model.safetensors"))
+    shutil.copy(P("good_gzip.joblib"), P("good_README.txt"))
+    shutil.copy(P("bad_gzip.joblib"), P("bad_README.txt"))
+    shutil.copy(P("good_df.pkl.gz"), P("good_df_noext"))
+    shutil.copy(P("bad_df.pkl.gz"), P("bad_df_noext"))
+    for name in ("good_p4.pkl", "bad_p4.pkl", "good.pt", "bad.pt", "good.npy", "bad.npy"):
+        shutil.copy(P(name), os.path.join(sub, name))
+    add(good, "good_ext_pickle", "pickle", P("good.ckpt7"), "plain")
+    add(bad, "bad_ext_pickle", "pickle", P("bad.ckpt7"), payload="bad_p4")
+    add(good, "good_ext_torch", "torch", P("good_model.weights"), "torch")
+    add(bad, "bad_ext_torch", "torch", P("bad_model.weights"), payload="bad_zip")
+    add(good, "good_disguised_json", "pickle", P("good_config.json"), "plain")
+    add(bad, "bad_disguised_json", "pickle", P("bad_config.json"), payload="bad_p2")
+    add(good, "good_disguised_st", "torch", P("good_model.safetensors"), "torch")
+    add(bad, "bad_disguised_st", "torch", P("bad_model.safetensors"), payload="bad_zip")
+    add(good, "good_disguised_txt", "joblib", P("good_README.txt"), "joblib")
+    add(bad, "bad_disguised_txt", "joblib", P("bad_README.txt"), payload="bad_joblib_gzip")
+    add(good, "good_noext_pd", "pandas", P("good_df_noext"), "pandas", compression="gzip")
+    add(bad, "bad_noext_pd", "pandas", P("bad_df_noext"), compression="gzip", payload="bad_pd_gzip")
+    add(good, "good_osopen", "pickle_osopen", P("good_p2.pkl"), "plain")
+    add(bad, "bad_osopen", "pickle_osopen", P("bad_p2.pkl"), payload="bad_p2")
+    for kind, name, exp, pay in (("pickle", "p4.pkl", "plain", "bad_p4"), ("torch", "pt", "torch", "bad_zip"),
+                                 ("np", "npy", "npobj", "bad_npy")):
+        gname = ("good_" + name) if "." in name else ("good." + name)
+        bname = ("bad_" + name) if "." in name else ("bad." + name)
+        add(good, "good_rel_" + kind, kind, gname, exp, chdir=sub)
+        add(bad, "bad_rel_" + kind, kind, bname, chdir=sub, payload=pay)
+    return d, markers, good, bad
+
+
+def _marker(markers, case):
+    return os.path.join(markers, case.get("payload", case["id"]))
+
+
+def _run(d, cases, preload=True, inherit=None, extra_env=None):
+    """Run the cases in one fresh /usr/bin/python3 (under the preload if asked).
+    `inherit` maps case id -> path to open in this (unpreloaded) process and pass
+    as an inherited fd. Returns (results dict, CompletedProcess)."""
+    fds = []
+    cases = [dict(c) for c in cases]
+    for c in cases:
+        if inherit and c["id"] in inherit:
+            fd = os.open(inherit[c["id"]], os.O_RDONLY)
+            fds.append(fd)
+            c["fd"] = fd
+    cpath = os.path.join(d, "cases_%d.json" % os.getpid())
+    rpath = os.path.join(d, "results_%d.json" % os.getpid())
+    with open(cpath, "w") as f:
+        json.dump(cases, f)
+    if os.path.exists(rpath):
+        os.unlink(rpath)
+    env = clean_env(**(extra_env or {}))
+    if preload:
+        env["LD_PRELOAD"] = LIB
+    try:
+        p = subprocess.run([PYTHON, os.path.join(HERE, "preload_cases.py"), cpath, rpath], env=env,
+                           capture_output=True, text=True, timeout=600, pass_fds=tuple(fds))
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert os.path.exists(rpath), "child failed: rc=%s\n%s" % (p.returncode, p.stderr[-3000:])
+    with open(rpath) as f:
+        return json.load(f), p
+
+
+def _clear(markers):
+    for n in os.listdir(markers):
+        os.unlink(os.path.join(markers, n))
+
+
+def _groups(cases):
+    """Batch: torch-based loaders in one process, the rest in another."""
+    t = [c for c in cases if c["kind"].startswith(("torch", "jit"))]
+    o = [c for c in cases if not c["kind"].startswith(("torch", "jit"))]
+    return [g for g in (o, t) if g]
+
+
+def test_control_malicious_files_run_code_without_preload(files):
+    """The malicious files are real: without the preload their payloads run."""
+    d, markers, good, bad = files
+    _clear(markers)
+    picks = [c for c in bad if c["id"] in ("bad_p0", "bad_p4", "bad_loads", "bad_zip", "bad_legacy", "bad_npy",
+                                            "bad_npz", "bad_joblib_plain", "bad_joblib_gzip", "bad_pd_gzip",
+                                            "bad_pd_zstd")]
+    res, p = _run(d, picks, preload=False)
+    for c in picks:
+        assert os.path.exists(_marker(markers, c)), "%s: payload did not run without the preload: %s" % (
+            c["id"], res[c["id"]])
+    _clear(markers)
+
+
+def test_malicious_refused(files):
+    d, markers, good, bad = files
+    _clear(markers)
+    log = os.path.join(d, "audit_bad.jsonl")
+    for grp in _groups(bad):
+        res, p = _run(d, grp, extra_env={"SAFEPICKLE_LOG": log})
+        for c in grp:
+            r = res[c["id"]]
+            assert not os.path.exists(_marker(markers, c)), "%s: payload ran" % c["id"]
+            assert r["raised"], "%s: load did not raise: %s" % (c["id"], r)
+            name = os.path.basename(c["path"])
+            assert any(line.startswith("safepickle: blocked ") and name in line and ": malicious:" in line
+                       for line in p.stderr.splitlines()), "%s: no refusal line for %s\n%s" % (
+                c["id"], name, p.stderr[-2000:])
+            if not c.get("native"):
+                assert "PermissionError" in r["exc"] or "Permission denied" in r["exc"], (c["id"], r)
+    with open(log) as f:
+        recs = [json.loads(line) for line in f]
+    blocked = {os.path.basename(r["path"]) for r in recs if r["action"] == "block"}
+    for c in bad:
+        assert os.path.basename(c["path"]) in blocked, "%s: no audit record" % c["id"]
+
+
+def test_benign_loads_equal(files):
+    d, markers, good, bad = files
+    for grp in _groups(good):
+        res, p = _run(d, grp)
+        for c in grp:
+            r = res[c["id"]]
+            assert not r["raised"], "%s raised under the preload: %s\n%s" % (c["id"], r["exc"], p.stderr[-2000:])
+            assert r["equal"] is True, "%s: loaded object differs from the original" % c["id"]
+        assert "safepickle: blocked" not in p.stderr, p.stderr[-2000:]
+
+
+def test_inherited_dup_fd(files):
+    """An fd opened outside the preload (inherited) and dup'd never passes an open
+    hook: it is judged lazily at its first read and refused there."""
+    d, markers, good, bad = files
+    _clear(markers)
+    P = lambda n: os.path.join(d, n)  # noqa: E731
+    cases = [
+        {"id": "bad_fd_pickle", "kind": "pickle_inherited_dup", "payload": "bad_p2"},
+        {"id": "good_fd_pickle", "kind": "pickle_inherited_dup", "expect": "plain"},
+        {"id": "bad_fd_torch", "kind": "torch_inherited_dup", "payload": "bad_zip"},
+        {"id": "good_fd_torch", "kind": "torch_inherited_dup", "expect": "torch"},
+    ]
+    inherit = {"bad_fd_pickle": P("bad_p2.pkl"), "good_fd_pickle": P("good_p2.pkl"),
+               "bad_fd_torch": P("bad.pt"), "good_fd_torch": P("good.pt")}
+    res, p = _run(d, cases, inherit=inherit)
+    for c in cases:
+        r = res[c["id"]]
+        if c["id"].startswith("bad"):
+            assert r["raised"], (c["id"], r)
+            assert not os.path.exists(_marker(markers, c)), "%s: payload ran" % c["id"]
+        else:
+            assert not r["raised"] and r["equal"] is True, (c["id"], r, p.stderr[-2000:])
+    assert "(read; policy" in p.stderr or "(__read_chk; policy" in p.stderr, p.stderr[-2000:]
+
+
+def test_audit_record_fields(files):
+    d, markers, good, bad = files
+    _clear(markers)
+    log = os.path.join(d, "audit_one.jsonl")
+    case = [c for c in bad if c["id"] == "bad_p4"]
+    res, p = _run(d, case, extra_env={"SAFEPICKLE_LOG": log})
+    assert res["bad_p4"]["raised"]
+    with open(log) as f:
+        recs = [json.loads(line) for line in f]
+    rec = [r for r in recs if r["path"].endswith("bad_p4.pkl")][0]
+    assert rec["verdict"] == "malicious" and rec["action"] == "block"
+    assert rec["pid"] > 0 and rec["exe"].startswith("/usr/bin/python3")
+    assert any("preload_cases.py" in a for a in rec["argv"])
+    assert rec["call"] in ("open", "open64", "__open_2", "__open64_2", "openat", "openat64")
+    assert rec["reasons"] and all(r["rule"] and r["msg"] for r in rec["reasons"])
+    assert rec["policy"]["name"] and rec["policy"]["mode"] == "enforce"
+    assert rec["time"].endswith("Z")
+    # the native call site of the open: a frame in the interpreter, not in the preload
+    assert rec["callsite"]["obj"] and "libsafepickle" not in rec["callsite"]["obj"]
+    assert rec["stack"] and all("libsafepickle" not in (fr.get("obj") or "") for fr in rec["stack"])
+
+
+def test_audit_mode_warns_and_allows(files):
+    """SAFEPICKLE_MODE=audit: the payload is reported but not blocked (so it runs)."""
+    d, markers, good, bad = files
+    _clear(markers)
+    case = [c for c in bad if c["id"] == "bad_p2"]
+    res, p = _run(d, case, extra_env={"SAFEPICKLE_MODE": "audit"})
+    assert "safepickle: warning (not blocked)" in p.stderr
+    assert os.path.exists(_marker(markers, case[0])), "audit mode must not block"
+    _clear(markers)
+
+
+def test_broken_policy_fails_closed(files, tmp_path):
+    """A policy that cannot be loaded refuses every pickle-bearing file, benign too."""
+    d, markers, good, bad = files
+    bad_policy = tmp_path / "broken.json"
+    bad_policy.write_text("{ this is not json")
+    case = [c for c in good if c["id"] == "good_p4"]
+    res, p = _run(d, case, extra_env={"SAFEPICKLE_POLICY": str(bad_policy)})
+    assert res["good_p4"]["raised"], res
+    assert "cannot load policy" in p.stderr
