@@ -335,3 +335,35 @@ def test_broken_policy_fails_closed(files, tmp_path):
     res, p = _run(d, case, extra_env={"SAFEPICKLE_POLICY": str(bad_policy)})
     assert res["good_p4"]["raised"], res
     assert "cannot load policy" in p.stderr
+
+
+def test_trusted_sha256_allows_exactly_that_file(files, tmp_path):
+    """A file whose SHA-256 the policy trusts loads whatever its content (here the
+    payload runs: that is what trusting means); a one-byte change is judged again."""
+    import hashlib
+    from conftest import REPO
+    d, markers, good, bad = files
+    _clear(markers)
+    src = os.path.join(d, "bad_p4.pkl")
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(os.path.join(REPO, "policies", "default.json")) as f:
+        pol = json.load(f)
+    pol["name"] = "trusting"
+    # layer 1 only: the PEP 578 layer judges globals as they are resolved and does
+    # not know which file they come from
+    pol["layers"] = {"file_hooks": True, "audit_hook": False, "runtime_behaviour": False}
+    pol.setdefault("trusted", {})["sha256"] = [hashlib.sha256(data).hexdigest()]
+    pfile = tmp_path / "trust.json"
+    pfile.write_text(json.dumps(pol))
+    changed = tmp_path / "bad_p4_changed.pkl"
+    changed.write_bytes(data + b"\n")  # trailing byte after STOP: same payload, new digest
+    cases = [{"id": "trusted", "kind": "pickle", "path": src, "payload": "bad_p4"}]
+    res, p = _run(d, cases, extra_env={"SAFEPICKLE_POLICY": str(pfile)})
+    assert not res["trusted"]["raised"], (res, p.stderr[-2000:])
+    assert os.path.exists(_marker(markers, cases[0])), "a trusted file must load untouched"
+    _clear(markers)
+    cases = [{"id": "changed", "kind": "pickle", "path": str(changed), "payload": "bad_p4"}]
+    res, p = _run(d, cases, extra_env={"SAFEPICKLE_POLICY": str(pfile)})
+    assert res["changed"]["raised"] and "safepickle: blocked" in p.stderr
+    assert not os.path.exists(_marker(markers, cases[0]))
