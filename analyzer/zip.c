@@ -82,9 +82,7 @@ static spa_code zip_find_dir(spc_scan *s, const spa_src *src, zip_dir *zd) {
     /* prepended data: the directory ends right before dir_end */
     if (zd->cd_size <= dir_end && zd->cd_off + zd->cd_size < dir_end && zd->cd_off <= dir_end - zd->cd_size)
         zd->concat = dir_end - zd->cd_size - zd->cd_off;
-    if (zd->cd_off + zd->concat > size || zd->cd_size > size - (zd->cd_off + zd->concat))
-        return SPA_E_FORMAT;
-    return SPA_OK;
+    return SPA_OK; /* zip_scan checks which reading holds a directory */
 }
 
 /* Member name made safe for a provenance string. */
@@ -159,16 +157,10 @@ static spa_code zip_member(spc_scan *s, spc_content *c, const spa_src *src, cons
     return rc;
 }
 
-static spa_code zip_scan(spc_scan *s, spc_content *c, const spa_src *src) {
-    zip_dir zd;
-    spa_code rc = zip_find_dir(s, src, &zd);
-    if (rc == SPA_E_NOMEM || rc == SPA_E_IO) { spc_fail(s, rc, "cannot read the zip directory", 0); return rc; }
-    if (rc != SPA_OK) {
-        s->pickle_bearing = true;
-        spc_note(s, SPA_NOTE_UNSCANNABLE, c->loc, SPA_E_FORMAT,
-                 "zip without a readable central directory: not examined", 0, SPA_LIM_COUNT, NULL);
-        return SPA_OK;
-    }
+/* One reading of the directory: members at their offsets + zd->concat. */
+static spa_code zip_scan_view(spc_scan *s, spc_content *c, const spa_src *src, const zip_dir *view) {
+    zip_dir zd = *view;
+    spa_code rc;
     spa_in *cd = spa_in_from_src(spc_rd(s), src, zd.cd_off + zd.concat, zd.cd_off + zd.concat + zd.cd_size);
     if (!cd) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_E_NOMEM; }
     uint64_t n = 0;
@@ -221,6 +213,39 @@ static spa_code zip_scan(spc_scan *s, spc_content *c, const spa_src *src) {
         spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_FORMAT, "zip central directory unreadable", zd.cd_off,
                  SPA_LIM_COUNT, NULL);
     return SPA_OK;
+}
+
+static bool zip_cd_at(const spa_src *src, const zip_dir *zd, uint64_t concat) {
+    uint8_t sig[4];
+    if (zd->cd_off + concat > src->size || zd->cd_size > src->size - (zd->cd_off + concat)) return false;
+    return spc_pread_full(src, sig, 4, zd->cd_off + concat) == SPA_OK && memcmp(sig, "PK\x01\x02", 4) == 0;
+}
+
+/* miniz (torch) takes the directory offsets as written; zipfile (numpy,
+ * pandas) shifts them by the bytes found before the archive. When the two
+ * readings differ and both hold a directory, both are scanned. */
+static spa_code zip_scan(spc_scan *s, spc_content *c, const spa_src *src) {
+    zip_dir zd;
+    spa_code rc = zip_find_dir(s, src, &zd);
+    if (rc == SPA_E_NOMEM || rc == SPA_E_IO) { spc_fail(s, rc, "cannot read the zip directory", 0); return rc; }
+    if (rc != SPA_OK) {
+        s->pickle_bearing = true;
+        spc_note(s, SPA_NOTE_UNSCANNABLE, c->loc, SPA_E_FORMAT,
+                 "zip without a readable central directory: not examined", 0, SPA_LIM_COUNT, NULL);
+        return SPA_OK;
+    }
+    uint64_t shift = zd.concat;
+    bool as_written = zip_cd_at(src, &zd, 0), shifted = shift && zip_cd_at(src, &zd, shift);
+    if (as_written || !shifted) {
+        zd.concat = 0;
+        rc = zip_scan_view(s, c, src, &zd);
+        if (rc != SPA_OK) return rc;
+    }
+    if (shifted) {
+        zd.concat = shift;
+        rc = zip_scan_view(s, c, src, &zd);
+    }
+    return rc;
 }
 
 spa_code spc_zip(spc_scan *s, spc_content *c) {

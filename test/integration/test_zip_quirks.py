@@ -34,7 +34,7 @@ def entries_of(tag):
         out.append(("ckpt/" + n.split("/", 1)[1], z.read(n)))
     return out
 
-def zwrite(entries, crc_bad=False, local_names=None, dd_zero=False, deflate=(), prefix=b"", zip64=False):
+def zwrite(entries, crc_bad=False, local_names=None, dd_zero=False, deflate=(), prefix=b"", zip64=False, mid=b""):
     out = bytearray(prefix)
     cd = bytearray()
     for name, data in entries:
@@ -65,6 +65,7 @@ def zwrite(entries, crc_bad=False, local_names=None, dd_zero=False, deflate=(), 
             cd += bname
     cdoff = len(out)
     out += cd
+    out += mid  # bytes between the directory and the end records
     n = len(entries)
     if zip64:
         e64 = len(out)
@@ -93,6 +94,7 @@ QUIRKS = {
     "dd_zero": {"dd_zero": True},
     "trust_cd": {"prefix": "decoy"},
     "zip64": {"zip64": True},
+    "mid_junk": {"mid": b"#" * 100},  # miniz takes offsets as written; zipfile would shift them
 }
 res = {}
 for tag, kw in QUIRKS.items():
@@ -112,7 +114,8 @@ for tag, kw in QUIRKS.items():
 print(json.dumps(res))
 '''
 
-QUIRKS = ["plain", "folder", "deflated", "all_deflated", "bad_crc", "local_name", "dd_zero", "trust_cd", "zip64"]
+QUIRKS = ["plain", "folder", "deflated", "all_deflated", "bad_crc", "local_name", "dd_zero", "trust_cd", "zip64",
+          "mid_junk"]
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ typedef struct {
 typedef struct {
     bool zip64, bad_crc;
     const char *prefix;
+    const char *mid; /* bytes between the directory and the end record */
 } zopt;
 
 static size_t compress_as(unsigned method, const void *in, size_t n, uint8_t *out, size_t cap) {
@@ -113,6 +114,7 @@ static buf zbuild(const zent *e, size_t ne, const zopt *o) {
     }
     uint64_t cdoff = z.n;
     put(&z, cd.b, cd.n);
+    if (o && o->mid) put(&z, o->mid, strlen(o->mid));
     if (o && o->zip64) {
         uint64_t e64 = z.n;
         p32(&z, 0x06064b50); p64(&z, 44); p16(&z, 45); p16(&z, 45); p32(&z, 0); p32(&z, 0);
@@ -193,6 +195,8 @@ static void test_quirks(void) {
     check_payload_in(dd, 1, &z64, "m.pt!a/data.pkl");               /* zip64 records */
     zopt pre = {.prefix = "#!/bin/sh\nexit 0\n"};
     check_payload_in(e, 1, &pre, "m.pt!any_folder/data.pkl");       /* prepended data */
+    zopt mid = {.mid = "junk between the directory and its end record"};
+    check_payload_in(e, 1, &mid, "m.pt!any_folder/data.pkl");       /* offsets as written (miniz) */
     zent named[] = {{"data/0", PAYLOAD, PAYLOAD_N, 0, 0, NULL, false}};
     check_payload_in(named, 1, NULL, "m.pt!data/0");                /* any name */
 }
