@@ -140,8 +140,6 @@ spa_err spc_dec_error(const spc_dec *d);
 uint64_t spc_dec_out(const spc_dec *d);
 uint64_t spc_dec_in(const spc_dec *d);
 void spc_dec_close(spc_dec *d);
-/* One-shot helper for tests and nested data: decompress p[0..n) into an
- * arena buffer within the limits. */
 const char *spc_fmt_tag(spa_format f); /* "zlib", "gzip", ... for provenance */
 /* Sniff the first decompressed bytes of p[0..n) in format fmt (NONE if it
  * does not decompress or is not pickle-bearing). Used where magics are weak

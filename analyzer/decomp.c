@@ -347,10 +347,12 @@ spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first
     child.parent = c->parent;
     spa_code rc = spc_dispatch(s, &child, first_stream);
     if (d->limit != SPA_LIM_COUNT) {
+        const char *detail = spa_ctx_loc(s->sc, "%" PRIu64 " bytes out of %" PRIu64 " compressed bytes when stopped",
+                                         d->out_bytes, d->in_bytes);
         spc_note(s, SPA_NOTE_LIMIT, loc, SPA_E_LIMIT,
                  d->limit == SPA_LIM_DECOMP_RATIO ? "decompression ratio limit: possible bomb, not followed"
                                                   : "decompressed size limit: not followed further",
-                 d->out_bytes, d->limit, NULL);
+                 d->out_bytes, d->limit, detail);
     } else if (d->err.code != SPA_OK) {
         spc_note(s, d->err.code == SPA_E_LIMIT ? SPA_NOTE_LIMIT : SPA_NOTE_ERROR, loc, d->err.code,
                  d->err.msg, d->err.off, d->err.code == SPA_E_LIMIT ? SPA_LIM_DECOMP_BYTES : SPA_LIM_COUNT,
