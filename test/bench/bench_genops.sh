@@ -5,7 +5,7 @@
 # holding large numpy arrays. Reports wall time and peak RSS with ratios.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BUILD=${SAFEPICKLE_BUILD:-build}
+BUILD=${SAFEPICKLE_BUILD:-${BUILD:-build}}
 PY=${PYTHON:-/usr/bin/python3}
 CLI="$BUILD/safepickle"
 dir=$(mktemp -d)
