@@ -5,6 +5,7 @@
 #include "spp.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -45,18 +46,42 @@ static char spp_pol_err[512];
 static char spp_exe_buf[SPP_PATH_MAX];
 static char spp_argv_buf[SPP_ARGV_MAX];
 static size_t spp_argv_len;
-static const void *spp_self_base;
+static uintptr_t spp_self_lo, spp_self_hi; /* our PT_LOAD address range */
 static bool spp_is_target;
 
 const char *spp_hook_name(int id) {
     return (id >= 0 && id < SPP_H_COUNT) ? spp_names[id] : "?";
 }
 
+/* Find the loaded object containing this function and record its PT_LOAD
+ * range: a range check is all spp_addr_is_self needs (dladdr scans symbol
+ * tables and made every process start ~1 ms slower). */
+static int spp_phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    uintptr_t me = (uintptr_t)data, lo = UINTPTR_MAX, hi = 0;
+    (void)size;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD) continue;
+        uintptr_t a = (uintptr_t)info->dlpi_addr + ph->p_vaddr;
+        if (a < lo) lo = a;
+        if (a + ph->p_memsz > hi) hi = a + ph->p_memsz;
+    }
+    if (me >= lo && me < hi) {
+        spp_self_lo = lo;
+        spp_self_hi = hi;
+        return 1;
+    }
+    return 0;
+}
+
+static void spp_self_range(void) {
+    if (spp_self_hi) return;
+    dl_iterate_phdr(spp_phdr_cb, (void *)(uintptr_t)&spp_self_range);
+}
+
 bool spp_addr_is_self(const void *addr) {
-    Dl_info di;
-    if (!addr || !spp_self_base) return false;
-    if (!dladdr(addr, &di)) return false;
-    return di.dli_fbase == spp_self_base;
+    uintptr_t a = (uintptr_t)addr;
+    return spp_self_hi && a >= spp_self_lo && a < spp_self_hi;
 }
 
 /* dlsym(RTLD_NEXT), falling back to RTLD_DEFAULT; a result inside this library
@@ -65,10 +90,7 @@ void *spp_resolve_one(int id) {
     if (id < 0 || id >= SPP_H_COUNT) return NULL;
     void *p = *spp_slots[id];
     if (p) return p;
-    if (!spp_self_base) {
-        Dl_info di;
-        if (dladdr((void *)spp_resolve_one, &di)) spp_self_base = di.dli_fbase;
-    }
+    spp_self_range();
     p = dlsym(RTLD_NEXT, spp_names[id]);
     if (!p || spp_addr_is_self(p)) p = dlsym(RTLD_DEFAULT, spp_names[id]);
     if (p && spp_addr_is_self(p)) p = NULL;
