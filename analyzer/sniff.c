@@ -295,8 +295,10 @@ static int sn_step(sn_walk *w) {
         return SN_GO;
     }
     case 'V': LINE(); w->pos += len + 1; sn_push(w, SN_T_STR); return SN_GO; /* UNICODE */
-    case 'P': LINE(); w->pos += len + 1; sn_push(w, SN_T_OTHER); return SN_GO; /* PERSID */
-    case 'Q': NEED(1); return SN_GO; /* BINPERSID: the loader's own persistent_load */
+    /* PERSID/BINPERSID call the loader's own persistent_load; what it returns
+     * may be a str (a STACK_GLOBAL operand) */
+    case 'P': LINE(); w->pos += len + 1; sn_push(w, SN_T_UNKNOWN); return SN_GO;
+    case 'Q': NEED(1); w->h--; sn_push(w, SN_T_UNKNOWN); return SN_GO;
     case 'U': case 'C': case 0x8c: /* 1-byte length */
         ARG(1);
         k = w->p[w->pos];
