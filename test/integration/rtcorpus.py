@@ -222,6 +222,11 @@ GADGETS_PY = textwrap.dedent('''
     def load_plugin(name):
         __import__(name)
 
+    def pause(seconds):
+        import time
+        time.sleep(seconds)
+        return seconds
+
     def chain(inner):
         import pickle
         return pickle.loads(inner)

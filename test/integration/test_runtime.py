@@ -253,6 +253,59 @@ def test_audit_record_names_python_location(tmp_path, marker):
     assert "serialization.py" in text, text  # the frame that called the unpickler
 
 
+def test_scope_is_per_thread(tmp_path, marker):
+    """While thread A is inside an unpickle (its reducer sleeps), the main
+    thread's own os.system runs; A's later gadget call is still refused."""
+    rtcorpus.write_gadgets(tmp_path, marker)
+    a = spgen.Asm(2)
+    a.mark()
+    a.call("rt_gadgets", "pause", 1)
+    a.call("rt_gadgets", "tidy", spgen.touch_cmd(marker))
+    a.raw(b"l")
+    blob = a.stop()
+    body = textwrap.dedent("""
+        import os, pickle, threading, time
+        out = {}
+        def worker():
+            try:
+                pickle.loads(%r)
+                out["a"] = "loaded"
+            except PermissionError as e:
+                out["a"] = "refused"
+        t = threading.Thread(target=worker)
+        t.start()
+        time.sleep(0.3)
+        os.system("touch %s.main")
+        t.join()
+        print("A", out["a"])
+    """) % (blob, marker)
+    r, _ = run_script(tmp_path, body)
+    assert "A refused" in r.stdout, r.stdout + r.stderr[-1500:]
+    assert os.path.exists(str(marker) + ".main")
+    spgen.assert_marker_absent(marker)
+
+
+def test_audit_mode_records_without_refusing(tmp_path, marker):
+    """mode "audit": the behaviour event is recorded (warning) and the load is
+    not refused, so the payload runs: audit mode never blocks."""
+    rtcorpus.write_gadgets(tmp_path, marker)
+    (tmp_path / "p.dat").write_bytes(masked(spgen.call_pickle("rt_gadgets", "tidy", [spgen.touch_cmd(marker)])))
+    pol = rtpolicy.write(tmp_path, layer_file=False, layer_audit_hook=True)
+    with open(pol) as f:
+        doc = json.load(f)
+    doc["mode"] = "audit"
+    with open(pol, "w") as f:
+        json.dump(doc, f)
+    log = tmp_path / "audit.jsonl"
+    r, _ = run_script(tmp_path, MALICIOUS_CASES["pickle_loads"],
+                      env={"SAFEPICKLE_POLICY": pol, "SAFEPICKLE_LOG": str(log)})
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert os.path.exists(str(marker))
+    recs = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+    assert any(x.get("layer") == "audit_hook" and x.get("call") == "os.system" and x.get("action") == "warn"
+               for x in recs), recs
+
+
 def test_dangerous_reference_refused(tmp_path, marker):
     """Runtime sees names, not calls: a reference to a function the knowledge
     base calls malicious is refused even if the pickle does not call it,
