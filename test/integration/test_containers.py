@@ -75,13 +75,21 @@ with open("tleg1_evil.pt", "wb") as f:
 ran("tleg1", lambda: torch.load("tleg1_evil.pt"))
 
 # ---- legacy torch tar: storages (count, args, raw storage, views), tensors, pickle
-def legacy_tar(path, views_payload=None, pickle_payload=None):
+def legacy_tar(path, views_payload=None, pickle_payload=None, tensors_payload=None):
     st = io.BytesIO()
     pickle.dump(1, st, protocol=2)
     pickle.dump(("0", "cpu", torch.FloatStorage), st, protocol=2)
     st.write(struct.pack("<q", 3) + struct.pack("<3f", 1.0, 2.0, 3.0))
     pickle.dump(views_payload if views_payload is not None else [], st, protocol=2)
-    te = pickle.dumps(0, protocol=2)
+    te = io.BytesIO()
+    if tensors_payload is None:
+        pickle.dump(0, te, protocol=2)
+    else:  # one real tensor record, then the payload as the next tensor's args
+        pickle.dump(2, te, protocol=2)
+        pickle.dump(("t0", "0", torch.FloatTensor), te, protocol=2)
+        te.write(struct.pack("<i", 1) + b"\0" * 4 + struct.pack("<q", 3) + struct.pack("<q", 1) + struct.pack("<q", 0))
+        pickle.dump(tensors_payload, te, protocol=2)
+    te = te.getvalue()
     pk = pickle.dumps(pickle_payload if pickle_payload is not None else {"k": 1}, protocol=2)
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
         for name, data in (("storages", st.getvalue()), ("tensors", te), ("pickle", pk)):
@@ -93,6 +101,8 @@ legacy_tar("ttar_evil.tar", views_payload=[evil("ttar")])
 ran("ttar", lambda: torch.load("ttar_evil.tar"))
 legacy_tar("ttar2_evil.tar", pickle_payload=evil("ttar2"))
 ran("ttar2", lambda: torch.load("ttar2_evil.tar"))
+legacy_tar("ttar3_evil.tar", tensors_payload=evil("ttar3"))
+ran("ttar3", lambda: torch.load("ttar3_evil.tar"))
 tser.pickle = pickle
 tser.StorageType = _ST
 
@@ -278,6 +288,14 @@ def test_torch_legacy_payload_in_the_object_stream(built):
     assert len(locs) == 5  # magic, protocol, sys_info, object, storage keys
     assert payload_locs(res) == [locs[3]]
     assert locs[3].startswith(path + "!stream@")
+
+
+def test_legacy_tar_payload_after_a_raw_tensor_record(built):
+    d, out = built
+    assert out["ran"]["ttar3"]
+    path = _p(d, "ttar3_evil.tar")
+    locs = payload_locs(scan(path))
+    assert len(locs) == 1 and locs[0].startswith(path + "!tensors!stream@"), locs
 
 
 def test_legacy_tar_payload_after_a_raw_storage_record(built):
