@@ -96,6 +96,8 @@ spa_code spc_pickles(spc_scan *s, spa_in *in, uint64_t total, const char *loc,
                      uint32_t *first_stream);
 /* Scan memory as if its outermost format were fmt (fuzz harnesses, tests). */
 spa_code spc_scan_as(const spa_scan_opts *o, const uint8_t *p, size_t n, spa_format fmt, spa_result **out);
+/* spa_in_peek that fails the whole scan on NOMEM/IO (never a silent miss). */
+spa_code spc_peek(spc_scan *s, spa_in *in, size_t want, const uint8_t **p, size_t *got);
 /* The reader of c (creates it from c->src when needed). NULL on OOM. */
 spa_in *spc_content_in(spc_scan *s, spc_content *c);
 

@@ -27,6 +27,7 @@
 
 struct spc_dec {
     spc_scan *s;
+    lzma_allocator lzalloc;  /* the scan's allocator, for liblzma */
     spa_in *in;
     int fmt;               /* a spa_format, or SPC_FMT_DEFLATE / SPC_FMT_ZIP_LZMA (zip members) */
     uint64_t in_bytes, out_bytes;
@@ -35,6 +36,7 @@ struct spc_dec {
     spa_err err;
     bool done, ended;      /* done: no more output; ended: last member/frame ended cleanly */
     bool live;             /* decoder state initialised */
+    bool init_nomem;       /* the decoder could not get memory to start */
     z_stream z;
     bz_stream bz;
     lzma_stream lz;
@@ -51,20 +53,53 @@ static void dec_error(spc_dec *d, spa_code code, const char *msg) {
     d->done = true;
 }
 
+/* zlib, libbz2 and liblzma allocate through the scan's pluggable allocator
+ * (tests inject failures there); zstd and lz4 use malloc. */
+static void *dec_zalloc(void *opaque, unsigned items, unsigned size) {
+    const spa_alloc *a = opaque;
+    if (size && items > SIZE_MAX / size) return NULL;
+    return a->alloc(a->ctx, (size_t)items * size);
+}
+static void dec_zfree(void *opaque, void *p) {
+    const spa_alloc *a = opaque;
+    a->free(a->ctx, p);
+}
+static void *dec_bzalloc(void *opaque, int items, int size) {
+    if (items < 0 || size < 0) return NULL;
+    return dec_zalloc(opaque, (unsigned)items, (unsigned)size);
+}
+static void *dec_lzalloc(void *opaque, size_t nmemb, size_t size) {
+    const spa_alloc *a = opaque;
+    if (size && nmemb > SIZE_MAX / size) return NULL;
+    return a->alloc(a->ctx, nmemb * size);
+}
+
 static bool dec_init(spc_dec *d) {
+    const spa_alloc *al = d->s->alloc;
     switch (d->fmt) {
     case SPA_FMT_GZIP: case SPA_FMT_ZLIB: case SPA_FMT_ZIP: case SPA_FMT_JOBLIB:
         memset(&d->z, 0, sizeof d->z);
-        if (inflateInit2(&d->z, d->fmt == SPA_FMT_ZIP ? -15 : 15 + 32) != Z_OK) return false;
+        if (al) { d->z.zalloc = dec_zalloc; d->z.zfree = dec_zfree; d->z.opaque = (void *)(uintptr_t)al; }
+        int zr = inflateInit2(&d->z, d->fmt == SPA_FMT_ZIP ? -15 : 15 + 32);
+        if (zr != Z_OK) { d->init_nomem = zr == Z_MEM_ERROR; return false; }
         break;
     case SPA_FMT_BZ2:
         memset(&d->bz, 0, sizeof d->bz);
-        if (BZ2_bzDecompressInit(&d->bz, 0, 0) != BZ_OK) return false;
+        if (al) { d->bz.bzalloc = dec_bzalloc; d->bz.bzfree = dec_zfree; d->bz.opaque = (void *)(uintptr_t)al; }
+        int br = BZ2_bzDecompressInit(&d->bz, 0, 0);
+        if (br != BZ_OK) { d->init_nomem = br == BZ_MEM_ERROR; return false; }
         break;
     case SPA_FMT_XZ: {
         lzma_stream init = LZMA_STREAM_INIT;
         d->lz = init;
-        if (lzma_auto_decoder(&d->lz, SPC_XZ_MEMLIMIT, LZMA_CONCATENATED) != LZMA_OK) return false;
+        if (al) {
+            d->lzalloc.alloc = dec_lzalloc;
+            d->lzalloc.free = dec_zfree;
+            d->lzalloc.opaque = (void *)(uintptr_t)al;
+            d->lz.allocator = &d->lzalloc;
+        }
+        lzma_ret lr = lzma_auto_decoder(&d->lz, SPC_XZ_MEMLIMIT, LZMA_CONCATENATED);
+        if (lr != LZMA_OK) { d->init_nomem = lr == LZMA_MEM_ERROR; return false; }
         break;
     }
     case SPC_FMT_ZIP_LZMA: {
@@ -75,23 +110,30 @@ static bool dec_init(spc_dec *d) {
         lzma_filter f[2];
         f[0].id = LZMA_FILTER_LZMA1;
         f[0].options = NULL;
-        if (lzma_properties_decode(&f[0], NULL, p + 4, 5) != LZMA_OK) return false;
+        if (lzma_properties_decode(&f[0], NULL, p + 4, 5) != LZMA_OK) return false; /* malloc'd: freed below */
         const lzma_options_lzma *opt = f[0].options;
         bool big = opt->dict_size > SPC_XZ_MEMLIMIT;
         f[1].id = LZMA_VLI_UNKNOWN;
         f[1].options = NULL;
         lzma_stream init = LZMA_STREAM_INIT;
         d->lz = init;
+        if (al) {
+            d->lzalloc.alloc = dec_lzalloc;
+            d->lzalloc.free = dec_zfree;
+            d->lzalloc.opaque = (void *)(uintptr_t)al;
+            d->lz.allocator = &d->lzalloc;
+        }
         lzma_ret r = big ? LZMA_MEMLIMIT_ERROR : lzma_raw_decoder(&d->lz, f);
         free(f[0].options);
-        if (r != LZMA_OK) return false;
+        if (r != LZMA_OK) { d->init_nomem = r == LZMA_MEM_ERROR; return false; }
         if (spa_in_skip(d->in, 9) != SPA_OK) { lzma_end(&d->lz); return false; }
         d->in_bytes += 9;
         break;
     }
     case SPA_FMT_ZSTD:
         d->zs = ZSTD_createDStream();
-        if (!d->zs || ZSTD_isError(ZSTD_initDStream(d->zs))) return false;
+        if (!d->zs) { d->init_nomem = true; return false; }
+        if (ZSTD_isError(ZSTD_initDStream(d->zs))) return false;
         break;
     case SPA_FMT_LZ4:
         if (LZ4F_isError(LZ4F_createDecompressionContext(&d->l4, LZ4F_VERSION))) return false;
@@ -127,7 +169,12 @@ spc_dec *spc_dec_open(spc_scan *s, spa_in *in, spa_format fmt) {
     d->max_ratio = s->lim->v[SPA_LIM_DECOMP_RATIO];
     if (!dec_init(d)) {
         dec_fini(d);
-        dec_error(d, SPA_E_FORMAT, "cannot start the decompressor (bad header, or out of memory)");
+        if (d->init_nomem) {
+            dec_error(d, SPA_E_NOMEM, "out of memory starting the decompressor");
+            spc_fail(s, SPA_E_NOMEM, "out of memory starting the decompressor", 0);
+        } else {
+            dec_error(d, SPA_E_FORMAT, "cannot start the decompressor (bad header)");
+        }
     }
     return d;
 }
@@ -165,6 +212,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         int r = inflate(&d->z, Z_NO_FLUSH);
         *used = ai - d->z.avail_in;
         *made = ao - d->z.avail_out;
+        if (r == Z_MEM_ERROR) return -3;
         if (r == Z_STREAM_END) return 1;
         if (r == Z_OK || (r == Z_BUF_ERROR && (*used || *made))) return 0;
         if (r == Z_BUF_ERROR) return n == 0 ? -1 : 0;
@@ -179,6 +227,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         int r = BZ2_bzDecompress(&d->bz);
         *used = ai - d->bz.avail_in;
         *made = ao - d->bz.avail_out;
+        if (r == BZ_MEM_ERROR) return -3;
         if (r == BZ_STREAM_END) return 1;
         return r == BZ_OK ? 0 : -1;
     }
@@ -193,6 +242,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         if (r == LZMA_STREAM_END) return 1;
         if (r == LZMA_OK) return 0;
         if (r == LZMA_MEMLIMIT_ERROR) return -2;
+        if (r == LZMA_MEM_ERROR) return -3;
         if (r == LZMA_BUF_ERROR && (*used || *made)) return 0;
         return -1;
     }
@@ -232,7 +282,7 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
     while (produced == 0 && !d->done) {
         const uint8_t *p;
         size_t got;
-        if (spa_in_peek(d->in, SPC_DEC_IN_CHUNK, &p, &got) != SPA_OK) {
+        if (spc_peek(d->s, d->in, SPC_DEC_IN_CHUNK, &p, &got) != SPA_OK) {
             dec_error(d, SPA_E_IO, "read error under the decompressor");
             break;
         }
@@ -240,7 +290,11 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
         if (d->ended) { /* between members: another one, or the end */
             if (got && dec_next_member(d, p, got)) {
                 dec_fini(d);
-                if (!dec_init(d)) { dec_error(d, SPA_E_NOMEM, "cannot restart the decompressor"); break; }
+                if (!dec_init(d)) {
+                dec_error(d, d->init_nomem ? SPA_E_NOMEM : SPA_E_FORMAT, "cannot restart the decompressor");
+                if (d->init_nomem) spc_fail(d->s, SPA_E_NOMEM, "out of memory in the decompressor", d->in_bytes);
+                break;
+            }
                 d->ended = false;
             } else {
                 d->done = true; /* trailing bytes after the last member are ignored */
@@ -256,6 +310,11 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
         d->in_bytes += used;
         produced += made;
         if (r == -2) { dec_error(d, SPA_E_LIMIT, "xz/lzma dictionary larger than the decoder memory limit"); break; }
+        if (r == -3) {
+            dec_error(d, SPA_E_NOMEM, "out of memory in the decompressor");
+            spc_fail(d->s, SPA_E_NOMEM, "out of memory in the decompressor", d->in_bytes);
+            break;
+        }
         if (r < 0) { dec_error(d, SPA_E_FORMAT, "corrupt compressed data"); break; }
         if (r == 1) {
             d->ended = true;
@@ -293,7 +352,7 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
  * decompress or what comes out is not pickle-bearing. */
 spa_format spc_dec_probe(spc_scan *s, const uint8_t *p, size_t n, spa_format fmt) {
     spa_arena *saved, *scratch = spc_scratch_begin(s, &saved);
-    if (!scratch) return SPA_FMT_NONE;
+    if (!scratch) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_FMT_NONE; }
     spa_format out = SPA_FMT_NONE;
     if (fmt == SPA_FMT_JOBLIB) {
         if (n <= SPC_ZFILE_HEADER) goto done;

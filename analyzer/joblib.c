@@ -116,7 +116,7 @@ spa_build_act spc_joblib_after_build(void *ud, spa_scan_ctx *sc, const spa_val *
          * Treat what follows as a nested pickle unless it cannot be one. */
         const uint8_t *p;
         size_t got;
-        if (s->cur_in && spa_in_peek(s->cur_in, SPC_HEAD, &p, &got) == SPA_OK &&
+        if (s->cur_in && spc_peek(s, s->cur_in, SPC_HEAD, &p, &got) == SPA_OK &&
             spc_pickle_plausible(p, got, UINT64_MAX) != SPC_PK_NO)
             return SPA_BUILD_NESTED;
     }
@@ -145,7 +145,7 @@ spa_build_act spc_joblib_after_build(void *ud, spa_scan_ctx *sc, const spa_val *
         /* one byte holds the padding length, then that many 0xff bytes */
         const uint8_t *p;
         size_t got;
-        if (!s->cur_in || spa_in_peek(s->cur_in, 1, &p, &got) != SPA_OK || got < 1)
+        if (!s->cur_in || spc_peek(s, s->cur_in, 1, &p, &got) != SPA_OK || got < 1)
             why = "joblib array: padding byte missing";
         else
             pad = 1u + p[0];

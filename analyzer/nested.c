@@ -157,7 +157,8 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
             size_t pn = spc_latin1_from_utf8(p, n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE, probe, sizeof probe);
             if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
                 uint8_t *buf = spa_arena_alloc(s->ar, n);
-                size_t bn = buf ? spc_latin1_from_utf8(p, n, buf, n) : 0;
+                if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", v->off); return UINT32_MAX; }
+                size_t bn = spc_latin1_from_utf8(p, n, buf, n);
                 if (bn && nb_candidate(s, buf, bn, trunc)) { data = buf; dn = bn; enc = "latin1"; }
             }
         }
@@ -167,7 +168,8 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
         size_t pn = spc_hex_decode(p, (n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE) & ~(size_t)1, probe, sizeof probe);
         if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
             uint8_t *buf = spa_arena_alloc(s->ar, n / 2 + 1);
-            size_t bn = buf ? spc_hex_decode(p, n, buf, n / 2 + 1) : 0;
+            if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", v->off); return UINT32_MAX; }
+            size_t bn = spc_hex_decode(p, n, buf, n / 2 + 1);
             if (bn && nb_candidate(s, buf, bn, trunc)) { data = buf; dn = bn; enc = "hex"; }
         }
     }
@@ -176,7 +178,8 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
         size_t pn = spc_b64_decode(p, (n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE) & ~(size_t)3, probe, sizeof probe);
         if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
             uint8_t *buf = spa_arena_alloc(s->ar, n);
-            size_t bn = buf ? spc_b64_decode(p, n, buf, n) : 0;
+            if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", v->off); return UINT32_MAX; }
+            size_t bn = spc_b64_decode(p, n, buf, n);
             if (bn && nb_candidate(s, buf, bn, trunc)) { data = buf; dn = bn; enc = "base64"; }
         }
     }
@@ -185,7 +188,7 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     const spa_stream *ps = parent_stream != UINT32_MAX ? spa_ctx_stream(sc, parent_stream) : NULL;
     const char *ploc = ps && ps->loc ? ps->loc : (s->cur_loc ? s->cur_loc : "<input>");
     const char *loc = spa_ctx_loc(sc, "%s!%s@%" PRIu64, ploc, enc, v->off);
-    if (!loc) return UINT32_MAX;
+    if (!loc || !*loc) { spc_fail(s, SPA_E_NOMEM, "out of memory", v->off); return UINT32_MAX; }
     s->pickle_bearing = true;
     if ((uint64_t)depth + 1 > s->lim->v[SPA_LIM_NEST]) {
         spc_note(s, SPA_NOTE_LIMIT, loc, SPA_E_LIMIT, "nested pickle deeper than the nesting limit: not scanned",
@@ -193,7 +196,7 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
         return UINT32_MAX;
     }
     spa_src *src = spc_src_buf(s, data, dn);
-    if (!src) return UINT32_MAX;
+    if (!src) { spc_fail(s, SPA_E_NOMEM, "out of memory", v->off); return UINT32_MAX; }
     spc_content c;
     memset(&c, 0, sizeof c);
     c.src = src;

@@ -47,7 +47,7 @@ spa_code spc_npy(spc_scan *s, spc_content *c, uint32_t *first_stream) {
     if (!in) return SPA_E_NOMEM;
     const uint8_t *p;
     size_t got;
-    if (spa_in_peek(in, 12, &p, &got) != SPA_OK || got < 10) {
+    if (spc_peek(s, in, 12, &p, &got) != SPA_OK || got < 10) {
         spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_TRUNCATED, "npy header truncated", 0, SPA_LIM_COUNT, NULL);
         return SPA_OK;
     }
@@ -74,7 +74,7 @@ spa_code spc_npy(spc_scan *s, spc_content *c, uint32_t *first_stream) {
                  SPA_LIM_STR, NULL);
         return SPA_OK;
     }
-    if (spa_in_peek(in, (size_t)(pre + hlen), &p, &got) != SPA_OK || got < pre + hlen) {
+    if (spc_peek(s, in, (size_t)(pre + hlen), &p, &got) != SPA_OK || got < pre + hlen) {
         spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_TRUNCATED, "npy header truncated", pre, SPA_LIM_COUNT, NULL);
         return SPA_OK;
     }

@@ -166,7 +166,7 @@ spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **out
     for (;;) {
         const uint8_t *p;
         size_t got;
-        spa_code rc = spa_in_peek(in, SPC_HEAD, &p, &got);
+        spa_code rc = spc_peek(s, in, SPC_HEAD, &p, &got);
         if (rc != SPA_OK) return rc;
         if (got == 0) break;
         if (n + got > max) { *over = true; break; }
@@ -201,6 +201,16 @@ void spc_scratch_end(spc_scan *s, spa_arena *scratch, spa_arena *saved) {
     if (!scratch) return;
     s->rd_ar = saved;
     spa_arena_destroy(scratch);
+}
+
+spa_code spc_peek(spc_scan *s, spa_in *in, size_t want, const uint8_t **p, size_t *got) {
+    spa_code rc = spa_in_peek(in, want, p, got);
+    if (rc != SPA_OK) {
+        *got = 0;
+        spc_fail(s, rc == SPA_E_NOMEM ? SPA_E_NOMEM : SPA_E_IO,
+                 rc == SPA_E_NOMEM ? "out of memory reading content" : "read error", spa_in_pos(in));
+    }
+    return rc;
 }
 
 spa_in *spc_content_in(spc_scan *s, spc_content *c) {
@@ -245,7 +255,7 @@ spa_code spc_pickles(spc_scan *s, spa_in *in, uint64_t total, const char *loc, u
         /* keep going while what follows is a plausible pickle */
         const uint8_t *p;
         size_t got;
-        if (spa_in_peek(in, SPC_HEAD, &p, &got) != SPA_OK || got == 0) break;
+        if (spc_peek(s, in, SPC_HEAD, &p, &got) != SPA_OK || got == 0) break;
         uint64_t pos = spa_in_pos(in);
         uint64_t rest = total == UINT64_MAX ? UINT64_MAX : (total > pos ? total - pos : 0);
         if (spc_pickle_plausible(p, got, rest) == SPC_PK_NO) break;
@@ -296,11 +306,8 @@ spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream) {
         }
         p = buf;
     } else {
-        spa_code rc = spa_in_peek(c->in, SPC_HEAD, &p, &got);
-        if (rc != SPA_OK) {
-            spc_note(s, SPA_NOTE_ERROR, c->loc, rc, "could not read content", 0, SPA_LIM_COUNT, NULL);
-            return SPA_OK;
-        }
+        spa_code rc = spc_peek(s, c->in, SPC_HEAD, &p, &got);
+        if (rc != SPA_OK) return rc;
     }
     spa_format fmt = spc_sniff(p, got, c->size);
     if (fmt == SPA_FMT_NONE && c->src && c->size != UINT64_MAX && c->size >= 22) {

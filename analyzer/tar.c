@@ -84,7 +84,7 @@ static const uint8_t *tar_meta(spc_scan *s, spa_in *in, uint64_t size, size_t *n
     if (size > SPC_TAR_META_MAX) return NULL;
     const uint8_t *p;
     size_t got;
-    if (spa_in_peek(in, (size_t)size, &p, &got) != SPA_OK || got < size) return NULL;
+    if (spc_peek(s, in, (size_t)size, &p, &got) != SPA_OK || got < size) return NULL;
     uint8_t *cp = spa_arena_alloc(s->ar, (size_t)size + 1);
     if (!cp) return NULL;
     memcpy(cp, p, (size_t)size);
@@ -137,7 +137,7 @@ static spa_code tar_legacy_member(spc_scan *s, spa_in *in, uint64_t size, const 
         if (at >= size) return SPA_OK;
         const uint8_t *p;
         size_t got;
-        if (spa_in_peek(in, SPC_HEAD, &p, &got) != SPA_OK || got == 0) return SPA_OK;
+        if (spc_peek(s, in, SPC_HEAD, &p, &got) != SPA_OK || got == 0) return SPA_OK;
         if (spc_pickle_plausible(p, got, size - at) == SPC_PK_NO) {
             /* a raw record */
             if (i == 0) return SPA_OK;
@@ -190,7 +190,7 @@ static spa_code tar_member(spc_scan *s, spc_content *c, spa_in *in, spc_content 
         if (!sub) { spc_fail(s, SPA_E_NOMEM, "out of memory", data); return SPA_E_NOMEM; }
         rc = tar_legacy_member(s, sub, size, child->loc, child->depth, c->parent, legacy_st);
         if (!c->src) /* consume what the member reader did not */
-            while (spa_in_peek(sub, SPC_HEAD, &q, &g) == SPA_OK && g) if (spa_in_skip(sub, g) != SPA_OK) break;
+            while (spc_peek(s, sub, SPC_HEAD, &q, &g) == SPA_OK && g) if (spa_in_skip(sub, g) != SPA_OK) break;
     } else if (c->src) {
         child->src = spc_src_range(s, c->src, data, size);
         if (!child->src) { spc_fail(s, SPA_E_NOMEM, "out of memory", data); return SPA_E_NOMEM; }
@@ -199,7 +199,7 @@ static spa_code tar_member(spc_scan *s, spc_content *c, spa_in *in, spc_content 
         child->in = spc_in_sub(s, in, size);
         if (!child->in) { spc_fail(s, SPA_E_NOMEM, "out of memory", data); return SPA_E_NOMEM; }
         rc = spc_dispatch(s, child, NULL);
-        while (spa_in_peek(child->in, SPC_HEAD, &q, &g) == SPA_OK && g) if (spa_in_skip(child->in, g) != SPA_OK) break;
+        while (spc_peek(s, child->in, SPC_HEAD, &q, &g) == SPA_OK && g) if (spa_in_skip(child->in, g) != SPA_OK) break;
     }
     return rc;
 }
@@ -216,7 +216,7 @@ spa_code spc_tar(spc_scan *s, spc_content *c) {
         const uint8_t *h;
         size_t got;
         uint64_t hoff = spa_in_pos(in);
-        if (spa_in_peek(in, SPC_TAR_BLOCK, &h, &got) != SPA_OK) { spc_fail(s, SPA_E_IO, "read error", hoff); return SPA_E_IO; }
+        if (spc_peek(s, in, SPC_TAR_BLOCK, &h, &got) != SPA_OK) { spc_fail(s, SPA_E_IO, "read error", hoff); return SPA_E_IO; }
         if (got < SPC_TAR_BLOCK) {
             if (got) spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_TRUNCATED, "tar truncated", hoff, SPA_LIM_COUNT, NULL);
             break;

@@ -167,14 +167,14 @@ static spa_code zip_scan_view(spc_scan *s, spc_content *c, const spa_src *src, c
     for (;;) {
         const uint8_t *p;
         size_t got;
-        if (spa_in_peek(cd, SPC_ZIP_CDH, &p, &got) != SPA_OK) { spc_fail(s, SPA_E_IO, "read error", 0); return SPA_E_IO; }
+        if (spc_peek(s, cd, SPC_ZIP_CDH, &p, &got) != SPA_OK) { spc_fail(s, SPA_E_IO, "read error", 0); return SPA_E_IO; }
         if (got < SPC_ZIP_CDH || memcmp(p, "PK\x01\x02", 4) != 0) break;
         uint16_t flags = z16(p + 8), method = z16(p + 10);
         uint64_t csize = z32(p + 20), usize = z32(p + 24);
         uint16_t nlen = z16(p + 28), xlen = z16(p + 30), clen = z16(p + 32);
         uint64_t lho = z32(p + 42);
         size_t whole = SPC_ZIP_CDH + (size_t)nlen + xlen + clen;
-        if (spa_in_peek(cd, whole, &p, &got) != SPA_OK) { spc_fail(s, SPA_E_IO, "read error", 0); return SPA_E_IO; }
+        if (spc_peek(s, cd, whole, &p, &got) != SPA_OK) { spc_fail(s, SPA_E_IO, "read error", 0); return SPA_E_IO; }
         if (got < whole) {
             spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_TRUNCATED, "zip central directory truncated",
                      spa_in_pos(cd), SPA_LIM_COUNT, NULL);

@@ -61,6 +61,15 @@ static uint8_t *make_input(size_t *n) {
     return out;
 }
 
+static bool found_payload(const spa_result *r) {
+    for (size_t i = 0; r && i < r->n_streams; i++)
+        for (size_t k = 0; k < r->streams[i].n_ir; k++)
+            if (r->streams[i].ir[k].kind == SPA_IR_IMPORT && !strcmp(r->streams[i].ir[k].name, "system") &&
+                !strncmp(r->streams[i].loc, "x!gzip@0!pickle!const@", 22))
+                return true;
+    return false;
+}
+
 static void test_allocation_failures(void) {
     size_t n;
     uint8_t *in = make_input(&n);
@@ -74,13 +83,7 @@ static void test_allocation_failures(void) {
     spa_result *r = NULL;
     spa_err e;
     T_EQ_INT(spa_scan_mem(&o, in, n, &r, &e), SPA_OK);
-    bool found = false;
-    for (size_t i = 0; r && i < r->n_streams; i++)
-        for (size_t k = 0; k < r->streams[i].n_ir; k++)
-            if (r->streams[i].ir[k].kind == SPA_IR_IMPORT && !strcmp(r->streams[i].ir[k].name, "system") &&
-                !strncmp(r->streams[i].loc, "x!gzip@0!pickle!const@", 22))
-                found = true;
-    T_CHECK(found);
+    T_CHECK(found_payload(r));
     spa_result_free(r);
     T_EQ_INT(f.live, 0);
     /* then every allocation in turn fails */
@@ -91,7 +94,9 @@ static void test_allocation_failures(void) {
         r = NULL;
         spa_code c = spa_scan_mem(&o, in, n, &r, &e);
         T_CHECK(c == SPA_OK || c == SPA_E_NOMEM);
-        if (c == SPA_OK) { T_CHECK(r != NULL); ok++; } else { T_CHECK(r == NULL && e.msg); nomem++; }
+        /* never a silent miss: a result is complete, or the scan says NOMEM */
+        if (c == SPA_OK) { T_CHECK_MSG(found_payload(r), "allocation %ld failed: result without the payload", fail); ok++; }
+        else { T_CHECK(r == NULL && e.msg); nomem++; }
         spa_result_free(r);
         T_CHECK_MSG(f.live == 0, "%ld blocks leaked when allocation %ld failed", f.live, fail);
     }
