@@ -41,6 +41,9 @@ typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
     X(spp_pyobj *, PyFrame_GetCode, (spp_pyobj *), 0)      /* 3.9+ */               \
     X(int, PyFrame_GetLasti, (spp_pyobj *), 0)             /* 3.11+ */              \
     X(int, Py_AtExit, (void (*)(void)), 0)                                          \
+    X(int, Py_IsInitialized, (void), 0)                                             \
+    X(int, PyGILState_Ensure, (void), 0)                                            \
+    X(void, PyGILState_Release, (int), 0)                                           \
     X(void *, PyInterpreterState_Get, (void), 0)           /* 3.9+ */               \
     X(void *, _PyInterpreterState_Get, (void), 0)          /* 3.8 */
 

@@ -696,23 +696,12 @@ static int pya_hook(const char *ev, spp_pyobj *args, void *ud) {
 }
 
 /* ================================================================ init */
-/* The policy's `targets` (executable basename globs; none = every process). */
-static bool pya_targeted(const spa_policy *p) {
-    if (!p->targets.n) return true;
-    const char *exe = spp_exe();
-    if (!exe) return false;
-    const char *base = strrchr(exe, '/');
-    base = base ? base + 1 : exe;
-    for (size_t i = 0; i < p->targets.n; i++)
-        if (fnmatch(p->targets.v[i], base, 0) == 0) return true;
-    return false;
-}
-
 void spp_pyaudit_init(void) {
     int expect = 0;
     if (!atomic_compare_exchange_strong(&pya_state, &expect, 1)) return;
     const spa_policy *p = spp_policy();
-    if (!p || !p->layer_audit_hook || p->mode == SPA_MODE_OFF || !pya_targeted(p) ||
+    /* Targeting (policy `targets`, SAFEPICKLE_TARGETS) is the preload's decision. */
+    if (!p || !p->layer_audit_hook || p->mode == SPA_MODE_OFF || !spp_targeted_process() ||
         !dlsym(RTLD_DEFAULT, "PySys_AddAuditHook")) {
         atomic_store(&pya_state, 3); /* not Python, or layer 2 disabled: nothing happens */
         return;
@@ -723,8 +712,20 @@ void spp_pyaudit_init(void) {
         atomic_store(&pya_state, 3);
         return;
     }
-    /* Documented safe before Py_Initialize: the runtime keeps the hook. */
-    if (py_PySys_AddAuditHook(pya_hook, NULL) != 0) {
+    /* Documented safe before Py_Initialize (the normal case: the constructor
+     * runs before main), and the runtime keeps the hook. If the interpreter is
+     * already running (the library was loaded late), the call runs the other
+     * hooks and needs the GIL. */
+    int rc;
+    if (py_Py_IsInitialized && py_Py_IsInitialized() && py_PyGILState_Ensure && py_PyGILState_Release) {
+        int g = py_PyGILState_Ensure();
+        rc = py_PySys_AddAuditHook(pya_hook, NULL);
+        if (rc != 0) py_PyErr_Clear();
+        py_PyGILState_Release(g);
+    } else {
+        rc = py_PySys_AddAuditHook(pya_hook, NULL);
+    }
+    if (rc != 0) {
         static const char m[] = "safepickle: layer 2 (audit hook) off: PySys_AddAuditHook failed\n";
         spp_write_stderr(m, sizeof m - 1);
         atomic_store(&pya_state, 3);
