@@ -579,18 +579,36 @@ static const pya_evrule *pya_event_rule(const char *ev) {
     return NULL;
 }
 
-/* An "open" audit event: (path, mode-or-None, flags). A write is any of
- * O_WRONLY/O_RDWR/O_CREAT/O_TRUNC/O_APPEND, or a mode with w, a, x or +. */
-static bool pya_open_writes(spp_pyobj *args) {
+/* An "open" audit event: (path, mode-or-None, flags). Returns 0 for a read,
+ * 1 for an in-place update of an existing file (O_RDWR or O_WRONLY without
+ * O_CREAT/O_TRUNC/O_APPEND; mode "r+"), 2 for anything that creates,
+ * truncates or appends (O_CREAT/O_TRUNC/O_APPEND; modes with w, a or x). */
+static int pya_open_kind(spp_pyobj *args) {
     spp_pyobj *flags = pya_arg(args, 2);
     if (flags) {
         long fl = py_PyLong_AsLong(flags);
         if (fl == -1 && py_PyErr_Occurred()) py_PyErr_Clear();
-        else if (fl & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)) return true;
+        else if (fl & (O_CREAT | O_TRUNC | O_APPEND)) return 2;
+        else if (fl & (O_WRONLY | O_RDWR)) return 1;
+        else return 0;
     }
     char mode[16];
-    if (pya_utf8(pya_arg(args, 1), mode, sizeof mode) && strpbrk(mode, "wax+")) return true;
-    return false;
+    if (!pya_utf8(pya_arg(args, 1), mode, sizeof mode)) return 0;
+    if (strpbrk(mode, "wax")) return 2;
+    return strchr(mode, '+') ? 1 : 0;
+}
+
+/* joblib.load(..., mmap_mode="r+") and numpy.load(..., mmap_mode="r+") map the
+ * arrays of the file being loaded read-write: numpy's memmap opens an existing
+ * file with mode "r+b" from inside the unpickle. That one in-place open is
+ * allowed when numpy.memmap's own frame makes it; a pickle cannot reach that
+ * frame by name (numpy.memmap, open_memmap and numpy.load are refused at
+ * find_class). Creating or truncating a file is never allowed. */
+static bool pya_open_is_numpy_memmap(void) {
+    pya_where w;
+    pya_describe(py_PyEval_GetFrame(), &w);
+    return strcmp(w.func, "__new__") == 0 &&
+           (pya_ends_with(w.file, "/numpy/core/memmap.py") || pya_ends_with(w.file, "/numpy/_core/memmap.py"));
 }
 
 /* "numpy" allows numpy and numpy.*; a pattern with glob characters is an fnmatch. */
@@ -628,9 +646,11 @@ static bool pya_import_allowed(const spa_policy *p, const char *mod) {
 
 static int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
                             spp_pyobj *args) {
-    if (r->cat == PYA_OPEN && !pya_open_writes(args)) return 0;
+    int open_kind = r->cat == PYA_OPEN ? pya_open_kind(args) : 0;
+    if (r->cat == PYA_OPEN && open_kind == 0) return 0; /* reads pass */
     bool in_import;
     if (!pya_scope_live(&in_import)) { pya_scope_clear(); return 0; }
+    if (open_kind == 1 && pya_open_is_numpy_memmap()) return 0;
     /* A module body executing under an import that was itself allowed: its
      * own opens, execs and native loads are how Python imports work. */
     if (in_import) return 0;

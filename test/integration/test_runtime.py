@@ -172,6 +172,36 @@ def test_behaviour_veto(tmp_path, marker, case):
     assert "during an unpickle" in r.stderr, r.stderr[-2000:]
 
 
+def test_behaviour_veto_inplace_write(tmp_path, marker):
+    """A gadget that rewrites an existing file in place (mode r+): refused;
+    the file keeps its content (the control run rewrites it)."""
+    rtcorpus.write_gadgets(tmp_path, marker)
+    target = tmp_path / "config.txt"
+    (tmp_path / "p.dat").write_bytes(masked(spgen.call_pickle("rt_gadgets", "patch", [str(target)], proto=3)))
+    target.write_text("clean")
+    run_script(tmp_path, MALICIOUS_CASES["pickle_loads"], preload=False)
+    assert target.read_text().startswith("PWNED"), "control: the gadget did not write"
+    target.write_text("clean")
+    r, _ = run_script(tmp_path, MALICIOUS_CASES["pickle_loads"], policy=dict(layer_file=False, layer_audit_hook=True))
+    assert target.read_text() == "clean", r.stderr[-1500:]
+    assert "open during an unpickle" in r.stderr, r.stderr[-1500:]
+
+
+def test_joblib_mmap_readwrite_loads(tmp_path):
+    """joblib.load(mmap_mode="r+") maps the file's arrays read-write: numpy's
+    memmap opens the file r+ inside the unpickle, which must pass."""
+    body = textwrap.dedent("""
+        import joblib, numpy as np
+        joblib.dump({"a": np.arange(1000), "b": [1, 2]}, "m.joblib")
+        for mode in ("r", "r+", "c"):
+            d = joblib.load("m.joblib", mmap_mode=mode)
+            print(mode, type(d["a"]).__name__, int(d["a"][7]), d["b"])
+    """)
+    r, _ = run_script(tmp_path, body)
+    assert r.stdout.split("\n")[:3] == ["r memmap 7 [1, 2]", "r+ memmap 7 [1, 2]", "c memmap 7 [1, 2]"], \
+        r.stdout + r.stderr[-1500:]
+
+
 def test_behaviour_veto_network(tmp_path, marker):
     """A gadget that connects out during the load: no connection arrives."""
     rtcorpus.write_gadgets(tmp_path, marker)
