@@ -19,7 +19,7 @@ import pytest
 import rtcorpus
 import rtpolicy
 import spgen
-from conftest import LIB, PYTHON, clean_env
+from conftest import CORPUS, LIB, PYTHON, clean_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -427,6 +427,52 @@ def test_benign_threatgen_in_memory(tmp_path):
     assert len(res) == len(items) and len(items) >= 20
     bad = {k: v for k, v in res.items() if v != "ok"}
     assert not bad, json.dumps(bad, indent=1)[:4000] + r.stderr[-1500:]
+
+
+PUBLIC_LOADER = textwrap.dedent("""
+    import io, json, os, pickle, pickletools, sys
+    root = sys.argv[1]
+    rows = [l.rstrip("\\n").split("\\t") for l in open(os.path.join(root, "labels.tsv"))][1:]
+    CODE_OPS = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"}
+    res = {}
+    for row in rows:
+        f, label = row[0], row[1]
+        data = open(os.path.join(root, f), "rb").read()
+        try:
+            code = sum(op.name in CODE_OPS for op, _, _ in pickletools.genops(data))
+        except Exception:
+            code = -1  # not a single well-formed stream (zip, npy, broken)
+        try:
+            if data[:2] == b"PK":
+                import torch; torch.load(io.BytesIO(data))
+            elif data[:6] == b"\\x93NUMPY":
+                import numpy; numpy.load(io.BytesIO(data), allow_pickle=True)
+            else:
+                pickle.loads(data)
+            out = "loaded"
+        except BaseException as e:
+            out = "refused" if type(e).__name__ == "SafePickleBlocked" else "error:" + type(e).__name__
+        res[f] = [label, out, code]
+    print("RESULT " + json.dumps(res))
+""")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(CORPUS, "labels.tsv")), reason="no public corpus")
+def test_public_corpus_in_memory(tmp_path):
+    """Other projects' labelled samples (../shared/corpus/public), read into
+    memory and loaded from bytes under layer 2 alone: no benign sample is
+    refused, and every malicious one whose stream pickle.loads reads can call
+    anything (a GLOBAL/REDUCE/... opcode) is refused or fails to load."""
+    e = clean_env(SAFEPICKLE_POLICY=rtpolicy.write(tmp_path, layer_file=False, layer_audit_hook=True),
+                  LD_PRELOAD=LIB)
+    r = subprocess.run([PYTHON, "-c", PUBLIC_LOADER, CORPUS], env=e, capture_output=True, text=True,
+                       timeout=600, cwd=str(tmp_path))
+    res = rtcorpus.parse_result(r.stdout)
+    fp = {f: v for f, v in res.items() if v[0] == "benign" and v[1] == "refused"}
+    assert not fp, fp
+    missed = {f: v for f, v in res.items() if v[0] == "malicious" and v[1] == "loaded" and v[2] != 0}
+    assert not missed, missed
+    assert sum(v[1] == "refused" for v in res.values() if v[0] == "malicious") >= 40, res
 
 
 # ------------------------------------------------------------ other processes
