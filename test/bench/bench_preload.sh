@@ -5,6 +5,7 @@
 #   2. torch.load of a 64 MiB checkpoint, fresh process (target <= 1.05x)
 #   3. per-call cost of a pass-through open+close (and open+read+close), in ns,
 #      in an untargeted process and in a targeted one (SAFEPICKLE_TARGETS='*').
+#   4. start-up of an untargeted process (/bin/true, 100 execs per sample).
 # Usage: test/bench/bench_preload.sh [RUNS]   (BUILD selects the build dir)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -85,4 +86,16 @@ for label, env in (("untargeted process (pure pass-through)", pre),
     report("open+close, " + label + " (ns)", a1, b1, "ns")
     report("open+read+close, " + label + " (ns)", a2, b2, "ns")
     print("  -> added per open+close: %.0f ns" % (statistics.median(b1) - statistics.median(a1)))
+
+# 4. start-up cost in a process the preload does not act in (loading the library
+# and its dependencies, resolving the hooks, parsing the policy)
+def execs(env, n=100):
+    t = time.perf_counter()
+    for _ in range(n):
+        subprocess.run(["/bin/true"], env=env, check=True)
+    return (time.perf_counter() - t) / n * 1e3
+a, b = [], []
+for _ in range(max(3, runs // 2)):
+    a.append(execs(base)); b.append(execs(pre))
+report("exec of /bin/true, untargeted (ms per exec)", a, b, "ms")
 PYEOF
