@@ -127,9 +127,8 @@ static const char *spp_basename(const char *p) {
     return s ? s + 1 : p;
 }
 
-/* Does `name` match one of the globs? An empty list matches every process. */
+/* Does `name` match one of the globs? ("*" is every process; an empty list none.) */
 static bool spp_match_targets(const char *name, char *const *globs, size_t n) {
-    if (n == 0) return true;
     for (size_t i = 0; i < n; i++)
         if (globs[i] && fnmatch(globs[i], name, 0) == 0) return true;
     return false;
@@ -138,7 +137,7 @@ static bool spp_match_targets(const char *name, char *const *globs, size_t n) {
 static bool spp_targeted(const spa_policy *p) {
     const char *exe = spp_basename(spp_exe_buf);
     const char *env = getenv("SAFEPICKLE_TARGETS");
-    if (env) {
+    if (env && *env) { /* empty: as if unset */
         char buf[1024];
         char *globs[SPP_TARGETS_MAX];
         size_t n = 0;
