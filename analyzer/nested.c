@@ -13,14 +13,30 @@
 #define SPC_NESTED_WALK   64u  /* opcodes without a failure that make unknown bytes a pickle */
 
 /* ------------------------------------------------------------------ decoders */
-static int nb_b64(uint8_t c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-}
+/* Character classes as data: 1 + the digit's value (base64, standard and
+ * URL-safe alphabets; hex), NB_SKIP for separators the decoders tolerate, 0
+ * for anything else. */
+#define NB_SKIP 0x80
+static const uint8_t nb_b64_tab[256] = {
+    ['\n'] = NB_SKIP, ['\r'] = NB_SKIP, [' '] = NB_SKIP, ['\t'] = NB_SKIP, ['='] = NB_SKIP,
+    ['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8,
+    ['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
+    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
+    ['-'] = 63, ['_'] = 64,
+};
+static const uint8_t nb_hex_tab[256] = {
+    ['\n'] = NB_SKIP, [' '] = NB_SKIP,
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+    ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
+static int nb_b64(uint8_t c) { uint8_t t = nb_b64_tab[c]; return (t && t != NB_SKIP) ? t - 1 : -1; }
 
 size_t spc_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
     uint32_t acc = 0;
@@ -28,11 +44,10 @@ size_t spc_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
     size_t o = 0, sig = 0;
     bool pad = false;
     for (size_t i = 0; i < n; i++) {
-        uint8_t c = in[i];
-        if (c == '\n' || c == '\r' || c == ' ' || c == '\t') continue;
-        if (c == '=') { pad = true; continue; }
-        int v = nb_b64(c);
-        if (v < 0 || pad) return 0; /* not base64 (or data after padding) */
+        uint8_t t = nb_b64_tab[in[i]];
+        if (t == NB_SKIP) { if (in[i] == '=') pad = true; continue; }
+        if (t == 0 || pad) return 0; /* not base64 (or data after padding) */
+        int v = t - 1;
         sig++;
         acc = (acc << 6) | (uint32_t)v;
         bits += 6;
@@ -46,20 +61,16 @@ size_t spc_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
     return o < cap ? o : cap;
 }
 
-static int nb_hex(uint8_t c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
+static int nb_hex(uint8_t c) { uint8_t t = nb_hex_tab[c]; return (t && t != NB_SKIP) ? t - 1 : -1; }
 
 size_t spc_hex_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
     size_t o = 0;
     int hi = -1;
     for (size_t i = 0; i < n; i++) {
-        if (in[i] == ' ' || in[i] == '\n') { if (hi >= 0) return 0; continue; }
-        int v = nb_hex(in[i]);
-        if (v < 0) return 0;
+        uint8_t t = nb_hex_tab[in[i]];
+        if (t == NB_SKIP) { if (hi >= 0) return 0; continue; }
+        if (t == 0) return 0;
+        int v = t - 1;
         if (hi < 0) { hi = v; continue; }
         if (o < cap) out[o] = (uint8_t)(hi << 4 | v);
         o++;
@@ -127,9 +138,37 @@ static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, bool trunc) {
     return wi.imports > 0 || wi.ops >= SPC_NESTED_WALK;
 }
 
-static bool nb_all(const uint8_t *p, size_t n, int (*cls)(uint8_t)) {
+/* Every byte in the class (separators allowed). */
+static bool nb_all(const uint8_t *p, size_t n, const uint8_t *tab) {
     for (size_t i = 0; i < n; i++)
-        if (cls(p[i]) < 0 && p[i] != '=' && p[i] != '\n' && p[i] != '\r' && p[i] != ' ') return false;
+        if (tab[p[i]] == 0) return false;
+    return true;
+}
+
+typedef size_t (*nb_decoder)(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
+
+/* Decode p[0..n) and judge the result: first a probe of the first `probe`
+ * characters, then the whole (on the stack when small; copied into the scan
+ * arena only when it is a candidate, since the VM keeps pointers into it). */
+static bool nb_decoded(spc_scan *s, const uint8_t *p, size_t n, bool trunc, nb_decoder dec, size_t probe,
+                       const uint8_t **data, size_t *dn) {
+    uint8_t pb[SPC_NESTED_PROBE];
+    bool whole = n <= probe;
+    size_t pn = dec(p, whole ? n : probe, pb, sizeof pb);
+    if (pn < 2 || spc_sniff(pb, pn, whole && !trunc ? pn : UINT64_MAX) == SPA_FMT_NONE) return false;
+    uint8_t small[SPC_HEAD];
+    uint8_t *buf = n <= sizeof small ? small : spa_arena_alloc(s->ar, n);
+    if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return false; }
+    size_t bn = dec(p, n, buf, n);
+    if (!bn || !nb_candidate(s, buf, bn, trunc)) return false;
+    if (buf == small) {
+        uint8_t *keep = spa_arena_alloc(s->ar, bn);
+        if (!keep) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return false; }
+        memcpy(keep, small, bn);
+        buf = keep;
+    }
+    *data = buf;
+    *dn = bn;
     return true;
 }
 
@@ -152,37 +191,16 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     if (!data && v->kind == SPA_V_STR) {
         bool ascii = true;
         for (size_t i = 0; i < n && ascii; i++) ascii = p[i] < 0x80;
-        if (!ascii) {
-            uint8_t probe[SPC_NESTED_PROBE];
-            size_t pn = spc_latin1_from_utf8(p, n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE, probe, sizeof probe);
-            if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
-                uint8_t *buf = spa_arena_alloc(s->ar, n);
-                if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", v->off); return UINT32_MAX; }
-                size_t bn = spc_latin1_from_utf8(p, n, buf, n);
-                if (bn && nb_candidate(s, buf, bn, trunc)) { data = buf; dn = bn; enc = "latin1"; }
-            }
-        }
+        if (!ascii && nb_decoded(s, p, n, trunc, spc_latin1_from_utf8, SPC_NESTED_PROBE, &data, &dn))
+            enc = "latin1";
     }
-    if (!data && n >= 16 && nb_hex(p[0]) >= 0 && nb_all(p, n, nb_hex)) {
-        uint8_t probe[SPC_NESTED_PROBE / 2];
-        size_t pn = spc_hex_decode(p, (n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE) & ~(size_t)1, probe, sizeof probe);
-        if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
-            uint8_t *buf = spa_arena_alloc(s->ar, n / 2 + 1);
-            if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", v->off); return UINT32_MAX; }
-            size_t bn = spc_hex_decode(p, n, buf, n / 2 + 1);
-            if (bn && nb_candidate(s, buf, bn, trunc)) { data = buf; dn = bn; enc = "hex"; }
-        }
-    }
-    if (!data && n >= 16 && nb_b64(p[0]) >= 0 && nb_all(p, n, nb_b64)) {
-        uint8_t probe[SPC_NESTED_PROBE];
-        size_t pn = spc_b64_decode(p, (n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE) & ~(size_t)3, probe, sizeof probe);
-        if (pn >= 2 && spc_sniff(probe, pn, UINT64_MAX) != SPA_FMT_NONE) {
-            uint8_t *buf = spa_arena_alloc(s->ar, n);
-            if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", v->off); return UINT32_MAX; }
-            size_t bn = spc_b64_decode(p, n, buf, n);
-            if (bn && nb_candidate(s, buf, bn, trunc)) { data = buf; dn = bn; enc = "base64"; }
-        }
-    }
+    if (!data && n >= 16 && nb_hex(p[0]) >= 0 && nb_all(p, n, nb_hex_tab) &&
+        nb_decoded(s, p, n, trunc, spc_hex_decode, SPC_NESTED_PROBE & ~(size_t)1, &data, &dn))
+        enc = "hex";
+    if (!data && n >= 16 && nb_b64(p[0]) >= 0 && nb_all(p, n, nb_b64_tab) &&
+        nb_decoded(s, p, n, trunc, spc_b64_decode, SPC_NESTED_PROBE & ~(size_t)3, &data, &dn))
+        enc = "base64";
+    if (s->fatal) return UINT32_MAX;
     if (!data) return UINT32_MAX;
 
     const spa_stream *ps = parent_stream != UINT32_MAX ? spa_ctx_stream(sc, parent_stream) : NULL;

@@ -439,8 +439,19 @@ spc_pk spc_pickle_walk(const uint8_t *p, size_t n, uint64_t total, spc_walk_info
     if (!info) info = &dummy;
     memset(info, 0, sizeof *info);
     if (!p || n == 0) return SPC_PK_NO;
+    /* only the scalars and the memo bitmap need zeroing: marks[] is read below
+     * nmarks only, tag[] below h only, and both are written on the way up (a
+     * full memset of this struct dominated the cost of sniffing short strings) */
     sn_walk w;
-    memset(&w, 0, sizeof w);
+    w.pos = 0;
+    w.h = 0;
+    w.nmarks = 0;
+    w.marks_lost = false;
+    memset(w.memo, 0, sizeof w.memo);
+    w.memo_n = 0;
+    w.memo_unknown = false;
+    w.effect = false;
+    w.imports = w.calls = 0;
     w.p = p;
     w.n = n;
     w.total = total;
