@@ -92,9 +92,11 @@ static bool pya_ends_with(const char *s, const char *suf) {
 }
 
 /* Text of a str (UTF-8) or bytes object into buf, control characters
- * replaced; false (no exception left behind) for any other object. */
-static bool pya_utf8(spp_pyobj *o, char *buf, size_t n) {
+ * replaced; false (no exception left behind) for any other object. *exact
+ * (optional) says whether buf holds the whole text unaltered. */
+static bool pya_utf8x(spp_pyobj *o, char *buf, size_t n, bool *exact) {
     buf[0] = 0;
+    if (exact) *exact = false;
     if (!o) return false;
     spp_pyssize len = 0;
     const char *s = py_PyUnicode_AsUTF8AndSize(o, &len);
@@ -108,12 +110,16 @@ static bool pya_utf8(spp_pyobj *o, char *buf, size_t n) {
         s = b;
     }
     size_t l = (size_t)len < n - 1 ? (size_t)len : n - 1;
+    bool same = l == (size_t)len;
     memcpy(buf, s, l);
     buf[l] = 0;
     for (size_t i = 0; i < l; i++) /* keep records one line */
-        if ((unsigned char)buf[i] < 0x20) buf[i] = '?';
+        if ((unsigned char)buf[i] < 0x20) { buf[i] = '?'; same = false; }
+    if (exact) *exact = same;
     return true;
 }
+
+static bool pya_utf8(spp_pyobj *o, char *buf, size_t n) { return pya_utf8x(o, buf, n, NULL); }
 
 static spp_pyobj *pya_arg(spp_pyobj *args, spp_pyssize i) {
     if (!args || py_PyTuple_Size(args) <= i) { py_PyErr_Clear(); return NULL; }
@@ -474,12 +480,25 @@ static spa_verdict pya_judge(const spa_policy *p, const char *module, const char
  *  - unknown classes (user code) pass. */
 static int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
     char module[SPP_PYA_NAME_MAX], name[SPP_PYA_NAME_MAX];
-    if (!pya_utf8(pya_arg(args, 0), module, sizeof module) ||
-        !pya_utf8(pya_arg(args, 1), name, sizeof name))
+    bool exact_m, exact_n;
+    if (!pya_utf8x(pya_arg(args, 0), module, sizeof module, &exact_m) ||
+        !pya_utf8x(pya_arg(args, 1), name, sizeof name, &exact_n))
         return 0; /* the unpickler itself rejects non-str names */
     if (p->runtime_behaviour) {
         pya_scope_enter();
         pya_scope_note_module(module);
+    }
+    if (!exact_m || !exact_n) {
+        /* Longer than SPP_PYA_NAME_MAX or holding control characters: what we
+         * could judge is not what the unpickler resolves. A limit is a
+         * verdict: the policy's on_limit action (block by default). */
+        spa_action act = pya_action(p, p->on_limit);
+        if (act == SPA_ACT_ALLOW) return 0;
+        char what[2 * SPP_PYA_NAME_MAX + 32], msg[128];
+        snprintf(what, sizeof what, "pickle global %s.%s", module, name);
+        snprintf(msg, sizeof msg, "global name longer than %d bytes or with control characters: not judgeable",
+                 SPP_PYA_NAME_MAX - 1);
+        return pya_decide(act, SPA_VERDICT_UNSCANNABLE, what, "pickle.find_class", NULL, "runtime.limit", msg);
     }
     bool watched;
     spa_verdict v = pya_judge(p, module, name, &watched);
@@ -754,4 +773,3 @@ void spp_pyaudit_init(void) {
     atomic_store(&pya_state, 2);
 }
 
-bool spp_pyaudit_active(void) { return atomic_load(&pya_state) == 2; }

@@ -5,8 +5,6 @@
 #ifndef SPP_PYAUDIT_H
 #define SPP_PYAUDIT_H
 
-#include <stdbool.h>
-
 /* Named limits of the layer (all bound work done inside the hook). */
 #define SPP_PYA_MAX_FRAMES   256 /* frames walked when scoping an event */
 #define SPP_PYA_NAME_MAX     256 /* module / global name kept for a decision */
@@ -19,8 +17,5 @@
  * PySys_AddAuditHook. Called once from the preload's constructor, after the
  * policy is loaded. Idempotent; does nothing in a non-Python process. */
 void spp_pyaudit_init(void);
-
-/* True once the hook is registered (for diagnostics: `safepickle doctor`). */
-bool spp_pyaudit_active(void);
 
 #endif /* SPP_PYAUDIT_H */

@@ -336,6 +336,20 @@ def test_audit_mode_records_without_refusing(tmp_path, marker):
                for x in recs), recs
 
 
+def test_overlong_global_name_refused(tmp_path, marker):
+    """A dotted global longer than the layer's name limit is not judged on a
+    truncated prefix: the limit is a verdict (on_limit, block)."""
+    name = "path" + ".os.path" * 60 + ".os.system"
+    blob = spgen.Asm(4).global_("os", name).mark().str_(spgen.touch_cmd(marker)).tuple_().reduce().stop()
+    (tmp_path / "p.dat").write_bytes(masked(blob))
+    run_script(tmp_path, MALICIOUS_CASES["pickle_loads"], preload=False)
+    assert os.path.exists(str(marker)), "control: the long name did not resolve"
+    os.unlink(str(marker))
+    r, _ = run_script(tmp_path, MALICIOUS_CASES["pickle_loads"], policy=dict(layer_file=False, layer_audit_hook=True))
+    spgen.assert_marker_absent(marker)
+    assert "runtime.limit" in r.stderr, r.stderr[-1500:]
+
+
 def test_dangerous_reference_refused(tmp_path, marker):
     """Runtime sees names, not calls: a reference to a function the knowledge
     base calls malicious is refused even if the pickle does not call it,
