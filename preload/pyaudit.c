@@ -740,9 +740,19 @@ void spp_pyaudit_init(void) {
     if (!atomic_compare_exchange_strong(&pya_state, &expect, 1)) return;
     const spa_policy *p = spp_policy();
     /* Targeting (policy `targets`, SAFEPICKLE_TARGETS) is the preload's decision. */
-    if (!p || !p->layer_audit_hook || p->mode == SPA_MODE_OFF || !spp_targeted_process() ||
-        !dlsym(RTLD_DEFAULT, "PySys_AddAuditHook")) {
-        atomic_store(&pya_state, 3); /* not Python, or layer 2 disabled: nothing happens */
+    if (!p || !p->layer_audit_hook || p->mode == SPA_MODE_OFF || !spp_targeted_process()) {
+        atomic_store(&pya_state, 3); /* layer 2 disabled here: nothing happens */
+        return;
+    }
+    if (!dlsym(RTLD_DEFAULT, "PySys_AddAuditHook")) {
+        /* Not Python at all: silence. A CPython older than 3.8 (no audit
+         * hooks) is told once that in-memory loads are not guarded. */
+        if (dlsym(RTLD_DEFAULT, "Py_Initialize")) {
+            static const char m[] = "safepickle: layer 2 (audit hook) unavailable: this Python predates "
+                                    "PEP 578 (3.8); in-memory loads are not guarded\n";
+            spp_write_stderr(m, sizeof m - 1);
+        }
+        atomic_store(&pya_state, 3);
         return;
     }
     if (!pya_resolve()) {

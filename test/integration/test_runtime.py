@@ -610,3 +610,27 @@ def test_other_cpython_versions(tmp_path, marker):
         assert r.stdout.strip() == "name:SafePickleBlocked name:SafePickleBlocked gadget:SafePickleBlocked " \
                                    "gadget:SafePickleBlocked {'a': (1, 2.5)}", (py, r.stdout, r.stderr[-1500:])
         assert not os.path.exists(str(marker) + ".n") and not os.path.exists(str(marker) + ".g"), py
+
+
+def _old_pythons():
+    if not os.path.isdir(PYENV):
+        return []
+    out = []
+    for v in sorted(os.listdir(PYENV)):
+        p = os.path.join(PYENV, v, "bin", "python")
+        parts = v.split(".")
+        if os.path.exists(p) and len(parts) >= 2 and parts[1].isdigit() and \
+                (parts[0] == "2" or (parts[0] == "3" and int(parts[1]) < 8)):
+            out.append(p)
+    return out
+
+
+@pytest.mark.skipif(not _old_pythons(), reason="no CPython older than 3.8 installed")
+def test_python_without_audit_hooks_is_told(tmp_path):
+    """CPython < 3.8 has no PEP 578: the program runs normally and stderr says
+    once that in-memory loads are not guarded (no silent false sense of safety)."""
+    for py in _old_pythons():
+        r = subprocess.run([py, "-c", "import pickle; print(pickle.loads(pickle.dumps([1, 2])))"],
+                           env=_env(True, {}), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.strip() == "[1, 2]", (py, r.stdout, r.stderr)
+        assert r.stderr.count("layer 2 (audit hook) unavailable") == 1, (py, r.stderr)
