@@ -1,7 +1,8 @@
 """bench_genops.py - helper of bench_genops.sh.
 
     bench_genops.py gen DIR        write dense.pkl (>= 50 MB, millions of small
-                                   objects) and arrays.pkl (large numpy arrays)
+                                   objects), dicts.pkl (700k small dicts) and
+                                   arrays.pkl (large numpy arrays)
     bench_genops.py genops FILE    scan FILE the way genops-based scanners do
                                    (picklescan: ops = list(pickletools.genops(f))
                                    plus its memo / STACK_GLOBAL tracking, over
@@ -19,6 +20,11 @@ def gen(d):
     # memoised, ~25 bytes of opcodes per object
     rows = [(i, i * 0.5, "r%d" % (i % 5000)) for i in range(2_200_000)]
     with open(os.path.join(d, "dense.pkl"), "wb") as f:
+        pickle.dump(rows, f, protocol=4)
+    del rows
+    # 700,000 small dicts (memoised containers, repeated keys fetched with BINGET)
+    rows = [{"id": i, "score": i * 0.5, "name": "n%d" % (i % 977), "tags": ["a", "b"]} for i in range(700_000)]
+    with open(os.path.join(d, "dicts.pkl"), "wb") as f:
         pickle.dump(rows, f, protocol=4)
     del rows
     import numpy as np

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench_genops.sh - safepickle's scan against a genops-based scanner (the way
 # picklescan lists globals) on the same files, side by side in one run:
-# a >= 50 MB opcode-dense pickle with millions of small objects, and a pickle
-# holding large numpy arrays. Reports wall time and peak RSS with ratios.
+# a >= 50 MB opcode-dense pickle with millions of small objects, a list of
+# small dicts, and a pickle holding large numpy arrays. Reports CPU time, wall
+# time and peak RSS with ratios.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${SAFEPICKLE_BUILD:-${BUILD:-build}}
@@ -23,7 +24,7 @@ measure() { # prints "wall_s cpu_s peak_kb"
 # CPU time (user+sys) is the comparison: the machine may be shared, which
 # inflates wall time for both sides unevenly. Wall time is shown too.
 printf '%-7s %6s | %8s %8s | %8s %8s | %8s %9s | %8s %7s\n' file MB "ours cpu" "gen cpu" "ours wall" "gen wall" "ours MB" "genops MB" speedup mem
-for f in dense arrays; do
+for f in dense dicts arrays; do
   p="$dir/$f.pkl"
   mb=$(awk -v b="$(stat -c %s "$p")" 'BEGIN{printf "%.1f", b/1048576}')
   read -r ow oc om < <(measure "$CLI" scan --format json "$p")
