@@ -61,6 +61,38 @@ size_t spc_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
     return o < cap ? o : cap;
 }
 
+/* base64.b64decode(s) as Python does it by default (validate=False): bytes
+ * outside the alphabet are discarded, decoding ends at completed padding. */
+static size_t nb_b64_lenient(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    uint32_t acc = 0;
+    unsigned bits = 0;
+    size_t o = 0, sig = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t t = nb_b64_tab[in[i]];
+        if (in[i] == '=') { if (sig % 4 >= 2) break; continue; }
+        if (t == 0 || t == NB_SKIP) continue;
+        sig++;
+        acc = (acc << 6) | (uint32_t)(t - 1);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o < cap) out[o] = (uint8_t)(acc >> bits);
+            o++;
+        }
+    }
+    if (sig < 4) return 0;
+    return o < cap ? o : cap;
+}
+
+/* Mostly base64: at most one byte in 8 outside the alphabet (junk that
+ * b64decode discards), so prose is not decoded as base64. */
+static bool nb_mostly_b64(const uint8_t *p, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (nb_b64_tab[p[i]] == 0 && ++bad > n / 8) return false;
+    return true;
+}
+
 static int nb_hex(uint8_t c) { uint8_t t = nb_hex_tab[c]; return (t && t != NB_SKIP) ? t - 1 : -1; }
 
 size_t spc_hex_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
@@ -197,8 +229,8 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     if (!data && n >= 16 && nb_hex(p[0]) >= 0 && nb_all(p, n, nb_hex_tab) &&
         nb_decoded(s, p, n, trunc, spc_hex_decode, SPC_NESTED_PROBE & ~(size_t)1, &data, &dn))
         enc = "hex";
-    if (!data && n >= 16 && nb_b64(p[0]) >= 0 && nb_all(p, n, nb_b64_tab) &&
-        nb_decoded(s, p, n, trunc, spc_b64_decode, SPC_NESTED_PROBE & ~(size_t)3, &data, &dn))
+    if (!data && n >= 16 && nb_b64(p[0]) >= 0 && nb_mostly_b64(p, n) &&
+        nb_decoded(s, p, n, trunc, nb_b64_lenient, SPC_NESTED_PROBE & ~(size_t)3, &data, &dn))
         enc = "base64";
     if (s->fatal) return UINT32_MAX;
     if (!data) return UINT32_MAX;
