@@ -4,6 +4,7 @@
  * hand-built joblib stream whose payload sits after the raw array bytes. */
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "containers.h"
 #include "t.h"
@@ -95,6 +96,27 @@ static void test_encodings(void) {
     r = scan_buf(b, n, NULL);
     s = payload_stream(r);
     T_CHECK(s && !strncmp(s->loc, "n.pkl!latin1@", 13));
+    spa_result_free(r);
+}
+
+/* pickle.loads(zlib.decompress(b'x\x9c...')): the compressed constant is
+ * decompressed (its weak magic is confirmed by what comes out) and scanned */
+static void test_compressed_constant(void) {
+    uint8_t z[256], b[512];
+    uLongf zn = sizeof z;
+    T_CHECK(compress2(z, &zn, (const Bytef *)PAYLOAD, PAYLOAD_N, 9) == Z_OK);
+    size_t n = wrap(b, 'B', z, zn);
+    spa_result *r = scan_buf(b, n, NULL);
+    const spa_stream *s = payload_stream(r);
+    T_CHECK(s && !strncmp(s->loc, "n.pkl!const@", 12) && strstr(s->loc, "!zlib@0") != NULL);
+    spa_result_free(r);
+    /* zlib of plain text is not reported */
+    static const char txt[] = "just some text that compresses, just some text that compresses";
+    zn = sizeof z;
+    T_CHECK(compress2(z, &zn, (const Bytef *)txt, sizeof txt - 1, 9) == Z_OK);
+    n = wrap(b, 'B', z, zn);
+    r = scan_buf(b, n, NULL);
+    T_CHECK(r && r->n_streams == 1 && r->n_notes == 0);
     spa_result_free(r);
 }
 
@@ -250,6 +272,6 @@ static void test_joblib_skip(void) {
     spa_result_free(r);
 }
 
-T_MAIN("nested", T_CASE(test_encodings), T_CASE(test_harmless_strings_are_not_nested),
+T_MAIN("nested", T_CASE(test_encodings), T_CASE(test_compressed_constant), T_CASE(test_harmless_strings_are_not_nested),
        T_CASE(test_random_constants_are_not_nested), T_CASE(test_padding_does_not_hide), T_CASE(test_depth_limit),
        T_CASE(test_decoders), T_CASE(test_joblib_itemsize), T_CASE(test_joblib_skip))
