@@ -215,6 +215,20 @@ static bool sn_name(const uint8_t *s, size_t n) {
     return true;
 }
 
+/* Strict UTF-8 (what both loaders decode the name line with). */
+static bool sn_utf8(const uint8_t *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c < 0x80) continue;
+        size_t k = (c >= 0xc2 && c <= 0xdf) ? 1 : (c >= 0xe0 && c <= 0xef) ? 2 : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
+        if (k == 0 || k > n - 1 - i) return false;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xc0) != 0x80) return false;
+        i += k;
+    }
+    return true;
+}
+
 static void sn_memo_def(sn_walk *w, uint64_t key) {
     if (key < 256) {
         if (!(w->memo[key >> 3] & (1u << (key & 7)))) w->memo_n++;
@@ -383,11 +397,29 @@ static int sn_step(sn_walk *w) {
         return SN_GO;
     }
     case 'c': case 'i': { /* GLOBAL / INST: module\nname\n */
-        LINE();
+        /* The module line must be whole and name an importable module. The
+         * import happens before the attribute lookup, so the name line only
+         * has to decode: and the pure-Python loader (joblib's) imports even
+         * when EOF cuts the name line (it takes line[:-1]). */
+        r = sn_line(w, &len);
+        if (r == SN_FAIL) {
+            /* EOF inside the module line: the pure-Python loader still imports
+             * line[:-1] (with an empty name) before it fails */
+            size_t rest = w->n - w->pos;
+            if (rest >= 2 && sn_name(w->p + w->pos, rest - 1)) { w->effect = true; w->imports++; }
+            return SN_FAIL;
+        }
+        if (r != SN_GO) return r;
         if (!sn_name(w->p + w->pos, len)) return SN_FAIL;
         w->pos += len + 1;
-        LINE();
-        if (!sn_name(w->p + w->pos, len)) return SN_FAIL;
+        r = sn_line(w, &len);
+        if (r == SN_FAIL) { /* EOF inside the name line: imported, then truncated */
+            w->effect = true;
+            w->imports++;
+            return SN_FAIL;
+        }
+        if (r != SN_GO) return r;
+        if (!sn_utf8(w->p + w->pos, len)) return SN_FAIL;
         w->pos += len + 1;
         w->effect = true;
         w->imports++;
