@@ -67,6 +67,9 @@ static const vec pickles[] = {
     {"(\x8c\x01" "a\x8c\x01" "b\x93.", 9, "STACK_GLOBAL operands (short)"},
     {"(S'x'\ni__builtin__\nexec\n.", 26, "'(S' is also a valid zlib header: the pickle wins"},
     {"c\xc3\xa9t\xc3\xa9\nf\n.", 10, "GLOBAL with UTF-8 names"},
+    {"\x80\x03" "cnumpy.", 9, "module line cut by EOF: pure Python imports 'numpy'"},
+    {"cos\nsys", 7, "name line cut by EOF: the module is imported first"},
+    {"cdatetime\ntime@elta\n.", 21, "any UTF-8 attribute name: the import comes first"},
 };
 
 static const vec not_pickles[] = {
