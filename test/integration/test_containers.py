@@ -160,6 +160,12 @@ for comp in ("none", "zlib", "gzip", "bz2", "lzma", "xz", "lz4"):
                 "jlo_%s_evil.joblib" % comp, **kw)
     ran("jlo_" + comp, lambda: joblib.load("jlo_%s_evil.joblib" % comp))
 
+# joblib at protocols 0 and 2 (the wrapper is copyreg._reconstructor(...) then BUILD at 0/1)
+for p in (0, 2):
+    joblib.dump({"arr": np.arange(300.0), "o": np.array([1, "x"], dtype=object), "evil": evil("jlp%d" % p),
+                 "b": np.ones(5, dtype=np.int8)}, "jlp%d_evil.joblib" % p, protocol=p)
+    ran("jlp%d" % p, lambda: joblib.load("jlp%d_evil.joblib" % p))
+
 # ---- pandas, every compression read_pickle infers from the extension
 pdpickle.pickle = recpickle
 df = pd.DataFrame({"a": [1, 2], "c": pd.Categorical(["x", "y"]),
@@ -262,6 +268,8 @@ ZIPLIKE = [
     ("jl_lzma", "jl_lzma_evil.joblib", lambda p, o: p + "!xz@0"),
     ("jl_xz", "jl_xz_evil.joblib", lambda p, o: p + "!xz@0"),
     ("jl_lz4", "jl_lz4_evil.joblib", lambda p, o: p + "!lz4@0"),
+    ("jlp0", "jlp0_evil.joblib", lambda p, o: p),
+    ("jlp2", "jlp2_evil.joblib", lambda p, o: p),
     ("ttar2", "ttar2_evil.tar", lambda p, o: p + "!pickle"),
     ("tleg1", "tleg1_evil.pt", lambda p, o: p + "!stream@%d" % o["files"]["tleg1_off"]),
     ("stacked", "stacked_evil.pkl", lambda p, o: p + "!stream@%d" % o["files"]["stacked_off"]),
