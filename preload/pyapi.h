@@ -27,6 +27,7 @@ typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
     X(int, PyBytes_AsStringAndSize, (spp_pyobj *, char **, spp_pyssize *), 0)       \
     X(long, PyLong_AsLong, (spp_pyobj *), 1)                                        \
     X(spp_pyobj *, PyObject_GetAttrString, (spp_pyobj *, const char *), 1)          \
+    X(spp_pyobj *, PyMapping_GetItemString, (spp_pyobj *, const char *), 1)         \
     X(void, Py_IncRef, (spp_pyobj *), 1)                                            \
     X(void, Py_DecRef, (spp_pyobj *), 1)                                            \
     X(spp_pyobj *, PyErr_Occurred, (void), 1)                                       \

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pyapi.h"
@@ -69,6 +70,8 @@ typedef struct pya_tls {
     char pending[SPP_PYA_NAME_MAX];/* module of the last find_class (about to be imported) */
     char pkgs[SPP_PYA_MAX_PKGS][SPP_PYA_PKG_MAX]; /* top-level packages resolved in scope */
     unsigned npkgs;
+    uint32_t *imports;             /* hashes of imports allowed in this scope (lazy, malloc) */
+    unsigned nimports;
 } pya_tls;
 
 static __thread pya_tls pya_t __attribute__((tls_model("initial-exec")));
@@ -99,6 +102,7 @@ static bool pya_utf8x(spp_pyobj *o, char *buf, size_t n, bool *exact) {
     if (exact) *exact = false;
     if (!o) return false;
     spp_pyssize len = 0;
+    bool is_bytes = false;
     const char *s = py_PyUnicode_AsUTF8AndSize(o, &len);
     if (!s) {
         py_PyErr_Clear();
@@ -108,13 +112,18 @@ static bool pya_utf8x(spp_pyobj *o, char *buf, size_t n, bool *exact) {
             return false;
         }
         s = b;
+        is_bytes = true;
     }
     size_t l = (size_t)len < n - 1 ? (size_t)len : n - 1;
     bool same = l == (size_t)len;
+    if (!same && !is_bytes) /* never cut a UTF-8 sequence: records stay valid UTF-8 */
+        while (l > 0 && ((unsigned char)s[l] & 0xC0) == 0x80) l--;
     memcpy(buf, s, l);
     buf[l] = 0;
-    for (size_t i = 0; i < l; i++) /* keep records one line */
-        if ((unsigned char)buf[i] < 0x20) { buf[i] = '?'; same = false; }
+    for (size_t i = 0; i < l; i++) { /* one line, valid UTF-8 (bytes: ASCII only) */
+        unsigned char c = (unsigned char)buf[i];
+        if (c < 0x20 || c == 0x7f || (is_bytes && c >= 0x80)) { buf[i] = '?'; same = false; }
+    }
     if (exact) *exact = same;
     return true;
 }
@@ -184,11 +193,32 @@ static void pya_describe(spp_pyobj *f, pya_where *w) {
     w->line = py_PyFrame_GetLineNumber(f);
 }
 
+/* The __name__ of the module a frame's code belongs to (its globals). */
+static void pya_frame_module(spp_pyobj *f, char *buf, size_t n) {
+    buf[0] = 0;
+    spp_pyobj *g = pya_getattr(f, "f_globals");
+    if (!g) return;
+    spp_pyobj *v = py_PyMapping_GetItemString(g, "__name__");
+    if (v) {
+        pya_utf8(v, buf, n);
+        py_Py_DecRef(v);
+    } else {
+        py_PyErr_Clear();
+    }
+    py_Py_DecRef(g);
+}
+
 /* Frames of the unpickler itself: a find_class override (torch's, yours) and
- * the pure-Python unpickler in Lib/pickle.py (used by joblib). The frame above
- * them is the one that called load(). */
-static bool pya_is_unpickler_frame(const pya_where *w) {
-    return strcmp(w->func, "find_class") == 0 || pya_ends_with(w->file, "/pickle.py");
+ * the pure-Python unpickler of the stdlib module `pickle` (used by joblib and
+ * pandas' compat unpickler), recognised by module name, not by file name
+ * (pandas/io/pickle.py is the caller, not the unpickler). The frame above them
+ * is the one that called load(). */
+static bool pya_is_unpickler_frame(spp_pyobj *f, const pya_where *w) {
+    if (strcmp(w->func, "find_class") == 0) return true;
+    if (!pya_ends_with(w->file, "pickle.py")) return false;
+    char mod[SPP_PYA_PKG_MAX];
+    pya_frame_module(f, mod, sizeof mod);
+    return strcmp(mod, "pickle") == 0;
 }
 
 /* Library code (stdlib, site-packages, frozen modules): skipped when naming
@@ -208,7 +238,7 @@ static spp_pyobj *pya_find_anchor(void) {
     for (int i = 0; f && i < SPP_PYA_MAX_FRAMES; i++) {
         pya_where w;
         pya_describe(f, &w);
-        if (!pya_is_unpickler_frame(&w)) return f;
+        if (!pya_is_unpickler_frame(f, &w)) return f;
         spp_pyobj *b = pya_back(f);
         py_Py_DecRef(f);
         f = b;
@@ -223,15 +253,33 @@ static bool pya_is_import_frame(const pya_where *w) {
            strcmp(w->func, "_find_and_load") == 0;
 }
 
+/* The module a `_find_and_load(name, import_)` frame is importing (its first
+ * argument, read from the frame's locals). */
+static void pya_import_frame_name(spp_pyobj *f, char *buf, size_t n) {
+    buf[0] = 0;
+    spp_pyobj *loc = pya_getattr(f, "f_locals"); /* a dict, or a proxy on 3.13 */
+    if (!loc) return;
+    spp_pyobj *v = py_PyMapping_GetItemString(loc, "name");
+    if (v) {
+        pya_utf8(v, buf, n);
+        py_Py_DecRef(v);
+    } else {
+        py_PyErr_Clear();
+    }
+    py_Py_DecRef(loc);
+}
+
 /* Walk the current thread's frames up to the anchor. If in_import is given,
- * it is set when an import is executing between the event and the anchor (the
- * event belongs to a module body being imported, whose import was itself
- * judged); without it the walk compares identities only (find_class path). */
-static bool pya_scope_live(bool *in_import) {
+ * it is set when an import is executing between the event and the anchor, and
+ * imp (SPP_PYA_NAME_MAX bytes) receives the module the innermost one imports:
+ * the event belongs to that module's body. Without in_import the walk compares
+ * identities only (find_class path). */
+static bool pya_scope_live(bool *in_import, char *imp) {
     pya_tls *t = &pya_t;
     bool dummy = true;
     if (!in_import) in_import = &dummy; /* true: never describe frames */
     else *in_import = false;
+    if (imp) imp[0] = 0;
     if (!t->anchor) return false;
     spp_pyobj *f = py_PyEval_GetFrame();
     if (!f) return false;
@@ -247,7 +295,10 @@ static bool pya_scope_live(bool *in_import) {
         if (!*in_import) {
             pya_where w;
             pya_describe(f, &w);
-            if (pya_is_import_frame(&w)) *in_import = true;
+            if (pya_is_import_frame(&w)) {
+                *in_import = true;
+                if (imp) pya_import_frame_name(f, imp, SPP_PYA_NAME_MAX);
+            }
         }
         spp_pyobj *b = pya_back(f);
         py_Py_DecRef(f);
@@ -258,8 +309,79 @@ static bool pya_scope_live(bool *in_import) {
     return live;
 }
 
+/* Imports announced in this scope: every module whose `import` audit event
+ * was allowed. An event from a module body counts as part of an import only
+ * if that module was announced, so importlib.import_module (which raises no
+ * `import` event) cannot be used to run a module body unseen. Open
+ * addressing over 32-bit FNV-1a hashes (0 = empty). */
+static uint32_t pya_hash(const char *s) {
+    uint32_t x = 2166136261u;
+    for (; *s; s++) x = (x ^ (uint8_t)*s) * 16777619u;
+    return x ? x : 1;
+}
+
+static pthread_key_t pya_imports_key; /* frees a thread's set when it exits */
+static pthread_once_t pya_imports_once = PTHREAD_ONCE_INIT;
+static void pya_imports_key_make(void) { (void)pthread_key_create(&pya_imports_key, free); }
+
+static void pya_imports_add(const char *mod) {
+    pya_tls *t = &pya_t;
+    if (!t->imports) {
+        t->imports = calloc(SPP_PYA_IMPORTS_MAX, sizeof *t->imports);
+        if (!t->imports) return; /* then nothing counts as announced: strict */
+        pthread_once(&pya_imports_once, pya_imports_key_make);
+        (void)pthread_setspecific(pya_imports_key, t->imports);
+    }
+    if (t->nimports >= SPP_PYA_IMPORTS_MAX / 4 * 3) return; /* full: later imports are strict */
+    uint32_t h = pya_hash(mod);
+    for (uint32_t i = h;; i++) {
+        uint32_t *slot = &t->imports[i & (SPP_PYA_IMPORTS_MAX - 1)];
+        if (*slot == h) return;
+        if (!*slot) { *slot = h; t->nimports++; return; }
+    }
+}
+
+static bool pya_imports_has(const char *mod);
+
+/* Is `mod` (a module whose body is executing) part of a legitimate import?
+ * Either it was announced itself, or it is a submodule of a package that was
+ * announced in this unpickle or was already imported before it: libraries
+ * load their own submodules lazily through importlib.import_module (scipy's
+ * module __getattr__, zstandard's backends), which raises no `import` event.
+ * A top-level module nothing announced (importlib.import_module("evil") from
+ * a gadget) is not. */
+static bool pya_body_announced(const char *mod) {
+    if (pya_imports_has(mod)) return true;
+    size_t top = strcspn(mod, ".");
+    if (top == 0 || !mod[top] || top >= SPP_PYA_PKG_MAX) return false;
+    char pkg[SPP_PYA_PKG_MAX];
+    memcpy(pkg, mod, top);
+    pkg[top] = 0;
+    if (pya_imports_has(pkg)) return true;
+    spp_pyobj *name = py_PyUnicode_FromString(pkg);
+    spp_pyobj *m = name ? py_PyImport_GetModule(name) : NULL; /* sys.modules lookup only */
+    if (name) py_Py_DecRef(name);
+    bool loaded = m && !pya_is_none(m);
+    if (m) py_Py_DecRef(m);
+    py_PyErr_Clear();
+    return loaded;
+}
+
+static bool pya_imports_has(const char *mod) {
+    const pya_tls *t = &pya_t;
+    if (!t->imports || !mod[0]) return false;
+    uint32_t h = pya_hash(mod);
+    for (uint32_t i = h;; i++) {
+        uint32_t v = t->imports[i & (SPP_PYA_IMPORTS_MAX - 1)];
+        if (v == h) return true;
+        if (!v) return false;
+    }
+}
+
 static void pya_scope_clear(void) {
     pya_tls *t = &pya_t;
+    if (t->imports && t->nimports) memset(t->imports, 0, SPP_PYA_IMPORTS_MAX * sizeof *t->imports);
+    t->nimports = 0;
     t->anchor = t->anchor_code = NULL;
     t->anchor_lasti = 0;
     t->pending[0] = 0;
@@ -283,7 +405,7 @@ static void pya_scope_note_module(const char *module) {
 /* Open (or continue) the unpickle scope at a pickle.find_class event. */
 static void pya_scope_enter(void) {
     pya_tls *t = &pya_t;
-    if (t->anchor && pya_scope_live(NULL)) return; /* nested load or next global */
+    if (t->anchor && pya_scope_live(NULL, NULL)) return; /* nested load or next global */
     pya_scope_clear();
     spp_pyobj *a = pya_find_anchor();
     if (!a) return; /* no Python frame: find_class enforcement only */
@@ -668,17 +790,25 @@ static int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char
     int open_kind = r->cat == PYA_OPEN ? pya_open_kind(args) : 0;
     if (r->cat == PYA_OPEN && open_kind == 0) return 0; /* reads pass */
     bool in_import;
-    if (!pya_scope_live(&in_import)) { pya_scope_clear(); return 0; }
+    char imp[SPP_PYA_NAME_MAX];
+    if (!pya_scope_live(&in_import, imp)) { pya_scope_clear(); return 0; }
     if (open_kind == 1 && pya_open_is_numpy_memmap()) return 0;
-    /* A module body executing under an import that was itself allowed: its
-     * own opens, execs and native loads are how Python imports work. */
-    if (in_import) return 0;
     char detail[SPP_PYA_DETAIL_MAX];
     detail[0] = 0;
     pya_utf8(pya_arg(args, 0), detail, sizeof detail);
     if (!detail[0] && r->cat == PYA_PROCESS) /* os.system(bytes), Popen(executable=None) */
         pya_utf8(pya_arg(args, 1), detail, sizeof detail);
-    if (r->cat == PYA_IMPORT && pya_import_allowed(p, detail)) return 0;
+    /* A module body executing under an announced import: its own imports,
+     * opens, execs and native loads are how Python imports work. */
+    bool body_of_announced = in_import && pya_body_announced(imp);
+    if (r->cat == PYA_IMPORT) {
+        if (body_of_announced || pya_import_allowed(p, detail)) {
+            pya_imports_add(detail);
+            return 0;
+        }
+    } else if (body_of_announced) {
+        return 0;
+    }
     char what[SPP_PYA_DETAIL_MAX + 64], msg[SPP_PYA_DETAIL_MAX + 96];
     snprintf(what, sizeof what, "%s during an unpickle", ev);
     snprintf(msg, sizeof msg, "%s(%s) called while a pickle was being loaded", ev,

@@ -12,6 +12,8 @@
 #define SPP_PYA_DETAIL_MAX   200 /* event argument quoted in a record */
 #define SPP_PYA_MAX_PKGS      32 /* top-level packages remembered per unpickle scope */
 #define SPP_PYA_PKG_MAX       64 /* length of one remembered package name */
+#define SPP_PYA_IMPORTS_MAX 8192 /* slots of the per-thread set of imports announced in a
+                                    scope (power of two; 3/4 usable; beyond: strict) */
 
 /* Register the hook if the policy enables layer 2 and the process exports
  * PySys_AddAuditHook. Called once from the preload's constructor, after the

@@ -222,6 +222,10 @@ GADGETS_PY = textwrap.dedent('''
     def load_plugin(name):
         __import__(name)
 
+    def enable(name):
+        import importlib
+        importlib.import_module(name)
+
     def patch(path):
         with open(path, "r+") as f:
             f.write("PWNED")
