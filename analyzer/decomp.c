@@ -6,12 +6,15 @@
  * once the output passes SPC_DEC_RATIO_FLOOR). */
 #include <bzlib.h>
 #include <inttypes.h>
+#define LZ4F_STATIC_LINKING_ONLY /* LZ4F_createDecompressionContext_advanced: custom allocator */
 #include <lz4frame.h>
 #include <lzma.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createDStream_advanced: custom allocator */
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "containers.h"
 
@@ -53,8 +56,8 @@ static void dec_error(spc_dec *d, spa_code code, const char *msg) {
     d->done = true;
 }
 
-/* zlib, libbz2 and liblzma allocate through the scan's pluggable allocator
- * (tests inject failures there); zstd and lz4 use malloc. */
+/* Every decoder allocates through the scan's pluggable allocator when one is
+ * given (tests inject failures there). */
 static void *dec_zalloc(void *opaque, unsigned items, unsigned size) {
     const spa_alloc *a = opaque;
     if (size && items > SIZE_MAX / size) return NULL;
@@ -72,6 +75,11 @@ static void *dec_lzalloc(void *opaque, size_t nmemb, size_t size) {
     const spa_alloc *a = opaque;
     if (size && nmemb > SIZE_MAX / size) return NULL;
     return a->alloc(a->ctx, nmemb * size);
+}
+
+static void *dec_salloc(void *opaque, size_t n) {
+    const spa_alloc *a = opaque;
+    return a->alloc(a->ctx, n);
 }
 
 static bool dec_init(spc_dec *d) {
@@ -131,12 +139,24 @@ static bool dec_init(spc_dec *d) {
         break;
     }
     case SPA_FMT_ZSTD:
-        d->zs = ZSTD_createDStream();
+        if (al) {
+            ZSTD_customMem cm = {dec_salloc, dec_zfree, (void *)(uintptr_t)al};
+            d->zs = ZSTD_createDStream_advanced(cm);
+        } else {
+            d->zs = ZSTD_createDStream();
+        }
         if (!d->zs) { d->init_nomem = true; return false; }
         if (ZSTD_isError(ZSTD_initDStream(d->zs))) return false;
         break;
     case SPA_FMT_LZ4:
-        if (LZ4F_isError(LZ4F_createDecompressionContext(&d->l4, LZ4F_VERSION))) return false;
+        if (al) {
+            LZ4F_CustomMem cm = {dec_salloc, NULL, dec_zfree, (void *)(uintptr_t)al};
+            d->l4 = LZ4F_createDecompressionContext_advanced(cm, LZ4F_VERSION);
+            if (!d->l4) { d->init_nomem = true; return false; }
+        } else if (LZ4F_isError(LZ4F_createDecompressionContext(&d->l4, LZ4F_VERSION))) {
+            d->init_nomem = true;
+            return false;
+        }
         break;
     default:
         return false;
@@ -252,7 +272,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         size_t r = ZSTD_decompressStream(d->zs, &ob, &ib);
         *used = ib.pos;
         *made = ob.pos;
-        if (ZSTD_isError(r)) return -1;
+        if (ZSTD_isError(r)) return ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? -3 : -1;
         return r == 0 ? 1 : 0; /* 0: a frame is complete (another may follow) */
     }
     case SPA_FMT_LZ4: {
@@ -260,7 +280,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         size_t r = LZ4F_decompress(d->l4, out, &dst, p, &src, NULL);
         *used = src;
         *made = dst;
-        if (LZ4F_isError(r)) return -1;
+        if (LZ4F_isError(r)) return LZ4F_getErrorCode(r) == LZ4F_ERROR_allocation_failed ? -3 : -1;
         return r == 0 ? 1 : 0;
     }
     default:
