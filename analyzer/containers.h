@@ -13,6 +13,7 @@
 #define SPC_SNIFF_MARKS   64u    /* mark depth the plausibility walk tracks exactly */
 #define SPC_LEGACY_STREAMS 5u    /* torch legacy: magic, protocol, sys_info, object, keys */
 #define SPC_READ_CHUNK    (16u << 10) /* pread size under a decompressor (zip members) */
+#define SPC_SAFETENSORS_MAX_HEADER (16u << 20) /* a safetensors header we read to rule a pickle out */
 #define SPC_ZIP_MAX_BUFFER (64u << 20) /* a zip found inside a sequential stream is
                                           buffered up to this many bytes (or the
                                           decompression byte limit, if lower) */

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "containers.h"
 
 /* ------------------------------------------------------------------ notes */
@@ -263,6 +265,50 @@ spa_code spc_pickles(spc_scan *s, spa_in *in, uint64_t total, const char *loc, u
     return SPA_OK;
 }
 
+/* ------------------------------------------------------------------ safetensors */
+/* A safetensors file starts with its header length N (u64 LE) and N bytes of
+ * JSON: {"__metadata__": {...}, "name": {"dtype", "shape", "data_offsets"}, ...}.
+ * Its first byte is arbitrary, so the pickle walk may find it plausible; a
+ * header that parses as that JSON object (whole, trailing spaces only) rules
+ * a pickle out: pickle opcodes cannot also be such JSON. */
+static bool sc_tensor_entry(const cJSON *e) {
+    if (!cJSON_IsObject(e)) return false;
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    return cJSON_IsString(dt) && cJSON_IsArray(sh) && cJSON_IsArray(off) && cJSON_GetArraySize(off) == 2;
+}
+
+static bool sc_is_safetensors(spc_scan *s, spc_content *c, const uint8_t *head, size_t got) {
+    if (!c->src || got < 9 || head[8] != '{' || c->size == UINT64_MAX) return false;
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | head[i];
+    if (n < 2 || n > SPC_SAFETENSORS_MAX_HEADER || n > c->size - 8) return false;
+    spa_arena *saved, *scratch = spc_scratch_begin(s, &saved);
+    if (!scratch) return false;
+    bool ok = false;
+    char *buf = spa_arena_alloc(scratch, (size_t)n + 1);
+    if (buf && spc_pread_full(c->src, buf, (size_t)n, 8) == SPA_OK) {
+        buf[n] = '\0';
+        const char *end = NULL;
+        cJSON *j = cJSON_ParseWithLengthOpts(buf, (size_t)n, &end, 0);
+        if (j && cJSON_IsObject(j) && end) {
+            ok = true;
+            for (const char *q = end; q < buf + n; q++)
+                if (*q != ' ' && *q != '\0') ok = false;
+            int members = 0;
+            for (const cJSON *e = j->child; ok && e; e = e->next, members++) {
+                if (e->string && strcmp(e->string, "__metadata__") == 0) ok = cJSON_IsObject(e);
+                else ok = sc_tensor_entry(e);
+            }
+            if (members == 0) ok = false;
+        }
+        cJSON_Delete(j);
+    }
+    spc_scratch_end(s, scratch, saved);
+    return ok;
+}
+
 /* ------------------------------------------------------------------ dispatch */
 const char *spc_fmt_tag(spa_format f) {
     switch (f) {
@@ -309,6 +355,9 @@ spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream) {
         spa_code rc = spc_peek(s, c->in, SPC_HEAD, &p, &got);
         if (rc != SPA_OK) return rc;
     }
+    /* a safetensors header first: its length's low bytes can look like a
+     * pickle opcode or a weak magic (0x78 zlib, 1f 8b gzip, 5d 00 00 lzma) */
+    if (sc_is_safetensors(s, c, p, got)) return SPA_OK;
     spa_format fmt = spc_sniff(p, got, c->size);
     if (fmt == SPA_FMT_NONE && c->src && c->size != UINT64_MAX && c->size >= 22) {
         /* zipfile (pandas, numpy) also opens a zip with data prepended: look for

@@ -311,10 +311,12 @@ spa_code spa_scan_path(const spa_scan_opts *o, const char *path, spa_result **ou
 /* Cheap content sniff of a file's first bytes (n may be small, e.g. 512).
  * SPA_FMT_NONE means "not pickle-bearing". Never looks at a name. */
 spa_format spa_sniff(const uint8_t *p, size_t n);
-/* The same through a source, as spa_scan_src decides: a 512-byte head (4 KiB
- * when it may be a pickle) and the 22-byte tail where a zip's end record sits
- * (zipfile opens a zip with data prepended). Reads only through src->pread,
- * allocates nothing. */
+/* The same through a source: a 512-byte head (4 KiB when it may be a pickle)
+ * and the 22-byte tail where a zip's end record sits (zipfile opens a zip with
+ * data prepended). Reads only through src->pread, allocates nothing. It may
+ * say "pickle" where spa_scan_src then finds nothing pickle-bearing (it does
+ * not parse a safetensors header); it never says NONE where spa_scan_src
+ * would find a stream. */
 spa_format spa_sniff_src(const spa_src *src);
 
 /* ------------------------------------------------------------------ policy */

@@ -140,6 +140,39 @@ static void test_allocation_failures(void) {
     }
 }
 
+/* safetensors: the header length's low byte is arbitrary (a pickle opcode,
+ * 0x78 zlib, ...); a header that parses as safetensors JSON is no pickle.
+ * A lookalike whose "header" is not that JSON is still judged as a pickle. */
+static void test_safetensors(void) {
+    static const char js[] = "{\"__metadata__\":{\"format\":\"pt\"},\"w\":{\"dtype\":\"F32\",\"shape\":[4],"
+                             "\"data_offsets\":[0,16]}}";
+    static uint8_t b[8 + 0x200 + 16];
+    int wrong = 0;
+    for (unsigned lo = 0; lo < 256; lo++) {
+        uint64_t n = 0x100 + lo;
+        memset(b, 0, sizeof b);
+        for (int i = 0; i < 8; i++) b[i] = (uint8_t)(n >> (8 * i));
+        memcpy(b + 8, js, sizeof js - 1);
+        memset(b + 8 + sizeof js - 1, ' ', (size_t)n - (sizeof js - 1));
+        spa_scan_opts o;
+        spa_scan_opts_default(&o);
+        spa_result *r = NULL;
+        spa_err e;
+        if (spa_scan_mem(&o, b, 8 + (size_t)n + 16, &r, &e) != SPA_OK || r->pickle_bearing || r->n_notes) wrong++;
+        spa_result_free(r);
+    }
+    T_EQ_INT(wrong, 0);
+    /* a pickle with '{' at byte 8 and no JSON behind it */
+    static const char pk[] = "cos\nsys{tem\n(S'echo x'\ntR.";
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    spa_result *r = NULL;
+    spa_err e;
+    T_EQ_INT(spa_scan_mem(&o, (const uint8_t *)pk, sizeof pk - 1, &r, &e), SPA_OK);
+    T_CHECK(r && r->pickle_bearing && r->n_streams == 1);
+    spa_result_free(r);
+}
+
 static void test_misuse(void) {
     spa_scan_opts o;
     spa_scan_opts_default(&o);
@@ -157,4 +190,4 @@ static void test_misuse(void) {
     T_EQ_INT(spa_sniff(NULL, 10), SPA_FMT_NONE);
 }
 
-T_MAIN("scan", T_CASE(test_allocation_failures), T_CASE(test_misuse))
+T_MAIN("scan", T_CASE(test_allocation_failures), T_CASE(test_safetensors), T_CASE(test_misuse))
