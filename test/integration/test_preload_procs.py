@@ -4,6 +4,7 @@ fork and spawn. Every benign load must equal the original, every malicious one
 must raise with its payload's marker absent, in every thread and process."""
 import json
 import os
+import signal
 import subprocess
 import textwrap
 
@@ -55,8 +56,15 @@ CHILD = textwrap.dedent(r'''
             check(out)
         elif MODE in ("fork", "spawn"):
             import multiprocessing as mp
-            with mp.get_context(MODE).Pool(2) as pool:
-                out = pool.map(work, range(8))
+            pool = mp.get_context(MODE).Pool(2)
+            try:
+                out = pool.map_async(work, range(8)).get(timeout=60)
+            except BaseException as e:  # a stuck or broken pool fails fast instead of hanging
+                print("POOL FAILED: %s: %s" % (type(e).__name__, e), file=sys.stderr, flush=True)
+                for w in pool._pool:
+                    os.kill(w.pid, 9)
+                os._exit(3)
+            pool.terminate()
             check(out)
         elif MODE == "dataloader":
             import torch
@@ -66,7 +74,7 @@ CHILD = textwrap.dedent(r'''
                 def __getitem__(self, i):
                     g, b = work(i)
                     return torch.tensor([g == "ok", b == "refused", os.getpid()])
-            rows = torch.cat([x for x in DataLoader(DS(), batch_size=2, num_workers=2)])
+            rows = torch.cat([x for x in DataLoader(DS(), batch_size=2, num_workers=2, timeout=60)])
             rows = rows.reshape(-1, 3)
             assert len(set(rows[:, 2].tolist()) - {os.getpid()}) >= 1, "no worker process did a load"
             check([("ok" if r[0] else "WRONG", "refused" if r[1] else "WRONG") for r in rows.tolist()])
@@ -112,8 +120,17 @@ def _run(proc_files, mode, ext, policy):
     env = clean_env(LD_PRELOAD=LIB)
     if policy == "layer1":
         env["SAFEPICKLE_POLICY"] = str(d / "layer1.json")
-    p = subprocess.run([PYTHON, str(script), str(d / ("good" + ext)), str(d / ("bad" + ext)), mode], env=env,
-                       cwd=str(d), capture_output=True, text=True, timeout=240)
+    # own session: if the child hangs, its workers (which hold the output pipes) die with it
+    p = subprocess.Popen([PYTHON, str(script), str(d / ("good" + ext)), str(d / ("bad" + ext)), mode], env=env,
+                         cwd=str(d), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail("%s mode hung under the preload\n%s" % (mode, err[-3000:]))
+    p = subprocess.CompletedProcess(p.args, p.returncode, out, err)
     assert p.returncode == 0 and "CHECKED" in p.stdout, "rc=%d\n%s\n%s" % (p.returncode, p.stdout, p.stderr[-3000:])
     assert not marker.exists(), "payload ran in %s mode" % mode
     assert "safepickle: blocked" in p.stderr
