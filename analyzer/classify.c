@@ -1081,6 +1081,7 @@ spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char
         static const char *const tramp[][2] = {
             {"builtins", "getattr"}, {"functools", "partial"}, {"operator", "attrgetter"},
             {"operator", "itemgetter"}, {"operator", "methodcaller"}, {"operator", "getitem"},
+            {"multiprocessing.pool", "mapstar"}, {"multiprocessing.pool", "starmapstar"},
         };
         char cm[160];
         spa_kb_canon(module, cm, sizeof cm);
@@ -1096,6 +1097,12 @@ spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char
          * deserializer is a nested load chosen by the file's author */
         v = spa_kb_nested_loader(module, name) ? SPA_VERDICT_SUSPICIOUS : SPA_VERDICT_MALICIOUS;
         rl = "callee.deserialize";
+        break;
+    case SPA_KB_STDLIB_OTHER:
+        /* by name it is a reference, not a call: the static classifier flags calls of these,
+         * not references (os.path.join handed to the program is harmless) */
+        v = SPA_VERDICT_SUSPICIOUS;
+        rl = "global.reference";
         break;
     default:
         v = SPA_VERDICT_MALICIOUS;
