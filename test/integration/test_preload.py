@@ -367,3 +367,73 @@ def test_trusted_sha256_allows_exactly_that_file(files, tmp_path):
     res, p = _run(d, cases, extra_env={"SAFEPICKLE_POLICY": str(pfile)})
     assert res["changed"]["raised"] and "safepickle: blocked" in p.stderr
     assert not os.path.exists(_marker(markers, cases[0]))
+
+
+NATIVE_CHILD = r'''
+import ctypes, errno, json, mmap, os, sys
+bad_fd, good_fd, bad_path, good_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.fdopen.restype = ctypes.c_void_p
+libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+libc.fread.restype = ctypes.c_size_t
+libc.fread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+out = {}
+def attempt(name, fn):
+    try:
+        r = fn()
+        out[name] = ["ok", r]
+    except OSError as e:
+        out[name] = ["err", e.errno]
+def cfopen(path):
+    f = libc.fopen(path.encode(), b"rb")
+    if not f:
+        raise OSError(ctypes.get_errno(), "fopen")
+    buf = ctypes.create_string_buffer(1 << 16)
+    n = libc.fread(buf, 1, len(buf), f)
+    libc.fclose(f)
+    return buf.raw[:n] == open(path, "rb").read()
+def cfdopen(fd):
+    f = libc.fdopen(os.dup(fd), b"rb")
+    if not f:
+        raise OSError(ctypes.get_errno(), "fdopen")
+    libc.fclose(f)
+    return True
+attempt("fopen_bad", lambda: cfopen(bad_path))
+attempt("fopen_good", lambda: cfopen(good_path))
+attempt("fdopen_bad", lambda: cfdopen(bad_fd))
+attempt("fdopen_good", lambda: cfdopen(good_fd))
+attempt("mmap_bad", lambda: len(mmap.mmap(bad_fd, 0, prot=mmap.PROT_READ)))
+attempt("mmap_good", lambda: len(mmap.mmap(good_fd, 0, prot=mmap.PROT_READ)))
+attempt("pread_bad", lambda: len(os.pread(bad_fd, 16, 0)))
+attempt("pread_good", lambda: len(os.pread(good_fd, 16, 0)))
+attempt("readv_bad", lambda: os.readv(os.dup(bad_fd), [bytearray(16)]))
+print(json.dumps(out))
+'''
+
+
+def test_native_hooks_fopen_fread_fdopen_mmap_pread(files):
+    """The stdio and mapping hooks, driven directly: fopen refuses a malicious
+    file and fread returns the exact bytes of a benign one; an inherited fd that
+    never passed an open hook is refused at fdopen, mmap, pread and readv."""
+    d, markers, good, bad = files
+    bad_path, good_path = os.path.join(d, "bad_p2.pkl"), os.path.join(d, "good_p2.pkl")
+    bfd, gfd = os.open(bad_path, os.O_RDONLY), os.open(good_path, os.O_RDONLY)
+    try:
+        env = clean_env(LD_PRELOAD=LIB, SAFEPICKLE_LOG="none")
+        p = subprocess.run([PYTHON, "-c", NATIVE_CHILD, str(bfd), str(gfd), bad_path, good_path], env=env,
+                           capture_output=True, text=True, timeout=120, pass_fds=(bfd, gfd))
+    finally:
+        os.close(bfd)
+        os.close(gfd)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    import errno
+    for name in ("fopen_bad", "fdopen_bad", "mmap_bad", "pread_bad", "readv_bad"):
+        assert out[name] == ["err", errno.EACCES], (name, out[name])
+    assert out["fopen_good"] == ["ok", True] and out["fdopen_good"] == ["ok", True]
+    assert out["mmap_good"][0] == "ok" and out["pread_good"] == ["ok", 16]
+    for call in ("fopen", "fdopen"):
+        assert "(%s; policy" % call in p.stderr, p.stderr[-2000:]
