@@ -437,3 +437,52 @@ def test_native_hooks_fopen_fread_fdopen_mmap_pread(files):
     assert out["mmap_good"][0] == "ok" and out["pread_good"] == ["ok", 16]
     for call in ("fopen", "fdopen"):
         assert "(%s; policy" % call in p.stderr, p.stderr[-2000:]
+
+
+SEMANTICS_CHILD = r'''
+import errno, fcntl, json, mmap, os, stat, sys
+d = sys.argv[1]
+os.umask(0)
+out = {}
+p = os.path.join(d, "created_%s" % sys.argv[2])
+fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o640)           # variadic mode forwarded
+out["mode"] = oct(stat.S_IMODE(os.fstat(fd).st_mode))
+out["getfl"] = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY  # fcntl int arg forwarded
+fd2 = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+out["dupfd_min"] = fd2 >= 100
+out["setfd"] = fcntl.fcntl(fd2, fcntl.F_GETFD) & fcntl.FD_CLOEXEC == fcntl.FD_CLOEXEC
+os.write(fd, b"hello")
+os.close(fd); os.close(fd2)
+tfd = os.open(d, os.O_TMPFILE | os.O_RDWR, 0o600)
+out["tmpfile_mode"] = oct(stat.S_IMODE(os.fstat(tfd).st_mode))
+os.close(tfd)
+try:
+    os.open(os.path.join(d, "does-not-exist"), os.O_RDONLY)
+except OSError as e:
+    out["enoent"] = e.errno == errno.ENOENT
+try:
+    os.read(987, 1)
+except OSError as e:
+    out["ebadf"] = e.errno == errno.EBADF
+m = mmap.mmap(-1, 4096); m[:5] = b"abcde"; out["anon_mmap"] = m[:5] == b"abcde"
+with open(p, "rb") as f:
+    out["read_back"] = f.read() == b"hello"
+print(json.dumps(out, sort_keys=True))
+'''
+
+
+def test_hook_semantics_unchanged(tmp_path):
+    """Variadic modes, fcntl arguments, errno values and anonymous mappings are
+    exactly what libc gives without the preload."""
+    outs = []
+    for tag, preload in (("plain", False), ("pre", True)):
+        env = clean_env()
+        if preload:
+            env["LD_PRELOAD"] = LIB
+        p = subprocess.run([PYTHON, "-c", SEMANTICS_CHILD, str(tmp_path), tag], env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 0, p.stderr[-2000:]
+        outs.append(json.loads(p.stdout))
+    assert outs[0] == outs[1]
+    assert outs[1]["mode"] == "0o640" and outs[1]["tmpfile_mode"] == "0o600"
+    assert all(v for k, v in outs[1].items() if not k.endswith("mode")), outs[1]
