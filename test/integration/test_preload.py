@@ -486,3 +486,31 @@ def test_hook_semantics_unchanged(tmp_path):
     assert outs[0] == outs[1]
     assert outs[1]["mode"] == "0o640" and outs[1]["tmpfile_mode"] == "0o600"
     assert all(v for k, v in outs[1].items() if not k.endswith("mode")), outs[1]
+
+
+def test_safepickle_run(files, tmp_path):
+    """`safepickle run` execs the command under the preload: the malicious load is
+    refused, --audit only warns, --log writes the record, a bad policy or command
+    is a clear error with its own exit status."""
+    from conftest import run_cli
+    d, markers, good, bad = files
+    _clear(markers)
+    bad_path = os.path.join(d, "bad_p2.pkl")
+    code = "import pickle, sys\nwith open(sys.argv[1], 'rb') as f: pickle.load(f)\nprint('LOADED')"
+    log = tmp_path / "run.jsonl"
+    r = run_cli("run", "--log", str(log), "--", PYTHON, "-c", code, bad_path)
+    assert r.returncode != 0 and "LOADED" not in r.stdout
+    assert "safepickle: blocked" in r.stderr and "PermissionError" in r.stderr
+    assert not os.path.exists(os.path.join(markers, "bad_p2"))
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any(x["action"] == "block" and x["path"] == bad_path for x in recs)
+    r = run_cli("run", "--audit", "--", PYTHON, "-c", code, os.path.join(d, "good_p2.pkl"))
+    assert r.returncode == 0 and "LOADED" in r.stdout
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    r = run_cli("run", "--policy", str(broken), "--", PYTHON, "-c", "print(1)")
+    assert r.returncode == 2 and "policy" in r.stderr
+    r = run_cli("run", "--", str(tmp_path / "no-such-command"))
+    assert r.returncode == 127
+    r = run_cli("run")
+    assert r.returncode == 2 and "usage" in r.stderr
