@@ -168,3 +168,55 @@ def test_control_payload_runs_without_preload(proc_files):
     assert p.returncode != 0  # the check fails: the bad file loaded
     assert marker.exists()
     marker.unlink()
+
+
+STRESS = r'''
+import os, pickle, sys, threading, time
+d = sys.argv[1]
+stop = time.time() + 5
+errs = []
+def worker(k):
+    n = 0
+    while time.time() < stop:
+        i = (k * 7 + n) % 10
+        p = os.path.join(d, "s%d.pkl" % i)
+        try:
+            with open(p, "rb") as f:
+                assert pickle.load(f)["i"] == i
+            if n % 25 == 0:
+                os.utime(p)  # new identity: the next open is judged again, not cached
+        except Exception as e:
+            errs.append(repr(e))
+        n += 1
+def forker():
+    while time.time() < stop:
+        pid = os.fork()
+        if pid == 0:  # the child judges a file right after a fork taken mid-judgement
+            try:
+                with open(os.path.join(d, "s3.pkl"), "rb") as f:
+                    pickle.load(f)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        if os.waitpid(pid, 0)[1] != 0:
+            errs.append("child failed")
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(6)] + [threading.Thread(target=forker)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("ERRORS", len(errs), errs[:3])
+'''
+
+
+def test_fork_while_threads_judge(tmp_path):
+    """Threads judging files (cache and audit writer busy) while another thread
+    forks: no deadlock in the children (atfork), no wrong result anywhere."""
+    import pickle
+    for i in range(10):
+        with open(tmp_path / ("s%d.pkl" % i), "wb") as f:
+            pickle.dump({"i": i, "w": list(range(500))}, f)
+    env = clean_env(LD_PRELOAD=LIB, SAFEPICKLE_LOG=str(tmp_path / "audit.jsonl"))
+    p = subprocess.run([PYTHON, "-c", STRESS, str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "ERRORS 0 " in p.stdout, (p.stdout, p.stderr[-2000:])
+    # the files were judged again after each identity change, not only once
+    with open(tmp_path / "audit.jsonl") as f:
+        assert sum(1 for _ in f) > 10
