@@ -123,9 +123,10 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
                  spa_action_name(pol->on_error));
         out->verdict = SPA_VERDICT_UNSCANNABLE;
         out->action = (uint8_t)spp_apply_mode(pol, pol->on_error);
-        if (out->action != SPA_ACT_ALLOW && spp_trusted_digest(pol, fd, (uint64_t)st->st_size)) {
+        if (out->action != SPA_ACT_ALLOW &&
+            (spa_policy_trusts_path(pol, path) || spp_trusted_digest(pol, fd, (uint64_t)st->st_size))) {
             out->action = SPA_ACT_ALLOW;
-            strncat(detail, "; allowed: trusted sha256", sizeof detail - strlen(detail) - 1);
+            strncat(detail, "; allowed: trusted by the policy", sizeof detail - strlen(detail) - 1);
         }
         ev.verdict = SPA_VERDICT_UNSCANNABLE;
         ev.action = (spa_action)out->action;
