@@ -32,6 +32,17 @@ static int cl_fmt(char *out, size_t n, const char *fmt, ...) {
 #define CL_CACHE 256            /* judged-callee cache slots */
 #define CL_MAX_NEST 8           /* nested content scanned by the classifier itself */
 #define CL_NESTED_MAX (64u << 20) /* bytes of a decoded nested payload */
+#define CL_MAX_KB_LOOKUPS 4096  /* max_kb_lookups: distinct globals judged per result; beyond it
+                                   the rest is unexamined and the result unscannable (scan.limit) */
+
+typedef struct cl_hent {
+    uint64_t hash;
+    const char *m, *n;      /* strings owned by the scan (IR) or the arena */
+    spa_kbcat cat;
+    spa_kbhow how;
+    bool stdlib;
+    char key[64];
+} cl_hent;
 
 typedef struct cl_cache_ent {
     const spa_val *v;
@@ -53,6 +64,10 @@ typedef struct cl_ctx {
     bool unscannable;
     int nest;            /* classifier-initiated nested scans */
     cl_cache_ent cache[CL_CACHE];
+    cl_hent *ht;         /* judged (module, name) pairs, open addressing */
+    size_t htcap;
+    size_t lookups;      /* distinct pairs judged */
+    bool kb_limit;       /* CL_MAX_KB_LOOKUPS reached */
     /* current stream */
     uint32_t si;
     const spa_stream *s;
@@ -262,6 +277,52 @@ static int cl_code_like(const uint8_t *p, size_t n) {
     return shell;
 }
 
+/* Judge module.name through a per-result cache of distinct pairs (hostile files repeat or
+ * multiply globals; each KB lookup scans the tables). Past CL_MAX_KB_LOOKUPS distinct
+ * pairs nothing more is judged: the result becomes unscannable (limit max_kb_lookups). */
+static spa_kbcat cl_judge_name(cl_ctx *c, const char *m, const char *n, spa_kbhit *h) {
+    if (!m || !n) return spa_kb_judge(m, n, h);
+    uint64_t hv = 1469598103934665603ull;
+    for (const char *q = m; *q; q++) hv = (hv ^ (uint8_t)*q) * 1099511628211ull;
+    hv = (hv ^ 1u) * 1099511628211ull;
+    for (const char *q = n; *q; q++) hv = (hv ^ (uint8_t)*q) * 1099511628211ull;
+    if (!c->ht) {
+        c->htcap = 2 * CL_MAX_KB_LOOKUPS;
+        c->ht = spa_arena_calloc(c->ar, c->htcap * sizeof *c->ht);
+    }
+    if (c->ht) {
+        for (size_t i = (size_t)hv & (c->htcap - 1);; i = (i + 1) & (c->htcap - 1)) {
+            cl_hent *e = &c->ht[i];
+            if (!e->m) break;
+            if (e->hash == hv && !strcmp(e->m, m) && !strcmp(e->n, n)) {
+                memset(h, 0, sizeof *h);
+                h->cat = e->cat; h->how = e->how; h->stdlib = e->stdlib;
+                cl_fmt(h->key, sizeof h->key, "%s", e->key);
+                cl_fmt(h->path, sizeof h->path, "%s.%s", m, n);
+                return e->cat;
+            }
+        }
+    }
+    if (c->lookups >= CL_MAX_KB_LOOKUPS) {
+        c->kb_limit = true;
+        memset(h, 0, sizeof *h);
+        cl_fmt(h->key, sizeof h->key, "(max_kb_lookups)");
+        return h->cat = SPA_KB_UNKNOWN;
+    }
+    spa_kbcat cat = spa_kb_judge(m, n, h);
+    c->lookups++;
+    if (c->ht) {
+        size_t i = (size_t)hv & (c->htcap - 1);
+        while (c->ht[i].m) i = (i + 1) & (c->htcap - 1);
+        const char *mc = spa_arena_strndup(c->ar, m, strlen(m)), *nc = spa_arena_strndup(c->ar, n, strlen(n));
+        if (!mc || !nc) return cat;
+        cl_hent *e = &c->ht[i];
+        e->hash = hv; e->m = mc; e->n = nc; e->cat = cat; e->how = h->how; e->stdlib = h->stdlib;
+        cl_fmt(e->key, sizeof e->key, "%s", h->key);
+    }
+    return cat;
+}
+
 typedef struct cl_argscan {
     int code;                 /* best cl_code_like */
     const spa_val *code_val;
@@ -281,7 +342,7 @@ static void cl_scan_args(cl_ctx *c, const spa_val *v, int depth, cl_argscan *a) 
     case SPA_V_GLOBAL: {
         if (!v->u.g.module || !v->u.g.name || v->u.g.module[0] == '<') return;
         spa_kbhit h;
-        spa_kbcat cat = spa_kb_judge(v->u.g.module, v->u.g.name, &h);
+        spa_kbcat cat = cl_judge_name(c, v->u.g.module, v->u.g.name, &h);
         if (cat != SPA_KB_DATA && cat != SPA_KB_UNKNOWN && !a->danger &&
             spa_policy_global_rule(c->p, v->u.g.module, v->u.g.name) <= 0) {
             a->danger = v;
@@ -449,12 +510,12 @@ static spa_kbcat cl_kb(cl_ctx *c, const spa_target *t, const spa_val *key, spa_k
             cl_fmt(h->path, sizeof h->path, "%s.%s", t->module, t->name);
             return e->cat;
         }
-        spa_kbcat cat = spa_kb_judge(t->module, t->name, h);
+        spa_kbcat cat = cl_judge_name(c, t->module, t->name, h);
         e->v = key; e->cat = cat; e->how = h->how; e->stdlib = h->stdlib;
         memcpy(e->key, h->key, sizeof e->key);
         return cat;
     }
-    return spa_kb_judge(t->module, t->name, h);
+    return cl_judge_name(c, t->module, t->name, h);
 }
 
 static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *callee,
@@ -559,7 +620,7 @@ static void cl_judge_reference(cl_ctx *c, const spa_target *t, const char *how, 
     int pr = spa_policy_global_rule(c->p, t->module, t->name);
     if (pr > 0) { j->sev = SPA_VERDICT_SAFE; j->rule = NULL; return; }
     spa_kbhit h;
-    spa_kbcat cat = spa_kb_judge(t->module, t->name, &h);
+    spa_kbcat cat = cl_judge_name(c, t->module, t->name, &h);
     if (pr < 0) {
         cl_set(j, SPA_VERDICT_MALICIOUS, "policy.deny", "%s reaches %s, denied by the policy", how, ts);
         return;
@@ -709,7 +770,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             if (f.kind == SPA_T_GLOBAL || f.kind == SPA_T_METHOD) {
                 int fpr = spa_policy_global_rule(c->p, f.module, f.name);
                 spa_kbhit fh;
-                spa_kbcat fc = fpr > 0 ? SPA_KB_DATA : spa_kb_judge(f.module, f.name, &fh);
+                spa_kbcat fc = fpr > 0 ? SPA_KB_DATA : cl_judge_name(c, f.module, f.name, &fh);
                 if (fpr < 0 || (fc != SPA_KB_DATA && fc != SPA_KB_UNKNOWN)) {
                     char fs[300];
                     cl_target_str(fs, sizeof fs, &f);
@@ -822,7 +883,7 @@ static void cl_judge_call(cl_ctx *c, const spa_ir *e, cl_judgement *j) {
         cl_target_str(ts, sizeof ts, &t);
         cl_judgement o = {SPA_VERDICT_SAFE, NULL, {0}};
         spa_kbhit h;
-        spa_kbcat cat = t.kind == SPA_T_GLOBAL ? spa_kb_judge(t.module, t.name, &h) : SPA_KB_UNKNOWN;
+        spa_kbcat cat = t.kind == SPA_T_GLOBAL ? cl_judge_name(c, t.module, t.name, &h) : SPA_KB_UNKNOWN;
         cl_args_rules(c, ts, e->kwargs, NULL, cat, false, &o);
         cl_merge(j, &o);
     }
@@ -891,7 +952,7 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
                 spa_kbhit h;
                 if (pr < 0)
                     cl_set(&j, SPA_VERDICT_MALICIOUS, "policy.deny", "imports %s.%s, denied by the policy", e->module, e->name);
-                else if (pr == 0 && spa_kb_judge(e->module, e->name, &h) != SPA_KB_UNKNOWN && h.how == SPA_KBH_EFFECT)
+                else if (pr == 0 && cl_judge_name(c, e->module, e->name, &h) != SPA_KB_UNKNOWN && h.how == SPA_KBH_EFFECT)
                     cl_set(&j, SPA_VERDICT_MALICIOUS, "global.import_effect",
                            "imports %s, whose import alone acts (%s)", e->module, h.key);
             }
@@ -950,7 +1011,7 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
         if (g && nused && bsearch(&g, used, nused, sizeof *used, cl_ptrcmp)) continue;
         if (spa_policy_global_rule(c->p, e->module, e->name) != 0) continue;
         spa_kbhit h;
-        spa_kbcat cat = spa_kb_judge(e->module, e->name, &h);
+        spa_kbcat cat = cl_judge_name(c, e->module, e->name, &h);
         if (cat == SPA_KB_DATA || cat == SPA_KB_UNKNOWN || cat == SPA_KB_STDLIB_OTHER || h.how == SPA_KBH_EFFECT)
             continue;
         /* a dangerous callable handed to the program (it may call it later) is malicious;
@@ -1031,6 +1092,12 @@ static spa_code cl_classify_nest(spa_result *r, const spa_policy *p, int nest) {
         }
     }
     for (uint32_t i = 0; i < ns; i++) cl_stream(c, i);
+    if (c->kb_limit) {
+        char msg[CL_MAX_MSG];
+        cl_fmt(msg, sizeof msg, "limit max_kb_lookups (%d distinct globals) stopped the classification; "
+               "later globals were not judged", CL_MAX_KB_LOOKUPS);
+        cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.limit", msg, r->path ? r->path : "", 0);
+    }
     r->verdict = c->worst == SPA_VERDICT_MALICIOUS ? SPA_VERDICT_MALICIOUS
                : c->unscannable ? SPA_VERDICT_UNSCANNABLE : c->worst;
     r->classified = true;

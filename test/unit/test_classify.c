@@ -219,5 +219,27 @@ static void test_hand_built_ir(void) {
     T_EQ_INT(spa_classify(NULL, NULL), SPA_E_USAGE);
 }
 
-T_MAIN("classify", T_CASE(test_calls), T_CASE(test_reflection), T_CASE(test_structural), T_CASE(test_nested),
+/* A file with more distinct globals than max_kb_lookups is unscannable (bounded work),
+ * and a payload before the limit is still found. */
+static void test_lookup_limit(void) {
+    size_t cap = 6000 * 32 + 64, n = 0;
+    char *buf = malloc(cap);
+    n += (size_t)sprintf(buf + n, "cos\nsystem\n(S'id'\ntR0");
+    for (int i = 0; i < 6000; i++) n += (size_t)sprintf(buf + n, "cmylib%d\nfn%d\n0", i, i);
+    n += (size_t)sprintf(buf + n, "N.");
+    spa_result *r = scan_cls(buf, n, NULL);
+    if (r) {
+        T_EQ_INT(r->verdict, SPA_VERDICT_MALICIOUS);
+        T_CHECK(has_rule(r, "scan.limit", SPA_VERDICT_UNSCANNABLE));
+        spa_result_free(r);
+    }
+    n = 0;
+    for (int i = 0; i < 6000; i++) n += (size_t)sprintf(buf + n, "cmylib%d\nfn%d\n0", i, i);
+    n += (size_t)sprintf(buf + n, "N.");
+    r = scan_cls(buf, n, NULL);
+    if (r) { T_EQ_INT(r->verdict, SPA_VERDICT_UNSCANNABLE); spa_result_free(r); }
+    free(buf);
+}
+
+T_MAIN("classify", T_CASE(test_lookup_limit), T_CASE(test_calls), T_CASE(test_reflection), T_CASE(test_structural), T_CASE(test_nested),
        T_CASE(test_reason_fields), T_CASE(test_policy_rules), T_CASE(test_hand_built_ir))
