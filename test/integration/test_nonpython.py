@@ -40,7 +40,7 @@ sort sub/c.txt
 head -c 64 b.bin | od -An -tx1 | head -2
 sha256sum a.txt b.bin benign.pkl sub/c.txt
 ls -la --time-style=+%s . sub | awk '{print $1, $5, $6, $7}'
-cp a.txt copy.txt && cmp a.txt copy.txt && rm copy.txt
+cp a.txt "$2/copy.txt" && cmp a.txt "$2/copy.txt" && rm "$2/copy.txt"  # not in the tree: its mtime is listed
 find . -type f | sort
 x=$(cat sub/c.txt | tr a-z A-Z); echo "$x"
 '''
