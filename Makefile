@@ -15,7 +15,7 @@ CFLAGS   ?= -O2 -g
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -Ianalyzer -Ipreload \
               -D_GNU_SOURCE -DSPA_VERSION=\"$(VERSION)\" -Wa,-I.
 LIBS     := -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
-PRELOAD_LIBS := $(LIBS) -lunwind -ldl -lpthread
+PRELOAD_LIBS := $(LIBS) -ldl -lpthread
 
 ANALYZER_SRC := $(wildcard analyzer/*.c) $(wildcard analyzer/*.S)
 ANALYZER_HDR := $(wildcard analyzer/*.h analyzer/*.def) $(wildcard policies/*.json) $(wildcard analyzer/kb/*)
