@@ -13,7 +13,7 @@ VERSION  := 0.1.0
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -Ianalyzer -Ipreload \
-              -D_GNU_SOURCE -DSPA_VERSION=\"$(VERSION)\" -Wa,-I.
+              -D_GNU_SOURCE -DSPA_VERSION=\"$(VERSION)\"
 LIBS     := -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
 PRELOAD_LIBS := $(LIBS) -ldl -lpthread
 
@@ -44,9 +44,10 @@ $(BUILD)/obj/%.o: %.c $(ANALYZER_HDR) $(PRELOAD_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
+# .incbin paths in analyzer/*.S are relative to the repository root.
 $(BUILD)/obj/%.o: %.S $(ANALYZER_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -Wa,-I. -c $< -o $@
 
 $(BUILD)/libspa.a: $(ANALYZER_OBJ)
 	@mkdir -p $(dir $@)
