@@ -67,6 +67,7 @@ typedef struct pya_tls {
     const spp_pyobj *anchor;       /* frame that called the load, NULL = no scope */
     const spp_pyobj *anchor_code;  /* its code object */
     long anchor_lasti;
+    bool ipc;                      /* the load is multiprocessing's own IPC (trusted) */
     char pending[SPP_PYA_NAME_MAX];/* module of the last find_class (about to be imported) */
     char pkgs[SPP_PYA_MAX_PKGS][SPP_PYA_PKG_MAX]; /* top-level packages resolved in scope */
     unsigned npkgs;
@@ -380,6 +381,7 @@ static bool pya_imports_has(const char *mod) {
 
 static void pya_scope_clear(void) {
     pya_tls *t = &pya_t;
+    t->ipc = false;
     if (t->imports && t->nimports) memset(t->imports, 0, SPP_PYA_IMPORTS_MAX * sizeof *t->imports);
     t->nimports = 0;
     t->anchor = t->anchor_code = NULL;
@@ -402,6 +404,26 @@ static void pya_scope_note_module(const char *module) {
     }
 }
 
+/* multiprocessing's own IPC: the parent and its workers exchange pickles of
+ * tasks and results (functions by reference such as multiprocessing.pool.
+ * mapstar, fds, shared-memory tensors) over pipes the program itself created,
+ * and with the spawn and forkserver start methods a child receives its
+ * process object from its parent. These loads are made by the stdlib modules
+ * below; judging them would break multiprocessing.Pool, concurrent.futures and
+ * torch DataLoader workers, so they are trusted (the anchor's module decides).
+ * Limit: multiprocessing.connection also serves Listener/Client connections
+ * (authenticated with an authkey). */
+static const char *const pya_ipc_callers[] = {"multiprocessing.queues", "multiprocessing.connection",
+                                              "multiprocessing.spawn", "multiprocessing.forkserver"};
+
+static bool pya_is_ipc_anchor(spp_pyobj *a) {
+    char mod[SPP_PYA_PKG_MAX];
+    pya_frame_module(a, mod, sizeof mod);
+    for (size_t i = 0; i < sizeof pya_ipc_callers / sizeof pya_ipc_callers[0]; i++)
+        if (strcmp(mod, pya_ipc_callers[i]) == 0) return true;
+    return false;
+}
+
 /* Open (or continue) the unpickle scope at a pickle.find_class event. */
 static void pya_scope_enter(void) {
     pya_tls *t = &pya_t;
@@ -413,6 +435,7 @@ static void pya_scope_enter(void) {
     t->anchor = a;
     t->anchor_code = code;
     t->anchor_lasti = pya_lasti(a);
+    t->ipc = pya_is_ipc_anchor(a);
     if (code) py_Py_DecRef(code); /* identity only; the frame keeps it alive */
     py_Py_DecRef(a);              /* the interpreter frame owns the frame object */
 }
@@ -609,6 +632,12 @@ static int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
     if (p->runtime_behaviour) {
         pya_scope_enter();
         pya_scope_note_module(module);
+        if (pya_t.ipc) return 0;
+    } else {
+        spp_pyobj *a = pya_find_anchor();
+        bool ipc = a && pya_is_ipc_anchor(a);
+        if (a) py_Py_DecRef(a);
+        if (ipc) return 0;
     }
     if (!exact_m || !exact_n) {
         /* Longer than SPP_PYA_NAME_MAX or holding control characters: what we
@@ -792,6 +821,7 @@ static int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char
     bool in_import;
     char imp[SPP_PYA_NAME_MAX];
     if (!pya_scope_live(&in_import, imp)) { pya_scope_clear(); return 0; }
+    if (pya_t.ipc) return 0;
     if (open_kind == 1 && pya_open_is_numpy_memmap()) return 0;
     char detail[SPP_PYA_DETAIL_MAX];
     detail[0] = 0;

@@ -353,6 +353,37 @@ def test_overlong_global_name_refused(tmp_path, marker):
     assert "runtime.limit" in r.stderr, r.stderr[-1500:]
 
 
+def test_multiprocessing_ipc_works_and_worker_loads_are_guarded(tmp_path, marker):
+    """multiprocessing's own IPC pickles (tasks such as multiprocessing.pool.
+    mapstar, the spawn child's process object) are trusted and work with
+    fork, spawn and concurrent.futures; a pickle.loads a worker makes itself
+    is still guarded."""
+    (tmp_path / "work.py").write_text(textwrap.dedent("""
+        import pickle
+        def square(x):
+            return x * x
+        def load(blob):
+            try:
+                pickle.loads(blob)
+                return "loaded"
+            except PermissionError:
+                return "refused"
+    """))
+    body = textwrap.dedent("""
+        import concurrent.futures, multiprocessing as mp, work
+        if __name__ == "__main__":
+            for method in ("fork", "spawn"):
+                with mp.get_context(method).Pool(2) as pool:
+                    print(method, pool.map(work.square, range(5)), pool.apply(work.load, (%r,)))
+            with concurrent.futures.ProcessPoolExecutor(2) as ex:
+                print("futures", list(ex.map(work.square, range(3))))
+    """) % spgen.system_pickle(marker)
+    r, _ = run_script(tmp_path, body)
+    assert r.stdout.split("\n")[:3] == ["fork [0, 1, 4, 9, 16] refused", "spawn [0, 1, 4, 9, 16] refused",
+                                         "futures [0, 1, 4]"], r.stdout + r.stderr[-2000:]
+    spgen.assert_marker_absent(marker)
+
+
 def test_dangerous_reference_refused(tmp_path, marker):
     """Runtime sees names, not calls: a reference to a function the knowledge
     base calls malicious is refused even if the pickle does not call it,
