@@ -24,6 +24,8 @@ typedef struct scan_cli {
     cJSON *sarif;     /* --format sarif: the log being built */
     bool progress;    /* directory walk on a terminal: progress line on stderr */
     unsigned long walked;
+    /* the summary line (text format): files, pickle-bearing ones per verdict, actions */
+    unsigned long n_files, n_pickle, n_verdict[SPA_VERDICT_COUNT], n_block, n_warn, n_error;
 } scan_cli;
 
 static void scan_usage(FILE *f) {
@@ -107,12 +109,18 @@ static void scan_file(scan_cli *c, const char *path) {
         if (err.code == SPA_OK) err = (spa_err){ rc, "scan failed", 0 };
         fprintf(stderr, "safepickle scan: %s: %s\n", path, err.msg ? err.msg : spa_code_name(err.code));
         c->rc = CLI_EXIT_ERROR;
+        c->n_files++;
+        c->n_error++;
         scan_print(c, path, NULL, &err);
         return;
     }
     spa_code crc = spa_classify(r, c->pol);
     c->act = crc == SPA_OK ? spa_policy_decide(c->pol, r) : c->pol->on_error;
     if (c->act == SPA_ACT_BLOCK && c->rc == CLI_EXIT_OK) c->rc = CLI_EXIT_BLOCK;
+    c->n_files++;
+    if (r->pickle_bearing) { c->n_pickle++; if (r->verdict < SPA_VERDICT_COUNT) c->n_verdict[r->verdict]++; }
+    c->n_block += c->act == SPA_ACT_BLOCK;
+    c->n_warn += c->act == SPA_ACT_WARN;
     scan_print(c, path, r, NULL);
     spa_result_free(r);
 }
@@ -194,6 +202,13 @@ int cmd_scan(int argc, char **argv) {
     if (c.fmt == SCAN_JSON) printf("{\"files\":[\n");
     for (; i < argc; i++) scan_arg(&c, argv[i]);
     if (c.fmt == SCAN_JSON) printf("\n]}\n");
+    if (c.fmt == SCAN_TEXT) /* the last line: what a person reads first */
+        printf("summary: %lu file%s, %lu pickle-bearing (%lu safe, %lu suspicious, %lu malicious, "
+               "%lu unscannable), %lu without pickles, %lu error%s; %lu would be blocked, %lu warned\n",
+               c.n_files, c.n_files == 1 ? "" : "s", c.n_pickle, c.n_verdict[SPA_VERDICT_SAFE],
+               c.n_verdict[SPA_VERDICT_SUSPICIOUS], c.n_verdict[SPA_VERDICT_MALICIOUS],
+               c.n_verdict[SPA_VERDICT_UNSCANNABLE], c.n_files - c.n_pickle - c.n_error, c.n_error,
+               c.n_error == 1 ? "" : "s", c.n_block, c.n_warn);
     if (c.fmt == SCAN_SARIF) {
         char *out = cJSON_Print(c.sarif);
         printf("%s\n", out ? out : "{}");
