@@ -18,7 +18,7 @@ LIBS     := -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
 PRELOAD_LIBS := $(LIBS) -ldl -lpthread
 
 ANALYZER_SRC := $(wildcard analyzer/*.c) $(wildcard analyzer/*.S)
-ANALYZER_HDR := $(wildcard analyzer/*.h analyzer/*.def) $(wildcard policies/*.json) $(wildcard analyzer/kb/*)
+ANALYZER_HDR := $(wildcard analyzer/*.h analyzer/*.def analyzer/cli/*.h analyzer/cli/*.def) $(wildcard policies/*.json) $(wildcard analyzer/kb/*)
 CLI_SRC      := $(wildcard analyzer/cli/*.c)
 PRELOAD_SRC  := $(wildcard preload/*.c)
 PRELOAD_HDR  := $(wildcard preload/*.h preload/*.def preload/*.map)
