@@ -13,16 +13,6 @@
 #include "verdict.h"
 #include "vm.h"
 
-/* snprintf that truncates silently (every caller sizes for display, not for data) */
-static int cl_fmt(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int cl_fmt(char *out, size_t n, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(out, n, fmt, ap);
-    va_end(ap);
-    if (k < 0) { if (n) out[0] = '\0'; return 0; }
-    return (size_t)k < n ? k : (n ? (int)n - 1 : 0);
-}
 
 /* ------------------------------------------------------------------ limits */
 #define CL_MAX_REASONS 200      /* reasons kept per result (the verdict counts all) */
@@ -148,7 +138,7 @@ static void cl_render_str(char *out, size_t n, const uint8_t *p, uint64_t kept, 
         if (ch == '\'' || ch == '\\') { out[k++] = '\\'; out[k++] = (char)ch; }
         else if (ch >= 0x20 && ch < 0x7f) out[k++] = (char)ch;
         else if (ch >= 0x80 && !bytes) out[k++] = (char)ch; /* UTF-8 passes through */
-        else k += (size_t)cl_fmt(out + k, n - k, "\\x%02x", ch);
+        else k += (size_t)spa_fmt(out + k, n - k, "\\x%02x", ch);
     }
     if (i < len && k + 4 < n) { out[k++] = '.'; out[k++] = '.'; out[k++] = '.'; }
     if (k + 1 < n) out[k++] = '\'';
@@ -157,21 +147,21 @@ static void cl_render_str(char *out, size_t n, const uint8_t *p, uint64_t kept, 
 
 static void cl_render_val(char *out, size_t n, const spa_val *v, int depth) {
     if (!n) return;
-    if (!v) { cl_fmt(out, n, "?"); return; }
+    if (!v) { spa_fmt(out, n, "?"); return; }
     switch (v->kind) {
-    case SPA_V_NONE: cl_fmt(out, n, "None"); return;
-    case SPA_V_BOOL: cl_fmt(out, n, "%s", v->u.i ? "True" : "False"); return;
-    case SPA_V_INT: cl_fmt(out, n, "%lld", (long long)v->u.i); return;
-    case SPA_V_FLOAT: cl_fmt(out, n, "%g", v->u.f); return;
+    case SPA_V_NONE: spa_fmt(out, n, "None"); return;
+    case SPA_V_BOOL: spa_fmt(out, n, "%s", v->u.i ? "True" : "False"); return;
+    case SPA_V_INT: spa_fmt(out, n, "%lld", (long long)v->u.i); return;
+    case SPA_V_FLOAT: spa_fmt(out, n, "%g", v->u.f); return;
     case SPA_V_STR: cl_render_str(out, n, v->u.s.p, v->u.s.kept, v->u.s.len, false); return;
     case SPA_V_BYTES: cl_render_str(out, n, v->u.s.p, v->u.s.kept, v->u.s.len, true); return;
     case SPA_V_GLOBAL:
-        cl_fmt(out, n, "%s.%s", v->u.g.module ? v->u.g.module : "?", v->u.g.name ? v->u.g.name : "?");
+        spa_fmt(out, n, "%s.%s", v->u.g.module ? v->u.g.module : "?", v->u.g.name ? v->u.g.name : "?");
         return;
     case SPA_V_CALL: {
         char cal[120];
         cl_render_val(cal, sizeof cal, v->u.call.callee, depth + 1);
-        cl_fmt(out, n, "%s(...)", cal);
+        spa_fmt(out, n, "%s(...)", cal);
         return;
     }
     case SPA_V_TUPLE: case SPA_V_LIST: case SPA_V_DICT: case SPA_V_SET: case SPA_V_FROZENSET: {
@@ -179,51 +169,51 @@ static void cl_render_val(char *out, size_t n, const spa_val *v, int depth) {
             [SPA_V_DICT] = "{", [SPA_V_SET] = "{", [SPA_V_FROZENSET] = "frozenset({"};
         static const char *const close[] = {[SPA_V_TUPLE] = ")", [SPA_V_LIST] = "]",
             [SPA_V_DICT] = "}", [SPA_V_SET] = "}", [SPA_V_FROZENSET] = "})"};
-        if (depth > 2) { cl_fmt(out, n, "%s...%s", open[v->kind], close[v->kind]); return; }
-        size_t k = (size_t)cl_fmt(out, n, "%s", open[v->kind]);
+        if (depth > 2) { spa_fmt(out, n, "%s...%s", open[v->kind], close[v->kind]); return; }
+        size_t k = (size_t)spa_fmt(out, n, "%s", open[v->kind]);
         bool dict = v->kind == SPA_V_DICT;
         for (uint32_t i = 0; i < v->n && i < (dict ? 4u : 3u) && k + 8 < n; i++) {
             char item[100];
             cl_render_val(item, sizeof item, v->u.seq.items ? v->u.seq.items[i] : NULL, depth + 1);
-            k += (size_t)cl_fmt(out + k, n - k, "%s%s", i ? (dict && (i & 1) ? ": " : ", ") : "", item);
+            k += (size_t)spa_fmt(out + k, n - k, "%s%s", i ? (dict && (i & 1) ? ": " : ", ") : "", item);
         }
         if ((v->n > 3 || v->u.seq.count > v->n) && k + 5 < n)
-            k += (size_t)cl_fmt(out + k, n - k, ", ...");
-        if (k + 3 < n) cl_fmt(out + k, n - k, "%s", close[v->kind]);
+            k += (size_t)spa_fmt(out + k, n - k, ", ...");
+        if (k + 3 < n) spa_fmt(out + k, n - k, "%s", close[v->kind]);
         return;
     }
-    default: cl_fmt(out, n, "<%s>", v->kind == SPA_V_PERSID ? "persistent id" : "value"); return;
+    default: spa_fmt(out, n, "<%s>", v->kind == SPA_V_PERSID ? "persistent id" : "value"); return;
     }
 }
 
 /* "module.name(arg, arg, ...)" for a call */
 static void cl_render_call(char *out, size_t n, const char *callee, const spa_val *args) {
-    size_t k = (size_t)cl_fmt(out, n, "%s(", callee);
+    size_t k = (size_t)spa_fmt(out, n, "%s(", callee);
     if (k >= n) return;
     if (args && (args->kind == SPA_V_TUPLE || args->kind == SPA_V_LIST)) {
         for (uint32_t i = 0; i < args->n && i < 3 && k + 8 < n; i++) {
             char item[120];
             cl_render_val(item, sizeof item, args->u.seq.items ? args->u.seq.items[i] : NULL, 1);
-            k += (size_t)cl_fmt(out + k, n - k, "%s%s", i ? ", " : "", item);
+            k += (size_t)spa_fmt(out + k, n - k, "%s%s", i ? ", " : "", item);
         }
-        if (args->n > 3 && k + 5 < n) k += (size_t)cl_fmt(out + k, n - k, ", ...");
+        if (args->n > 3 && k + 5 < n) k += (size_t)spa_fmt(out + k, n - k, ", ...");
     } else if (args) {
-        k += (size_t)cl_fmt(out + k, n - k, "*?");
+        k += (size_t)spa_fmt(out + k, n - k, "*?");
     }
-    if (k + 2 < n) cl_fmt(out + k, n - k, ")");
+    if (k + 2 < n) spa_fmt(out + k, n - k, ")");
 }
 
 static void cl_target_str(char *out, size_t n, const spa_target *t) {
     switch (t->kind) {
     case SPA_T_GLOBAL: case SPA_T_METHOD: case SPA_T_OBJECT:
-        cl_fmt(out, n, "%s%s%s", t->module, t->name[0] ? "." : "", t->name);
+        spa_fmt(out, n, "%s%s%s", t->module, t->name[0] ? "." : "", t->name);
         return;
-    case SPA_T_MODULE: cl_fmt(out, n, "<module %s>", t->module); return;
-    case SPA_T_SYSMODULES: cl_fmt(out, n, "sys.modules"); return;
-    case SPA_T_GETTER: cl_fmt(out, n, "<%s %s>", t->itemgetter ? "itemgetter" : "attrgetter", t->aux); return;
-    case SPA_T_METHODCALLER: cl_fmt(out, n, "<methodcaller %s>", t->aux); return;
-    case SPA_T_DYNAMIC: cl_fmt(out, n, "<unresolved>"); return;
-    default: cl_fmt(out, n, "<value>"); return;
+    case SPA_T_MODULE: spa_fmt(out, n, "<module %s>", t->module); return;
+    case SPA_T_SYSMODULES: spa_fmt(out, n, "sys.modules"); return;
+    case SPA_T_GETTER: spa_fmt(out, n, "<%s %s>", t->itemgetter ? "itemgetter" : "attrgetter", t->aux); return;
+    case SPA_T_METHODCALLER: spa_fmt(out, n, "<methodcaller %s>", t->aux); return;
+    case SPA_T_DYNAMIC: spa_fmt(out, n, "<unresolved>"); return;
+    default: spa_fmt(out, n, "<value>"); return;
     }
 }
 
@@ -297,8 +287,8 @@ static spa_kbcat cl_judge_name(cl_ctx *c, const char *m, const char *n, spa_kbhi
             if (e->hash == hv && !strcmp(e->m, m) && !strcmp(e->n, n)) {
                 memset(h, 0, sizeof *h);
                 h->cat = e->cat; h->how = e->how; h->stdlib = e->stdlib;
-                cl_fmt(h->key, sizeof h->key, "%s", e->key);
-                cl_fmt(h->path, sizeof h->path, "%s.%s", m, n);
+                spa_fmt(h->key, sizeof h->key, "%s", e->key);
+                spa_fmt(h->path, sizeof h->path, "%s.%s", m, n);
                 return e->cat;
             }
         }
@@ -306,7 +296,7 @@ static spa_kbcat cl_judge_name(cl_ctx *c, const char *m, const char *n, spa_kbhi
     if (c->lookups >= CL_MAX_KB_LOOKUPS) {
         c->kb_limit = true;
         memset(h, 0, sizeof *h);
-        cl_fmt(h->key, sizeof h->key, "(max_kb_lookups)");
+        spa_fmt(h->key, sizeof h->key, "(max_kb_lookups)");
         return h->cat = SPA_KB_UNKNOWN;
     }
     spa_kbcat cat = spa_kb_judge(m, n, h);
@@ -318,7 +308,7 @@ static spa_kbcat cl_judge_name(cl_ctx *c, const char *m, const char *n, spa_kbhi
         if (!mc || !nc) return cat;
         cl_hent *e = &c->ht[i];
         e->hash = hv; e->m = mc; e->n = nc; e->cat = cat; e->how = h->how; e->stdlib = h->stdlib;
-        cl_fmt(e->key, sizeof e->key, "%s", h->key);
+        spa_fmt(e->key, sizeof e->key, "%s", h->key);
     }
     return cat;
 }
@@ -439,14 +429,14 @@ static spa_verdict cl_nested_content(cl_ctx *c, const spa_val *arg, char *why, s
     if (ns == UINT32_MAX && arg && arg->kind == SPA_V_CALL)
         ns = cl_nested_of(c, spa_val_item(arg->u.call.args, 0));
     if (ns != UINT32_MAX) {
-        cl_fmt(why, whyn, "nested stream %s", c->r->streams[ns].loc ? c->r->streams[ns].loc : "?");
+        spa_fmt(why, whyn, "nested stream %s", c->r->streams[ns].loc ? c->r->streams[ns].loc : "?");
         return cl_stream_tree(c, ns);
     }
     const uint8_t *p = NULL;
     size_t n = 0;
     if (arg && (arg->kind == SPA_V_STR || arg->kind == SPA_V_BYTES)) {
         if (arg->u.s.kept < arg->u.s.len) {
-            cl_fmt(why, whyn, "nested content of %llu bytes only partly kept", (unsigned long long)arg->u.s.len);
+            spa_fmt(why, whyn, "nested content of %llu bytes only partly kept", (unsigned long long)arg->u.s.len);
             return SPA_VERDICT_UNSCANNABLE;
         }
         p = arg->u.s.p;
@@ -454,12 +444,12 @@ static spa_verdict cl_nested_content(cl_ctx *c, const spa_val *arg, char *why, s
     } else {
         p = cl_decode(c, arg, &n);
         if (!p) {
-            cl_fmt(why, whyn, "content not visible to the analyzer");
+            spa_fmt(why, whyn, "content not visible to the analyzer");
             return SPA_VERDICT_MALICIOUS;
         }
     }
     if (c->nest >= CL_MAX_NEST) {
-        cl_fmt(why, whyn, "nested content deeper than %d levels", CL_MAX_NEST);
+        spa_fmt(why, whyn, "nested content deeper than %d levels", CL_MAX_NEST);
         return SPA_VERDICT_UNSCANNABLE;
     }
     spa_scan_opts o;
@@ -469,21 +459,21 @@ static spa_verdict cl_nested_content(cl_ctx *c, const spa_val *arg, char *why, s
     spa_result *sub = NULL;
     spa_err e = {SPA_OK, NULL, 0};
     if (spa_scan_mem(&o, p ? p : (const uint8_t *)"", n, &sub, &e) != SPA_OK || !sub) {
-        cl_fmt(why, whyn, "nested content could not be scanned (%s)", e.msg ? e.msg : "error");
+        spa_fmt(why, whyn, "nested content could not be scanned (%s)", e.msg ? e.msg : "error");
         return SPA_VERDICT_UNSCANNABLE;
     }
     spa_verdict v;
     if (!sub->n_streams) {
-        cl_fmt(why, whyn, "a path or content that is not a visible pickle (second-stage load)");
+        spa_fmt(why, whyn, "a path or content that is not a visible pickle (second-stage load)");
         v = SPA_VERDICT_MALICIOUS;
     } else {
         cl_classify_nest(sub, c->p, c->nest + 1);
         v = sub->verdict;
-        cl_fmt(why, whyn, "decoded nested content (%zu bytes, %zu streams)", n, sub->n_streams);
+        spa_fmt(why, whyn, "decoded nested content (%zu bytes, %zu streams)", n, sub->n_streams);
         for (size_t i = 0; i < sub->n_reasons && i < 4; i++)
             if (sub->reasons[i].severity != SPA_VERDICT_SAFE) {
                 size_t l = strlen(why);
-                cl_fmt(why + l, whyn - l, "; %s", sub->reasons[i].msg);
+                spa_fmt(why + l, whyn - l, "; %s", sub->reasons[i].msg);
                 break;
             }
     }
@@ -507,7 +497,7 @@ static spa_kbcat cl_kb(cl_ctx *c, const spa_target *t, const spa_val *key, spa_k
             memset(h, 0, sizeof *h);
             h->cat = e->cat; h->how = e->how; h->stdlib = e->stdlib;
             memcpy(h->key, e->key, sizeof h->key);
-            cl_fmt(h->path, sizeof h->path, "%s.%s", t->module, t->name);
+            spa_fmt(h->path, sizeof h->path, "%s.%s", t->module, t->name);
             return e->cat;
         }
         spa_kbcat cat = cl_judge_name(c, t->module, t->name, h);
@@ -679,11 +669,11 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
         } else if (base.kind == SPA_T_MODULE) {
             r.kind = SPA_T_GLOBAL;
             r.from_module = true;
-            cl_fmt(r.module, sizeof r.module, "%s", base.module);
-            cl_fmt(r.name, sizeof r.name, "%s", t->aux);
+            spa_fmt(r.module, sizeof r.module, "%s", base.module);
+            spa_fmt(r.name, sizeof r.name, "%s", t->aux);
         } else if (base.kind == SPA_T_GLOBAL) {
             r = base;
-            cl_fmt(r.name, sizeof r.name, "%.120s.%.120s", base.name, t->aux);
+            spa_fmt(r.name, sizeof r.name, "%.120s.%.120s", base.name, t->aux);
         } else if (base.kind == SPA_T_SYSMODULES || base.kind == SPA_T_DYNAMIC) {
             r.kind = SPA_T_DYNAMIC;
         } else {
@@ -703,22 +693,22 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
         }
         if (base.kind == SPA_T_MODULE) {
             m.kind = SPA_T_GLOBAL;
-            cl_fmt(m.module, sizeof m.module, "%s", base.module);
-            cl_fmt(m.name, sizeof m.name, "%s", t->aux);
+            spa_fmt(m.module, sizeof m.module, "%s", base.module);
+            spa_fmt(m.name, sizeof m.name, "%s", t->aux);
         } else {
             m = base;
             m.kind = base.kind == SPA_T_GLOBAL ? SPA_T_GLOBAL : SPA_T_METHOD;
-            if (base.kind == SPA_T_SYSMODULES) { cl_fmt(m.module, sizeof m.module, "sys"); cl_fmt(m.name, sizeof m.name, "modules"); }
+            if (base.kind == SPA_T_SYSMODULES) { spa_fmt(m.module, sizeof m.module, "sys"); spa_fmt(m.name, sizeof m.name, "modules"); }
             size_t l = strlen(m.name);
-            cl_fmt(m.name + l, sizeof m.name - l, "%s%s", l ? "." : "", t->aux);
+            spa_fmt(m.name + l, sizeof m.name - l, "%s%s", l ? "." : "", t->aux);
         }
         m.via_reflection = true;
         const spa_val *margs = NULL;
         cl_judge_target_call(c, &m, callee, margs, t->bound, 'R', depth + 1, j);
         if (j->sev != SPA_VERDICT_SAFE && j->rule) {
             char tmp[CL_MAX_MSG];
-            cl_fmt(tmp, sizeof tmp, "%s via operator.methodcaller", j->msg);
-            cl_fmt(j->msg, sizeof j->msg, "%s", tmp);
+            spa_fmt(tmp, sizeof tmp, "%s via operator.methodcaller", j->msg);
+            spa_fmt(j->msg, sizeof j->msg, "%s", tmp);
         }
         return;
     }
@@ -792,8 +782,8 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             cl_judge_value_call(c, a0, spa_val_item(args, 1), depth, j);
             if (j->sev != SPA_VERDICT_SAFE && j->rule) {
                 char tmp[CL_MAX_MSG];
-                cl_fmt(tmp, sizeof tmp, "%s, through %s", j->msg, call);
-                cl_fmt(j->msg, sizeof j->msg, "%s", tmp);
+                spa_fmt(tmp, sizeof tmp, "%s, through %s", j->msg, call);
+                spa_fmt(j->msg, sizeof j->msg, "%s", tmp);
             }
             return;
         }
@@ -851,7 +841,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
 
     /* ---- everything else by category */
     char desc[CL_MAX_MSG];
-    cl_fmt(desc, sizeof desc, "%s", call);
+    spa_fmt(desc, sizeof desc, "%s", call);
     if (cat == SPA_KB_DATA) {
         cl_args_rules(c, ts, args, bound, cat, false, j);
         return;
@@ -919,12 +909,12 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
     char msg[CL_MAX_MSG];
 
     if (s->err.code == SPA_E_LIMIT) {
-        cl_fmt(msg, sizeof msg, "limit %s stopped the scan of this stream at offset %llu",
+        spa_fmt(msg, sizeof msg, "limit %s stopped the scan of this stream at offset %llu",
                  spa_limit_name(s->limit), (unsigned long long)s->err.off);
         cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.limit", msg, s->loc, s->err.off);
     } else if (s->err.code == SPA_E_NOMEM || s->err.code == SPA_E_INTERNAL || s->err.code == SPA_E_IO ||
                s->err.code == SPA_E_UNSUPPORTED) {
-        cl_fmt(msg, sizeof msg, "stream could not be examined: %s", s->err.msg ? s->err.msg : spa_code_name(s->err.code));
+        spa_fmt(msg, sizeof msg, "stream could not be examined: %s", s->err.msg ? s->err.msg : spa_code_name(s->err.code));
         cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.unscannable", msg, s->loc, s->err.off);
     }
 
@@ -1071,11 +1061,11 @@ static spa_code cl_classify_nest(spa_result *r, const spa_policy *p, int nest) {
         const spa_note *n = &r->notes[i];
         char msg[CL_MAX_MSG];
         if (n->kind == SPA_NOTE_UNSCANNABLE) {
-            cl_fmt(msg, sizeof msg, "content that may bear a pickle could not be examined: %s%s%s",
+            spa_fmt(msg, sizeof msg, "content that may bear a pickle could not be examined: %s%s%s",
                      n->err.msg ? n->err.msg : "unscannable", n->detail ? " - " : "", n->detail ? n->detail : "");
             cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.unscannable", msg, n->loc, n->err.off);
         } else if (n->kind == SPA_NOTE_LIMIT) {
-            cl_fmt(msg, sizeof msg, "limit %s stopped the examination%s%s", spa_limit_name(n->limit),
+            spa_fmt(msg, sizeof msg, "limit %s stopped the examination%s%s", spa_limit_name(n->limit),
                      n->detail ? ": " : "", n->detail ? n->detail : "");
             cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.limit", msg, n->loc, n->err.off);
         }
@@ -1085,7 +1075,7 @@ static spa_code cl_classify_nest(spa_result *r, const spa_policy *p, int nest) {
             const spa_note *n = &r->notes[i];
             if (n->kind != SPA_NOTE_ERROR) continue;
             char msg[CL_MAX_MSG];
-            cl_fmt(msg, sizeof msg, "no pickle stream could be examined: %s%s%s (%s)",
+            spa_fmt(msg, sizeof msg, "no pickle stream could be examined: %s%s%s (%s)",
                    n->err.msg ? n->err.msg : "error", n->detail ? " - " : "", n->detail ? n->detail : "",
                    spa_format_name(r->format));
             cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.error", msg, n->loc, n->err.off);
@@ -1094,7 +1084,7 @@ static spa_code cl_classify_nest(spa_result *r, const spa_policy *p, int nest) {
     for (uint32_t i = 0; i < ns; i++) cl_stream(c, i);
     if (c->kb_limit) {
         char msg[CL_MAX_MSG];
-        cl_fmt(msg, sizeof msg, "limit max_kb_lookups (%d distinct globals) stopped the classification; "
+        spa_fmt(msg, sizeof msg, "limit max_kb_lookups (%d distinct globals) stopped the classification; "
                "later globals were not judged", CL_MAX_KB_LOOKUPS);
         cl_reason(c, SPA_VERDICT_UNSCANNABLE, "scan.limit", msg, r->path ? r->path : "", 0);
     }
@@ -1117,18 +1107,18 @@ spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char
     msg[0] = '\0';
     if (!module || !name) {
         if (rule) *rule = "global.dynamic";
-        cl_fmt(msg, msgsz, "global with no name");
+        spa_fmt(msg, msgsz, "global with no name");
         return SPA_VERDICT_MALICIOUS;
     }
     int pr = spa_policy_global_rule(p, module, name);
     if (pr < 0) {
         if (rule) *rule = "policy.deny";
-        cl_fmt(msg, msgsz, "%s.%s is denied by the policy", module, name);
+        spa_fmt(msg, msgsz, "%s.%s is denied by the policy", module, name);
         return SPA_VERDICT_MALICIOUS;
     }
     if (pr > 0) {
         if (rule) *rule = "policy.allow";
-        cl_fmt(msg, msgsz, "%s.%s is allowed by the policy", module, name);
+        spa_fmt(msg, msgsz, "%s.%s is allowed by the policy", module, name);
         return SPA_VERDICT_SAFE;
     }
     spa_kbhit h;
@@ -1177,6 +1167,6 @@ spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char
         break;
     }
     if (rule) *rule = rl;
-    cl_fmt(msg, msgsz, "%s.%s: %s (KB %s)", module, name, spa_kbcat_name(cat), h.key[0] ? h.key : "-");
+    spa_fmt(msg, msgsz, "%s.%s: %s (KB %s)", module, name, spa_kbcat_name(cat), h.key[0] ? h.key : "-");
     return v;
 }

@@ -4,22 +4,11 @@
  * longest module prefix, dotted components, verbs). No state: every lookup scans the
  * read-only text (about 600 short lines; the classifier caches per scan). */
 #include <fnmatch.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "verdict.h"
 
-/* snprintf that truncates silently (every caller sizes for display, not for data) */
-static int kb_fmt(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int kb_fmt(char *out, size_t n, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(out, n, fmt, ap);
-    va_end(ap);
-    if (k < 0) { if (n) out[0] = '\0'; return 0; }
-    return (size_t)k < n ? k : (n ? (int)n - 1 : 0);
-}
 
 extern const char spa_kb_blob_stdlib[], spa_kb_blob_stdlib_end[];
 extern const char spa_kb_blob_ml[], spa_kb_blob_ml_end[];
@@ -138,10 +127,10 @@ const char *spa_kb_canon(const char *module, char *buf, size_t n) {
         if (l.nf < 3 || !kb_eq(l.f[0], l.fl[0], "@alias")) continue;
         if (!kb_prefix(module, l.f[1], l.fl[1]) || !strchr("\0.", module[l.fl[1]])) continue;
         if (strncmp(module, l.f[1], l.fl[1])) continue;
-        kb_fmt(buf, n, "%.*s%s", (int)l.fl[2], l.f[2], module + l.fl[1]);
+        spa_fmt(buf, n, "%.*s%s", (int)l.fl[2], l.f[2], module + l.fl[1]);
         return buf;
     }
-    kb_fmt(buf, n, "%s", module);
+    spa_fmt(buf, n, "%s", module);
     return buf;
 }
 
@@ -158,7 +147,7 @@ static bool kb_top_key(const char *top, size_t tn, bool stdlib_only, spa_kbcat *
             if (l.nf >= 3 && kb_eq(l.f[0], l.fl[0], "@alias") && l.fl[1] == tn &&
                 !memcmp(l.f[1], top, tn)) {
                 char canon[160], tmp[160];
-                kb_fmt(tmp, sizeof tmp, "%.*s", (int)tn, top);
+                spa_fmt(tmp, sizeof tmp, "%.*s", (int)tn, top);
                 spa_kb_canon(tmp, canon, sizeof canon);
                 if (cat) {
                     spa_kbhit h;
@@ -211,11 +200,11 @@ static spa_kbcat kb_components(const char *name, spa_kbhit *hit, int depth) {
         if (cn && cn < 64 && kb_top_key(s, cn, false, &topcat)) {
             if (dot) {
                 char mod[64];
-                kb_fmt(mod, sizeof mod, "%.*s", (int)cn, s);
+                spa_fmt(mod, sizeof mod, "%.*s", (int)cn, s);
                 spa_kbhit sub;
                 spa_kbcat c = kb_judge_depth(mod, dot + 1, &sub, depth + 1);
                 if (c != SPA_KB_DATA && c != SPA_KB_UNKNOWN) {
-                    kb_fmt(hit->key, sizeof hit->key, "%s", sub.key);
+                    spa_fmt(hit->key, sizeof hit->key, "%s", sub.key);
                     hit->how = SPA_KBH_COMPONENT;
                     hit->stdlib = sub.stdlib;
                     return c;
@@ -236,7 +225,7 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
     memset(hit, 0, sizeof *hit);
     if (!module || !name || depth > 8) {
         hit->how = SPA_KBH_TOOLONG;
-        kb_fmt(hit->key, sizeof hit->key, "%s", "(dynamic)");
+        spa_fmt(hit->key, sizeof hit->key, "%s", "(dynamic)");
         return hit->cat = SPA_KB_REFLECTION;
     }
     char cm[200];
@@ -244,11 +233,11 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
     size_t ml = strlen(cm), nl = strlen(name);
     if (ml + 1 + nl + 1 > sizeof hit->path || ml >= sizeof cm - 1) {
         hit->how = SPA_KBH_TOOLONG;
-        kb_fmt(hit->key, sizeof hit->key, "%s", "(name too long)");
+        spa_fmt(hit->key, sizeof hit->key, "%s", "(name too long)");
         return hit->cat = SPA_KB_REFLECTION;
     }
-    if (nl) kb_fmt(hit->path, sizeof hit->path, "%s.%s", cm, name);
-    else kb_fmt(hit->path, sizeof hit->path, "%s", cm);
+    if (nl) spa_fmt(hit->path, sizeof hit->path, "%s.%s", cm, name);
+    else spa_fmt(hit->path, sizeof hit->path, "%s", cm);
     hit->modlen = ml;
     hit->dotted = strchr(name, '.') != NULL;
     hit->stdlib = spa_kb_is_stdlib(cm);
@@ -258,7 +247,7 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
     {
         const char *m = strstr(cm, ".__main__");
         if (m && (m[9] == '\0' || m[9] == '.')) {
-            kb_fmt(hit->key, sizeof hit->key, "%s", "*.__main__");
+            spa_fmt(hit->key, sizeof hit->key, "%s", "*.__main__");
             hit->how = SPA_KBH_EFFECT;
             return hit->cat = SPA_KB_CODE_EXEC;
         }
@@ -393,7 +382,7 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
         while (kb_next(&c, &l)) {
             if (l.nf < 3 || !kb_eq(l.f[0], l.fl[0], "@verb")) continue;
             if (kb_fnmatch(l.f[1], l.fl[1], last)) {
-                kb_fmt(hit->key, sizeof hit->key, "@verb %.*s", (int)l.fl[1], l.f[1]);
+                spa_fmt(hit->key, sizeof hit->key, "@verb %.*s", (int)l.fl[1], l.f[1]);
                 hit->how = SPA_KBH_VERB;
                 return hit->cat = kb_cat_parse(l.f[2], l.fl[2]);
             }

@@ -3,22 +3,11 @@
  * inspect.getattr_static, operator.attrgetter/itemgetter/methodcaller/getitem incl. on
  * sys.modules, importlib.import_module, __import__, pkgutil.resolve_name,
  * functools.partial) and follows dotted paths component by component. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "verdict.h"
 
-/* snprintf that truncates silently (every caller sizes for display, not for data) */
-static int rs_fmt(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int rs_fmt(char *out, size_t n, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(out, n, fmt, ap);
-    va_end(ap);
-    if (k < 0) { if (n) out[0] = '\0'; return 0; }
-    return (size_t)k < n ? k : (n ? (int)n - 1 : 0);
-}
 
 /* ------------------------------------------------------------------ value helpers */
 bool spa_val_text(const spa_val *v, char *buf, size_t n) {
@@ -46,8 +35,8 @@ static void rs_global(spa_target *t, const char *module, const char *name) {
     char canon[160];
     spa_kb_canon(module, canon, sizeof canon);
     t->kind = SPA_T_GLOBAL;
-    rs_fmt(t->module, sizeof t->module, "%s", canon);
-    rs_fmt(t->name, sizeof t->name, "%s", name);
+    spa_fmt(t->module, sizeof t->module, "%s", canon);
+    spa_fmt(t->name, sizeof t->name, "%s", name);
 }
 
 static void rs_dynamic(spa_target *t) {
@@ -62,31 +51,31 @@ static void rs_attr(spa_target *t, const spa_target *base, const char *attr) {
     switch (base->kind) {
     case SPA_T_MODULE: { /* module.attr: a global of that module */
         char mod[160];
-        rs_fmt(mod, sizeof mod, "%s", base->module);
+        spa_fmt(mod, sizeof mod, "%s", base->module);
         rs_global(&out, mod, attr);
         out.from_module = true;
         break;
     }
     case SPA_T_GLOBAL: { /* Class.attr or module-level object .attr */
         char nm[256];
-        int k = rs_fmt(nm, sizeof nm, "%s.%s", base->name, attr);
+        int k = spa_fmt(nm, sizeof nm, "%s.%s", base->name, attr);
         if (k < 0 || (size_t)k >= sizeof nm) { rs_dynamic(&out); break; }
-        rs_fmt(out.name, sizeof out.name, "%s", nm);
+        spa_fmt(out.name, sizeof out.name, "%s", nm);
         break;
     }
     case SPA_T_OBJECT:
     case SPA_T_METHOD: {
         char nm[256];
-        int k = rs_fmt(nm, sizeof nm, "%s%s%s", base->name, base->name[0] ? "." : "", attr);
+        int k = spa_fmt(nm, sizeof nm, "%s%s%s", base->name, base->name[0] ? "." : "", attr);
         out.kind = SPA_T_METHOD;
         if (k < 0 || (size_t)k >= sizeof nm) nm[0] = '\0';
-        rs_fmt(out.name, sizeof out.name, "%s", nm);
+        spa_fmt(out.name, sizeof out.name, "%s", nm);
         break;
     }
     case SPA_T_SYSMODULES:
         out.kind = SPA_T_METHOD; /* sys.modules.get & co: a getter on the module table */
-        rs_fmt(out.module, sizeof out.module, "sys");
-        rs_fmt(out.name, sizeof out.name, "modules.%s", attr);
+        spa_fmt(out.module, sizeof out.module, "sys");
+        spa_fmt(out.name, sizeof out.name, "modules.%s", attr);
         break;
     default:
         rs_dynamic(&out);
@@ -211,13 +200,13 @@ void spa_resolve(const spa_val *v, spa_target *t, int depth) {
             t->origin = v;
             t->via_reflection = inner.via_reflection;
             /* remember it is a partial through aux */
-            rs_fmt(t->aux, sizeof t->aux, "%s", "partial");
+            spa_fmt(t->aux, sizeof t->aux, "%s", "partial");
             return;
         }
         /* any other call builds an object of that class (or a function's result) */
         t->kind = SPA_T_OBJECT;
-        rs_fmt(t->module, sizeof t->module, "%s", c.module);
-        rs_fmt(t->name, sizeof t->name, "%s", c.name);
+        spa_fmt(t->module, sizeof t->module, "%s", c.module);
+        spa_fmt(t->name, sizeof t->name, "%s", c.name);
         return;
     }
     if (c.kind == SPA_T_GETTER) { /* attrgetter('a.b')(obj) / itemgetter('k')(obj) */

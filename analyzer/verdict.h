@@ -85,6 +85,10 @@ void spa_resolve(const spa_val *v, spa_target *t, int depth);
 bool spa_val_text(const spa_val *v, char *buf, size_t n);
 /* The i-th item of a tuple/list value, or NULL. */
 const spa_val *spa_val_item(const spa_val *v, size_t i);
+
+/* snprintf that truncates silently (every caller sizes for display, not for data);
+ * returns the length written. Defined in strfmt.c. */
+int spa_fmt(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Is the canonical module:name the given trampoline? */
 bool spa_target_is(const spa_target *t, const char *module, const char *name);
 
