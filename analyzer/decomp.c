@@ -77,6 +77,18 @@ static void *dec_lzalloc(void *opaque, size_t nmemb, size_t size) {
     return a->alloc(a->ctx, nmemb * size);
 }
 
+/* A fresh lzma stream, allocating through `al` when one is given. */
+static void dec_lz_reset(spc_dec *d, const spa_alloc *al) {
+    lzma_stream init = LZMA_STREAM_INIT;
+    d->lz = init;
+    if (al) {
+        d->lzalloc.alloc = dec_lzalloc;
+        d->lzalloc.free = dec_zfree;
+        d->lzalloc.opaque = (void *)(uintptr_t)al;
+        d->lz.allocator = &d->lzalloc;
+    }
+}
+
 static void *dec_salloc(void *opaque, size_t n) {
     const spa_alloc *a = opaque;
     return a->alloc(a->ctx, n);
@@ -98,14 +110,7 @@ static bool dec_init(spc_dec *d) {
         if (br != BZ_OK) { d->init_nomem = br == BZ_MEM_ERROR; return false; }
         break;
     case SPA_FMT_XZ: {
-        lzma_stream init = LZMA_STREAM_INIT;
-        d->lz = init;
-        if (al) {
-            d->lzalloc.alloc = dec_lzalloc;
-            d->lzalloc.free = dec_zfree;
-            d->lzalloc.opaque = (void *)(uintptr_t)al;
-            d->lz.allocator = &d->lzalloc;
-        }
+        dec_lz_reset(d, al);
         lzma_ret lr = lzma_auto_decoder(&d->lz, SPC_XZ_MEMLIMIT, LZMA_CONCATENATED);
         if (lr != LZMA_OK) { d->init_nomem = lr == LZMA_MEM_ERROR; return false; }
         break;
@@ -123,14 +128,7 @@ static bool dec_init(spc_dec *d) {
         bool big = opt->dict_size > SPC_XZ_MEMLIMIT;
         f[1].id = LZMA_VLI_UNKNOWN;
         f[1].options = NULL;
-        lzma_stream init = LZMA_STREAM_INIT;
-        d->lz = init;
-        if (al) {
-            d->lzalloc.alloc = dec_lzalloc;
-            d->lzalloc.free = dec_zfree;
-            d->lzalloc.opaque = (void *)(uintptr_t)al;
-            d->lz.allocator = &d->lzalloc;
-        }
+        dec_lz_reset(d, al);
         lzma_ret r = big ? LZMA_MEMLIMIT_ERROR : lzma_raw_decoder(&d->lz, f);
         free(f[0].options);
         if (r != LZMA_OK) { d->init_nomem = r == LZMA_MEM_ERROR; return false; }

@@ -38,6 +38,19 @@ static const uint8_t nb_hex_tab[256] = {
 
 static int nb_b64(uint8_t c) { uint8_t t = nb_b64_tab[c]; return (t && t != NB_SKIP) ? t - 1 : -1; }
 
+/* Feed one 6-bit group to a base64 decoder state; a completed byte is stored
+ * when there is room (o counts every byte, so callers see the full length). */
+static inline void nb_b64_put(uint32_t *acc, unsigned *bits, size_t *o, uint8_t *out, size_t cap,
+                              uint32_t v) {
+    *acc = (*acc << 6) | v;
+    *bits += 6;
+    if (*bits >= 8) {
+        *bits -= 8;
+        if (*o < cap) out[*o] = (uint8_t)(*acc >> *bits);
+        (*o)++;
+    }
+}
+
 size_t spc_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
     uint32_t acc = 0;
     unsigned bits = 0;
@@ -47,15 +60,8 @@ size_t spc_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
         uint8_t t = nb_b64_tab[in[i]];
         if (t == NB_SKIP) { if (in[i] == '=') pad = true; continue; }
         if (t == 0 || pad) return 0; /* not base64 (or data after padding) */
-        int v = t - 1;
         sig++;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o < cap) out[o] = (uint8_t)(acc >> bits);
-            o++;
-        }
+        nb_b64_put(&acc, &bits, &o, out, cap, (uint32_t)(t - 1));
     }
     if (sig < 4) return 0;
     return o < cap ? o : cap;
@@ -72,13 +78,7 @@ static size_t nb_b64_lenient(const uint8_t *in, size_t n, uint8_t *out, size_t c
         if (in[i] == '=') { if (sig % 4 >= 2) break; continue; }
         if (t == 0 || t == NB_SKIP) continue;
         sig++;
-        acc = (acc << 6) | (uint32_t)(t - 1);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o < cap) out[o] = (uint8_t)(acc >> bits);
-            o++;
-        }
+        nb_b64_put(&acc, &bits, &o, out, cap, (uint32_t)(t - 1));
     }
     if (sig < 4) return 0;
     return o < cap ? o : cap;

@@ -194,6 +194,17 @@ static bool sn_numeric(const uint8_t *s, size_t n, bool is_float) {
     return false;
 }
 
+/* Continuation bytes of the strict UTF-8 sequence led by the non-ASCII byte
+ * s[i] (1 to 3), or 0 when s[i..n) does not hold a valid sequence. */
+static size_t sn_utf8_cont(const uint8_t *s, size_t n, size_t i) {
+    uint8_t c = s[i];
+    size_t k = (c >= 0xc2 && c <= 0xdf) ? 1 : (c >= 0xe0 && c <= 0xef) ? 2 : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
+    if (k == 0 || k > n - 1 - i) return 0;
+    for (size_t j = 1; j <= k; j++)
+        if ((s[i + j] & 0xc0) != 0x80) return 0;
+    return k;
+}
+
 /* A module or attribute name the loader could import: the C unpickler
  * decodes both lines as strict UTF-8 before importing (a bad sequence fails
  * with nothing imported); no whitespace or control bytes. */
@@ -206,10 +217,8 @@ static bool sn_name(const uint8_t *s, size_t n) {
                 return false;
             continue;
         }
-        size_t k = (c >= 0xc2 && c <= 0xdf) ? 1 : (c >= 0xe0 && c <= 0xef) ? 2 : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
-        if (k == 0 || k > n - 1 - i) return false;
-        for (size_t j = 1; j <= k; j++)
-            if ((s[i + j] & 0xc0) != 0x80) return false;
+        size_t k = sn_utf8_cont(s, n, i);
+        if (k == 0) return false;
         i += k;
     }
     return true;
@@ -218,12 +227,9 @@ static bool sn_name(const uint8_t *s, size_t n) {
 /* Strict UTF-8 (what both loaders decode the name line with). */
 static bool sn_utf8(const uint8_t *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        uint8_t c = s[i];
-        if (c < 0x80) continue;
-        size_t k = (c >= 0xc2 && c <= 0xdf) ? 1 : (c >= 0xe0 && c <= 0xef) ? 2 : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
-        if (k == 0 || k > n - 1 - i) return false;
-        for (size_t j = 1; j <= k; j++)
-            if ((s[i + j] & 0xc0) != 0x80) return false;
+        if (s[i] < 0x80) continue;
+        size_t k = sn_utf8_cont(s, n, i);
+        if (k == 0) return false;
         i += k;
     }
     return true;
