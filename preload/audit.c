@@ -198,6 +198,7 @@ void spp_audit_write(const spp_event *ev) {
     cJSON_AddStringToObject(rec, "verdict", spa_verdict_name(ev->verdict));
     cJSON_AddStringToObject(rec, "action", spa_action_name(ev->action));
     cJSON_AddBoolToObject(rec, "cached", ev->cached);
+    if (ev->trusted) cJSON_AddBoolToObject(rec, "trusted", true);
     cJSON *rs = cJSON_CreateArray();
     for (size_t i = 0; i < ev->n_reasons; i++) {
         const spa_reason *r = &ev->reasons[i];

@@ -123,9 +123,11 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
                  spa_action_name(pol->on_error));
         out->verdict = SPA_VERDICT_UNSCANNABLE;
         out->action = (uint8_t)spp_apply_mode(pol, pol->on_error);
-        if (out->action != SPA_ACT_ALLOW &&
+        if (pol->mode != SPA_MODE_OFF &&
             (spa_policy_trusts_path(pol, path) || spp_trusted_digest(pol, fd, (uint64_t)st->st_size))) {
             out->action = SPA_ACT_ALLOW;
+            out->bearing = SPP_BEARING_TRUSTED;
+            ev.trusted = true;
             strncat(detail, "; allowed: trusted by the policy", sizeof detail - strlen(detail) - 1);
         }
         ev.verdict = SPA_VERDICT_UNSCANNABLE;
@@ -142,9 +144,19 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
     }
     out->verdict = (uint8_t)r->verdict;
     out->action = (uint8_t)spa_policy_decide(pol, r);
-    if (out->action != SPA_ACT_ALLOW && spp_trusted_digest(pol, fd, (uint64_t)st->st_size)) {
-        out->action = SPA_ACT_ALLOW;
-        ev.detail = "allowed: the file's sha256 is trusted by the policy";
+    /* Trust is recorded (fd tag SPP_FD_TRUSTED) whenever the content is not
+     * judged safe, so layer 2 can honour it for the unpickle this file feeds. */
+    if (r->verdict != SPA_VERDICT_SAFE && pol->mode != SPA_MODE_OFF) {
+        if (spa_policy_trusts_path(pol, path)) {
+            out->bearing = SPP_BEARING_TRUSTED;
+            ev.trusted = true;
+            ev.detail = "allowed: the file's path is trusted by the policy";
+        } else if (spp_trusted_digest(pol, fd, (uint64_t)st->st_size)) {
+            out->action = SPA_ACT_ALLOW;
+            out->bearing = SPP_BEARING_TRUSTED;
+            ev.trusted = true;
+            ev.detail = "allowed: the file's sha256 is trusted by the policy";
+        }
     }
     ev.verdict = r->verdict;
     ev.action = (spa_action)out->action;
@@ -164,13 +176,23 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
 }
 
 int spp_judge_fd(int fd, const char *path, int hook, spp_origin origin) {
+    return spp_judge_fd_ent(fd, path, hook, origin, NULL);
+}
+
+int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint64_t *ent) {
     struct stat st;
+    if (ent) *ent = 0;
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) return 0;
     uint64_t ident = spp_ident_hash(&st);
     uint64_t seen = spp_fd_get(fd);
     const spa_policy *pol = spp_policy();
-    if (seen == ident) return 0;                                         /* judged allowed on this fd */
-    if (origin == SPP_AT_USE && seen == (ident | 1)) return spp_block_errno(pol); /* refused, reported */
+    if ((seen & ~SPP_FD_TAGS) == ident) {
+        if (!(seen & SPP_FD_REFUSED)) {                                  /* judged allowed on this fd */
+            if (ent) *ent = seen;
+            return 0;
+        }
+        if (origin == SPP_AT_USE) return spp_block_errno(pol);          /* refused, reported */
+    }
 
     spp_key k;
     spp_key_from_stat(&k, &st);
@@ -187,9 +209,11 @@ int spp_judge_fd(int fd, const char *path, int hook, spp_origin origin) {
         c = again;
     }
     if (c.action == SPA_ACT_BLOCK) {
-        spp_fd_set(fd, ident | 1);
+        spp_fd_set(fd, ident | SPP_FD_REFUSED);
         return spp_block_errno(pol);
     }
-    spp_fd_set(fd, ident);
+    uint64_t e = ident | (c.bearing == SPP_BEARING_TRUSTED ? SPP_FD_TRUSTED : c.bearing ? SPP_FD_BEARING : 0);
+    spp_fd_set(fd, e);
+    if (ent) *ent = e;
     return 0;
 }

@@ -1,12 +1,12 @@
 /* fdtrack.c - the fd table: for each fd, the identity of the content last
- * judged allowed on it (a hash of dev, ino, size, mtime, ctime), copied by the
+ * judged on it (a hash of dev, ino, size, mtime, ctime, with tags), copied by the
  * dup family and fcntl(F_DUPFD*), cleared by close. Lock-free (one atomic word
  * per fd). It is a hint: every use compares the fd's current identity, so a
  * stale entry (an fd closed behind our back, a file rewritten in place) only
  * costs a fresh judgement, never a pass. */
 #include "spp.h"
 
-/* bit 0 set: the content was refused on this fd and the refusal reported. */
+/* identity | SPP_FD_* tags (refused, trusted, pickle-bearing). */
 static uint64_t spp_fdtab[SPP_FD_MAX];
 
 static inline uint64_t spp_mix(uint64_t h, uint64_t v) {
@@ -25,8 +25,8 @@ uint64_t spp_ident_hash(const struct stat *st) {
     h = spp_mix(h, (uint64_t)st->st_mtim.tv_nsec);
     h = spp_mix(h, (uint64_t)st->st_ctim.tv_sec);
     h = spp_mix(h, (uint64_t)st->st_ctim.tv_nsec);
-    h &= ~1ull;           /* bit 0 is the "refused" tag */
-    return h ? h : 2;     /* 0 means "nothing judged" */
+    h &= ~SPP_FD_TAGS;    /* the low bits are tags (spp.h) */
+    return h ? h : 8;     /* 0 means "nothing judged" */
 }
 
 void spp_fd_set(int fd, uint64_t ident) {
@@ -48,4 +48,33 @@ void spp_fd_forget_range(unsigned lo, unsigned hi) {
 
 void spp_fd_dup(int oldfd, int newfd) {
     spp_fd_set(newfd, spp_fd_get(oldfd));
+}
+
+/* ------------------------------------------------------------------ feed */
+SPP_TLS spp_feed_t spp_feed = { .fd = -1, .ent = 0, .scope = false, .taint = false };
+
+void spp_feed_note(int fd, uint64_t ent) {
+    spp_feed_t *f = &spp_feed;
+    if (ent & SPP_FD_TRUSTED) {
+        /* Inside a scope the bytes feed that scope: never a pending source for
+         * a later one (a trusted load's tail must not bless the next load). */
+        if (!f->scope) { f->fd = fd; f->ent = ent; }
+    } else if (ent & SPP_FD_BEARING) {
+        f->fd = -1;
+        f->ent = 0;
+        f->taint = true;
+    }
+}
+
+bool spp_feed_peek(void) {
+    const spp_feed_t *f = &spp_feed;
+    return f->fd >= 0 && f->ent != 0 && spp_fd_get(f->fd) == f->ent;
+}
+
+bool spp_feed_take(void) {
+    bool ok = spp_feed_peek();
+    spp_feed.fd = -1;
+    spp_feed.ent = 0;
+    spp_feed.taint = false;
+    return ok;
 }

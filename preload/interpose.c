@@ -73,15 +73,21 @@ static FILE *spp_after_fopen(FILE *f, const char *path, const char *mode, int ho
 
 /* A read, fread, mmap or fdopen on an fd: judged on first use (and again if
  * the file changed); returns 0 or the errno of a refusal. */
-static int spp_use(int fd, int hook) {
+static int spp_use(int fd, int hook, uint64_t *ent) {
+    *ent = 0;
     if (fd < 0) return 0;
     int saved = errno;
     spp_depth++;
-    int e = spp_judge_fd(fd, NULL, hook, SPP_AT_USE);
+    int e = spp_judge_fd_ent(fd, NULL, hook, SPP_AT_USE, ent);
     spp_depth--;
     errno = saved;
     return e;
 }
+
+/* After a read-family call returned bytes from a judged pickle-bearing fd:
+ * tell layer 2 what fed this thread (trusted file or not). No errno change. */
+#define SPP_FEED(fd, ent, got) \
+    do { if ((ent) & (SPP_FD_TRUSTED | SPP_FD_BEARING) && (got)) spp_feed_note((fd), (ent)); } while (0)
 
 /* ------------------------------------------------------------------ bodies per kind */
 #define SPP_WRAP_OPEN(ret, name, params, args) \
@@ -126,7 +132,8 @@ static int spp_use(int fd, int hook) {
     SPP_EXPORT ret name params { \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return NULL; } \
-        if (spp_enter()) { int e_ = spp_use(fd, SPP_H_##name); if (e_) { errno = e_; return NULL; } } \
+        uint64_t ent_; \
+        if (spp_enter()) { int e_ = spp_use(fd, SPP_H_##name, &ent_); if (e_) { errno = e_; return NULL; } } \
         return f args; \
     }
 
@@ -134,25 +141,36 @@ static int spp_use(int fd, int hook) {
     SPP_EXPORT ret name params { \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return -1; } \
-        if (spp_enter()) { int e_ = spp_use(fd, SPP_H_##name); if (e_) { errno = e_; return -1; } } \
-        return f args; \
+        uint64_t ent_ = 0; \
+        if (spp_enter()) { int e_ = spp_use(fd, SPP_H_##name, &ent_); if (e_) { errno = e_; return -1; } } \
+        ret r_ = f args; \
+        SPP_FEED(fd, ent_, r_ > 0); \
+        return r_; \
     }
 
 #define SPP_WRAP_FREAD(ret, name, params, args) \
     SPP_EXPORT ret name params { \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return 0; } \
-        if (fp && spp_enter()) { int e_ = spp_use(fileno(fp), SPP_H_##name); if (e_) { errno = e_; return 0; } } \
-        return f args; \
+        uint64_t ent_ = 0; int fd_ = -1; \
+        if (fp && spp_enter()) { \
+            fd_ = fileno(fp); \
+            int e_ = spp_use(fd_, SPP_H_##name, &ent_); if (e_) { errno = e_; return 0; } } \
+        ret r_ = f args; \
+        SPP_FEED(fd_, ent_, r_ > 0); \
+        return r_; \
     }
 
 #define SPP_WRAP_MMAP(ret, name, params, args) \
     SPP_EXPORT ret name params { \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return MAP_FAILED; } \
+        uint64_t ent_ = 0; \
         if (fd >= 0 && !(mflags & MAP_ANONYMOUS) && spp_enter()) { \
-            int e_ = spp_use(fd, SPP_H_##name); if (e_) { errno = e_; return MAP_FAILED; } } \
-        return f args; \
+            int e_ = spp_use(fd, SPP_H_##name, &ent_); if (e_) { errno = e_; return MAP_FAILED; } } \
+        ret r_ = f args; \
+        SPP_FEED(fd, ent_, r_ != MAP_FAILED); \
+        return r_; \
     }
 
 #define SPP_WRAP_CLOSE(ret, name, params, args) \

@@ -68,6 +68,7 @@ typedef struct pya_tls {
     const spp_pyobj *anchor_code;  /* its code object */
     long anchor_lasti;
     bool ipc;                      /* the load is multiprocessing's own IPC (trusted) */
+    bool trusted;                  /* fed from a file the policy trusts (see pya_scope_trusted) */
     char pending[SPP_PYA_NAME_MAX];/* module of the last find_class (about to be imported) */
     char pkgs[SPP_PYA_MAX_PKGS][SPP_PYA_PKG_MAX]; /* top-level packages resolved in scope */
     unsigned npkgs;
@@ -382,6 +383,8 @@ static bool pya_imports_has(const char *mod) {
 static void pya_scope_clear(void) {
     pya_tls *t = &pya_t;
     t->ipc = false;
+    t->trusted = false;
+    spp_feed.scope = false;
     if (t->imports && t->nimports) memset(t->imports, 0, SPP_PYA_IMPORTS_MAX * sizeof *t->imports);
     t->nimports = 0;
     t->anchor = t->anchor_code = NULL;
@@ -436,8 +439,25 @@ static void pya_scope_enter(void) {
     t->anchor_code = code;
     t->anchor_lasti = pya_lasti(a);
     t->ipc = pya_is_ipc_anchor(a);
+    /* The scope is fed from a trusted file when this thread read bytes of a
+     * file the policy trusts while no scope was set, and that fd still holds
+     * that content; the pending source is consumed here, by one scope only. */
+    t->trusted = spp_feed_take();
+    spp_feed.scope = true;
     if (code) py_Py_DecRef(code); /* identity only; the frame keeps it alive */
     py_Py_DecRef(a);              /* the interpreter frame owns the frame object */
+}
+
+/* Is the current unpickle fed from a trusted file? With a scope: its flag,
+ * dropped for good once non-trusted pickle-bearing bytes were read on this
+ * thread since it opened (a nested load of another file). Without a scope
+ * (runtime_behaviour off, or no Python frame): a still-valid pending trusted
+ * source, not consumed. */
+static bool pya_scope_trusted(void) {
+    pya_tls *t = &pya_t;
+    if (!t->anchor) return !spp_feed.scope && spp_feed_peek();
+    if (t->trusted && spp_feed.taint) t->trusted = false;
+    return t->trusted;
 }
 
 /* ================================================================ reporting */
@@ -493,8 +513,16 @@ static spp_pyobj *pya_exception(void) {
  * the load) and detail (the frame that called the unpickler, and the event's
  * argument). Returns the hook's result. */
 static int pya_decide(spa_action act, spa_verdict v, const char *what, const char *event,
-                      const char *arg, const char *rule, const char *msg) {
-    if (act == SPA_ACT_ALLOW) return 0;
+                         const char *arg, const char *rule, const char *msg, bool trusted) {
+    if (trusted) {
+        /* A veto skipped for a trusted file: an audit record in a FILE only
+         * (stderr stays quiet for a load the user chose to trust). */
+        const char *dest = spp_audit_dest();
+        if (!dest || !strcmp(dest, "stderr") || !strcmp(dest, "stdout")) return 0;
+        act = SPA_ACT_ALLOW;
+    } else if (act == SPA_ACT_ALLOW) {
+        return 0;
+    }
     pya_where site, user, here;
     /* The scope's anchor is on the live chain (just checked), so it may be
      * used as a borrowed frame for the duration of this call. */
@@ -506,7 +534,8 @@ static int pya_decide(spa_action act, spa_verdict v, const char *what, const cha
     char where[SPP_PYA_PATH_MAX + 32], detail[3 * SPP_PYA_PATH_MAX + SPP_PYA_DETAIL_MAX];
     if (user.file[0]) snprintf(where, sizeof where, "<python %s:%d>", user.file, user.line);
     else snprintf(where, sizeof where, "<python: no frame>");
-    snprintf(detail, sizeof detail, "%s at %s:%d in %s; load called at %s:%d in %s%s%s", what,
+    snprintf(detail, sizeof detail, "%s%s at %s:%d in %s; load called at %s:%d in %s%s%s",
+             trusted ? "allowed: the unpickle is fed from a file the policy trusts; " : "", what,
              here.file[0] ? here.file : "?", here.line, here.func[0] ? here.func : "?",
              site.file[0] ? site.file : "?", site.line, site.func[0] ? site.func : "?",
              arg ? "; argument: " : "", arg ? arg : "");
@@ -526,7 +555,12 @@ static int pya_decide(spa_action act, spa_verdict v, const char *what, const cha
         .detail = detail,
         .format = "python",
         .cached = false,
+        .trusted = trusted,
     };
+    if (trusted) {
+        spp_audit_write(&ev);
+        return 0;
+    }
     spp_report(&ev);
     if (act != SPA_ACT_BLOCK) return 0;
     char text[1024];
@@ -649,7 +683,8 @@ static int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
         snprintf(what, sizeof what, "pickle global %s.%s", module, name);
         snprintf(msg, sizeof msg, "global name longer than %d bytes or with control characters: not judgeable",
                  SPP_PYA_NAME_MAX - 1);
-        return pya_decide(act, SPA_VERDICT_UNSCANNABLE, what, "pickle.find_class", NULL, "runtime.limit", msg);
+        return pya_decide(act, SPA_VERDICT_UNSCANNABLE, what, "pickle.find_class", NULL, "runtime.limit", msg,
+                             pya_scope_trusted());
     }
     bool watched;
     spa_verdict v = pya_judge(p, module, name, &watched);
@@ -657,7 +692,8 @@ static int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
     if (watched && p->runtime_behaviour && pya_t.anchor)
         return 0; /* its effects meet the behaviour veto */
     spa_action act = pya_action(p, p->on_verdict[v]);
-    if (act == SPA_ACT_ALLOW) return 0;
+    bool trusted = pya_scope_trusted();
+    if (act == SPA_ACT_ALLOW && !trusted) return 0;
     const char *rule = NULL; /* judged again for the message: blocks are rare */
     char msg[256];
     msg[0] = 0;
@@ -665,7 +701,7 @@ static int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
     char what[2 * SPP_PYA_NAME_MAX + 32];
     snprintf(what, sizeof what, "pickle global %s.%s", module, name);
     return pya_decide(act, v, what, "pickle.find_class", NULL, rule ? rule : "runtime.global",
-                      msg);
+                         msg, trusted);
 }
 
 /* ================================================================ behaviour */
@@ -817,11 +853,17 @@ static bool pya_import_allowed(const spa_policy *p, const char *mod) {
 static int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
                             spp_pyobj *args) {
     int open_kind = r->cat == PYA_OPEN ? pya_open_kind(args) : 0;
-    if (r->cat == PYA_OPEN && open_kind == 0) return 0; /* reads pass */
+    if (r->cat == PYA_OPEN && open_kind == 0) { /* reads pass */
+        /* ...but end a finished scope now, so the bytes this open is about to
+         * read count as read between loads (a trusted file's next load). */
+        if (!pya_scope_live(NULL, NULL)) pya_scope_clear();
+        return 0;
+    }
     bool in_import;
     char imp[SPP_PYA_NAME_MAX];
     if (!pya_scope_live(&in_import, imp)) { pya_scope_clear(); return 0; }
     if (pya_t.ipc) return 0;
+    bool trusted = pya_scope_trusted();
     if (open_kind == 1 && pya_open_is_numpy_memmap()) return 0;
     char detail[SPP_PYA_DETAIL_MAX];
     detail[0] = 0;
@@ -843,8 +885,9 @@ static int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char
     snprintf(what, sizeof what, "%s during an unpickle", ev);
     snprintf(msg, sizeof msg, "%s(%s) called while a pickle was being loaded", ev,
              detail[0] ? detail : "...");
+    if (trusted && r->cat == PYA_IMPORT) pya_imports_add(detail); /* its body is part of the load */
     return pya_decide(pya_action(p, SPA_ACT_BLOCK), SPA_VERDICT_MALICIOUS, what, ev,
-                      detail[0] ? detail : NULL, r->rule, msg);
+                         detail[0] ? detail : NULL, r->rule, msg, trusted);
 }
 
 /* ================================================================ the hook */

@@ -91,11 +91,36 @@ void spp_pyaudit_init(void) __attribute__((weak));
  * content last judged allowed on this fd. A read on an fd whose current
  * identity matches passes without a lock; anything else is judged again. */
 uint64_t spp_ident_hash(const struct stat *st);
+/* Tags in the low bits of an fd table entry (spp_ident_hash leaves them 0). */
+#define SPP_FD_REFUSED 1ull  /* refused on this fd, refusal reported */
+#define SPP_FD_TRUSTED 2ull  /* pickle-bearing, allowed and trusted by the policy (sha256 or path) */
+#define SPP_FD_BEARING 4ull  /* pickle-bearing, allowed, NOT trusted */
+#define SPP_FD_TAGS    7ull
 void spp_fd_set(int fd, uint64_t ident);     /* ident 0 forgets */
 uint64_t spp_fd_get(int fd);
 void spp_fd_forget(int fd);
 void spp_fd_forget_range(unsigned lo, unsigned hi);
 void spp_fd_dup(int oldfd, int newfd);
+
+/* What fed this thread's unpickler (fdtrack.c; read by layer 2, pyaudit.c).
+ * After a read-family hook returned bytes from a judged fd, spp_feed_note gets
+ * its table entry: bytes of a trusted file read while no unpickle scope is set
+ * on the thread make that fd the thread's pending trusted source; bytes of a
+ * non-trusted pickle-bearing file clear it and taint the current scope. Layer
+ * 2 takes the pending source when it opens a scope (spp_feed_take): valid only
+ * if that fd still holds the same trusted content (not closed, not reused). */
+typedef struct spp_feed {
+    int fd;          /* pending trusted source, -1 none */
+    uint64_t ent;    /* its fd table entry when read */
+    bool scope;      /* layer 2 has an unpickle scope set on this thread */
+    bool taint;      /* non-trusted pickle-bearing bytes read since the scope opened */
+} spp_feed_t;
+extern SPP_TLS spp_feed_t spp_feed;
+void spp_feed_note(int fd, uint64_t ent);
+/* Is the pending trusted source still valid? Clears it and the taint. */
+bool spp_feed_take(void);
+/* The same test without consuming it (layer 2 with runtime_behaviour off). */
+bool spp_feed_peek(void);
 
 /* ------------------------------------------------------------------ cache */
 typedef struct spp_key {
@@ -106,9 +131,11 @@ typedef struct spp_key {
 typedef struct spp_cached {
     uint8_t verdict;     /* spa_verdict */
     uint8_t action;      /* spa_action */
-    uint8_t bearing;     /* pickle-bearing content */
+    uint8_t bearing;     /* pickle-bearing content: 0 no, 1 yes, SPP_BEARING_TRUSTED yes and trusted */
     uint8_t reported;    /* a warning was already written for this identity */
 } spp_cached;
+
+#define SPP_BEARING_TRUSTED 2 /* the policy trusts it (trusted.sha256 or trusted.paths) */
 
 void spp_key_from_stat(spp_key *k, const struct stat *st);
 bool spp_cache_get(const spp_key *k, spp_cached *out);
@@ -128,6 +155,9 @@ typedef enum spp_origin { SPP_AT_OPEN = 0, SPP_AT_USE = 1 } spp_origin;
  * reached a read/fread/mmap/fdopen). Returns 0 to let the call proceed, or a
  * positive errno to refuse it. `path` may be NULL (derived from /proc/self/fd). */
 int spp_judge_fd(int fd, const char *path, int hook, spp_origin origin);
+/* The same; *ent (may be NULL) receives the fd table entry of an allowed fd
+ * (identity and SPP_FD_* tags), 0 when nothing was judged. */
+int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint64_t *ent);
 
 /* ------------------------------------------------------------------ reporting */
 /* One event for the stderr line and the audit log; both layers use it. */
@@ -143,6 +173,7 @@ typedef struct spp_event {
     const char *detail;     /* extra text (internal error, cache note), may be NULL */
     const char *format;     /* content format name, may be NULL */
     bool cached;            /* verdict came from the cache */
+    bool trusted;           /* allowed because the policy trusts the file (or the unpickle it feeds) */
 } spp_event;
 
 /* The decisive reason: highest severity, first among equals (NULL if none). */

@@ -169,9 +169,9 @@ def reviewed(tmp_path, marker):
     return f, pol
 
 
-def load_under(pol, f):
+def load_under(pol, f, **env):
     return subprocess.run([PYTHON, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))", str(f)],
-                          env=clean_env(LD_PRELOAD=LIB, SAFEPICKLE_POLICY=pol), capture_output=True,
+                          env=clean_env(LD_PRELOAD=LIB, SAFEPICKLE_POLICY=pol, **env), capture_output=True,
                           text=True, timeout=120)
 
 
@@ -213,24 +213,99 @@ def test_trust_takes_effect_in_the_file_layer(reviewed, marker, tmp_path):
     assert r.returncode != 0 and not marker.exists()
 
 
-@pytest.mark.xfail(strict=False, reason="the file layer allows a trusted digest, but the PEP 578 layer still "
-                   "vetoes the file's globals at pickle.find_class (it sees names only and does not know the "
-                   "load comes from a trusted file). Needs layer 2 to skip unpickles whose source fd the file "
-                   "layer allowed by trust, or trust to be documented as needing layers.audit_hook off.")
-def test_trusted_file_loads_under_the_preload(reviewed, marker):
+def test_trusted_file_loads_under_the_preload(reviewed, marker, tmp_path):
+    """Both layers on (the default policy): a trusted file's unpickle is fed from a file the
+    policy trusts, so layer 2 lets its reviewed globals and behaviour through, and says so in
+    the audit record."""
     f, pol = reviewed
     r = load_under(pol, f)
     assert r.returncode != 0 and not marker.exists(), "precondition: the policy blocks this file"
+    assert json.loads(pol.read_text())["layers"]["audit_hook"] is True
     assert run_cli("trust", f, "--policy", pol).returncode == 0
     # the reviewed file now loads under that policy (its payload is what was reviewed)
-    r = load_under(pol, f)
+    log = tmp_path / "audit.jsonl"
+    r = load_under(pol, f, SAFEPICKLE_LOG=log)
     assert r.returncode == 0, r.stderr
     assert marker.exists()
+    assert "blocked" not in r.stderr
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(x["action"] == "allow" for x in recs), recs
+    file_rec = [x for x in recs if x["layer"] == "file"]
+    assert file_rec and all(x.get("trusted") is True for x in file_rec), recs
+    # the skipped layer-2 vetoes are on record: the os.system global and the spawn it made
+    hook = {x["call"] for x in recs if x["layer"] == "audit_hook" and x.get("trusted") is True}
+    assert {"pickle.find_class", "os.system"} <= hook, recs
     marker.unlink()
     # trust is by content: one more byte after STOP and it is blocked again
     f.write_bytes(f.read_bytes() + b"\n")
     r = load_under(pol, f)
     assert r.returncode != 0 and not marker.exists()
+
+
+LEAK_PROBE = r"""
+import json, os, pickle, sys, threading
+trusted, evil_file, m_evil = sys.argv[1:4]
+out = {}
+
+class R:
+    def __init__(self, tag): self.tag = tag
+    def __reduce__(self): return (os.system, ("touch '%s.%s'" % (m_evil, self.tag),))
+
+def refused(fn):
+    try:
+        fn()
+    except PermissionError as e:
+        return "refused: %s" % e
+    return "loaded"
+
+# 1. the trusted file loads (its reviewed payload runs)
+pickle.load(open(trusted, "rb"))
+out["trusted"] = "loaded"
+# 2. an untrusted in-memory pickle right after it, same thread
+out["loads_after"] = refused(lambda: pickle.loads(pickle.dumps(R("a"))))
+# 3. same, while the trusted file is still open (its bytes fed the previous load only)
+with open(trusted, "rb") as fh:
+    pickle.load(fh)
+    out["loads_in_with"] = refused(lambda: pickle.loads(pickle.dumps(R("b"))))
+# 4. trusted bytes read (file kept open) on this thread, untrusted load on another thread
+fh = open(trusted, "rb")
+fh.read()
+res = {}
+t = threading.Thread(target=lambda: res.update(v=refused(lambda: pickle.loads(pickle.dumps(R("c"))))))
+t.start(); t.join()
+out["other_thread"] = res["v"]
+fh.close()
+# 5. trusted bytes read, file closed, then an untrusted in-memory load
+with open(trusted, "rb") as fh2:
+    data = fh2.read()
+out["loads_after_read"] = refused(lambda: pickle.loads(pickle.dumps(R("d"))))
+# 6. a different, untrusted malicious file
+out["evil_file"] = refused(lambda: pickle.load(open(evil_file, "rb")))
+# 7. and the trusted file still loads a second time in the same process
+out["trusted_again"] = refused(lambda: pickle.load(open(trusted, "rb")))
+print(json.dumps(out))
+"""
+
+
+def test_trust_does_not_leak(reviewed, marker, tmp_path):
+    """Trust covers the unpickle its trusted file feeds, on that thread, and nothing else."""
+    f, pol = reviewed
+    assert run_cli("trust", f, "--policy", pol).returncode == 0
+    evil = tmp_path / "evil.pkl"
+    m_evil = tmp_path / "EVIL_RAN"
+    build('import pickle\npickle.dump(Reduce(os.system, (touch_cmd(%(m)r),)), open(%(f)r, "wb"))',
+          m=str(m_evil) + ".file", f=str(evil))
+    r = subprocess.run([PYTHON, "-c", LEAK_PROBE, str(f), str(evil), str(m_evil)],
+                       env=clean_env(LD_PRELOAD=LIB, SAFEPICKLE_POLICY=pol), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["trusted"] == "loaded" and out["trusted_again"] == "loaded", out
+    assert marker.exists()
+    for k in ("loads_after", "loads_in_with", "other_thread", "loads_after_read", "evil_file"):
+        assert out[k].startswith("refused"), (k, out)
+    assert not list(tmp_path.glob("EVIL_RAN*")), list(tmp_path.glob("EVIL_RAN*"))
+    assert "os.system" in r.stderr  # the refusals were explained
 
 
 def test_trust_errors_and_creation(reviewed, tmp_path):
