@@ -23,16 +23,22 @@ void spa_verdict_json(cJSON *obj, const spa_result *r, spa_action act) {
     cJSON_AddStringToObject(obj, "action", spa_action_name(act));
     cJSON *a = cJSON_AddArrayToObject(obj, "reasons");
     for (size_t i = 0; a && i < r->n_reasons; i++) {
-        const spa_reason *x = &r->reasons[i];
-        cJSON *o = cJSON_CreateObject();
+        cJSON *o = spa_reason_json(&r->reasons[i]);
         if (!o) break;
-        cJSON_AddStringToObject(o, "severity", spa_verdict_name(x->severity));
-        cJSON_AddStringToObject(o, "rule", x->rule ? x->rule : "");
-        cJSON_AddStringToObject(o, "msg", x->msg ? x->msg : "");
-        cJSON_AddStringToObject(o, "loc", x->loc ? x->loc : "");
-        cJSON_AddNumberToObject(o, "offset", (double)x->off);
         cJSON_AddItemToArray(a, o);
     }
+}
+
+/* One reason as JSON, the same shape in scan output and audit records. */
+cJSON *spa_reason_json(const spa_reason *x) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "severity", spa_verdict_name(x->severity));
+    cJSON_AddStringToObject(o, "rule", x->rule ? x->rule : "");
+    cJSON_AddStringToObject(o, "msg", x->msg ? x->msg : "");
+    cJSON_AddStringToObject(o, "loc", x->loc ? x->loc : "");
+    cJSON_AddNumberToObject(o, "off", (double)x->off);
+    return o;
 }
 
 static const char *sarif_level(spa_verdict v) {

@@ -273,6 +273,11 @@ typedef struct spa_reason {
     uint64_t off;          /* byte offset in that stream */
 } spa_reason;
 
+/* One reason as a JSON object {severity, rule, msg, loc, off}: the shape of
+ * reasons in `scan --format json` and in audit records. Caller owns it. */
+struct cJSON;
+struct cJSON *spa_reason_json(const spa_reason *x);
+
 /* ------------------------------------------------------------------ results */
 typedef struct spa_result {
     spa_arena *arena;     /* owns everything below */

@@ -201,14 +201,8 @@ void spp_audit_write(const spp_event *ev) {
     if (ev->trusted) cJSON_AddBoolToObject(rec, "trusted", true);
     cJSON *rs = cJSON_CreateArray();
     for (size_t i = 0; i < ev->n_reasons; i++) {
-        const spa_reason *r = &ev->reasons[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "severity", spa_verdict_name(r->severity));
-        cJSON_AddStringToObject(o, "rule", r->rule ? r->rule : "");
-        cJSON_AddStringToObject(o, "msg", r->msg ? r->msg : "");
-        cJSON_AddStringToObject(o, "loc", r->loc ? r->loc : "");
-        cJSON_AddNumberToObject(o, "off", (double)r->off);
-        cJSON_AddItemToArray(rs, o);
+        cJSON *o = spa_reason_json(&ev->reasons[i]);
+        if (o) cJSON_AddItemToArray(rs, o);
     }
     cJSON_AddItemToObject(rec, "reasons", rs);
     if (ev->detail) cJSON_AddStringToObject(rec, "detail", ev->detail);
