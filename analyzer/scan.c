@@ -404,6 +404,14 @@ spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream) {
 }
 
 /* ------------------------------------------------------------------ API */
+/* Fill a caller's error (API-level failures have no meaningful offset) and return its code. */
+static spa_code sc_err(spa_err *err, spa_code code, const char *msg) {
+    err->code = code;
+    err->msg = msg;
+    err->off = 0;
+    return code;
+}
+
 void spa_scan_opts_default(spa_scan_opts *o) {
     if (!o) return;
     memset(o, 0, sizeof *o);
@@ -420,17 +428,11 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
     if (!err) err = &dummy;
     if (out) *out = NULL;
     if (!o || !src || !src->pread || !out) {
-        err->code = SPA_E_USAGE;
-        err->msg = "spa_scan_src: missing options, source or output";
-        err->off = 0;
-        return SPA_E_USAGE;
+        return sc_err(err, SPA_E_USAGE, "spa_scan_src: missing options, source or output");
     }
     spa_scan_ctx *sc = spa_ctx_create(o);
     if (!sc) {
-        err->code = SPA_E_NOMEM;
-        err->msg = "out of memory creating the scan context";
-        err->off = 0;
-        return SPA_E_NOMEM;
+        return sc_err(err, SPA_E_NOMEM, "out of memory creating the scan context");
     }
     spc_scan s;
     memset(&s, 0, sizeof s);
@@ -447,10 +449,7 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
     spa_vm_hooks *h = spa_arena_calloc(s.ar, sizeof *h);
     if (!h) {
         spa_ctx_destroy(sc);
-        err->code = SPA_E_NOMEM;
-        err->msg = "out of memory";
-        err->off = 0;
-        return SPA_E_NOMEM;
+        return sc_err(err, SPA_E_NOMEM, "out of memory");
     }
     h->after_build = spc_joblib_after_build;
     h->on_const = spc_nested_on_const;
@@ -492,10 +491,7 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
     }
     spa_result *r = spa_ctx_finish(sc, s.top_fmt, s.bytes_read);
     if (!r) {
-        err->code = SPA_E_NOMEM;
-        err->msg = "out of memory finishing the result";
-        err->off = 0;
-        return SPA_E_NOMEM;
+        return sc_err(err, SPA_E_NOMEM, "out of memory finishing the result");
     }
     r->bytes_read = s.bytes_read;
     r->format = s.top_fmt;
@@ -539,25 +535,16 @@ spa_code spa_scan_path(const spa_scan_opts *o, const char *path, spa_result **ou
     if (!err) err = &dummy;
     if (out) *out = NULL;
     if (!o || !path || !out) {
-        err->code = SPA_E_USAGE;
-        err->msg = "spa_scan_path: missing options, path or output";
-        err->off = 0;
-        return SPA_E_USAGE;
+        return sc_err(err, SPA_E_USAGE, "spa_scan_path: missing options, path or output");
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        err->code = SPA_E_IO;
-        err->msg = "cannot open file";
-        err->off = 0;
-        return SPA_E_IO;
+        return sc_err(err, SPA_E_IO, "cannot open file");
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        err->code = SPA_E_IO;
-        err->msg = "not a regular file";
-        err->off = 0;
-        return SPA_E_IO;
+        return sc_err(err, SPA_E_IO, "not a regular file");
     }
     spa_src src;
     memset(&src, 0, sizeof src);
