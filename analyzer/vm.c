@@ -78,7 +78,11 @@ VM_HOT void *vm_balloc(vm *m, size_t n) {
     int c = vm_cls(n);
     if (c >= 0) {
         void *p = m->free_cls[c];
-        if (p) { m->free_cls[c] = *(void **)p; return p; }
+        if (p) {
+            m->free_cls[c] = *(void **)p;
+            __builtin_prefetch(m->free_cls[c], 1);   /* the next vm_balloc reads its link */
+            return p;
+        }
         return spa_arena_alloc(m->ar, (size_t)16 << c);
     }
     return spa_arena_alloc(m->ar, n);
@@ -98,8 +102,10 @@ static void vm_nomem(vm *m, uint64_t off) {
 
 VM_HOT spa_val *vm_new(vm *m, spa_vkind k, uint8_t op, uint64_t off) {
     spa_val *v = m->free_vals;
-    if (v) m->free_vals = (spa_val *)(void *)v->u.seq.items;
-    else if (!(v = spa_arena_alloc(m->ar, sizeof *v))) { vm_nomem(m, off); return NULL; }
+    if (v) {
+        m->free_vals = (spa_val *)(void *)v->u.seq.items;
+        __builtin_prefetch(m->free_vals, 1);   /* the next vm_new reads its link */
+    } else if (!(v = spa_arena_alloc(m->ar, sizeof *v))) { vm_nomem(m, off); return NULL; }
     v->kind = (uint8_t)k;
     v->flags = (k == SPA_V_GLOBAL || k == SPA_V_CALL || k == SPA_V_PERSID || k == SPA_V_UNKNOWN ||
                 k == SPA_V_BUFFER) ? SPA_VFX_HOT : 0;
@@ -114,7 +120,7 @@ static bool vm_is_seq(const spa_val *v) {
     return v->kind >= SPA_V_TUPLE && v->kind <= SPA_V_FROZENSET;
 }
 
-static bool vm_owns_bytes(const vm *m, const spa_val *v) {
+static inline bool vm_owns_bytes(const vm *m, const spa_val *v) {
     if (v->kind != SPA_V_STR && v->kind != SPA_V_BYTES && v->kind != SPA_V_LONG) return false;
     if (!v->u.s.p || (v->opcode & SPA_VOP_BORROWED)) return false;
     if (m->stable && v->u.s.p >= m->mem_lo && v->u.s.p < m->mem_hi) return false;
@@ -126,6 +132,14 @@ static bool vm_owns_bytes(const vm *m, const spa_val *v) {
 #define VM_DROP_DEPTH 64 /* deeper unshared nests are left to the arena */
 static void vm_drop_d(vm *m, spa_val *v, int depth);
 
+/* Ask for the first items of a container about to be dropped all at once
+ * (they are usually cold: their loads then overlap). */
+#define VM_PREFETCH_ITEMS 16u
+VM_HOT void vm_prefetch_items(const spa_val *v) {
+    uint32_t n = v->n < VM_PREFETCH_ITEMS ? v->n : VM_PREFETCH_ITEMS;
+    for (uint32_t i = 0; i < n; i++) __builtin_prefetch(v->u.seq.items[i]);
+}
+
 /* A plain-data container that only the memo still holds, dropped from the
  * stack or from a full parent: keep its node (kind, count, offset) for GET
  * but release its items, so memoised data costs one node per object.
@@ -133,6 +147,7 @@ static void vm_drop_d(vm *m, spa_val *v, int depth);
  * (PINNED) keep everything. */
 static void vm_compact(vm *m, spa_val *v, int depth) {
     if (!vm_is_seq(v) || (v->flags & (SPA_VFX_HOT | SPA_VFX_PINNED)) || !v->u.seq.cap) return;
+    vm_prefetch_items(v);
     for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
     vm_bfree(m, v->u.seq.items, (size_t)v->u.seq.cap * sizeof(spa_val *));
     v->u.seq.items = NULL;
@@ -150,6 +165,7 @@ static void vm_drop_d(vm *m, spa_val *v, int depth) {
     }
     if (v->flags & SPA_VFX_SHARED) { vm_compact(m, v, depth); return; }
     if (vm_is_seq(v)) {
+        vm_prefetch_items(v);
         for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
         vm_bfree(m, v->u.seq.items, (size_t)v->u.seq.cap * sizeof(spa_val *));
     } else if (vm_owns_bytes(m, v)) {
@@ -159,7 +175,15 @@ static void vm_drop_d(vm *m, spa_val *v, int depth) {
     m->free_vals = v;
 }
 
-static void vm_drop(vm *m, spa_val *v) { vm_drop_d(m, v, 0); }
+VM_HOT void vm_drop(vm *m, spa_val *v) {
+    if (v && v->kind <= SPA_V_FLOAT && v->kind != SPA_V_LONG && v->kind != SPA_V_MARK &&
+        !(v->flags & SPA_VFX_SHARED)) {
+        v->u.seq.items = (spa_val **)(void *)m->free_vals;   /* plain scalar: straight back */
+        m->free_vals = v;
+        return;
+    }
+    vm_drop_d(m, v, 0);
+}
 
 /* Referenced from the memo only: may be compacted when dropped (see vm_drop). */
 static void vm_share(spa_val *v) { if (v) v->flags |= SPA_VFX_SHARED; }
@@ -244,7 +268,7 @@ static bool vm_seq_reserve(vm *m, spa_val *c, uint32_t want, uint64_t off) {
 /* Add `k` items (k = 1, or 2 for a dict pair) to container c. Plain items are
  * kept up to VM_KEEP_PLAIN (pairs for dicts); items that hold a global, call
  * or persistent id are always kept. Ownership of the items moves to c. */
-static void vm_seq_add(vm *m, spa_val *c, spa_val **items, uint32_t k, uint64_t off) {
+VM_HOT void vm_seq_add(vm *m, spa_val *c, spa_val **items, uint32_t k, uint64_t off) {
     bool hot = false;
     for (uint32_t i = 0; i < k; i++) hot |= (items[i]->flags & SPA_VFX_HOT) != 0;
     c->u.seq.count += k;
@@ -258,11 +282,22 @@ static void vm_seq_add(vm *m, spa_val *c, spa_val **items, uint32_t k, uint64_t 
     for (uint32_t i = 0; i < k; i++) vm_drop(m, items[i]);
 }
 
+/* Before adding `k` items to c: reserve at once the room the ones it will
+ * keep need (the first items are always kept), instead of growing 4, 8, 16.
+ * The capacity reached is the same as growing item by item. */
+static void vm_seq_prereserve(vm *m, spa_val *c, size_t k, uint64_t off) {
+    uint32_t keep = (c->kind == SPA_V_DICT) ? 2 * VM_KEEP_PLAIN : VM_KEEP_PLAIN;
+    if (c->n >= keep) return;
+    uint32_t want = c->n + (uint32_t)(k < keep - c->n ? k : keep - c->n);
+    if (want > c->u.seq.cap) (void)vm_seq_reserve(m, c, want, off);
+}
+
 /* Build a new container of kind k from stack[from..sp) and pop them. */
 static spa_val *vm_collect(vm *m, spa_vkind k, uint8_t op, size_t from, uint64_t off) {
     spa_val *c = vm_new(m, k, op, off);
     if (!c) return NULL;
     uint32_t step = k == SPA_V_DICT ? 2 : 1;
+    if (m->sp > from) vm_seq_prereserve(m, c, (m->sp - from) / step * step, off);
     for (size_t i = from; i + step <= m->sp; i += step)
         vm_seq_add(m, c, &m->stack[i], step, off);
     m->sp = from;
@@ -373,7 +408,14 @@ static spa_val *vm_memo_raw(vm *m, uint64_t key) {
     return vm_hget(mm, key);
 }
 
-static spa_val *vm_memo_get(vm *m, uint64_t key, uint8_t op, uint64_t off) {
+/* The slot of a key that is in the memo. */
+static spa_val **vm_memo_slot(vm *m, uint64_t key) {
+    vm_memo *mm = &m->memo;
+    if (key < mm->dcap && mm->dense[key]) return &mm->dense[key];
+    return vm_hslot(mm, key);
+}
+
+VM_HOT spa_val *vm_memo_get(vm *m, uint64_t key, uint8_t op, uint64_t off) {
     spa_val *v = vm_memo_raw(m, key);
     uint64_t w = (uint64_t)(uintptr_t)v;
     if (!v) return NULL;
@@ -383,10 +425,17 @@ static spa_val *vm_memo_get(vm *m, uint64_t key, uint8_t op, uint64_t off) {
         if (!c) return NULL;
         c->u.s.len = c->u.s.kept = (w >> 48) & 0x1ff;
         if (w & VM_MSTR_INLINE) {
-            uint8_t *cp = vm_balloc(m, 8);   /* owned by the new value */
+            /* first GET of an inline constant: copy its bytes out once and
+             * let the memo own them, so this GET and later ones borrow them */
+            uint8_t *cp = vm_balloc(m, 8);
             if (!cp) { vm_nomem(m, off); return NULL; }
             for (int i = 0; i < 6; i++) cp[i] = (uint8_t)(w >> (8 * i));
             c->u.s.p = cp;
+            uint64_t pw = (uint64_t)(uintptr_t)cp;
+            if (!(pw >> 48)) {
+                *vm_memo_slot(m, key) = (spa_val *)(uintptr_t)((w & ~(VM_MSTR_INLINE | ((1ull << 48) - 1))) | pw);
+                c->opcode |= SPA_VOP_BORROWED;
+            }
         } else {
             c->opcode |= SPA_VOP_BORROWED;   /* the memo owns the bytes */
             c->u.s.p = (const uint8_t *)(uintptr_t)(w & ((1ull << 48) - 1));
@@ -1095,6 +1144,72 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
 /* Execute one opcode; returns with m->err set to stop. */
 static void vm_step(vm *m, uint8_t op, uint64_t off);
 
+/* The opcodes that dominate plain data (marks, small ints, floats, empty
+ * containers, memo traffic), split from vm_step so that the loop handles
+ * them without the big switch's call and frame. */
+VM_HOT void vm_step_hot(vm *m, uint8_t op, uint64_t off) {
+    uint8_t b[8];
+    switch (op) {
+    case SPA_OP_MARK:
+        if (m->nmarks >= m->lim->v[SPA_LIM_MARKS]) { vm_limit(m, SPA_LIM_MARKS, "mark depth limit", off); return; }
+        if (m->nmarks == m->mcap) {
+            size_t nc = m->mcap ? m->mcap * 2 : 64;
+            size_t *nm = realloc(m->marks, nc * sizeof *nm);
+            if (!nm) { vm_nomem(m, off); return; }
+            m->marks = nm;
+            m->mcap = nc;
+        }
+        m->marks[m->nmarks++] = m->sp;
+        return;
+    case SPA_OP_BININT:
+    case SPA_OP_BININT1:
+    case SPA_OP_BININT2: {
+        int w = op == SPA_OP_BININT ? 4 : op == SPA_OP_BININT1 ? 1 : 2;
+        if (!vm_read(m, b, (size_t)w, off)) return;
+        spa_val *v = vm_new(m, SPA_V_INT, op, off);
+        if (v) v->u.i = w == 4 ? (int64_t)(int32_t)(uint32_t)vm_le(b, 4) : (int64_t)vm_le(b, w);
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_BINFLOAT: {
+        if (!vm_read(m, b, 8, off)) return;
+        uint64_t u = 0;
+        for (int i = 0; i < 8; i++) u = (u << 8) | b[i];
+        spa_val *v = vm_new(m, SPA_V_FLOAT, op, off);
+        if (v) memcpy(&v->u.f, &u, 8);
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_EMPTY_LIST: PUSH(vm_new(m, SPA_V_LIST, op, off)); return;
+    case SPA_OP_EMPTY_DICT: PUSH(vm_new(m, SPA_V_DICT, op, off)); return;
+    case SPA_OP_BINPUT: case SPA_OP_LONG_BINPUT: {
+        size_t w = op == SPA_OP_BINPUT ? 1 : 4;
+        if (!vm_read(m, b, w, off)) return;
+        spa_val *v = vm_top(m, off);
+        if (!v) return;
+        vm_memo_put(m, vm_le(b, (int)w), v, off);
+        return;
+    }
+    case SPA_OP_BINGET: case SPA_OP_LONG_BINGET: {
+        size_t w = op == SPA_OP_BINGET ? 1 : 4;
+        if (!vm_read(m, b, w, off)) return;
+        spa_val *v = vm_memo_get(m, vm_le(b, (int)w), op, off);
+        if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_MEMOIZE: {
+        spa_val *v = vm_top(m, off);
+        if (!v) return;
+        vm_memo_put(m, m->memo.count, v, off);
+        return;
+    }
+    default:
+        vm_step(m, op, off);
+        return;
+    }
+}
+
 static void vm_exec(vm *m) {
     /* max_bytes is per file: what earlier streams used is already spent */
     uint64_t used = *spa_ctx_vm_bytes(m->sc);
@@ -1114,7 +1229,7 @@ static void vm_exec(vm *m) {
         if (!spa_op_known(op)) { vm_fail(m, SPA_E_BAD_OPCODE, "invalid load key", off); return; }
         spa_in_skip_fast(in, 1);
         m->nops++;
-        vm_step(m, op, off);
+        vm_step_hot(m, op, off);
         if (m->err.code != SPA_OK || m->complete) return;
     }
 }
@@ -1145,17 +1260,6 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         return;
     }
     /* ------------------------------------------------ marks and stack */
-    case SPA_OP_MARK:
-        if (m->nmarks >= m->lim->v[SPA_LIM_MARKS]) { vm_limit(m, SPA_LIM_MARKS, "mark depth limit", off); return; }
-        if (m->nmarks == m->mcap) {
-            size_t nc = m->mcap ? m->mcap * 2 : 64;
-            size_t *nm = realloc(m->marks, nc * sizeof *nm);
-            if (!nm) { vm_nomem(m, off); return; }
-            m->marks = nm;
-            m->mcap = nc;
-        }
-        m->marks[m->nmarks++] = m->sp;
-        return;
     case SPA_OP_POP:
         if (m->nmarks && m->marks[m->nmarks - 1] == m->sp) { m->nmarks--; return; }
         { POP(v); vm_discard(m, v, op, off); }
@@ -1179,16 +1283,6 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
     case SPA_OP_NEWFALSE: {
         spa_val *v = vm_new(m, SPA_V_BOOL, op, off);
         if (v) v->u.i = op == SPA_OP_NEWTRUE;
-        PUSH(v);
-        return;
-    }
-    case SPA_OP_BININT:
-    case SPA_OP_BININT1:
-    case SPA_OP_BININT2: {
-        int w = op == SPA_OP_BININT ? 4 : op == SPA_OP_BININT1 ? 1 : 2;
-        if (!vm_read(m, b, (size_t)w, off)) return;
-        spa_val *v = vm_new(m, SPA_V_INT, op, off);
-        if (v) v->u.i = w == 4 ? (int64_t)(int32_t)(uint32_t)vm_le(b, 4) : (int64_t)vm_le(b, w);
         PUSH(v);
         return;
     }
@@ -1287,15 +1381,6 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         PUSH(v);
         return;
     }
-    case SPA_OP_BINFLOAT: {
-        if (!vm_read(m, b, 8, off)) return;
-        uint64_t u = 0;
-        for (int i = 0; i < 8; i++) u = (u << 8) | b[i];
-        spa_val *v = vm_new(m, SPA_V_FLOAT, op, off);
-        if (v) memcpy(&v->u.f, &u, 8);
-        PUSH(v);
-        return;
-    }
     /* ------------------------------------------------ strings and bytes */
     case SPA_OP_STRING: {
         if (!vm_line_req(m, &lp, &ln, off)) return;
@@ -1379,8 +1464,6 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
     }
     /* ------------------------------------------------ containers */
     case SPA_OP_EMPTY_TUPLE: PUSH(vm_new(m, SPA_V_TUPLE, op, off)); return;
-    case SPA_OP_EMPTY_LIST: PUSH(vm_new(m, SPA_V_LIST, op, off)); return;
-    case SPA_OP_EMPTY_DICT: PUSH(vm_new(m, SPA_V_DICT, op, off)); return;
     case SPA_OP_EMPTY_SET: PUSH(vm_new(m, SPA_V_SET, op, off)); return;
     case SPA_OP_TUPLE1: case SPA_OP_TUPLE2: case SPA_OP_TUPLE3: {
         size_t k = (size_t)(op - SPA_OP_TUPLE1 + 1);
@@ -1418,8 +1501,20 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         if (t->kind == want) {
             uint32_t step = pairs ? 2 : 1;
             uint32_t keep = pairs ? 2 * VM_KEEP_PLAIN : VM_KEEP_PLAIN;
+            vm_seq_prereserve(m, t, (m->sp - x) / step * step, off);
             for (size_t i = x; i + step <= m->sp; i += step) {
                 spa_val *a = m->stack[i], *b2 = step == 2 ? m->stack[i + 1] : a;
+                /* the items are cold by now: fetch a node 8 items ahead, its
+                 * item array 4 ahead, the items it holds 2 ahead */
+                if (i + 8 * step < m->sp) __builtin_prefetch(m->stack[i + 8 * step]);
+                if (i + 4 * step < m->sp) {
+                    const spa_val *ahead = m->stack[i + 4 * step];
+                    if (vm_is_seq(ahead) && ahead->u.seq.items) __builtin_prefetch(ahead->u.seq.items);
+                }
+                if (i + 2 * step < m->sp) {
+                    const spa_val *ahead = m->stack[i + 2 * step];
+                    if (vm_is_seq(ahead) && ahead->u.seq.items) vm_prefetch_items(ahead);
+                }
                 if (t->n >= keep && !((a->flags | b2->flags) & SPA_VFX_HOT)) {
                     /* full container, plain item: count it and let it go */
                     t->u.seq.count += step;
@@ -1469,28 +1564,6 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         spa_val *v = key >= 0 ? vm_memo_get(m, (uint64_t)key, op, off) : NULL;
         if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
         PUSH(v);
-        return;
-    }
-    case SPA_OP_BINPUT: case SPA_OP_LONG_BINPUT: {
-        size_t w = op == SPA_OP_BINPUT ? 1 : 4;
-        if (!vm_read(m, b, w, off)) return;
-        spa_val *v = vm_top(m, off);
-        if (!v) return;
-        vm_memo_put(m, vm_le(b, (int)w), v, off);
-        return;
-    }
-    case SPA_OP_BINGET: case SPA_OP_LONG_BINGET: {
-        size_t w = op == SPA_OP_BINGET ? 1 : 4;
-        if (!vm_read(m, b, w, off)) return;
-        spa_val *v = vm_memo_get(m, vm_le(b, (int)w), op, off);
-        if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
-        PUSH(v);
-        return;
-    }
-    case SPA_OP_MEMOIZE: {
-        spa_val *v = vm_top(m, off);
-        if (!v) return;
-        vm_memo_put(m, m->memo.count, v, off);
         return;
     }
     /* ------------------------------------------------ globals */
