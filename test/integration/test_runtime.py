@@ -607,17 +607,22 @@ def test_embedded_python(tmp_path, marker):
 PYENV = os.path.expanduser("~/.pyenv/versions")
 
 
-def _other_pythons():
+def _pyenv_pythons(want):
+    """The pyenv interpreters whose (major, minor) version satisfies want."""
     if not os.path.isdir(PYENV):
         return []
     out = []
     for v in sorted(os.listdir(PYENV)):
         p = os.path.join(PYENV, v, "bin", "python")
         parts = v.split(".")
-        if os.path.exists(p) and len(parts) >= 2 and parts[0] == "3" and parts[1].isdigit() \
-                and 8 <= int(parts[1]) <= 13:
+        if os.path.exists(p) and len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit() \
+                and want(int(parts[0]), int(parts[1])):
             out.append(p)
     return out
+
+
+def _other_pythons():
+    return _pyenv_pythons(lambda major, minor: major == 3 and 8 <= minor <= 13)
 
 
 @pytest.mark.skipif(not _other_pythons(), reason="no other CPython 3.8-3.13 installed")
@@ -647,16 +652,7 @@ def test_other_cpython_versions(tmp_path, marker):
 
 
 def _old_pythons():
-    if not os.path.isdir(PYENV):
-        return []
-    out = []
-    for v in sorted(os.listdir(PYENV)):
-        p = os.path.join(PYENV, v, "bin", "python")
-        parts = v.split(".")
-        if os.path.exists(p) and len(parts) >= 2 and parts[1].isdigit() and \
-                (parts[0] == "2" or (parts[0] == "3" and int(parts[1]) < 8)):
-            out.append(p)
-    return out
+    return _pyenv_pythons(lambda major, minor: major == 2 or (major == 3 and minor < 8))
 
 
 @pytest.mark.skipif(not _old_pythons(), reason="no CPython older than 3.8 installed")
