@@ -276,9 +276,21 @@ static spa_kbcat cl_judge_name(cl_ctx *c, const char *m, const char *n, spa_kbhi
     for (const char *q = m; *q; q++) hv = (hv ^ (uint8_t)*q) * 1099511628211ull;
     hv = (hv ^ 1u) * 1099511628211ull;
     for (const char *q = n; *q; q++) hv = (hv ^ (uint8_t)*q) * 1099511628211ull;
-    if (!c->ht) {
-        c->htcap = 2 * CL_MAX_KB_LOOKUPS;
-        c->ht = spa_arena_calloc(c->ar, c->htcap * sizeof *c->ht);
+    if (!c->ht || (c->lookups + 1) * 2 > c->htcap) {
+        /* start small (most files judge a handful of names) and double at half
+         * full; an old table stays in the arena (at most the size of the last) */
+        size_t nc = c->ht ? 2 * c->htcap : 64;
+        cl_hent *nt = spa_arena_calloc(c->ar, nc * sizeof *nt);
+        if (nt) {
+            for (size_t k = 0; c->ht && k < c->htcap; k++) {
+                if (!c->ht[k].m) continue;
+                size_t i = (size_t)c->ht[k].hash & (nc - 1);
+                while (nt[i].m) i = (i + 1) & (nc - 1);
+                nt[i] = c->ht[k];
+            }
+            c->ht = nt;
+            c->htcap = nc;
+        }
     }
     if (c->ht) {
         for (size_t i = (size_t)hv & (c->htcap - 1);; i = (i + 1) & (c->htcap - 1)) {
@@ -301,7 +313,7 @@ static spa_kbcat cl_judge_name(cl_ctx *c, const char *m, const char *n, spa_kbhi
     }
     spa_kbcat cat = spa_kb_judge(m, n, h);
     c->lookups++;
-    if (c->ht) {
+    if (c->ht && c->lookups * 2 <= c->htcap) {   /* never fuller than half (a failed growth skips caching) */
         size_t i = (size_t)hv & (c->htcap - 1);
         while (c->ht[i].m) i = (i + 1) & (c->htcap - 1);
         const char *mc = spa_arena_strndup(c->ar, m, strlen(m)), *nc = spa_arena_strndup(c->ar, n, strlen(n));
@@ -434,6 +446,12 @@ static spa_verdict cl_nested_content(cl_ctx *c, const spa_val *arg, char *why, s
     }
     const uint8_t *p = NULL;
     size_t n = 0;
+    if (arg && arg->kind == SPA_V_BYTES && (arg->opcode & SPA_VOP_OPAQUE)) {
+        /* the VM kept only the head, which no pickle or container can start with */
+        spa_fmt(why, whyn, "binary data that starts no pickle or container (%u bytes examined)",
+                SPA_VM_KEEP_OPAQUE);
+        return SPA_VERDICT_MALICIOUS;
+    }
     if (arg && (arg->kind == SPA_V_STR || arg->kind == SPA_V_BYTES)) {
         if (arg->u.s.kept < arg->u.s.len) {
             spa_fmt(why, whyn, "nested content of %llu bytes only partly kept", (unsigned long long)arg->u.s.len);

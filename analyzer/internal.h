@@ -66,6 +66,10 @@ typedef struct spa_vm_hooks {
      * scan it as a nested pickle and return the new stream index, or UINT32_MAX. */
     uint32_t (*on_const)(void *ud, spa_scan_ctx *sc, const spa_val *v, uint32_t depth,
                          uint32_t parent_stream);
+    /* A bytes constant of len > n bytes: true when its first n bytes show
+     * opaque binary data that no nested-content reading could accept whatever
+     * follows; the VM then keeps only those n bytes (SPA_VOP_OPAQUE). */
+    bool (*opaque)(void *ud, const uint8_t *p, size_t n, uint64_t len);
     void *ud;
 } spa_vm_hooks;
 

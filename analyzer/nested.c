@@ -132,15 +132,30 @@ size_t spc_latin1_from_utf8(const uint8_t *in, size_t n, uint8_t *out, size_t ca
 }
 
 /* ------------------------------------------------------------------ judging */
-/* Is p[0..n) (complete when !trunc) worth scanning as nested content? The
+/* The verdict on a pickle walk over the n bytes of a constant. */
+static bool nb_walk_candidate(spc_pk r, const spc_walk_info *wi, size_t n) {
+    if (r == SPC_PK_NO) return false;
+    if (wi->stopped) {
+        if (wi->imports > 0) return true;
+        /* exactly one complete stream: what loads() of this constant would
+         * read (its data may be loaded again: loads(loads(x))); random data
+         * rarely ends in STOP exactly, and an import-free stream reports nothing */
+        return wi->end == n && wi->ops >= 2;
+    }
+    if (wi->failed) return wi->imports > 0 && wi->calls > 0;
+    return wi->imports > 0 || wi->ops >= SPC_NESTED_WALK;
+}
+
+/* Is p[0..n), the start of `total` bytes (UINT64_MAX: unknown), worth
+ * scanning as nested content? The
  * VM offers every str/bytes constant, so random data (ids, hashes, base64
  * blobs) must not pass: a pickle must import something and STOP, or import
  * and call before it breaks, or hold up over a long walk, or be exactly one
  * complete stream (what loads() of the constant reads). A container needs its magic, and a weak
  * magic (zlib, gzip, ...) must decompress to pickle-bearing content. */
-static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, bool trunc) {
+static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, uint64_t total) {
     if (n < 2) return false;
-    spa_format f = spc_sniff(p, n, trunc ? UINT64_MAX : n);
+    spa_format f = spc_sniff(p, n, total);
     if (f == SPA_FMT_NONE) return false;
     switch (f) {
     case SPA_FMT_ZLIB: case SPA_FMT_GZIP: case SPA_FMT_BZ2: case SPA_FMT_JOBLIB:
@@ -157,17 +172,8 @@ static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, bool trunc) {
     spc_walk_info wi;
     /* the whole constant: big arguments are skipped in O(1), the walk is
      * bounded by opcodes, so padding in front cannot hide an import */
-    spc_pk r = spc_pickle_walk(p, n, trunc ? UINT64_MAX : n, &wi);
-    if (r == SPC_PK_NO) return false;
-    if (wi.stopped) {
-        if (wi.imports > 0) return true;
-        /* exactly one complete stream: what loads() of this constant would
-         * read (its data may be loaded again: loads(loads(x))); random data
-         * rarely ends in STOP exactly, and an import-free stream reports nothing */
-        return wi.end == n && wi.ops >= 2;
-    }
-    if (wi.failed) return wi.imports > 0 && wi.calls > 0;
-    return wi.imports > 0 || wi.ops >= SPC_NESTED_WALK;
+    spc_pk r = spc_pickle_walk(p, n, total, &wi);
+    return nb_walk_candidate(r, &wi, n);
 }
 
 /* Every byte in the class (separators allowed). */
@@ -192,7 +198,7 @@ static bool nb_decoded(spc_scan *s, const uint8_t *p, size_t n, bool trunc, nb_d
     uint8_t *buf = n <= sizeof small ? small : spa_arena_alloc(s->ar, n);
     if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return false; }
     size_t bn = dec(p, n, buf, n);
-    if (!bn || !nb_candidate(s, buf, bn, trunc)) return false;
+    if (!bn || !nb_candidate(s, buf, bn, trunc ? UINT64_MAX : bn)) return false;
     if (buf == small) {
         uint8_t *keep = spa_arena_alloc(s->ar, bn);
         if (!keep) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return false; }
@@ -201,6 +207,35 @@ static bool nb_decoded(spc_scan *s, const uint8_t *p, size_t n, bool trunc, nb_d
     }
     *data = buf;
     *dn = bn;
+    return true;
+}
+
+/* The VM's opaque hook, for a bytes constant longer than the n bytes seen:
+ * true only when no reading above could accept it whatever follows, so that
+ * keeping n bytes changes nothing: it holds a control byte (no text then; the
+ * classifier's code-like test also rejects it, and neither the hex nor the
+ * latin1 decoder applies), its head sniffs as no format, and, when it starts
+ * like base64, its first characters do not decode to one either (the gate of
+ * nb_decoded). Array data is the case this is for. */
+bool spc_nested_opaque(void *ud, const uint8_t *p, size_t n, uint64_t len) {
+    (void)ud;
+    bool ctl = false;
+    for (size_t i = 0; i < n && !ctl; i++)
+        ctl = (p[i] < 0x20 && p[i] != '\n' && p[i] != '\t' && p[i] != '\r') || p[i] == 0x7f;
+    if (!ctl) return false;
+    /* a pickle walk that ends inside the head (fails, stops, or hits its
+     * opcode bound) reads the same over the whole constant: its verdict
+     * stands; one that runs out of the head is undecided */
+    spc_walk_info wi;
+    spc_pk r = spc_pickle_walk(p, n, len, &wi);
+    if (r != SPC_PK_NO && !wi.stopped && !wi.failed && wi.ops < SPC_SNIFF_OPS) return false;
+    spa_format f = spc_sniff(p, n, len);
+    if (f != SPA_FMT_NONE && (f != SPA_FMT_PICKLE || nb_walk_candidate(r, &wi, SIZE_MAX))) return false;
+    if (nb_b64(p[0]) >= 0) {
+        uint8_t pb[SPC_NESTED_PROBE];
+        size_t pn = nb_b64_lenient(p, n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE & ~(size_t)3, pb, sizeof pb);
+        if (pn >= 2 && spc_sniff(pb, pn, UINT64_MAX) != SPA_FMT_NONE) return false;
+    }
     return true;
 }
 
@@ -216,7 +251,7 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     size_t dn = 0;
     const char *enc = "const";
 
-    if (nb_candidate(s, p, n, trunc)) {
+    if (nb_candidate(s, p, n, v->u.s.len)) {
         data = p;
         dn = n;
     }
@@ -250,7 +285,6 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     spc_content c;
     memset(&c, 0, sizeof c);
     c.src = src;
-    c.size = trunc && data == p ? UINT64_MAX : dn;
     c.size = dn;
     c.loc = loc;
     c.depth = depth + 1;

@@ -611,14 +611,25 @@ static bool vm_line_req(vm *m, const uint8_t **p, size_t *n, uint64_t off) {
  * bytes (zero-copy over memory), skips the rest. */
 /* `linear`: the C unpickler reads this payload with _Unpickler_ReadInto
  * (BINBYTES*, SHORT_BINBYTES, BYTEARRAY8), which takes the rest of a frame
- * and continues from the file: no frame skipping for those. */
+ * and continues from the file: no frame skipping for those. These are the
+ * bytes opcodes: a long one that the opaque hook judges from its first
+ * SPA_VM_KEEP_OPAQUE bytes to be opaque binary (array data) keeps only those,
+ * and *opaque says so; array payloads are then neither copied nor kept. */
 static bool vm_data(vm *m, uint64_t n, const uint8_t **out, uint64_t *kept, bool *owned, uint64_t off,
-                    bool linear) {
+                    bool linear, bool *opaque) {
     uint64_t keep = n < m->lim->v[SPA_LIM_STR] ? n : m->lim->v[SPA_LIM_STR];
     if (!m->stable && keep > VM_MAX_LINE_WIN) keep = VM_MAX_LINE_WIN;
     const uint8_t *p;
     size_t got;
+    *opaque = false;
     if (!linear) vm_cf_pre(m, n);
+    else if (keep > SPA_VM_KEEP_OPAQUE && m->hooks && m->hooks->opaque) {
+        spa_code c = spa_in_peek_fast(m->in, SPA_VM_KEEP_OPAQUE, &p, &got);
+        if (c == SPA_OK && got >= SPA_VM_KEEP_OPAQUE && m->hooks->opaque(m->hooks->ud, p, SPA_VM_KEEP_OPAQUE, n)) {
+            keep = SPA_VM_KEEP_OPAQUE;
+            *opaque = true;
+        }
+    }
     spa_code c = spa_in_peek_fast(m->in, (size_t)keep, &p, &got);
     if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return false; }
     if (got < keep) {
@@ -1344,8 +1355,8 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         }
         const uint8_t *d;
         uint64_t kept;
-        bool owned;
-        if (!vm_data(m, n, &d, &kept, &owned, off, false)) return;
+        bool owned, opaque;
+        if (!vm_data(m, n, &d, &kept, &owned, off, false, &opaque)) return;
         spa_val *v;
         if (n <= 8 && kept == n) {
             uint64_t u = vm_le(d, (int)n);
@@ -1436,10 +1447,10 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         }
         const uint8_t *d;
         uint64_t kept;
-        bool owned;
+        bool owned, opaque;
         bool lin = op == SPA_OP_BINBYTES || op == SPA_OP_SHORT_BINBYTES || op == SPA_OP_BINBYTES8 ||
                    op == SPA_OP_BYTEARRAY8;
-        if (!vm_data(m, n, &d, &kept, &owned, off, lin)) return;
+        if (!vm_data(m, n, &d, &kept, &owned, off, lin, &opaque)) return;
         bool uni = op == SPA_OP_BINUNICODE || op == SPA_OP_SHORT_BINUNICODE || op == SPA_OP_BINUNICODE8;
         if (uni && !vm_utf8_ok(d, kept, kept < n)) {
             if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
@@ -1449,6 +1460,7 @@ static void vm_step(vm *m, uint8_t op, uint64_t off) {
         spa_val *v = vm_text_val(m, uni ? SPA_V_STR : SPA_V_BYTES, op, off, d, n, kept, owned);
         if (v && (op == SPA_OP_BINSTRING || op == SPA_OP_SHORT_BINSTRING)) v->flags |= SPA_VF_PY2STR;
         if (v && op == SPA_OP_BYTEARRAY8) v->flags |= SPA_VF_BYTEARRAY;
+        if (v && opaque) v->opcode |= SPA_VOP_OPAQUE;
         PUSH(v);
         vm_on_const(m, v);
         return;

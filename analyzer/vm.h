@@ -22,9 +22,11 @@
 #define SPA_VFX_PINNED 0x20u /* containers only (the bit is PY2STR on bytes): referenced
                                 from the IR or twice on the stack, never compacted */
 
-/* spa_val.opcode: the low 8 bits are the opcode byte; bit 8 is VM-internal */
+/* spa_val.opcode: the low 8 bits are the opcode byte; bits 8 and 9 are VM flags */
 #define SPA_VOP_MASK     0xffu
 #define SPA_VOP_BORROWED 0x100u /* str/bytes whose bytes the memo owns */
+#define SPA_VOP_OPAQUE   0x200u /* bytes judged opaque binary: only SPA_VM_KEEP_OPAQUE bytes kept */
+#define SPA_VM_KEEP_OPAQUE 4096u /* bytes kept (and examined) of a long opaque constant */
 
 /* Bytes of pickle streams the VM has examined in this scan (all streams of
  * the file): max_bytes bounds the total. Owner: ctx.c. */

@@ -111,6 +111,21 @@ static void test_nested(void) {
     CASE("ctorch.storage\n_load_from_bytes\n(S'cos\\nsystem\\n(S\\'id\\'\\ntR.'\ntR.", SPA_VERDICT_MALICIOUS, NULL);
     /* a second-stage file */
     CASE("ctorch.storage\n_load_from_bytes\n(S'/tmp/other.bin'\ntR.", SPA_VERDICT_MALICIOUS, "nested.malicious");
+    /* long binary content no pickle starts with: the VM kept its head only */
+    enum { BIN = 64 * 1024 };
+    static const char head[] = "ctorch.storage\n_load_from_bytes\n(B";
+    size_t hn = sizeof head - 1;
+    char *src = malloc(hn + 4 + BIN + 3);
+    memcpy(src, head, hn);
+    src[hn] = 0; src[hn + 1] = 0; src[hn + 2] = 1; src[hn + 3] = 0;   /* BIN, little-endian */
+    uint32_t x = 7u;
+    for (size_t i = 0; i < BIN; i++) { x = x * 1664525u + 1013904223u; src[hn + 4 + i] = (char)(x >> 24); }
+    memcpy(src + hn + 4 + BIN, "tR.", 3);
+    spa_result *r = scan_cls(src, hn + 4 + BIN + 3, NULL);
+    T_CHECK(r && r->verdict == SPA_VERDICT_MALICIOUS && has_rule(r, "nested.malicious", SPA_VERDICT_MALICIOUS));
+    T_CHECK(r && r->n_reasons && strstr(r->reasons[0].msg, "binary data that starts no pickle or container"));
+    spa_result_free(r);
+    free(src);
 }
 
 static void test_reason_fields(void) {

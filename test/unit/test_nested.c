@@ -272,6 +272,91 @@ static void test_joblib_skip(void) {
     spa_result_free(r);
 }
 
+/* ------------------------------------------------------------ opaque bytes */
+static uint32_t rnd_x = 12345u;
+static void rnd_fill(uint8_t *b, size_t n) {
+    for (size_t i = 0; i < n; i++) { rnd_x = rnd_x * 1664525u + 1013904223u; b[i] = (uint8_t)(rnd_x >> 24); }
+}
+
+/* The VM's opaque hook: binary data nothing could read as nested content is
+ * opaque; text, container magics, a pickle that imports, base64 of a pickle,
+ * or a head whose verdict needs bytes past it are not. */
+static void test_opaque_judgement(void) {
+    static uint8_t b[4096];
+    const uint64_t len = 1u << 20;
+    rnd_fill(b, sizeof b);
+    T_CHECK(spc_nested_opaque(NULL, b, sizeof b, len));
+    memset(b, 'a', sizeof b);                                   /* text: code-like tests need it all */
+    T_CHECK(!spc_nested_opaque(NULL, b, sizeof b, len));
+    rnd_fill(b, sizeof b); memcpy(b, "PK\x03\x04", 4);          /* a zip */
+    T_CHECK(!spc_nested_opaque(NULL, b, sizeof b, len));
+    rnd_fill(b, sizeof b); memcpy(b, "\x1f\x8b\x08", 3);        /* gzip: decided by decompressing */
+    T_CHECK(!spc_nested_opaque(NULL, b, sizeof b, len));
+    rnd_fill(b, sizeof b); memcpy(b, PAYLOAD, PAYLOAD_N);       /* imports, calls, stops, then junk */
+    T_CHECK(!spc_nested_opaque(NULL, b, sizeof b, len));
+    rnd_fill(b, sizeof b);                                      /* BINUNICODE longer than the constant */
+    memcpy(b, "X\xff\xff\xff\x7f", 5);
+    T_CHECK(spc_nested_opaque(NULL, b, sizeof b, len));
+    rnd_fill(b, sizeof b);                                      /* ... inside it but past the head: undecided */
+    memcpy(b, "X\x00\x00\x01\x00", 5);
+    T_CHECK(!spc_nested_opaque(NULL, b, sizeof b, len));
+    static const char b64tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    rnd_fill(b, sizeof b);                                      /* base64 of a pickle, then junk */
+    const uint8_t *in = (const uint8_t *)PAYLOAD;
+    size_t o = 0;
+    for (size_t i = 0; i + 3 <= PAYLOAD_N; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        b[o++] = (uint8_t)b64tab[v >> 18 & 63]; b[o++] = (uint8_t)b64tab[v >> 12 & 63];
+        b[o++] = (uint8_t)b64tab[v >> 6 & 63]; b[o++] = (uint8_t)b64tab[v & 63];
+    }
+    T_CHECK(!spc_nested_opaque(NULL, b, sizeof b, len));
+}
+
+typedef struct { size_t bytes; } count_alloc;
+static void *ca_alloc(void *ctx, size_t n) { ((count_alloc *)ctx)->bytes += n; return malloc(n); }
+static void ca_free(void *ctx, void *p) { (void)ctx; free(p); }
+typedef struct { const uint8_t *p; size_t n; } memfile;
+static ssize_t mf_pread(void *ctx, void *buf, size_t len, uint64_t off) {
+    const memfile *f = ctx;
+    if (off >= f->n) return 0;
+    size_t k = f->n - off < len ? (size_t)(f->n - off) : len;
+    memcpy(buf, f->p + off, k);
+    return (ssize_t)k;
+}
+
+/* 64 array payloads of 256 KiB read through a file-like (pread) source: the
+ * scan keeps SPA_VM_KEEP_OPAQUE bytes of each, so its arena stays a small
+ * fraction of the data (it held every byte of each before), and none of them
+ * is taken for a nested pickle. */
+static void test_opaque_payloads_are_not_kept(void) {
+    enum { K = 64, SZ = 256 * 1024 };
+    size_t cap = (size_t)K * (SZ + 5) + 16, n = 0;
+    uint8_t *b = malloc(cap);
+    b[n++] = 0x80; b[n++] = 4; b[n++] = ']'; b[n++] = '(';
+    for (int i = 0; i < K; i++) {
+        b[n++] = 'B'; b[n++] = 0; b[n++] = 0; b[n++] = SZ >> 16; b[n++] = 0;
+        rnd_fill(b + n, SZ);
+        n += SZ;
+    }
+    b[n++] = 'e'; b[n++] = '.';
+    memfile mf = { b, n };
+    spa_src src = { mf_pread, &mf, n, NULL };
+    count_alloc ca = { 0 };
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    spa_alloc al = { ca_alloc, ca_free, &ca };
+    o.alloc = &al;
+    spa_result *r = NULL;
+    spa_err e;
+    T_EQ_INT(spa_scan_src(&o, &src, &r, &e), SPA_OK);
+    T_CHECK(r && r->n_streams == 1 && r->streams[0].complete);
+    T_CHECK_MSG(ca.bytes < (size_t)K * SZ / 8, "the scan allocated %zu bytes for %zu of array data", ca.bytes,
+                (size_t)K * SZ);
+    spa_result_free(r);
+    free(b);
+}
+
 T_MAIN("nested", T_CASE(test_encodings), T_CASE(test_compressed_constant), T_CASE(test_harmless_strings_are_not_nested),
        T_CASE(test_random_constants_are_not_nested), T_CASE(test_padding_does_not_hide), T_CASE(test_depth_limit),
-       T_CASE(test_decoders), T_CASE(test_joblib_itemsize), T_CASE(test_joblib_skip))
+       T_CASE(test_decoders), T_CASE(test_joblib_itemsize), T_CASE(test_joblib_skip),
+       T_CASE(test_opaque_judgement), T_CASE(test_opaque_payloads_are_not_kept))
