@@ -8,6 +8,7 @@
 
 #define SPA_IN_WINDOW   (256u * 1024u)      /* initial window for file/seq sources */
 #define SPA_IN_MAXWIN   (64u * 1024u * 1024u) /* a peek may never ask for more */
+#define SPA_IN_MINRA    (16u * 1024u)       /* read-ahead after a skip jumped over data */
 
 
 
@@ -43,7 +44,10 @@ spa_in *spa_in_from_seq(spa_arena *ar, spa_seq_read rd, void *ctx) {
 
 /* Window mode: make `want` bytes available at bpos (or all that remain). The
  * buffer is an arena allocation; it is replaced (never freed) when it must
- * grow, which happens O(log maxwin) times per reader. */
+ * grow, which happens O(log maxwin) times per reader. A pread source reads
+ * ahead up to the window's size while it is read through, and only
+ * SPA_IN_MINRA after a skip jumped over unread data (array payloads), so
+ * bytes that are skipped are not read either. */
 static spa_code spa_in_fill(spa_in *in, size_t want) {
     if (want > SPA_IN_MAXWIN) want = SPA_IN_MAXWIN;
     if (in->blen - in->bpos >= want) return SPA_OK;
@@ -62,8 +66,17 @@ static spa_code spa_in_fill(spa_in *in, size_t want) {
         in->blen -= in->bpos;
         in->bpos = 0;
     }
+    size_t ahead = in->cap;
+    if (!in->rd) {
+        size_t ra = in->ra ? in->ra : SPA_IN_WINDOW;
+        ra = in->jumped ? SPA_IN_MINRA : (ra < in->cap / 2 ? 2 * ra : in->cap);
+        in->ra = ra;
+        in->jumped = false;
+        ahead = want > ra ? want : ra;
+        if (ahead > in->cap) ahead = in->cap;
+    }
     while (in->blen < want && !in->src_eof) {
-        size_t room = in->cap - in->blen;
+        size_t room = (in->blen < ahead ? ahead : want) - in->blen;
         ssize_t r;
         if (in->rd) {
             r = in->rd(in->rctx, in->buf + in->blen, room);
@@ -119,6 +132,7 @@ spa_code spa_in_skip_slow(spa_in *in, uint64_t n) {
                 uint64_t left = in->end - in->pos;
                 if (n > left) { in->pos = in->end; in->src_eof = true; return SPA_E_TRUNCATED; }
                 in->pos += n;
+                in->jumped = true;
                 return SPA_OK;
             }
             spa_code c = spa_in_fill(in, n < SPA_IN_WINDOW ? (size_t)n : SPA_IN_WINDOW);

@@ -20,6 +20,8 @@ struct spa_in {
     size_t cap, bpos, blen;
     uint64_t pos;           /* content offset of the current position */
     uint64_t pulled;        /* bytes pulled from the underlying source */
+    size_t ra;              /* pread read-ahead per fill (0: SPA_IN_WINDOW) */
+    bool jumped;            /* a skip passed the window without reading (pread) */
     bool src_eof;
     bool is_mem;
 };

@@ -48,7 +48,10 @@ static char *rep_bytes(const uint8_t *p, size_t n) {
         uint8_t c = p[i];
         if (c >= 0x20 && c < 0x7f && c != '\\') o[j++] = (char)c;
         else if (c == '\\') { o[j++] = '\\'; o[j++] = '\\'; }
-        else j += (size_t)sprintf(o + j, "\\x%02x", c);
+        else {
+            static const char hx[] = "0123456789abcdef";
+            o[j++] = '\\'; o[j++] = 'x'; o[j++] = hx[c >> 4]; o[j++] = hx[c & 15];
+        }
     }
     o[j] = '\0';
     return o;
