@@ -156,5 +156,48 @@ static void test_same_ir_every_source(void) {
     spa_result_free(r2);
 }
 
+/* Skipped data is not read: after a skip jumps over unread bytes, a pread
+ * window reads ahead 16 KiB, not a whole window; read straight through, it
+ * grows back to whole windows. */
+static ssize_t whole_read(void *ctx, void *buf, size_t len, uint64_t off) {
+    const prsrc *s = ctx;
+    if (off >= s->n) return 0;
+    size_t k = s->n - (size_t)off < len ? s->n - (size_t)off : len;
+    memcpy(buf, s->p + off, k);
+    return (ssize_t)k;
+}
+
+static void test_pread_skips_are_not_read(void) {
+    enum { K = 64, GAP = 260 * 1024 };   /* each skip runs past a 256 KiB window */
+    size_t n = (size_t)K * GAP;
+    uint8_t *d = calloc(n, 1);
+    prsrc ps = { d, n, 0 };
+    spa_src s = { whole_read, &ps, n, NULL };
+    spa_arena *ar = spa_arena_create(NULL);
+    spa_in *in = spa_in_from_src(ar, &s, 0, n);
+    const uint8_t *p;
+    size_t got;
+    for (int i = 0; i < K; i++) {
+        T_EQ_INT(spa_in_peek(in, 100, &p, &got), SPA_OK);
+        T_CHECK(got >= 100);
+        T_EQ_INT(spa_in_skip(in, GAP), SPA_OK);
+    }
+    T_CHECK_MSG(spa_in_bytes_read(in) < (uint64_t)K * 32 * 1024, "%llu bytes read to skip %zu",
+                (unsigned long long)spa_in_bytes_read(in), n);
+    /* read through: the read-ahead grows back (few, large reads) */
+    in = spa_in_from_src(ar, &s, 0, n);
+    T_EQ_INT(spa_in_peek(in, 1, &p, &got), SPA_OK);
+    T_EQ_INT(spa_in_skip(in, GAP + 5), SPA_OK);   /* a jump: read-ahead drops */
+    uint64_t before = spa_in_bytes_read(in);
+    for (int i = 0; i < 64; i++) {
+        T_EQ_INT(spa_in_peek(in, 1, &p, &got), SPA_OK);
+        T_EQ_INT(spa_in_skip(in, got), SPA_OK);    /* consume what is buffered */
+    }
+    uint64_t grown = spa_in_bytes_read(in) - before;
+    T_CHECK_MSG(grown >= 64ull * 128 * 1024, "64 read-through fills pulled only %llu bytes", (unsigned long long)grown);
+    spa_arena_destroy(ar);
+    free(d);
+}
+
 T_MAIN("reader", T_CASE(test_memory_zero_copy), T_CASE(test_pread_window), T_CASE(test_seq),
-       T_CASE(test_same_ir_every_source))
+       T_CASE(test_same_ir_every_source), T_CASE(test_pread_skips_are_not_read))
