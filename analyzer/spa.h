@@ -156,6 +156,8 @@ struct spa_val {
             spa_val **items;
             uint64_t count;   /* true number of items (dict: 2*pairs) */
             uint32_t cap;
+            uint32_t refs;    /* VM bookkeeping: stack/container references of a memoised one */
+            uint32_t memo_key;/* VM bookkeeping: its memo key (UINT32_MAX: several or too large) */
         } seq;
         struct {         /* GLOBAL */
             const char *module; /* as the loader resolves it (py2 compat mapping applied) */

@@ -140,20 +140,40 @@ VM_HOT void vm_prefetch_items(const spa_val *v) {
     for (uint32_t i = 0; i < n; i++) __builtin_prefetch(v->u.seq.items[i]);
 }
 
-/* A plain-data container that only the memo still holds, dropped from the
- * stack or from a full parent: keep its node (kind, count, offset) for GET
- * but release its items, so memoised data costs one node per object.
- * Containers holding a global/call/persid (HOT) or referenced from the IR
- * (PINNED) keep everything. */
-static void vm_compact(vm *m, spa_val *v, int depth) {
-    if (!vm_is_seq(v) || (v->flags & (SPA_VFX_HOT | SPA_VFX_PINNED)) || !v->u.seq.cap) return;
-    vm_prefetch_items(v);
-    for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
-    vm_bfree(m, v->u.seq.items, (size_t)v->u.seq.cap * sizeof(spa_val *));
-    v->u.seq.items = NULL;
-    v->u.seq.cap = 0;
-    if (v->n) v->flags |= SPA_VF_TRUNC;
-    v->n = 0;
+/* Memo bookkeeping of a memoised container (spa_val.u.seq.refs, memo_key). */
+#define VM_MEMO_NOKEY UINT32_MAX /* in the memo under several keys, or a key >= 2^32 */
+static spa_val **vm_memo_slot(vm *m, uint64_t key);
+static spa_val *vm_memo_raw(vm *m, uint64_t key);
+static spa_val *vm_memo_summary(spa_vkind k, uint64_t count);
+
+/* A memoised container dropped from the stack or from a parent. Its refs
+ * count the stack slots and containers that hold it (one from its creation,
+ * one per memo GET; the memo's own is not counted). A plain-data one releases
+ * its items at once, so memoised data costs at most one node per object; when
+ * its last reference goes and the memo holds it under one known key, the memo
+ * keeps a summary (kind, count) instead, as for tuples, and the node is
+ * recycled too. Containers holding a global/call/persid (HOT) or referenced
+ * from the IR (PINNED) keep everything. */
+static void vm_drop_shared(vm *m, spa_val *v, int depth) {
+    if (!vm_is_seq(v)) return;
+    if (v->u.seq.refs) v->u.seq.refs--;
+    if (v->flags & (SPA_VFX_HOT | SPA_VFX_PINNED)) return;
+    if (v->u.seq.cap) {
+        vm_prefetch_items(v);
+        for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
+        vm_bfree(m, v->u.seq.items, (size_t)v->u.seq.cap * sizeof(spa_val *));
+        v->u.seq.items = NULL;
+        v->u.seq.cap = 0;
+        if (v->n) v->flags |= SPA_VF_TRUNC;
+        v->n = 0;
+    }
+    if (v->u.seq.refs || v->u.seq.memo_key == VM_MEMO_NOKEY || v->u.seq.count >= (1ull << 48)) return;
+    /* only the memo holds it (if its key still names it: a redefined key
+     * left it held by nothing) */
+    if (vm_memo_raw(m, v->u.seq.memo_key) == v)
+        *vm_memo_slot(m, v->u.seq.memo_key) = vm_memo_summary((spa_vkind)v->kind, v->u.seq.count);
+    v->u.seq.items = (spa_val **)(void *)m->free_vals;
+    m->free_vals = v;
 }
 
 static void vm_drop_d(vm *m, spa_val *v, int depth) {
@@ -163,7 +183,7 @@ static void vm_drop_d(vm *m, spa_val *v, int depth) {
         m->free_vals = v;
         return;
     }
-    if (v->flags & SPA_VFX_SHARED) { vm_compact(m, v, depth); return; }
+    if (v->flags & SPA_VFX_SHARED) { vm_drop_shared(m, v, depth); return; }
     if (vm_is_seq(v)) {
         vm_prefetch_items(v);
         for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
@@ -370,10 +390,24 @@ static spa_val *vm_hget(const vm_memo *mm, uint64_t key) {
 #define VM_MSTR_MAX 511u
 #define VM_MSTR_INLINE (1ull << 57)
 
-static spa_val *vm_memo_enc(vm *m, spa_val *v) {
+static spa_val *vm_memo_summary(spa_vkind k, uint64_t count) {
+    return (spa_val *)(uintptr_t)((count << 8) | ((uint64_t)k << 1) | VM_MEMO_TAG);
+}
+
+static spa_val *vm_memo_enc(vm *m, spa_val *v, uint64_t key) {
     if ((v->kind == SPA_V_TUPLE || v->kind == SPA_V_FROZENSET) &&
         !(v->flags & (SPA_VFX_HOT | SPA_VFX_PINNED | SPA_VFX_SHARED)) && v->u.seq.count < (1ull << 48))
-        return (spa_val *)(uintptr_t)((v->u.seq.count << 8) | ((uint64_t)v->kind << 1) | VM_MEMO_TAG);
+        return vm_memo_summary((spa_vkind)v->kind, v->u.seq.count);
+    if (vm_is_seq(v)) {
+        /* first memoised: it is on the stack and nowhere else (only GET and
+         * DUP copy a pointer, and DUP pins) */
+        if (!(v->flags & SPA_VFX_SHARED)) {
+            v->u.seq.refs = 1;
+            v->u.seq.memo_key = key < VM_MEMO_NOKEY ? (uint32_t)key : VM_MEMO_NOKEY;
+        } else if (v->u.seq.memo_key != key) {
+            v->u.seq.memo_key = VM_MEMO_NOKEY;
+        }
+    }
     if ((v->kind == SPA_V_STR || v->kind == SPA_V_BYTES) && !(v->flags & (SPA_VFX_SHARED | SPA_VF_TRUNC)) &&
         v->u.s.len <= VM_MSTR_MAX && sizeof(uintptr_t) == 8) {
         uint64_t kf0 = (v->kind == SPA_V_BYTES ? 1u : 0u) | ((v->flags & SPA_VF_PY2STR) ? 2u : 0u) |
@@ -444,11 +478,26 @@ VM_HOT spa_val *vm_memo_get(vm *m, uint64_t key, uint8_t op, uint64_t off) {
         if (kf & 4) c->flags |= SPA_VF_BYTEARRAY;
         return c;
     }
-    if (!(w & VM_MEMO_TAG)) return v;
-    spa_val *c = vm_new(m, (spa_vkind)((w >> 1) & 0x7f), op, off);
+    if (!(w & VM_MEMO_TAG)) {
+        if (vm_is_seq(v) && (v->flags & SPA_VFX_SHARED)) {   /* one more reference (vm_drop_shared) */
+            if (v->u.seq.refs < UINT32_MAX) v->u.seq.refs++;
+            else v->u.seq.memo_key = VM_MEMO_NOKEY;
+        }
+        return v;
+    }
+    spa_vkind k = (spa_vkind)((w >> 1) & 0x7f);
+    spa_val *c = vm_new(m, k, op, off);
     if (!c) return NULL;
     c->u.seq.count = w >> 8;
     if (c->u.seq.count) c->flags |= SPA_VF_TRUNC;
+    if (k == SPA_V_LIST || k == SPA_V_DICT || k == SPA_V_SET) {
+        /* a released mutable container: the memo holds this node again, so
+         * that what is added to it now is seen by later GETs */
+        *vm_memo_slot(m, key) = c;
+        c->flags |= SPA_VFX_SHARED;
+        c->u.seq.refs = 1;
+        c->u.seq.memo_key = key < VM_MEMO_NOKEY ? (uint32_t)key : VM_MEMO_NOKEY;
+    }
     return c;
 }
 
@@ -459,7 +508,7 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
     spa_val **slot = NULL;
     if (key < mm->dcap && mm->dense[key]) slot = &mm->dense[key];
     else if (mm->hcount && vm_hget(mm, key)) slot = vm_hslot(mm, key);
-    if (slot) { *slot = vm_memo_enc(m, v); return; }
+    if (slot) { *slot = vm_memo_enc(m, v, key); return; }
     if (mm->count >= m->lim->v[SPA_LIM_MEMO]) { vm_limit(m, SPA_LIM_MEMO, "memo size limit", off); return; }
     if (key >= mm->dcap && key < 2 * (uint64_t)mm->count + VM_MEMO_SLACK) {
         size_t nc = mm->dcap ? mm->dcap : 1024;
@@ -471,7 +520,7 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
         mm->dcap = nc;
     }
     if (key < mm->dcap) {
-        mm->dense[key] = vm_memo_enc(m, v);
+        mm->dense[key] = vm_memo_enc(m, v, key);
         mm->count++;
         return;
     }
@@ -488,7 +537,7 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
         free(mm->vals);
         *mm = nm;
     }
-    *vm_hslot(mm, key) = vm_memo_enc(m, v);
+    *vm_hslot(mm, key) = vm_memo_enc(m, v, key);
     mm->hcount++;
     mm->count++;
 }
@@ -1155,11 +1204,74 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
 /* Execute one opcode; returns with m->err set to stop. */
 static void vm_step(vm *m, uint8_t op, uint64_t off);
 
-/* The opcodes that dominate plain data (marks, small ints, floats, empty
- * containers, memo traffic), split from vm_step so that the loop handles
- * them without the big switch's call and frame. */
+/* The opcodes with a fixed argument that dominate plain data (small ints,
+ * floats, memo traffic), run from their argument bytes b: read by vm_read in
+ * vm_step_hot, or straight from the reader's window in vm_fast. The width of
+ * each is its argument kind in the opcode table. */
+static const uint8_t vm_argw[256] = {
+#define OP(name, byte, kind, argname, proto, before, after)                                      \
+    [byte] = (SPA_OP_##name == SPA_OP_BININT || SPA_OP_##name == SPA_OP_BININT1 ||               \
+              SPA_OP_##name == SPA_OP_BININT2 || SPA_OP_##name == SPA_OP_BINFLOAT ||             \
+              SPA_OP_##name == SPA_OP_BINPUT || SPA_OP_##name == SPA_OP_LONG_BINPUT ||           \
+              SPA_OP_##name == SPA_OP_BINGET || SPA_OP_##name == SPA_OP_LONG_BINGET)              \
+                 ? (kind == SPA_ARG_U1 ? 1 : kind == SPA_ARG_U2 ? 2 : kind == SPA_ARG_F8 ? 8 : 4) \
+                 : 0,
+#include "opcodes.def"
+#undef OP
+};
+
+/* Opcodes without an argument that never touch the input (BUILD's hooks may
+ * skip raw data): vm_fast runs them in place. From the opcode table. */
+static const uint8_t vm_noarg[256] = {
+#define OP(name, byte, kind, argname, proto, before, after) \
+    [byte] = kind == SPA_ARG_NONE && SPA_OP_##name != SPA_OP_BUILD,
+#include "opcodes.def"
+#undef OP
+};
+
+VM_HOT void vm_step_arg(vm *m, uint8_t op, uint64_t off, const uint8_t *b) {
+    switch (op) {
+    case SPA_OP_BININT:
+    case SPA_OP_BININT1:
+    case SPA_OP_BININT2: {
+        int w = op == SPA_OP_BININT ? 4 : op == SPA_OP_BININT1 ? 1 : 2;
+        spa_val *v = vm_new(m, SPA_V_INT, op, off);
+        if (v) v->u.i = w == 4 ? (int64_t)(int32_t)(uint32_t)vm_le(b, 4) : (int64_t)vm_le(b, w);
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_BINFLOAT: {
+        uint64_t u = 0;
+        for (int i = 0; i < 8; i++) u = (u << 8) | b[i];
+        spa_val *v = vm_new(m, SPA_V_FLOAT, op, off);
+        if (v) memcpy(&v->u.f, &u, 8);
+        PUSH(v);
+        return;
+    }
+    case SPA_OP_BINPUT: case SPA_OP_LONG_BINPUT: {
+        spa_val *v = vm_top(m, off);
+        if (!v) return;
+        vm_memo_put(m, vm_le(b, op == SPA_OP_BINPUT ? 1 : 4), v, off);
+        return;
+    }
+    case SPA_OP_BINGET: case SPA_OP_LONG_BINGET: {
+        spa_val *v = vm_memo_get(m, vm_le(b, op == SPA_OP_BINGET ? 1 : 4), op, off);
+        if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
+        PUSH(v);
+        return;
+    }
+    }
+}
+
+/* The other opcodes that dominate plain data (marks, empty containers,
+ * MEMOIZE) without the big switch's call and frame. */
 VM_HOT void vm_step_hot(vm *m, uint8_t op, uint64_t off) {
-    uint8_t b[8];
+    unsigned w = vm_argw[op];
+    if (w) {
+        uint8_t b[8];
+        if (vm_read(m, b, w, off)) vm_step_arg(m, op, off, b);
+        return;
+    }
     switch (op) {
     case SPA_OP_MARK:
         if (m->nmarks >= m->lim->v[SPA_LIM_MARKS]) { vm_limit(m, SPA_LIM_MARKS, "mark depth limit", off); return; }
@@ -1172,43 +1284,8 @@ VM_HOT void vm_step_hot(vm *m, uint8_t op, uint64_t off) {
         }
         m->marks[m->nmarks++] = m->sp;
         return;
-    case SPA_OP_BININT:
-    case SPA_OP_BININT1:
-    case SPA_OP_BININT2: {
-        int w = op == SPA_OP_BININT ? 4 : op == SPA_OP_BININT1 ? 1 : 2;
-        if (!vm_read(m, b, (size_t)w, off)) return;
-        spa_val *v = vm_new(m, SPA_V_INT, op, off);
-        if (v) v->u.i = w == 4 ? (int64_t)(int32_t)(uint32_t)vm_le(b, 4) : (int64_t)vm_le(b, w);
-        PUSH(v);
-        return;
-    }
-    case SPA_OP_BINFLOAT: {
-        if (!vm_read(m, b, 8, off)) return;
-        uint64_t u = 0;
-        for (int i = 0; i < 8; i++) u = (u << 8) | b[i];
-        spa_val *v = vm_new(m, SPA_V_FLOAT, op, off);
-        if (v) memcpy(&v->u.f, &u, 8);
-        PUSH(v);
-        return;
-    }
     case SPA_OP_EMPTY_LIST: PUSH(vm_new(m, SPA_V_LIST, op, off)); return;
     case SPA_OP_EMPTY_DICT: PUSH(vm_new(m, SPA_V_DICT, op, off)); return;
-    case SPA_OP_BINPUT: case SPA_OP_LONG_BINPUT: {
-        size_t w = op == SPA_OP_BINPUT ? 1 : 4;
-        if (!vm_read(m, b, w, off)) return;
-        spa_val *v = vm_top(m, off);
-        if (!v) return;
-        vm_memo_put(m, vm_le(b, (int)w), v, off);
-        return;
-    }
-    case SPA_OP_BINGET: case SPA_OP_LONG_BINGET: {
-        size_t w = op == SPA_OP_BINGET ? 1 : 4;
-        if (!vm_read(m, b, w, off)) return;
-        spa_val *v = vm_memo_get(m, vm_le(b, (int)w), op, off);
-        if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
-        PUSH(v);
-        return;
-    }
     case SPA_OP_MEMOIZE: {
         spa_val *v = vm_top(m, off);
         if (!v) return;
@@ -1221,6 +1298,61 @@ VM_HOT void vm_step_hot(vm *m, uint8_t op, uint64_t off) {
     }
 }
 
+/* The fast loop: while the reader's window holds a whole opcode with its
+ * argument, run the fixed-argument hot opcodes and short strings from the
+ * window's bytes, and the opcodes that read no input in place. It stops, with
+ * nothing of the opcode consumed, at any other opcode, at a limit, where an
+ * argument would cross the C unpickler's frame buffer (vm_cf_pre) or where a
+ * short string needs the general path (longer than max_str, not UTF-8); and
+ * after an opcode that failed or completed the stream. vm_exec then runs the
+ * next opcode the general way, which reproduces every one of those cases.
+ * Returns the bytes consumed. Nothing it calls reads m->in (vm_on_const's
+ * hook scans the constant's own bytes). */
+#define VM_FAST_WIN 9u  /* an opcode and its longest fixed argument (BINFLOAT) */
+static size_t vm_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uint64_t lim_bytes) {
+    const uint8_t *q = p, *pe = p + got, *qe = pe - (VM_FAST_WIN - 1);
+    const uint64_t cpos = spa_in_pos_fast(m->in), base = cpos - m->start;
+    const uint64_t lim_str = m->lim->v[SPA_LIM_STR];
+    while (q < qe) {
+        uint64_t at = (uint64_t)(q - p), off = base + at;
+        if (m->nops >= lim_ops || off >= lim_bytes) break;
+        uint8_t op = *q;
+        uint64_t w = vm_argw[op];
+        if (op == SPA_OP_SHORT_BINUNICODE) {
+            w = 1u + q[1];
+            if (w > (uint64_t)(pe - q - 1) || q[1] > lim_str || !vm_utf8_ok(q + 2, q[1], false)) break;
+        } else if (!w && !vm_noarg[op]) {
+            break;
+        }
+        if (w) {   /* the argument [a, e): vm_cf_pre, then vm_cf_post */
+            uint64_t a = cpos + at + 1, e = a + w;
+            if (a < m->cf_end && e > m->cf_end) break;
+            if (e > m->cf_end) m->cf_end = e;
+        }
+        m->nops++;
+        q += 1 + w;
+        if (op == SPA_OP_SHORT_BINUNICODE) {
+            const uint8_t *d = q - w + 1;
+            size_t n = (size_t)w - 1;
+            bool owned = !m->stable;
+            if (owned) {
+                uint8_t *cp = vm_balloc(m, n ? n : 1);
+                if (!cp) { vm_nomem(m, off); break; }
+                if (n) memcpy(cp, d, n);
+                d = cp;
+            }
+            spa_val *v = vm_text_val(m, SPA_V_STR, op, off, d, n, n, owned);
+            if (vm_push(m, v, off)) vm_on_const(m, v);
+        } else if (w) {
+            vm_step_arg(m, op, off, q - w);
+        } else {
+            vm_step_hot(m, op, off);
+        }
+        if (m->err.code != SPA_OK || m->complete) break;
+    }
+    return (size_t)(q - p);
+}
+
 static void vm_exec(vm *m) {
     /* max_bytes is per file: what earlier streams used is already spent */
     uint64_t used = *spa_ctx_vm_bytes(m->sc);
@@ -1228,12 +1360,18 @@ static void vm_exec(vm *m) {
     const uint64_t lim_bytes = used < m->lim->v[SPA_LIM_BYTES] ? m->lim->v[SPA_LIM_BYTES] - used : 0;
     spa_in *in = m->in;
     for (;;) {
+        const uint8_t *p;
+        size_t got;
+        spa_code c = spa_in_peek_fast(in, VM_FAST_WIN, &p, &got);
+        if (c == SPA_OK && got >= VM_FAST_WIN) {
+            size_t k = vm_fast(m, p, got, lim_ops, lim_bytes);
+            if (k) spa_in_skip_fast(in, k);
+            if (m->err.code != SPA_OK || m->complete) return;
+        }
         uint64_t off = spa_in_pos_fast(in) - m->start;
         if (m->nops >= lim_ops) { vm_limit(m, SPA_LIM_OPS, "opcode count limit", off); return; }
         if (off >= lim_bytes) { vm_limit(m, SPA_LIM_BYTES, "byte limit (max_bytes per file)", off); return; }
-        const uint8_t *p;
-        size_t got;
-        spa_code c = spa_in_peek_fast(in, 1, &p, &got);
+        c = spa_in_peek_fast(in, 1, &p, &got);
         if (c != SPA_OK) { vm_fail(m, c, "read error", off); m->fatal = true; return; }
         if (!got) { vm_fail(m, SPA_E_TRUNCATED, "pickle data ended without STOP", off); return; }
         uint8_t op = p[0];

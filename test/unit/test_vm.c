@@ -356,7 +356,43 @@ static void test_frames(void) {
     T_EQ_INT(r->n_streams, 1); T_CHECK(S0(r)->complete); spa_result_free(r);
 }
 
+/* A memoised list or dict that nothing but the memo holds any more becomes a
+ * summary in the memo and its node is recycled: 100k memoised dicts, each
+ * holding a memoised list, appended in batches of 1000 as pickle writes them,
+ * cost no node each. A released container fetched again is held by the memo
+ * again, so what is added to it is seen by later GETs, and two GETs give the
+ * same object. */
+static void test_memo_released_containers(void) {
+    enum { N = 100000, BATCH = 1000 };
+    uint8_t *b = malloc((size_t)N * 8 + N / BATCH * 2 + 16);
+    size_t k = 0;
+    b[k++] = 0x80; b[k++] = 4; b[k++] = ']'; b[k++] = 0x94;
+    for (int i = 0; i < N; i++) {
+        if (i % BATCH == 0) b[k++] = '(';
+        /* {1: []} with both memoised */
+        b[k++] = '}'; b[k++] = 0x94; b[k++] = 'K'; b[k++] = 1; b[k++] = ']'; b[k++] = 0x94; b[k++] = 's';
+        if (i % BATCH == BATCH - 1) b[k++] = 'e';
+    }
+    b[k++] = '.';
+    spa_result *r = vmt_run(b, k);
+    T_CHECK(S0(r)->complete);
+    T_CHECK_MSG(spa_arena_used(r->arena) < (2u << 20), "%zu arena bytes for %d memoised dicts",
+                spa_arena_used(r->arena), N);
+    spa_result_free(r);
+    free(b);
+    /* released (POP), fetched, given a global, released, fetched, passed to f */
+    r = vmt_run(B("\x80\x02]q\x00" "0" "h\x00" "cos\nsystem\n" "a0" "cbuiltins\nf\nh\x00\x85R."));
+    const spa_val *l = arg0(r);
+    T_CHECK(l && l->kind == SPA_V_LIST && l->n == 1 && l->u.seq.items[0]->kind == SPA_V_GLOBAL);
+    spa_result_free(r);
+    r = vmt_run(B("\x80\x02}q\x00" "0" "cbuiltins\nf\nh\x00h\x00\x86\x85R."));
+    const spa_val *t = arg0(r);
+    T_CHECK(t && t->kind == SPA_V_TUPLE && t->n == 2 && t->u.seq.items[0] == t->u.seq.items[1] &&
+            t->u.seq.items[0]->kind == SPA_V_DICT);
+    spa_result_free(r);
+}
+
 T_MAIN("vm", T_CASE(test_int_text_base0), T_CASE(test_long_and_float), T_CASE(test_strings),
        T_CASE(test_buffers), T_CASE(test_containers), T_CASE(test_marks_and_stack), T_CASE(test_memo),
        T_CASE(test_globals_and_compat), T_CASE(test_calls), T_CASE(test_build_mutate_discard_persid),
-       T_CASE(test_stream_robustness), T_CASE(test_frames))
+       T_CASE(test_stream_robustness), T_CASE(test_frames), T_CASE(test_memo_released_containers))
