@@ -31,7 +31,7 @@ CLI_OBJ      := $(call obj,$(CLI_SRC))
 PRELOAD_OBJ  := $(call obj,$(PRELOAD_SRC))
 UNIT_BIN     := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 
-.PHONY: all deps build test unit asan fuzz fuzz-smoke integration bench demo install uninstall clean
+.PHONY: all deps build test unit asan fuzz fuzz-smoke integration bench demo install uninstall clean FORCE
 
 all: deps build
 build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so
@@ -78,8 +78,14 @@ asan: deps
 
 # ---------------------------------------------------------------- fuzzing
 FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
-build-fuzz/%: test/fuzz/%.c
+ifneq ($(BUILD),build-fuzz)
+# the instrumented library is brought up to date on every fuzz run, so that a
+# harness never runs against stale analyzer code
+build-fuzz/libspa.a: FORCE
 	$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang CFLAGS="$(FUZZ_CFLAGS)" build-fuzz/libspa.a
+endif
+FORCE:
+build-fuzz/%: test/fuzz/%.c $(wildcard test/fuzz/*.h) build-fuzz/libspa.a
 	clang $(patsubst -Werror,,$(ALL_CFLAGS)) -O1 -g -fsanitize=fuzzer,address,undefined \
 	  -fno-sanitize-recover=all -o $@ $< build-fuzz/libspa.a $(LIBS)
 

@@ -10,6 +10,7 @@
 #define SPC_HEAD          4096u  /* bytes sniffed at the start of a plausible pickle */
 #define SPC_HEAD_SMALL    512u   /* bytes read first from a random-access content */
 #define SPC_SNIFF_OPS     512u   /* opcodes the plausibility walk looks at */
+#define SPC_NESTED_MIN    8u     /* shorter constants cannot hold a nested payload worth scanning */
 #define SPC_SNIFF_MARKS   64u    /* mark depth the plausibility walk tracks exactly */
 #define SPC_LEGACY_STREAMS 5u    /* torch legacy: magic, protocol, sys_info, object, keys */
 #define SPC_READ_CHUNK    (16u << 10) /* pread size under a decompressor (zip members) */

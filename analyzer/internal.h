@@ -71,6 +71,7 @@ typedef struct spa_vm_hooks {
      * follows; the VM then keeps only those n bytes (SPA_VOP_OPAQUE). */
     bool (*opaque)(void *ud, const uint8_t *p, size_t n, uint64_t len);
     void *ud;
+    size_t on_const_min;  /* constants with fewer kept bytes are not offered to on_const */
 } spa_vm_hooks;
 
 /* Run one pickle stream from the current position of `in` until STOP, error

@@ -8,7 +8,6 @@
 
 #include "containers.h"
 
-#define SPC_NESTED_MIN    8u   /* shorter constants cannot hold a payload worth scanning */
 #define SPC_NESTED_PROBE  96u  /* encoded characters decoded for a first look */
 #define SPC_NESTED_WALK   64u  /* opcodes without a failure that make unknown bytes a pickle */
 

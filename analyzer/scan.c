@@ -454,6 +454,7 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
     h->after_build = spc_joblib_after_build;
     h->on_const = spc_nested_on_const;
     h->opaque = spc_nested_opaque;
+    h->on_const_min = SPC_NESTED_MIN;
     h->ud = &s;
     spa_ctx_set_hooks(sc, h);
 

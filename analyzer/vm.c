@@ -22,8 +22,8 @@
 
 /* ================================================================ state */
 typedef struct vm_memo {
-    spa_val **dense;            /* keys below dcap */
-    size_t dcap;
+    spa_val **dense;            /* keys below dlen (dense[dlen..dcap) is not initialised) */
+    size_t dcap, dlen;
     uint64_t *keys;             /* hash map for the other keys */
     spa_val **vals;             /* NULL = empty slot */
     size_t cap, hcount;         /* cap is a power of two */
@@ -131,6 +131,7 @@ static inline bool vm_owns_bytes(const vm *m, const spa_val *v) {
  * unshared items) unless something else holds it. */
 #define VM_DROP_DEPTH 64 /* deeper unshared nests are left to the arena */
 static void vm_drop_d(vm *m, spa_val *v, int depth);
+VM_HOT void vm_drop_item(vm *m, spa_val *v, int depth);
 
 /* Ask for the first items of a container about to be dropped all at once
  * (they are usually cold: their loads then overlap). */
@@ -160,7 +161,7 @@ static void vm_drop_shared(vm *m, spa_val *v, int depth) {
     if (v->flags & (SPA_VFX_HOT | SPA_VFX_PINNED)) return;
     if (v->u.seq.cap) {
         vm_prefetch_items(v);
-        for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
+        for (uint32_t i = 0; i < v->n; i++) vm_drop_item(m, v->u.seq.items[i], depth + 1);
         vm_bfree(m, v->u.seq.items, (size_t)v->u.seq.cap * sizeof(spa_val *));
         v->u.seq.items = NULL;
         v->u.seq.cap = 0;
@@ -176,6 +177,19 @@ static void vm_drop_shared(vm *m, spa_val *v, int depth) {
     m->free_vals = v;
 }
 
+/* An item of a container being dropped: plain scalars straight back (as in
+ * vm_drop), anything else one level deeper. */
+VM_HOT void vm_drop_item(vm *m, spa_val *v, int depth) {
+    if (!v) return;
+    if (v->kind <= SPA_V_FLOAT && v->kind != SPA_V_LONG && v->kind != SPA_V_MARK &&
+        !(v->flags & SPA_VFX_SHARED)) {
+        v->u.seq.items = (spa_val **)(void *)m->free_vals;
+        m->free_vals = v;
+        return;
+    }
+    vm_drop_d(m, v, depth);
+}
+
 static void vm_drop_d(vm *m, spa_val *v, int depth) {
     if (!v || v->kind == SPA_V_MARK || depth > VM_DROP_DEPTH) return;
     if (v->kind <= SPA_V_FLOAT && v->kind != SPA_V_LONG && !(v->flags & SPA_VFX_SHARED)) {
@@ -186,7 +200,7 @@ static void vm_drop_d(vm *m, spa_val *v, int depth) {
     if (v->flags & SPA_VFX_SHARED) { vm_drop_shared(m, v, depth); return; }
     if (vm_is_seq(v)) {
         vm_prefetch_items(v);
-        for (uint32_t i = 0; i < v->n; i++) vm_drop_d(m, v->u.seq.items[i], depth + 1);
+        for (uint32_t i = 0; i < v->n; i++) vm_drop_item(m, v->u.seq.items[i], depth + 1);
         vm_bfree(m, v->u.seq.items, (size_t)v->u.seq.cap * sizeof(spa_val *));
     } else if (vm_owns_bytes(m, v)) {
         vm_bfree(m, (void *)v->u.s.p, (size_t)v->u.s.kept ? (size_t)v->u.s.kept : 1);
@@ -196,16 +210,10 @@ static void vm_drop_d(vm *m, spa_val *v, int depth) {
 }
 
 VM_HOT void vm_drop(vm *m, spa_val *v) {
-    if (v && v->kind <= SPA_V_FLOAT && v->kind != SPA_V_LONG && v->kind != SPA_V_MARK &&
-        !(v->flags & SPA_VFX_SHARED)) {
-        v->u.seq.items = (spa_val **)(void *)m->free_vals;   /* plain scalar: straight back */
-        m->free_vals = v;
-        return;
-    }
-    vm_drop_d(m, v, 0);
+    if (v) vm_drop_item(m, v, 0);
 }
 
-/* Referenced from the memo only: may be compacted when dropped (see vm_drop). */
+/* Referenced from the memo: released when dropped (see vm_drop_shared). */
 static void vm_share(spa_val *v) { if (v) v->flags |= SPA_VFX_SHARED; }
 /* Referenced from the IR or from a second stack slot: kept as it is. */
 static void vm_pin(spa_val *v) {
@@ -317,7 +325,18 @@ static spa_val *vm_collect(vm *m, spa_vkind k, uint8_t op, size_t from, uint64_t
     spa_val *c = vm_new(m, k, op, off);
     if (!c) return NULL;
     uint32_t step = k == SPA_V_DICT ? 2 : 1;
-    if (m->sp > from) vm_seq_prereserve(m, c, (m->sp - from) / step * step, off);
+    size_t n = (m->sp - from) / step * step;
+    if (n && n <= (step == 2 ? 2 * VM_KEEP_PLAIN : VM_KEEP_PLAIN) && vm_seq_reserve(m, c, (uint32_t)n, off)) {
+        /* all of them kept (TUPLE1..3, small containers): one copy */
+        uint8_t fl = 0;
+        for (size_t i = 0; i < n; i++) fl |= (c->u.seq.items[i] = m->stack[from + i])->flags;
+        c->n = (uint32_t)n;
+        c->u.seq.count = n;
+        c->flags |= fl & SPA_VFX_HOT;
+        m->sp = from;
+        return c;
+    }
+    if (n) vm_seq_prereserve(m, c, n, off);
     for (size_t i = from; i + step <= m->sp; i += step)
         vm_seq_add(m, c, &m->stack[i], step, off);
     m->sp = from;
@@ -438,14 +457,14 @@ static spa_val *vm_memo_enc(vm *m, spa_val *v, uint64_t key) {
 
 static spa_val *vm_memo_raw(vm *m, uint64_t key) {
     vm_memo *mm = &m->memo;
-    if (key < mm->dcap && mm->dense[key]) return mm->dense[key];
+    if (key < mm->dlen && mm->dense[key]) return mm->dense[key];
     return vm_hget(mm, key);
 }
 
 /* The slot of a key that is in the memo. */
 static spa_val **vm_memo_slot(vm *m, uint64_t key) {
     vm_memo *mm = &m->memo;
-    if (key < mm->dcap && mm->dense[key]) return &mm->dense[key];
+    if (key < mm->dlen && mm->dense[key]) return &mm->dense[key];
     return vm_hslot(mm, key);
 }
 
@@ -506,7 +525,7 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
     vm_memo *mm = &m->memo;
     if (key > m->lim->v[SPA_LIM_MEMO_KEY]) { vm_limit(m, SPA_LIM_MEMO_KEY, "memo key limit", off); return; }
     spa_val **slot = NULL;
-    if (key < mm->dcap && mm->dense[key]) slot = &mm->dense[key];
+    if (key < mm->dlen && mm->dense[key]) slot = &mm->dense[key];
     else if (mm->hcount && vm_hget(mm, key)) slot = vm_hslot(mm, key);
     if (slot) { *slot = vm_memo_enc(m, v, key); return; }
     if (mm->count >= m->lim->v[SPA_LIM_MEMO]) { vm_limit(m, SPA_LIM_MEMO, "memo size limit", off); return; }
@@ -515,11 +534,14 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
         while (nc <= key) nc += nc / 2;
         spa_val **nd = realloc(mm->dense, nc * sizeof *nd);
         if (!nd) { vm_nomem(m, off); return; }
-        memset(nd + mm->dcap, 0, (nc - mm->dcap) * sizeof *nd);
         mm->dense = nd;
         mm->dcap = nc;
     }
     if (key < mm->dcap) {
+        if (key >= mm->dlen) {   /* keys come in order: usually nothing to clear */
+            if (key > mm->dlen) memset(mm->dense + mm->dlen, 0, (key - mm->dlen) * sizeof *mm->dense);
+            mm->dlen = key + 1;
+        }
         mm->dense[key] = vm_memo_enc(m, v, key);
         mm->count++;
         return;
@@ -902,7 +924,7 @@ static spa_val *vm_text_val(vm *m, spa_vkind k, uint8_t op, uint64_t off, const 
 
 /* A str/bytes constant is complete: offer it to the container layer. */
 static void vm_on_const(vm *m, spa_val *v) {
-    if (!m->hooks || !m->hooks->on_const || !v) return;
+    if (!m->hooks || !m->hooks->on_const || !v || v->u.s.kept < m->hooks->on_const_min) return;
     uint32_t ns = m->hooks->on_const(m->hooks->ud, m->sc, v, m->depth, m->idx);
     if (ns == UINT32_MAX) return;
     spa_ir *e = vm_ir(m, SPA_IR_NESTED, (uint8_t)v->opcode, v->off);
