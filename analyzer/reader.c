@@ -9,6 +9,7 @@
 #define SPA_IN_WINDOW   (256u * 1024u)      /* initial window for file/seq sources */
 #define SPA_IN_MAXWIN   (64u * 1024u * 1024u) /* a peek may never ask for more */
 #define SPA_IN_MINRA    (16u * 1024u)       /* read-ahead after a skip jumped over data */
+#define SPA_IN_FIRSTRA  (64u * 1024u)       /* first read-ahead (then doubled up to the window) */
 
 
 
@@ -45,9 +46,9 @@ spa_in *spa_in_from_seq(spa_arena *ar, spa_seq_read rd, void *ctx) {
 /* Window mode: make `want` bytes available at bpos (or all that remain). The
  * buffer is an arena allocation; it is replaced (never freed) when it must
  * grow, which happens O(log maxwin) times per reader. A pread source reads
- * ahead up to the window's size while it is read through, and only
- * SPA_IN_MINRA after a skip jumped over unread data (array payloads), so
- * bytes that are skipped are not read either. */
+ * ahead SPA_IN_FIRSTRA first, doubling up to the window's size while it is
+ * read through, and only SPA_IN_MINRA after a skip jumped over unread data
+ * (array payloads), so bytes that are skipped are not read either. */
 static spa_code spa_in_fill(spa_in *in, size_t want) {
     if (want > SPA_IN_MAXWIN) want = SPA_IN_MAXWIN;
     if (in->blen - in->bpos >= want) return SPA_OK;
@@ -68,8 +69,8 @@ static spa_code spa_in_fill(spa_in *in, size_t want) {
     }
     size_t ahead = in->cap;
     if (!in->rd) {
-        size_t ra = in->ra ? in->ra : SPA_IN_WINDOW;
-        ra = in->jumped ? SPA_IN_MINRA : (ra < in->cap / 2 ? 2 * ra : in->cap);
+        size_t ra = !in->ra ? SPA_IN_FIRSTRA : in->jumped ? SPA_IN_MINRA :
+                    in->ra < in->cap / 2 ? 2 * in->ra : in->cap;
         in->ra = ra;
         in->jumped = false;
         ahead = want > ra ? want : ra;

@@ -10,6 +10,7 @@
 
 #define REP_DEPTH 6          /* nesting of values rendered as JSON */
 #define REP_STR 4096         /* bytes of a str/bytes constant rendered */
+#define REP_OPAQUE 64        /* ... of opaque binary data (array payloads) */
 
 const char *spa_opname(uint8_t op) {
     const spa_opinfo *oi = spa_op_info(op);
@@ -78,12 +79,15 @@ static cJSON *rep_val(const spa_val *v, int depth) {
         else cJSON_AddStringToObject(o, "value", isnan(v->u.f) ? "nan" : v->u.f > 0 ? "inf" : "-inf");
         break;
     case SPA_V_STR: case SPA_V_BYTES: case SPA_V_LONG: {
-        size_t n = v->u.s.kept < REP_STR ? (size_t)v->u.s.kept : REP_STR;
+        bool opaque = v->kind == SPA_V_BYTES && (v->opcode & SPA_VOP_OPAQUE);
+        size_t lim = opaque ? REP_OPAQUE : REP_STR;
+        size_t n = v->u.s.kept < lim ? (size_t)v->u.s.kept : lim;
         bool text = v->kind == SPA_V_STR || (v->kind == SPA_V_LONG && (v->opcode == 'I' || v->opcode == 'L'));
         char *s = text ? spa_utf8_sanitize(v->u.s.p, n) : rep_bytes(v->u.s.p, n);
         if (s) { cJSON_AddStringToObject(o, "value", s); free(s); }
         cJSON_AddNumberToObject(o, "len", (double)v->u.s.len);
         if (n < v->u.s.len) cJSON_AddTrueToObject(o, "truncated");
+        if (opaque) cJSON_AddTrueToObject(o, "opaque");
         if (v->flags & SPA_VF_PY2STR) cJSON_AddTrueToObject(o, "py2str");
         if (v->flags & SPA_VF_BYTEARRAY) cJSON_AddTrueToObject(o, "bytearray");
         break;
