@@ -12,7 +12,7 @@ VERSION  := 0.1.0
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -Ianalyzer -Ipreload \
+ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -Ianalyzer -Ipreload -I$(BUILD)/gen \
               -D_GNU_SOURCE -DSPA_VERSION=\"$(VERSION)\"
 LIBS     := -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
 PRELOAD_LIBS := $(LIBS) -ldl -lpthread
@@ -48,6 +48,12 @@ $(BUILD)/obj/%.o: %.c $(ANALYZER_HDR) $(PRELOAD_HDR)
 $(BUILD)/obj/%.o: %.S $(ANALYZER_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Wa,-I. -c $< -o $@
+
+# The knowledge base's line table, split from the TSV files once (kb.c includes it).
+$(BUILD)/gen/kb_lines.inc: analyzer/kb_lines.awk $(wildcard analyzer/kb/*.tsv)
+	@mkdir -p $(dir $@)
+	awk -f analyzer/kb_lines.awk analyzer/kb/stdlib.tsv analyzer/kb/ml.tsv > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc
 
 $(BUILD)/libspa.a: $(ANALYZER_OBJ)
 	@mkdir -p $(dir $@)

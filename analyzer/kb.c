@@ -1,8 +1,9 @@
 /* kb.c - the knowledge base: judges a global (module + possibly dotted name) by the
- * category tables in analyzer/kb/ (TSV files), embedded as text by kb_data.S. The tables are
+ * category tables in analyzer/kb/ (TSV files), split into a line table at build time
+ * (kb_lines.awk) and embedded as text by kb_data.S (spa_kb_text). The tables are
  * data; this file only knows how to match them (aliases, exact names, name patterns,
- * longest module prefix, dotted components, verbs). No state: every lookup scans the
- * read-only text (about 600 short lines; the classifier caches per scan). */
+ * longest module prefix, dotted components, verbs). No state: every lookup walks the
+ * read-only table (about 800 lines; the classifier caches per scan). */
 #include <fnmatch.h>
 #include <stdio.h>
 #include <string.h>
@@ -57,47 +58,30 @@ typedef struct kb_line {
     bool stdlib; /* from stdlib.tsv */
 } kb_line;
 
-typedef struct kb_cur {
-    int blob; /* 0 stdlib, 1 ml, 2 done */
-    const char *p, *end;
-} kb_cur;
+/* The TSV lines split once, at build time (kb_lines.awk): stdlib.tsv first. */
+static const kb_line kb_lines[] = {
+#define KBL(nf, std, a, b, c) { { a, b, c }, { sizeof a - 1, sizeof b - 1, sizeof c - 1 }, nf, std },
+#include "kb_lines.inc"
+#undef KBL
+};
 
-static void kb_begin(kb_cur *c) {
-    c->blob = 0;
-    c->p = spa_kb_blob_stdlib;
-    c->end = (const char *)((uintptr_t)spa_kb_blob_stdlib_end - 1);
-}
+typedef struct kb_cur { size_t i; } kb_cur;
+
+static void kb_begin(kb_cur *c) { c->i = 0; }
 
 /* Next non-comment line, split on TABs. */
 static bool kb_next(kb_cur *c, kb_line *l) {
-    for (;;) {
-        if (c->p >= c->end) {
-            if (c->blob == 0) {
-                c->blob = 1;
-                c->p = spa_kb_blob_ml;
-                c->end = (const char *)((uintptr_t)spa_kb_blob_ml_end - 1);
-                continue;
-            }
-            c->blob = 2;
-            return false;
-        }
-        const char *nl = memchr(c->p, '\n', (size_t)(c->end - c->p));
-        const char *le = nl ? nl : c->end;
-        const char *s = c->p;
-        c->p = nl ? nl + 1 : c->end;
-        if (le == s || *s == '#') continue;
-        l->nf = 0;
-        l->stdlib = c->blob == 0;
-        while (s < le && l->nf < KB_FIELDS) {
-            const char *tab = memchr(s, '\t', (size_t)(le - s));
-            const char *fe = tab ? tab : le;
-            l->f[l->nf] = s;
-            l->fl[l->nf] = (size_t)(fe - s);
-            l->nf++;
-            s = tab ? tab + 1 : le;
-        }
-        if (l->nf >= 1) return true;
-    }
+    if (c->i >= sizeof kb_lines / sizeof kb_lines[0]) return false;
+    *l = kb_lines[c->i++];
+    return true;
+}
+
+bool spa_kb_line(size_t i, const char *f[3], size_t fl[3], int *nf, bool *stdlib) {
+    if (i >= sizeof kb_lines / sizeof kb_lines[0]) return false;
+    for (int k = 0; k < KB_FIELDS; k++) { f[k] = kb_lines[i].f[k]; fl[k] = kb_lines[i].fl[k]; }
+    *nf = kb_lines[i].nf;
+    *stdlib = kb_lines[i].stdlib;
+    return true;
 }
 
 static bool kb_eq(const char *a, size_t an, const char *b) {

@@ -48,6 +48,9 @@ bool spa_kb_nested_loader(const char *module, const char *name);
 spa_verdict spa_kbcat_call_severity(spa_kbcat c);
 /* The embedded KB text (NUL-terminated) for tests and `safepickle policy kb`. */
 const char *spa_kb_text(int which, size_t *n); /* 0 = stdlib.tsv, 1 = ml.tsv */
+/* Line i of the KB's build-time line table (fields, their lengths, their count,
+ * from stdlib.tsv?); false past the end. For tests. */
+bool spa_kb_line(size_t i, const char *f[3], size_t fl[3], int *nf, bool *stdlib);
 
 /* ------------------------------------------------------------------ resolution */
 /* What a value, used as a callee, really is. Owner: resolve.c. */

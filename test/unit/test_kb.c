@@ -186,5 +186,46 @@ static void test_kb_text_embedded(void) {
     T_EQ_INT(b[n1], '\0');
 }
 
+/* The build-time line table is the TSV text split as the KB always read it:
+ * every line that is neither empty nor a comment, fields on TABs (at most 3,
+ * a trailing TAB opens none), stdlib.tsv first. */
+static void test_kb_line_table_matches_text(void) {
+    size_t i = 0;
+    bool same = true;
+    for (int which = 0; which < 2; which++) {
+        size_t n;
+        const char *p = spa_kb_text(which, &n), *end = p + n;
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *le = nl ? nl : end, *s = p;
+            p = nl ? nl + 1 : end;
+            if (le == s || *s == '#') continue;
+            const char *f[3] = { 0 }, *tf[3];
+            size_t fl[3] = { 0 }, tfl[3];
+            int nf = 0, tnf;
+            bool std;
+            while (s < le && nf < 3) {
+                const char *tab = memchr(s, '\t', (size_t)(le - s));
+                const char *fe = tab ? tab : le;
+                f[nf] = s;
+                fl[nf++] = (size_t)(fe - s);
+                s = tab ? tab + 1 : le;
+            }
+            if (!spa_kb_line(i++, tf, tfl, &tnf, &std)) { same = false; break; }
+            bool eq = tnf == nf && std == (which == 0);
+            for (int k = 0; eq && k < nf; k++) eq = tfl[k] == fl[k] && !memcmp(tf[k], f[k], fl[k]);
+            T_CHECK_MSG(eq, "KB line %zu differs from the text: %.*s", i - 1, (int)(le - f[0]), f[0]);
+            same &= eq;
+        }
+    }
+    const char *tf[3];
+    size_t tfl[3];
+    int tnf;
+    bool std;
+    T_CHECK_MSG(same && !spa_kb_line(i, tf, tfl, &tnf, &std), "the line table has more lines than the text");
+    T_CHECK(i > 700);
+}
+
 T_MAIN("kb", T_CASE(test_categories), T_CASE(test_canon_and_stdlib), T_CASE(test_hit_details),
-       T_CASE(test_judge_global_by_name), T_CASE(test_kb_text_embedded))
+       T_CASE(test_judge_global_by_name), T_CASE(test_kb_text_embedded),
+       T_CASE(test_kb_line_table_matches_text))
