@@ -190,13 +190,9 @@ VM_HOT void vm_drop_item(vm *m, spa_val *v, int depth) {
     vm_drop_d(m, v, depth);
 }
 
+/* Anything but a plain scalar (vm_drop_item takes those). */
 static void vm_drop_d(vm *m, spa_val *v, int depth) {
     if (!v || v->kind == SPA_V_MARK || depth > VM_DROP_DEPTH) return;
-    if (v->kind <= SPA_V_FLOAT && v->kind != SPA_V_LONG && !(v->flags & SPA_VFX_SHARED)) {
-        v->u.seq.items = (spa_val **)(void *)m->free_vals;   /* plain scalar: straight back */
-        m->free_vals = v;
-        return;
-    }
     if (v->flags & SPA_VFX_SHARED) { vm_drop_shared(m, v, depth); return; }
     if (vm_is_seq(v)) {
         vm_prefetch_items(v);
