@@ -6,9 +6,18 @@
     bench_genops.py genops FILE    scan FILE the way genops-based scanners do
                                    (picklescan: ops = list(pickletools.genops(f))
                                    plus its memo / STACK_GLOBAL tracking, over
-                                   every stacked pickle) and print the globals"""
+                                   every stacked pickle) and print the globals
+    bench_genops.py pair N CLI FILE
+                                   run `CLI scan --format json FILE` and the
+                                   genops scan of FILE N times each, alternately,
+                                   and print the medians "wall cpu peak_kb" of
+                                   ours, then of genops (CPU = user + sys from
+                                   wait4, microsecond resolution)"""
 import io
 import os
+import statistics
+import subprocess
+import time
 import pickle
 import pickletools
 import sys
@@ -71,9 +80,36 @@ def genops_scan(path):
     return globals_
 
 
+def _run(cmd):
+    """One run: (wall s, user+sys CPU s, peak RSS KiB, exit code)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.monotonic() - t0
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    rc = os.waitstatus_to_exitcode(status)
+    # scan exits 1 when a verdict would block; only 2 (usage/I/O) or a signal fails
+    if rc >= 2 or rc < 0:
+        sys.exit("%s failed (%d): %s" % (cmd[0], rc, err))
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+
+
+def pair(n, cli, path):
+    ours, gen = [], []
+    for _ in range(n):
+        ours.append(_run([cli, "scan", "--format", "json", path]))
+        gen.append(_run([sys.executable, os.path.abspath(__file__), "genops", path]))
+    for runs in (ours, gen):
+        print(" ".join("%.6f" % statistics.median(r[i] for r in runs) for i in range(3)), end=" ")
+    print()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "gen":
         gen(sys.argv[2])
+    elif sys.argv[1] == "pair":
+        pair(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:
         g = genops_scan(sys.argv[2])
         print("%d globals: %s" % (len(g), sorted(map(str, g))[:5]))
