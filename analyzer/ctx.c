@@ -18,10 +18,13 @@ struct spa_scan_ctx {
     size_t n_notes, cap_notes;
     const spa_vm_hooks *hooks;
     bool streams_limited;
+    bool vm_general;            /* tests: no VM fast loop (spa_ctx_set_vm_general) */
     uint64_t vm_bytes;          /* stream bytes examined so far (max_bytes) */
 };
 
 uint64_t *spa_ctx_vm_bytes(spa_scan_ctx *sc) { return &sc->vm_bytes; }
+void spa_ctx_set_vm_general(spa_scan_ctx *sc, bool general) { sc->vm_general = general; }
+bool spa_ctx_vm_general(const spa_scan_ctx *sc) { return sc->vm_general; }
 
 
 spa_scan_ctx *spa_ctx_create(const spa_scan_opts *o) {

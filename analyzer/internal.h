@@ -43,6 +43,10 @@ void spa_ctx_note(spa_scan_ctx *sc, spa_notekind k, const char *loc, spa_err err
 /* printf-style provenance builder: returns an arena string. */
 const char *spa_ctx_loc(spa_scan_ctx *sc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void spa_ctx_set_hooks(spa_scan_ctx *sc, const struct spa_vm_hooks *h);
+/* For tests: the VM runs every opcode through its general path, without the
+ * fast loop, so the two can be checked to give the same result. */
+void spa_ctx_set_vm_general(spa_scan_ctx *sc, bool general);
+bool spa_ctx_vm_general(const spa_scan_ctx *sc);
 const struct spa_vm_hooks *spa_ctx_hooks(const spa_scan_ctx *sc);
 /* Turn the context into a result (the result takes the arena). */
 spa_result *spa_ctx_finish(spa_scan_ctx *sc, spa_format fmt, uint64_t bytes_read);

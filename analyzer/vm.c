@@ -39,6 +39,7 @@ typedef struct vm {
     uint32_t idx, depth;
     uint64_t start;             /* content offset of the stream's first byte */
     bool stable;                /* zero-copy input */
+    bool general;               /* no fast loop (spa_ctx_set_vm_general) */
     const uint8_t *mem_lo, *mem_hi; /* stable input range (to tell zero-copy views) */
     int proto;                  /* current protocol (find_class mapping) */
     int max_proto;
@@ -1165,6 +1166,7 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
     m.cfile = cfile;
     m.lim_stack = m.lim->v[SPA_LIM_STACK];
     m.stable = spa_in_stable(in);
+    m.general = spa_ctx_vm_general(sc);
     if (m.stable) {
         const uint8_t *p;
         size_t got;
@@ -1380,8 +1382,8 @@ static void vm_exec(vm *m) {
     for (;;) {
         const uint8_t *p;
         size_t got;
-        spa_code c = spa_in_peek_fast(in, VM_FAST_WIN, &p, &got);
-        if (c == SPA_OK && got >= VM_FAST_WIN) {
+        spa_code c = m->general ? SPA_OK : spa_in_peek_fast(in, VM_FAST_WIN, &p, &got);
+        if (!m->general && c == SPA_OK && got >= VM_FAST_WIN) {
             size_t k = vm_fast(m, p, got, lim_ops, lim_bytes);
             if (k) spa_in_skip_fast(in, k);
             if (m->err.code != SPA_OK || m->complete) return;

@@ -43,8 +43,8 @@ def corpus(tmp_path_factory):
         return d, json.load(f)
 
 
-def run_vm(vmjson, d, names, fd=False):
-    args = [vmjson] + (["--fd"] if fd else []) + ["--list"]
+def run_vm(vmjson, d, names, fd=False, general=False):
+    args = [vmjson] + (["--fd"] if fd else []) + (["--general"] if general else []) + ["--list"]
     p = subprocess.run(args, input="\n".join(os.path.join(d, n) for n in names), capture_output=True,
                        text=True, timeout=600, check=True)
     res = {}
@@ -93,6 +93,19 @@ def test_every_global_cpython_resolves_is_in_our_ir(corpus, vmjson, fd):
     total = sum(len(r["c"]) + len(r["cpeek"]) + len(r["py"]) for r in rec.values())
     print("globals resolved by CPython: %d, missed by the VM: %d" % (total, len(m)))
     assert not m, "VM missed %d globals, e.g. %r" % (len(m), m[:10])
+
+
+@pytest.mark.parametrize("fd", [False, True], ids=["zero-copy", "windowed"])
+def test_fast_loop_gives_the_general_paths_report(corpus, vmjson, fd):
+    """The VM's fast loop (hot opcodes decoded straight from the reader's
+    window) is an optimisation only: over the whole corpus, the full report
+    (every IR entry, value, error and offset) equals the general path's."""
+    d, rec = corpus
+    fast = run_vm(vmjson, d, sorted(rec), fd=fd)
+    general = run_vm(vmjson, d, sorted(rec), fd=fd, general=True)
+    assert set(fast) == set(general) == set(rec)
+    diff = [n for n in rec if fast[n] != general[n]]
+    assert not diff, "fast loop and general path differ on %d files, e.g. %r" % (len(diff), diff[:5])
 
 
 def test_threat_constructions_complete_or_fail_like_cpython(corpus, vmjson):

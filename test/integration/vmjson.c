@@ -1,8 +1,10 @@
 /* vmjson.c - test helper for test_differential.py: runs the analyzer's VM
  * directly over each file as a raw pickle (stacked streams until EOF, no
  * container sniffing) and prints one JSON line per file with every import
- * (raw and resolved names) and each stream's error. With --fd the input is
- * read through a bounded pread window instead of zero-copy memory. */
+ * (raw and resolved names), each stream's error and a digest of the whole
+ * JSON report. With --fd the input is read through a bounded pread window
+ * instead of zero-copy memory; with --general the VM runs without its fast
+ * loop (test_differential checks both give the same report). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +24,7 @@ static cJSON *ustr(const char *s) {
     return j;
 }
 
-static void run_one(const char *path, bool use_fd) {
+static void run_one(const char *path, bool use_fd, bool general) {
     int fd = open(path, O_RDONLY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) { printf("{\"path\":\"%s\",\"io_error\":true}\n", path); if (fd >= 0) close(fd); return; }
@@ -36,6 +38,7 @@ static void run_one(const char *path, bool use_fd) {
     spa_limits_default(&o.limits);
     o.name = path;
     spa_scan_ctx *sc = spa_ctx_create(&o);
+    spa_ctx_set_vm_general(sc, general);
     spa_src src;
     if (use_fd) spa_src_fd(&src, fd, n); else spa_src_mem(&src, buf, n);
     spa_in *in = spa_in_from_src(spa_ctx_arena(sc), &src, 0, n);
@@ -71,6 +74,15 @@ static void run_one(const char *path, bool use_fd) {
             cJSON_AddItemToArray(imp, t);
         }
     }
+    cJSON *rep = r ? spa_report_json(r) : NULL;
+    char *rs = rep ? cJSON_PrintUnformatted(rep) : NULL;
+    uint64_t h = 1469598103934665603ull;   /* FNV-1a of the report */
+    for (const char *c = rs ? rs : ""; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;
+    char hx[17];
+    snprintf(hx, sizeof hx, "%016llx", (unsigned long long)h);
+    cJSON_AddStringToObject(o2, "report", hx);
+    free(rs);
+    cJSON_Delete(rep);
     char *s = cJSON_PrintUnformatted(o2);
     puts(s ? s : "{}");
     free(s);
@@ -81,18 +93,21 @@ static void run_one(const char *path, bool use_fd) {
 }
 
 int main(int argc, char **argv) {
-    bool use_fd = false;
+    bool use_fd = false, general = false;
     int i = 1;
-    if (i < argc && !strcmp(argv[i], "--fd")) { use_fd = true; i++; }
+    for (; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--list"); i++) {
+        if (!strcmp(argv[i], "--fd")) use_fd = true;
+        else if (!strcmp(argv[i], "--general")) general = true;
+    }
     if (i < argc && !strcmp(argv[i], "--list")) {
         /* paths one per line on stdin */
         char line[4096];
         while (fgets(line, sizeof line, stdin)) {
             line[strcspn(line, "\n")] = '\0';
-            if (*line) run_one(line, use_fd);
+            if (*line) run_one(line, use_fd, general);
         }
         return 0;
     }
-    for (; i < argc; i++) run_one(argv[i], use_fd);
+    for (; i < argc; i++) run_one(argv[i], use_fd, general);
     return 0;
 }
