@@ -69,7 +69,7 @@ typedef struct kb_cur { size_t i; } kb_cur;
 
 static void kb_begin(kb_cur *c) { c->i = 0; }
 
-/* Next non-comment line, split on TABs. */
+/* Next line of the table. */
 static bool kb_next(kb_cur *c, kb_line *l) {
     if (c->i >= sizeof kb_lines / sizeof kb_lines[0]) return false;
     *l = kb_lines[c->i++];
