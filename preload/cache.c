@@ -2,11 +2,14 @@
  * mtime, ctime), so repeated opens and DataLoader workers cost one fstat.
  * A fixed open-addressing table (no allocation), one mutex, fork-safe through
  * the atfork handlers registered by init.c. Any change to the file changes
- * its key, so a rewritten file is judged again. */
+ * its key, so a rewritten file is judged again. Beside it, under the same
+ * mutex, the names each recently judged trusted file imports (spp_trust_*). */
 #include "spp.h"
 
 #include <pthread.h>
 #include <string.h>
+
+#include "vm.h" /* spa_result, SPA_IRF_* */
 
 typedef struct spp_slot {
     spp_key key;
@@ -72,6 +75,93 @@ void spp_cache_put(const spp_key *k, const spp_cached *v) {
     dst->val = *v;
     dst->used = 1;
     pthread_mutex_unlock(&spp_cache_mu);
+}
+
+/* ------------------------------------------------------------------ trust */
+typedef struct spp_trust {
+    uint64_t ident;                      /* 0: free */
+    bool open;                           /* names unknown: trust is not bound */
+    uint32_t n;
+    uint32_t h[2 * SPP_TRUST_NAMES];     /* open addressing, 0 = empty */
+} spp_trust;
+
+static spp_trust spp_trusts[SPP_TRUST_FILES];
+static unsigned spp_trust_next;          /* round-robin replacement */
+
+static uint32_t spp_name_hash(const char *module, const char *name) {
+    uint32_t h = 2166136261u;
+    for (const char *p = module; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    h = (h ^ 0xffu) * 16777619u;
+    for (const char *p = name; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    return h ? h : 1;
+}
+
+static void spp_trust_add(spp_trust *t, const char *module, const char *name) {
+    if (t->open || !module || !name) return;
+    uint32_t h = spp_name_hash(module, name), i = h;
+    for (;; i++) {
+        uint32_t *s = &t->h[i & (2 * SPP_TRUST_NAMES - 1)];
+        if (*s == h) return;
+        if (!*s) {
+            if (t->n == SPP_TRUST_NAMES) { t->open = true; return; }
+            *s = h;
+            t->n++;
+            return;
+        }
+    }
+}
+
+/* Loaders that rename a module before find_class (so before its audit event):
+ * torch.load maps torch.tensor to torch._tensor. */
+static const char *const spp_loader_renames[][2] = { { "torch.tensor", "torch._tensor" } };
+
+void spp_trust_put(uint64_t ident, const struct spa_result *r) {
+    if (!ident) return;
+    pthread_mutex_lock(&spp_cache_mu);
+    spp_trust *t = NULL;
+    for (unsigned i = 0; i < SPP_TRUST_FILES && !t; i++)
+        if (spp_trusts[i].ident == ident) t = &spp_trusts[i];
+    if (!t) t = &spp_trusts[spp_trust_next++ % SPP_TRUST_FILES];
+    memset(t, 0, sizeof *t);
+    t->ident = ident;
+    t->open = !r;
+    for (size_t s = 0; r && s < r->n_streams; s++) {
+        const spa_stream *st = &r->streams[s];
+        for (size_t k = 0; k < st->n_ir; k++) {
+            const spa_ir *e = &st->ir[k];
+            if (e->kind != SPA_IR_IMPORT) continue;
+            /* a name computed at run time (dynamic STACK_GLOBAL, an EXT code)
+             * cannot be listed: that file's trust stays unbound */
+            if ((e->flags & (SPA_IRF_DYNAMIC | SPA_IRF_EXT)) || !e->result) { t->open = true; break; }
+            const spa_val *g = e->result;
+            spp_trust_add(t, g->u.g.raw_module, g->u.g.raw_name);   /* what find_class is given */
+            spp_trust_add(t, e->module, e->name);                   /* after the Python 2 mapping */
+            for (size_t m = 0; m < sizeof spp_loader_renames / sizeof spp_loader_renames[0]; m++)
+                if (g->u.g.raw_module && !strcmp(g->u.g.raw_module, spp_loader_renames[m][0]))
+                    spp_trust_add(t, spp_loader_renames[m][1], g->u.g.raw_name);
+        }
+    }
+    pthread_mutex_unlock(&spp_cache_mu);
+}
+
+int spp_trust_check(uint64_t ident, const char *module, const char *name) {
+    int res = -1;
+    pthread_mutex_lock(&spp_cache_mu);
+    for (unsigned i = 0; i < SPP_TRUST_FILES; i++) {
+        const spp_trust *t = &spp_trusts[i];
+        if (!ident || t->ident != ident) continue;
+        if (t->open) break;
+        uint32_t h = spp_name_hash(module, name);
+        res = 0;
+        for (uint32_t j = h;; j++) {
+            uint32_t v = t->h[j & (2 * SPP_TRUST_NAMES - 1)];
+            if (v == h) { res = 1; break; }
+            if (!v) break;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&spp_cache_mu);
+    return res;
 }
 
 bool spp_cache_mark_reported(const spp_key *k) {

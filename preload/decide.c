@@ -128,6 +128,7 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
             out->action = SPA_ACT_ALLOW;
             out->bearing = SPP_BEARING_TRUSTED;
             ev.trusted = true;
+            spp_trust_put(spp_ident_hash(st), NULL);   /* names unknown: trust not bound */
             strncat(detail, "; allowed: trusted by the policy", sizeof detail - strlen(detail) - 1);
         }
         ev.verdict = SPA_VERDICT_UNSCANNABLE;
@@ -158,6 +159,7 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
             ev.detail = "allowed: the file's sha256 is trusted by the policy";
         }
     }
+    if (out->bearing == SPP_BEARING_TRUSTED) spp_trust_put(spp_ident_hash(st), r);
     ev.verdict = r->verdict;
     ev.action = (spa_action)out->action;
     ev.reasons = r->reasons;

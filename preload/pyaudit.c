@@ -69,11 +69,13 @@ typedef struct pya_tls {
     long anchor_lasti;
     bool ipc;                      /* the load is multiprocessing's own IPC (trusted) */
     bool trusted;                  /* fed from a file the policy trusts (see pya_scope_trusted) */
+    uint64_t trust_ident;          /* that file's identity (spp_trust_check) */
     char pending[SPP_PYA_NAME_MAX];/* module of the last find_class (about to be imported) */
     char pkgs[SPP_PYA_MAX_PKGS][SPP_PYA_PKG_MAX]; /* top-level packages resolved in scope */
     unsigned npkgs;
     uint32_t *imports;             /* hashes of imports allowed in this scope (lazy, malloc) */
     unsigned nimports;
+    bool unbound;                  /* no scope: this find_class is not the trusted file's */
 } pya_tls;
 
 static __thread pya_tls pya_t __attribute__((tls_model("initial-exec")));
@@ -384,6 +386,7 @@ static void pya_scope_clear(void) {
     pya_tls *t = &pya_t;
     t->ipc = false;
     t->trusted = false;
+    t->trust_ident = 0;
     spp_feed.scope = false;
     if (t->imports && t->nimports) memset(t->imports, 0, SPP_PYA_IMPORTS_MAX * sizeof *t->imports);
     t->nimports = 0;
@@ -442,7 +445,9 @@ static void pya_scope_enter(void) {
     /* The scope is fed from a trusted file when this thread read bytes of a
      * file the policy trusts while no scope was set, and that fd still holds
      * that content; the pending source is consumed here, by one scope only. */
+    uint64_t fed = spp_feed.ent & ~SPP_FD_TAGS;
     t->trusted = spp_feed_take();
+    t->trust_ident = t->trusted ? fed : 0;
     spp_feed.scope = true;
     if (code) py_Py_DecRef(code); /* identity only; the frame keeps it alive */
     py_Py_DecRef(a);              /* the interpreter frame owns the frame object */
@@ -455,9 +460,23 @@ static void pya_scope_enter(void) {
  * source, not consumed. */
 static bool pya_scope_trusted(void) {
     pya_tls *t = &pya_t;
-    if (!t->anchor) return !spp_feed.scope && spp_feed_peek();
+    if (!t->anchor) return !spp_feed.scope && !t->unbound && spp_feed_peek();
     if (t->trusted && spp_feed.taint) t->trusted = false;
     return t->trusted;
+}
+
+/* Trust is bound to content: a trusted unpickle may resolve only globals the
+ * trusted file's own pickles import (kept when its scan was judged). Any other
+ * global means these bytes are not that file's, and the scope's trust ends
+ * for good (without a scope, this find_class is judged as untrusted). Where
+ * the file's names are not known (spp_trust_check -1) trust is not bound. */
+static void pya_trust_bind(const char *module, const char *name) {
+    pya_tls *t = &pya_t;
+    if (!pya_scope_trusted()) return;
+    uint64_t ident = t->anchor ? t->trust_ident : (spp_feed.ent & ~SPP_FD_TAGS);
+    if (spp_trust_check(ident, module, name) != 0) return;
+    if (t->anchor) t->trusted = false;
+    else t->unbound = true;
 }
 
 /* ================================================================ reporting */
@@ -673,6 +692,8 @@ static int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
         if (a) py_Py_DecRef(a);
         if (ipc) return 0;
     }
+    pya_t.unbound = false;
+    if (exact_m && exact_n) pya_trust_bind(module, name);
     if (!exact_m || !exact_n) {
         /* Longer than SPP_PYA_NAME_MAX or holding control characters: what we
          * could judge is not what the unpickler resolves. A limit is a

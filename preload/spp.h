@@ -30,6 +30,8 @@
 #define SPP_FD_MAX        65536   /* fds tracked in the lock-free fd table; larger fds are judged every time */
 #define SPP_CACHE_SLOTS   4096u   /* verdict cache entries (power of two) */
 #define SPP_CACHE_PROBE   8u      /* linear-probe length before evicting */
+#define SPP_TRUST_FILES   32u     /* trusted files whose imported names are kept (layer 2 binding) */
+#define SPP_TRUST_NAMES   1024u   /* names kept per trusted file; more and it is not bound */
 #define SPP_PATH_MAX      4096    /* longest path we report */
 #define SPP_LINE_MAX      2048    /* longest stderr line */
 #define SPP_STACK_FRAMES  8       /* native frames recorded in an audit record */
@@ -143,6 +145,14 @@ void spp_cache_put(const spp_key *k, const spp_cached *v);
 /* Mark an entry reported; returns true if it was not reported before. */
 bool spp_cache_mark_reported(const spp_key *k);
 void spp_cache_init(void);
+/* The globals a trusted file's pickles import, by file identity (spp_ident_hash):
+ * layer 2 lets a trusted unpickle use these and ends its trust at any other.
+ * spp_trust_put takes the file's scan; spp_trust_check returns 1 when the
+ * name is one of them, 0 when it is not, -1 when that file's names are not
+ * known (not recorded, evicted, too many, or computed at run time). */
+struct spa_result;
+void spp_trust_put(uint64_t ident, const struct spa_result *r);
+int spp_trust_check(uint64_t ident, const char *module, const char *name);
 void spp_cache_atfork_prepare(void);
 void spp_cache_atfork_parent(void);
 void spp_cache_atfork_child(void);

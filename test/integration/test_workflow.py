@@ -308,6 +308,43 @@ def test_trust_does_not_leak(reviewed, marker, tmp_path):
     assert "os.system" in r.stderr  # the refusals were explained
 
 
+
+BIND_PROBE = r"""
+import json, os, pickle, subprocess, sys
+trusted, m = sys.argv[1:3]
+
+class S:
+    def __reduce__(self): return (subprocess.call, (["touch", m],))
+
+fh = open(trusted, "rb")
+fh.read()          # the trusted file's bytes are read and it stays open: trust is pending
+try:
+    pickle.loads(pickle.dumps(S()))   # other bytes, a global the trusted file does not import
+    out = "loaded"
+except PermissionError as e:
+    out = "refused: %s" % e
+fh.close()
+print(json.dumps({"other_global": out}))
+"""
+
+
+def test_trust_is_bound_to_the_files_globals(reviewed, marker, tmp_path):
+    """Trust follows content: while a trusted file is open, an in-memory load of other bytes
+    on the same thread takes the pending trust, but resolving a global the trusted file's own
+    pickle does not import (subprocess.call; the file imports os.system) ends it, and the
+    load is judged as any other: refused, nothing run."""
+    f, pol = reviewed
+    assert run_cli("trust", f, "--policy", pol).returncode == 0
+    m2 = tmp_path / "OTHER_RAN"
+    r = subprocess.run([PYTHON, "-c", BIND_PROBE, str(f), str(m2)],
+                       env=clean_env(LD_PRELOAD=LIB, SAFEPICKLE_POLICY=pol), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["other_global"].startswith("refused"), out
+    assert "subprocess.call" in out["other_global"] or "subprocess" in r.stderr
+    assert not m2.exists()
+
 def test_trust_errors_and_creation(reviewed, tmp_path):
     f, pol = reviewed
     r = run_cli("trust", f)  # no policy named, none in the environment

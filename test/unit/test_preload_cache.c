@@ -120,6 +120,51 @@ static void test_fdtable(void) {
     T_CHECK(spp_fd_get(-1) == 0);
 }
 
+/* The names a trusted file imports, for layer 2's binding: raw and mapped
+ * names and torch's rename are members, others are not, an unknown file is
+ * -1, and a file with a name computed at run time is not bound (-1). */
+static spa_result *tpc_scan(const char *src, size_t n) {
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    spa_result *r = NULL;
+    spa_err e;
+    return spa_scan_mem(&o, (const uint8_t *)src, n, &r, &e) == SPA_OK ? r : NULL;
+}
+
+static void test_trust_names(void) {
+    static const char p2[] = "c__builtin__\nlen\n(S'x'\ntR"          /* py2 name: builtins.len too */
+                             "ctorch.tensor\n_rebuild\n(tR.";         /* torch.load asks torch._tensor */
+    spa_result *r = tpc_scan(p2, sizeof p2 - 1);
+    T_CHECK(r != NULL);
+    spp_trust_put(42, r);
+    T_EQ_INT(spp_trust_check(42, "__builtin__", "len"), 1);
+    T_EQ_INT(spp_trust_check(42, "builtins", "len"), 1);
+    T_EQ_INT(spp_trust_check(42, "torch.tensor", "_rebuild"), 1);
+    T_EQ_INT(spp_trust_check(42, "torch._tensor", "_rebuild"), 1);
+    T_EQ_INT(spp_trust_check(42, "subprocess", "call"), 0);
+    T_EQ_INT(spp_trust_check(42, "builtins", "len2"), 0);
+    T_EQ_INT(spp_trust_check(43, "builtins", "len"), -1);     /* never recorded */
+    spa_result_free(r);
+    /* a dynamic STACK_GLOBAL: the names cannot be listed */
+    static const char dyn[] = "\x80\x04\x8c\x02os\x8c\x04path\x93\x8c\x06system\x93.";
+    r = tpc_scan(dyn, sizeof dyn - 1);
+    spp_trust_put(44, r);
+    T_EQ_INT(spp_trust_check(44, "subprocess", "call"), -1);
+    spa_result_free(r);
+    spp_trust_put(45, NULL);                                  /* scan failed */
+    T_EQ_INT(spp_trust_check(45, "x", "y"), -1);
+    /* a replaced entry: the file judged again keeps only its new names */
+    static const char p3[] = "cos\nsystem\n(S'x'\ntR.";
+    r = tpc_scan(p3, sizeof p3 - 1);
+    spp_trust_put(42, r);
+    T_EQ_INT(spp_trust_check(42, "os", "system"), 1);
+    T_EQ_INT(spp_trust_check(42, "__builtin__", "len"), 0);
+    spa_result_free(r);
+    /* more than SPP_TRUST_FILES files later, the first is forgotten (-1: not bound) */
+    for (uint64_t i = 0; i < SPP_TRUST_FILES; i++) spp_trust_put(1000 + i, NULL);
+    T_EQ_INT(spp_trust_check(42, "os", "system"), -1);
+}
+
 T_MAIN("preload_cache", T_CASE(test_hit_and_miss_on_change), T_CASE(test_new_version_replaces_old),
        T_CASE(test_eviction_bounded), T_CASE(test_reported_once), T_CASE(test_fork_with_lock_held),
-       T_CASE(test_fdtable))
+       T_CASE(test_fdtable), T_CASE(test_trust_names))
