@@ -470,11 +470,13 @@ static bool pya_scope_trusted(void) {
  * global means these bytes are not that file's, and the scope's trust ends
  * for good (without a scope, this find_class is judged as untrusted). Where
  * the file's names are not known (spp_trust_check -1) trust is not bound. */
-static void pya_trust_bind(const char *module, const char *name) {
+static void pya_trust_bind(const char *module, const char *name, bool exact) {
     pya_tls *t = &pya_t;
     if (!pya_scope_trusted()) return;
     uint64_t ident = t->anchor ? t->trust_ident : (spp_feed.ent & ~SPP_FD_TAGS);
-    if (spp_trust_check(ident, module, name) != 0) return;
+    int c = spp_trust_check(ident, module, name);
+    if (c == 1 && !exact) c = 0; /* a name we had to cut is not one the file imports */
+    if (c != 0) return;
     if (t->anchor) t->trusted = false;
     else t->unbound = true;
 }
@@ -693,7 +695,7 @@ static int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
         if (ipc) return 0;
     }
     pya_t.unbound = false;
-    if (exact_m && exact_n) pya_trust_bind(module, name);
+    pya_trust_bind(module, name, exact_m && exact_n);
     if (!exact_m || !exact_n) {
         /* Longer than SPP_PYA_NAME_MAX or holding control characters: what we
          * could judge is not what the unpickler resolves. A limit is a
