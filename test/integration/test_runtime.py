@@ -407,6 +407,41 @@ def test_dangerous_reference_refused(tmp_path, marker):
     assert os.path.exists(str(marker))
 
 
+def test_finalizer_scheduling_refused(tmp_path, marker):
+    """A gadget that schedules a user function to run after the load: weakref.finalize on an
+    object the loaded data keeps, so the callback fires when the program drops that data,
+    outside the unpickle scope where no behaviour veto applies. It is refused by name;
+    without the preload the callback really runs."""
+    (tmp_path / "fingadget.py").write_text(textwrap.dedent("""
+        import pathlib
+        class Box:
+            pass
+        def touch(path):
+            pathlib.Path(path).touch()
+    """))
+    body = textwrap.dedent("""
+        import atexit, pickle, weakref, fingadget  # atexit: loaded in most programs (torch, logging)
+        class P:
+            def __init__(self, box): self.box = box
+            def __reduce__(self):
+                return (weakref.finalize, (self.box, fingadget.touch, %r))
+        box = fingadget.Box()
+        blob = pickle.dumps([box, P(box)])
+        del box
+        try:
+            data = pickle.loads(blob)  # LOAD
+            print("LOADED", data)
+            del data  # the program is done with it: the box dies, the callback runs
+        except PermissionError as e:
+            print("REFUSED", e)
+    """) % str(marker)
+    r, _ = run_script(tmp_path, body, preload=False)  # control: the scheduled callback runs
+    assert os.path.exists(str(marker)), r.stdout + r.stderr[-1500:]
+    os.unlink(str(marker))
+    r, _ = run_script(tmp_path, body)
+    spgen.assert_marker_absent(marker)
+    assert "REFUSED safepickle: blocked pickle global weakref.finalize" in r.stdout, r.stdout + r.stderr[-1500:]
+
 # ------------------------------------------------------------ benign, threats.md D
 @pytest.fixture(scope="module")
 def benign_dir(tmp_path_factory):
