@@ -18,10 +18,8 @@ LIBS     := -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
 PRELOAD_LIBS := $(LIBS) -ldl -lpthread
 
 ANALYZER_SRC := $(wildcard analyzer/*.c) $(wildcard analyzer/*.S)
-ANALYZER_HDR := $(wildcard analyzer/*.h analyzer/*.def analyzer/cli/*.h analyzer/cli/*.def) $(wildcard policies/*.json) $(wildcard analyzer/kb/*)
 CLI_SRC      := $(wildcard analyzer/cli/*.c)
 PRELOAD_SRC  := $(wildcard preload/*.c)
-PRELOAD_HDR  := $(wildcard preload/*.h preload/*.def preload/*.map)
 UNIT_SRC     := $(wildcard test/unit/test_*.c)
 FUZZ_SRC     := $(wildcard test/fuzz/fuzz_*.c)
 
@@ -40,14 +38,20 @@ build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so
 deps:
 	@bash test/install-deps.sh
 
-$(BUILD)/obj/%.o: %.c $(ANALYZER_HDR) $(PRELOAD_HDR)
+# Header dependencies are exact: the compiler writes them (-MMD -MP) next to each
+# object, and every rule below that compiles includes them. Generated files and
+# files pulled in by .incbin (which -MMD cannot see) are declared by hand below.
+DEPFLAGS = -MMD -MP -MF $@.d
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 # .incbin paths in analyzer/*.S are relative to the repository root.
-$(BUILD)/obj/%.o: %.S $(ANALYZER_HDR)
+$(BUILD)/obj/%.o: %.S
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Wa,-I. -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Wa,-I. -c $< -o $@
+$(BUILD)/obj/analyzer/policy_default.o: policies/default.json
+$(BUILD)/obj/analyzer/kb_data.o: $(wildcard analyzer/kb/*.tsv)
 
 # The knowledge base's line table, split from the TSV files once (kb.c includes it).
 $(BUILD)/gen/kb_lines.inc: analyzer/kb_lines.awk $(wildcard analyzer/kb/*.tsv)
@@ -67,9 +71,9 @@ $(BUILD)/libsafepickle.so: $(PRELOAD_OBJ) $(BUILD)/libspa.a preload/exports.map
 	  -Wl,--version-script=preload/exports.map -Wl,-z,now $(PRELOAD_LIBS)
 
 # ---------------------------------------------------------------- unit tests
-$(BUILD)/test/%: test/unit/%.c test/unit/t.h $(BUILD)/libspa.a
+$(BUILD)/test/%: test/unit/%.c $(BUILD)/libspa.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itest/unit -o $@ $< $(BUILD)/libspa.a $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Itest/unit -o $@ $< $(BUILD)/libspa.a $(LIBS)
 
 unit: deps $(UNIT_BIN)
 	@bash test/unit/run.sh $(UNIT_BIN)
@@ -91,8 +95,8 @@ build-fuzz/libspa.a: FORCE
 	$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang CFLAGS="$(FUZZ_CFLAGS)" build-fuzz/libspa.a
 endif
 FORCE:
-build-fuzz/%: test/fuzz/%.c $(wildcard test/fuzz/*.h) build-fuzz/libspa.a
-	clang $(patsubst -Werror,,$(ALL_CFLAGS)) -O1 -g -fsanitize=fuzzer,address,undefined \
+build-fuzz/%: test/fuzz/%.c build-fuzz/libspa.a
+	clang $(patsubst -Werror,,$(ALL_CFLAGS)) $(DEPFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined \
 	  -fno-sanitize-recover=all -o $@ $< build-fuzz/libspa.a $(LIBS)
 
 FUZZ_BIN := $(patsubst test/fuzz/%.c,build-fuzz/%,$(FUZZ_SRC))
@@ -137,3 +141,6 @@ uninstall:
 
 clean:
 	rm -rf build build-asan build-fuzz
+
+# the dependency files the compiler wrote (absent before the first build)
+-include $(shell find $(BUILD) build-fuzz -name '*.d' 2>/dev/null)
