@@ -1221,13 +1221,19 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
 #define PUSH(v) do { if (!vm_push(m, (v), off)) return; } while (0)
 #define POP(var) spa_val *var = vm_pop(m, off); if (!var) return
 
-/* Execute one opcode; returns with m->err set to stop. */
-static void vm_step(vm *m, uint8_t op, uint64_t off);
+/* ================================================================ opcode handlers
+ * One handler per opcode, named after it as in CPython's Modules/_pickle.c
+ * (load_<OPCODE>), in the order of opcodes.def; vm_load[] below dispatches
+ * to them from the opcode table. Each is entered with the opcode byte
+ * consumed (off is its offset) and returns with m->err set to stop.
+ * Adding an opcode: one line in opcodes.def and its load_<NAME> here (the
+ * table does not compile without it). */
+typedef void vm_handler(vm *m, uint8_t op, uint64_t off);
 
 /* The opcodes with a fixed argument that dominate plain data (small ints,
  * floats, memo traffic), run from their argument bytes b: read by vm_read in
- * vm_step_hot, or straight from the reader's window in vm_fast. The width of
- * each is its argument kind in the opcode table. */
+ * their handler, or straight from the reader's window in vm_fast. The width
+ * of each is its argument kind in the opcode table. */
 static const uint8_t vm_argw[256] = {
 #define OP(name, byte, kind, argname, proto, before, after)                                      \
     [byte] = (SPA_OP_##name == SPA_OP_BININT || SPA_OP_##name == SPA_OP_BININT1 ||               \
@@ -1249,6 +1255,7 @@ static const uint8_t vm_noarg[256] = {
 #undef OP
 };
 
+/* The vm_argw opcodes from their argument bytes b. */
 VM_HOT void vm_step_arg(vm *m, uint8_t op, uint64_t off, const uint8_t *b) {
     switch (op) {
     case SPA_OP_BININT:
@@ -1283,38 +1290,621 @@ VM_HOT void vm_step_arg(vm *m, uint8_t op, uint64_t off, const uint8_t *b) {
     }
 }
 
-/* The other opcodes that dominate plain data (marks, empty containers,
- * MEMOIZE) without the big switch's call and frame. */
-VM_HOT void vm_step_hot(vm *m, uint8_t op, uint64_t off) {
-    unsigned w = vm_argw[op];
-    if (w) {
-        uint8_t b[8];
-        if (vm_read(m, b, w, off)) vm_step_arg(m, op, off, b);
+/* A vm_argw opcode: read its argument, then vm_step_arg. */
+VM_HOT void vm_load_fixed(vm *m, uint8_t op, uint64_t off) {
+    uint8_t b[8];
+    if (vm_read(m, b, vm_argw[op], off)) vm_step_arg(m, op, off, b);
+}
+
+/* ------------------------------------------------ integers */
+static void load_INT(vm *m, uint8_t op, uint64_t off) {
+    const uint8_t *lp;
+    size_t ln;
+    if (!vm_line_req(m, &lp, &ln, off)) return;
+    /* C load_int: strtol(s, &end, 0), then PyLong_FromString(s, NULL, 0);
+     * exactly "00"/"01" (3 bytes with the newline) and friends are bools. */
+    char buf[128];
+    size_t cn = ln < sizeof buf - 1 ? ln : sizeof buf - 1;
+    memcpy(buf, lp, cn);
+    buf[cn] = '\0';
+    if (ln < 1) { spa_in_skip_fast(m->in, ln + 1); vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off); return; }
+    errno = 0;
+    char *end;
+    long x = strtol(buf, &end, 0);
+    spa_val *v;
+    if (!errno && ln < sizeof buf - 1 && end != buf && *end == '\0') {
+        if (ln == 2 && (x == 0 || x == 1)) { v = vm_new(m, SPA_V_BOOL, op, off); if (v) v->u.i = x; }
+        else { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = x; }
+    } else if (vm_pylong_ok(lp, ln, 0)) {
+        int64_t iv;
+        if (vm_int_value(lp, ln, 0, &iv)) { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = iv; }
+        else v = vm_decoded(m, SPA_V_LONG, op, off, lp, ln);
+    } else {
+        spa_in_skip_fast(m->in, ln + 1);
+        vm_fail(m, SPA_E_BAD_ARG, "could not convert string to int", off);
         return;
     }
-    switch (op) {
-    case SPA_OP_MARK:
-        if (m->nmarks >= m->lim->v[SPA_LIM_MARKS]) { vm_limit(m, SPA_LIM_MARKS, "mark depth limit", off); return; }
-        if (m->nmarks == m->mcap) {
-            size_t nc = m->mcap ? m->mcap * 2 : 64;
-            size_t *nm = realloc(m->marks, nc * sizeof *nm);
-            if (!nm) { vm_nomem(m, off); return; }
-            m->marks = nm;
-            m->mcap = nc;
-        }
-        m->marks[m->nmarks++] = m->sp;
+    spa_in_skip_fast(m->in, ln + 1);
+    PUSH(v);
+}
+
+static void load_BININT(vm *m, uint8_t op, uint64_t off) { vm_load_fixed(m, op, off); }
+static void load_BININT1(vm *m, uint8_t op, uint64_t off) { vm_load_fixed(m, op, off); }
+static void load_BININT2(vm *m, uint8_t op, uint64_t off) { vm_load_fixed(m, op, off); }
+
+static void load_LONG(vm *m, uint8_t op, uint64_t off) {
+    const uint8_t *lp;
+    size_t ln;
+    if (!vm_line_req(m, &lp, &ln, off)) return;
+    size_t n = ln;
+    if (n >= 1 && lp[n - 1] == 'L') n--;
+    if (ln < 1 || !vm_pylong_ok(lp, n, 0)) {
+        spa_in_skip_fast(m->in, ln + 1);
+        vm_fail(m, SPA_E_BAD_ARG, "invalid literal for int()", off);
         return;
-    case SPA_OP_EMPTY_LIST: PUSH(vm_new(m, SPA_V_LIST, op, off)); return;
-    case SPA_OP_EMPTY_DICT: PUSH(vm_new(m, SPA_V_DICT, op, off)); return;
-    case SPA_OP_MEMOIZE: {
+    }
+    int64_t iv;
+    spa_val *v;
+    if (vm_int_value(lp, n, 0, &iv)) { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = iv; }
+    else v = vm_decoded(m, SPA_V_LONG, op, off, lp, n);
+    spa_in_skip_fast(m->in, ln + 1);
+    PUSH(v);
+}
+
+/* LONG1/LONG4: n bytes of little-endian two's complement */
+static void vm_load_binlong(vm *m, uint8_t op, uint64_t off, uint64_t n) {
+    const uint8_t *d;
+    uint64_t kept;
+    bool owned, opaque;
+    if (!vm_data(m, n, &d, &kept, &owned, off, false, &opaque)) return;
+    spa_val *v;
+    if (n <= 8 && kept == n) {
+        uint64_t u = vm_le(d, (int)n);
+        if (n && n < 8 && (d[n - 1] & 0x80)) u |= ~0ull << (8 * n);
+        if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
+        v = vm_new(m, SPA_V_INT, op, off);
+        if (v) v->u.i = (int64_t)u;
+    } else {
+        v = vm_text_val(m, SPA_V_LONG, op, off, d, n, kept, owned);
+    }
+    PUSH(v);
+}
+
+static void load_LONG1(vm *m, uint8_t op, uint64_t off) {
+    uint8_t b[1];
+    if (vm_read(m, b, 1, off)) vm_load_binlong(m, op, off, b[0]);
+}
+
+static void load_LONG4(vm *m, uint8_t op, uint64_t off) {
+    uint8_t b[4];
+    if (!vm_read(m, b, 4, off)) return;
+    int32_t sn = (int32_t)(uint32_t)vm_le(b, 4);
+    if (sn < 0) { vm_fail(m, SPA_E_BAD_ARG, "LONG pickle has negative byte count", off); return; }
+    vm_load_binlong(m, op, off, (uint64_t)sn);
+}
+
+/* ------------------------------------------------ strings and bytes */
+static void load_STRING(vm *m, uint8_t op, uint64_t off) {
+    const uint8_t *lp;
+    size_t ln;
+    if (!vm_line_req(m, &lp, &ln, off)) return;
+    if (!(ln >= 2 && lp[0] == lp[ln - 1] && (lp[0] == '\'' || lp[0] == '"'))) {
+        spa_in_skip_fast(m->in, ln + 1);
+        vm_fail(m, SPA_E_BAD_ARG, "the STRING opcode argument must be quoted", off);
+        return;
+    }
+    uint8_t *tmp = malloc(ln ? ln : 1);
+    if (!tmp) { vm_nomem(m, off); return; }
+    size_t on = 0;
+    const char *em = vm_unescape_bytes(lp + 1, ln - 2, tmp, &on);
+    spa_in_skip_fast(m->in, ln + 1);
+    if (em) { free(tmp); vm_fail(m, SPA_E_BAD_ARG, em, off); return; }
+    spa_val *v = vm_decoded(m, SPA_V_BYTES, op, off, tmp, on);
+    free(tmp);
+    if (v) v->flags |= SPA_VF_PY2STR;
+    PUSH(v);
+    vm_on_const(m, v);
+}
+
+/* The counted str/bytes opcodes: the length (its width and signedness are
+ * the argument kind in the opcode table), then the data. */
+static void vm_load_counted(vm *m, uint8_t op, uint64_t off) {
+    uint8_t b[8];
+    const spa_opinfo *oi = spa_op_info(op);
+    uint64_t n;
+    if (oi->kind == SPA_ARG_CNT1) { if (!vm_read(m, b, 1, off)) return; n = b[0]; }
+    else if (oi->kind == SPA_ARG_CNT8) {
+        if (!vm_read(m, b, 8, off)) return;
+        n = vm_le(b, 8);
+        if (n > (uint64_t)INT64_MAX) { vm_fail(m, SPA_E_BAD_ARG, "length exceeds system's maximum size", off); return; }
+    } else {
+        if (!vm_read(m, b, 4, off)) return;
+        n = vm_le(b, 4);
+        if (oi->kind == SPA_ARG_CNT4S && (n & 0x80000000u)) {
+            vm_fail(m, SPA_E_BAD_ARG, "BINSTRING pickle has negative byte count", off);
+            return;
+        }
+    }
+    const uint8_t *d;
+    uint64_t kept;
+    bool owned, opaque;
+    bool lin = op == SPA_OP_BINBYTES || op == SPA_OP_SHORT_BINBYTES || op == SPA_OP_BINBYTES8 ||
+               op == SPA_OP_BYTEARRAY8;
+    if (!vm_data(m, n, &d, &kept, &owned, off, lin, &opaque)) return;
+    bool uni = op == SPA_OP_BINUNICODE || op == SPA_OP_SHORT_BINUNICODE || op == SPA_OP_BINUNICODE8;
+    if (uni && !vm_utf8_ok(d, kept, kept < n)) {
+        if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
+        vm_fail(m, SPA_E_BAD_ARG, "invalid UTF-8 in unicode argument", off);
+        return;
+    }
+    spa_val *v = vm_text_val(m, uni ? SPA_V_STR : SPA_V_BYTES, op, off, d, n, kept, owned);
+    if (v && (op == SPA_OP_BINSTRING || op == SPA_OP_SHORT_BINSTRING)) v->flags |= SPA_VF_PY2STR;
+    if (v && op == SPA_OP_BYTEARRAY8) v->flags |= SPA_VF_BYTEARRAY;
+    if (v && opaque) v->opcode |= SPA_VOP_OPAQUE;
+    PUSH(v);
+    vm_on_const(m, v);
+}
+
+static void load_BINSTRING(vm *m, uint8_t op, uint64_t off) { vm_load_counted(m, op, off); }
+static void load_SHORT_BINSTRING(vm *m, uint8_t op, uint64_t off) { vm_load_counted(m, op, off); }
+static void load_BINBYTES(vm *m, uint8_t op, uint64_t off) { vm_load_counted(m, op, off); }
+static void load_SHORT_BINBYTES(vm *m, uint8_t op, uint64_t off) { vm_load_counted(m, op, off); }
+static void load_BINBYTES8(vm *m, uint8_t op, uint64_t off) { vm_load_counted(m, op, off); }
+static void load_BYTEARRAY8(vm *m, uint8_t op, uint64_t off) { vm_load_counted(m, op, off); }
+
+static void load_NEXT_BUFFER(vm *m, uint8_t op, uint64_t off) {
+    /* needs buffers= at load time (an error otherwise); modelled leniently */
+    PUSH(vm_new(m, SPA_V_BUFFER, op, off));
+}
+
+static void load_READONLY_BUFFER(vm *m, uint8_t op, uint64_t off) {
+    spa_val *v = vm_top(m, off);
+    if (v) v->flags |= SPA_VF_READONLY;
+}
+
+/* ------------------------------------------------ None, bools, text, floats */
+static void load_NONE(vm *m, uint8_t op, uint64_t off) { PUSH(vm_new(m, SPA_V_NONE, op, off)); }
+
+static void vm_load_bool(vm *m, uint8_t op, uint64_t off, bool val) {
+    spa_val *v = vm_new(m, SPA_V_BOOL, op, off);
+    if (v) v->u.i = val;
+    PUSH(v);
+}
+static void load_NEWTRUE(vm *m, uint8_t op, uint64_t off) { vm_load_bool(m, op, off, true); }
+static void load_NEWFALSE(vm *m, uint8_t op, uint64_t off) { vm_load_bool(m, op, off, false); }
+
+static void load_UNICODE(vm *m, uint8_t op, uint64_t off) {
+    const uint8_t *lp;
+    size_t ln;
+    if (!vm_line_req(m, &lp, &ln, off)) return;
+    uint8_t *tmp = malloc(2 * ln + 8);
+    if (!tmp) { vm_nomem(m, off); return; }
+    size_t on = 0;
+    const char *em = vm_unescape_raw_unicode(lp, ln, tmp, &on);
+    spa_in_skip_fast(m->in, ln + 1);
+    if (em) { free(tmp); vm_fail(m, SPA_E_BAD_ARG, em, off); return; }
+    spa_val *v = vm_decoded(m, SPA_V_STR, op, off, tmp, on);
+    free(tmp);
+    PUSH(v);
+    vm_on_const(m, v);
+}
+
+static void load_SHORT_BINUNICODE(vm *m, uint8_t op, uint64_t off) { vm_load_counted(m, op, off); }
+static void load_BINUNICODE(vm *m, uint8_t op, uint64_t off) { vm_load_counted(m, op, off); }
+static void load_BINUNICODE8(vm *m, uint8_t op, uint64_t off) { vm_load_counted(m, op, off); }
+
+static void load_FLOAT(vm *m, uint8_t op, uint64_t off) {
+    const uint8_t *lp;
+    size_t ln;
+    if (!vm_line_req(m, &lp, &ln, off)) return;
+    /* C: PyOS_string_to_double; pure Python: float(text). Accept either. */
+    char buf[128];
+    size_t j = 0;
+    for (size_t i = 0; i < ln && j < sizeof buf - 1; i++) if (lp[i] != '_') buf[j++] = (char)lp[i];
+    buf[j] = '\0';
+    char *s = buf, *end;
+    while (vm_isspace((uint8_t)*s)) s++;
+    bool hexish = strchr(s, 'x') || strchr(s, 'X');
+    double d = strtod(s, &end);
+    while (vm_isspace((uint8_t)*end)) end++;
+    spa_in_skip_fast(m->in, ln + 1);
+    if (ln >= sizeof buf - 1 || end == s || *end != '\0' || hexish) {
+        vm_fail(m, SPA_E_BAD_ARG, "could not convert string to float", off);
+        return;
+    }
+    spa_val *v = vm_new(m, SPA_V_FLOAT, op, off);
+    if (v) v->u.f = d;
+    PUSH(v);
+}
+
+static void load_BINFLOAT(vm *m, uint8_t op, uint64_t off) { vm_load_fixed(m, op, off); }
+
+/* ------------------------------------------------ containers */
+VM_HOT void load_EMPTY_LIST(vm *m, uint8_t op, uint64_t off) { PUSH(vm_new(m, SPA_V_LIST, op, off)); }
+
+/* APPEND(S), SETITEM(S), ADDITEMS into a literal container: keep the first
+ * items, count the rest and let plain ones go. */
+static void vm_fill(vm *m, spa_val *t, size_t x, bool pairs, uint64_t off) {
+    uint32_t step = pairs ? 2 : 1;
+    uint32_t keep = pairs ? 2 * VM_KEEP_PLAIN : VM_KEEP_PLAIN;
+    vm_seq_prereserve(m, t, (m->sp - x) / step * step, off);
+    for (size_t i = x; i + step <= m->sp; i += step) {
+        spa_val *a = m->stack[i], *b2 = step == 2 ? m->stack[i + 1] : a;
+        /* the items are cold by now: fetch a node 8 items ahead, its item
+         * array 4 ahead, the items it holds 2 ahead */
+        if (i + 8 * step < m->sp) __builtin_prefetch(m->stack[i + 8 * step]);
+        if (i + 4 * step < m->sp) {
+            const spa_val *ahead = m->stack[i + 4 * step];
+            if (vm_is_seq(ahead) && ahead->u.seq.items) __builtin_prefetch(ahead->u.seq.items);
+        }
+        if (i + 2 * step < m->sp) {
+            const spa_val *ahead = m->stack[i + 2 * step];
+            if (vm_is_seq(ahead) && ahead->u.seq.items) vm_prefetch_items(ahead);
+        }
+        if (t->n >= keep && !((a->flags | b2->flags) & SPA_VFX_HOT)) {
+            /* full container, plain item: count it and let it go */
+            t->u.seq.count += step;
+            t->flags |= SPA_VF_TRUNC;
+            vm_drop(m, a);
+            if (step == 2) vm_drop(m, b2);
+            continue;
+        }
+        vm_seq_add(m, t, &m->stack[i], step, off);
+    }
+    m->sp = x;
+}
+
+/* C do_append / do_setitems / load_additems: the target sits right below
+ * the items (from x) and above the fence; k items without a MARK (APPEND,
+ * SETITEM), from the topmost MARK otherwise (k == 0). */
+static void vm_add_items(vm *m, uint8_t op, uint64_t off, size_t k, bool pairs) {
+    size_t x;
+    if (k) {
+        if (m->sp < k || m->sp - k <= vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
+        x = m->sp - k;
+    } else if (!vm_marker(m, &x, off)) {
+        return;
+    }
+    if (x > m->sp || x <= vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
+    if (x == m->sp) return;
+    if (pairs && (m->sp - x) % 2) { vm_fail(m, SPA_E_STACK, "odd number of items for SETITEMS", off); return; }
+    spa_val *t = m->stack[x - 1];
+    spa_vkind want = pairs ? SPA_V_DICT : op == SPA_OP_ADDITEMS ? SPA_V_SET : SPA_V_LIST;
+    if (t->kind == want) { vm_fill(m, t, x, pairs, off); return; }
+    if (t->kind == SPA_V_BYTES && (t->flags & SPA_VF_BYTEARRAY) && !pairs && op != SPA_OP_ADDITEMS) {
+        while (m->sp > x) vm_drop(m, m->stack[--m->sp]); /* bytearray.extend(ints) */
+        return;
+    }
+    /* anything else: the loader calls its append/extend/__setitem__/add */
+    spa_val *items = vm_collect(m, pairs ? SPA_V_TUPLE : SPA_V_LIST, op, x, off);
+    if (!items) return;
+    t->flags |= SPA_VF_MUTATED;
+    spa_ir *e = vm_ir(m, SPA_IR_MUTATE, op, off);
+    if (e) { vm_pin(t); vm_pin(items); e->target = t; e->arg = items; }
+    else vm_drop(m, items);
+    if (items->flags & SPA_VFX_HOT) t->flags |= SPA_VFX_HOT;
+}
+
+static void load_APPEND(vm *m, uint8_t op, uint64_t off) { vm_add_items(m, op, off, 1, false); }
+static void load_APPENDS(vm *m, uint8_t op, uint64_t off) { vm_add_items(m, op, off, 0, false); }
+
+/* TUPLE, LIST, DICT, FROZENSET: the items above the topmost MARK */
+static void vm_load_marked(vm *m, uint8_t op, uint64_t off, spa_vkind k) {
+    size_t at;
+    if (!vm_marker(m, &at, off)) return;
+    if (k == SPA_V_DICT && (m->sp - at) % 2) { vm_fail(m, SPA_E_STACK, "odd number of items for DICT", off); return; }
+    PUSH(vm_collect(m, k, op, at, off));
+}
+
+static void load_LIST(vm *m, uint8_t op, uint64_t off) { vm_load_marked(m, op, off, SPA_V_LIST); }
+static void load_EMPTY_TUPLE(vm *m, uint8_t op, uint64_t off) { PUSH(vm_new(m, SPA_V_TUPLE, op, off)); }
+static void load_TUPLE(vm *m, uint8_t op, uint64_t off) { vm_load_marked(m, op, off, SPA_V_TUPLE); }
+
+/* TUPLE1/2/3: the top k items */
+static void vm_load_tuple_n(vm *m, uint8_t op, uint64_t off, size_t k) {
+    if (m->sp < k || m->sp - k < vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
+    PUSH(vm_collect(m, SPA_V_TUPLE, op, m->sp - k, off));
+}
+
+static void load_TUPLE1(vm *m, uint8_t op, uint64_t off) { vm_load_tuple_n(m, op, off, 1); }
+static void load_TUPLE2(vm *m, uint8_t op, uint64_t off) { vm_load_tuple_n(m, op, off, 2); }
+static void load_TUPLE3(vm *m, uint8_t op, uint64_t off) { vm_load_tuple_n(m, op, off, 3); }
+VM_HOT void load_EMPTY_DICT(vm *m, uint8_t op, uint64_t off) { PUSH(vm_new(m, SPA_V_DICT, op, off)); }
+static void load_DICT(vm *m, uint8_t op, uint64_t off) { vm_load_marked(m, op, off, SPA_V_DICT); }
+static void load_SETITEM(vm *m, uint8_t op, uint64_t off) { vm_add_items(m, op, off, 2, true); }
+static void load_SETITEMS(vm *m, uint8_t op, uint64_t off) { vm_add_items(m, op, off, 0, true); }
+static void load_EMPTY_SET(vm *m, uint8_t op, uint64_t off) { PUSH(vm_new(m, SPA_V_SET, op, off)); }
+static void load_ADDITEMS(vm *m, uint8_t op, uint64_t off) { vm_add_items(m, op, off, 0, false); }
+static void load_FROZENSET(vm *m, uint8_t op, uint64_t off) { vm_load_marked(m, op, off, SPA_V_FROZENSET); }
+
+/* ------------------------------------------------ stack and marks */
+static void load_POP(vm *m, uint8_t op, uint64_t off) {
+    if (m->nmarks && m->marks[m->nmarks - 1] == m->sp) { m->nmarks--; return; }
+    POP(v);
+    vm_discard(m, v, op, off);
+}
+
+static void load_DUP(vm *m, uint8_t op, uint64_t off) {
+    spa_val *v = vm_top(m, off);
+    if (!v) return;
+    vm_pin(v);
+    PUSH(v);
+}
+
+VM_HOT void load_MARK(vm *m, uint8_t op, uint64_t off) {
+    if (m->nmarks >= m->lim->v[SPA_LIM_MARKS]) { vm_limit(m, SPA_LIM_MARKS, "mark depth limit", off); return; }
+    if (m->nmarks == m->mcap) {
+        size_t nc = m->mcap ? m->mcap * 2 : 64;
+        size_t *nm = realloc(m->marks, nc * sizeof *nm);
+        if (!nm) { vm_nomem(m, off); return; }
+        m->marks = nm;
+        m->mcap = nc;
+    }
+    m->marks[m->nmarks++] = m->sp;
+}
+
+static void load_POP_MARK(vm *m, uint8_t op, uint64_t off) {
+    size_t at;
+    if (!vm_marker(m, &at, off)) return;
+    while (m->sp > at) vm_discard(m, m->stack[--m->sp], op, off);
+}
+
+/* ------------------------------------------------ memo */
+/* GET/PUT: a decimal key on a text line */
+static void vm_load_memo_line(vm *m, uint8_t op, uint64_t off, bool put) {
+    const uint8_t *lp;
+    size_t ln;
+    if (!vm_line_req(m, &lp, &ln, off)) return;
+    bool ok = ln >= 1 && vm_pylong_ok(lp, ln, 10);
+    int64_t key = -1;
+    bool fits = ok && vm_int_value(lp, ln, 10, &key);
+    spa_in_skip_fast(m->in, ln + 1);
+    if (!ok) { vm_fail(m, SPA_E_BAD_ARG, "invalid memo key", off); return; }
+    if (!fits) {   /* beyond Py_ssize_t: OverflowError (PUT) / not found (GET) in CPython */
+        vm_fail(m, put ? SPA_E_BAD_ARG : SPA_E_MEMO, "memo key out of range", off);
+        return;
+    }
+    if (put) {
+        if (key < 0) { vm_fail(m, SPA_E_BAD_ARG, "negative PUT argument", off); return; }
         spa_val *v = vm_top(m, off);
         if (!v) return;
-        vm_memo_put(m, m->memo.count, v, off);
+        vm_memo_put(m, (uint64_t)key, v, off);
         return;
     }
-    default:
-        vm_step(m, op, off);
-        return;
+    spa_val *v = key >= 0 ? vm_memo_get(m, (uint64_t)key, op, off) : NULL;
+    if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
+    PUSH(v);
+}
+
+static void load_GET(vm *m, uint8_t op, uint64_t off) { vm_load_memo_line(m, op, off, false); }
+static void load_BINGET(vm *m, uint8_t op, uint64_t off) { vm_load_fixed(m, op, off); }
+static void load_LONG_BINGET(vm *m, uint8_t op, uint64_t off) { vm_load_fixed(m, op, off); }
+static void load_PUT(vm *m, uint8_t op, uint64_t off) { vm_load_memo_line(m, op, off, true); }
+static void load_BINPUT(vm *m, uint8_t op, uint64_t off) { vm_load_fixed(m, op, off); }
+static void load_LONG_BINPUT(vm *m, uint8_t op, uint64_t off) { vm_load_fixed(m, op, off); }
+
+VM_HOT void load_MEMOIZE(vm *m, uint8_t op, uint64_t off) {
+    spa_val *v = vm_top(m, off);
+    if (v) vm_memo_put(m, m->memo.count, v, off);
+}
+
+/* ------------------------------------------------ globals */
+/* EXT1/2/4: copyreg's extension registry maps the code to (module, name);
+ * it is empty unless the host registered codes, so the target is unknown. */
+static void vm_load_ext(vm *m, uint8_t op, uint64_t off, size_t w) {
+    uint8_t b[4];
+    if (!vm_read(m, b, w, off)) return;
+    int64_t code = w == 4 ? (int64_t)(int32_t)(uint32_t)vm_le(b, 4) : (int64_t)vm_le(b, (int)w);
+    if (code <= 0) { vm_fail(m, SPA_E_BAD_ARG, "EXT specifies code <= 0", off); return; }
+    char nb[32];
+    int nn = snprintf(nb, sizeof nb, "<ext:%lld>", (long long)code);
+    int oldp = m->proto;
+    m->proto = 5; /* no compat mapping of the placeholder */
+    spa_val *g = vm_global(m, op, off, "copyreg", vm_cstr(m, (const uint8_t *)nb, (size_t)nn), SPA_IRF_EXT);
+    m->proto = oldp;
+    PUSH(g);
+}
+
+static void load_EXT1(vm *m, uint8_t op, uint64_t off) { vm_load_ext(m, op, off, 1); }
+static void load_EXT2(vm *m, uint8_t op, uint64_t off) { vm_load_ext(m, op, off, 2); }
+static void load_EXT4(vm *m, uint8_t op, uint64_t off) { vm_load_ext(m, op, off, 4); }
+
+/* GLOBAL and INST: two text lines. At EOF without a newline the pure-Python
+ * unpickler still calls find_class(line[:-1]) (it imports the module), so
+ * the VM records that import before reporting the truncation. Returns the
+ * global, NULL with m->err set. */
+static spa_val *vm_global_lines(vm *m, uint8_t op, uint64_t off) {
+    const uint8_t *lp;
+    size_t ln;
+    const char *mod = "", *name = "";
+    bool nl, trunc = false;
+    spa_code c = vm_line(m, &lp, &ln, &nl, off);
+    if (c == SPA_E_TRUNCATED) { mod = vm_cstr(m, lp, ln ? ln - 1 : 0); spa_in_skip_fast(m->in, ln); trunc = true; }
+    else if (c != SPA_OK) return NULL;
+    else {
+        mod = vm_cstr(m, lp, ln);
+        spa_in_skip_fast(m->in, ln + 1);
+        c = vm_line(m, &lp, &ln, &nl, off);
+        if (c == SPA_E_TRUNCATED) { name = vm_cstr(m, lp, ln ? ln - 1 : 0); spa_in_skip_fast(m->in, ln); trunc = true; }
+        else if (c != SPA_OK) return NULL;
+        else { name = vm_cstr(m, lp, ln); spa_in_skip_fast(m->in, ln + 1); }
+    }
+    spa_val *g = vm_global(m, op, off, mod, name, trunc ? SPA_IRF_TRUNCATED : 0);
+    if (trunc) { vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated (no newline)", off); return NULL; }
+    return g;
+}
+
+static void load_GLOBAL(vm *m, uint8_t op, uint64_t off) {
+    spa_val *g = vm_global_lines(m, op, off);
+    if (g) PUSH(g);
+}
+
+static void load_STACK_GLOBAL(vm *m, uint8_t op, uint64_t off) {
+    POP(nm);
+    POP(md);
+    int a = vm_str_operand(md), bb = vm_str_operand(nm);
+    if (!a || !bb) { vm_fail(m, SPA_E_STACK, "STACK_GLOBAL requires str", off); return; }
+    const char *mod = a == 1 ? vm_opstr(m, md) : "<dynamic>";
+    const char *name = bb == 1 ? vm_opstr(m, nm) : "<dynamic>";
+    uint16_t fl = (a == 2 || bb == 2) ? SPA_IRF_DYNAMIC : 0;
+    size_t nir0 = m->nir;
+    spa_val *g = vm_global(m, op, off, mod, name, fl);
+    if (g && fl && m->nir > nir0) {
+        spa_ir *e = &m->ir[m->nir - 1];
+        vm_pin(md); vm_pin(nm);
+        e->target = md;
+        e->arg = nm;
+    } else {
+        vm_drop(m, md);
+        vm_drop(m, nm);
+    }
+    PUSH(g);
+}
+
+/* ------------------------------------------------ calls */
+static void load_REDUCE(vm *m, uint8_t op, uint64_t off) {
+    POP(args);
+    POP(callee);
+    PUSH(vm_call(m, op, off, callee, args, NULL, 0));
+}
+
+/* BUILD's container hooks (joblib's raw array data after a NumpyArrayWrapper) */
+static void vm_after_build(vm *m, uint64_t off, spa_val *t, spa_val *state) {
+    uint64_t skip = 0;
+    spa_build_act act = m->hooks->after_build(m->hooks->ud, m->sc, t, state, &skip);
+    if (act == SPA_BUILD_SKIP) {
+        if (spa_in_skip_fast(m->in, skip) != SPA_OK)
+            vm_fail(m, SPA_E_TRUNCATED, "raw array data runs past the end", off);
+    } else if (act == SPA_BUILD_NESTED) {
+        uint64_t at = spa_in_pos_fast(m->in);
+        const char *loc = spa_ctx_loc(m->sc, "%s!stream@%llu", spa_ctx_stream(m->sc, m->idx)->loc,
+                                      (unsigned long long)at);
+        uint32_t child = UINT32_MAX;
+        spa_code c = spa_vm_run(m->sc, m->in, loc, m->depth + 1, m->idx, &child);
+        spa_ir *ne = vm_ir(m, SPA_IR_NESTED, SPA_OP_BUILD, off);
+        if (ne) { ne->target = t; ne->nested_stream = child; }
+        if (c == SPA_E_NOMEM || c == SPA_E_IO) { vm_fail(m, c, "nested stream failed", off); m->fatal = true; return; }
+        spa_stream *cs = child != UINT32_MAX ? spa_ctx_stream(m->sc, child) : NULL;
+        if (!cs || !cs->complete)
+            vm_fail(m, SPA_E_FORMAT, "nested inline stream did not complete", off);
+    } else if (act == SPA_BUILD_RESYNC) {
+        vm_resync(m, off);
+    }
+}
+
+static void load_BUILD(vm *m, uint8_t op, uint64_t off) {
+    POP(state);
+    spa_val *t = vm_top(m, off);
+    if (!t) return;
+    t->flags |= SPA_VF_MUTATED;
+    spa_ir *e = vm_ir(m, SPA_IR_BUILD, op, off);
+    if (e) { vm_pin(t); vm_pin(state); e->target = t; e->arg = state; }
+    if (state->flags & SPA_VFX_HOT) t->flags |= SPA_VFX_HOT;
+    if (m->hooks && m->hooks->after_build) vm_after_build(m, off, t, state);
+}
+
+static void load_INST(vm *m, uint8_t op, uint64_t off) {
+    /* INST imports before it looks for its MARK, as the pure-Python loader does */
+    spa_val *g = vm_global_lines(m, op, off);
+    if (!g) return;
+    size_t at;
+    if (!vm_marker(m, &at, off)) return;
+    spa_val *args = vm_collect(m, SPA_V_TUPLE, op, at, off);
+    if (!args) return;
+    PUSH(vm_call(m, op, off, g, args, NULL, SPA_IRF_INST));
+}
+
+static void load_OBJ(vm *m, uint8_t op, uint64_t off) {
+    size_t at;
+    if (!vm_marker(m, &at, off)) return;
+    if (m->sp <= at || at < vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
+    spa_val *args = vm_collect(m, SPA_V_TUPLE, op, at + 1, off);
+    if (!args) return;
+    spa_val *cls = m->stack[--m->sp];
+    PUSH(vm_call(m, op, off, cls, args, NULL, SPA_IRF_INST));
+}
+
+static void load_NEWOBJ(vm *m, uint8_t op, uint64_t off) {
+    POP(args);
+    POP(cls);
+    PUSH(vm_call(m, op, off, cls, args, NULL, SPA_IRF_NEW));
+}
+
+static void load_NEWOBJ_EX(vm *m, uint8_t op, uint64_t off) {
+    POP(kw);
+    POP(args);
+    POP(cls);
+    PUSH(vm_call(m, op, off, cls, args, kw, SPA_IRF_NEW));
+}
+
+/* ------------------------------------------------ framing, protocol, end */
+static void load_PROTO(vm *m, uint8_t op, uint64_t off) {
+    uint8_t b[1];
+    if (!vm_read(m, b, 1, off)) return;
+    if (b[0] > 5) { vm_fail(m, SPA_E_BAD_ARG, "unsupported pickle protocol", off); return; }
+    m->proto = b[0];
+    if (m->proto > m->max_proto) m->max_proto = m->proto;
+}
+
+static void load_STOP(vm *m, uint8_t op, uint64_t off) {
+    POP(v);
+    (void)v;
+    m->complete = true;
+}
+
+static void load_FRAME(vm *m, uint8_t op, uint64_t off) {
+    /* CPython's C unpickler prefetches the frame and fails if it runs past
+     * EOF; the pure-Python one executes what is there. Frames are not
+     * boundaries for opcodes in either, so the VM only checks the size. */
+    uint8_t b[8];
+    if (!vm_read(m, b, 8, off)) return;
+    vm_cf_frame(m, vm_le(b, 8), off);
+}
+
+/* ------------------------------------------------ persistent ids */
+static void vm_persid(vm *m, uint8_t op, uint64_t off, spa_val *pid) {
+    spa_val *v = vm_new(m, SPA_V_PERSID, op, off);
+    if (!v) return;
+    vm_pin(pid);
+    vm_pin(v);
+    v->u.persid.pid = pid;
+    spa_ir *e = vm_ir(m, SPA_IR_PERSID, op, off);
+    if (e) { e->arg = pid; e->result = v; }
+    PUSH(v);
+}
+
+static void load_PERSID(vm *m, uint8_t op, uint64_t off) {
+    const uint8_t *lp;
+    size_t ln;
+    if (!vm_line_req(m, &lp, &ln, off)) return;
+    spa_val *pid = vm_decoded(m, SPA_V_STR, op, off, lp, ln);
+    spa_in_skip_fast(m->in, ln + 1);
+    if (pid) vm_persid(m, op, off, pid);
+}
+
+static void load_BINPERSID(vm *m, uint8_t op, uint64_t off) {
+    POP(pid);
+    vm_persid(m, op, off, pid);
+}
+
+/* byte -> handler, from the opcode table (NULL: not an opcode) */
+static vm_handler *const vm_load[256] = {
+#define OP(name, byte, kind, argname, proto, before, after) [byte] = load_##name,
+#include "opcodes.def"
+#undef OP
+};
+
+/* Execute one opcode of the table (the byte is consumed); returns with
+ * m->err set to stop. The opcodes that dominate plain data are inlined
+ * here without the indirect call. */
+VM_HOT void vm_step(vm *m, uint8_t op, uint64_t off) {
+    if (vm_argw[op]) { vm_load_fixed(m, op, off); return; }
+    switch (op) {
+    case SPA_OP_MARK: load_MARK(m, op, off); return;
+    case SPA_OP_EMPTY_LIST: load_EMPTY_LIST(m, op, off); return;
+    case SPA_OP_EMPTY_DICT: load_EMPTY_DICT(m, op, off); return;
+    case SPA_OP_MEMOIZE: load_MEMOIZE(m, op, off); return;
+    default: vm_load[op](m, op, off); return;
     }
 }
 
@@ -1366,7 +1956,7 @@ static size_t vm_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
         } else if (w) {
             vm_step_arg(m, op, off, q - w);
         } else {
-            vm_step_hot(m, op, off);
+            vm_step(m, op, off);
         }
         if (m->err.code != SPA_OK || m->complete) break;
     }
@@ -1398,496 +1988,8 @@ static void vm_exec(vm *m) {
         if (!spa_op_known(op)) { vm_fail(m, SPA_E_BAD_OPCODE, "invalid load key", off); return; }
         spa_in_skip_fast(in, 1);
         m->nops++;
-        vm_step_hot(m, op, off);
+        vm_step(m, op, off);
         if (m->err.code != SPA_OK || m->complete) return;
     }
 }
 
-static void vm_step(vm *m, uint8_t op, uint64_t off) {
-    uint8_t b[8];
-    const uint8_t *lp;
-    size_t ln;
-    switch (op) {
-    /* ------------------------------------------------ framing, protocol */
-    case SPA_OP_PROTO:
-        if (!vm_read(m, b, 1, off)) return;
-        if (b[0] > 5) { vm_fail(m, SPA_E_BAD_ARG, "unsupported pickle protocol", off); return; }
-        m->proto = b[0];
-        if (m->proto > m->max_proto) m->max_proto = m->proto;
-        return;
-    case SPA_OP_FRAME:
-        /* CPython's C unpickler prefetches the frame and fails if it runs past
-         * EOF; the pure-Python one executes what is there. Frames are not
-         * boundaries for opcodes in either, so the VM only checks the size. */
-        if (!vm_read(m, b, 8, off)) return;
-        vm_cf_frame(m, vm_le(b, 8), off);
-        return;
-    case SPA_OP_STOP: {
-        POP(v);
-        (void)v;
-        m->complete = true;
-        return;
-    }
-    /* ------------------------------------------------ marks and stack */
-    case SPA_OP_POP:
-        if (m->nmarks && m->marks[m->nmarks - 1] == m->sp) { m->nmarks--; return; }
-        { POP(v); vm_discard(m, v, op, off); }
-        return;
-    case SPA_OP_POP_MARK: {
-        size_t at;
-        if (!vm_marker(m, &at, off)) return;
-        while (m->sp > at) vm_discard(m, m->stack[--m->sp], op, off);
-        return;
-    }
-    case SPA_OP_DUP: {
-        spa_val *v = vm_top(m, off);
-        if (!v) return;
-        vm_pin(v);
-        PUSH(v);
-        return;
-    }
-    /* ------------------------------------------------ scalars */
-    case SPA_OP_NONE: PUSH(vm_new(m, SPA_V_NONE, op, off)); return;
-    case SPA_OP_NEWTRUE:
-    case SPA_OP_NEWFALSE: {
-        spa_val *v = vm_new(m, SPA_V_BOOL, op, off);
-        if (v) v->u.i = op == SPA_OP_NEWTRUE;
-        PUSH(v);
-        return;
-    }
-    case SPA_OP_INT: {
-        if (!vm_line_req(m, &lp, &ln, off)) return;
-        /* C load_int: strtol(s, &end, 0), then PyLong_FromString(s, NULL, 0);
-         * exactly "00"/"01" (3 bytes with the newline) and friends are bools. */
-        char buf[128];
-        size_t cn = ln < sizeof buf - 1 ? ln : sizeof buf - 1;
-        memcpy(buf, lp, cn);
-        buf[cn] = '\0';
-        if (ln < 1) { spa_in_skip_fast(m->in, ln + 1); vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated", off); return; }
-        errno = 0;
-        char *end;
-        long x = strtol(buf, &end, 0);
-        spa_val *v;
-        if (!errno && ln < sizeof buf - 1 && end != buf && *end == '\0') {
-            if (ln == 2 && (x == 0 || x == 1)) { v = vm_new(m, SPA_V_BOOL, op, off); if (v) v->u.i = x; }
-            else { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = x; }
-        } else if (vm_pylong_ok(lp, ln, 0)) {
-            int64_t iv;
-            if (vm_int_value(lp, ln, 0, &iv)) { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = iv; }
-            else v = vm_decoded(m, SPA_V_LONG, op, off, lp, ln);
-        } else {
-            spa_in_skip_fast(m->in, ln + 1);
-            vm_fail(m, SPA_E_BAD_ARG, "could not convert string to int", off);
-            return;
-        }
-        spa_in_skip_fast(m->in, ln + 1);
-        PUSH(v);
-        return;
-    }
-    case SPA_OP_LONG: {
-        if (!vm_line_req(m, &lp, &ln, off)) return;
-        size_t n = ln;
-        if (n >= 1 && lp[n - 1] == 'L') n--;
-        if (ln < 1 || !vm_pylong_ok(lp, n, 0)) {
-            spa_in_skip_fast(m->in, ln + 1);
-            vm_fail(m, SPA_E_BAD_ARG, "invalid literal for int()", off);
-            return;
-        }
-        int64_t iv;
-        spa_val *v;
-        if (vm_int_value(lp, n, 0, &iv)) { v = vm_new(m, SPA_V_INT, op, off); if (v) v->u.i = iv; }
-        else v = vm_decoded(m, SPA_V_LONG, op, off, lp, n);
-        spa_in_skip_fast(m->in, ln + 1);
-        PUSH(v);
-        return;
-    }
-    case SPA_OP_LONG1:
-    case SPA_OP_LONG4: {
-        uint64_t n;
-        if (op == SPA_OP_LONG1) { if (!vm_read(m, b, 1, off)) return; n = b[0]; }
-        else {
-            if (!vm_read(m, b, 4, off)) return;
-            int32_t sn = (int32_t)(uint32_t)vm_le(b, 4);
-            if (sn < 0) { vm_fail(m, SPA_E_BAD_ARG, "LONG pickle has negative byte count", off); return; }
-            n = (uint64_t)sn;
-        }
-        const uint8_t *d;
-        uint64_t kept;
-        bool owned, opaque;
-        if (!vm_data(m, n, &d, &kept, &owned, off, false, &opaque)) return;
-        spa_val *v;
-        if (n <= 8 && kept == n) {
-            uint64_t u = vm_le(d, (int)n);
-            if (n && n < 8 && (d[n - 1] & 0x80)) u |= ~0ull << (8 * n);
-            if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
-            v = vm_new(m, SPA_V_INT, op, off);
-            if (v) v->u.i = (int64_t)u;
-        } else {
-            v = vm_text_val(m, SPA_V_LONG, op, off, d, n, kept, owned);
-        }
-        PUSH(v);
-        return;
-    }
-    case SPA_OP_FLOAT: {
-        if (!vm_line_req(m, &lp, &ln, off)) return;
-        /* C: PyOS_string_to_double; pure Python: float(text). Accept either. */
-        char buf[128];
-        size_t j = 0;
-        for (size_t i = 0; i < ln && j < sizeof buf - 1; i++) if (lp[i] != '_') buf[j++] = (char)lp[i];
-        buf[j] = '\0';
-        char *s = buf, *end;
-        while (vm_isspace((uint8_t)*s)) s++;
-        bool hexish = strchr(s, 'x') || strchr(s, 'X');
-        double d = strtod(s, &end);
-        while (vm_isspace((uint8_t)*end)) end++;
-        spa_in_skip_fast(m->in, ln + 1);
-        if (ln >= sizeof buf - 1 || end == s || *end != '\0' || hexish) {
-            vm_fail(m, SPA_E_BAD_ARG, "could not convert string to float", off);
-            return;
-        }
-        spa_val *v = vm_new(m, SPA_V_FLOAT, op, off);
-        if (v) v->u.f = d;
-        PUSH(v);
-        return;
-    }
-    /* ------------------------------------------------ strings and bytes */
-    case SPA_OP_STRING: {
-        if (!vm_line_req(m, &lp, &ln, off)) return;
-        if (!(ln >= 2 && lp[0] == lp[ln - 1] && (lp[0] == '\'' || lp[0] == '"'))) {
-            spa_in_skip_fast(m->in, ln + 1);
-            vm_fail(m, SPA_E_BAD_ARG, "the STRING opcode argument must be quoted", off);
-            return;
-        }
-        uint8_t *tmp = malloc(ln ? ln : 1);
-        if (!tmp) { vm_nomem(m, off); return; }
-        size_t on = 0;
-        const char *em = vm_unescape_bytes(lp + 1, ln - 2, tmp, &on);
-        spa_in_skip_fast(m->in, ln + 1);
-        if (em) { free(tmp); vm_fail(m, SPA_E_BAD_ARG, em, off); return; }
-        spa_val *v = vm_decoded(m, SPA_V_BYTES, op, off, tmp, on);
-        free(tmp);
-        if (v) v->flags |= SPA_VF_PY2STR;
-        PUSH(v);
-        vm_on_const(m, v);
-        return;
-    }
-    case SPA_OP_UNICODE: {
-        if (!vm_line_req(m, &lp, &ln, off)) return;
-        uint8_t *tmp = malloc(2 * ln + 8);
-        if (!tmp) { vm_nomem(m, off); return; }
-        size_t on = 0;
-        const char *em = vm_unescape_raw_unicode(lp, ln, tmp, &on);
-        spa_in_skip_fast(m->in, ln + 1);
-        if (em) { free(tmp); vm_fail(m, SPA_E_BAD_ARG, em, off); return; }
-        spa_val *v = vm_decoded(m, SPA_V_STR, op, off, tmp, on);
-        free(tmp);
-        PUSH(v);
-        vm_on_const(m, v);
-        return;
-    }
-    case SPA_OP_BINSTRING: case SPA_OP_SHORT_BINSTRING:
-    case SPA_OP_BINBYTES: case SPA_OP_SHORT_BINBYTES: case SPA_OP_BINBYTES8: case SPA_OP_BYTEARRAY8:
-    case SPA_OP_BINUNICODE: case SPA_OP_SHORT_BINUNICODE: case SPA_OP_BINUNICODE8: {
-        const spa_opinfo *oi = spa_op_info(op);
-        uint64_t n;
-        if (oi->kind == SPA_ARG_CNT1) { if (!vm_read(m, b, 1, off)) return; n = b[0]; }
-        else if (oi->kind == SPA_ARG_CNT8) {
-            if (!vm_read(m, b, 8, off)) return;
-            n = vm_le(b, 8);
-            if (n > (uint64_t)INT64_MAX) { vm_fail(m, SPA_E_BAD_ARG, "length exceeds system's maximum size", off); return; }
-        } else {
-            if (!vm_read(m, b, 4, off)) return;
-            n = vm_le(b, 4);
-            if (oi->kind == SPA_ARG_CNT4S && (n & 0x80000000u)) {
-                vm_fail(m, SPA_E_BAD_ARG, "BINSTRING pickle has negative byte count", off);
-                return;
-            }
-        }
-        const uint8_t *d;
-        uint64_t kept;
-        bool owned, opaque;
-        bool lin = op == SPA_OP_BINBYTES || op == SPA_OP_SHORT_BINBYTES || op == SPA_OP_BINBYTES8 ||
-                   op == SPA_OP_BYTEARRAY8;
-        if (!vm_data(m, n, &d, &kept, &owned, off, lin, &opaque)) return;
-        bool uni = op == SPA_OP_BINUNICODE || op == SPA_OP_SHORT_BINUNICODE || op == SPA_OP_BINUNICODE8;
-        if (uni && !vm_utf8_ok(d, kept, kept < n)) {
-            if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
-            vm_fail(m, SPA_E_BAD_ARG, "invalid UTF-8 in unicode argument", off);
-            return;
-        }
-        spa_val *v = vm_text_val(m, uni ? SPA_V_STR : SPA_V_BYTES, op, off, d, n, kept, owned);
-        if (v && (op == SPA_OP_BINSTRING || op == SPA_OP_SHORT_BINSTRING)) v->flags |= SPA_VF_PY2STR;
-        if (v && op == SPA_OP_BYTEARRAY8) v->flags |= SPA_VF_BYTEARRAY;
-        if (v && opaque) v->opcode |= SPA_VOP_OPAQUE;
-        PUSH(v);
-        vm_on_const(m, v);
-        return;
-    }
-    case SPA_OP_NEXT_BUFFER:
-        /* needs buffers= at load time (an error otherwise); modelled leniently */
-        PUSH(vm_new(m, SPA_V_BUFFER, op, off));
-        return;
-    case SPA_OP_READONLY_BUFFER: {
-        spa_val *v = vm_top(m, off);
-        if (v) v->flags |= SPA_VF_READONLY;
-        return;
-    }
-    /* ------------------------------------------------ containers */
-    case SPA_OP_EMPTY_TUPLE: PUSH(vm_new(m, SPA_V_TUPLE, op, off)); return;
-    case SPA_OP_EMPTY_SET: PUSH(vm_new(m, SPA_V_SET, op, off)); return;
-    case SPA_OP_TUPLE1: case SPA_OP_TUPLE2: case SPA_OP_TUPLE3: {
-        size_t k = (size_t)(op - SPA_OP_TUPLE1 + 1);
-        if (m->sp < k || m->sp - k < vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
-        PUSH(vm_collect(m, SPA_V_TUPLE, op, m->sp - k, off));
-        return;
-    }
-    case SPA_OP_TUPLE: case SPA_OP_LIST: case SPA_OP_FROZENSET: case SPA_OP_DICT: {
-        size_t at;
-        if (!vm_marker(m, &at, off)) return;
-        spa_vkind k = op == SPA_OP_TUPLE ? SPA_V_TUPLE : op == SPA_OP_LIST ? SPA_V_LIST :
-                      op == SPA_OP_DICT ? SPA_V_DICT : SPA_V_FROZENSET;
-        if (k == SPA_V_DICT && (m->sp - at) % 2) { vm_fail(m, SPA_E_STACK, "odd number of items for DICT", off); return; }
-        PUSH(vm_collect(m, k, op, at, off));
-        return;
-    }
-    case SPA_OP_APPEND: case SPA_OP_APPENDS: case SPA_OP_SETITEM: case SPA_OP_SETITEMS:
-    case SPA_OP_ADDITEMS: {
-        /* C do_append / do_setitems / load_additems: the target sits right
-         * below the items and above the fence. */
-        size_t x;
-        if (op == SPA_OP_APPEND || op == SPA_OP_SETITEM) {
-            size_t k = op == SPA_OP_APPEND ? 1 : 2;
-            if (m->sp < k || m->sp - k <= vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
-            x = m->sp - k;
-        } else if (!vm_marker(m, &x, off)) {
-            return;
-        }
-        if (x > m->sp || x <= vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
-        if (x == m->sp) return;
-        bool pairs = op == SPA_OP_SETITEM || op == SPA_OP_SETITEMS;
-        if (pairs && (m->sp - x) % 2) { vm_fail(m, SPA_E_STACK, "odd number of items for SETITEMS", off); return; }
-        spa_val *t = m->stack[x - 1];
-        spa_vkind want = pairs ? SPA_V_DICT : op == SPA_OP_ADDITEMS ? SPA_V_SET : SPA_V_LIST;
-        if (t->kind == want) {
-            uint32_t step = pairs ? 2 : 1;
-            uint32_t keep = pairs ? 2 * VM_KEEP_PLAIN : VM_KEEP_PLAIN;
-            vm_seq_prereserve(m, t, (m->sp - x) / step * step, off);
-            for (size_t i = x; i + step <= m->sp; i += step) {
-                spa_val *a = m->stack[i], *b2 = step == 2 ? m->stack[i + 1] : a;
-                /* the items are cold by now: fetch a node 8 items ahead, its
-                 * item array 4 ahead, the items it holds 2 ahead */
-                if (i + 8 * step < m->sp) __builtin_prefetch(m->stack[i + 8 * step]);
-                if (i + 4 * step < m->sp) {
-                    const spa_val *ahead = m->stack[i + 4 * step];
-                    if (vm_is_seq(ahead) && ahead->u.seq.items) __builtin_prefetch(ahead->u.seq.items);
-                }
-                if (i + 2 * step < m->sp) {
-                    const spa_val *ahead = m->stack[i + 2 * step];
-                    if (vm_is_seq(ahead) && ahead->u.seq.items) vm_prefetch_items(ahead);
-                }
-                if (t->n >= keep && !((a->flags | b2->flags) & SPA_VFX_HOT)) {
-                    /* full container, plain item: count it and let it go */
-                    t->u.seq.count += step;
-                    t->flags |= SPA_VF_TRUNC;
-                    vm_drop(m, a);
-                    if (step == 2) vm_drop(m, b2);
-                    continue;
-                }
-                vm_seq_add(m, t, &m->stack[i], step, off);
-            }
-            m->sp = x;
-            return;
-        }
-        if (t->kind == SPA_V_BYTES && (t->flags & SPA_VF_BYTEARRAY) && !pairs && op != SPA_OP_ADDITEMS) {
-            while (m->sp > x) vm_drop(m, m->stack[--m->sp]); /* bytearray.extend(ints) */
-            return;
-        }
-        /* anything else: the loader calls its append/extend/__setitem__/add */
-        spa_val *items = vm_collect(m, pairs ? SPA_V_TUPLE : SPA_V_LIST, op, x, off);
-        if (!items) return;
-        t->flags |= SPA_VF_MUTATED;
-        spa_ir *e = vm_ir(m, SPA_IR_MUTATE, op, off);
-        if (e) { vm_pin(t); vm_pin(items); e->target = t; e->arg = items; }
-        else vm_drop(m, items);
-        if (items->flags & SPA_VFX_HOT) t->flags |= SPA_VFX_HOT;
-        return;
-    }
-    /* ------------------------------------------------ memo */
-    case SPA_OP_PUT: case SPA_OP_GET: {
-        if (!vm_line_req(m, &lp, &ln, off)) return;
-        bool ok = ln >= 1 && vm_pylong_ok(lp, ln, 10);
-        int64_t key = -1;
-        bool fits = ok && vm_int_value(lp, ln, 10, &key);
-        spa_in_skip_fast(m->in, ln + 1);
-        if (!ok) { vm_fail(m, SPA_E_BAD_ARG, "invalid memo key", off); return; }
-        if (!fits) {   /* beyond Py_ssize_t: OverflowError (PUT) / not found (GET) in CPython */
-            vm_fail(m, op == SPA_OP_PUT ? SPA_E_BAD_ARG : SPA_E_MEMO, "memo key out of range", off);
-            return;
-        }
-        if (op == SPA_OP_PUT) {
-            if (key < 0) { vm_fail(m, SPA_E_BAD_ARG, "negative PUT argument", off); return; }
-            spa_val *v = vm_top(m, off);
-            if (!v) return;
-            vm_memo_put(m, (uint64_t)key, v, off);
-            return;
-        }
-        spa_val *v = key >= 0 ? vm_memo_get(m, (uint64_t)key, op, off) : NULL;
-        if (!v) { vm_fail(m, SPA_E_MEMO, "Memo value not found at index", off); return; }
-        PUSH(v);
-        return;
-    }
-    /* ------------------------------------------------ globals */
-    case SPA_OP_GLOBAL: case SPA_OP_INST: {
-        /* Two text lines. At EOF without a newline the pure-Python unpickler
-         * still calls find_class(line[:-1]) (it imports the module), so the
-         * VM records that import before reporting the truncation. */
-        const char *mod = "", *name = "";
-        bool nl, trunc = false;
-        spa_code c = vm_line(m, &lp, &ln, &nl, off);
-        if (c == SPA_E_TRUNCATED) { mod = vm_cstr(m, lp, ln ? ln - 1 : 0); spa_in_skip_fast(m->in, ln); trunc = true; }
-        else if (c != SPA_OK) return;
-        else {
-            mod = vm_cstr(m, lp, ln);
-            spa_in_skip_fast(m->in, ln + 1);
-            c = vm_line(m, &lp, &ln, &nl, off);
-            if (c == SPA_E_TRUNCATED) { name = vm_cstr(m, lp, ln ? ln - 1 : 0); spa_in_skip_fast(m->in, ln); trunc = true; }
-            else if (c != SPA_OK) return;
-            else { name = vm_cstr(m, lp, ln); spa_in_skip_fast(m->in, ln + 1); }
-        }
-        spa_val *g = vm_global(m, op, off, mod, name, trunc ? SPA_IRF_TRUNCATED : 0);
-        if (trunc) { vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated (no newline)", off); return; }
-        if (!g) return;
-        if (op == SPA_OP_GLOBAL) { PUSH(g); return; }
-        size_t at;
-        if (!vm_marker(m, &at, off)) return;
-        spa_val *args = vm_collect(m, SPA_V_TUPLE, op, at, off);
-        if (!args) return;
-        PUSH(vm_call(m, op, off, g, args, NULL, SPA_IRF_INST));
-        return;
-    }
-    case SPA_OP_STACK_GLOBAL: {
-        POP(nm);
-        POP(md);
-        int a = vm_str_operand(md), bb = vm_str_operand(nm);
-        if (!a || !bb) { vm_fail(m, SPA_E_STACK, "STACK_GLOBAL requires str", off); return; }
-        const char *mod = a == 1 ? vm_opstr(m, md) : "<dynamic>";
-        const char *name = bb == 1 ? vm_opstr(m, nm) : "<dynamic>";
-        uint16_t fl = (a == 2 || bb == 2) ? SPA_IRF_DYNAMIC : 0;
-        size_t nir0 = m->nir;
-        spa_val *g = vm_global(m, op, off, mod, name, fl);
-        if (g && fl && m->nir > nir0) {
-            spa_ir *e = &m->ir[m->nir - 1];
-            vm_pin(md); vm_pin(nm);
-            e->target = md;
-            e->arg = nm;
-        } else {
-            vm_drop(m, md);
-            vm_drop(m, nm);
-        }
-        PUSH(g);
-        return;
-    }
-    case SPA_OP_EXT1: case SPA_OP_EXT2: case SPA_OP_EXT4: {
-        size_t w = op == SPA_OP_EXT1 ? 1 : op == SPA_OP_EXT2 ? 2 : 4;
-        if (!vm_read(m, b, w, off)) return;
-        int64_t code = w == 4 ? (int64_t)(int32_t)(uint32_t)vm_le(b, 4) : (int64_t)vm_le(b, (int)w);
-        if (code <= 0) { vm_fail(m, SPA_E_BAD_ARG, "EXT specifies code <= 0", off); return; }
-        /* copyreg's extension registry maps the code to (module, name); it is
-         * empty unless the host registered codes, so the target is unknown. */
-        char nb[32];
-        int nn = snprintf(nb, sizeof nb, "<ext:%lld>", (long long)code);
-        int oldp = m->proto;
-        m->proto = 5; /* no compat mapping of the placeholder */
-        spa_val *g = vm_global(m, op, off, "copyreg", vm_cstr(m, (const uint8_t *)nb, (size_t)nn), SPA_IRF_EXT);
-        m->proto = oldp;
-        PUSH(g);
-        return;
-    }
-    /* ------------------------------------------------ calls */
-    case SPA_OP_REDUCE: {
-        POP(args);
-        POP(callee);
-        PUSH(vm_call(m, op, off, callee, args, NULL, 0));
-        return;
-    }
-    case SPA_OP_NEWOBJ: {
-        POP(args);
-        POP(cls);
-        PUSH(vm_call(m, op, off, cls, args, NULL, SPA_IRF_NEW));
-        return;
-    }
-    case SPA_OP_NEWOBJ_EX: {
-        POP(kw);
-        POP(args);
-        POP(cls);
-        PUSH(vm_call(m, op, off, cls, args, kw, SPA_IRF_NEW));
-        return;
-    }
-    case SPA_OP_OBJ: {
-        size_t at;
-        if (!vm_marker(m, &at, off)) return;
-        if (m->sp <= at || at < vm_fence(m)) { vm_fail(m, SPA_E_STACK, "unpickling stack underflow", off); return; }
-        spa_val *args = vm_collect(m, SPA_V_TUPLE, op, at + 1, off);
-        if (!args) return;
-        spa_val *cls = m->stack[--m->sp];
-        PUSH(vm_call(m, op, off, cls, args, NULL, SPA_IRF_INST));
-        return;
-    }
-    case SPA_OP_BUILD: {
-        POP(state);
-        spa_val *t = vm_top(m, off);
-        if (!t) return;
-        t->flags |= SPA_VF_MUTATED;
-        spa_ir *e = vm_ir(m, SPA_IR_BUILD, op, off);
-        if (e) { vm_pin(t); vm_pin(state); e->target = t; e->arg = state; }
-        if (state->flags & SPA_VFX_HOT) t->flags |= SPA_VFX_HOT;
-        if (m->hooks && m->hooks->after_build) {
-            uint64_t skip = 0;
-            spa_build_act act = m->hooks->after_build(m->hooks->ud, m->sc, t, state, &skip);
-            if (act == SPA_BUILD_SKIP) {
-                if (spa_in_skip_fast(m->in, skip) != SPA_OK)
-                    vm_fail(m, SPA_E_TRUNCATED, "raw array data runs past the end", off);
-            } else if (act == SPA_BUILD_NESTED) {
-                uint64_t at = spa_in_pos_fast(m->in);
-                const char *loc = spa_ctx_loc(m->sc, "%s!stream@%llu", spa_ctx_stream(m->sc, m->idx)->loc,
-                                              (unsigned long long)at);
-                uint32_t child = UINT32_MAX;
-                spa_code c = spa_vm_run(m->sc, m->in, loc, m->depth + 1, m->idx, &child);
-                spa_ir *ne = vm_ir(m, SPA_IR_NESTED, op, off);
-                if (ne) { ne->target = t; ne->nested_stream = child; }
-                if (c == SPA_E_NOMEM || c == SPA_E_IO) { vm_fail(m, c, "nested stream failed", off); m->fatal = true; return; }
-                spa_stream *cs = child != UINT32_MAX ? spa_ctx_stream(m->sc, child) : NULL;
-                if (!cs || !cs->complete)
-                    vm_fail(m, SPA_E_FORMAT, "nested inline stream did not complete", off);
-            } else if (act == SPA_BUILD_RESYNC) {
-                vm_resync(m, off);
-            }
-        }
-        return;
-    }
-    case SPA_OP_PERSID: case SPA_OP_BINPERSID: {
-        spa_val *pid;
-        if (op == SPA_OP_PERSID) {
-            if (!vm_line_req(m, &lp, &ln, off)) return;
-            pid = vm_decoded(m, SPA_V_STR, op, off, lp, ln);
-            spa_in_skip_fast(m->in, ln + 1);
-            if (!pid) return;
-        } else {
-            pid = vm_pop(m, off);
-            if (!pid) return;
-        }
-        spa_val *v = vm_new(m, SPA_V_PERSID, op, off);
-        if (!v) return;
-        vm_pin(pid);
-        vm_pin(v);
-        v->u.persid.pid = pid;
-        spa_ir *e = vm_ir(m, SPA_IR_PERSID, op, off);
-        if (e) { e->arg = pid; e->result = v; }
-        PUSH(v);
-        return;
-    }
-    default:
-        vm_fail(m, SPA_E_BAD_OPCODE, "opcode not handled", off);
-        return;
-    }
-}
