@@ -59,6 +59,12 @@ $(BUILD)/gen/kb_lines.inc: analyzer/kb_lines.awk $(wildcard analyzer/kb/*.tsv)
 	awk -f analyzer/kb_lines.awk analyzer/kb/stdlib.tsv analyzer/kb/ml.tsv > $@.tmp && mv $@.tmp $@
 $(BUILD)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc
 
+# The opcodes' stack effects as numbers, derived from opcodes.def's pickletools names.
+$(BUILD)/gen/opcodes_stack.inc: analyzer/opcodes_stack.awk analyzer/opcodes.def
+	@mkdir -p $(dir $@)
+	awk -f analyzer/opcodes_stack.awk analyzer/opcodes.def > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/analyzer/opcodes.o: $(BUILD)/gen/opcodes_stack.inc
+
 $(BUILD)/libspa.a: $(ANALYZER_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^

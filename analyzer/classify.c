@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "opcodes.h"
 #include "verdict.h"
 #include "vm.h"
 
@@ -535,7 +536,7 @@ static void cl_judge_value_call(cl_ctx *c, const spa_val *fn, const spa_val *arg
                                 cl_judgement *j) {
     spa_target t;
     spa_resolve(fn, &t, 0);
-    cl_judge_target_call(c, &t, fn, args, NULL, 'R', depth + 1, j);
+    cl_judge_target_call(c, &t, fn, args, NULL, SPA_OP_REDUCE, depth + 1, j);
 }
 
 /* Apply the argument rules (code-like strings, dangerous callables as arguments). */
@@ -722,7 +723,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
         }
         m.via_reflection = true;
         const spa_val *margs = NULL;
-        cl_judge_target_call(c, &m, callee, margs, t->bound, 'R', depth + 1, j);
+        cl_judge_target_call(c, &m, callee, margs, t->bound, SPA_OP_REDUCE, depth + 1, j);
         if (j->sev != SPA_VERDICT_SAFE && j->rule) {
             char tmp[CL_MAX_MSG];
             spa_fmt(tmp, sizeof tmp, "%s via operator.methodcaller", j->msg);
@@ -865,7 +866,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
         return;
     }
     if (cat == SPA_KB_UNKNOWN) {
-        bool cls = cl_classlike(t->name) || opcode == 0x81 || opcode == 0x92;
+        bool cls = cl_classlike(t->name) || opcode == SPA_OP_NEWOBJ || opcode == SPA_OP_NEWOBJ_EX;
         if (reflective) {
             cl_set(j, SPA_VERDICT_SUSPICIOUS, "call.reflective_result",
                    "calls %s, reached through reflection (unknown to the knowledge base)", call);
@@ -947,7 +948,8 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
         cl_judgement j = {SPA_VERDICT_SAFE, NULL, {0}};
         switch (e->kind) {
         case SPA_IR_IMPORT: {
-            if ((e->flags & SPA_IRF_EXT) || e->opcode == 0x82 || e->opcode == 0x83 || e->opcode == 0x84) {
+            if ((e->flags & SPA_IRF_EXT) || e->opcode == SPA_OP_EXT1 || e->opcode == SPA_OP_EXT2 ||
+                e->opcode == SPA_OP_EXT4) {
                 /* a reference; calling what it fetches is judged as an unresolved call */
                 cl_set(&j, SPA_VERDICT_SUSPICIOUS, "opcode.ext_registry",
                        "EXT opcode fetches a global from the copyreg extension registry (%s.%s)",

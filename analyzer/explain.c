@@ -2,6 +2,7 @@
  * would do: one statement per IR entry, every call bound to _v<IR index>. */
 #include <string.h>
 
+#include "opcodes.h"
 #include "report.h"
 #include "vm.h"
 
@@ -47,8 +48,8 @@ static void ex_stream(FILE *f, const spa_result *r, size_t si) {
         case SPA_IR_MUTATE: {
             spa_val_ref(e->target, a, sizeof a);
             spa_val_repr_named(e->arg, b, sizeof b);
-            const char *how = (e->opcode == 's' || e->opcode == 'u') ? "__setitem__ each of" :
-                              e->opcode == 0x90 ? "add each of" : "extend";
+            const char *how = (e->opcode == SPA_OP_SETITEM || e->opcode == SPA_OP_SETITEMS) ? "__setitem__ each of" :
+                              e->opcode == SPA_OP_ADDITEMS ? "add each of" : "extend";
             w = fprintf(f, "%s.%s(%s)", a, how, b);
             break;
         }
@@ -61,7 +62,7 @@ static void ex_stream(FILE *f, const spa_result *r, size_t si) {
             w = fprintf(f, "_p%zu = persistent_load(%s)", k, a);
             break;
         case SPA_IR_NESTED:
-            if (e->opcode == 'b') {   /* after BUILD: an inline stream (object array data) */
+            if (e->opcode == SPA_OP_BUILD) {   /* after BUILD: an inline stream (object array data) */
                 spa_val_ref(e->target, a, sizeof a);
                 w = fprintf(f, "# %.60s is followed by an inline pickle -> stream #%u", a, e->nested_stream);
                 break;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "opcodes.h"
 #include "vm.h"
 
 const char *spa_vkind_name(spa_vkind k) {
@@ -66,7 +67,7 @@ static void rb_val(rbuf *r, const spa_val *v, int depth) {
     case SPA_V_INT: snprintf(t, sizeof t, "%lld", (long long)v->u.i); rb_s(r, t); return;
     case SPA_V_FLOAT: snprintf(t, sizeof t, "%.17g", v->u.f); rb_s(r, t); return;
     case SPA_V_LONG:
-        if (v->opcode == 0x4c || v->opcode == 0x49) { /* text form */
+        if ((v->opcode & SPA_VOP_MASK) == SPA_OP_LONG || (v->opcode & SPA_VOP_MASK) == SPA_OP_INT) { /* text form */
             size_t n = v->u.s.kept < 64 ? (size_t)v->u.s.kept : 64;
             rb_put(r, (const char *)v->u.s.p, n);
             if (n < v->u.s.len) rb_s(r, "...");

@@ -1,12 +1,13 @@
-/* opcodes.c - the opcode table as data (from opcodes.def) with a byte-indexed
- * lookup built at compile time. */
+/* opcodes.c - the opcode table as data (from opcodes.def, stack effects as
+ * numbers generated from it) with a byte-indexed lookup built at compile time. */
 #include <stddef.h>
 
 #include "opcodes.h"
+#include "opcodes_stack.inc" /* SPA_OPSTK_<NAME>: generated from opcodes.def */
 
 static const spa_opinfo spa_ops[] = {
 #define OP(name, byte, kind, argname, proto, before, after) \
-    { #name, byte, kind, proto, argname, before, after },
+    { #name, byte, kind, proto, argname, before, after, SPA_OPSTK_##name },
 #include "opcodes.def"
 #undef OP
 };

@@ -22,6 +22,24 @@ enum spa_opbyte {
 #undef OP
 };
 
+/* Bytes of a fixed-width argument (U1..F8) or of a counted argument's
+ * length field (CNT*); 0 for none and for text lines. */
+static inline unsigned spa_arg_width(unsigned kind) {
+    switch (kind) {
+    case SPA_ARG_U1: case SPA_ARG_CNT1: return 1;
+    case SPA_ARG_U2: return 2;
+    case SPA_ARG_S4: case SPA_ARG_U4: case SPA_ARG_CNT4: case SPA_ARG_CNT4S: return 4;
+    case SPA_ARG_U8: case SPA_ARG_F8: case SPA_ARG_CNT8: return 8;
+    default: return 0;
+    }
+}
+
+/* spa_opinfo.stk: the stack effect's shape, derived from the pickletools
+ * stack names of opcodes.def at build time (opcodes_stack.awk) */
+#define SPA_STK_MARK     0x01u /* pops through the topmost MARK (and the MARK) */
+#define SPA_STK_PUSHMARK 0x02u /* pushes a MARK (MARK) */
+#define SPA_STK_STR      0x04u /* what it pushes may be a str ("any", "str", "bytes_or_str") */
+
 typedef struct spa_opinfo {
     const char *name;     /* pickletools name, NULL for an unknown byte */
     uint8_t byte;
@@ -30,6 +48,11 @@ typedef struct spa_opinfo {
     const char *argname;  /* pickletools ArgumentDescriptor name or "none" */
     const char *before;   /* stack before, pickletools StackObject names */
     const char *after;    /* stack after */
+    /* the same stack effect as numbers: */
+    uint8_t pop;          /* values taken from the top (SPA_STK_MARK: from above the MARK) */
+    uint8_t below;        /* SPA_STK_MARK: values under the MARK also taken */
+    uint8_t push;         /* values left on the stack (a pushed MARK is not counted) */
+    uint8_t stk;          /* SPA_STK_* */
 } spa_opinfo;
 
 /* byte -> table index + 1, 0 for a byte that is not an opcode */

@@ -82,7 +82,7 @@ static cJSON *rep_val(const spa_val *v, int depth) {
         bool opaque = v->kind == SPA_V_BYTES && (v->opcode & SPA_VOP_OPAQUE);
         size_t lim = opaque ? REP_OPAQUE : REP_STR;
         size_t n = v->u.s.kept < lim ? (size_t)v->u.s.kept : lim;
-        bool text = v->kind == SPA_V_STR || (v->kind == SPA_V_LONG && (v->opcode == 'I' || v->opcode == 'L'));
+        bool text = v->kind == SPA_V_STR || (v->kind == SPA_V_LONG && ((v->opcode & SPA_VOP_MASK) == SPA_OP_INT || (v->opcode & SPA_VOP_MASK) == SPA_OP_LONG));
         char *s = text ? spa_utf8_sanitize(v->u.s.p, n) : rep_bytes(v->u.s.p, n);
         if (s) { cJSON_AddStringToObject(o, "value", s); free(s); }
         cJSON_AddNumberToObject(o, "len", (double)v->u.s.len);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "containers.h"
+#include "opcodes.h"
 
 /* ------------------------------------------------------------------ magics */
 static bool sn_has(const uint8_t *p, size_t n, const char *m, size_t mn) {
@@ -256,220 +257,198 @@ static uint64_t sn_le(const uint8_t *p, unsigned k) {
     return v;
 }
 
-static int sn_pop_mark(sn_walk *w) {
-    if (w->marks_lost) return SN_GO;
-    if (!w->nmarks) return SN_FAIL;
-    w->h = w->marks[--w->nmarks];
-    return SN_GO;
-}
-
-/* One opcode at w->pos. Returns SN_GO, SN_FAIL, SN_WINDOW or SN_STOP. */
-static int sn_step(sn_walk *w) {
-    uint8_t op = w->p[w->pos];
-    size_t at = w->pos;
-    w->pos++;
+/* The argument of an opcode at w->pos, by its kind in the opcode table
+ * (opcodes.def): a fixed-width one is skipped and its value put in *k (little-
+ * endian; BINFLOAT's value is not used); counted data is skipped with its
+ * length field (*k = the length); a text line stays in place, *k = its length
+ * without the newline. GLOBAL/INST (two lines) read their own. */
+static int sn_skip_arg(sn_walk *w, const spa_opinfo *oi, uint64_t *k) {
     int r;
     size_t len = 0;
-    uint64_t k;
-#define ARG(nb) do { if ((r = sn_arg(w, (nb))) != SN_GO) return r; } while (0)
-#define NEED(k_) do { if ((r = sn_need(w, (k_))) != SN_GO) return r; } while (0)
-#define LINE() do { if ((r = sn_line(w, &len)) != SN_GO) return r; } while (0)
-    switch (op) {
-    case '(': /* MARK */
+    unsigned width = spa_arg_width(oi->kind);
+    *k = 0;
+    switch (oi->kind) {
+    case SPA_ARG_NONE: case SPA_ARG_LINE2:
+        return SN_GO;
+    case SPA_ARG_LINE:
+        if ((r = sn_line(w, &len)) != SN_GO) return r;
+        *k = len;
+        return SN_GO;
+    case SPA_ARG_CNT1: case SPA_ARG_CNT4: case SPA_ARG_CNT4S: case SPA_ARG_CNT8:
+        if ((r = sn_arg(w, width)) != SN_GO) return r;
+        *k = sn_le(w->p + w->pos, width);
+        if (oi->kind == SPA_ARG_CNT4S && (*k & 0x80000000u)) return SN_FAIL; /* negative */
+        w->pos += width;
+        if ((r = sn_arg(w, *k)) != SN_GO) return r;
+        w->pos += (size_t)*k;
+        return SN_GO;
+    default:
+        if ((r = sn_arg(w, width)) != SN_GO) return r;
+        *k = sn_le(w->p + w->pos, width);
+        w->pos += width;
+        return SN_GO;
+    }
+}
+
+/* The stack effect in the opcode table: take oi->pop values (from above the
+ * topmost MARK, then the MARK and oi->below values under it, for
+ * SPA_STK_MARK), then leave oi->push values (or a MARK). */
+static int sn_effect(sn_walk *w, const spa_opinfo *oi) {
+    if (oi->stk & SPA_STK_PUSHMARK) {
         if (w->nmarks == SPC_SNIFF_MARKS) w->marks_lost = true;
         else if (!w->marks_lost) w->marks[w->nmarks++] = w->h;
         return SN_GO;
-    case '.': /* STOP */
-        NEED(1);
-        return SN_STOP;
-    case '0': /* POP: may pop a mark (C unpickler) */
-        if (!w->marks_lost && w->nmarks && w->marks[w->nmarks - 1] == w->h) { w->nmarks--; return SN_GO; }
-        NEED(1);
-        w->h--;
-        return SN_GO;
-    case '1': return sn_pop_mark(w); /* POP_MARK */
-    case '2': NEED(1); sn_push(w, sn_tag(w, 1)); return SN_GO; /* DUP */
-    case 'N': case 0x88: case 0x89: case ')': case ']': case '}': case 0x8f:
-        sn_push(w, SN_T_OTHER);
-        return SN_GO;
-    case 'K': ARG(1); w->pos += 1; sn_push(w, SN_T_OTHER); return SN_GO;
-    case 'M': ARG(2); w->pos += 2; sn_push(w, SN_T_OTHER); return SN_GO;
-    case 'J': ARG(4); w->pos += 4; sn_push(w, SN_T_OTHER); return SN_GO;
-    case 'G': ARG(8); w->pos += 8; sn_push(w, SN_T_OTHER); return SN_GO;
-    case 'I': case 'L': case 'F':
-        LINE();
-        if (!sn_numeric(w->p + w->pos, (op == 'L' && len && w->p[w->pos + len - 1] == 'L') ? len - 1 : len,
-                        op == 'F'))
-            return SN_FAIL;
-        w->pos += len + 1;
-        sn_push(w, SN_T_OTHER);
-        return SN_GO;
-    case 'S': { /* STRING: quoted */
-        LINE();
-        const uint8_t *s = w->p + w->pos;
-        size_t b = len;
-        while (b > 0 && sn_space(s[b - 1])) b--; /* CPython strips trailing whitespace */
-        if (b < 2 || (s[0] != '\'' && s[0] != '"') || s[b - 1] != s[0]) return SN_FAIL;
-        w->pos += len + 1;
-        sn_push(w, SN_T_STR);
-        return SN_GO;
     }
-    case 'V': LINE(); w->pos += len + 1; sn_push(w, SN_T_STR); return SN_GO; /* UNICODE */
-    /* PERSID/BINPERSID call the loader's own persistent_load; what it returns
-     * may be a str (a STACK_GLOBAL operand) */
-    case 'P': LINE(); w->pos += len + 1; sn_push(w, SN_T_UNKNOWN); return SN_GO;
-    case 'Q': NEED(1); w->h--; sn_push(w, SN_T_UNKNOWN); return SN_GO;
-    case 'U': case 'C': case 0x8c: /* 1-byte length */
-        ARG(1);
-        k = w->p[w->pos];
-        w->pos += 1;
-        ARG(k);
-        w->pos += (size_t)k;
-        sn_push(w, op == 'C' ? SN_T_OTHER : SN_T_STR);
-        return SN_GO;
-    case 'T': case 'X': case 'B': case 0x8b: /* 4-byte length */
-        ARG(4);
-        k = sn_le(w->p + w->pos, 4);
-        if ((op == 'T' || op == 0x8b) && (k & 0x80000000u)) return SN_FAIL; /* negative */
-        w->pos += 4;
-        ARG(k);
-        w->pos += (size_t)k;
-        sn_push(w, (op == 'T' || op == 'X') ? SN_T_STR : SN_T_OTHER);
-        return SN_GO;
-    case 0x8a: /* LONG1 */
-        ARG(1);
-        k = w->p[w->pos];
-        w->pos += 1;
-        ARG(k);
-        w->pos += (size_t)k;
-        sn_push(w, SN_T_OTHER);
-        return SN_GO;
-    case 0x8d: case 0x8e: case 0x96: /* 8-byte length */
-        ARG(8);
-        k = sn_le(w->p + w->pos, 8);
-        w->pos += 8;
-        ARG(k);
-        w->pos += (size_t)k;
-        sn_push(w, op == 0x8d ? SN_T_STR : SN_T_OTHER);
-        return SN_GO;
-    case 0x97: sn_push(w, SN_T_OTHER); return SN_GO;          /* NEXT_BUFFER */
-    case 0x98: NEED(1); return SN_GO;         /* READONLY_BUFFER */
-    case 'g': case 'p': { /* GET / PUT with a decimal line */
-        LINE();
-        uint64_t key = 0;
-        bool ok = len > 0, big = false;
-        for (size_t i = 0; i < len; i++) {
-            uint8_t c = w->p[w->pos + i];
-            if (c < '0' || c > '9') { ok = false; break; }
-            if (key > 100000000u) big = true; else key = key * 10 + (uint64_t)(c - '0');
-        }
-        w->pos += len + 1;
-        if (op == 'g') {
-            if (!ok || big) { w->memo_unknown = true; sn_push(w, SN_T_UNKNOWN); return SN_GO; }
-            if ((r = sn_memo_get(w, key)) != SN_GO) return r;
-            sn_push(w, SN_T_UNKNOWN);
-        } else {
-            NEED(1);
-            if (!ok || big) w->memo_unknown = true; else sn_memo_def(w, key);
-        }
-        return SN_GO;
-    }
-    case 'h': ARG(1); k = w->p[w->pos]; w->pos += 1;
-        if ((r = sn_memo_get(w, k)) != SN_GO) return r;
-        sn_push(w, SN_T_UNKNOWN); return SN_GO;
-    case 'j': ARG(4); k = sn_le(w->p + w->pos, 4); w->pos += 4;
-        if ((r = sn_memo_get(w, k)) != SN_GO) return r;
-        sn_push(w, SN_T_UNKNOWN); return SN_GO;
-    case 'q': ARG(1); NEED(1); sn_memo_def(w, w->p[w->pos]); w->pos += 1; return SN_GO;
-    case 'r': ARG(4); NEED(1); sn_memo_def(w, sn_le(w->p + w->pos, 4)); w->pos += 4; return SN_GO;
-    case 0x94: NEED(1); sn_memo_def(w, w->memo_n); return SN_GO; /* MEMOIZE */
-    case 'a': NEED(2); w->h--; return SN_GO;        /* APPEND */
-    case 's': NEED(3); w->h -= 2; return SN_GO;     /* SETITEM */
-    case 0x85: NEED(1); return SN_GO;               /* TUPLE1 */
-    case 0x86: NEED(2); w->h -= 1; return SN_GO;    /* TUPLE2 */
-    case 0x87: NEED(3); w->h -= 2; return SN_GO;    /* TUPLE3 */
-    case 't': case 'l': case 'd': case 0x91: /* TUPLE LIST DICT FROZENSET */
-        if ((r = sn_pop_mark(w)) != SN_GO) return r;
-        sn_push(w, SN_T_OTHER);
-        return SN_GO;
-    case 'e': case 'u': case 0x90: { /* APPENDS SETITEMS ADDITEMS */
-        if (w->marks_lost) return SN_GO;
+    if (!(oi->stk & SPA_STK_MARK)) {
+        if (sn_need(w, oi->pop) != SN_GO) return SN_FAIL;
+        w->h -= oi->pop;
+    } else if (w->marks_lost) {
+        w->h -= oi->below;
+    } else {
         if (!w->nmarks) return SN_FAIL;
         int64_t m = w->marks[w->nmarks - 1];
-        if (m < 1) return SN_FAIL; /* no target below the mark (C: x <= 0) */
-        if (op == 'u' && ((w->h - m) & 1)) return SN_FAIL;
+        if (w->h - m < oi->pop || m < oi->below) return SN_FAIL; /* C: no target below the mark */
         w->nmarks--;
-        w->h = m;
-        return SN_GO;
+        w->h = m - oi->below;
     }
-    case 'c': case 'i': { /* GLOBAL / INST: module\nname\n */
-        /* The module line must be whole and name an importable module. The
-         * import happens before the attribute lookup, so the name line only
-         * has to decode: and the pure-Python loader (joblib's) imports even
-         * when EOF cuts the name line (it takes line[:-1]). */
-        r = sn_line(w, &len);
-        if (r == SN_FAIL) {
-            /* EOF inside the module line: the pure-Python loader still imports
-             * line[:-1] (with an empty name) before it fails */
-            size_t rest = w->n - w->pos;
-            if (rest >= 2 && sn_name(w->p + w->pos, rest - 1)) { w->effect = true; w->imports++; }
-            return SN_FAIL;
-        }
-        if (r != SN_GO) return r;
-        if (!sn_name(w->p + w->pos, len)) return SN_FAIL;
-        w->pos += len + 1;
-        r = sn_line(w, &len);
-        if (r == SN_FAIL) { /* EOF inside the name line: imported, then truncated */
-            w->effect = true;
-            w->imports++;
-            return SN_FAIL;
-        }
-        if (r != SN_GO) return r;
-        if (!sn_utf8(w->p + w->pos, len)) return SN_FAIL;
-        w->pos += len + 1;
+    for (unsigned i = 0; i < oi->push; i++) sn_push(w, (oi->stk & SPA_STK_STR) ? SN_T_UNKNOWN : SN_T_OTHER);
+    return SN_GO;
+}
+
+/* GET/PUT with a decimal line of length len at w->pos */
+static int sn_memo_line(sn_walk *w, bool get, size_t len) {
+    uint64_t key = 0;
+    bool ok = len > 0, big = false;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = w->p[w->pos + i];
+        if (c < '0' || c > '9') { ok = false; break; }
+        if (key > 100000000u) big = true; else key = key * 10 + (uint64_t)(c - '0');
+    }
+    w->pos += len + 1;
+    if (get) {
+        if (!ok || big) { w->memo_unknown = true; sn_push(w, SN_T_UNKNOWN); return SN_GO; }
+        int r = sn_memo_get(w, key);
+        if (r == SN_GO) sn_push(w, SN_T_UNKNOWN);
+        return r;
+    }
+    if (sn_need(w, 1) != SN_GO) return SN_FAIL;
+    if (!ok || big) w->memo_unknown = true; else sn_memo_def(w, key);
+    return SN_GO;
+}
+
+/* GLOBAL / INST: module\nname\n. The module line must be whole and name an
+ * importable module. The import happens before the attribute lookup, so the
+ * name line only has to decode: and the pure-Python loader (joblib's)
+ * imports even when EOF cuts the name line (it takes line[:-1]). */
+static int sn_global_lines(sn_walk *w) {
+    size_t len = 0;
+    int r = sn_line(w, &len);
+    if (r == SN_FAIL) {
+        /* EOF inside the module line: the pure-Python loader still imports
+         * line[:-1] (with an empty name) before it fails */
+        size_t rest = w->n - w->pos;
+        if (rest >= 2 && sn_name(w->p + w->pos, rest - 1)) { w->effect = true; w->imports++; }
+        return SN_FAIL;
+    }
+    if (r != SN_GO) return r;
+    if (!sn_name(w->p + w->pos, len)) return SN_FAIL;
+    w->pos += len + 1;
+    r = sn_line(w, &len);
+    if (r == SN_FAIL) { /* EOF inside the name line: imported, then truncated */
         w->effect = true;
         w->imports++;
-        if (op == 'i') { if ((r = sn_pop_mark(w)) != SN_GO) return r; w->calls++; }
-        sn_push(w, SN_T_OTHER);
-        return SN_GO;
+        return SN_FAIL;
     }
-    case 'o': /* OBJ */
-        if (w->marks_lost) { w->calls++; return SN_GO; }
-        if (!w->nmarks || w->h - w->marks[w->nmarks - 1] < 1) return SN_FAIL;
-        w->calls++;
-        w->h = w->marks[--w->nmarks];
-        sn_push(w, SN_T_OTHER);
+    if (r != SN_GO) return r;
+    if (!sn_utf8(w->p + w->pos, len)) return SN_FAIL;
+    w->pos += len + 1;
+    w->effect = true;
+    w->imports++;
+    return SN_GO;
+}
+
+/* What an opcode checks of its argument and the stack beyond the table's
+ * argument kind and stack effect (line text, memo keys, imports). Returns
+ * SN_GO to go on with the table's stack effect, or the step's result. */
+static int sn_check(sn_walk *w, uint8_t op, uint64_t k, bool *done) {
+    const uint8_t *s = w->p + w->pos;
+    size_t len = (size_t)k, b = len;
+    *done = true;
+    switch (op) {
+    case SPA_OP_POP: /* may pop a mark (C unpickler) */
+        if (!w->marks_lost && w->nmarks && w->marks[w->nmarks - 1] == w->h) { w->nmarks--; return SN_GO; }
+        break;
+    case SPA_OP_DUP: /* the copy keeps the value's tag */
+        if (sn_need(w, 1) != SN_GO) return SN_FAIL;
+        sn_push(w, sn_tag(w, 1));
         return SN_GO;
-    case 0x93: /* STACK_GLOBAL: an import when both operands may be str */
-        NEED(2);
+    case SPA_OP_INT: case SPA_OP_LONG: case SPA_OP_FLOAT:
+        if (!sn_numeric(s, (op == SPA_OP_LONG && len && s[len - 1] == 'L') ? len - 1 : len, op == SPA_OP_FLOAT))
+            return SN_FAIL;
+        w->pos += len + 1;
+        break;
+    case SPA_OP_STRING: /* quoted; CPython strips trailing whitespace */
+        while (b > 0 && sn_space(s[b - 1])) b--;
+        if (b < 2 || (s[0] != '\'' && s[0] != '"') || s[b - 1] != s[0]) return SN_FAIL;
+        w->pos += len + 1;
+        break;
+    case SPA_OP_UNICODE: case SPA_OP_PERSID: /* PERSID's result may be a str */
+        w->pos += len + 1;
+        break;
+    case SPA_OP_GET: case SPA_OP_PUT:
+        return sn_memo_line(w, op == SPA_OP_GET, len);
+    case SPA_OP_BINGET: case SPA_OP_LONG_BINGET: {
+        int r = sn_memo_get(w, k);
+        if (r == SN_GO) sn_push(w, SN_T_UNKNOWN);
+        return r;
+    }
+    case SPA_OP_BINPUT: case SPA_OP_LONG_BINPUT: case SPA_OP_MEMOIZE: /* the top stays as it is */
+        if (sn_need(w, 1) != SN_GO) return SN_FAIL;
+        sn_memo_def(w, op == SPA_OP_MEMOIZE ? w->memo_n : k);
+        return SN_GO;
+    case SPA_OP_PROTO:
+        if (k > 5) return SN_FAIL;
+        break;
+    case SPA_OP_GLOBAL: case SPA_OP_INST: {
+        int r = sn_global_lines(w);
+        if (r != SN_GO) return r;
+        break;
+    }
+    case SPA_OP_STACK_GLOBAL: /* an import when both operands may be str */
+        if (sn_need(w, 2) != SN_GO) return SN_FAIL;
         if (sn_tag(w, 1) != SN_T_OTHER && sn_tag(w, 2) != SN_T_OTHER) { w->effect = true; w->imports++; }
-        w->h -= 2;
-        sn_push(w, SN_T_OTHER);
-        return SN_GO;
-    case 'R': case 'b': case 0x81: /* REDUCE BUILD NEWOBJ */
-        NEED(2);
-        w->calls++;
-        w->h -= 2;
-        sn_push(w, SN_T_OTHER);
-        return SN_GO;
-    case 0x92: NEED(3); w->calls++; w->h -= 3; sn_push(w, SN_T_OTHER); return SN_GO; /* NEWOBJ_EX */
-    /* EXT1/2/4: only codes registered with copyreg resolve (none by default) */
-    case 0x82: ARG(1); w->pos += 1; sn_push(w, SN_T_OTHER); return SN_GO;
-    case 0x83: ARG(2); w->pos += 2; sn_push(w, SN_T_OTHER); return SN_GO;
-    case 0x84: ARG(4); w->pos += 4; sn_push(w, SN_T_OTHER); return SN_GO;
-    case 0x80: /* PROTO */
-        ARG(1);
-        if (w->p[w->pos] > 5) return SN_FAIL;
-        w->pos += 1;
-        return SN_GO;
-    case 0x95: ARG(8); w->pos += 8; return SN_GO; /* FRAME */
-    default:
-        (void)at;
-        return SN_FAIL; /* not an opcode */
+        break;
+    case SPA_OP_SETITEMS: /* pairs above the mark */
+        if (!w->marks_lost && w->nmarks && ((w->h - w->marks[w->nmarks - 1]) & 1)) return SN_FAIL;
+        break;
     }
-#undef ARG
-#undef NEED
-#undef LINE
+    *done = false;
+    return SN_GO;
+}
+
+/* One opcode at w->pos. Returns SN_GO, SN_FAIL, SN_WINDOW or SN_STOP. The
+ * argument widths and stack effects are the opcode table's (opcodes.def);
+ * sn_check adds what the loader checks beyond them. */
+static int sn_step(sn_walk *w) {
+    uint8_t op = w->p[w->pos];
+    const spa_opinfo *oi = spa_op_info(op);
+    if (!oi) return SN_FAIL; /* not an opcode */
+    w->pos++;
+    uint64_t k;
+    bool done;
+    int r = sn_skip_arg(w, oi, &k);
+    if (r == SN_GO) r = sn_check(w, op, k, &done);
+    if (r != SN_GO || done) return r;
+    if ((r = sn_effect(w, oi)) != SN_GO) return r;
+    switch (op) {
+    case SPA_OP_REDUCE: case SPA_OP_BUILD: case SPA_OP_NEWOBJ: case SPA_OP_NEWOBJ_EX:
+    case SPA_OP_OBJ: case SPA_OP_INST:
+        w->calls++;
+        break;
+    case SPA_OP_STOP:
+        return SN_STOP;
+    }
+    return SN_GO;
 }
 
 spc_pk spc_pickle_walk(const uint8_t *p, size_t n, uint64_t total, spc_walk_info *info) {
