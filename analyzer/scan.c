@@ -539,7 +539,9 @@ spa_code spa_scan_path(const spa_scan_opts *o, const char *path, spa_result **ou
     if (!o || !path || !out) {
         return sc_err(err, SPA_E_USAGE, "spa_scan_path: missing options, path or output");
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO or device named here must not block the caller (it is
+     * refused below by its fstat type); on a regular file it changes nothing. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         return sc_err(err, SPA_E_IO, "cannot open file");
     }

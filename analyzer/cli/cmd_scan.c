@@ -1,7 +1,8 @@
 /* cmd_scan.c - `safepickle scan [--format text|json] [--limit NAME=N] PATH...`:
  * scans each file and prints its streams and their IR (one function prints
  * one file's result). Exit 0, or 2 on a usage or I/O error. */
-#include <ftw.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "cli.h"
 #include "report.h"
 #include "verdict.h"
+#include "walk.h"
 
 typedef enum { SCAN_TEXT = 0, SCAN_JSON, SCAN_SARIF } scan_fmt;
 
@@ -26,6 +28,14 @@ typedef struct scan_cli {
     unsigned long walked;
     /* the summary line (text format): files, pickle-bearing ones per verdict, actions */
     unsigned long n_files, n_pickle, n_verdict[SPA_VERDICT_COUNT], n_block, n_warn, n_error;
+    unsigned long n_skipped, n_same;
+    /* per file scanned (walk seq): its verdict and action, for a second path to it */
+    unsigned char *seen_verdict, *seen_act;
+    size_t seen_cap;
+    spa_verdict last_verdict; /* of the file scan_file judged last (SPA_VERDICT_COUNT: error) */
+    spa_action last_act;
+    char extra[96];     /* the summary's tail about skipped and twice-linked entries */
+    const char *target; /* the file being scanned is reached through this symlink target */
 } scan_cli;
 
 static void scan_usage(FILE *f) {
@@ -42,7 +52,10 @@ static void scan_usage(FILE *f) {
             "  --policy FILE        judge with this policy (default: the embedded default.json);\n"
             "                       its limits apply unless --limit follows it\n"
             "  --limit NAME=N       override a named limit, e.g. --limit max_ops=1000\n"
-            "  PATH may be a directory: it is walked (regular files, no symlinks followed)\n"
+            "  PATH may be a directory: it is walked. Symlinks are followed (a file reached\n"
+            "                       twice is scanned once; loops end); FIFOs, sockets and devices\n"
+            "                       are skipped with a note and never opened; an entry that cannot\n"
+            "                       be read is an error (exit 2)\n"
             "  -h, --help           this help\n"
             "\n"
             "Each file gets a verdict (safe, suspicious, malicious, unscannable), the policy's\n"
@@ -80,6 +93,7 @@ static void scan_print(scan_cli *c, const char *path, const spa_result *r, const
         if (r) {
             o = spa_report_json(r);
             spa_verdict_json(o, r, c->act);
+            if (o && c->target) cJSON_AddStringToObject(o, "target", c->target);
         } else {
             o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "path", path);
@@ -92,6 +106,7 @@ static void scan_print(scan_cli *c, const char *path, const spa_result *r, const
         free(s);
         cJSON_Delete(o);
     } else if (r) {
+        if (c->target) printf("%s: symlink to %s\n", path, c->target);
         spa_report_text(stdout, r);
         spa_verdict_text(stdout, r, c->act);
     } else {
@@ -104,9 +119,18 @@ static void scan_file(scan_cli *c, const char *path) {
     spa_result *r = NULL;
     spa_err err = { SPA_OK, NULL, 0 };
     c->opts.name = path;
+    c->last_verdict = SPA_VERDICT_COUNT;
+    c->last_act = c->pol->on_error;
+    errno = 0;
     spa_code rc = spa_scan_path(&c->opts, path, &r, &err);
+    int e = errno;
     if (rc != SPA_OK || !r) {
+        char msg[256];
         if (err.code == SPA_OK) err = (spa_err){ rc, "scan failed", 0 };
+        if (err.code == SPA_E_IO && e) { /* say why: "Permission denied" is the user's cue */
+            snprintf(msg, sizeof msg, "%s: %s", err.msg ? err.msg : "I/O error", strerror(e));
+            err.msg = msg;
+        }
         fprintf(stderr, "safepickle scan: %s: %s\n", path, err.msg ? err.msg : spa_code_name(err.code));
         c->rc = CLI_EXIT_ERROR;
         c->n_files++;
@@ -121,35 +145,110 @@ static void scan_file(scan_cli *c, const char *path) {
     if (r->pickle_bearing) { c->n_pickle++; if (r->verdict < SPA_VERDICT_COUNT) c->n_verdict[r->verdict]++; }
     c->n_block += c->act == SPA_ACT_BLOCK;
     c->n_warn += c->act == SPA_ACT_WARN;
+    c->last_verdict = r->verdict;
+    c->last_act = c->act;
     scan_print(c, path, r, NULL);
     spa_result_free(r);
 }
 
-/* Directory arguments: every regular file below, symlinks not followed. */
-static scan_cli *scan_walk_cli; /* nftw has no user pointer; the CLI is single-threaded */
-static int scan_walk_fn(const char *fpath, const struct stat *sb, int type, struct FTW *ftw) {
-    (void)sb; (void)ftw;
-    if (type != FTW_F) return 0;
-    scan_cli *c = scan_walk_cli;
-    c->walked++;
-    if (c->progress) fprintf(stderr, "\rscanned %lu files: %.60s\033[K", c->walked, fpath);
-    scan_file(c, fpath);
-    return 0;
+/* Remember what file number seq was judged, for a later path to the same file. */
+static void scan_remember(scan_cli *c, size_t seq, spa_verdict v, spa_action a) {
+    if (seq >= c->seen_cap) {
+        size_t nc = c->seen_cap ? c->seen_cap : 256;
+        while (nc <= seq) nc *= 2;
+        unsigned char *nv = realloc(c->seen_verdict, nc), *na = nv ? realloc(c->seen_act, nc) : NULL;
+        if (nv) c->seen_verdict = nv;
+        if (!na) return;
+        c->seen_act = na;
+        memset(c->seen_verdict + c->seen_cap, 0xff, nc - c->seen_cap);
+        memset(c->seen_act + c->seen_cap, 0xff, nc - c->seen_cap);
+        c->seen_cap = nc;
+    }
+    c->seen_verdict[seq] = (unsigned char)v;
+    c->seen_act[seq] = (unsigned char)a;
 }
 
-static void scan_arg(scan_cli *c, const char *path) {
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        scan_walk_cli = c;
-        c->progress = isatty(2) != 0;
-        if (nftw(path, scan_walk_fn, 16, FTW_PHYS) != 0) {
-            fprintf(stderr, "safepickle scan: %s: cannot walk the directory\n", path);
-            c->rc = CLI_EXIT_ERROR;
+/* A note about a path that is not scanned (skipped, or the same file again). */
+static void scan_note(scan_cli *c, const walk_entry *e, const char *what) {
+    if (c->fmt == SCAN_JSON) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "path", e->path);
+        if (e->target) cJSON_AddStringToObject(o, "target", e->target);
+        if (e->kind == WALK_SAME) {
+            cJSON_AddStringToObject(o, "same_as", e->same_as);
+            if (e->first < c->seen_cap && c->seen_verdict[e->first] < SPA_VERDICT_COUNT) {
+                cJSON_AddStringToObject(o, "verdict", spa_verdict_name((spa_verdict)c->seen_verdict[e->first]));
+                cJSON_AddStringToObject(o, "action", spa_action_name((spa_action)c->seen_act[e->first]));
+            }
+        } else {
+            cJSON_AddStringToObject(o, "skipped", e->why);
         }
-        if (c->progress) fprintf(stderr, "\rscanned %lu files under %s\033[K\n", c->walked, path);
-        return;
+        char *s = cJSON_PrintUnformatted(o);
+        printf("%s%s", c->nfiles ? ",\n" : "", s ? s : "{}");
+        free(s);
+        cJSON_Delete(o);
+        c->nfiles++;
+    } else if (c->fmt == SCAN_TEXT) {
+        printf("%s%s%s: %s\n", e->path, e->target ? " -> " : "", e->target ? e->target : "", what);
     }
-    scan_file(c, path);
+}
+
+static void scan_walk_fn(void *ctx, const walk_entry *e) {
+    scan_cli *c = ctx;
+    char what[PATH_MAX + 128];
+    switch (e->kind) {
+    case WALK_FILE:
+        c->walked++;
+        if (c->progress) fprintf(stderr, "\rscanned %lu files: %.60s\033[K", c->walked, e->path);
+        c->target = e->target;
+        scan_file(c, e->path);
+        c->target = NULL;
+        scan_remember(c, e->seq, c->last_verdict, c->last_act);
+        break;
+    case WALK_SAME: {
+        c->n_same++;
+        bool known = e->first < c->seen_cap && c->seen_verdict[e->first] < SPA_VERDICT_COUNT;
+        snprintf(what, sizeof what, "the same file as %s, scanned once%s%s%s%s", e->same_as,
+                 known ? ": verdict " : "", known ? spa_verdict_name((spa_verdict)c->seen_verdict[e->first]) : "",
+                 known ? ", action " : "", known ? spa_action_name((spa_action)c->seen_act[e->first]) : "");
+        scan_note(c, e, what);
+        break;
+    }
+    case WALK_SKIP:
+        c->n_skipped++;
+        snprintf(what, sizeof what, "skipped: %s%s", e->why,
+                 !strncmp(e->why, "a directory", 11) || !strncmp(e->why, "a dangling", 10) ||
+                 !strncmp(e->why, "a symlink", 9) ? "" : " (not opened; only regular files are scanned)");
+        scan_note(c, e, what);
+        break;
+    case WALK_ERROR: {
+        spa_err err = { SPA_E_IO, what, 0 };
+        snprintf(what, sizeof what, "%s: %s", e->why, strerror(e->err));
+        fprintf(stderr, "safepickle scan: %s: %s\n", e->path, what);
+        c->rc = CLI_EXIT_ERROR;
+        c->n_files++;
+        c->n_error++;
+        scan_print(c, e->path, NULL, &err);
+        break;
+    }
+    }
+}
+
+/* "; N skipped, M linked again" when any, else "" (the summary line's tail). */
+static const char *scan_extra(scan_cli *c) {
+    c->extra[0] = '\0';
+    if (c->n_skipped || c->n_same)
+        snprintf(c->extra, sizeof c->extra, "; %lu skipped (not regular files), %lu linked again (scanned once)",
+                 c->n_skipped, c->n_same);
+    return c->extra;
+}
+
+static void scan_arg(scan_cli *c, walk_state *w, const char *path) {
+    struct stat st;
+    unsigned long before = c->walked;
+    c->progress = stat(path, &st) == 0 && S_ISDIR(st.st_mode) && isatty(2) != 0;
+    walk_arg(w, path, scan_walk_fn, c);
+    if (c->progress) fprintf(stderr, "\rscanned %lu files under %s\033[K\n", c->walked - before, path);
 }
 
 int cmd_scan(int argc, char **argv) {
@@ -200,15 +299,21 @@ int cmd_scan(int argc, char **argv) {
     }
     if (c.fmt == SCAN_SARIF && !(c.sarif = spa_sarif_new())) { spa_policy_free(c.pol); return CLI_EXIT_ERROR; }
     if (c.fmt == SCAN_JSON) printf("{\"files\":[\n");
-    for (; i < argc; i++) scan_arg(&c, argv[i]);
+    walk_state *w = walk_new();
+    if (!w) { fprintf(stderr, "safepickle scan: out of memory\n"); spa_policy_free(c.pol); cJSON_Delete(c.sarif); return CLI_EXIT_ERROR; }
+    for (; i < argc; i++) scan_arg(&c, w, argv[i]);
+    walk_free(w);
+    free(c.seen_verdict);
+    free(c.seen_act);
     if (c.fmt == SCAN_JSON) printf("\n]}\n");
     if (c.fmt == SCAN_TEXT) /* the last line: what a person reads first */
         printf("summary: %lu file%s, %lu pickle-bearing (%lu safe, %lu suspicious, %lu malicious, "
-               "%lu unscannable), %lu without pickles, %lu error%s; %lu would be blocked, %lu warned\n",
+               "%lu unscannable), %lu without pickles, %lu error%s; %lu would be blocked, %lu warned%s\n",
                c.n_files, c.n_files == 1 ? "" : "s", c.n_pickle, c.n_verdict[SPA_VERDICT_SAFE],
                c.n_verdict[SPA_VERDICT_SUSPICIOUS], c.n_verdict[SPA_VERDICT_MALICIOUS],
                c.n_verdict[SPA_VERDICT_UNSCANNABLE], c.n_files - c.n_pickle - c.n_error, c.n_error,
-               c.n_error == 1 ? "" : "s", c.n_block, c.n_warn);
+               c.n_error == 1 ? "" : "s", c.n_block, c.n_warn, scan_extra(&c));
+
     if (c.fmt == SCAN_SARIF) {
         char *out = cJSON_Print(c.sarif);
         printf("%s\n", out ? out : "{}");
