@@ -20,6 +20,7 @@
 
 #include "cli.h"
 #include "deploy.h"
+#include "protect.h"
 
 extern char **environ;
 
@@ -78,63 +79,14 @@ static spa_policy *doc_policy(doc_state *s, const char *path, const char *origin
     return p;
 }
 
-/* Run argv with LD_PRELOAD=lib (other variables kept); its stderr is captured
- * into err. Returns the exit status, 128+signal, or -1 if it could not start.
- * A child process is the only faithful test: the library uses initial-exec
- * TLS, so it loads at process start but cannot be dlopen'ed later. */
-static bool doc_env_named(const char *kv, const char *const *extra) {
-    for (size_t j = 0; extra && extra[j]; j++) {
-        size_t kl = strcspn(extra[j], "=");
-        if (!strncmp(kv, extra[j], kl) && kv[kl] == '=') return true;
-    }
-    return false;
-}
-
-/* extra: NULL or a NULL-terminated list of "NAME=VALUE" set for the child. */
+/* Run argv with LD_PRELOAD=lib (other variables kept; NULL: LD_PRELOAD removed, so
+ * only /etc/ld.so.preload applies); its stderr is captured into err. Returns the
+ * exit status, 128+signal, or -1 if it could not start. A child process is the
+ * only faithful test: the library uses initial-exec TLS, so it loads at process
+ * start but cannot be dlopen'ed later. */
 static int doc_probe(const char *lib, char *const argv[], const char *const *extra, char *err,
                      size_t errsz) {
-    size_t n = 0, ne = 0;
-    while (environ[n]) n++;
-    while (extra && extra[ne]) ne++;
-    char **env = calloc(n + ne + 2, sizeof *env);
-    char *pre = malloc(strlen(lib) + sizeof "LD_PRELOAD=");
-    int fds[2] = { -1, -1 };
-    if (!env || !pre || pipe(fds) != 0) { free(env); free(pre); return -1; }
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "LD_PRELOAD=", 11) != 0 && !doc_env_named(environ[i], extra))
-            env[k++] = environ[i];
-    for (size_t j = 0; j < ne; j++) env[k++] = (char *)extra[j];
-    sprintf(pre, "LD_PRELOAD=%s", lib);
-    env[k++] = pre;
-    env[k] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, env);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    free(env);
-    free(pre);
-    size_t used = 0;
-    for (;;) {
-        char tmp[512];
-        ssize_t r = rc == 0 ? read(fds[0], tmp, sizeof tmp) : 0;
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        size_t take = (size_t)r < errsz - 1 - used ? (size_t)r : errsz - 1 - used;
-        memcpy(err + used, tmp, take);
-        used += take;
-    }
-    err[used] = '\0';
-    while (used && err[used - 1] == '\n') err[--used] = '\0';
-    close(fds[0]);
-    if (rc != 0) return -1;
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    return prot_spawn(lib, argv, extra, err, errsz, NULL, 0);
 }
 
 static void doc_library(doc_state *s, char *lib, size_t n) {
@@ -177,11 +129,23 @@ static void doc_library(doc_state *s, char *lib, size_t n) {
         doc_problem(s, "%s under the preload failed (status %d): %s", DOC_PROBE_PYTHON, rc, err);
 }
 
-/* End to end: under the preload, /usr/bin/python3 loads a benign protocol-0
- * pickle and is refused a malicious one (builtins.exec('pass'): harmless even
- * if it ran). The audit record goes to the probe's stderr, not the user's log. */
-#define DOC_BAD_PICKLE  "cbuiltins\nexec\n(Vpass\ntR."
+/* End to end: a /usr/bin/python3 started under an exact preload value loads a
+ * benign protocol-0 pickle and is refused a malicious one, the canary: its
+ * payload, builtins.exec, would create a marker file in a fresh temp directory,
+ * so "refused" is checked by the load failing AND the marker being absent. The
+ * probe also prints which libsafepickle.so ld.so mapped (a bare name resolved as
+ * ld.so does). The audit record goes to the probe's stderr, not the user's log. */
 #define DOC_GOOD_PICKLE "(lp0\nI1\naI2\na."
+#define DOC_CANARY_FMT  "cbuiltins\nexec\n(Vopen('%s', 'w').close()\ntR."
+#define DOC_CANARY_CODE                                                                     \
+    "import os, pickle, sys\n"                                                              \
+    "bad, good, marker = sys.argv[1:4]\n"                                                   \
+    "m = [l.split()[-1] for l in open('/proc/self/maps') if l.rstrip().endswith('/" DOC_PRELOAD_NAME "')]\n" \
+    "print(m[0] if m else '', flush=True)\n"                                                \
+    "if pickle.load(open(good, 'rb')) != [1, 2]: sys.exit(5)\n"                             \
+    "try:\n    pickle.load(open(bad, 'rb'))\n"                                              \
+    "except PermissionError:\n    sys.exit(6 if os.path.exists(marker) else 0)\n"           \
+    "sys.exit(4)\n"
 
 static bool doc_write(const char *path, const char *data) {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -191,53 +155,98 @@ static bool doc_write(const char *path, const char *data) {
     return close(fd) == 0 && ok;
 }
 
-static void doc_probe_block(doc_state *s, const char *lib, const spa_policy *pol) {
-    if (!lib[0] || access(DOC_PROBE_PYTHON, X_OK) != 0) return;
+typedef struct doc_canary {
+    int rc;                  /* the probe's status: 0 refused, 4 loaded, ... -1 not run */
+    bool marker;             /* the payload ran: the marker exists */
+    char mapped[PATH_MAX];   /* the libsafepickle.so ld.so mapped, or "" */
+    char err[DOC_PROBE_ERR]; /* the probe's stderr, first line */
+} doc_canary;
+
+/* Run the canary under `preload` (an LD_PRELOAD value; NULL: none, so only
+ * /etc/ld.so.preload). False (with a line printed) when it could not be run. */
+static bool doc_run_canary(const char *preload, doc_canary *c) {
+    memset(c, 0, sizeof *c);
+    c->rc = -1;
     const char *tmpd = getenv("TMPDIR");
-    char dir[PATH_MAX], bad[PATH_MAX], good[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/safepickle-doctor.XXXXXX", tmpd && *tmpd ? tmpd : "/tmp");
+    char dir[PATH_MAX], bad[PATH_MAX], good[PATH_MAX], marker[PATH_MAX], canary[PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/safepickle-doctor.XXXXXX", tmpd && *tmpd && !strpbrk(tmpd, "'\\\n") ? tmpd : "/tmp");
     if (!mkdtemp(dir)) { /* e.g. a read-only container without a tmpfs: not a fault of the install */
-        printf("  probe       block test skipped: cannot create %s (%s); set TMPDIR to a writable place\n",
+        printf("  probe       canary skipped: cannot create %s (%s); set TMPDIR to a writable place\n",
                dir, strerror(errno));
-        return;
+        return false;
     }
     bool named = (size_t)snprintf(bad, sizeof bad, "%s/malicious.pkl", dir) < sizeof bad &&
-                 (size_t)snprintf(good, sizeof good, "%s/benign.pkl", dir) < sizeof good;
-    if (!named) { rmdir(dir); doc_problem(s, "TMPDIR path too long"); return; }
-    if (doc_write(bad, DOC_BAD_PICKLE) && doc_write(good, DOC_GOOD_PICKLE)) {
-        char *py[] = { (char *)DOC_PROBE_PYTHON, (char *)"-S", (char *)"-c",
-                       (char *)"import pickle, sys\n"
-                               "if pickle.load(open(sys.argv[2], 'rb')) != [1, 2]: sys.exit(5)\n"
-                               "try:\n    pickle.load(open(sys.argv[1], 'rb'))\n"
-                               "except PermissionError:\n    sys.exit(0)\n"
-                               "sys.exit(4)\n",
-                       bad, good, NULL };
+                 (size_t)snprintf(good, sizeof good, "%s/benign.pkl", dir) < sizeof good &&
+                 (size_t)snprintf(marker, sizeof marker, "%s/PAYLOAD_RAN", dir) < sizeof marker &&
+                 (size_t)snprintf(canary, sizeof canary, DOC_CANARY_FMT, marker) < sizeof canary;
+    if (named && doc_write(bad, canary) && doc_write(good, DOC_GOOD_PICKLE)) {
+        char *py[] = { (char *)DOC_PROBE_PYTHON, (char *)"-S", (char *)"-c", (char *)DOC_CANARY_CODE,
+                       bad, good, marker, NULL };
         static const char *const extra[] = { "SAFEPICKLE_LOG=stderr", NULL };
-        char err[DOC_PROBE_ERR];
-        int rc = doc_probe(lib, py, extra, err, sizeof err);
-        char *nl = strchr(err, '\n');
+        c->rc = prot_spawn(preload, py, extra, c->err, sizeof c->err, c->mapped, sizeof c->mapped);
+        char *nl = strchr(c->err, '\n');
         if (nl) *nl = '\0';
-        bool enforcing = pol && pol->mode == SPA_MODE_ENFORCE &&
-                         pol->on_verdict[SPA_VERDICT_MALICIOUS] == SPA_ACT_BLOCK &&
-                         !(getenv("SAFEPICKLE_MODE") && strcmp(getenv("SAFEPICKLE_MODE"), "enforce"));
-        if (rc == 0)
-            printf("  probe       %s under the preload: benign pickle loaded, malicious one refused\n"
-                   "              it said: %s\n", DOC_PROBE_PYTHON, err[0] ? err : "(nothing)");
-        else if (rc == 4 && !enforcing)
-            printf("  probe       %s under the preload: the malicious test pickle was NOT refused "
-                   "(the active policy does not block malicious files)\n", DOC_PROBE_PYTHON);
-        else if (rc == 4)
-            doc_problem(s, "%s under the preload loaded a malicious test pickle (builtins.exec): "
-                        "protection is not working; it said: %s", DOC_PROBE_PYTHON, err[0] ? err : "(nothing)");
-        else
-            doc_problem(s, "%s under the preload could not load a benign test pickle (status %d): %s",
-                        DOC_PROBE_PYTHON, rc, err);
+        c->marker = access(marker, F_OK) == 0;
     } else {
-        doc_problem(s, "cannot write test pickles in %s: %s", dir, strerror(errno));
+        printf("  probe       canary skipped: cannot write test pickles in %s: %s\n", dir, strerror(errno));
     }
     unlink(bad);
     unlink(good);
+    unlink(marker);
     rmdir(dir);
+    return c->rc != -1;
+}
+
+/* The canary under the library this CLI found (the install's own test). */
+static void doc_probe_block(doc_state *s, const char *lib, const spa_policy *pol) {
+    if (!lib[0] || access(DOC_PROBE_PYTHON, X_OK) != 0) return;
+    doc_canary c;
+    if (!doc_run_canary(lib, &c)) return;
+    bool enforcing = pol && pol->mode == SPA_MODE_ENFORCE &&
+                     pol->on_verdict[SPA_VERDICT_MALICIOUS] == SPA_ACT_BLOCK &&
+                     !(getenv("SAFEPICKLE_MODE") && strcmp(getenv("SAFEPICKLE_MODE"), "enforce"));
+    if (c.rc == 0)
+        printf("  probe       %s under the preload: benign pickle loaded, malicious one refused\n"
+               "              it said: %s\n", DOC_PROBE_PYTHON, c.err[0] ? c.err : "(nothing)");
+    else if ((c.rc == 4 || c.rc == 6) && !enforcing)
+        printf("  probe       %s under the preload: the malicious test pickle was NOT refused "
+               "(the active policy does not block malicious files)\n", DOC_PROBE_PYTHON);
+    else if (c.rc == 4 || c.rc == 6)
+        doc_problem(s, "%s under the preload loaded a malicious test pickle (builtins.exec%s): "
+                    "protection is not working; it said: %s", DOC_PROBE_PYTHON,
+                    c.marker ? ", its payload ran" : "", c.err[0] ? c.err : "(nothing)");
+    else
+        doc_problem(s, "%s under the preload could not load a benign test pickle (status %d): %s",
+                    DOC_PROBE_PYTHON, c.rc, c.err);
+}
+
+/* Proof for what this environment or machine really preloads: the canary under the
+ * exact LD_PRELOAD value (what = "LD_PRELOAD", value set) or under
+ * /etc/ld.so.preload alone (what = "/etc/ld.so.preload", value NULL). */
+static void doc_prove(doc_state *s, const char *what, const char *value, const char *shown) {
+    if (access(DOC_PROBE_PYTHON, X_OK) != 0) {
+        doc_problem(s, "%s names %s but %s is missing to prove it: protection unverified", what,
+                    DOC_PRELOAD_NAME, DOC_PROBE_PYTHON);
+        return;
+    }
+    doc_canary c;
+    if (!doc_run_canary(value, &c)) {
+        doc_problem(s, "%s names %s but the canary could not run: protection unverified", what, DOC_PRELOAD_NAME);
+        return;
+    }
+    if (!c.mapped[0])
+        doc_problem(s, "%s names %s (%s) but ld.so cannot load it: not protected%s%s", what, DOC_PRELOAD_NAME,
+                    shown, c.err[0] ? "; ld.so said: " : "", c.err);
+    else if (c.rc == 0)
+        printf("  protected   %s (%s): ld.so loads %s; a canary malicious pickle was refused in a "
+               "probe %s\n", what, shown, c.mapped, DOC_PROBE_PYTHON);
+    else if (c.rc == 4 || c.rc == 6)
+        doc_problem(s, "%s: ld.so loads %s but a canary malicious pickle was NOT refused%s: not protected; "
+                    "it said: %s", what, c.mapped, c.marker ? " (its payload ran)" : "",
+                    c.err[0] ? c.err : "(nothing)");
+    else
+        doc_problem(s, "%s: ld.so loads %s but the probe %s failed (status %d): %s", what, c.mapped,
+                    DOC_PROBE_PYTHON, c.rc, c.err);
 }
 
 static bool doc_mentions_preload(const char *v) { return v && strstr(v, DOC_PRELOAD_NAME) != NULL; }
@@ -254,13 +263,19 @@ static void doc_environment(doc_state *s) {
     const char *lp = getenv("LD_PRELOAD");
     printf("  LD_PRELOAD  %s\n", !lp || !*lp ? "not set in this environment"
                                  : doc_mentions_preload(lp) ? lp : "set, without safepickle");
+    if (lp && doc_mentions_preload(lp)) doc_prove(s, "LD_PRELOAD", lp, lp);
     size_t len = 0;
     char *etc = dep_read_file("/etc/ld.so.preload", 1u << 16, &len);
     if (!etc) printf("  system-wide /etc/ld.so.preload absent: system-wide mode off\n");
     else {
-        printf("  system-wide /etc/ld.so.preload %s\n", doc_mentions_preload(etc)
+        bool ours = doc_mentions_preload(etc);
+        printf("  system-wide /etc/ld.so.preload %s\n", ours
                ? "names libsafepickle.so: every new process on this machine loads it"
                : "exists, without safepickle");
+        if (ours) {
+            for (char *q = etc; *q; q++) if (*q == '\n' || *q == '\t') *q = ' ';
+            doc_prove(s, "/etc/ld.so.preload", NULL, etc);
+        }
         free(etc);
     }
 }

@@ -10,12 +10,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "protect.h"
 
 #define RUN_ENV_MAX 8192 /* longest LD_PRELOAD value we build */
 
 static void run_usage(FILE *f) {
     fprintf(f,
-            "usage: safepickle run [--policy FILE] [--audit] [--log DEST] [--] CMD [ARGS...]\n"
+            "usage: safepickle run [--policy FILE] [--audit] [--log DEST] [--allow-unprotected] [--] CMD [ARGS...]\n"
             "\n"
             "Runs CMD with libsafepickle.so preloaded: pickle-bearing files that CMD's Python\n"
             "opens are scanned and malicious ones refused before a single opcode runs.\n"
@@ -23,8 +24,18 @@ static void run_usage(FILE *f) {
             "  --policy FILE  use this JSON policy (validated first) instead of the embedded default\n"
             "  --audit        audit mode: report what would be blocked, block nothing\n"
             "  --log DEST     audit log destination: a file (JSON lines), stderr or stdout\n"
+            "  --allow-unprotected\n"
+            "                 run CMD even when it cannot be protected (with a warning)\n"
             "\n"
-            "exit status: CMD's, or 2 on a usage error, 127 if CMD cannot be executed.\n");
+            "Before CMD starts, run checks that it can be protected: a new process started\n"
+            "with the library in LD_PRELOAD must map it, and CMD (or the #! interpreter of a\n"
+            "script) must be a dynamically linked program of the library's ELF class that is\n"
+            "not set-user-ID, set-group-ID or given file capabilities (ld.so ignores LD_PRELOAD\n"
+            "for those); SAFEPICKLE_MODE=off in the environment also counts as unprotected.\n"
+            "Otherwise it says why and exits 2 without running CMD, unless --allow-unprotected.\n"
+            "\n"
+            "exit status: CMD's, or 2 on a usage error or when CMD cannot be protected,\n"
+            "127 if CMD cannot be executed.\n");
 }
 
 /* libsafepickle.so next to the CLI (build tree) or in PREFIX/lib/safepickle. */
@@ -58,14 +69,43 @@ static int run_set_preload(const char *lib) {
     return setenv("LD_PRELOAD", buf, 1);
 }
 
+/* Can CMD be protected? 0 yes (or the user allowed it: a warning is printed),
+ * -1 no (the reason printed). Checked after LD_PRELOAD is set, so the probe
+ * runs under the exact value CMD will get. */
+static int run_protectable(const char *lib, const char *cmd, int allow) {
+    char why[PATH_MAX + 256];
+    const char *mode = getenv("SAFEPICKLE_MODE");
+    bool ok = true;
+    if (mode && !strcmp(mode, "off")) {
+        snprintf(why, sizeof why, "SAFEPICKLE_MODE=off is set in the environment: the preload would block nothing");
+        ok = false;
+    } else if (!prot_preload_loads(getenv("LD_PRELOAD"), why, sizeof why)) {
+        char tmp[sizeof why];
+        memcpy(tmp, why, sizeof tmp);
+        snprintf(why, sizeof why, "LD_PRELOAD=%.*s: %.*s", PATH_MAX / 2, lib, (int)(sizeof why) / 3, tmp);
+        ok = false;
+    } else {
+        ok = prot_exec_check(cmd, why, sizeof why);
+    }
+    if (ok) return 0;
+    if (allow) {
+        fprintf(stderr, "safepickle run: WARNING: %s runs UNPROTECTED (--allow-unprotected): %s\n", cmd, why);
+        return 0;
+    }
+    fprintf(stderr, "safepickle run: cannot protect %s: %s; not running it: not protected "
+                    "(--allow-unprotected runs it anyway)\n", cmd, why);
+    return -1;
+}
+
 int cmd_run(int argc, char **argv) {
     const char *policy = NULL, *log = NULL;
-    int audit = 0, i = 1;
+    int audit = 0, allow_unprotected = 0, i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--")) { i++; break; }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { run_usage(stdout); return CLI_EXIT_OK; }
         if (!strcmp(a, "--audit")) { audit = 1; continue; }
+        if (!strcmp(a, "--allow-unprotected")) { allow_unprotected = 1; continue; }
         if (!strcmp(a, "--policy") || !strcmp(a, "--log")) {
             if (i + 1 >= argc) { fprintf(stderr, "safepickle run: %s needs a value\n", a); return CLI_EXIT_ERROR; }
             if (!strcmp(a, "--policy")) policy = argv[++i]; else log = argv[++i];
@@ -109,6 +149,7 @@ int cmd_run(int argc, char **argv) {
         }
     }
     if (run_set_preload(lib) != 0) { fprintf(stderr, "safepickle run: LD_PRELOAD too long\n"); return CLI_EXIT_ERROR; }
+    if (run_protectable(lib, argv[i], allow_unprotected) != 0) return CLI_EXIT_ERROR;
     execvp(argv[i], argv + i);
     fprintf(stderr, "safepickle run: cannot execute %s: %s\n", argv[i], strerror(errno));
     return 127;
