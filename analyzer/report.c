@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "opcodes.h"
 #include "report.h"
 #include "vm.h"
@@ -15,29 +16,6 @@
 const char *spa_opname(uint8_t op) {
     const spa_opinfo *oi = spa_op_info(op);
     return oi ? oi->name : "?";
-}
-
-/* Valid UTF-8 from a kept prefix (invalid or cut sequences become U+FFFD). */
-char *spa_utf8_sanitize(const uint8_t *p, size_t n) {
-    char *o = malloc(n * 3 + 1);
-    if (!o) return NULL;
-    size_t j = 0;
-    for (size_t i = 0; i < n;) {
-        uint8_t c = p[i];
-        int len = c < 0x80 ? 1 : (c >= 0xc2 && c <= 0xdf) ? 2 : (c >= 0xe0 && c <= 0xef) ? 3 :
-                  (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
-        bool ok = len > 0 && (size_t)len <= n - i;
-        for (int k = 1; ok && k < len; k++) ok = (p[i + k] & 0xc0) == 0x80;
-        if (ok && len == 3 && c == 0xed && p[i + 1] >= 0xa0) ok = false; /* surrogate */
-        if (ok && len == 3 && c == 0xe0 && p[i + 1] < 0xa0) ok = false;
-        if (ok && len == 4 && ((c == 0xf0 && p[i + 1] < 0x90) || (c == 0xf4 && p[i + 1] >= 0x90))) ok = false;
-        if (!ok) { memcpy(o + j, "\xef\xbf\xbd", 3); j += 3; i++; continue; }
-        memcpy(o + j, p + i, (size_t)len);
-        j += (size_t)len;
-        i += (size_t)len;
-    }
-    o[j] = '\0';
-    return o;
 }
 
 /* bytes as a Python-style escaped string (b'..' body) */
@@ -58,12 +36,10 @@ static char *rep_bytes(const uint8_t *p, size_t n) {
     return o;
 }
 
-/* Add a C string that may hold arbitrary bytes (names from the stream). */
+/* Add a C string that may hold arbitrary bytes (names from the stream). Added
+ * as is: spa_json_print repairs it and keeps the raw bytes beside it as <k>_hex. */
 static void rep_add_str(cJSON *o, const char *k, const char *s) {
-    if (!s) s = "";
-    char *u = spa_utf8_sanitize((const uint8_t *)s, strlen(s));
-    cJSON_AddStringToObject(o, k, u ? u : "");
-    free(u);
+    cJSON_AddStringToObject(o, k, s ? s : "");
 }
 
 static cJSON *rep_val(const spa_val *v, int depth) {

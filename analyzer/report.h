@@ -15,9 +15,6 @@ cJSON *spa_report_val(const spa_val *v);
 void spa_report_text(FILE *f, const spa_result *r);
 /* Decompiler-like pseudo-Python of what loading the file would do. */
 void spa_explain(FILE *f, const spa_result *r);
-/* A malloc'ed NUL-terminated valid UTF-8 copy of p[0..n): invalid or cut
- * sequences become U+FFFD. The caller frees it. NULL on OOM. */
-char *spa_utf8_sanitize(const uint8_t *p, size_t n);
 /* Name of an opcode byte ("REDUCE"), "?" if unknown. */
 const char *spa_opname(uint8_t op);
 #endif

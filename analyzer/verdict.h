@@ -111,15 +111,6 @@ spa_code spa_sha256_file(const char *path, uint8_t out[32], spa_err *err);
 bool spa_sha256_parse(const char *hex, uint8_t out[32]);
 
 /* ------------------------------------------------------------------ verdict output */
-/* Owner: sarif.c. Text lines, JSON fields and SARIF 2.1.0 for classified results. */
-struct cJSON;
-/* "verdict: malicious  action: block" then one line per reason. */
-void spa_verdict_text(FILE *f, const spa_result *r, spa_action act);
-/* Add "verdict", "action" and "reasons" to a report object. */
-void spa_verdict_json(struct cJSON *obj, const spa_result *r, spa_action act);
-/* A SARIF 2.1.0 log with one run; add results, then print with cJSON. */
-struct cJSON *spa_sarif_new(void);
-void spa_sarif_add(struct cJSON *log, const char *path, const spa_result *r, spa_action act);
-void spa_sarif_add_error(struct cJSON *log, const char *path, const spa_err *err);
+/* Output of classified results (text, JSON fields, SARIF): output.h. */
 
 #endif /* SPA_VERDICT_H */

@@ -5,6 +5,7 @@
  * its _Unwind_* symbols in the global scope and take over C++ exception
  * unwinding in every preloaded process (libtorch throws). */
 #include "spp.h"
+#include "jsonout.h"
 
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
@@ -212,7 +213,7 @@ void spp_audit_write(const spp_event *ev) {
     cJSON_AddStringToObject(pol, "mode", p ? spa_mode_name(p->mode) : "enforce");
     cJSON_AddItemToObject(rec, "policy", pol);
     spp_add_stack(rec);
-    char *txt = cJSON_PrintUnformatted(rec);
+    char *txt = spa_json_print(rec, false, true); /* strict UTF-8, raw bytes kept as <key>_hex */
     cJSON_Delete(rec);
     if (!txt) goto out;
     size_t n = strlen(txt);

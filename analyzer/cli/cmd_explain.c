@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "report.h"
+#include "output.h"
 #include "verdict.h"
 
 static void explain_usage(FILE *f) {

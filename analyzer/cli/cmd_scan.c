@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "jsonout.h"
+#include "output.h"
 #include "report.h"
 #include "verdict.h"
 #include "walk.h"
@@ -80,6 +82,60 @@ static bool scan_set_limit(scan_cli *c, const char *arg) {
     return false;
 }
 
+/* "sha256" of the file a JSON entry describes (null when it cannot be read). */
+static void scan_json_digest(cJSON *o, const char *path) {
+    uint8_t d[32];
+    char hex[65];
+    spa_err e = { SPA_OK, NULL, 0 };
+    if (!o) return;
+    if (spa_sha256_file(path, d, &e) != SPA_OK) { cJSON_AddNullToObject(o, "sha256"); return; }
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    cJSON_AddStringToObject(o, "sha256", hex);
+}
+
+/* The JSON document's head: tool and policy (name, source, digest of its text). */
+static void scan_json_head(const spa_policy *p) {
+    cJSON *h = cJSON_CreateObject();
+    cJSON *t = cJSON_AddObjectToObject(h, "tool");
+    cJSON_AddStringToObject(t, "name", "safepickle");
+    cJSON_AddStringToObject(t, "version", SPA_VERSION);
+    cJSON *po = cJSON_AddObjectToObject(h, "policy");
+    cJSON_AddStringToObject(po, "name", p->name ? p->name : "");
+    cJSON_AddStringToObject(po, "source", p->source ? p->source : "");
+    uint8_t d[32];
+    char hex[65];
+    spa_err e = { SPA_OK, NULL, 0 };
+    bool ok = false;
+    if (p->source && p->source[0] != '<') ok = spa_sha256_file(p->source, d, &e) == SPA_OK;
+    if (!ok) {
+        size_t n = 0;
+        const char *js = spa_policy_default_json(&n);
+        spa_sha256 hs;
+        spa_sha256_init(&hs);
+        spa_sha256_update(&hs, js, n);
+        spa_sha256_final(&hs, d);
+    }
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    cJSON_AddStringToObject(po, "sha256", hex);
+    char *s = spa_json_print(h, false, true);
+    size_t n = s ? strlen(s) : 0;
+    /* the object stays open: "files" follows, then "summary" */
+    if (n >= 2) printf("%.*s,\"files\":[\n", (int)(n - 1), s);
+    else printf("{\"files\":[\n");
+    free(s);
+    cJSON_Delete(h);
+}
+
+/* The JSON document's tail: the same counts as the text summary line. */
+static void scan_json_tail(const scan_cli *c) {
+    printf("\n],\"summary\":{\"files\":%lu,\"pickle_bearing\":%lu,\"safe\":%lu,\"suspicious\":%lu,"
+           "\"malicious\":%lu,\"unscannable\":%lu,\"without_pickles\":%lu,\"errors\":%lu,"
+           "\"blocked\":%lu,\"warned\":%lu,\"skipped\":%lu,\"linked_again\":%lu,\"exit\":%d}}\n",
+           c->n_files, c->n_pickle, c->n_verdict[SPA_VERDICT_SAFE], c->n_verdict[SPA_VERDICT_SUSPICIOUS],
+           c->n_verdict[SPA_VERDICT_MALICIOUS], c->n_verdict[SPA_VERDICT_UNSCANNABLE],
+           c->n_files - c->n_pickle - c->n_error, c->n_error, c->n_block, c->n_warn, c->n_skipped, c->n_same, c->rc);
+}
+
 /* Print one file's result (or its I/O error). */
 static void scan_print(scan_cli *c, const char *path, const spa_result *r, const spa_err *err) {
     if (c->fmt == SCAN_SARIF) {
@@ -101,7 +157,8 @@ static void scan_print(scan_cli *c, const char *path, const spa_result *r, const
             cJSON_AddStringToObject(e, "code", spa_code_name(err->code));
             cJSON_AddStringToObject(e, "msg", err->msg ? err->msg : "");
         }
-        char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+        scan_json_digest(o, path);
+        char *s = o ? spa_json_print(o, false, true) : NULL;
         printf("%s%s", c->nfiles ? ",\n" : "", s ? s : "{}");
         free(s);
         cJSON_Delete(o);
@@ -183,7 +240,7 @@ static void scan_note(scan_cli *c, const walk_entry *e, const char *what) {
         } else {
             cJSON_AddStringToObject(o, "skipped", e->why);
         }
-        char *s = cJSON_PrintUnformatted(o);
+        char *s = spa_json_print(o, false, true);
         printf("%s%s", c->nfiles ? ",\n" : "", s ? s : "{}");
         free(s);
         cJSON_Delete(o);
@@ -297,15 +354,18 @@ int cmd_scan(int argc, char **argv) {
         fprintf(stderr, "safepickle scan: the embedded default policy is invalid\n");
         return CLI_EXIT_ERROR;
     }
-    if (c.fmt == SCAN_SARIF && !(c.sarif = spa_sarif_new())) { spa_policy_free(c.pol); return CLI_EXIT_ERROR; }
-    if (c.fmt == SCAN_JSON) printf("{\"files\":[\n");
+    if (c.fmt == SCAN_SARIF) {
+        char cwd[4096];
+        if (!(c.sarif = spa_sarif_new(getcwd(cwd, sizeof cwd)))) { spa_policy_free(c.pol); return CLI_EXIT_ERROR; }
+    }
     walk_state *w = walk_new();
     if (!w) { fprintf(stderr, "safepickle scan: out of memory\n"); spa_policy_free(c.pol); cJSON_Delete(c.sarif); return CLI_EXIT_ERROR; }
+    if (c.fmt == SCAN_JSON) scan_json_head(c.pol);
     for (; i < argc; i++) scan_arg(&c, w, argv[i]);
     walk_free(w);
     free(c.seen_verdict);
     free(c.seen_act);
-    if (c.fmt == SCAN_JSON) printf("\n]}\n");
+    if (c.fmt == SCAN_JSON) scan_json_tail(&c);
     if (c.fmt == SCAN_TEXT) /* the last line: what a person reads first */
         printf("summary: %lu file%s, %lu pickle-bearing (%lu safe, %lu suspicious, %lu malicious, "
                "%lu unscannable), %lu without pickles, %lu error%s; %lu would be blocked, %lu warned%s\n",
@@ -315,7 +375,7 @@ int cmd_scan(int argc, char **argv) {
                c.n_error == 1 ? "" : "s", c.n_block, c.n_warn, scan_extra(&c));
 
     if (c.fmt == SCAN_SARIF) {
-        char *out = cJSON_Print(c.sarif);
+        char *out = spa_json_print(c.sarif, true, false);
         printf("%s\n", out ? out : "{}");
         free(out);
         cJSON_Delete(c.sarif);

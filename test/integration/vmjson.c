@@ -16,6 +16,7 @@
 
 #include "internal.h"
 #include "report.h"
+#include "bytes.h"
 
 static cJSON *ustr(const char *s) {
     char *u = spa_utf8_sanitize((const uint8_t *)s, strlen(s));
