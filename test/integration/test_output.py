@@ -76,6 +76,9 @@ def corpus(tmp_path_factory):
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src, dst)
     _crafted(root / "crafted")
+    # what the walk reports without scanning: a second name for a file, and a FIFO
+    os.symlink("lone.pkl", root / "crafted" / "again.pkl")
+    os.mkfifo(root / "crafted" / "fifo.pkl")
     return root
 
 
@@ -103,10 +106,11 @@ def test_json_is_strict_utf8_and_valid_over_the_corpus(corpus):
     doc = _scan("json", corpus)
     assert not _errors(_validator(SCAN_SCHEMA), doc)
     files = doc["files"]
-    assert len(files) > 3000 and doc["summary"]["files"] == len(files)
+    s = doc["summary"]
+    assert len(files) > 3000 and s["files"] + s["skipped"] + s["linked_again"] == len(files)
     assert doc["summary"]["malicious"] > 50, "the threat corpus is not judged malicious"
     assert re.fullmatch(r"[0-9a-f]{64}", doc["policy"]["sha256"])
-    assert all(f.get("sha256") for f in files)
+    assert all(f.get("sha256") for f in files if "verdict" in f and "same_as" not in f)
 
 
 def test_sarif_is_strict_utf8_and_valid_over_the_corpus(corpus):
@@ -127,12 +131,16 @@ def test_non_utf8_strings_are_repaired_and_kept(corpus):
     weird = by[WEIRD_NAME]
     assert bytes.fromhex(weird["path_hex"]).endswith(WEIRD_NAME)
     assert "\ufffd" in weird["path"] and weird["verdict"] == "malicious"
-    lone = by[b"lone.pkl"]
+    # lone.pkl and its second name again.pkl: one is scanned, the other noted as the same file
+    lone = by[b"lone.pkl"] if "same_as" not in by[b"lone.pkl"] else by[b"again.pkl"]
     assert lone["verdict"] == "malicious"
     blob = json.dumps(lone)
     assert "_hex" in blob, "the surrogate's raw bytes were not kept beside the repaired text"
     for name in (b"cut.pkl", b"latin.pkl", b"inst.pkl"):
         assert name in by
+    assert by[b"again.pkl"].get("same_as") or by[b"lone.pkl"].get("same_as")
+    assert "skipped" in by[b"fifo.pkl"]
+    assert not _errors(_validator(SCAN_SCHEMA), doc)
 
 
 def test_sarif_uris_are_percent_encoded_and_lossless(corpus):
