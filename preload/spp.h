@@ -70,6 +70,9 @@ extern SPP_TLS int spp_depth;
 bool spp_enter(void);
 void spp_init(void);
 
+/* ------------------------------------------------------------------ state (state.c) */
+/* Process facts, set once by spp_state_init during init, read-only after. */
+void spp_state_init(void);
 /* The loaded policy (never NULL after init; the embedded default if
  * SAFEPICKLE_POLICY is unset). spp_policy_broken() is true when the requested
  * policy could not be loaded: every pickle-bearing file is then refused. */
@@ -84,9 +87,6 @@ const char *spp_argv(size_t *n);
 /* The preload's own load address range (frames inside it are skipped). */
 bool spp_addr_is_self(const void *addr);
 
-/* Layer 2 (preload/pyaudit.c, owned by h5): installs the PEP 578 hook.
- * Called from the constructor after the policy is loaded. Weak until it lands. */
-void spp_pyaudit_init(void) __attribute__((weak));
 
 /* ------------------------------------------------------------------ fd table */
 /* A per-fd hint: the identity (hash of dev, ino, size, mtime, ctime) of the

@@ -1,0 +1,199 @@
+/* pya_events.c - layer 2: the behaviour veto. The audit events refused while
+ * an unpickle is in progress (a table, data) and the exceptions to it. */
+#include "pya.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ================================================================ behaviour */
+typedef enum pya_cat {
+    PYA_PROCESS, PYA_CODE, PYA_NETWORK, PYA_NATIVE, PYA_FILE_WRITE, PYA_OPEN, PYA_IMPORT, PYA_STATE
+} pya_cat;
+
+struct pya_evrule {
+    const char *event;
+    pya_cat cat;
+    const char *rule;
+};
+
+/* Audit events vetoed while an unpickle is in progress (data, not code). */
+static const pya_evrule pya_events[] = {
+    {"os.system", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.exec", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.posix_spawn", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.spawn", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.fork", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.forkpty", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.startfile", PYA_PROCESS, "runtime.process_spawn"},
+    {"os.kill", PYA_PROCESS, "runtime.process_signal"},
+    {"os.killpg", PYA_PROCESS, "runtime.process_signal"},
+    {"subprocess.Popen", PYA_PROCESS, "runtime.process_spawn"},
+    {"exec", PYA_CODE, "runtime.code_exec"},
+    {"compile", PYA_CODE, "runtime.code_exec"},
+    {"code.__new__", PYA_CODE, "runtime.code_exec"},
+    {"marshal.loads", PYA_CODE, "runtime.code_exec"},
+    {"marshal.load", PYA_CODE, "runtime.code_exec"},
+    {"socket.connect", PYA_NETWORK, "runtime.network"},
+    {"socket.bind", PYA_NETWORK, "runtime.network"},
+    {"socket.sendto", PYA_NETWORK, "runtime.network"},
+    {"socket.sendmsg", PYA_NETWORK, "runtime.network"},
+    {"socket.getaddrinfo", PYA_NETWORK, "runtime.network"},
+    {"socket.gethostbyname", PYA_NETWORK, "runtime.network"},
+    {"urllib.Request", PYA_NETWORK, "runtime.network"},
+    {"http.client.connect", PYA_NETWORK, "runtime.network"},
+    {"ftplib.connect", PYA_NETWORK, "runtime.network"},
+    {"smtplib.connect", PYA_NETWORK, "runtime.network"},
+    {"webbrowser.open", PYA_NETWORK, "runtime.network"},
+    {"ctypes.dlopen", PYA_NATIVE, "runtime.native_load"},
+    {"ctypes.dlsym", PYA_NATIVE, "runtime.native_load"},
+    {"open", PYA_OPEN, "runtime.file_write"},
+    {"os.remove", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.rename", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.rmdir", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.mkdir", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.symlink", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.link", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.truncate", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.chmod", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.chown", PYA_FILE_WRITE, "runtime.file_write"},
+    {"shutil.rmtree", PYA_FILE_WRITE, "runtime.file_write"},
+    {"shutil.copyfile", PYA_FILE_WRITE, "runtime.file_write"},
+    {"shutil.move", PYA_FILE_WRITE, "runtime.file_write"},
+    {"shutil.copytree", PYA_FILE_WRITE, "runtime.file_write"},
+    {"shutil.chown", PYA_FILE_WRITE, "runtime.file_write"},
+    {"shutil.make_archive", PYA_FILE_WRITE, "runtime.file_write"},
+    {"shutil.unpack_archive", PYA_FILE_WRITE, "runtime.file_write"},
+    {"tempfile.mkstemp", PYA_FILE_WRITE, "runtime.file_write"},
+    {"tempfile.mkdtemp", PYA_FILE_WRITE, "runtime.file_write"},
+    {"sqlite3.connect", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.utime", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.setxattr", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.removexattr", PYA_FILE_WRITE, "runtime.file_write"},
+    {"os.chflags", PYA_FILE_WRITE, "runtime.file_write"},
+    {"pdb.Pdb", PYA_CODE, "runtime.code_exec"},
+    {"os.chdir", PYA_STATE, "runtime.state_mutation"},
+    {"import", PYA_IMPORT, "runtime.import"},
+    {"os.putenv", PYA_STATE, "runtime.state_mutation"},
+    {"os.unsetenv", PYA_STATE, "runtime.state_mutation"},
+    {"sys.settrace", PYA_STATE, "runtime.state_mutation"},
+    {"sys.setprofile", PYA_STATE, "runtime.state_mutation"},
+    {"sys.addaudithook", PYA_STATE, "runtime.state_mutation"},
+};
+
+const pya_evrule *pya_event_rule(const char *ev) {
+    for (size_t i = 0; i < sizeof pya_events / sizeof pya_events[0]; i++)
+        if (strcmp(ev, pya_events[i].event) == 0) return &pya_events[i];
+    return NULL;
+}
+
+/* An "open" audit event: (path, mode-or-None, flags). Returns 0 for a read,
+ * 1 for an in-place update of an existing file (O_RDWR or O_WRONLY without
+ * O_CREAT/O_TRUNC/O_APPEND; mode "r+"), 2 for anything that creates,
+ * truncates or appends (O_CREAT/O_TRUNC/O_APPEND; modes with w, a or x). */
+static int pya_open_kind(spp_pyobj *args) {
+    spp_pyobj *flags = pya_arg(args, 2);
+    if (flags) {
+        long fl = py_PyLong_AsLong(flags);
+        if (fl == -1 && py_PyErr_Occurred()) py_PyErr_Clear();
+        else if (fl & (O_CREAT | O_TRUNC | O_APPEND)) return 2;
+        else if (fl & (O_WRONLY | O_RDWR)) return 1;
+        else return 0;
+    }
+    char mode[16];
+    if (!pya_utf8(pya_arg(args, 1), mode, sizeof mode)) return 0;
+    if (strpbrk(mode, "wax")) return 2;
+    return strchr(mode, '+') ? 1 : 0;
+}
+
+/* joblib.load(..., mmap_mode="r+") and numpy.load(..., mmap_mode="r+") map the
+ * arrays of the file being loaded read-write: numpy's memmap opens an existing
+ * file with mode "r+b" from inside the unpickle. That one in-place open is
+ * allowed when numpy.memmap's own frame makes it; a pickle cannot reach that
+ * frame by name (numpy.memmap, open_memmap and numpy.load are refused at
+ * find_class). Creating or truncating a file is never allowed. */
+static bool pya_open_is_numpy_memmap(void) {
+    pya_where w;
+    pya_describe(py_PyEval_GetFrame(), &w);
+    return strcmp(w.func, "__new__") == 0 &&
+           (pya_ends_with(w.file, "/numpy/core/memmap.py") || pya_ends_with(w.file, "/numpy/_core/memmap.py"));
+}
+
+/* "numpy" allows numpy and numpy.*; a pattern with glob characters is an fnmatch. */
+static bool pya_module_matches(const char *pat, const char *mod) {
+    if (strpbrk(pat, "*?[")) return fnmatch(pat, mod, 0) == 0;
+    size_t l = strlen(pat);
+    return strncmp(pat, mod, l) == 0 && (mod[l] == 0 || mod[l] == '.');
+}
+
+/* Imports the interpreter itself makes while unpickling: codec modules (the
+ * unpickler decodes protocol 0-2 strings, e.g. with encoding="latin1", and the
+ * codec registry imports encodings.<name> on first use) and the lazy
+ * datetime.strptime helper. Stdlib only, nothing a pickle can point elsewhere. */
+static const char *const pya_interp_imports[] = {"encodings", "_strptime"};
+
+/* An import during an unpickle is allowed when it is the module a global was
+ * just resolved from (or one of its parents), belongs to a top-level package
+ * already resolved in this unpickle, is an interpreter import (above), or
+ * matches runtime_allow_imports. */
+static bool pya_import_allowed(const spa_policy *p, const char *mod) {
+    const pya_tls *t = &pya_t;
+    for (size_t i = 0; i < sizeof pya_interp_imports / sizeof pya_interp_imports[0]; i++)
+        if (pya_module_matches(pya_interp_imports[i], mod)) return true;
+    size_t l = strlen(mod);
+    if (t->pending[0] && strncmp(t->pending, mod, l) == 0 &&
+        (t->pending[l] == 0 || t->pending[l] == '.'))
+        return true;
+    size_t top = strcspn(mod, ".");
+    for (unsigned i = 0; i < t->npkgs; i++)
+        if (strlen(t->pkgs[i]) == top && memcmp(t->pkgs[i], mod, top) == 0) return true;
+    for (size_t i = 0; i < p->runtime_allow_imports.n; i++)
+        if (pya_module_matches(p->runtime_allow_imports.v[i], mod)) return true;
+    return false;
+}
+
+int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
+                            spp_pyobj *args) {
+    int open_kind = r->cat == PYA_OPEN ? pya_open_kind(args) : 0;
+    if (r->cat == PYA_OPEN && open_kind == 0) { /* reads pass */
+        /* ...but end a finished scope now, so the bytes this open is about to
+         * read count as read between loads (a trusted file's next load). */
+        if (!pya_scope_live(NULL, NULL)) pya_scope_clear();
+        return 0;
+    }
+    bool in_import;
+    char imp[SPP_PYA_NAME_MAX];
+    if (!pya_scope_live(&in_import, imp)) { pya_scope_clear(); return 0; }
+    if (pya_t.ipc) return 0;
+    bool trusted = pya_scope_trusted();
+    if (open_kind == 1 && pya_open_is_numpy_memmap()) return 0;
+    char detail[SPP_PYA_DETAIL_MAX];
+    detail[0] = 0;
+    pya_utf8(pya_arg(args, 0), detail, sizeof detail);
+    if (!detail[0] && r->cat == PYA_PROCESS) /* os.system(bytes), Popen(executable=None) */
+        pya_utf8(pya_arg(args, 1), detail, sizeof detail);
+    /* A module body executing under an announced import: its own imports,
+     * opens, execs and native loads are how Python imports work. */
+    bool body_of_announced = in_import && pya_body_announced(imp);
+    if (r->cat == PYA_IMPORT) {
+        if (body_of_announced || pya_import_allowed(p, detail)) {
+            pya_imports_add(detail);
+            return 0;
+        }
+    } else if (body_of_announced) {
+        return 0;
+    }
+    char what[SPP_PYA_DETAIL_MAX + 64], msg[SPP_PYA_DETAIL_MAX + 96];
+    snprintf(what, sizeof what, "%s during an unpickle", ev);
+    snprintf(msg, sizeof msg, "%s(%s) called while a pickle was being loaded", ev,
+             detail[0] ? detail : "...");
+    if (trusted && r->cat == PYA_IMPORT) pya_imports_add(detail); /* its body is part of the load */
+    return pya_decide(pya_action(p, SPA_ACT_BLOCK), SPA_VERDICT_MALICIOUS, what, ev,
+                         detail[0] ? detail : NULL, r->rule, msg, trusted);
+}
+

@@ -1,0 +1,141 @@
+/* pya_names.c - layer 2: pickle.find_class(module, name) judged with the
+ * analyzer's knowledge base and policy (spa_judge_global), cached per name. */
+#include "pya.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ================================================================ judge cache */
+/* spa_judge_global walks the knowledge base; a model resolves the same few
+ * globals over and over (once per GLOBAL opcode without memo), so verdicts are
+ * cached by (module, name) for the life of the process (the policy does not
+ * change). Direct-mapped; a collision just judges again. The mutex is
+ * uncontended under the GIL and keeps free-threaded builds correct. */
+#define SPP_PYA_JCACHE_SLOTS 1024 /* power of two */
+#define SPP_PYA_JKEY_MAX 160      /* longer module+name pairs are not cached */
+
+typedef struct pya_jslot {
+    char key[SPP_PYA_JKEY_MAX]; /* module '\0' name '\0', key[0] == 0: empty */
+    uint8_t verdict;            /* spa_verdict */
+    uint8_t watched;            /* stdlib_other without a deny rule (see find_class) */
+} pya_jslot;
+
+static pya_jslot pya_jcache[SPP_PYA_JCACHE_SLOTS];
+static pthread_mutex_t pya_jlock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool pya_jkey(const char *module, const char *name, char *key, size_t *klen, uint32_t *h) {
+    size_t a = strlen(module), b = strlen(name);
+    if (a == 0 || a + b + 2 > SPP_PYA_JKEY_MAX) return false; /* empty slots are all zero */
+    memcpy(key, module, a + 1);
+    memcpy(key + a + 1, name, b + 1);
+    *klen = a + b + 2;
+    uint32_t x = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < *klen; i++) x = (x ^ (uint8_t)key[i]) * 16777619u;
+    *h = x;
+    return true;
+}
+
+/* The verdict on a name, and whether it is only "watched" (stdlib_other). */
+static spa_verdict pya_judge(const spa_policy *p, const char *module, const char *name,
+                             bool *watched) {
+    char key[SPP_PYA_JKEY_MAX];
+    size_t klen;
+    uint32_t h;
+    bool cacheable = pya_jkey(module, name, key, &klen, &h);
+    pya_jslot *slot = cacheable ? &pya_jcache[h & (SPP_PYA_JCACHE_SLOTS - 1)] : NULL;
+    if (slot) {
+        pthread_mutex_lock(&pya_jlock);
+        bool hit = memcmp(slot->key, key, klen) == 0;
+        spa_verdict v = (spa_verdict)slot->verdict;
+        *watched = slot->watched;
+        pthread_mutex_unlock(&pya_jlock);
+        if (hit) return v;
+    }
+    const char *rule = NULL;
+    char msg[8];
+    spa_verdict v = spa_judge_global(p, module, name, &rule, msg, sizeof msg);
+    *watched = v == SPA_VERDICT_MALICIOUS && !strchr(name, '.') &&
+               spa_kb_lookup(module, name) == SPA_KB_STDLIB_OTHER &&
+               spa_policy_global_rule(p, module, name) != -1;
+    if (slot) {
+        pthread_mutex_lock(&pya_jlock);
+        memcpy(slot->key, key, klen);
+        slot->verdict = (uint8_t)v;
+        slot->watched = *watched;
+        pthread_mutex_unlock(&pya_jlock);
+    }
+    return v;
+}
+
+/* ================================================================ find_class */
+/* Which verdicts are enforced on a name alone (runtime sees no arguments and
+ * cannot tell a reference from a call):
+ *  - MALICIOUS takes the policy's action for that verdict: process, code
+ *    execution, network, file writes, native code, imports, state mutation,
+ *    explicit deny rules, dotted paths through any of them. Even a mere
+ *    reference is refused: a reference can be called after the load, e.g.
+ *    functools.partial(os.system, cmd) kept in a checkpoint's callbacks.
+ *  - except stdlib_other (a stdlib callable outside the data-safe set, e.g.
+ *    math.sqrt), which the knowledge base calls malicious only when called
+ *    with attacker arguments: while the behaviour veto watches this unpickle,
+ *    its resolution passes (threats.md D: a reference to a function loads)
+ *    and what the call does is judged by its audit events.
+ *  - SUSPICIOUS (reflection such as builtins.getattr for bound methods,
+ *    functools.partial, unknown functions) and SAFE pass: a strict policy
+ *    blocks those in layer 1, where the arguments are visible.
+ *  - unknown classes (user code) pass. */
+int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
+    char module[SPP_PYA_NAME_MAX], name[SPP_PYA_NAME_MAX];
+    bool exact_m, exact_n;
+    if (!pya_utf8x(pya_arg(args, 0), module, sizeof module, &exact_m) ||
+        !pya_utf8x(pya_arg(args, 1), name, sizeof name, &exact_n))
+        return 0; /* the unpickler itself rejects non-str names */
+    if (p->runtime_behaviour) {
+        pya_scope_enter();
+        pya_scope_note_module(module);
+        if (pya_t.ipc) return 0;
+    } else {
+        spp_pyobj *a = pya_find_anchor();
+        bool ipc = a && pya_is_ipc_anchor(a);
+        if (a) py_Py_DecRef(a);
+        if (ipc) return 0;
+    }
+    pya_t.unbound = false;
+    pya_trust_bind(module, name, exact_m && exact_n);
+    if (!exact_m || !exact_n) {
+        /* Longer than SPP_PYA_NAME_MAX or holding control characters: what we
+         * could judge is not what the unpickler resolves. A limit is a
+         * verdict: the policy's on_limit action (block by default). */
+        spa_action act = pya_action(p, p->on_limit);
+        if (act == SPA_ACT_ALLOW) return 0;
+        char what[2 * SPP_PYA_NAME_MAX + 32], msg[128];
+        snprintf(what, sizeof what, "pickle global %s.%s", module, name);
+        snprintf(msg, sizeof msg, "global name longer than %d bytes or with control characters: not judgeable",
+                 SPP_PYA_NAME_MAX - 1);
+        return pya_decide(act, SPA_VERDICT_UNSCANNABLE, what, "pickle.find_class", NULL, "runtime.limit", msg,
+                             pya_scope_trusted());
+    }
+    bool watched;
+    spa_verdict v = pya_judge(p, module, name, &watched);
+    if (v != SPA_VERDICT_MALICIOUS) return 0;
+    if (watched && p->runtime_behaviour && pya_t.anchor)
+        return 0; /* its effects meet the behaviour veto */
+    spa_action act = pya_action(p, p->on_verdict[v]);
+    bool trusted = pya_scope_trusted();
+    if (act == SPA_ACT_ALLOW && !trusted) return 0;
+    const char *rule = NULL; /* judged again for the message: blocks are rare */
+    char msg[256];
+    msg[0] = 0;
+    spa_judge_global(p, module, name, &rule, msg, sizeof msg);
+    char what[2 * SPP_PYA_NAME_MAX + 32];
+    snprintf(what, sizeof what, "pickle global %s.%s", module, name);
+    return pya_decide(act, v, what, "pickle.find_class", NULL, rule ? rule : "runtime.global",
+                         msg, trusted);
+}
+
