@@ -74,7 +74,7 @@ $(BUILD)/safepickle: $(CLI_OBJ) $(BUILD)/libspa.a
 
 $(BUILD)/libsafepickle.so: $(PRELOAD_OBJ) $(BUILD)/libspa.a preload/exports.map
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(PRELOAD_OBJ) $(BUILD)/libspa.a \
-	  -Wl,--version-script=preload/exports.map -Wl,-z,now $(PRELOAD_LIBS)
+	  -Wl,--version-script=preload/exports.map -Wl,-z,now -Wl,-soname,libsafepickle.so $(PRELOAD_LIBS)
 
 # ---------------------------------------------------------------- unit tests
 $(BUILD)/test/%: test/unit/%.c $(BUILD)/libspa.a
@@ -126,24 +126,49 @@ demo: all
 	@bash test/demo.sh
 
 # ---------------------------------------------------------------- install
+# The library goes to PREFIX/lib/safepickle/ (where the CLI and kernelspecs find it) and,
+# as a symlink, to PREFIX/lib/, where ld.so looks for a bare LD_PRELOAD=libsafepickle.so
+# (/usr/lib always; /usr/local/lib through ld.so.cache, hence ldconfig). install ends by
+# asking ld.so itself whether the bare name loads the installed file, and otherwise prints
+# the exact LD_PRELOAD value to use (also `pkg-config --variable=preload safepickle`).
+INSTALLED_LIB = $(PREFIX)/lib/safepickle/libsafepickle.so
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/safepickle \
 	  $(DESTDIR)$(PREFIX)/share/safepickle/policies $(DESTDIR)$(PREFIX)/share/man/man1 \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 0755 $(BUILD)/safepickle $(DESTDIR)$(PREFIX)/bin/safepickle
-	install -m 0755 $(BUILD)/libsafepickle.so $(DESTDIR)$(PREFIX)/lib/safepickle/libsafepickle.so
+	install -m 0755 $(BUILD)/libsafepickle.so $(DESTDIR)$(INSTALLED_LIB)
+	ln -sfn safepickle/libsafepickle.so $(DESTDIR)$(PREFIX)/lib/libsafepickle.so
 	$(if $(wildcard policies/*.json policies/*.md),install -m 0644 $(wildcard policies/*.json policies/*.md) $(DESTDIR)$(PREFIX)/share/safepickle/policies/)
 	install -m 0644 analyzer/cli/safepickle.1 $(DESTDIR)$(PREFIX)/share/man/man1/safepickle.1
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' analyzer/cli/safepickle.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
+	@if [ -z "$(DESTDIR)" ]; then ldconfig 2>/dev/null || echo "note: ldconfig failed (not root?)"; fi
+	@real=$$(realpath "$(DESTDIR)$(INSTALLED_LIB)"); \
+	if [ -z "$(DESTDIR)" ] && LD_PRELOAD=libsafepickle.so /bin/grep -qF "$$real" /proc/self/maps 2>/dev/null; then \
+	  echo "installed. ld.so loads $(INSTALLED_LIB) by its bare name: LD_PRELOAD=libsafepickle.so"; \
+	else \
+	  echo "installed. Use the exact value (ld.so does not find this install by a bare name$(if $(DESTDIR), from DESTDIR)):"; \
+	  echo "    LD_PRELOAD=$(INSTALLED_LIB)"; \
+	  echo "  also: pkg-config --variable=preload safepickle (PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig)"; \
+	fi
 
+# Kernelspecs: those `safepickle jupyter install` wrote for the invoking user and in
+# PREFIX are removed first (a kernel whose library is gone refuses to run cells anyway).
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/safepickle $(DESTDIR)$(PREFIX)/lib/safepickle/libsafepickle.so \
+	@if [ -z "$(DESTDIR)" ] && [ -x $(PREFIX)/bin/safepickle ]; then \
+	  $(PREFIX)/bin/safepickle jupyter uninstall --all || true; \
+	  $(PREFIX)/bin/safepickle jupyter uninstall --all --prefix $(PREFIX) || true; \
+	  echo "note: other users' safepickle kernelspecs are not known here: each refuses to run cells"; \
+	  echo "      without the library; remove them with 'safepickle jupyter uninstall --all' as that user"; \
+	fi
+	rm -f $(DESTDIR)$(PREFIX)/bin/safepickle $(DESTDIR)$(INSTALLED_LIB) $(DESTDIR)$(PREFIX)/lib/libsafepickle.so \
 	  $(DESTDIR)$(PREFIX)/share/man/man1/safepickle.1 $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/safepickle/policies/,$(notdir $(wildcard policies/*.json policies/*.md)))
 	-rmdir $(DESTDIR)$(PREFIX)/lib/safepickle $(DESTDIR)$(PREFIX)/share/safepickle/policies \
 	  $(DESTDIR)$(PREFIX)/share/safepickle 2>/dev/null
+	@if [ -z "$(DESTDIR)" ]; then ldconfig 2>/dev/null || true; fi
 
 clean:
 	rm -rf build build-asan build-fuzz

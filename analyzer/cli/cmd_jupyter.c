@@ -3,6 +3,7 @@
  * (PYTHON -m ipykernel_launcher -f {connection_file}) with LD_PRELOAD and,
  * when asked, SAFEPICKLE_POLICY in its environment. */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <spawn.h>
@@ -27,20 +28,21 @@ extern char **environ;
 #define JUP_MAX_KERNELJSON  (1u << 20)  /* bytes of an existing kernel.json read */
 #define JUP_MAX_LOGO        (1u << 20)  /* bytes of one logo file copied */
 #define JUP_HOOK_FILE       "safepickle_hook.py" /* the exception handler, next to kernel.json */
+#define JUP_LAUNCH_FILE     "safepickle_kernel.py" /* the checked kernel launcher, next to kernel.json */
 
 typedef enum { JUP_USER = 0, JUP_SYS_PREFIX, JUP_PREFIX } jup_where;
 
 typedef struct jup_opts {
     const char *name, *display, *policy, *python, *prefix, *log;
     jup_where where;
-    bool force;
+    bool force, all, display_set;
 } jup_opts;
 
 static void jup_usage(FILE *f) {
     fprintf(f,
         "usage: safepickle jupyter install [--name N] [--display-name D] [--policy P] [--log DEST]\n"
         "                                  [--python PY] [--user|--sys-prefix|--prefix DIR] [--force]\n"
-        "       safepickle jupyter uninstall [--name N] [--user|--sys-prefix|--prefix DIR] [--force]\n"
+        "       safepickle jupyter uninstall [--name N | --all] [--user|--sys-prefix|--prefix DIR] [--force]\n"
         "       safepickle jupyter why FILE\n\n"
         "install writes kernels/N/kernel.json (default N: " JUP_DEFAULT_NAME ") that starts\n"
         "  PY -m ipykernel_launcher -f {connection_file}   (default PY: " JUP_DEFAULT_PYTHON ")\n"
@@ -53,6 +55,13 @@ static void jup_usage(FILE *f) {
         "  --sys-prefix  <sys.prefix of PY>/share/jupyter\n"
         "  --prefix DIR  DIR/share/jupyter\n"
         "An existing kernelspec of that name that does not use safepickle is kept unless --force.\n"
+        "The display name is \"" JUP_DEFAULT_DISPLAY "\", or \"Python 3 (safepickle: N)\" for another --name.\n"
+        "The kernel starts through " JUP_LAUNCH_FILE " (next to kernel.json): it checks that the\n"
+        "preload is loaded and a canary malicious pickle is refused (only the former under a policy\n"
+        "that does not block); otherwise the kernel runs no code and every cell shows why.\n"
+        "uninstall --all removes every kernelspec that preloads safepickle from the location given,\n"
+        "or else from the user's data dir, $JUPYTER_PATH, PY's sys.prefix, /usr/local/share/jupyter\n"
+        "and /usr/share/jupyter.\n"
         "The kernel also runs " JUP_HOOK_FILE " (IPKernelApp.exec_lines), an exception handler: a cell\n"
         "that fails with PermissionError on a file safepickle blocked shows the reason in its\n"
         "error, from `why`, which prints the preload's reason for FILE under this environment's\n"
@@ -258,6 +267,112 @@ static char *jup_hook_arg(const char *kdir) {
     return arg;
 }
 
+/* The kernel's entry point (argv[1] of kernel.json): checks in the kernel process that the
+ * preload is mapped and, when the policy blocks malicious files, that a canary malicious
+ * pickle is refused; starts ipykernel only then. Otherwise it starts a kernel that runs no
+ * code (no startup files, exec_lines or extensions either) and answers every cell with the
+ * reason, so the notebook shows it. Two %s: the kernel name and EXPECT_BLOCK, as Python
+ * literals. The text is kept free of other '%' signs. */
+static const char jup_launch_fmt[] =
+    "# safepickle_kernel.py - written by `safepickle jupyter install` next to kernel.json.\n"
+    "# Starts the IPython kernel only when safepickle protects this process: the preload is\n"
+    "# mapped and a canary malicious pickle (its payload would create a file in a fresh temp\n"
+    "# dir) is refused. Otherwise it starts a kernel that runs no code and says why in every cell.\n"
+    "import os\n"
+    "import sys\n"
+    "import tempfile\n"
+    "\n"
+    "NAME = %s\n"
+    "EXPECT_BLOCK = %s\n"
+    "HERE = os.path.dirname(os.path.abspath(__file__))\n"
+    "sys.path[:] = [p for p in sys.path if os.path.abspath(p or \".\") != HERE]\n"
+    "\n"
+    "\n"
+    "def _problem():\n"
+    "    with open(\"/proc/self/maps\") as f:\n"
+    "        maps = [ln.split()[-1] for ln in f if ln.rstrip().endswith(\"/libsafepickle.so\")]\n"
+    "    if not maps:\n"
+    "        return (\"LD_PRELOAD=\" + os.environ.get(\"LD_PRELOAD\", \"\") + \" was not loaded into this kernel \"\n"
+    "                \"(the library is missing or was uninstalled)\")\n"
+    "    if not EXPECT_BLOCK:\n"
+    "        return None\n"
+    "    import pickle\n"
+    "    d = tempfile.mkdtemp(prefix=\"safepickle-kernel-check.\")\n"
+    "    bad, marker = os.path.join(d, \"canary.pkl\"), os.path.join(d, \"PAYLOAD_RAN\")\n"
+    "    try:\n"
+    "        with open(bad, \"wb\") as f:\n"
+    "            f.write((\"cbuiltins\\nexec\\n(Vopen(\" + repr(marker) + \", 'w').close()\\ntR.\").encode())\n"
+    "        try:\n"
+    "            with open(bad, \"rb\") as f:\n"
+    "                pickle.load(f)\n"
+    "        except PermissionError:\n"
+    "            if not os.path.exists(marker):\n"
+    "                return None\n"
+    "        return (\"the preload (\" + maps[0] + \") is loaded but a canary malicious pickle was not refused: \"\n"
+    "                \"its policy is not in force (SAFEPICKLE_POLICY=\" + os.environ.get(\"SAFEPICKLE_POLICY\", \"\") +\n"
+    "                \", SAFEPICKLE_MODE=\" + os.environ.get(\"SAFEPICKLE_MODE\", \"\") + \")\")\n"
+    "    finally:\n"
+    "        for p in (bad, marker):\n"
+    "            try:\n"
+    "                os.unlink(p)\n"
+    "            except OSError:\n"
+    "                pass\n"
+    "        os.rmdir(d)\n"
+    "\n"
+    "\n"
+    "try:\n"
+    "    PROBLEM = _problem()\n"
+    "except Exception as e:  # a check that cannot run is not a pass\n"
+    "    PROBLEM = \"the protection check failed: \" + repr(e)\n"
+    "\n"
+    "if PROBLEM is None:\n"
+    "    from ipykernel import kernelapp\n"
+    "    kernelapp.launch_new_instance()\n"
+    "else:\n"
+    "    MSG = (\"safepickle: this kernel is NOT protected: \" + PROBLEM + \". It runs no code. Check the install \"\n"
+    "           \"with `safepickle doctor`, or remove the kernel: safepickle jupyter uninstall --name \" + NAME)\n"
+    "    sys.stderr.write(MSG + \"\\n\")\n"
+    "    sys.stderr.flush()\n"
+    "    from ipykernel.ipkernel import IPythonKernel\n"
+    "    from ipykernel.kernelapp import IPKernelApp\n"
+    "\n"
+    "    class SafePickleUnprotectedKernel(IPythonKernel):\n"
+    "        def do_execute(self, code, silent, store_history=True, user_expressions=None, allow_stdin=False,\n"
+    "                       **kw):\n"
+    "            err = {\"ename\": \"SafePickleUnprotected\", \"evalue\": MSG, \"traceback\": [MSG]}\n"
+    "            self.send_response(self.iopub_socket, \"error\", err)\n"
+    "            return dict(err, status=\"error\", execution_count=self.execution_count)\n"
+    "\n"
+    "    class SafePickleUnprotectedApp(IPKernelApp):\n"
+    "        def init_code(self):  # no startup files, exec_lines or extensions: no code runs\n"
+    "            pass\n"
+    "\n"
+    "        def init_extensions(self):\n"
+    "            pass\n"
+    "\n"
+    "    SafePickleUnprotectedApp.launch_instance(kernel_class=SafePickleUnprotectedKernel)\n";
+
+/* Write kdir/JUP_LAUNCH_FILE; its path into out. 0 or -1 (errno). */
+static int jup_write_launcher(const char *kdir, const char *name, bool expect_block, char *out, size_t n) {
+    if ((size_t)snprintf(out, n, "%s/" JUP_LAUNCH_FILE, kdir) >= n) { errno = ENAMETOOLONG; return -1; }
+    cJSON *a = cJSON_CreateString(name);
+    char *qn = a ? cJSON_PrintUnformatted(a) : NULL; /* a JSON string is a valid Python str literal */
+    cJSON_Delete(a);
+    if (!qn) { errno = ENOMEM; return -1; }
+    size_t need = sizeof jup_launch_fmt + strlen(qn) + 8;
+    char *src = malloc(need);
+    int rc = -1;
+    if (src) {
+        snprintf(src, need, jup_launch_fmt, qn, expect_block ? "True" : "False");
+        rc = dep_write_atomic(out, src, strlen(src), 0644);
+    } else {
+        errno = ENOMEM;
+    }
+    free(src);
+    free(qn);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ why */
 /* `safepickle jupyter why FILE`: one line, in the preload's format, when the policy in
  * this environment (SAFEPICKLE_POLICY, SAFEPICKLE_MODE) blocks FILE; exit 1 otherwise. */
@@ -314,6 +429,7 @@ static int jup_install(const jup_opts *o) {
         return jup_fail("libsafepickle.so not found next to this CLI (%s) nor in ../lib/safepickle/; "
                         "build it or run the installed safepickle", cli_self_dir());
     char pol[PATH_MAX];
+    bool expect_block = true;
     if (o->policy) {
         if (!dep_resolve_policy(o->policy, pol, sizeof pol))
             return jup_fail("policy '%s': %s", o->policy, strerror(errno));
@@ -323,6 +439,9 @@ static int jup_install(const jup_opts *o) {
             return jup_fail("policy %s is invalid: %s at byte %llu (a kernel with it would block "
                             "every pickle)", pol, err.msg ? err.msg : spa_code_name(err.code),
                             (unsigned long long)err.off);
+        /* an audit policy reports the kernel's canary instead of refusing it: then the kernel
+         * only checks that the preload is mapped */
+        expect_block = p->mode == SPA_MODE_ENFORCE && p->on_verdict[SPA_VERDICT_MALICIOUS] == SPA_ACT_BLOCK;
         spa_policy_free(p);
     }
     char kdir[PATH_MAX];
@@ -338,11 +457,23 @@ static int jup_install(const jup_opts *o) {
     cJSON *j = cJSON_CreateObject(), *argv = cJSON_AddArrayToObject(j, "argv");
     char *hook = jup_hook_arg(kdir);
     if (!hook) { cJSON_Delete(j); return jup_fail("cannot write %s/" JUP_HOOK_FILE ": %s", kdir, strerror(errno)); }
-    const char *args[] = { o->python, "-m", "ipykernel_launcher", "-f", "{connection_file}", hook };
+    char launch[PATH_MAX];
+    if (jup_write_launcher(kdir, o->name, expect_block, launch, sizeof launch) != 0) {
+        int e = errno;
+        free(hook);
+        cJSON_Delete(j);
+        return jup_fail("cannot write %s/" JUP_LAUNCH_FILE ": %s", kdir, strerror(e));
+    }
+    const char *args[] = { o->python, launch, "-f", "{connection_file}", hook };
     for (size_t i = 0; i < sizeof args / sizeof args[0]; i++)
         cJSON_AddItemToArray(argv, cJSON_CreateString(args[i]));
     free(hook);
-    cJSON_AddStringToObject(j, "display_name", o->display);
+    char display[JUP_NAME_MAX + 64];
+    if (!o->display_set && strcmp(o->name, JUP_DEFAULT_NAME) != 0) /* one display name per kernel */
+        snprintf(display, sizeof display, "Python 3 (safepickle: %s)", o->name);
+    else
+        snprintf(display, sizeof display, "%s", o->display);
+    cJSON_AddStringToObject(j, "display_name", display);
     cJSON_AddStringToObject(j, "language", "python");
     cJSON_AddStringToObject(j, "interrupt_mode", "signal");
     cJSON *env = cJSON_AddObjectToObject(j, "env");
@@ -371,10 +502,77 @@ static int jup_install(const jup_opts *o) {
     free(txt);
     if (wr != 0) return jup_fail("cannot write %s: %s", path, strerror(e));
     jup_copy_logos(res, kdir);
-    printf("installed kernelspec '%s' in %s\n  %s -m ipykernel_launcher, LD_PRELOAD=%s\n  policy: %s\n"
+    printf("installed kernelspec '%s' in %s\n  %s " JUP_LAUNCH_FILE " (checks protection, then ipykernel), LD_PRELOAD=%s\n  policy: %s\n"
            "select \"%s\" as the notebook's kernel; `safepickle doctor` lists it.\n",
-           o->name, kdir, o->python, lib, o->policy ? pol : "embedded default", o->display);
+           o->name, kdir, o->python, lib, o->policy ? pol : "embedded default", display);
     return CLI_EXIT_OK;
+}
+
+/* Remove the kernelspec directory kdir (kernel.json, our files, then the directory). */
+static int jup_remove(const char *kdir, const char *name) {
+    char path[PATH_MAX];
+    if ((size_t)snprintf(path, sizeof path, "%s/kernel.json", kdir) >= sizeof path)
+        return jup_fail("path too long");
+    if (unlink(path) != 0) return jup_fail("cannot remove %s: %s", path, strerror(errno));
+    static const char *const ours[] = { JUP_HOOK_FILE, JUP_LAUNCH_FILE };
+    size_t nl = sizeof jup_logos / sizeof jup_logos[0];
+    for (size_t i = 0; i < nl + 2; i++) {
+        const char *f = i < nl ? jup_logos[i] : ours[i - nl];
+        char other[PATH_MAX];
+        if ((size_t)snprintf(other, sizeof other, "%s/%s", kdir, f) < sizeof other) unlink(other);
+    }
+    if (rmdir(kdir) != 0)
+        printf("removed %s; %s kept (it holds other files: %s)\n", path, kdir, strerror(errno));
+    else
+        printf("removed kernelspec '%s' (%s)\n", name, kdir);
+    return CLI_EXIT_OK;
+}
+
+/* --all in one kernels/ directory: every kernelspec that preloads safepickle. */
+static int jup_remove_all_in(const char *kernels, int *found) {
+    DIR *d = opendir(kernels);
+    if (!d) return CLI_EXIT_OK;
+    int rc = CLI_EXIT_OK;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char kdir[PATH_MAX];
+        if (e->d_name[0] == '.' || (size_t)snprintf(kdir, sizeof kdir, "%s/%s", kernels, e->d_name) >= sizeof kdir)
+            continue;
+        if (jup_existing(kdir) != 1) continue;
+        (*found)++;
+        if (jup_remove(kdir, e->d_name) != CLI_EXIT_OK) rc = CLI_EXIT_ERROR;
+    }
+    closedir(d);
+    return rc;
+}
+
+/* uninstall --all: the chosen location, or else every place Jupyter looks: the user's data
+ * dir, each $JUPYTER_PATH entry, PY's sys.prefix, /usr/local/share and /usr/share. */
+static int jup_uninstall_all(const jup_opts *o, bool where_given) {
+    int found = 0, rc = CLI_EXIT_OK;
+    char dir[PATH_MAX];
+    if (where_given) {
+        if (jup_kernels_dir(o, dir, sizeof dir) != CLI_EXIT_OK) return CLI_EXIT_ERROR;
+        rc = jup_remove_all_in(dir, &found);
+    } else {
+        jup_opts u = *o;
+        u.where = JUP_USER;
+        if (jup_kernels_dir(&u, dir, sizeof dir) == CLI_EXIT_OK) rc |= jup_remove_all_in(dir, &found);
+        const char *jp = getenv("JUPYTER_PATH");
+        for (const char *p = jp; p && *p;) {
+            size_t l = strcspn(p, ":");
+            if (l && (size_t)snprintf(dir, sizeof dir, "%.*s/kernels", (int)l, p) < sizeof dir)
+                rc |= jup_remove_all_in(dir, &found);
+            p += l + (p[l] == ':');
+        }
+        u.where = JUP_SYS_PREFIX;
+        if (access(o->python, X_OK) == 0 && jup_kernels_dir(&u, dir, sizeof dir) == CLI_EXIT_OK)
+            rc |= jup_remove_all_in(dir, &found);
+        rc |= jup_remove_all_in("/usr/local/share/jupyter/kernels", &found);
+        rc |= jup_remove_all_in("/usr/share/jupyter/kernels", &found);
+    }
+    if (!found) printf("no safepickle kernelspec found%s%s\n", where_given ? " in " : "", where_given ? dir : "");
+    return rc ? CLI_EXIT_ERROR : CLI_EXIT_OK;
 }
 
 static int jup_uninstall(const jup_opts *o) {
@@ -387,20 +585,7 @@ static int jup_uninstall(const jup_opts *o) {
     if (ex < 0) return jup_fail("no kernelspec '%s' in %.*s", o->name, (int)kl, kdir);
     if (ex == 0 && !o->force)
         return jup_fail("%s does not use safepickle; not removing it without --force", kdir);
-    char path[PATH_MAX];
-    if ((size_t)snprintf(path, sizeof path, "%s/kernel.json", kdir) >= sizeof path)
-        return jup_fail("path too long");
-    if (unlink(path) != 0) return jup_fail("cannot remove %s: %s", path, strerror(errno));
-    for (size_t i = 0; i <= sizeof jup_logos / sizeof jup_logos[0]; i++) {
-        const char *f = i < sizeof jup_logos / sizeof jup_logos[0] ? jup_logos[i] : JUP_HOOK_FILE;
-        char other[PATH_MAX];
-        if ((size_t)snprintf(other, sizeof other, "%s/%s", kdir, f) < sizeof other) unlink(other);
-    }
-    if (rmdir(kdir) != 0)
-        printf("removed %s; %s kept (it holds other files: %s)\n", path, kdir, strerror(errno));
-    else
-        printf("removed kernelspec '%s' (%s)\n", o->name, kdir);
-    return CLI_EXIT_OK;
+    return jup_remove(kdir, o->name);
 }
 
 int cmd_jupyter(int argc, char **argv) {
@@ -419,14 +604,16 @@ int cmd_jupyter(int argc, char **argv) {
         jup_usage(stderr);
         return CLI_EXIT_ERROR;
     }
-    jup_opts o = { JUP_DEFAULT_NAME, JUP_DEFAULT_DISPLAY, NULL, JUP_DEFAULT_PYTHON, NULL, NULL, JUP_USER, false };
+    jup_opts o = { JUP_DEFAULT_NAME, JUP_DEFAULT_DISPLAY, NULL, JUP_DEFAULT_PYTHON, NULL, NULL, JUP_USER,
+                   false, false, false };
     int nwhere = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         bool more = i + 1 < argc;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { jup_usage(stdout); return CLI_EXIT_OK; }
         else if (!strcmp(a, "--name") && more) o.name = argv[++i];
-        else if (!strcmp(a, "--display-name") && more && inst) o.display = argv[++i];
+        else if (!strcmp(a, "--display-name") && more && inst) { o.display = argv[++i]; o.display_set = true; }
+        else if (!strcmp(a, "--all") && !inst) o.all = true;
         else if (!strcmp(a, "--policy") && more && inst) o.policy = argv[++i];
         else if (!strcmp(a, "--log") && more && inst) o.log = argv[++i];
         else if (!strcmp(a, "--python") && more) o.python = argv[++i];
@@ -444,5 +631,6 @@ int cmd_jupyter(int argc, char **argv) {
     if (!jup_name_ok(o.name))
         return jup_fail("kernel name '%s': use 1-%d letters, digits, '.', '_' or '-'", o.name, JUP_NAME_MAX);
     if (o.python[0] != '/') return jup_fail("--python wants an absolute path, got '%s'", o.python);
+    if (o.all) return jup_uninstall_all(&o, nwhere > 0);
     return inst ? jup_install(&o) : jup_uninstall(&o);
 }

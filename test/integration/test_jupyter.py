@@ -89,9 +89,12 @@ def test_install_writes_kernelspec(datadir):
     r = run_cli("jupyter", "install", "--name", KERNEL, "--user", env={"JUPYTER_DATA_DIR": datadir})
     assert r.returncode == 0, r.stderr
     spec = json.loads((datadir / "kernels" / KERNEL / "kernel.json").read_text())
-    assert spec["argv"][:5] == ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    launcher = datadir / "kernels" / KERNEL / "safepickle_kernel.py"
+    assert spec["argv"][:4] == ["/usr/bin/python3", str(launcher), "-f", "{connection_file}"]
+    compile(launcher.read_text(), str(launcher), "exec")  # valid Python
+    assert spec["display_name"] == "Python 3 (safepickle: %s)" % KERNEL
     hook = datadir / "kernels" / KERNEL / "safepickle_hook.py"
-    assert spec["argv"][5:] == ["--IPKernelApp.exec_lines=exec(compile(open(%s).read(), %s, 'exec'))"
+    assert spec["argv"][4:] == ["--IPKernelApp.exec_lines=exec(compile(open(%s).read(), %s, 'exec'))"
                                 % (json.dumps(str(hook)), json.dumps(str(hook)))]
     compile(hook.read_text(), str(hook), "exec")  # valid Python
     assert os.path.samefile(spec["env"]["LD_PRELOAD"], LIB)
@@ -262,3 +265,76 @@ def test_sys_prefix_and_python(tmp_path, datadir):
     r = run_cli("jupyter", "install", "--sys-prefix", "--python", str(bare / "bin/python3"))
     assert r.returncode == 2 and "ipykernel" in r.stderr
     assert not (bare / "share/jupyter").exists()
+
+
+# ------------------------------------------------ kernels that refuse to run unprotected
+
+def start_named(name):
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    return start_new_kernel(kernel_name=name, startup_timeout=120, env=env)
+
+
+@pytest.mark.parametrize("breakage", ["library_removed", "mode_off"])
+def test_unprotected_kernel_runs_no_cell_and_says_why(tmp_path, datadir, breakage):
+    """A kernelspec whose library was uninstalled (ld.so only prints "ignored") or whose
+    environment turns the policy off must not run cells: each cell fails with the reason."""
+    import shutil
+    marker = tmp_path / "PAYLOAD_RAN"
+    ok, bad = make_checkpoints(tmp_path, marker)
+    inst = tmp_path / "inst"
+    inst.mkdir()
+    shutil.copy(os.path.join(os.path.dirname(LIB), "safepickle"), inst)
+    shutil.copy(LIB, inst)
+    r = subprocess.run([str(inst / "safepickle"), "jupyter", "install", "--name", "sp-broken"],
+                       env=dict(os.environ, JUPYTER_DATA_DIR=str(datadir)), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    kj = datadir / "kernels" / "sp-broken" / "kernel.json"
+    if breakage == "library_removed":
+        os.unlink(inst / "libsafepickle.so")  # as `make uninstall` of that install would
+        why = "was not loaded into this kernel"
+    else:
+        spec = json.loads(kj.read_text())
+        spec["env"]["SAFEPICKLE_MODE"] = "off"
+        kj.write_text(json.dumps(spec))
+        why = "a canary malicious pickle was not refused: its policy is not in force"
+    km, kc = start_named("sp-broken")
+    try:
+        for cell in ("open(%r, 'w').close()" % str(marker), "import torch\nm = torch.load(%r)" % str(bad),
+                     "1 + 1"):
+            content, out, errors = run_cell(kc, cell)
+            assert content["status"] == "error" and content["ename"] == "SafePickleUnprotected", content
+            assert "safepickle: this kernel is NOT protected: " in content["evalue"] and why in content["evalue"]
+            # the notebook shows it: an error output under the cell
+            assert errors and errors[0]["evalue"] == content["evalue"], errors
+            assert not marker.exists()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert not marker.exists()
+
+
+def test_display_names_are_distinct_and_uninstall_all(tmp_path, datadir):
+    env = {"JUPYTER_DATA_DIR": datadir}
+    for name in ("python3-safepickle", "sp-a", "sp-b"):
+        assert run_cli("jupyter", "install", "--name", name, env=env).returncode == 0
+    pfx = tmp_path / "pfx"
+    assert run_cli("jupyter", "install", "--name", "sp-c", "--prefix", pfx, env=env).returncode == 0
+    names = {n: json.loads((datadir / "kernels" / n / "kernel.json").read_text())["display_name"]
+             for n in ("python3-safepickle", "sp-a", "sp-b")}
+    assert names == {"python3-safepickle": "Python 3 (safepickle)", "sp-a": "Python 3 (safepickle: sp-a)",
+                     "sp-b": "Python 3 (safepickle: sp-b)"}
+    foreign = datadir / "kernels" / "foreign"
+    foreign.mkdir()
+    (foreign / "kernel.json").write_text(json.dumps({"argv": ["x"], "display_name": "x", "language": "python"}))
+    # --all with a location: only there
+    r = run_cli("jupyter", "uninstall", "--all", "--prefix", pfx, env=env)
+    assert r.returncode == 0 and "removed kernelspec 'sp-c'" in r.stdout, r.stdout + r.stderr
+    assert not (pfx / "share/jupyter/kernels/sp-c").exists() and (datadir / "kernels/sp-a").exists()
+    # --all without: the user's dir and $JUPYTER_PATH; foreign kernelspecs stay
+    assert run_cli("jupyter", "install", "--name", "sp-c", "--prefix", pfx, env=env).returncode == 0
+    r = run_cli("jupyter", "uninstall", "--all", env=dict(env, JUPYTER_PATH=pfx / "share/jupyter"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(datadir / "kernels")) == ["foreign"]
+    assert not (pfx / "share/jupyter/kernels/sp-c").exists()
+    r = run_cli("jupyter", "uninstall", "--all", env=env)
+    assert r.returncode == 0 and "no safepickle kernelspec found" in r.stdout
