@@ -132,6 +132,7 @@ demo: all
 # asking ld.so itself whether the bare name loads the installed file, and otherwise prints
 # the exact LD_PRELOAD value to use (also `pkg-config --variable=preload safepickle`).
 INSTALLED_LIB = $(PREFIX)/lib/safepickle/libsafepickle.so
+LDCONFIG ?= /sbin/ldconfig
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/safepickle \
 	  $(DESTDIR)$(PREFIX)/share/safepickle/policies $(DESTDIR)$(PREFIX)/share/man/man1 \
@@ -144,7 +145,7 @@ install: build
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' analyzer/cli/safepickle.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
-	@if [ -z "$(DESTDIR)" ]; then ldconfig 2>/dev/null || echo "note: ldconfig failed (not root?)"; fi
+	@if [ -z "$(DESTDIR)" ]; then $(LDCONFIG) || echo "note: $(LDCONFIG) failed (not root?)"; fi
 	@real=$$(realpath "$(DESTDIR)$(INSTALLED_LIB)"); \
 	if [ -z "$(DESTDIR)" ] && LD_PRELOAD=libsafepickle.so /bin/grep -qF "$$real" /proc/self/maps 2>/dev/null; then \
 	  echo "installed. ld.so loads $(INSTALLED_LIB) by its bare name: LD_PRELOAD=libsafepickle.so"; \
@@ -168,7 +169,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/safepickle/policies/,$(notdir $(wildcard policies/*.json policies/*.md)))
 	-rmdir $(DESTDIR)$(PREFIX)/lib/safepickle $(DESTDIR)$(PREFIX)/share/safepickle/policies \
 	  $(DESTDIR)$(PREFIX)/share/safepickle 2>/dev/null
-	@if [ -z "$(DESTDIR)" ]; then ldconfig 2>/dev/null || true; fi
+	@if [ -z "$(DESTDIR)" ]; then $(LDCONFIG) || true; fi
 
 clean:
 	rm -rf build build-asan build-fuzz

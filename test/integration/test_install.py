@@ -12,7 +12,7 @@ import pytest
 from conftest import BUILD, PYTHON, REPO, clean_env, run_py
 
 PREFIX = "/usr"
-SHIPPED = ["bin/safepickle", "lib/safepickle/libsafepickle.so", "share/man/man1/safepickle.1",
+SHIPPED = ["bin/safepickle", "lib/safepickle/libsafepickle.so", "lib/libsafepickle.so", "share/man/man1/safepickle.1",
            "lib/pkgconfig/safepickle.pc", "share/safepickle/policies/default.json"]
 
 
@@ -131,6 +131,23 @@ pickle.dump({"a": [1, 2, 3]}, open(%(ok)r, "wb"))
     subprocess.run([PYTHON, "-c", load, str(tmp_path / "bad.pkl")], capture_output=True,
                    env=clean_env())
     assert marker.exists()
+
+
+def test_staged_install_prints_the_exact_preload_value(tmp_path):
+    """With a DESTDIR (or any prefix ld.so does not search) the bare name cannot be promised:
+    install prints the exact LD_PRELOAD value, the one pkg-config gives."""
+    for prefix in ("/usr", "/opt/sp"):
+        dest = tmp_path / prefix.strip("/")
+        r = make("install", DESTDIR=dest, PREFIX=prefix)
+        assert r.returncode == 0, r.stderr
+        value = re.findall(r"^    LD_PRELOAD=(\S+)$", r.stdout, re.M)
+        assert value == [prefix + "/lib/safepickle/libsafepickle.so"], r.stdout
+        env = dict(clean_env(), PKG_CONFIG_PATH=str(dest) + prefix + "/lib/pkgconfig")
+        pc = subprocess.run(["pkg-config", "--variable=preload", "safepickle"], env=env, capture_output=True,
+                            text=True)
+        assert pc.stdout.strip() == value[0]
+        # the link ld.so finds by name (in PREFIX/lib) points at the same library
+        assert os.path.samefile(str(dest) + prefix + "/lib/libsafepickle.so", str(dest) + value[0])
 
 
 def test_uninstall_removes_everything(root, tmp_path):
