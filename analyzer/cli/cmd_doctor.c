@@ -431,7 +431,9 @@ static void doc_usage(FILE *f) {
                "Reports the CLI; the preload library: found, silent in a non-Python program,\n"
                "mapped in a probe " DOC_PROBE_PYTHON " that loads a benign test pickle and is refused a\n"
                "malicious one; the active policy (SAFEPICKLE_POLICY or the embedded default) and\n"
-               "whether it is valid; SAFEPICKLE_* overrides, LD_PRELOAD and /etc/ld.so.preload;\n"
+               "whether it is valid; SAFEPICKLE_* overrides; LD_PRELOAD and /etc/ld.so.preload,\n"
+               "each proven when it names the library: a probe started under that exact value must\n"
+               "refuse a canary malicious pickle (else: not protected);\n"
                "Jupyter kernelspecs that use safepickle; with --pid, whether the preload is mapped\n"
                "in that process, its policy and whether it is a policy target.\n"
                "Exit status: 0 healthy, 1 a problem was found, 2 usage error.\n");
