@@ -306,6 +306,17 @@ static void doc_kernels_in(doc_state *s, const char *dir, int *found) {
             if (!dep_is_file(pre->valuestring))
                 doc_problem(s, "kernelspec %s preloads %s, which does not exist", e->d_name,
                             pre->valuestring);
+            /* argv[1] must be the checked launcher: a kernelspec written before it existed
+             * starts ipykernel directly and runs unprotected when the library is gone */
+            const cJSON *a1 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "argv"), 1);
+            const char *tail = "/" DEP_KERNEL_LAUNCHER;
+            size_t al = cJSON_IsString(a1) ? strlen(a1->valuestring) : 0;
+            if (al < strlen(tail) || strcmp(a1->valuestring + al - strlen(tail), tail) != 0 ||
+                !dep_is_file(a1->valuestring))
+                doc_problem(s, "kernelspec %s starts without safepickle's protection check (%s is not "
+                            "its launcher): it would run unprotected if the library went missing; "
+                            "reinstall it with `safepickle jupyter install --name %s`", e->d_name,
+                            DEP_KERNEL_LAUNCHER, e->d_name);
             if (cJSON_IsString(pol)) {
                 spa_policy *p = NULL;
                 spa_err err = { SPA_OK, NULL, 0 };

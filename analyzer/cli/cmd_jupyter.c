@@ -28,7 +28,7 @@ extern char **environ;
 #define JUP_MAX_KERNELJSON  (1u << 20)  /* bytes of an existing kernel.json read */
 #define JUP_MAX_LOGO        (1u << 20)  /* bytes of one logo file copied */
 #define JUP_HOOK_FILE       "safepickle_hook.py" /* the exception handler, next to kernel.json */
-#define JUP_LAUNCH_FILE     "safepickle_kernel.py" /* the checked kernel launcher, next to kernel.json */
+#define JUP_LAUNCH_FILE     DEP_KERNEL_LAUNCHER /* the checked kernel launcher, next to kernel.json */
 
 typedef enum { JUP_USER = 0, JUP_SYS_PREFIX, JUP_PREFIX } jup_where;
 

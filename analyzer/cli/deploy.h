@@ -6,6 +6,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The checked kernel launcher `jupyter install` writes next to kernel.json (its argv[1]). */
+#define DEP_KERNEL_LAUNCHER "safepickle_kernel.py"
+
 /* True when p names an existing regular file (stat follows symlinks). */
 bool dep_is_file(const char *p);
 

@@ -338,3 +338,19 @@ def test_display_names_are_distinct_and_uninstall_all(tmp_path, datadir):
     assert not (pfx / "share/jupyter/kernels/sp-c").exists()
     r = run_cli("jupyter", "uninstall", "--all", env=env)
     assert r.returncode == 0 and "no safepickle kernelspec found" in r.stdout
+
+
+def test_doctor_flags_a_kernelspec_without_the_check(datadir):
+    """A kernelspec written before kernels checked themselves (argv: -m ipykernel_launcher)
+    runs unprotected once its library is gone: doctor says so."""
+    env = {"JUPYTER_DATA_DIR": datadir, "HOME": datadir.parent, "XDG_DATA_HOME": datadir.parent / "xdg"}
+    assert run_cli("jupyter", "install", "--name", KERNEL, env=env).returncode == 0
+    r = run_cli("doctor", env=env)
+    assert r.returncode == 0 and "protection check" not in r.stdout, r.stdout
+    kj = datadir / "kernels" / KERNEL / "kernel.json"
+    spec = json.loads(kj.read_text())
+    spec["argv"] = ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    kj.write_text(json.dumps(spec))
+    r = run_cli("doctor", env=env)
+    assert r.returncode == 1, r.stdout
+    assert "PROBLEM: kernelspec %s starts without safepickle's protection check" % KERNEL in r.stdout, r.stdout
