@@ -17,6 +17,7 @@
 
 #include "cli.h"
 #include "deploy.h"
+#include "protect.h"
 
 extern char **environ;
 
@@ -59,6 +60,8 @@ static void jup_usage(FILE *f) {
         "The kernel starts through " JUP_LAUNCH_FILE " (next to kernel.json): it checks that the\n"
         "preload is loaded and a canary malicious pickle is refused (only the former under a policy\n"
         "that does not block); otherwise the kernel runs no code and every cell shows why.\n"
+        "install writes nothing (exit 2) when ld.so would not load the library or PY cannot be\n"
+        "protected (see `safepickle run --help`).\n"
         "uninstall --all removes every kernelspec that preloads safepickle from the location given,\n"
         "or else from the user's data dir, $JUPYTER_PATH, PY's sys.prefix, /usr/local/share/jupyter\n"
         "and /usr/share/jupyter.\n"
@@ -428,6 +431,10 @@ static int jup_install(const jup_opts *o) {
     if (!dep_find_preload(lib, sizeof lib))
         return jup_fail("libsafepickle.so not found next to this CLI (%s) nor in ../lib/safepickle/; "
                         "build it or run the installed safepickle", cli_self_dir());
+    char why[PATH_MAX + 256];
+    if (!prot_preload_loads(lib, why, sizeof why) || !prot_exec_check(o->python, why, sizeof why))
+        return jup_fail("a kernel started with LD_PRELOAD=%s would not be protected: %s; no kernelspec "
+                        "written", lib, why);
     char pol[PATH_MAX];
     bool expect_block = true;
     if (o->policy) {

@@ -354,3 +354,19 @@ def test_doctor_flags_a_kernelspec_without_the_check(datadir):
     r = run_cli("doctor", env=env)
     assert r.returncode == 1, r.stdout
     assert "PROBLEM: kernelspec %s starts without safepickle's protection check" % KERNEL in r.stdout, r.stdout
+
+
+def test_install_refuses_a_library_ld_so_cannot_load(tmp_path, datadir):
+    """No kernelspec is written for a library that would be "ignored" by ld.so."""
+    import shutil
+    inst = tmp_path / "inst"
+    inst.mkdir()
+    shutil.copy(os.path.join(os.path.dirname(LIB), "safepickle"), inst)
+    shutil.copy(LIB, inst)
+    with open(inst / "libsafepickle.so", "r+b") as f:
+        f.truncate(512)
+    r = subprocess.run([str(inst / "safepickle"), "jupyter", "install", "--name", "sp-x"],
+                       env=dict(os.environ, JUPYTER_DATA_DIR=str(datadir)), capture_output=True, text=True)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "would not be protected: ld.so did not load it into a new process" in r.stderr, r.stderr
+    assert not (datadir / "kernels" / "sp-x").exists()
