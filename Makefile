@@ -32,7 +32,7 @@ UNIT_BIN     := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 .PHONY: all deps build test unit asan fuzz fuzz-smoke integration bench demo install uninstall clean FORCE
 
 all: deps build
-build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so
+build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so $(BUILD)/libspa.so
 
 # Debian packages for the build, tests and demo (idempotent; apt-get as root).
 deps:
@@ -71,6 +71,10 @@ $(BUILD)/libspa.a: $(ANALYZER_OBJ)
 
 $(BUILD)/safepickle: $(CLI_OBJ) $(BUILD)/libspa.a
 	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libspa.a $(LIBS)
+
+# The analyzer as a shared library with a flat C ABI (capi.h), for the Python package.
+$(BUILD)/libspa.so: $(ANALYZER_OBJ) analyzer/capi.map
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(ANALYZER_OBJ) -Wl,--version-script=analyzer/capi.map -Wl,-z,now $(LIBS)
 
 $(BUILD)/libsafepickle.so: $(PRELOAD_OBJ) $(BUILD)/libspa.a preload/exports.map
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(PRELOAD_OBJ) $(BUILD)/libspa.a \
@@ -133,6 +137,11 @@ demo: all
 # the exact LD_PRELOAD value to use (also `pkg-config --variable=preload safepickle`).
 INSTALLED_LIB = $(PREFIX)/lib/safepickle/libsafepickle.so
 LDCONFIG ?= /sbin/ldconfig
+# The Python package goes where $(PYTHON) looks for it under PREFIX: Debian's
+# dist-packages (unversioned for /usr, versioned for /usr/local and others).
+PYMINOR := $(shell $(PYTHON) -c 'import sys; print(sys.version_info[1])' 2>/dev/null)
+PYSITE  ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/python3.$(PYMINOR)/dist-packages)
+PYPKG   := $(wildcard analyzer/python/safepickle/*.py)
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/safepickle \
 	  $(DESTDIR)$(PREFIX)/share/safepickle/policies $(DESTDIR)$(PREFIX)/share/man/man1 \
@@ -145,6 +154,9 @@ install: build
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' analyzer/cli/safepickle.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
+	install -m 0755 $(BUILD)/libspa.so $(DESTDIR)$(PREFIX)/lib/safepickle/libspa.so
+	install -d $(DESTDIR)$(PYSITE)/safepickle
+	install -m 0644 $(PYPKG) $(DESTDIR)$(PYSITE)/safepickle/
 	@if [ -z "$(DESTDIR)" ]; then $(LDCONFIG) || echo "note: $(LDCONFIG) failed (not root?)"; fi
 	@real=$$(realpath "$(DESTDIR)$(INSTALLED_LIB)"); \
 	if [ -z "$(DESTDIR)" ] && LD_PRELOAD=libsafepickle.so /bin/grep -qF "$$real" /proc/self/maps 2>/dev/null; then \
@@ -167,6 +179,9 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/safepickle $(DESTDIR)$(INSTALLED_LIB) $(DESTDIR)$(PREFIX)/lib/libsafepickle.so \
 	  $(DESTDIR)$(PREFIX)/share/man/man1/safepickle.1 $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/safepickle/policies/,$(notdir $(wildcard policies/*.json policies/*.md)))
+	rm -f $(DESTDIR)$(PREFIX)/lib/safepickle/libspa.so $(addprefix $(DESTDIR)$(PYSITE)/safepickle/,$(notdir $(PYPKG)))
+	rm -rf $(DESTDIR)$(PYSITE)/safepickle/__pycache__
+	-rmdir $(DESTDIR)$(PYSITE)/safepickle 2>/dev/null
 	-rmdir $(DESTDIR)$(PREFIX)/lib/safepickle $(DESTDIR)$(PREFIX)/share/safepickle/policies \
 	  $(DESTDIR)$(PREFIX)/share/safepickle 2>/dev/null
 	@if [ -z "$(DESTDIR)" ]; then $(LDCONFIG) || true; fi

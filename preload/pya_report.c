@@ -42,6 +42,31 @@ static void pya_locate(spp_pyobj *from, pya_where *site, pya_where *user) {
     if (!user->file[0]) *user = *site;
 }
 
+
+/* safepickle.SafePickleBlocked when the Python package is imported (a new
+ * reference), else NULL. sys.modules only: never imports. */
+static spp_pyobj *pya_package_exception(void) {
+    spp_pyobj *name = py_PyUnicode_FromString("safepickle");
+    spp_pyobj *mod = name ? py_PyImport_GetModule(name) : NULL;
+    if (name) py_Py_DecRef(name);
+    spp_pyobj *cls = mod && !pya_is_none(mod) ? pya_getattr(mod, "SafePickleBlocked") : NULL;
+    if (mod) py_Py_DecRef(mod);
+    py_PyErr_Clear();
+    return cls;
+}
+
+/* sys.modules["_safepickle_preload"] = a module whose SafePickleBlocked is cls. */
+static void pya_publish_exception(spp_pyobj *cls) {
+    if (!py_PyImport_GetModuleDict || !py_PyModule_New || !py_PyObject_SetAttrString || !py_PyDict_SetItemString)
+        return;
+    spp_pyobj *m = py_PyModule_New("_safepickle_preload");
+    spp_pyobj *mods = py_PyImport_GetModuleDict(); /* borrowed */
+    if (m && mods && py_PyObject_SetAttrString(m, "SafePickleBlocked", cls) == 0)
+        py_PyDict_SetItemString(mods, "_safepickle_preload", m);
+    if (m) py_Py_DecRef(m);
+    py_PyErr_Clear();
+}
+
 /* The exception class, created lazily under the GIL for this interpreter. */
 static spp_pyobj *pya_exception(void) {
     void *interp = py_PyInterpreterState_Get ? py_PyInterpreterState_Get()
@@ -56,7 +81,14 @@ static spp_pyobj *pya_exception(void) {
     if (mod) py_Py_DecRef(mod);
     py_PyErr_Clear();
     if (unpick) bases = py_PyTuple_Pack(2, perm, unpick);
-    spp_pyobj *cls = py_PyErr_NewException("safepickle.SafePickleBlocked", bases ? bases : perm, NULL);
+    /* One class for `except safepickle.SafePickleBlocked`: the Python package's
+     * when it is already imported, else ours, published for the package to adopt
+     * as sys.modules["_safepickle_preload"].SafePickleBlocked. */
+    spp_pyobj *cls = pya_package_exception();
+    if (!cls) {
+        cls = py_PyErr_NewException("safepickle.SafePickleBlocked", bases ? bases : perm, NULL);
+        if (cls) pya_publish_exception(cls);
+    }
     if (bases) py_Py_DecRef(bases);
     if (unpick) py_Py_DecRef(unpick);
     if (!cls) { py_PyErr_Clear(); return perm; }

@@ -36,6 +36,10 @@ typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
     X(spp_pyobj *, PyErr_NewException, (const char *, spp_pyobj *, spp_pyobj *), 1) \
     X(spp_pyobj *, PyTuple_Pack, (spp_pyssize, ...), 1)                             \
     X(spp_pyobj *, PyImport_GetModule, (spp_pyobj *), 1)                            \
+    X(spp_pyobj *, PyImport_GetModuleDict, (void), 0)                               \
+    X(spp_pyobj *, PyModule_New, (const char *), 0)                                 \
+    X(int, PyObject_SetAttrString, (spp_pyobj *, const char *, spp_pyobj *), 0)     \
+    X(int, PyDict_SetItemString, (spp_pyobj *, const char *, spp_pyobj *), 0)       \
     X(spp_pyobj *, PyEval_GetFrame, (void), 1)                                      \
     X(int, PyFrame_GetLineNumber, (spp_pyobj *), 1)                                 \
     X(spp_pyobj *, PyFrame_GetBack, (spp_pyobj *), 0)      /* 3.9+ */               \
