@@ -13,6 +13,7 @@
 #include "jsonout.h"
 #include "output.h"
 #include "report.h"
+#include "scan_pool.h"
 #include "verdict.h"
 #include "walk.h"
 
@@ -27,6 +28,7 @@ typedef struct scan_cli {
     spa_action act;   /* action for the file being printed */
     cJSON *sarif;     /* --format sarif: the log being built */
     bool progress;    /* directory walk on a terminal: progress line on stderr */
+    scan_pool *pool;  /* -j N > 1: files are scanned by N threads, printed in walk order */
     unsigned long walked;
     /* the summary line (text format): files, pickle-bearing ones per verdict, actions */
     unsigned long n_files, n_pickle, n_verdict[SPA_VERDICT_COUNT], n_block, n_warn, n_error;
@@ -42,7 +44,7 @@ typedef struct scan_cli {
 
 static void scan_usage(FILE *f) {
     fprintf(f,
-            "usage: safepickle scan [--format text|json|sarif] [--policy FILE] [--limit NAME=N]... PATH...\n"
+            "usage: safepickle scan [--format text|json|sarif] [--policy FILE] [--limit NAME=N]... [-j N] PATH...\n"
             "\n"
             "Scan each file for pickle streams (raw, zip, tar, npy, joblib, compressed)\n"
             "and print every stream with its IR: imports, calls, BUILDs, mutations,\n"
@@ -54,6 +56,8 @@ static void scan_usage(FILE *f) {
             "  --policy FILE        judge with this policy (default: the embedded default.json);\n"
             "                       its limits apply unless --limit follows it\n"
             "  --limit NAME=N       override a named limit, e.g. --limit max_ops=1000\n"
+            "  -j, --jobs N         scan N files at a time (default: the number of cores);\n"
+            "                       the output is the same as with -j 1, in the same order\n"
             "  PATH may be a directory: it is walked. Symlinks are followed (a file reached\n"
             "                       twice is scanned once; loops end); FIFOs, sockets and devices\n"
             "                       are skipped with a note and never opened; an entry that cannot\n"
@@ -172,31 +176,52 @@ static void scan_print(scan_cli *c, const char *path, const spa_result *r, const
     c->nfiles++;
 }
 
-static void scan_file(scan_cli *c, const char *path) {
-    spa_result *r = NULL;
-    spa_err err = { SPA_OK, NULL, 0 };
-    c->opts.name = path;
+/* One file's scan, judged: what scan_file prints. */
+typedef struct scan_out {
+    spa_result *r;  /* NULL: err says why */
+    spa_err err;
+    spa_action act;
+    char msg[256];  /* err.msg with the errno text */
+} scan_out;
+
+/* Scan and judge one file into o. Runs in a -j worker thread: it only reads
+ * c (options and policy). */
+static void scan_compute(const scan_cli *c, const char *path, scan_out *o) {
+    spa_scan_opts opts = c->opts;
+    opts.name = path;
+    o->r = NULL;
+    o->err = (spa_err){ SPA_OK, NULL, 0 };
+    errno = 0;
+    spa_code rc = spa_scan_path(&opts, path, &o->r, &o->err);
+    int e = errno;
+    if (rc != SPA_OK || !o->r) {
+        if (o->err.code == SPA_OK) o->err = (spa_err){ rc, "scan failed", 0 };
+        if (o->err.code == SPA_E_IO && e) { /* say why: "Permission denied" is the user's cue */
+            snprintf(o->msg, sizeof o->msg, "%s: %s", o->err.msg ? o->err.msg : "I/O error", strerror(e));
+            o->err.msg = o->msg;
+        }
+        spa_result_free(o->r);
+        o->r = NULL;
+        return;
+    }
+    spa_code crc = spa_classify(o->r, c->pol);
+    o->act = crc == SPA_OK ? spa_policy_decide(c->pol, o->r) : c->pol->on_error;
+}
+
+/* Count and print one file's result (it frees o->r), in walk order. */
+static void scan_file(scan_cli *c, const char *path, scan_out *o) {
     c->last_verdict = SPA_VERDICT_COUNT;
     c->last_act = c->pol->on_error;
-    errno = 0;
-    spa_code rc = spa_scan_path(&c->opts, path, &r, &err);
-    int e = errno;
-    if (rc != SPA_OK || !r) {
-        char msg[256];
-        if (err.code == SPA_OK) err = (spa_err){ rc, "scan failed", 0 };
-        if (err.code == SPA_E_IO && e) { /* say why: "Permission denied" is the user's cue */
-            snprintf(msg, sizeof msg, "%s: %s", err.msg ? err.msg : "I/O error", strerror(e));
-            err.msg = msg;
-        }
-        fprintf(stderr, "safepickle scan: %s: %s\n", path, err.msg ? err.msg : spa_code_name(err.code));
+    if (!o->r) {
+        fprintf(stderr, "safepickle scan: %s: %s\n", path, o->err.msg ? o->err.msg : spa_code_name(o->err.code));
         c->rc = CLI_EXIT_ERROR;
         c->n_files++;
         c->n_error++;
-        scan_print(c, path, NULL, &err);
+        scan_print(c, path, NULL, &o->err);
         return;
     }
-    spa_code crc = spa_classify(r, c->pol);
-    c->act = crc == SPA_OK ? spa_policy_decide(c->pol, r) : c->pol->on_error;
+    spa_result *r = o->r;
+    c->act = o->act;
     if (c->act == SPA_ACT_BLOCK && c->rc == CLI_EXIT_OK) c->rc = CLI_EXIT_BLOCK;
     c->n_files++;
     if (r->pickle_bearing) { c->n_pickle++; if (r->verdict < SPA_VERDICT_COUNT) c->n_verdict[r->verdict]++; }
@@ -206,6 +231,7 @@ static void scan_file(scan_cli *c, const char *path) {
     c->last_act = c->act;
     scan_print(c, path, r, NULL);
     spa_result_free(r);
+    o->r = NULL;
 }
 
 /* Remember what file number seq was judged, for a later path to the same file. */
@@ -250,15 +276,13 @@ static void scan_note(scan_cli *c, const walk_entry *e, const char *what) {
     }
 }
 
-static void scan_walk_fn(void *ctx, const walk_entry *e) {
-    scan_cli *c = ctx;
+/* Print one walk entry; a file's scan result is in o. */
+static void scan_entry(scan_cli *c, const walk_entry *e, scan_out *o) {
     char what[PATH_MAX + 128];
     switch (e->kind) {
     case WALK_FILE:
-        c->walked++;
-        if (c->progress) fprintf(stderr, "\rscanned %lu files: %.60s\033[K", c->walked, e->path);
         c->target = e->target;
-        scan_file(c, e->path);
+        scan_file(c, e->path, o);
         c->target = NULL;
         scan_remember(c, e->seq, c->last_verdict, c->last_act);
         break;
@@ -291,6 +315,62 @@ static void scan_walk_fn(void *ctx, const walk_entry *e) {
     }
 }
 
+/* -j: a walk entry with its strings, queued in the pool, and its file's scan */
+typedef struct scan_item {
+    walk_entry e;
+    scan_out out;
+    char strs[];  /* path, target, same_as, why */
+} scan_item;
+
+static const char *scan_item_str(char **at, const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = memcpy(*at, s, n);
+    *at += n;
+    return d;
+}
+
+static scan_item *scan_item_new(const walk_entry *e) {
+    size_t n = 0;
+    const char *ss[4] = { e->path, e->target, e->same_as, e->why };
+    for (int i = 0; i < 4; i++) n += ss[i] ? strlen(ss[i]) + 1 : 0;
+    scan_item *it = calloc(1, sizeof *it + n);
+    if (!it) return NULL;
+    char *at = it->strs;
+    it->e = *e;
+    it->e.path = scan_item_str(&at, e->path);
+    it->e.target = scan_item_str(&at, e->target);
+    it->e.same_as = scan_item_str(&at, e->same_as);
+    it->e.why = scan_item_str(&at, e->why);
+    return it;
+}
+
+static void scan_item_work(void *ud, void *item) {
+    scan_item *it = item;
+    if (it->e.kind == WALK_FILE) scan_compute(ud, it->e.path, &it->out);
+}
+
+static void scan_item_emit(void *ud, void *item) {
+    scan_item *it = item;
+    scan_entry(ud, &it->e, &it->out);
+    free(it);
+}
+
+static void scan_walk_fn(void *ctx, const walk_entry *e) {
+    scan_cli *c = ctx;
+    if (e->kind == WALK_FILE) {
+        c->walked++;
+        if (c->progress) fprintf(stderr, "\rscanned %lu files: %.60s\033[K", c->walked, e->path);
+    }
+    scan_item *it = c->pool ? scan_item_new(e) : NULL;
+    if (it) { scan_pool_submit(c->pool, it); return; }
+    if (c->pool) scan_pool_drain(c->pool); /* out of memory: in-line, after what is queued */
+    scan_out o;
+    memset(&o, 0, sizeof o);
+    if (e->kind == WALK_FILE) scan_compute(c, e->path, &o);
+    scan_entry(c, e, &o);
+}
+
 /* "; N skipped, M linked again" when any, else "" (the summary line's tail). */
 static const char *scan_extra(scan_cli *c) {
     c->extra[0] = '\0';
@@ -312,6 +392,8 @@ int cmd_scan(int argc, char **argv) {
     scan_cli c;
     memset(&c, 0, sizeof c);
     spa_scan_opts_default(&c.opts);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned jobs = ncpu > 1 ? (unsigned)(ncpu < 256 ? ncpu : 256) : 1; /* -j default: the cores */
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -346,6 +428,17 @@ int cmd_scan(int argc, char **argv) {
             }
             continue;
         }
+        if (!strcmp(a, "-j") || !strcmp(a, "--jobs") || (!strncmp(a, "-j", 2) && a[2]) || !strncmp(a, "--jobs=", 7)) {
+            const char *v = !strncmp(a, "--jobs=", 7) ? a + 7 : a[1] == 'j' && a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            char *end = NULL;
+            long n = v ? strtol(v, &end, 10) : 0;
+            if (!v || end == v || *end || n < 1 || n > 256) {
+                fprintf(stderr, "safepickle scan: -j takes a number of files to scan at a time (1-256)\n");
+                return CLI_EXIT_ERROR;
+            }
+            jobs = (unsigned)n;
+            continue;
+        }
         if (a[0] == '-' && a[1]) { fprintf(stderr, "safepickle scan: unknown option '%s'\n", a); scan_usage(stderr); return CLI_EXIT_ERROR; }
         break;
     }
@@ -361,7 +454,10 @@ int cmd_scan(int argc, char **argv) {
     walk_state *w = walk_new();
     if (!w) { fprintf(stderr, "safepickle scan: out of memory\n"); spa_policy_free(c.pol); cJSON_Delete(c.sarif); return CLI_EXIT_ERROR; }
     if (c.fmt == SCAN_JSON) scan_json_head(c.pol);
+    if (jobs > 1) c.pool = scan_pool_new(jobs, scan_item_work, scan_item_emit, &c); /* NULL: in-line */
     for (; i < argc; i++) scan_arg(&c, w, argv[i]);
+    scan_pool_finish(c.pool);  /* prints what is still in flight */
+    c.pool = NULL;
     walk_free(w);
     free(c.seen_verdict);
     free(c.seen_act);
