@@ -1,7 +1,8 @@
 """test_scan_jobs.py - `safepickle scan -j N`: files scanned by N threads are
 printed exactly as with -j 1 (same bytes, same order, same stderr, same exit
 status) in every format, over a directory walk and explicit paths, with
-malicious, benign, non-pickle, container and missing files mixed. The
+malicious, benign, non-pickle and missing files, symlinks to scanned files and
+directories and a FIFO mixed. The
 default (no -j) is the number of cores and gives the same output too."""
 import os
 import pickle
@@ -29,6 +30,12 @@ def tree(tmp_path_factory):
     (ben / "big.pkl").write_bytes(pickle.dumps([{"k": j, "v": str(j)} for j in range(150000)], protocol=4))
     (d / "notes.txt").write_text("not a pickle\n" * 100)
     (d / "empty.bin").write_bytes(b"")
+    # walk entries that are not scans: a second path to a scanned file (its
+    # note names the verdict of the first, which a worker may still be
+    # computing), a linked directory, a FIFO (skipped, never opened)
+    os.symlink(ben / "b05.pkl", d / "zz_again.pkl")
+    os.symlink(mal, d / "zz_dir_again")
+    os.mkfifo(d / "zz_fifo")
     return d
 
 
@@ -51,8 +58,10 @@ def test_jobs_output_identical_to_one_job(tree, fmt):
 
 def test_jobs_sees_every_file_once(tree):
     rc, out, _ = scan("--format", "text", "-j", "4", str(tree))
-    want = sum(len(fs) for _, _, fs in os.walk(tree))
+    want = sum(1 for r, _, fs in os.walk(tree) for f in fs
+               if os.path.isfile(os.path.join(r, f)) and not os.path.islink(os.path.join(r, f)))
     assert ("summary: %d files" % want) in out.splitlines()[-1]
+    assert "zz_again.pkl -> " in out and "scanned once: verdict safe" in out
 
 
 def test_jobs_usage_errors(tree):
