@@ -29,7 +29,7 @@ CLI_OBJ      := $(call obj,$(CLI_SRC))
 PRELOAD_OBJ  := $(call obj,$(PRELOAD_SRC))
 UNIT_BIN     := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 
-.PHONY: all deps build test unit asan fuzz fuzz-smoke integration bench demo install uninstall clean FORCE
+.PHONY: deb all deps build test unit asan fuzz fuzz-smoke integration bench demo install uninstall clean FORCE
 
 all: deps build
 build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so $(BUILD)/libspa.so
@@ -166,6 +166,23 @@ install: build
 	  echo "    LD_PRELOAD=$(INSTALLED_LIB)"; \
 	  echo "  also: pkg-config --variable=preload safepickle (PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig)"; \
 	fi
+
+# A Debian package of the install with PREFIX=/usr (test/container/debian/ holds its
+# control file and maintainer scripts). `make deb` writes $(BUILD)/safepickle_VERSION_ARCH.deb.
+DEBARCH := $(shell dpkg --print-architecture 2>/dev/null)
+DEB     := $(BUILD)/safepickle_$(VERSION)_$(DEBARCH).deb
+deb: $(DEB)
+$(DEB): build Makefile $(wildcard test/container/debian/*)
+	rm -rf $(BUILD)/debroot
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(BUILD)/debroot PREFIX=/usr >/dev/null
+	rm -rf $(BUILD)/debroot/usr/lib/python3/dist-packages/safepickle/__pycache__
+	install -d -m 0755 $(BUILD)/debroot/DEBIAN
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@ARCH@|$(DEBARCH)|' \
+	  -e "s|@SIZE@|$$(du -sk --exclude=DEBIAN $(BUILD)/debroot | cut -f1)|" \
+	  test/container/debian/control.in > $(BUILD)/debroot/DEBIAN/control
+	install -m 0755 test/container/debian/postinst test/container/debian/prerm \
+	  test/container/debian/postrm $(BUILD)/debroot/DEBIAN/
+	dpkg-deb --root-owner-group -Zxz --build $(BUILD)/debroot $@
 
 # Kernelspecs: those `safepickle jupyter install` wrote for the invoking user and in
 # PREFIX are removed first (a kernel whose library is gone refuses to run cells anyway).
