@@ -174,7 +174,7 @@ DEB     := $(BUILD)/safepickle_$(VERSION)_$(DEBARCH).deb
 deb: $(DEB)
 $(DEB): build Makefile $(wildcard test/container/debian/*)
 	rm -rf $(BUILD)/debroot
-	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(BUILD)/debroot PREFIX=/usr >/dev/null
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/debroot PREFIX=/usr >/dev/null
 	rm -rf $(BUILD)/debroot/usr/lib/python3/dist-packages/safepickle/__pycache__
 	install -d -m 0755 $(BUILD)/debroot/DEBIAN
 	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@ARCH@|$(DEBARCH)|' \
