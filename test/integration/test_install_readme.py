@@ -142,10 +142,14 @@ def installed(tmp_path_factory):
     env["BUILD"] = BUILD  # the Makefile's `BUILD ?=`: the tree this test suite built
     (t / "cfg.json").write_text(json.dumps({"readme": readme_install_block(), "repo": REPO, "env": env}))
     (t / "inner.py").write_text(INNER)
+    host = [os.path.lexists(p) for p in ("/usr/local/bin/safepickle", "/usr/local/lib/libsafepickle.so",
+                                         "/etc/ld.so.preload")]
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", NS, "sh", str(t),
                         str(t / "inner.py")], capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert not os.path.exists("/usr/local/bin/safepickle") and not os.path.exists("/etc/ld.so.preload")
+    # the host saw none of it
+    assert host == [os.path.lexists(p) for p in ("/usr/local/bin/safepickle", "/usr/local/lib/libsafepickle.so",
+                                                 "/etc/ld.so.preload")]
     # control: the canary is live without the preload
     subprocess.run(["/usr/bin/python3", "train.py"], cwd=work, env=clean_env(), capture_output=True)
     live = marker.exists()
