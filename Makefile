@@ -29,7 +29,7 @@ CLI_OBJ      := $(call obj,$(CLI_SRC))
 PRELOAD_OBJ  := $(call obj,$(PRELOAD_SRC))
 UNIT_BIN     := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 
-.PHONY: deb all deps build test unit asan fuzz fuzz-smoke integration bench demo install uninstall clean FORCE
+.PHONY: deb all deps build test unit asan fuzz fuzz-smoke integration race bench demo install uninstall clean FORCE
 
 all: deps build
 build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so $(BUILD)/libspa.so
@@ -118,6 +118,13 @@ fuzz-smoke: deps $(FUZZ_BIN)
 # ---------------------------------------------------------------- integration
 integration: all
 	cd test/integration && $(PYTHON) -m pytest -q -p no:cacheprovider
+
+# Writers race loaders under the preload: every loader x writer x layers
+# configuration, RACE_LOADS racing loads each (long: not part of `make test`,
+# which runs the short fixed-count version in test_race.py).
+RACE_LOADS ?= 100000
+race: build
+	cd test/integration && $(PYTHON) race.py all $(RACE_LOADS)
 
 # The README's test command.
 test: all unit asan fuzz-smoke integration

@@ -6,8 +6,14 @@
  * mutex, the names each recently judged trusted file imports (spp_trust_*). */
 #include "spp.h"
 
+#include <fcntl.h>
+#include <linux/fs.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "vm.h" /* spa_result, SPA_IRF_* */
 
@@ -53,12 +59,108 @@ static spp_slot *spp_find(const spp_key *k) {
     return NULL;
 }
 
+/* ------------------------------------------------------------------ references */
+void spp_expl_ref(spp_expl *e) {
+    if (e) __atomic_add_fetch(&e->refs, 1, __ATOMIC_RELAXED);
+}
+
+void spp_expl_unref(spp_expl *e) {
+    if (e && __atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) == 0) free(e);
+}
+
+static size_t spp_slen(const char *s) { return s ? strlen(s) + 1 : 0; }
+
+static const char *spp_scopy(char **dst, const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    memcpy(*dst, s, n);
+    const char *r = *dst;
+    *dst += n;
+    return r;
+}
+
+/* One allocation: the struct, the reasons, then their strings. */
+spp_expl *spp_expl_make(const spp_event *ev) {
+    size_t n = ev->reasons ? ev->n_reasons : 0, str = spp_slen(ev->detail);
+    for (size_t i = 0; i < n; i++)
+        str += spp_slen(ev->reasons[i].rule) + spp_slen(ev->reasons[i].msg) + spp_slen(ev->reasons[i].loc);
+    spp_expl *e = calloc(1, sizeof *e + n * sizeof(spa_reason) + str);
+    if (!e) return NULL;
+    e->refs = 1;
+    e->format = (uint8_t)SPA_FMT_COUNT;
+    for (int f = 0; f < SPA_FMT_COUNT; f++)
+        if (ev->format && !strcmp(spa_format_name((spa_format)f), ev->format)) e->format = (uint8_t)f;
+    e->trusted = ev->trusted;
+    e->n_reasons = n;
+    e->reasons = (spa_reason *)(e + 1);
+    char *w = (char *)(e->reasons + n);
+    e->detail = spp_scopy(&w, ev->detail);
+    for (size_t i = 0; i < n; i++) {
+        e->reasons[i].severity = ev->reasons[i].severity;
+        e->reasons[i].off = ev->reasons[i].off;
+        e->reasons[i].rule = spp_scopy(&w, ev->reasons[i].rule);
+        e->reasons[i].msg = spp_scopy(&w, ev->reasons[i].msg);
+        e->reasons[i].loc = spp_scopy(&w, ev->reasons[i].loc);
+    }
+    return e;
+}
+
+void spp_cached_release(spp_cached *c) {
+    spp_fp_unref(c->fp);
+    spp_expl_unref(c->ex);
+    c->fp = NULL;
+    c->ex = NULL;
+}
+
+static void spp_cached_take(const spp_cached *c) {
+    spp_fp_ref(c->fp);
+    spp_expl_ref(c->ex);
+}
+
+/* ------------------------------------------------------------------ strong identity */
+void spp_strong_of_fd(int fd, spp_strong *s) {
+    memset(s, 0, sizeof *s);
+#ifdef SYS_statx
+    struct statx sx;
+    if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT, STATX_BTIME, &sx) == 0 &&
+        (sx.stx_mask & STATX_BTIME)) {
+        s->btime_s = sx.stx_btime.tv_sec;
+        s->btime_ns = sx.stx_btime.tv_nsec;
+        s->have |= 1;
+    }
+#endif
+    int gen = 0;
+    if (ioctl(fd, FS_IOC_GETVERSION, &gen) == 0) {
+        s->gen = (uint32_t)gen;
+        s->have |= 2;
+    }
+}
+
+bool spp_strong_eq(const spp_strong *a, const spp_strong *b) {
+    return a->have == b->have && a->btime_s == b->btime_s && a->btime_ns == b->btime_ns && a->gen == b->gen;
+}
+
 bool spp_cache_get(const spp_key *k, spp_cached *out) {
     pthread_mutex_lock(&spp_cache_mu);
     spp_slot *s = spp_find(k);
-    if (s) *out = s->val;
+    if (s) {
+        *out = s->val;
+        spp_cached_take(out);
+    }
     pthread_mutex_unlock(&spp_cache_mu);
     return s != NULL;
+}
+
+void spp_cache_drop(const spp_key *k) {
+    spp_cached old = {0};
+    pthread_mutex_lock(&spp_cache_mu);
+    spp_slot *s = spp_find(k);
+    if (s) {
+        old = s->val;
+        memset(s, 0, sizeof *s);
+    }
+    pthread_mutex_unlock(&spp_cache_mu);
+    spp_cached_release(&old);
 }
 
 void spp_cache_put(const spp_key *k, const spp_cached *v) {
@@ -71,10 +173,13 @@ void spp_cache_put(const spp_key *k, const spp_cached *v) {
         if (!s->used || (s->key.dev == k->dev && s->key.ino == k->ino)) dst = s;
     }
     if (!dst) dst = &spp_tab[h]; /* evict the home slot */
+    spp_cached old = dst->used ? dst->val : (spp_cached){0};
     dst->key = *k;
     dst->val = *v;
+    spp_cached_take(v);
     dst->used = 1;
     pthread_mutex_unlock(&spp_cache_mu);
+    spp_cached_release(&old);
 }
 
 /* ------------------------------------------------------------------ trust */

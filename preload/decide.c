@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -26,19 +27,22 @@ static ssize_t spp_src_pread(void *ctx, void *buf, size_t len, uint64_t off) {
 }
 
 #define SPP_HASH_CHUNK 65536u /* bytes per pread while hashing a file for trusted_sha256 */
+#define SPP_JUDGE_TRIES 3      /* judgements of a file whose bytes change under the scan, then fail mode */
 
-/* Is the content behind fd one the policy trusts by SHA-256? Hashed through the
- * real pread (offset untouched); only done when a file would not be allowed. */
-static bool spp_trusted_digest(const spa_policy *pol, int fd, uint64_t size) {
+/* Is the content behind src one the policy trusts by SHA-256? Hashed through
+ * the scan's source, so the fingerprint covers every byte hashed and a file
+ * swapped between the scan and the hash is caught; only done when a file
+ * would not be allowed. */
+static bool spp_trusted_digest(const spa_policy *pol, const spa_src *src) {
     if (!pol || pol->n_trusted_sha256 == 0) return false;
     static SPP_TLS uint8_t *buf;
     if (!buf && !(buf = malloc(SPP_HASH_CHUNK))) return false;
     spa_sha256 h;
     spa_sha256_init(&h);
     uint64_t off = 0;
-    while (off < size) {
-        size_t want = size - off < SPP_HASH_CHUNK ? (size_t)(size - off) : SPP_HASH_CHUNK;
-        ssize_t r = spp_src_pread((void *)(intptr_t)fd, buf, want, off);
+    while (off < src->size) {
+        size_t want = src->size - off < SPP_HASH_CHUNK ? (size_t)(src->size - off) : SPP_HASH_CHUNK;
+        ssize_t r = src->pread(src->ctx, buf, want, off);
         if (r <= 0) return false;
         spa_sha256_update(&h, buf, (size_t)r);
         off += (uint64_t)r;
@@ -47,7 +51,6 @@ static bool spp_trusted_digest(const spa_policy *pol, int fd, uint64_t size) {
     spa_sha256_final(&h, d);
     return spa_policy_trusts_digest(pol, d);
 }
-
 static int spp_block_errno(const spa_policy *p) {
     return (p && p->block_errno > 0) ? p->block_errno : EACCES;
 }
@@ -68,10 +71,30 @@ static void spp_fd_path(int fd, const char *hint, char *out, size_t outsz) {
     snprintf(out, outsz, "%s", hint ? hint : "<fd>");
 }
 
+/* ------------------------------------------------------------------ debug */
+/* SAFEPICKLE_DEBUG_SCANS=PATH (tests only): every full scan appends the
+ * scanned path and a newline to PATH, so tests can count scans. */
+static char spp_debug_scans[SPP_PATH_MAX];
+
+void spp_decide_init(void) {
+    const char *d = getenv("SAFEPICKLE_DEBUG_SCANS");
+    if (d && *d == '/') snprintf(spp_debug_scans, sizeof spp_debug_scans, "%s", d);
+}
+
+static void spp_debug_scan_note(const char *path) {
+    if (!spp_debug_scans[0]) return;
+    int fd = real_open ? real_open(spp_debug_scans, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600) : -1;
+    if (fd < 0) return;
+    char line[SPP_PATH_MAX + 2];
+    int n = snprintf(line, sizeof line, "%s\n", path);
+    if (n > 0 && write(fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) < 0) { /* best effort */ }
+    if (real_close) real_close(fd);
+}
+
 /* Scan and classify the content of fd; fills *out and reports. `report_allow`
  * asks for an audit record even when the content is allowed (first judgement). */
-static void spp_judge_full(int fd, const struct stat *st, const char *hint, int hook, bool report_allow,
-                           bool cached, spp_cached *out) {
+static void spp_judge_once(int fd, const struct stat *st, const char *hint, int hook, bool report_allow,
+                           bool cached, spp_cached *out, spp_fpb *fb) {
     const spa_policy *pol = spp_policy();
     memset(out, 0, sizeof *out);
     out->verdict = SPA_VERDICT_SAFE;
@@ -111,11 +134,17 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
     spa_scan_opts_default(&o);
     o.limits = pol->limits;
     o.name = path;
-    spa_src src = { .pread = spp_src_pread, .ctx = (void *)(intptr_t)fd, .size = (uint64_t)st->st_size, .mem = NULL };
+    /* every byte the analyzer reads is fingerprinted on its way (verify.c) */
+    spa_src src = { .pread = spp_fpb_pread, .ctx = fb, .size = (uint64_t)st->st_size, .mem = NULL };
+    spp_debug_scan_note(path);
     spa_result *r = NULL;
     spa_err err = {0};
     spa_code c = spa_scan_src(&o, &src, &r, &err);
     if (c == SPA_OK && r) c = spa_classify(r, pol);
+    if ((c != SPA_OK || !r) && fb->changed) { /* the bytes changed under the scan: judged again */
+        spa_result_free(r);
+        return;
+    }
     if (c != SPA_OK || !r) {
         char detail[256];
         snprintf(detail, sizeof detail, "internal error (%s: %s at byte %llu); fail mode %s",
@@ -124,7 +153,7 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
         out->verdict = SPA_VERDICT_UNSCANNABLE;
         out->action = (uint8_t)spp_apply_mode(pol, pol->on_error);
         if (pol->mode != SPA_MODE_OFF &&
-            (spa_policy_trusts_path(pol, path) || spp_trusted_digest(pol, fd, (uint64_t)st->st_size))) {
+            (spa_policy_trusts_path(pol, path) || spp_trusted_digest(pol, &src))) {
             out->action = SPA_ACT_ALLOW;
             out->bearing = SPP_BEARING_TRUSTED;
             ev.trusted = true;
@@ -134,7 +163,8 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
         ev.verdict = SPA_VERDICT_UNSCANNABLE;
         ev.action = (spa_action)out->action;
         ev.detail = detail;
-        spp_report(&ev);
+        if (!fb->changed) spp_report(&ev);
+        out->ex = spp_expl_make(&ev);
         spa_result_free(r);
         return;
     }
@@ -152,7 +182,7 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
             out->bearing = SPP_BEARING_TRUSTED;
             ev.trusted = true;
             ev.detail = "allowed: the file's path is trusted by the policy";
-        } else if (spp_trusted_digest(pol, fd, (uint64_t)st->st_size)) {
+        } else if (spp_trusted_digest(pol, &src)) {
             out->action = SPA_ACT_ALLOW;
             out->bearing = SPP_BEARING_TRUSTED;
             ev.trusted = true;
@@ -165,9 +195,14 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
     ev.reasons = r->reasons;
     ev.n_reasons = r->n_reasons;
     ev.format = spa_format_name(r->format);
+    if (fb->changed) { /* the trusted-digest pass saw other bytes: judged again */
+        spa_result_free(r);
+        return;
+    }
     if (out->action != SPA_ACT_ALLOW) {
         spp_report(&ev);
         out->reported = 1;
+        out->ex = spp_expl_make(&ev);
     } else if (report_allow) {
         /* Allowed pickle loads are recorded in an audit FILE only: the default
          * destination is stderr, where a line per benign load would be noise. */
@@ -177,8 +212,92 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
     spa_result_free(r);
 }
 
+/* Allowed pickle-bearing content whose fingerprint could not be kept (out of
+ * memory): its reads could not be checked, so the policy's fail mode decides. */
+static void spp_judge_nofp(int fd, const char *hint, int hook, spp_cached *out) {
+    const spa_policy *pol = spp_policy();
+    char path[SPP_PATH_MAX];
+    spp_fd_path(fd, hint, path, sizeof path);
+    out->verdict = SPA_VERDICT_UNSCANNABLE;
+    out->action = (uint8_t)(pol ? spp_apply_mode(pol, pol->on_error) : SPA_ACT_BLOCK);
+    spp_event ev = { .layer = "file", .call = spp_hook_name(hook), .path = path, .fd = fd,
+                     .verdict = SPA_VERDICT_UNSCANNABLE, .action = (spa_action)out->action,
+                     .detail = "internal error: no memory for the fingerprint of the bytes judged; fail mode applies" };
+    spp_report(&ev);
+    out->reported = 1;
+    spp_expl_unref(out->ex);
+    out->ex = spp_expl_make(&ev);
+}
+
+/* Judge the content of fd, fingerprinting the bytes the judgement relied on
+ * (out->fp for allowed pickle-bearing content). A file whose bytes change
+ * while it is judged is judged again, up to SPP_JUDGE_TRIES times, then the
+ * policy's fail mode applies. */
+static void spp_judge_full(int fd, const struct stat *st, const char *hint, int hook, bool report_allow,
+                           bool cached, spp_cached *out) {
+    for (int t = 0;; t++) {
+        spp_fpb fb;
+        spp_fpb_init(&fb, fd, (uint64_t)st->st_size);
+        spp_judge_once(fd, st, hint, hook, report_allow, cached, out, &fb);
+        if (!fb.changed) {
+            if (out->bearing) {
+                spp_strong_of_fd(fd, &out->strong);
+                if (out->action != SPA_ACT_BLOCK) out->fp = spp_fpb_finish(&fb, st);
+                if (out->action != SPA_ACT_BLOCK && !out->fp) spp_judge_nofp(fd, hint, hook, out);
+            }
+            spp_fpb_free(&fb);
+            return;
+        }
+        spp_fpb_free(&fb);
+        spp_cached_release(out);
+        if (t + 1 >= SPP_JUDGE_TRIES) break;
+    }
+    /* changing all the time: an internal error under the policy's fail mode */
+    const spa_policy *pol = spp_policy();
+    char path[SPP_PATH_MAX];
+    spp_fd_path(fd, hint, path, sizeof path);
+    memset(out, 0, sizeof *out);
+    out->bearing = 1;
+    out->verdict = SPA_VERDICT_UNSCANNABLE;
+    out->action = (uint8_t)(pol ? spp_apply_mode(pol, pol->on_error) : SPA_ACT_BLOCK);
+    spp_event ev = { .layer = "file", .call = spp_hook_name(hook), .path = path, .fd = fd,
+                     .verdict = SPA_VERDICT_UNSCANNABLE, .action = (spa_action)out->action,
+                     .detail = "internal error: the file changed while it was being judged; fail mode applies" };
+    spp_report(&ev);
+    out->reported = 1;
+    out->ex = spp_expl_make(&ev);
+}
+
 int spp_judge_fd(int fd, const char *path, int hook, spp_origin origin) {
     return spp_judge_fd_ent(fd, path, hook, origin, NULL);
+}
+
+/* A cached refusal or warning, reported again from what the judgement said
+ * (no second scan). */
+static void spp_report_cached(int fd, const char *hint, int hook, const spp_cached *c) {
+    char path[SPP_PATH_MAX];
+    spp_fd_path(fd, hint, path, sizeof path);
+    const spp_expl *x = c->ex;
+    spp_event ev = {
+        .layer = "file", .call = spp_hook_name(hook), .path = path, .fd = fd,
+        .verdict = (spa_verdict)c->verdict, .action = (spa_action)c->action, .cached = true,
+        .format = x && x->format < SPA_FMT_COUNT ? spa_format_name((spa_format)x->format) : NULL,
+        .reasons = x ? x->reasons : NULL, .n_reasons = x ? x->n_reasons : 0,
+        .detail = x ? x->detail : NULL, .trusted = x ? x->trusted : false,
+    };
+    spp_report(&ev);
+}
+
+/* A cache hit for pickle-bearing content also needs the rest of the identity
+ * (birth time, inode generation) to match: a reused inode number is a new file. */
+static bool spp_cache_get_fd(int fd, const spp_key *k, spp_cached *c) {
+    if (!spp_cache_get(k, c)) return false;
+    if (!c->bearing) return true;
+    spp_strong s;
+    spp_strong_of_fd(fd, &s);
+    if (spp_strong_eq(&s, &c->strong)) return true;
+    spp_cached_release(c);
+    return false;
 }
 
 int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint64_t *ent) {
@@ -188,8 +307,21 @@ int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint
     uint64_t ident = spp_ident_hash(&st);
     uint64_t seen = spp_fd_get(fd);
     const spa_policy *pol = spp_policy();
+    if (origin == SPP_AT_USE && (seen & (SPP_FD_BEARING | SPP_FD_TRUSTED | SPP_FD_CHANGED))) {
+        /* Judged pickle-bearing on this fd: its reads are checked against the
+         * bytes judged (spp_verify_read), never judged again from offset 0
+         * while the same file stays behind the fd. */
+        spp_fp *fp = spp_fdfp_get(fd, NULL);
+        bool same = fp && fp->dev == (uint64_t)st.st_dev && fp->ino == (uint64_t)st.st_ino;
+        spp_fp_unref(fp);
+        if (same) {
+            if (seen & SPP_FD_CHANGED) return EIO;
+            if (ent) *ent = seen;
+            return 0;
+        }
+    }
     if ((seen & ~SPP_FD_TAGS) == ident) {
-        if (!(seen & SPP_FD_REFUSED)) {                                  /* judged allowed on this fd */
+        if (!(seen & (SPP_FD_REFUSED | SPP_FD_CHANGED))) {              /* judged allowed on this fd */
             if (ent) *ent = seen;
             return 0;
         }
@@ -198,24 +330,149 @@ int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint
 
     spp_key k;
     spp_key_from_stat(&k, &st);
-    spp_cached c;
-    bool hit = spp_cache_get(&k, &c);
+    spp_cached c = {0};
+    bool hit = spp_cache_get_fd(fd, &k, &c);
     if (!hit) {
         spp_judge_full(fd, &st, path, hook, true, false, &c);
         spp_cache_put(&k, &c);
     } else if (c.action == SPA_ACT_BLOCK || (c.action == SPA_ACT_WARN && spp_cache_mark_reported(&k))) {
         /* Explain again: a refusal is reported at every refused open. */
-        spp_cached again;
-        spp_judge_full(fd, &st, path, hook, false, true, &again);
-        if (again.action != c.action) spp_cache_put(&k, &again);
-        c = again;
+        spp_report_cached(fd, path, hook, &c);
     }
     if (c.action == SPA_ACT_BLOCK) {
+        spp_cached_release(&c);
         spp_fd_set(fd, ident | SPP_FD_REFUSED);
+        spp_fdfp_set(fd, NULL);
         return spp_block_errno(pol);
     }
     uint64_t e = ident | (c.bearing == SPP_BEARING_TRUSTED ? SPP_FD_TRUSTED : c.bearing ? SPP_FD_BEARING : 0);
+    spp_fdfp_set(fd, c.fp);
     spp_fd_set(fd, e);
+    spp_cached_release(&c);
     if (ent) *ent = e;
     return 0;
+}
+
+/* ------------------------------------------------------------------ verification */
+/* Check what a read returned against the fingerprint of the fd's judgement.
+ * seg[i].iov_base NULL: those bytes are read from the file now (a mapping). */
+static int spp_check_segs(const spp_fp *fp, int fd, const struct iovec *seg, int cnt, size_t got, uint64_t off,
+                          bool *touched, uint64_t *bad) {
+    for (int i = 0; i < cnt && got > 0; i++) {
+        size_t n = seg[i].iov_len < got ? seg[i].iov_len : got;
+        if (spp_fp_check(fp, fd, seg[i].iov_base, n, off, touched, bad)) return 1;
+        off += n;
+        got -= n;
+    }
+    return 0;
+}
+
+static void spp_scrub(const struct iovec *seg, int cnt, size_t got) {
+    for (int i = 0; i < cnt && got > 0; i++) {
+        size_t n = seg[i].iov_len < got ? seg[i].iov_len : got;
+        if (seg[i].iov_base) memset(seg[i].iov_base, 0, n);
+        got -= n;
+    }
+}
+
+/* The fingerprint for fd: from the fd table, else (an fd past the table) from
+ * the cache entry of the file's identity. NULL: none kept. */
+static spp_fp *spp_fp_for(int fd, bool *delivered) {
+    *delivered = false;
+    spp_fp *fp = spp_fdfp_get(fd, delivered);
+    if (fp || fd < SPP_FD_MAX) return fp;
+    struct stat st;
+    spp_key k;
+    spp_cached c = {0};
+    *delivered = true; /* not tracked: never judged again on a mismatch */
+    if (fstat(fd, &st) != 0) return NULL;
+    spp_key_from_stat(&k, &st);
+    if (!spp_cache_get(&k, &c)) return NULL;
+    fp = c.fp;
+    c.fp = NULL;
+    spp_cached_release(&c);
+    return fp;
+}
+
+static int spp_verify(int fd, int hook, const struct iovec *seg, int cnt, size_t got, int64_t off) {
+    bool deliv = false, touched = false;
+    uint64_t bad = 0;
+    const char *why = "differ from the bytes judged";
+    spp_fp *fp = spp_fp_for(fd, &deliv);
+    if (!fp) {
+        if (fd < SPP_FD_MAX) return 0; /* allowed without one: reported under the fail mode at judgement */
+        why = "cannot be checked (the fingerprint of this fd's file is no longer kept)";
+        goto mismatch;
+    }
+    if (off < 0) {
+        off_t cur = lseek(fd, 0, SEEK_CUR);
+        if (cur < 0 || (uint64_t)cur < got) { why = "cannot be placed (no file offset)"; goto mismatch; }
+        off = (int64_t)((uint64_t)cur - got);
+    }
+    if (!spp_check_segs(fp, fd, seg, cnt, got, (uint64_t)off, &touched, &bad)) {
+        if (touched && !deliv) spp_fdfp_delivered(fd, fp);
+        spp_fp_unref(fp);
+        return 0;
+    }
+    if (!deliv) {
+        /* No judged byte has reached the loader through this fd yet: the file
+         * changed between the judgement and its first use (a cached verdict
+         * for a same-identity rewrite). Judge what is there now, from scratch,
+         * and check the read against that judgement. */
+        struct stat st;
+        spp_key k;
+        spp_fp_unref(fp);
+        fp = NULL;
+        if (fstat(fd, &st) == 0) {
+            spp_key_from_stat(&k, &st);
+            spp_cache_drop(&k);
+        }
+        spp_fd_set(fd, 0);
+        spp_fdfp_set(fd, NULL);
+        uint64_t ent = 0;
+        int e = spp_judge_fd_ent(fd, NULL, hook, SPP_AT_USE, &ent);
+        if (e) { spp_scrub(seg, cnt, got); return e; }
+        fp = spp_fdfp_get(fd, NULL);
+        touched = false;
+        if (!fp || !spp_check_segs(fp, fd, seg, cnt, got, (uint64_t)off, &touched, &bad)) {
+            if (fp && touched) spp_fdfp_delivered(fd, fp);
+            spp_fp_unref(fp);
+            return 0;
+        }
+    }
+mismatch:
+    spp_fp_unref(fp);
+    const spa_policy *pol = spp_policy();
+    spa_action act = pol ? spp_apply_mode(pol, SPA_ACT_BLOCK) : SPA_ACT_BLOCK;
+    char path[SPP_PATH_MAX], detail[256];
+    spp_fd_path(fd, NULL, path, sizeof path);
+    snprintf(detail, sizeof detail, "the file changed after it was judged: bytes at offset %llu %s",
+             (unsigned long long)bad, why);
+    spp_event ev = { .layer = "file", .call = spp_hook_name(hook), .path = path, .fd = fd,
+                     .verdict = SPA_VERDICT_UNSCANNABLE, .action = act, .detail = detail };
+    spp_report(&ev);
+    if (act != SPA_ACT_BLOCK) {        /* audit mode: said once, then no more checks on this fd */
+        spp_fdfp_set(fd, NULL);
+        return 0;
+    }
+    spp_fd_set(fd, (spp_fd_get(fd) & ~SPP_FD_TAGS) | SPP_FD_CHANGED);
+    spp_scrub(seg, cnt, got);
+    return EIO;
+}
+
+int spp_verify_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off) {
+    return got ? spp_verify(fd, hook, iov, cnt, got, off) : 0;
+}
+
+/* A mapping is checked once, when it is made, by reading the judged blocks it
+ * covers from the file: later changes through the page cache are not seen
+ * (preload/README.md, Limits). */
+int spp_verify_map(int fd, int hook, uint64_t off, size_t len) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) return 0;
+    uint64_t size = (uint64_t)st.st_size;
+    if (off >= size) return 0;
+    size_t n = size - off < len ? (size_t)(size - off) : len;
+    struct iovec seg = { NULL, n };
+    return spp_verify(fd, hook, &seg, 1, n, (int64_t)off);
 }

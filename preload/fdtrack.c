@@ -1,5 +1,6 @@
 /* fdtrack.c - the fd table: for each fd, the identity of the content last
- * judged on it (a hash of dev, ino, size, mtime, ctime, with tags), copied by the
+ * judged on it (a hash of dev, ino, size, mtime, ctime, with tags) and its
+ * fingerprint (verify.c), copied by the
  * dup family and fcntl(F_DUPFD*), cleared by close. Lock-free (one atomic word
  * per fd). It is a hint: every use compares the fd's current identity, so a
  * stale entry (an fd closed behind our back, a file rewritten in place) only
@@ -38,16 +39,22 @@ uint64_t spp_fd_get(int fd) {
     return 0;
 }
 
-void spp_fd_forget(int fd) { spp_fd_set(fd, 0); }
+/* The fingerprint table (verify.c) follows the fd table. */
+void spp_fd_forget(int fd) {
+    spp_fd_set(fd, 0);
+    spp_fdfp_set(fd, NULL);
+}
 
 void spp_fd_forget_range(unsigned lo, unsigned hi) {
     if (lo >= (unsigned)SPP_FD_MAX) return;
     if (hi >= (unsigned)SPP_FD_MAX) hi = SPP_FD_MAX - 1;
     for (unsigned i = lo; i <= hi; i++) spp_fd_set((int)i, 0);
+    spp_fdfp_forget_range(lo, hi);
 }
 
 void spp_fd_dup(int oldfd, int newfd) {
     spp_fd_set(newfd, spp_fd_get(oldfd));
+    spp_fdfp_dup(oldfd, newfd);
 }
 
 /* ------------------------------------------------------------------ feed */

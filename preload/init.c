@@ -103,9 +103,9 @@ void spp_write_stderr(const char *s, size_t n) {
     errno = saved;
 }
 
-static void spp_atfork_prepare(void) { spp_cache_atfork_prepare(); }
-static void spp_atfork_parent(void) { spp_cache_atfork_parent(); }
-static void spp_atfork_child(void) { spp_cache_atfork_child(); }
+static void spp_atfork_prepare(void) { spp_cache_atfork_prepare(); spp_fp_atfork_prepare(); }
+static void spp_atfork_parent(void) { spp_fp_atfork_parent(); spp_cache_atfork_parent(); }
+static void spp_atfork_child(void) { spp_fp_atfork_child(); spp_cache_atfork_child(); }
 
 /* ------------------------------------------------------------------ init */
 
@@ -113,6 +113,7 @@ static void spp_do_init(void) {
     for (int i = 0; i < SPP_H_COUNT; i++) spp_resolve_one(i);
     spp_cache_init();
     spp_state_init(); /* exe, argv, policy, targeting (state.c) */
+    spp_decide_init();
     spp_audit_init();
     pthread_atfork(spp_atfork_prepare, spp_atfork_parent, spp_atfork_child);
     const spa_policy *pol = spp_policy();

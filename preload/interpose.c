@@ -137,16 +137,58 @@ static int spp_use(int fd, int hook, uint64_t *ent) {
         return f args; \
     }
 
-#define SPP_WRAP_FDREAD(ret, name, params, args) \
+/* After a read-family call returned `got` bytes from a judged pickle-bearing
+ * fd: check them against the bytes judged (spp_verify_read); 0 or an errno. */
+static int spp_after_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off) {
+    int saved = errno;
+    spp_depth++;
+    int e = spp_verify_read(fd, hook, iov, cnt, got, off);
+    spp_depth--;
+    errno = saved;
+    return e;
+}
+
+#define SPP_VERIFIED(fd, ent) (((ent) & (SPP_FD_TRUSTED | SPP_FD_BEARING)) != 0)
+
+/* SEGS/CNT: where the bytes went; OFF: their file offset (-1: the fd's offset). */
+#define SPP_WRAP_FDREAD_BODY(ret, name, params, args, SEGS, CNT, OFF) \
     SPP_EXPORT ret name params { \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return -1; } \
         uint64_t ent_ = 0; \
         if (spp_enter()) { int e_ = spp_use(fd, SPP_H_##name, &ent_); if (e_) { errno = e_; return -1; } } \
         ret r_ = f args; \
+        if (r_ > 0 && SPP_VERIFIED(fd, ent_)) { \
+            int v_ = spp_after_read(fd, SPP_H_##name, SEGS, CNT, (size_t)r_, OFF); \
+            if (v_) { errno = v_; return -1; } \
+        } \
         SPP_FEED(fd, ent_, r_ > 0); \
         return r_; \
     }
+#define SPP_WRAP_FDREAD(ret, name, params, args) \
+    SPP_WRAP_FDREAD_BODY(ret, name, params, args, (&(struct iovec){ buf, n }), 1, -1)
+#define SPP_WRAP_FDPREAD(ret, name, params, args) \
+    SPP_WRAP_FDREAD_BODY(ret, name, params, args, (&(struct iovec){ buf, n }), 1, (int64_t)off)
+#define SPP_WRAP_FDREADV(ret, name, params, args) \
+    SPP_WRAP_FDREAD_BODY(ret, name, params, args, iov, cnt, -1)
+/* preadv2 with offset -1 reads at (and moves) the fd's offset */
+#define SPP_WRAP_FDPREADV(ret, name, params, args) \
+    SPP_WRAP_FDREAD_BODY(ret, name, params, args, iov, cnt, (off < 0 ? -1 : (int64_t)off))
+
+/* stdio: the bytes come out of the FILE's buffer, filled by glibc's internal
+ * read (no hook sees it): they are checked here, placed by ftello after the
+ * call. A mismatch returns 0 items with errno EIO. */
+static size_t spp_after_fread(FILE *fp, int fd, int hook, void *ptr, size_t bytes) {
+    int saved = errno;
+    spp_depth++;
+    off_t pos = ftello(fp);
+    struct iovec seg = { ptr, bytes };
+    int e = pos < 0 || (uint64_t)pos < bytes ? spp_verify_read(fd, hook, &seg, 1, bytes, -1)
+                                            : spp_verify_read(fd, hook, &seg, 1, bytes, (int64_t)pos - (int64_t)bytes);
+    spp_depth--;
+    errno = e ? e : saved;
+    return e ? 0 : 1;
+}
 
 #define SPP_WRAP_FREAD(ret, name, params, args) \
     SPP_EXPORT ret name params { \
@@ -157,6 +199,7 @@ static int spp_use(int fd, int hook, uint64_t *ent) {
             fd_ = fileno(fp); \
             int e_ = spp_use(fd_, SPP_H_##name, &ent_); if (e_) { errno = e_; return 0; } } \
         ret r_ = f args; \
+        if (r_ > 0 && SPP_VERIFIED(fd_, ent_) && !spp_after_fread(fp, fd_, SPP_H_##name, ptr, r_ * size)) return 0; \
         SPP_FEED(fd_, ent_, r_ > 0); \
         return r_; \
     }
@@ -169,6 +212,12 @@ static int spp_use(int fd, int hook, uint64_t *ent) {
         if (fd >= 0 && !(mflags & MAP_ANONYMOUS) && spp_enter()) { \
             int e_ = spp_use(fd, SPP_H_##name, &ent_); if (e_) { errno = e_; return MAP_FAILED; } } \
         ret r_ = f args; \
+        if (r_ != MAP_FAILED && SPP_VERIFIED(fd, ent_)) { \
+            int saved_ = errno; spp_depth++; \
+            int v_ = spp_verify_map(fd, SPP_H_##name, (uint64_t)off, len); \
+            spp_depth--; \
+            if (v_) { munmap(r_, len); errno = v_; return MAP_FAILED; } \
+            errno = saved_; } \
         SPP_FEED(fd, ent_, r_ != MAP_FAILED); \
         return r_; \
     }

@@ -97,7 +97,8 @@ uint64_t spp_ident_hash(const struct stat *st);
 #define SPP_FD_REFUSED 1ull  /* refused on this fd, refusal reported */
 #define SPP_FD_TRUSTED 2ull  /* pickle-bearing, allowed and trusted by the policy (sha256 or path) */
 #define SPP_FD_BEARING 4ull  /* pickle-bearing, allowed, NOT trusted */
-#define SPP_FD_TAGS    7ull
+#define SPP_FD_CHANGED 8ull  /* its bytes differed from the bytes judged: every read fails (verify.c) */
+#define SPP_FD_TAGS    15ull
 void spp_fd_set(int fd, uint64_t ident);     /* ident 0 forgets */
 uint64_t spp_fd_get(int fd);
 void spp_fd_forget(int fd);
@@ -124,24 +125,114 @@ bool spp_feed_take(void);
 /* The same test without consuming it (layer 2 with runtime_behaviour off). */
 bool spp_feed_peek(void);
 
+/* ------------------------------------------------------------------ verification */
+/* The fingerprint of a judgement (verify.c): a keyed 128-bit hash of every
+ * 4 KiB block the analyzer read, as runs of consecutive blocks. Immutable once
+ * built; shared by reference (the cache, the fd table). */
+#define SPP_FP_BLOCK 4096u
+typedef struct spp_h128 { uint64_t lo, hi; } spp_h128;
+typedef struct spp_fp_run { uint64_t first; uint32_t n, hix; } spp_fp_run;
+typedef struct spp_fp {
+    int refs;
+    uint64_t dev, ino, size;    /* the file and its size when judged */
+    uint32_t n_runs, n_blocks;
+    spp_fp_run *runs;           /* sorted, disjoint */
+    spp_h128 *h;                /* n_blocks hashes, in run order */
+} spp_fp;
+/* A fingerprint under construction: the analyzer's pread (spp_fpb_pread, ctx
+ * = the builder) records each block it reads. */
+typedef struct spp_fpb_ent { uint64_t blk; spp_h128 h; } spp_fpb_ent;
+typedef struct spp_fpb {
+    int fd;
+    uint64_t size, bytes;       /* file size judged; bytes the analyzer read */
+    spp_fpb_ent *e;
+    size_t n, cap;
+    bool changed, oom;          /* a block read twice differed; out of memory */
+} spp_fpb;
+void spp_fp_seed(const uint8_t seed[32]);   /* before the first hash: shared key (pcache.c) */
+spp_h128 spp_fp_hash(const uint8_t *p, size_t n);
+void spp_fpb_init(spp_fpb *b, int fd, uint64_t size);
+ssize_t spp_fpb_pread(void *ctx, void *buf, size_t len, uint64_t off);
+spp_fp *spp_fpb_finish(spp_fpb *b, const struct stat *st);  /* NULL if changed or OOM */
+void spp_fpb_free(spp_fpb *b);
+spp_fp *spp_fp_make(uint64_t dev, uint64_t ino, uint64_t size, const spp_fp_run *runs, uint32_t n_runs,
+                    const spp_h128 *h, uint32_t n_blocks);
+void spp_fp_ref(spp_fp *fp);
+void spp_fp_unref(spp_fp *fp);
+/* Check bytes [buf, buf+n) read at file offset off (buf NULL: read them now).
+ * Returns 0, or 1 on a mismatch (*bad_off: where). *touched is set when a
+ * fingerprinted block was involved. */
+int spp_fp_check(const spp_fp *fp, int fd, const void *buf, size_t n, uint64_t off, bool *touched,
+                 uint64_t *bad_off);
+/* The per-fd fingerprint table (a reference per entry). */
+void spp_fdfp_set(int fd, spp_fp *fp);                 /* NULL forgets */
+spp_fp *spp_fdfp_get(int fd, bool *delivered);         /* a new reference, or NULL */
+void spp_fdfp_delivered(int fd, const spp_fp *fp);     /* judged bytes reached the loader */
+void spp_fdfp_dup(int oldfd, int newfd);
+void spp_fdfp_forget_range(unsigned lo, unsigned hi);
+void spp_fp_atfork_prepare(void);
+void spp_fp_atfork_parent(void);
+void spp_fp_atfork_child(void);
+/* After a read-family call on a judged fd returned `got` bytes into iov (off:
+ * the file offset of the first byte, -1: the fd's offset now minus got).
+ * Returns 0, or the errno the call must fail with (bytes scrubbed). */
+int spp_verify_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off);
+/* After a file mapping of a judged fd: check the judged blocks it covers. */
+int spp_verify_map(int fd, int hook, uint64_t off, size_t len);
+
 /* ------------------------------------------------------------------ cache */
 typedef struct spp_key {
     uint64_t dev, ino, size;
     int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
 } spp_key;
 
+/* What a refusal or warning said, kept so that a cached verdict is reported
+ * again without scanning again (cache.c). Immutable, shared by reference. */
+typedef struct spp_expl {
+    int refs;
+    uint8_t format;         /* spa_format */
+    bool trusted;
+    const char *detail;     /* may be NULL */
+    size_t n_reasons;
+    spa_reason *reasons;    /* strings in the same allocation */
+} spp_expl;
+struct spp_event;
+spp_expl *spp_expl_make(const struct spp_event *ev);
+void spp_expl_ref(spp_expl *e);
+void spp_expl_unref(spp_expl *e);
+
+/* Identity beyond stat: birth time (statx) and the inode generation
+ * (FS_IOC_GETVERSION), which tell a new file from a reused inode number. Only
+ * fetched for pickle-bearing entries. */
+typedef struct spp_strong {
+    int64_t btime_s;
+    uint32_t btime_ns;
+    uint32_t gen;
+    uint8_t have;           /* bit 0: btime, bit 1: gen */
+} spp_strong;
+void spp_strong_of_fd(int fd, spp_strong *s);
+bool spp_strong_eq(const spp_strong *a, const spp_strong *b);
+
 typedef struct spp_cached {
     uint8_t verdict;     /* spa_verdict */
     uint8_t action;      /* spa_action */
     uint8_t bearing;     /* pickle-bearing content: 0 no, 1 yes, SPP_BEARING_TRUSTED yes and trusted */
     uint8_t reported;    /* a warning was already written for this identity */
+    spp_strong strong;   /* pickle-bearing entries: the rest of the identity */
+    spp_fp *fp;          /* allowed pickle-bearing content: the bytes judged (a reference) */
+    spp_expl *ex;        /* refused or warned: what to report again (a reference) */
 } spp_cached;
+/* Drop the references a spp_cached holds (from spp_cache_get). */
+void spp_cached_release(spp_cached *c);
 
 #define SPP_BEARING_TRUSTED 2 /* the policy trusts it (trusted.sha256 or trusted.paths) */
 
 void spp_key_from_stat(spp_key *k, const struct stat *st);
+/* get: *out holds new references (spp_cached_release); put: takes its own. */
 bool spp_cache_get(const spp_key *k, spp_cached *out);
 void spp_cache_put(const spp_key *k, const spp_cached *v);
+/* Forget a file's entry (its bytes were found changed). */
+void spp_cache_drop(const spp_key *k);
 /* Mark an entry reported; returns true if it was not reported before. */
 bool spp_cache_mark_reported(const spp_key *k);
 void spp_cache_init(void);
@@ -168,6 +259,8 @@ int spp_judge_fd(int fd, const char *path, int hook, spp_origin origin);
 /* The same; *ent (may be NULL) receives the fd table entry of an allowed fd
  * (identity and SPP_FD_* tags), 0 when nothing was judged. */
 int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint64_t *ent);
+/* Environment read once at init (SAFEPICKLE_DEBUG_SCANS). */
+void spp_decide_init(void);
 
 /* ------------------------------------------------------------------ reporting */
 /* One event for the stderr line and the audit log; both layers use it. */

@@ -4,6 +4,9 @@
  * of the lock, and the dup/close bookkeeping of the fd table. */
 #include "../../preload/cache.c"
 #include "../../preload/fdtrack.c"
+#include "../../preload/verify.c"
+
+spp_real_pread64_t real_pread64; /* NULL: verify.c reads with the raw syscall */
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,7 +29,7 @@ static void test_hit_and_miss_on_change(void) {
     struct stat st = tpc_stat(1, 100, 4096, 1000, 5, 1000);
     spp_key k;
     spp_key_from_stat(&k, &st);
-    spp_cached v = { SPA_VERDICT_MALICIOUS, SPA_ACT_BLOCK, 1, 0 }, out = { 0, 0, 0, 0 };
+    spp_cached v = { .verdict = SPA_VERDICT_MALICIOUS, .action = SPA_ACT_BLOCK, .bearing = 1, .reported = 0 }, out = { .verdict = 0, .action = 0, .bearing = 0, .reported = 0 };
     T_CHECK(!spp_cache_get(&k, &out));
     spp_cache_put(&k, &v);
     T_CHECK(spp_cache_get(&k, &out));
@@ -48,7 +51,7 @@ static void test_new_version_replaces_old(void) {
     spp_key ka, kb;
     spp_key_from_stat(&ka, &a);
     spp_key_from_stat(&kb, &b);
-    spp_cached safe = { SPA_VERDICT_SAFE, SPA_ACT_ALLOW, 1, 0 }, bad = { SPA_VERDICT_MALICIOUS, SPA_ACT_BLOCK, 1, 0 }, out = { 0, 0, 0, 0 };
+    spp_cached safe = { .verdict = SPA_VERDICT_SAFE, .action = SPA_ACT_ALLOW, .bearing = 1, .reported = 0 }, bad = { .verdict = SPA_VERDICT_MALICIOUS, .action = SPA_ACT_BLOCK, .bearing = 1, .reported = 0 }, out = { .verdict = 0, .action = 0, .bearing = 0, .reported = 0 };
     spp_cache_put(&ka, &safe);
     spp_cache_put(&kb, &bad);
     T_CHECK(!spp_cache_get(&ka, &out)); /* the rewritten file's old verdict is gone */
@@ -57,7 +60,7 @@ static void test_new_version_replaces_old(void) {
 
 static void test_eviction_bounded(void) {
     /* far more files than slots: the table stays bounded and recent entries hit */
-    spp_cached v = { SPA_VERDICT_SAFE, SPA_ACT_ALLOW, 0, 0 }, out = { 0, 0, 0, 0 };
+    spp_cached v = { .verdict = SPA_VERDICT_SAFE, .action = SPA_ACT_ALLOW, .bearing = 0, .reported = 0 }, out = { .verdict = 0, .action = 0, .bearing = 0, .reported = 0 };
     for (uint64_t i = 0; i < 4 * SPP_CACHE_SLOTS; i++) {
         struct stat st = tpc_stat(9, 1000 + i, 1, 1, 0, 1);
         spp_key k;
@@ -74,7 +77,7 @@ static void test_reported_once(void) {
     struct stat st = tpc_stat(4, 4, 4, 4, 4, 4);
     spp_key k;
     spp_key_from_stat(&k, &st);
-    spp_cached v = { SPA_VERDICT_SUSPICIOUS, SPA_ACT_WARN, 1, 0 };
+    spp_cached v = { .verdict = SPA_VERDICT_SUSPICIOUS, .action = SPA_ACT_WARN, .bearing = 1, .reported = 0 };
     spp_cache_put(&k, &v);
     T_CHECK(spp_cache_mark_reported(&k));
     T_CHECK(!spp_cache_mark_reported(&k));
@@ -89,7 +92,7 @@ static void test_fork_with_lock_held(void) {
         struct stat st = tpc_stat(5, 5, 5, 5, 5, 5);
         spp_key k;
         spp_key_from_stat(&k, &st);
-        spp_cached v = { 0, 0, 0, 0 }, out = { 0, 0, 0, 0 };
+        spp_cached v = { .verdict = 0, .action = 0, .bearing = 0, .reported = 0 }, out = { .verdict = 0, .action = 0, .bearing = 0, .reported = 0 };
         spp_cache_put(&k, &v);
         _exit(spp_cache_get(&k, &out) ? 0 : 1);
     }

@@ -1,0 +1,350 @@
+/* verify.c - the bytes the loader reads are the bytes that were judged. While
+ * the analyzer scans a file, every byte it consumes passes through its source's
+ * pread (spa_src.pread is the analyzer's one reader): that callback records a
+ * keyed hash of each 4 KiB block it touched (the fingerprint). Every later read
+ * of a judged fd that returns bytes from a fingerprinted block is checked
+ * against it before the loader gets the bytes (decide.c: spp_verify_read).
+ * The per-fd fingerprint table lives here too. */
+#include "spp.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "verdict.h" /* spa_sha256_* */
+
+/* ------------------------------------------------------------------ the keyed hash */
+/* NH (Black et al., UMAC): sum over 16-byte steps of (m0 + k0) * (m1 + k1) as a
+ * 128-bit value, with 64-bit words added to a secret key modulo 2^64. For two
+ * different blocks of the same length the chance of equal hashes is at most
+ * 2^-64 over the key, which the attacker who writes the file never sees: it
+ * is random per process, or derived from the per-user cache secret when
+ * fingerprints are shared through the persistent cache (pcache.c). */
+#define SPP_FP_KEYW (SPP_FP_BLOCK / 8 + 4)
+static uint64_t spp_nh_key[SPP_FP_KEYW];
+static pthread_once_t spp_nh_once = PTHREAD_ONCE_INIT;
+static uint8_t spp_nh_seed[32];
+static bool spp_nh_seeded;
+
+void spp_fp_seed(const uint8_t seed[32]) {
+    memcpy(spp_nh_seed, seed, 32);
+    spp_nh_seeded = true;
+}
+
+static void spp_nh_init(void) {
+    if (!spp_nh_seeded) {
+        size_t got = 0;
+        while (got < sizeof spp_nh_seed) {
+            ssize_t r = (ssize_t)syscall(SYS_getrandom, spp_nh_seed + got, sizeof spp_nh_seed - got, 0);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+        /* no entropy at all: the address layout is still secret to a file's writer */
+        if (got < sizeof spp_nh_seed) {
+            uint64_t v[2] = { (uint64_t)(uintptr_t)&got, (uint64_t)getpid() };
+            memcpy(spp_nh_seed, v, sizeof v);
+        }
+    }
+    for (uint32_t c = 0; c * 4 < SPP_FP_KEYW; c++) {
+        spa_sha256 h;
+        uint8_t d[32];
+        spa_sha256_init(&h);
+        spa_sha256_update(&h, spp_nh_seed, sizeof spp_nh_seed);
+        spa_sha256_update(&h, &c, sizeof c);
+        spa_sha256_final(&h, d);
+        for (uint32_t i = 0; i < 4 && c * 4 + i < SPP_FP_KEYW; i++) memcpy(&spp_nh_key[c * 4 + i], d + 8 * i, 8);
+    }
+}
+
+static inline uint64_t spp_ld64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+spp_h128 spp_fp_hash(const uint8_t *p, size_t n) {
+    pthread_once(&spp_nh_once, spp_nh_init);
+    if (n > SPP_FP_BLOCK) n = SPP_FP_BLOCK;
+    const uint64_t *k = spp_nh_key;
+    unsigned __int128 acc = 0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16, k += 2)
+        acc += (unsigned __int128)(spp_ld64(p + i) + k[0]) * (spp_ld64(p + i + 8) + k[1]);
+    if (i < n) {
+        uint8_t t[16] = {0};
+        memcpy(t, p + i, n - i);
+        acc += (unsigned __int128)(spp_ld64(t) + k[0]) * (spp_ld64(t + 8) + k[1]);
+    }
+    acc += (unsigned __int128)((uint64_t)n + spp_nh_key[SPP_FP_KEYW - 2]) * spp_nh_key[SPP_FP_KEYW - 1];
+    spp_h128 h = { (uint64_t)acc, (uint64_t)(acc >> 64) };
+    return h;
+}
+
+static inline bool spp_h_eq(spp_h128 a, spp_h128 b) { return a.lo == b.lo && a.hi == b.hi; }
+
+/* ------------------------------------------------------------------ real pread */
+static ssize_t spp_raw_pread(int fd, void *buf, size_t len, uint64_t off) {
+    for (;;) {
+        ssize_t r = real_pread64 ? real_pread64(fd, buf, len, (off64_t)off)
+                                 : (ssize_t)syscall(SYS_pread64, fd, buf, len, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        return r;
+    }
+}
+
+/* Fill dst[0, n) from the file at off; false if the file has fewer bytes now. */
+static bool spp_pread_all(int fd, uint8_t *dst, size_t n, uint64_t off) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = spp_raw_pread(fd, dst + got, n - got, off + got);
+        if (r <= 0) return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+/* A 4 KiB scratch block per thread (not on the hook's stack). */
+static uint8_t *spp_scratch(void) {
+    static SPP_TLS uint8_t *blk;
+    if (!blk) blk = malloc(SPP_FP_BLOCK);
+    return blk;
+}
+
+/* The hash of block b of the file as seen through [p, p+n) at off, the bytes
+ * of the block outside that span read now with the real pread (p may be NULL:
+ * everything is read). blen is the block's length at judgement. Returns false
+ * when the block cannot be read whole (the file is shorter now, or no memory). */
+static bool spp_block_hash(int fd, const uint8_t *p, size_t n, uint64_t off, uint64_t b, size_t blen,
+                           spp_h128 *out) {
+    uint64_t bs = b * SPP_FP_BLOCK, be = bs + blen;
+    if (p && bs >= off && be <= off + n) { *out = spp_fp_hash(p + (bs - off), blen); return true; }
+    uint8_t *t = spp_scratch();
+    if (!t) return false;
+    uint64_t lo = p && off > bs ? off : bs, hi = p && off + n < be ? off + n : be; /* from p */
+    if (!p || lo >= hi) {
+        if (!spp_pread_all(fd, t, blen, bs)) return false;
+    } else {
+        if (lo > bs && !spp_pread_all(fd, t, (size_t)(lo - bs), bs)) return false;
+        memcpy(t + (lo - bs), p + (lo - off), (size_t)(hi - lo));
+        if (hi < be && !spp_pread_all(fd, t + (hi - bs), (size_t)(be - hi), hi)) return false;
+    }
+    *out = spp_fp_hash(t, blen);
+    return true;
+}
+
+/* ------------------------------------------------------------------ building */
+void spp_fpb_init(spp_fpb *b, int fd, uint64_t size) {
+    memset(b, 0, sizeof *b);
+    b->fd = fd;
+    b->size = size;
+}
+
+void spp_fpb_free(spp_fpb *b) {
+    free(b->e);
+    b->e = NULL;
+    b->n = b->cap = 0;
+}
+
+/* Record (or check again) block blk's hash; false when it was recorded before
+ * with other bytes: the file changed under the scan. */
+static bool spp_fpb_put(spp_fpb *b, uint64_t blk, spp_h128 h) {
+    size_t lo = 0, hi = b->n;
+    if (b->n && b->e[b->n - 1].blk < blk) lo = b->n; /* the common case: appending */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (b->e[mid].blk < blk) lo = mid + 1; else hi = mid;
+    }
+    if (lo < b->n && b->e[lo].blk == blk) return spp_h_eq(b->e[lo].h, h);
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        spp_fpb_ent *e = realloc(b->e, cap * sizeof *e);
+        if (!e) { b->oom = true; return true; }
+        b->e = e;
+        b->cap = cap;
+    }
+    memmove(b->e + lo + 1, b->e + lo, (b->n - lo) * sizeof *b->e);
+    b->e[lo].blk = blk;
+    b->e[lo].h = h;
+    b->n++;
+    return true;
+}
+
+/* The analyzer's pread: the real pread, then every block the bytes fall in is
+ * hashed (edges completed by reading the rest of the block). A block read
+ * twice with different bytes fails the read: the scan stops and the file is
+ * judged again (decide.c), never on a mix of two versions. */
+ssize_t spp_fpb_pread(void *ctx, void *buf, size_t len, uint64_t off) {
+    spp_fpb *b = ctx;
+    if (off >= b->size) return 0;
+    if (len > b->size - off) len = (size_t)(b->size - off);
+    ssize_t r = spp_raw_pread(b->fd, buf, len, off);
+    if (r <= 0) return r;
+    b->bytes += (uint64_t)r;
+    uint64_t end = off + (uint64_t)r;
+    for (uint64_t blk = off / SPP_FP_BLOCK; blk * SPP_FP_BLOCK < end; blk++) {
+        uint64_t bs = blk * SPP_FP_BLOCK;
+        size_t blen = b->size - bs < SPP_FP_BLOCK ? (size_t)(b->size - bs) : SPP_FP_BLOCK;
+        spp_h128 h;
+        if (!spp_block_hash(b->fd, buf, (size_t)r, off, blk, blen, &h) || !spp_fpb_put(b, blk, h)) {
+            b->changed = true;
+            errno = EIO;
+            return -1;
+        }
+    }
+    return r;
+}
+
+spp_fp *spp_fpb_finish(spp_fpb *b, const struct stat *st) {
+    if (b->oom || b->changed) return NULL;
+    size_t runs = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (i == 0 || b->e[i].blk != b->e[i - 1].blk + 1) runs++;
+    spp_fp *fp = calloc(1, sizeof *fp + runs * sizeof(spp_fp_run) + b->n * sizeof(spp_h128));
+    if (!fp) return NULL;
+    fp->refs = 1;
+    fp->dev = (uint64_t)st->st_dev;
+    fp->ino = (uint64_t)st->st_ino;
+    fp->size = b->size;
+    fp->n_runs = (uint32_t)runs;
+    fp->n_blocks = (uint32_t)b->n;
+    fp->runs = (spp_fp_run *)(fp + 1);
+    fp->h = (spp_h128 *)(fp->runs + runs);
+    size_t r = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if (i == 0 || b->e[i].blk != b->e[i - 1].blk + 1) {
+            fp->runs[r].first = b->e[i].blk;
+            fp->runs[r].n = 0;
+            fp->runs[r].hix = (uint32_t)i;
+            r++;
+        }
+        fp->runs[r - 1].n++;
+        fp->h[i] = b->e[i].h;
+    }
+    return fp;
+}
+
+/* Build a fingerprint from serialised parts (pcache.c); takes no ownership. */
+spp_fp *spp_fp_make(uint64_t dev, uint64_t ino, uint64_t size, const spp_fp_run *runs, uint32_t n_runs,
+                    const spp_h128 *h, uint32_t n_blocks) {
+    spp_fp *fp = calloc(1, sizeof *fp + n_runs * sizeof(spp_fp_run) + n_blocks * sizeof(spp_h128));
+    if (!fp) return NULL;
+    fp->refs = 1;
+    fp->dev = dev;
+    fp->ino = ino;
+    fp->size = size;
+    fp->n_runs = n_runs;
+    fp->n_blocks = n_blocks;
+    fp->runs = (spp_fp_run *)(fp + 1);
+    fp->h = (spp_h128 *)(fp->runs + n_runs);
+    memcpy(fp->runs, runs, n_runs * sizeof *runs);
+    memcpy(fp->h, h, n_blocks * sizeof *h);
+    return fp;
+}
+
+void spp_fp_ref(spp_fp *fp) {
+    if (fp) __atomic_add_fetch(&fp->refs, 1, __ATOMIC_RELAXED);
+}
+
+void spp_fp_unref(spp_fp *fp) {
+    if (fp && __atomic_sub_fetch(&fp->refs, 1, __ATOMIC_ACQ_REL) == 0) free(fp);
+}
+
+/* ------------------------------------------------------------------ checking */
+/* The first run that ends after block b (binary search). */
+static uint32_t spp_fp_run_at(const spp_fp *fp, uint64_t b) {
+    uint32_t lo = 0, hi = fp->n_runs;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (fp->runs[mid].first + fp->runs[mid].n <= b) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+int spp_fp_check(const spp_fp *fp, int fd, const void *buf, size_t n, uint64_t off, bool *touched,
+                 uint64_t *bad_off) {
+    if (n == 0) return 0;
+    const uint8_t *p = buf;
+    uint64_t end = off + n;
+    if (end > fp->size) { /* bytes past the size judged: the file grew after judgement */
+        *bad_off = off > fp->size ? off : fp->size;
+        return 1;
+    }
+    uint64_t b = off / SPP_FP_BLOCK, last = (end - 1) / SPP_FP_BLOCK;
+    for (uint32_t r = spp_fp_run_at(fp, b); r < fp->n_runs && b <= last; r++) {
+        const spp_fp_run *run = &fp->runs[r];
+        if (b < run->first) b = run->first;
+        for (; b <= last && b < run->first + run->n; b++) {
+            uint64_t bs = b * SPP_FP_BLOCK;
+            size_t blen = fp->size - bs < SPP_FP_BLOCK ? (size_t)(fp->size - bs) : SPP_FP_BLOCK;
+            spp_h128 h;
+            *touched = true;
+            if (!spp_block_hash(fd, p, n, off, b, blen, &h) || !spp_h_eq(h, fp->h[run->hix + (b - run->first)])) {
+                *bad_off = bs > off ? bs : off;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ per-fd table */
+/* The fingerprint each judged fd's reads are checked against, and whether the
+ * fd has already handed judged bytes to the loader. Entries hold a reference;
+ * the mutex is taken only for fds that have one. */
+static spp_fp *spp_fdfp[SPP_FD_MAX];
+static uint8_t spp_fddeliv[SPP_FD_MAX];
+static pthread_mutex_t spp_fp_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void spp_fdfp_set(int fd, spp_fp *fp) {
+    if (fd < 0 || fd >= SPP_FD_MAX) return;
+    if (!fp && !__atomic_load_n(&spp_fdfp[fd], __ATOMIC_RELAXED)) return;
+    spp_fp_ref(fp);
+    pthread_mutex_lock(&spp_fp_mu);
+    spp_fp *old = spp_fdfp[fd];
+    __atomic_store_n(&spp_fdfp[fd], fp, __ATOMIC_RELAXED);
+    spp_fddeliv[fd] = 0;
+    pthread_mutex_unlock(&spp_fp_mu);
+    spp_fp_unref(old);
+}
+
+spp_fp *spp_fdfp_get(int fd, bool *delivered) {
+    if (fd < 0 || fd >= SPP_FD_MAX || !__atomic_load_n(&spp_fdfp[fd], __ATOMIC_RELAXED)) return NULL;
+    pthread_mutex_lock(&spp_fp_mu);
+    spp_fp *fp = spp_fdfp[fd];
+    spp_fp_ref(fp);
+    if (delivered) *delivered = spp_fddeliv[fd] != 0;
+    pthread_mutex_unlock(&spp_fp_mu);
+    return fp;
+}
+
+void spp_fdfp_delivered(int fd, const spp_fp *fp) {
+    if (fd < 0 || fd >= SPP_FD_MAX) return;
+    pthread_mutex_lock(&spp_fp_mu);
+    if (spp_fdfp[fd] == fp) spp_fddeliv[fd] = 1;
+    pthread_mutex_unlock(&spp_fp_mu);
+}
+
+void spp_fdfp_dup(int oldfd, int newfd) {
+    if (newfd < 0 || newfd >= SPP_FD_MAX) return;
+    bool d = false;
+    spp_fp *fp = spp_fdfp_get(oldfd, &d);
+    spp_fdfp_set(newfd, fp);
+    if (fp && d) spp_fdfp_delivered(newfd, fp);
+    spp_fp_unref(fp);
+}
+
+void spp_fdfp_forget_range(unsigned lo, unsigned hi) {
+    if (lo >= (unsigned)SPP_FD_MAX) return;
+    if (hi >= (unsigned)SPP_FD_MAX) hi = SPP_FD_MAX - 1;
+    for (unsigned i = lo; i <= hi; i++)
+        if (__atomic_load_n(&spp_fdfp[i], __ATOMIC_RELAXED)) spp_fdfp_set((int)i, NULL);
+}
+
+void spp_fp_atfork_prepare(void) { pthread_mutex_lock(&spp_fp_mu); }
+void spp_fp_atfork_parent(void) { pthread_mutex_unlock(&spp_fp_mu); }
+void spp_fp_atfork_child(void) { pthread_mutex_init(&spp_fp_mu, NULL); }

@@ -1,0 +1,222 @@
+"""race.py - writer processes race a loader under the preload (issue: the bytes the
+loader reads are the bytes that were judged).
+
+A benign file and a malicious file of the same size are built for a loader
+(pickle.load, torch.load, joblib.load, pd.read_pickle); a writer process flips
+the loaded path between them in one of five ways while a loader process under
+the preload loads it again and again:
+
+  inplace   pwrite the other version over the same inode (no truncation)
+  truncate  open with O_TRUNC, then write the other version
+  rename    write a temporary file, then rename it over the path
+  append    the benign file, then the malicious stream appended, then cut back
+  mmap      memcpy the other version through a MAP_SHARED mapping (pages stay dirty)
+
+Every payload appends one line to a marker file, so the marker's line count is
+the number of payloads that ran. Without the preload the same races run
+payloads (race_control), which shows that the harness can see a success.
+
+    race.py LOADER MODE LAYERS LOADS [--no-preload]
+prints one JSON object: {"loads", "ok", "refused", "payloads", ...};
+    race.py all [LOADS]       (make race: every configuration, 100000 loads each)"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from conftest import LIB, PYTHON, clean_env  # noqa: E402
+
+LOADERS = ("pickle", "torch", "joblib", "pandas")
+MODES = ("inplace", "truncate", "rename", "append", "mmap")
+LAYERS = ("both", "file")
+BIG = 192 * 1024  # a benign prefix larger than one read, so loads read in several calls
+
+
+def _raw_pair(marker):
+    """Two protocol-2 pickles of exactly the same length: a tuple (big string, pad
+    string), and a tuple (big string, os.system(cmd)). The part that differs is at
+    the end, after the loader has read the big prefix."""
+    cmd = ("echo x >> '%s'" % marker).encode()
+    head = b"\x80\x02(X" + len(b"a" * BIG).to_bytes(4, "little") + b"a" * BIG
+    bad = b"cposix\nsystem\n(S'" + cmd + b"'\ntR"
+    pad = len(bad) - len(b"S''\n")
+    good = b"S'" + b"z" * pad + b"'\n"
+    assert len(good) == len(bad)
+    return head + good + b"t.", head + bad + b"t."
+
+
+def _torch_pair(d, marker):
+    """A benign and a malicious torch zip checkpoint, padded to the same size."""
+    code = r"""
+import os, sys, torch
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo x >> '" + sys.argv[2] + "'",))
+torch.save({"w": torch.zeros(4), "s": "a" * BIG}, sys.argv[1] + "/good.pt")
+torch.save({"w": torch.zeros(4), "s": "a" * BIG, "e": Evil()}, sys.argv[1] + "/bad.pt")
+""".replace("BIG", str(BIG))
+    subprocess.run([PYTHON, "-c", code, d, marker], check=True, env=clean_env(), timeout=300)
+    good = open(os.path.join(d, "good.pt"), "rb").read()
+    bad = open(os.path.join(d, "bad.pt"), "rb").read()
+    n = max(len(good), len(bad))
+    # a zip's end record is found from the end: zeros after it are a comment-less tail
+    return good + b"\0" * (n - len(good)), bad + b"\0" * (n - len(bad))
+
+
+_built = {}
+
+
+def build(d, loader, marker):
+    """The (benign, malicious) pair for a loader, built once per directory."""
+    kind = "torch" if loader == "torch" else "raw"
+    if (d, kind) not in _built:
+        _built[(d, kind)] = _torch_pair(d, marker) if kind == "torch" else _raw_pair(marker)
+    return _built[(d, kind)]
+
+
+WRITER = r"""
+import mmap, os, sys, time
+path, mode, good, bad, stop = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+g = open(good, "rb").read(); b = open(bad, "rb").read()
+m = None
+if mode == "mmap":
+    fd = os.open(path, os.O_RDWR)
+    m = mmap.mmap(fd, len(g), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+i = 0
+while not os.path.exists(stop):
+    i += 1
+    data = b if i % 2 else g
+    if mode == "inplace":
+        fd = os.open(path, os.O_WRONLY)
+        os.pwrite(fd, data, 0); os.close(fd)
+    elif mode == "truncate":
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, data); os.close(fd)
+    elif mode == "rename":
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f: f.write(data)
+        os.replace(tmp, path)
+    elif mode == "append":
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        if i % 2: os.write(fd, b)
+        else: os.ftruncate(fd, len(g))
+        os.close(fd)
+    elif mode == "mmap":
+        m[:] = data
+    if i % 64 == 0: time.sleep(0.0005)
+"""
+
+LOADER = r"""
+import json, os, pickle, sys
+path, loader, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if loader == "torch":
+    import torch
+    load = lambda: torch.load(path)
+elif loader == "joblib":
+    import joblib
+    load = lambda: joblib.load(path)
+elif loader == "pandas":
+    import pandas as pd
+    load = lambda: pd.read_pickle(path)
+else:
+    def load():
+        with open(path, "rb") as f:
+            out = []
+            while True:        # every stream in the file, as a multi-pickle reader does
+                try: out.append(pickle.load(f))
+                except EOFError: return out
+ok = refused = other = 0
+errs = {}
+for _ in range(n):
+    try:
+        load(); ok += 1
+    except (PermissionError, OSError) as e:
+        refused += 1; errs[type(e).__name__ + ":" + str(getattr(e, "errno", ""))] = errs.get(type(e).__name__ + ":" + str(getattr(e, "errno", "")), 0) + 1
+    except Exception as e:
+        other += 1; k = type(e).__name__; errs[k] = errs.get(k, 0) + 1
+print(json.dumps({"loads": n, "ok": ok, "refused": refused, "other_errors": other, "errors": errs}))
+"""
+
+
+def policy_file(d, layers):
+    p = os.path.join(d, "policy.json")
+    with open(p, "w") as f:
+        json.dump({"schema": 1, "name": "race-" + layers, "targets": ["python*"],
+                   "layers": {"file_hooks": True, "audit_hook": layers == "both",
+                              "runtime_behaviour": layers == "both"}}, f)
+    return p
+
+
+def run(loader, mode, layers, loads, preload=True, d=None):
+    """One configuration: returns the loader's JSON counts plus "payloads"."""
+    own = d is None
+    td = tempfile.TemporaryDirectory() if own else None
+    d = td.name if own else d
+    try:
+        marker = os.path.join(d, "payloads")
+        good, bad = build(d, loader, marker)
+        if os.path.exists(marker):
+            os.unlink(marker)
+        gp, bp, path = os.path.join(d, "g"), os.path.join(d, "b"), os.path.join(d, "target")
+        for p, data in ((gp, good), (bp, bad), (path, good)):
+            with open(p, "wb") as f:
+                f.write(data)
+        stop = os.path.join(d, "stop")
+        if os.path.exists(stop):
+            os.unlink(stop)
+        w = subprocess.Popen([PYTHON, "-c", WRITER, path, mode, gp, bp, stop], env=clean_env())
+        env = clean_env(SAFEPICKLE_POLICY=policy_file(d, layers), SAFEPICKLE_LOG="none")
+        if preload:
+            env["LD_PRELOAD"] = LIB
+        try:
+            r = subprocess.run([PYTHON, "-c", LOADER, path, loader, str(loads)], env=env,
+                               capture_output=True, text=True, timeout=3600)
+        finally:
+            open(stop, "w").close()
+            w.wait(timeout=60)
+        try:
+            out = json.loads(r.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise AssertionError("loader failed: rc=%d\n%s" % (r.returncode, r.stderr[-3000:]))
+        out["payloads"] = sum(1 for _ in open(marker)) if os.path.exists(marker) else 0
+        out.update(loader=loader, mode=mode, layers=layers, preload=preload)
+        return out
+    finally:
+        if td:
+            td.cleanup()
+
+
+def run_all(loads):
+    """Every configuration (`make race`): one line per configuration, then the
+    total; exit status 1 if any payload ran."""
+    total = bad = 0
+    with tempfile.TemporaryDirectory() as d:
+        for loader in LOADERS:
+            for mode in MODES:
+                for layers in LAYERS:
+                    t0 = time.time()
+                    r = run(loader, mode, layers, loads, d=d)
+                    total += r["loads"]
+                    bad += r["payloads"]
+                    print("%-7s %-9s %-5s loads %7d ok %7d refused %7d other %6d payloads %d  (%.0f s)" % (
+                        loader, mode, layers, r["loads"], r["ok"], r["refused"], r["other_errors"],
+                        r["payloads"], time.time() - t0), flush=True)
+    print("total: %d racing loads, %d payloads" % (total, bad))
+    return 1 if bad else 0
+
+
+def main(argv):
+    if argv and argv[0] == "all":
+        return run_all(int(argv[1]) if len(argv) > 1 else 100000)
+    loader, mode, layers, loads = argv[0], argv[1], argv[2], int(argv[3])
+    res = run(loader, mode, layers, loads, preload="--no-preload" not in argv)
+    print(json.dumps(res))
+    return 0 if res["payloads"] == 0 or "--no-preload" in argv else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
