@@ -400,4 +400,18 @@ spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char
 }
 #endif
 
+/* ------------------------------------------------------------------ verdict cache location */
+/* The persistent verdict cache shared by a user's processes (analyzer/vcache.c;
+ * entries are written and read by the preload, preload/pcache.c). Directory:
+ * $SAFEPICKLE_CACHE ("off" disables it), else $XDG_CACHE_HOME/safepickle, else
+ * $HOME/.cache/safepickle. spa_vcache_dir: false (and *why) when disabled.
+ * spa_vcache_open_dir: an fd of the directory (created 0700 if asked) only if
+ * the effective user owns it and nobody else can write it, else -1 and *why.
+ * spa_vcache_open_entry: an fd of a regular file of that user, mode 0600 or
+ * stricter, one link, at most max_size bytes (O_NOFOLLOW, O_NONBLOCK), or -1.
+ * The caller closes the fds. */
+bool spa_vcache_dir(char *out, size_t n, const char **why);
+int spa_vcache_open_dir(const char *dir, bool create, const char **why);
+int spa_vcache_open_entry(int dirfd, const char *name, uint64_t max_size);
+
 #endif /* SPA_H */

@@ -199,10 +199,11 @@ static void spp_judge_once(int fd, const struct stat *st, const char *hint, int 
         spa_result_free(r);
         return;
     }
+    out->ex = spp_expl_make(&ev);
+    out->persist = 1;
     if (out->action != SPA_ACT_ALLOW) {
         spp_report(&ev);
         out->reported = 1;
-        out->ex = spp_expl_make(&ev);
     } else if (report_allow) {
         /* Allowed pickle loads are recorded in an audit FILE only: the default
          * destination is stderr, where a line per benign load would be noise. */
@@ -285,7 +286,13 @@ static void spp_report_cached(int fd, const char *hint, int hook, const spp_cach
         .reasons = x ? x->reasons : NULL, .n_reasons = x ? x->n_reasons : 0,
         .detail = x ? x->detail : NULL, .trusted = x ? x->trusted : false,
     };
-    spp_report(&ev);
+    if (c->action != SPA_ACT_ALLOW) {
+        spp_report(&ev);
+        return;
+    }
+    /* allowed pickle loads are recorded in an audit FILE only (as at a first judgement) */
+    const char *dest = spp_audit_dest();
+    if (dest && strcmp(dest, "stderr") != 0 && strcmp(dest, "stdout") != 0) spp_audit_write(&ev);
 }
 
 /* A cache hit for pickle-bearing content also needs the rest of the identity
@@ -331,13 +338,20 @@ int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint
     spp_key k;
     spp_key_from_stat(&k, &st);
     spp_cached c = {0};
-    bool hit = spp_cache_get_fd(fd, &k, &c);
+    bool hit = spp_cache_get_fd(fd, &k, &c), disk = false;
+    if (!hit && spp_pcache_get(fd, &k, &c)) {   /* judged by another process of this user */
+        spp_cache_put(&k, &c);
+        hit = disk = true;
+    }
     if (!hit) {
         spp_judge_full(fd, &st, path, hook, true, false, &c);
         spp_cache_put(&k, &c);
+        if (c.persist) spp_pcache_put(&k, &c);
     } else if (c.action == SPA_ACT_BLOCK || (c.action == SPA_ACT_WARN && spp_cache_mark_reported(&k))) {
         /* Explain again: a refusal is reported at every refused open. */
         spp_report_cached(fd, path, hook, &c);
+    } else if (disk && c.action == SPA_ACT_ALLOW) {
+        spp_report_cached(fd, path, hook, &c);      /* this process's record of an allowed load */
     }
     if (c.action == SPA_ACT_BLOCK) {
         spp_cached_release(&c);

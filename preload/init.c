@@ -124,6 +124,7 @@ static void spp_do_init(void) {
         if (k > 0) spp_write_stderr(line, (size_t)k < sizeof line ? (size_t)k : sizeof line - 1);
     }
     spp_active = spp_targeted_process() && on;
+    if (spp_active) spp_pcache_init();
 }
 
 void spp_init(void) {

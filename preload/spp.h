@@ -220,7 +220,8 @@ typedef struct spp_cached {
     uint8_t reported;    /* a warning was already written for this identity */
     spp_strong strong;   /* pickle-bearing entries: the rest of the identity */
     spp_fp *fp;          /* allowed pickle-bearing content: the bytes judged (a reference) */
-    spp_expl *ex;        /* refused or warned: what to report again (a reference) */
+    spp_expl *ex;        /* pickle-bearing: what the judgement said, to report again (a reference) */
+    uint8_t persist;     /* a finished judgement (not an internal error): may be kept on disk */
 } spp_cached;
 /* Drop the references a spp_cached holds (from spp_cache_get). */
 void spp_cached_release(spp_cached *c);
@@ -233,6 +234,15 @@ bool spp_cache_get(const spp_key *k, spp_cached *out);
 void spp_cache_put(const spp_key *k, const spp_cached *v);
 /* Forget a file's entry (its bytes were found changed). */
 void spp_cache_drop(const spp_key *k);
+
+/* The persistent verdict cache shared by the user's processes (pcache.c).
+ * init: after the policy is loaded, in a process the hooks act in (also seeds
+ * the fingerprint key). get: a vetted entry for fd's file, *out with new
+ * references; put: pickle-bearing judgements only. Any doubt is a miss. */
+void spp_pcache_init(void);
+bool spp_pcache_on(void);
+bool spp_pcache_get(int fd, const spp_key *k, spp_cached *out);
+void spp_pcache_put(const spp_key *k, const spp_cached *c);
 /* Mark an entry reported; returns true if it was not reported before. */
 bool spp_cache_mark_reported(const spp_key *k);
 void spp_cache_init(void);

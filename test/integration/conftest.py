@@ -3,9 +3,12 @@
 Every test runs real loaders in a fresh /usr/bin/python3 subprocess, optionally
 under the preload, and checks outcomes (marker files, exit codes, values).
 SAFEPICKLE_BUILD selects the build directory (default: <repo>/build)."""
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -20,10 +23,17 @@ CORPUS = os.path.join(SHARED, "corpus", "public")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+# The preload's persistent verdict cache: one private directory per test session,
+# so runs never see each other's verdicts (a test may still set its own).
+SESSION_CACHE = tempfile.mkdtemp(prefix="safepickle-cache-")
+atexit.register(shutil.rmtree, SESSION_CACHE, True)
+
+
 def clean_env(**extra):
     """The environment for a child: no inherited preload or safepickle settings."""
     env = {k: v for k, v in os.environ.items()
            if k != "LD_PRELOAD" and not k.startswith("SAFEPICKLE_")}
+    env["SAFEPICKLE_CACHE"] = SESSION_CACHE
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update({k: str(v) for k, v in extra.items()})
     return env
