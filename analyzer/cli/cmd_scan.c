@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -40,16 +41,51 @@ typedef struct scan_cli {
     spa_action last_act;
     char extra[96];     /* the summary's tail about skipped and twice-linked entries */
     const char *target; /* the file being scanned is reached through this symlink target */
+    int verbosity;      /* text: -1 -q (summary only), 0 findings, 1 -v (every file with its IR) */
+    unsigned long total;  /* progress: regular files the arguments hold (counted first) */
+    double t0;            /* progress: when scanning started (CLOCK_MONOTONIC seconds) */
 } scan_cli;
+
+/* ------------------------------------------------------------------ progress */
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Erase the progress line before stdout writes on the same terminal. */
+static void progress_clear(const scan_cli *c) {
+    if (c->progress) { fputs("\r\033[K", stderr); fflush(stderr); }
+}
+
+/* "[done/total] 42% ETA 1m05s: path" on stderr, at most ten times a second. */
+static void progress_show(scan_cli *c, const char *path) {
+    static double last;
+    double t = now_s();
+    if (t - last < 0.1 && c->walked != c->total) return;
+    last = t;
+    double el = t - c->t0, left = c->walked && c->total > c->walked ? el / (double)c->walked * (double)(c->total - c->walked) : 0;
+    unsigned pct = c->total ? (unsigned)(100.0 * (double)c->walked / (double)c->total) : 0;
+    fprintf(stderr, "\r[%lu/%lu] %u%% ETA %um%02us: %.50s\033[K", c->walked, c->total, pct,
+            (unsigned)(left / 60), (unsigned)left % 60, path);
+    fflush(stderr);
+}
+
+static void count_fn(void *ctx, const walk_entry *e) {
+    if (e->kind == WALK_FILE) ++*(unsigned long *)ctx;
+}
 
 static void scan_usage(FILE *f) {
     fprintf(f,
             "usage: safepickle scan [--format text|json|sarif] [--policy FILE] [--limit NAME=N]... [-j N] PATH...\n"
             "\n"
-            "Scan each file for pickle streams (raw, zip, tar, npy, joblib, compressed)\n"
-            "and print every stream with its IR: imports, calls, BUILDs, mutations,\n"
-            "discarded results, persistent ids, nested pickles; errors with offsets.\n"
+            "Scan each file for pickle streams (raw, zip, tar, npy, joblib, compressed) and\n"
+            "judge them. Text output lists the findings first, one block per file that is not\n"
+            "plainly safe (its verdict, action and reasons), then one summary line.\n"
             "\n"
+            "  -v, --verbose        every file, with every stream and its IR: imports, calls,\n"
+            "                       BUILDs, mutations, nested pickles, errors with offsets\n"
+            "  -q, --quiet          the summary line only (the exit status says the rest)\n"
             "  --format text|json   output format (default text); the JSON shape is\n"
             "                       documented in the README (section analyzer)\n"
             "  --format sarif       SARIF 2.1.0 for code-scanning tools (one result per reason)\n"
@@ -64,6 +100,7 @@ static void scan_usage(FILE *f) {
             "                       be read is an error (exit 2)\n"
             "  -h, --help           this help\n"
             "\n"
+            "On a terminal, progress (files done of the total, time left) goes to stderr.\n"
             "Each file gets a verdict (safe, suspicious, malicious, unscannable), the policy's\n"
             "action (allow, warn, block) and its reasons.\n"
             "Exit status: 0 nothing would be blocked, 1 something would be blocked,\n"
@@ -140,6 +177,21 @@ static void scan_json_tail(const scan_cli *c) {
            c->n_files - c->n_pickle - c->n_error, c->n_error, c->n_block, c->n_warn, c->n_skipped, c->n_same, c->rc);
 }
 
+/* Default text output: a file that is plainly safe (or holds no pickle) prints
+ * nothing; any other gets "PATH: VERDICT, action ACTION" and its reasons. */
+static void scan_finding(const scan_cli *c, const char *path, const spa_result *r) {
+    if (c->act == SPA_ACT_ALLOW && (!r->pickle_bearing || r->verdict == SPA_VERDICT_SAFE)) return;
+    progress_clear(c);
+    printf("%s%s%s: %s, action %s\n", path, c->target ? " -> " : "", c->target ? c->target : "",
+           spa_verdict_name(r->verdict), spa_action_name(c->act));
+    for (size_t i = 0; i < r->n_reasons; i++) {
+        const spa_reason *x = &r->reasons[i];
+        if (x->severity == SPA_VERDICT_SAFE) continue;
+        printf("  [%s] %s at %s+%llu: %s\n", spa_verdict_name(x->severity), x->rule,
+               x->loc && x->loc[0] ? x->loc : path, (unsigned long long)x->off, x->msg);
+    }
+}
+
 /* Print one file's result (or its I/O error). */
 static void scan_print(scan_cli *c, const char *path, const spa_result *r, const spa_err *err) {
     if (c->fmt == SCAN_SARIF) {
@@ -166,10 +218,14 @@ static void scan_print(scan_cli *c, const char *path, const spa_result *r, const
         printf("%s%s", c->nfiles ? ",\n" : "", s ? s : "{}");
         free(s);
         cJSON_Delete(o);
-    } else if (r) {
+    } else if (c->verbosity < 0) {
+        /* -q: the summary line only */
+    } else if (r && c->verbosity > 0) {
         if (c->target) printf("%s: symlink to %s\n", path, c->target);
         spa_report_text(stdout, r);
         spa_verdict_text(stdout, r, c->act);
+    } else if (r) {
+        scan_finding(c, path, r);
     } else {
         printf("%s: error: %s (%s)\n", path, err->msg ? err->msg : "", spa_code_name(err->code));
     }
@@ -272,7 +328,12 @@ static void scan_note(scan_cli *c, const walk_entry *e, const char *what) {
         cJSON_Delete(o);
         c->nfiles++;
     } else if (c->fmt == SCAN_TEXT) {
-        printf("%s%s%s: %s\n", e->path, e->target ? " -> " : "", e->target ? e->target : "", what);
+        /* by default only a second name of a file that is a finding is worth a line */
+        bool finding = e->kind == WALK_SAME && e->first < c->seen_cap && c->seen_act[e->first] != SPA_ACT_ALLOW;
+        if (c->verbosity > 0 || (c->verbosity == 0 && finding)) {
+            progress_clear(c);
+            printf("%s%s%s: %s\n", e->path, e->target ? " -> " : "", e->target ? e->target : "", what);
+        }
     }
 }
 
@@ -360,7 +421,7 @@ static void scan_walk_fn(void *ctx, const walk_entry *e) {
     scan_cli *c = ctx;
     if (e->kind == WALK_FILE) {
         c->walked++;
-        if (c->progress) fprintf(stderr, "\rscanned %lu files: %.60s\033[K", c->walked, e->path);
+        if (c->progress) progress_show(c, e->path);
     }
     scan_item *it = c->pool ? scan_item_new(e) : NULL;
     if (it) { scan_pool_submit(c->pool, it); return; }
@@ -384,8 +445,18 @@ static void scan_arg(scan_cli *c, walk_state *w, const char *path) {
     struct stat st;
     unsigned long before = c->walked;
     c->progress = stat(path, &st) == 0 && S_ISDIR(st.st_mode) && isatty(2) != 0;
+    if (c->progress) { /* the total first: a walk that only counts (no file is opened) */
+        walk_state *cw = walk_new();
+        unsigned long n = 0;
+        if (cw) walk_arg(cw, path, count_fn, &n);
+        walk_free(cw);
+        c->total = c->walked + n;
+        c->t0 = now_s();
+    }
     walk_arg(w, path, scan_walk_fn, c);
-    if (c->progress) fprintf(stderr, "\rscanned %lu files under %s\033[K\n", c->walked - before, path);
+    if (c->pool && c->progress) scan_pool_drain(c->pool); /* results printed before the line ends */
+    if (c->progress) fprintf(stderr, "\r\033[Kscanned %lu files under %s in %.1fs\n", c->walked - before, path,
+                             now_s() - c->t0);
 }
 
 int cmd_scan(int argc, char **argv) {
@@ -428,6 +499,8 @@ int cmd_scan(int argc, char **argv) {
             }
             continue;
         }
+        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { c.verbosity = 1; continue; }
+        if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) { c.verbosity = -1; continue; }
         if (!strcmp(a, "-j") || !strcmp(a, "--jobs") || (!strncmp(a, "-j", 2) && a[2]) || !strncmp(a, "--jobs=", 7)) {
             const char *v = !strncmp(a, "--jobs=", 7) ? a + 7 : a[1] == 'j' && a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
             char *end = NULL;

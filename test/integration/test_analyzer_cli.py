@@ -135,7 +135,7 @@ def test_explain_listing(tmp_path, marker):
 def test_text_format(tmp_path, marker):
     path = tmp_path / "t.pkl"
     path.write_bytes(system_pickle(marker, proto=0))
-    p = run_cli("scan", path)
+    p = run_cli("scan", "-v", path)
     assert p.returncode != 2
     assert "import   GLOBAL           os.system" in p.stdout
     assert "call     REDUCE" in p.stdout

@@ -77,7 +77,7 @@ def test_hf_cache_snapshot_is_scanned_through_its_links(hf_cache, tmp_path):
     for f in files:
         assert f["target"] == os.path.realpath(f["path"]) and "/blobs/" in f["target"], f
     # text: the path given, its target, the verdict; and the summary counts the three files
-    r = scan(snap)
+    r = scan("-v", snap)
     assert r.returncode == 1
     assert "%s: symlink to %s" % (snap / "optimizer.pt", os.path.realpath(snap / "optimizer.pt")) in r.stdout
     assert r.stdout.splitlines()[-1].startswith("summary: 3 files, 2 pickle-bearing (1 safe, 0 suspicious, "
@@ -103,7 +103,7 @@ def test_whole_cache_each_file_scanned_once(hf_cache):
     bad = [f for f in again if f["path"].endswith("optimizer.pt")][0]
     # the second path to the malicious blob still says what it is
     assert bad["verdict"] == "malicious" and bad["action"] == "block" and "/blobs/" in bad["same_as"]
-    r = scan(repo)
+    r = scan(repo)  # a second name of a blocked file is a finding even without -v
     assert "the same file as %s, scanned once: verdict malicious, action block" % bad["same_as"] in r.stdout
     assert r.stdout.splitlines()[-1].endswith("; 0 skipped (not regular files), 3 linked again (scanned once)")
 
@@ -141,11 +141,11 @@ def test_fifo_socket_device_are_skipped_never_opened(tmp_path):
         skipped = {os.path.basename(f["path"]): f["skipped"] for f in files if "skipped" in f}
         assert skipped == {"fifo": "a FIFO", "link-to-fifo": "a FIFO", "sock": "a socket",
                            "zero": "a character device"}, skipped
-        r = scan(d)
+        r = scan("-v", d)
         assert "%s: skipped: a FIFO (not opened; only regular files are scanned)" % (d / "fifo") in r.stdout
         assert r.stdout.splitlines()[-1].endswith("4 skipped (not regular files), 0 linked again (scanned once)")
         # a FIFO named as an argument is not opened either
-        r = scan(d / "fifo")
+        r = scan("-v", d / "fifo")
         assert r.returncode == 0 and "skipped: a FIFO" in r.stdout, r.stdout + r.stderr
     finally:
         sock.close()

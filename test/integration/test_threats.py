@@ -8,6 +8,7 @@ planted in real torch/joblib/numpy/pandas containers), built from code by threat
 import json
 import os
 import subprocess
+import urllib.parse
 
 import pytest
 
@@ -88,8 +89,11 @@ def test_each_file_alone_exits_1_and_names_the_call(corpus):
     for m in corpus["man"][:12]:
         r = run_cli("scan", m["path"])
         assert r.returncode == 1, (m["name"], r.stdout[-800:])
-        assert "verdict: malicious  action: block" in r.stdout or "verdict: unscannable" in r.stdout
-        assert "[malicious]" in r.stdout or "[unscannable]" in r.stdout
+        # findings first: the file's line, its reasons, then the summary
+        lines = r.stdout.splitlines()
+        assert lines[0] in ("%s: malicious, action block" % m["path"], "%s: unscannable, action block" % m["path"])
+        assert lines[1].startswith("  [malicious]") or lines[1].startswith("  [unscannable]")
+        assert lines[-1].startswith("summary: 1 file, 1 pickle-bearing")
 
 
 def test_reasons_name_the_real_target(corpus):
@@ -134,7 +138,9 @@ def test_sarif_output_is_sarif_2_1_0(corpus):
     ids = {x["id"] for x in run["tool"]["driver"]["rules"]}
     assert run["results"] and all(x["ruleId"] in ids and x["level"] in ("error", "warning", "note")
                                   for x in run["results"])
-    assert all(x["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] in paths for x in run["results"])
+    # absolute paths are file:// URIs, percent-encoded
+    uris = {"file://" + urllib.parse.quote(p, safe="/-._~") for p in paths}
+    assert all(x["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] in uris for x in run["results"])
 
 
 def test_directory_argument_is_walked(corpus):

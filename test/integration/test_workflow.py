@@ -5,6 +5,7 @@ first bytes, progress on a terminal, a final summary) and `safepickle trust FILE
 import hashlib
 import json
 import os
+import pickle
 import pty
 import re
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 import pytest
 
 from conftest import CLI, LIB, PYTHON, REPO, clean_env, run_cli, run_py
+from spgen import system_pickle
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIG = 256 << 20  # sparse safetensors payload size: bytes a scan must NOT read
@@ -63,14 +65,14 @@ def scan_io(args):
          'after=$(awk \'/^rchar/{print $2}\' /proc/$$/io); echo "$rc $((after - before))"'
     tmp = os.path.join(os.path.dirname(str(args[-1])), "")
     out, err = os.path.join(tmp, "scan.out"), os.path.join(tmp, "scan.err")
-    r = subprocess.run(["/bin/bash", "-c", sh, "sh", CLI, "scan", *map(str, args)], capture_output=True,
+    r = subprocess.run(["/bin/bash", "-c", sh, "sh", CLI, "scan", "-v", *map(str, args)], capture_output=True,
                        text=True, env=clean_env(OUT=out, ERR=err), timeout=600)
     rc, nread = map(int, r.stdout.split())
     return rc, open(out).read(), open(err).read(), nread
 
 
 def parse_scan(out):
-    """{file name: (format, verdict, action)} from `safepickle scan`'s text output:
+    """{file name: (format, verdict, action)} from `safepickle scan -v`'s text output:
     a "PATH: FORMAT, N streams" line opens a file's record, "verdict: V  action: A" closes it."""
     res, cur = {}, None
     for ln in out.splitlines():
@@ -124,7 +126,7 @@ for lo in range(256):
         f.write(struct.pack("<Q", n) + hdr + b" " * (n - len(hdr)))
         f.truncate(8 + n + (1 << 24))
 """, d=str(d))
-    r = run_cli("scan", d)
+    r = run_cli("scan", "-v", d)
     files = parse_scan(r.stdout)
     assert len(files) == 256
     wrong = {k: v for k, v in files.items() if v != ("none", "safe", "allow")}
@@ -150,9 +152,12 @@ def test_scan_progress_on_a_terminal(hf_folder):
     p.wait(timeout=300)
     os.close(master)
     piped = subprocess.run([CLI, "scan", str(d)], capture_output=True, env=clean_env())
-    # progress is written only to a terminal, and it names the folder's files as it goes
+    # progress is written only to a terminal: files done of the total, and time left
     assert len(tty) > len(piped.stderr), (tty, piped.stderr)
-    assert b"optimizer.pt" in tty or b"/" in tty
+    total = len(parse_scan(subprocess.run([CLI, "scan", "-v", str(d)], capture_output=True, text=True,
+                                          env=clean_env()).stdout))
+    assert re.search(rb"\[\d+/%d\] \d+%% ETA \d+m\d\ds" % total, tty), tty[-500:]
+    assert b"scanned %d files under " % total in tty
 
 
 # ------------------------------------------------------------------ trust
@@ -361,3 +366,26 @@ def test_trust_errors_and_creation(reviewed, tmp_path):
     assert r.returncode == 0 and "created" in r.stdout, r.stderr
     assert len(json.loads(fresh.read_text())["trusted"]["sha256"]) == 1
     assert run_cli("policy", "check", fresh).returncode == 0
+
+
+def test_scan_text_findings_first_quiet_and_verbose(tmp_path, marker):
+    """Default text: one block per file that is not plainly safe, then the summary;
+    -q: the summary only; -v: every file with its IR (the old listing)."""
+    d = tmp_path / "three"
+    d.mkdir()
+    (d / "a_good.pkl").write_bytes(pickle.dumps({"w": list(range(100))}, protocol=4))
+    (d / "b_bad.pkl").write_bytes(system_pickle(marker))
+    (d / "c_notes.txt").write_text("not a pickle\n" * 50)
+    r = run_cli("scan", d)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 1
+    assert lines[0] == "%s: malicious, action block" % (d / "b_bad.pkl"), lines
+    assert all(l.startswith("  [") for l in lines[1:-1]) and len(lines) >= 3, lines
+    assert lines[-1].startswith("summary: 3 files, 2 pickle-bearing (1 safe, 0 suspicious, 1 malicious")
+    assert "a_good" not in r.stdout and "c_notes" not in r.stdout
+    q = run_cli("scan", "-q", d)
+    assert q.returncode == 1 and q.stdout.splitlines() == [lines[-1]]
+    v = run_cli("scan", "-v", d)
+    files = parse_scan(v.stdout)
+    assert set(files) == {"a_good.pkl", "b_bad.pkl", "c_notes.txt"}, files
+    assert not marker.exists()
