@@ -105,8 +105,8 @@ except PermissionError:
 
 def readme_install_block():
     text = open(os.path.join(REPO, "README.md")).read()
-    sec = text[text.index("### Install\n"):]
-    sec = sec[:sec.index("\n### ", 1)]
+    sec = text[text.index("## Install\n"):]
+    sec = sec[:sec.index("\n## ", 1)]
     blocks = list(readme_blocks(sec))
     assert blocks, "no command block in the README's Install section"
     return [ln.strip() for ln in blocks[0] if ln.strip()]
