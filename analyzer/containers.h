@@ -142,7 +142,6 @@ spa_limit_id spc_dec_limit(const spc_dec *d);
 /* After EOF: SPA_OK or the error that ended the compressed data. */
 spa_err spc_dec_error(const spc_dec *d);
 uint64_t spc_dec_out(const spc_dec *d);
-uint64_t spc_dec_in(const spc_dec *d);
 void spc_dec_close(spc_dec *d);
 const char *spc_fmt_tag(spa_format f); /* "zlib", "gzip", ... for provenance */
 /* Sniff the first decompressed bytes of p[0..n) in format fmt (NONE if it

@@ -204,7 +204,6 @@ void spc_dec_close(spc_dec *d) {
 spa_limit_id spc_dec_limit(const spc_dec *d) { return d->limit; }
 spa_err spc_dec_error(const spc_dec *d) { return d->err; }
 uint64_t spc_dec_out(const spc_dec *d) { return d->out_bytes; }
-uint64_t spc_dec_in(const spc_dec *d) { return d->in_bytes; }
 
 /* Does the remaining input start another member of the same format? */
 static bool dec_next_member(spc_dec *d, const uint8_t *p, size_t n) {

@@ -93,8 +93,6 @@ static cJSON *rep_val(const spa_val *v, int depth) {
     return o;
 }
 
-cJSON *spa_report_val(const spa_val *v) { return rep_val(v, 0); }
-
 static void rep_add_val(cJSON *o, const char *k, const spa_val *v) {
     if (v) cJSON_AddItemToObject(o, k, rep_val(v, 0));
 }

@@ -9,8 +9,6 @@
 /* One file's result as a JSON object (documented in README, section
  * analyzer). The caller owns the tree (cJSON_Delete). NULL on OOM. */
 cJSON *spa_report_json(const spa_result *r);
-/* A JSON value for one symbolic value (depth-bounded). */
-cJSON *spa_report_val(const spa_val *v);
 /* Human-readable listing of one file's streams and IR. */
 void spa_report_text(FILE *f, const spa_result *r);
 /* Decompiler-like pseudo-Python of what loading the file would do. */

@@ -1,8 +1,11 @@
 /* spa.h - the public API of the safepickle analyzer (prefix spa_).
  * Shared by the CLI and the preload. No global state: every call works on
  * objects the caller owns. This header holds the cross-component shapes
- * (errors, limits, sources, values, IR, scan results, verdicts); each
- * component's functions are declared in its own header, included below. */
+ * (errors, limits, sources, values, IR, scan results, verdicts) and the
+ * entry points (scan, classify, policy). Each component's internals are in its
+ * own header: reader.h, opcodes.h, vm.h, containers.h, verdict.h (classifier,
+ * KB, resolver), output.h (text, JSON fields, SARIF), report.h, jsonout.h,
+ * bytes.h, capi.h (the flat ABI of libspa.so). */
 #ifndef SPA_H
 #define SPA_H
 
