@@ -15,6 +15,10 @@
 #define SPC_LEGACY_STREAMS 5u    /* torch legacy: magic, protocol, sys_info, object, keys */
 #define SPC_READ_CHUNK    (16u << 10) /* pread size under a decompressor (zip members) */
 #define SPC_SAFETENSORS_MAX_HEADER (16u << 20) /* a safetensors header we read to rule a pickle out */
+#define SPC_ZIP_EOCD      22u    /* zip end of central directory record, no comment */
+#define SPC_ZIP_TAIL      (65536u + 22u) /* zipfile searches this much of the tail for it */
+#define SPC_RECOG_SCRATCH SPA_RECOG_SCRATCH /* scratch that lets the recogniser read the tail at once */
+#define SPC_ZFILE_HEADER  21u    /* joblib < 0.10: "ZF" + 19 bytes of int(x, 16) */
 #define SPC_ZIP_MAX_BUFFER (64u << 20) /* a zip found inside a sequential stream is
                                           buffered up to this many bytes (or the
                                           decompression byte limit, if lower) */
@@ -42,8 +46,55 @@ typedef struct spc_walk_info {
     unsigned ops;   /* opcodes examined */
 } spc_walk_info;
 spc_pk spc_pickle_walk(const uint8_t *p, size_t n, uint64_t total, spc_walk_info *info);
-/* Format of content whose first bytes are p[0..n) (total as above). */
+/* Magic tests of formats.def: NO, YES, or WEAK (yes unless the bytes are
+ * also a plausible pickle and do not decompress to pickle-bearing content). */
+enum { SPC_M_NO = 0, SPC_M_YES, SPC_M_WEAK };
+int spc_magic_zip(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_npy(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_gzip(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_bz2(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_xz(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_zstd(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_lz4(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_zfile(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_unscannable(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_tar(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_torch_legacy(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_zlib(const uint8_t *p, size_t n, uint64_t total);
+int spc_magic_pickle(const uint8_t *p, size_t n, uint64_t total);
+/* Format of content whose first bytes are p[0..n) (total as above): the
+ * first magic of the table that says YES (WEAK ones are not answers). */
 spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total);
+/* The same, skipping zip when no_zip; *alt (may be NULL) receives the first
+ * WEAK match (NONE if none): it holds only if its first bytes decompress to
+ * pickle-bearing content (spc_dec_probe), whatever the answer is. */
+spa_format spc_sniff_alt(const uint8_t *p, size_t n, uint64_t total, bool no_zip, spa_format *alt);
+/* What the recogniser found in a random-access content. */
+typedef struct spc_recog {
+    spa_format fmt;   /* the head's format (NONE: none) */
+    spa_format alt;   /* a weak reading the head also allows (NONE: none) */
+    bool tail_zip;    /* a zip end record in the tail and the head is not a zip: also a zip */
+    size_t got;       /* head bytes read into the caller's buffer */
+    uint64_t size;    /* the content's size (smaller than said if reads came up short) */
+} spc_recog;
+/* THE recogniser (spa_recognise, the preload and spc_dispatch all call it):
+ * head (512 bytes, SPC_HEAD for a plausible pickle) into `head` (SPC_HEAD
+ * bytes) and the tail's zip end record, read in chunks of `cap` bytes of
+ * `scratch` (NULL: 2 KiB on the stack). `file`: src is a whole file (the
+ * tail is searched as zipfile does); else a member (last 22 bytes only).
+ * SPA_E_IO when a read failed. */
+spa_code spc_recognise(const spa_src *src, uint64_t size, bool file, uint8_t *head, uint8_t *scratch, size_t cap,
+                       spc_recog *r);
+/* Does CPython's int(s, base) accept s[0..n)? (surrounding whitespace,
+ * sign, 0x/0o/0b prefix, single underscores between digits). `text`: s was
+ * a str (whitespace is then also \x1c-\x1f), else bytes. *v (may be NULL)
+ * receives the value (saturated at INT64_MAX/INT64_MIN). */
+bool spc_py_int(const uint8_t *s, size_t n, unsigned base, bool text, int64_t *v);
+/* A tar header block tarfile accepts: its checksum field (nti: octal text
+ * with NULs/spaces, or base-256) equals the unsigned or signed sum. */
+bool spc_tar_header_ok(const uint8_t *h);
+/* tarfile's nti(): a number field. false when tarfile raises. */
+bool spc_tar_nti(const uint8_t *f, size_t n, int64_t *out);
 /* Torch legacy magic stream at p? (PROTO n, LONG1 magic, STOP or text LONG) */
 bool spc_is_torch_legacy(const uint8_t *p, size_t n);
 
@@ -66,7 +117,18 @@ typedef struct spc_scan {
     const spa_alloc *alloc;   /* the caller's allocator (scratch arenas use it too) */
     spa_arena *rd_ar;         /* scratch arena for readers of the current member, or NULL */
     uint8_t *head;            /* SPC_HEAD bytes reused by every sniff */
+    uint8_t *tail;            /* SPC_RECOG_SCRATCH bytes for the recogniser's tail reads */
+    /* the per-open budget (max_open_ms, max_open_bytes) over the whole recursion */
+    uint64_t spent_bytes;     /* source bytes read + bytes decompressed so far */
+    uint64_t deadline_ns;     /* CLOCK_MONOTONIC deadline (0: none) */
+    bool budget_hit;          /* spent: every read now ends (EOF), a limit note says so */
 } spc_scan;
+
+/* Charge n bytes to the per-open budget and check the clock. true when the
+ * budget is spent (noted once as a limit: the result is unscannable, which
+ * the policy turns into an action); readers then stop. */
+bool spc_budget_charge(spc_scan *s, uint64_t n);
+static inline bool spc_budget_spent(spc_scan *s) { return s->budget_hit || spc_budget_charge(s, 0); }
 
 /* Reader windows and decompressor state of one archive member live in a
  * scratch arena released when the member is done, so memory stays bounded by
@@ -122,11 +184,18 @@ spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **p, 
                       bool *over);
 
 /* ------------------------------------------------------------------ readers */
-spa_code spc_zip(spc_scan *s, spc_content *c);
-spa_code spc_tar(spc_scan *s, spc_content *c);
-spa_code spc_npy(spc_scan *s, spc_content *c, uint32_t *first_stream);
+/* One per formats.def entry, all of this shape: read content c (its reader
+ * or source), dispatch what it holds; fmt is the entry's format;
+ * *first_stream (may be NULL) receives the first stream index created. */
+spa_code spc_zip(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
+spa_code spc_tar(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
+spa_code spc_npy(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
 spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
-spa_code spc_torch_legacy(spc_scan *s, spc_content *c, uint32_t *first_stream);
+spa_code spc_torch_legacy(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
+spa_code spc_pickle_reader(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
+spa_code spc_unscannable(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
+/* Run the reader of fmt on c (the formats.def dispatch). */
+spa_code spc_read_as(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
 
 /* Private pseudo-formats of the decompressor (beyond spa_format): zip members. */
 #define SPC_FMT_DEFLATE  SPA_FMT_ZIP                 /* zip method 8: raw deflate */
@@ -143,7 +212,7 @@ spa_limit_id spc_dec_limit(const spc_dec *d);
 spa_err spc_dec_error(const spc_dec *d);
 uint64_t spc_dec_out(const spc_dec *d);
 void spc_dec_close(spc_dec *d);
-const char *spc_fmt_tag(spa_format f); /* "zlib", "gzip", ... for provenance */
+const char *spc_fmt_tag(spa_format f); /* formats.def's tag: "zlib", "gzip", ... for provenance */
 /* Sniff the first decompressed bytes of p[0..n) in format fmt (NONE if it
  * does not decompress or is not pickle-bearing). Used where magics are weak
  * evidence, i.e. inside str/bytes constants. */

@@ -26,7 +26,6 @@
                                                  zero array: 50,000:1), and below this the
                                                  work is bounded anyway */
 #define SPC_XZ_MEMLIMIT     (256ull << 20)    /* xz/lzma decoder memory (dictionary) */
-#define SPC_ZFILE_HEADER    21u               /* joblib < 0.10: "ZF" + 19-byte hex length */
 
 struct spc_dec {
     spc_scan *s;
@@ -40,6 +39,8 @@ struct spc_dec {
     bool done, ended;      /* done: no more output; ended: last member/frame ended cleanly */
     bool live;             /* decoder state initialised */
     bool init_nomem;       /* the decoder could not get memory to start */
+    bool fresh;            /* a member after the first, no output yet: a failure
+                              here is trailing data, ignored as the loaders do */
     z_stream z;
     bz_stream bz;
     lzma_stream lz;
@@ -94,13 +95,65 @@ static void *dec_salloc(void *opaque, size_t n) {
     return a->alloc(a->ctx, n);
 }
 
+/* Skip n bytes of input; false if it ends first. */
+static bool dec_skip(spc_dec *d, uint64_t n) {
+    const uint8_t *p;
+    size_t got;
+    while (n) {
+        if (spa_in_peek(d->in, 1, &p, &got) != SPA_OK || got == 0) return false;
+        size_t k = got < n ? got : (size_t)n;
+        if (spa_in_skip(d->in, k) != SPA_OK) return false;
+        d->in_bytes += k;
+        n -= k;
+    }
+    return true;
+}
+
+/* Skip a zero-terminated field (FNAME, FCOMMENT): gzip.py reads to NUL or EOF. */
+static bool dec_skip_cstr(spc_dec *d) {
+    const uint8_t *p;
+    size_t got;
+    for (;;) {
+        if (spa_in_peek(d->in, 1, &p, &got) != SPA_OK || got == 0) return false;
+        const uint8_t *z = memchr(p, 0, got);
+        size_t k = z ? (size_t)(z - p) + 1 : got;
+        if (spa_in_skip(d->in, k) != SPA_OK) return false;
+        d->in_bytes += k;
+        if (z) return true;
+    }
+}
+
+/* gzip.py's _read_gzip_header: magic, method 8, flags (reserved bits and
+ * the header CRC are not checked), FEXTRA, FNAME, FCOMMENT, FHCRC. */
+static bool dec_gzip_header(spc_dec *d) {
+    const uint8_t *p;
+    size_t got;
+    if (spa_in_peek(d->in, 10, &p, &got) != SPA_OK || got < 10) return false;
+    if (p[0] != 0x1f || p[1] != 0x8b || p[2] != 8) return false;
+    uint8_t flag = p[3];
+    if (!dec_skip(d, 10)) return false;
+    if (flag & 4) { /* FEXTRA */
+        if (spa_in_peek(d->in, 2, &p, &got) != SPA_OK || got < 2) return false;
+        uint16_t xl = (uint16_t)(p[0] | p[1] << 8);
+        if (!dec_skip(d, 2u + xl)) return false;
+    }
+    if ((flag & 8) && !dec_skip_cstr(d)) return false;  /* FNAME */
+    if ((flag & 16) && !dec_skip_cstr(d)) return false; /* FCOMMENT */
+    if ((flag & 2) && !dec_skip(d, 2)) return false;    /* FHCRC, not checked */
+    return true;
+}
+
 static bool dec_init(spc_dec *d) {
     const spa_alloc *al = d->s->alloc;
     switch (d->fmt) {
     case SPA_FMT_GZIP: case SPA_FMT_ZLIB: case SPA_FMT_ZIP: case SPA_FMT_JOBLIB:
+        /* gzip: the member header is read as gzip.py reads it (zlib's own
+         * parser refuses reserved flag bits and checks the header CRC, which
+         * gzip.py does not), then raw deflate */
+        if (d->fmt == SPA_FMT_GZIP && !dec_gzip_header(d)) return false;
         memset(&d->z, 0, sizeof d->z);
         if (al) { d->z.zalloc = dec_zalloc; d->z.zfree = dec_zfree; d->z.opaque = (void *)(uintptr_t)al; }
-        int zr = inflateInit2(&d->z, d->fmt == SPA_FMT_ZIP ? -15 : 15 + 32);
+        int zr = inflateInit2(&d->z, (d->fmt == SPA_FMT_ZIP || d->fmt == SPA_FMT_GZIP) ? -15 : 15 + 32);
         if (zr != Z_OK) { d->init_nomem = zr == Z_MEM_ERROR; return false; }
         break;
     case SPA_FMT_BZ2:
@@ -206,10 +259,29 @@ spa_err spc_dec_error(const spc_dec *d) { return d->err; }
 uint64_t spc_dec_out(const spc_dec *d) { return d->out_bytes; }
 
 /* Does the remaining input start another member of the same format? */
+/* gzip.py: after a member, its 8-byte trailer (CRC32, ISIZE: a mismatch
+ * raises only after the member's data was returned), then NUL padding, then
+ * another member or the end. bz2 and lzma (BZ2File, LZMAFile: a new
+ * decompressor on whatever follows; an error on its first block is
+ * "trailing data" and ignored). */
 static bool dec_next_member(spc_dec *d, const uint8_t *p, size_t n) {
     switch (d->fmt) {
-    case SPA_FMT_GZIP: return n >= 2 && p[0] == 0x1f && p[1] == 0x8b;
-    case SPA_FMT_BZ2: return n >= 3 && memcmp(p, "BZh", 3) == 0;
+    case SPA_FMT_GZIP: {
+        if (!dec_skip(d, 8)) return false;
+        const uint8_t *q;
+        size_t got;
+        for (;;) {
+            if (spa_in_peek(d->in, 1, &q, &got) != SPA_OK || got == 0) return false;
+            size_t z = 0;
+            while (z < got && q[z] == 0) z++;
+            if (z == 0) break;
+            if (!dec_skip(d, z)) return false;
+        }
+        return true; /* a non-NUL byte: gzip.py reads a header (or raises) */
+    }
+    case SPA_FMT_BZ2: case SPA_FMT_XZ:
+        (void)p;
+        return n > 0;
     default: return false;
     }
 }
@@ -297,6 +369,7 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
     if (len > SPC_DEC_OUT_CHUNK) len = SPC_DEC_OUT_CHUNK;
     size_t produced = 0;
     while (produced == 0 && !d->done) {
+        if (spc_budget_spent(d->s)) { d->done = true; break; } /* noted once, by the scan */
         const uint8_t *p;
         size_t got;
         if (spc_peek(d->s, d->in, SPC_DEC_IN_CHUNK, &p, &got) != SPA_OK) {
@@ -308,11 +381,18 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
             if (got && dec_next_member(d, p, got)) {
                 dec_fini(d);
                 if (!dec_init(d)) {
-                dec_error(d, d->init_nomem ? SPA_E_NOMEM : SPA_E_FORMAT, "cannot restart the decompressor");
-                if (d->init_nomem) spc_fail(d->s, SPA_E_NOMEM, "out of memory in the decompressor", d->in_bytes);
-                break;
-            }
+                    if (d->init_nomem) {
+                        dec_error(d, SPA_E_NOMEM, "cannot restart the decompressor");
+                        spc_fail(d->s, SPA_E_NOMEM, "out of memory in the decompressor", d->in_bytes);
+                    } else if (d->fmt == SPA_FMT_GZIP) {
+                        dec_error(d, SPA_E_FORMAT, "data after a gzip member is not a gzip member");
+                    }
+                    d->done = true;
+                    break;
+                }
                 d->ended = false;
+                d->fresh = d->fmt != SPA_FMT_GZIP;
+                continue; /* peek again: the header may have moved the input */
             } else {
                 d->done = true; /* trailing bytes after the last member are ignored */
                 break;
@@ -332,11 +412,13 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
             spc_fail(d->s, SPA_E_NOMEM, "out of memory in the decompressor", d->in_bytes);
             break;
         }
+        if (made) d->fresh = false;
+        if (r < 0 && d->fresh) { d->done = true; break; } /* trailing data: ignored */
         if (r < 0) { dec_error(d, SPA_E_FORMAT, "corrupt compressed data"); break; }
         if (r == 1) {
             d->ended = true;
             if (d->fmt == SPA_FMT_ZSTD || d->fmt == SPA_FMT_LZ4) d->ended = false; /* frames chain by themselves */
-            if (d->fmt == SPA_FMT_ZLIB || d->fmt == SPA_FMT_ZIP || d->fmt == SPA_FMT_JOBLIB || d->fmt == SPA_FMT_XZ ||
+            if (d->fmt == SPA_FMT_ZLIB || d->fmt == SPA_FMT_ZIP || d->fmt == SPA_FMT_JOBLIB ||
                 d->fmt == SPC_FMT_ZIP_LZMA)
                 d->done = true;
             if (d->fmt == SPA_FMT_ZSTD || d->fmt == SPA_FMT_LZ4) {
@@ -354,6 +436,7 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
         if (used == 0 && made == 0 && got > 0) { dec_error(d, SPA_E_FORMAT, "decompressor made no progress"); break; }
     }
     d->out_bytes += produced;
+    spc_budget_charge(d->s, produced);
     if (d->out_bytes > SPC_DEC_RATIO_FLOOR && d->max_ratio &&
         d->out_bytes / (d->in_bytes ? d->in_bytes : 1) > d->max_ratio) {
         d->limit = SPA_LIM_DECOMP_RATIO;
@@ -375,6 +458,7 @@ spa_format spc_dec_probe(spc_scan *s, const uint8_t *p, size_t n, spa_format fmt
         if (n <= SPC_ZFILE_HEADER) goto done;
         p += SPC_ZFILE_HEADER;
         n -= SPC_ZFILE_HEADER;
+        if (n > 1 && p[0] == ' ') { p++; n--; } /* joblib <= 0.8.4: one byte wider */
     }
     spa_src *src = spc_src_buf(s, p, n);
     spa_in *in = src ? spa_in_from_src(scratch, src, 0, n) : NULL;
@@ -400,10 +484,17 @@ spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first
     if (!in) return SPA_E_NOMEM;
     uint64_t start = spa_in_pos(in);
     s->pickle_bearing = s->pickle_bearing || fmt == SPA_FMT_JOBLIB;
-    if (fmt == SPA_FMT_JOBLIB && spa_in_skip(in, SPC_ZFILE_HEADER) != SPA_OK) {
-        spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_TRUNCATED, "joblib zfile header truncated", start,
-                 SPA_LIM_COUNT, NULL);
-        return SPA_OK;
+    if (fmt == SPA_FMT_JOBLIB) {
+        /* read_zfile: "ZF" + 19 bytes, then one optional space (joblib <= 0.8.4
+         * wrote a header one byte wider; zlib data never starts with ' ') */
+        const uint8_t *q;
+        size_t g;
+        if (spa_in_skip(in, SPC_ZFILE_HEADER) != SPA_OK) {
+            spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_TRUNCATED, "joblib zfile header truncated", start,
+                     SPA_LIM_COUNT, NULL);
+            return SPA_OK;
+        }
+        if (spc_peek(s, in, 1, &q, &g) == SPA_OK && g >= 1 && q[0] == ' ') spa_in_skip(in, 1);
     }
     spc_dec *d = spc_dec_open(s, in, fmt);
     if (!d) { spc_fail(s, SPA_E_NOMEM, "out of memory", start); return SPA_E_NOMEM; }
@@ -421,7 +512,14 @@ spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first
     child.loc = loc;
     child.depth = c->depth + 1;
     child.parent = c->parent;
-    spa_code rc = spc_dispatch(s, &child, first_stream);
+    spa_code rc;
+    if (fmt == SPA_FMT_JOBLIB) {
+        /* read_zfile's output goes straight to the unpickler (the .npy.z
+         * companions hold raw array bytes joblib never unpickles) */
+        rc = child.depth > s->lim->v[SPA_LIM_NEST] ? SPA_OK : spc_pickle_reader(s, &child, SPA_FMT_PICKLE, first_stream);
+    } else {
+        rc = spc_dispatch(s, &child, first_stream);
+    }
     if (d->limit != SPA_LIM_COUNT) {
         const char *detail = spa_ctx_loc(s->sc, "%" PRIu64 " bytes out of %" PRIu64 " compressed bytes when stopped",
                                          d->out_bytes, d->in_bytes);

@@ -18,7 +18,7 @@ const char *spa_limit_name(spa_limit_id id) {
     static const char *const n[SPA_LIM_COUNT] = {
         "max_ops", "max_stack", "max_marks", "max_memo", "max_memo_key", "max_str",
         "max_bytes", "max_streams", "max_nest", "max_decomp_bytes", "max_decomp_ratio",
-        "max_members", "max_ir",
+        "max_members", "max_ir", "max_open_ms", "max_open_bytes",
     };
     return (unsigned)id < SPA_LIM_COUNT ? n[id] : "unknown";
 }
@@ -39,6 +39,8 @@ void spa_limits_default(spa_limits *l) {
     l->v[SPA_LIM_DECOMP_RATIO] = 10000ull;      /* decompressed/compressed */
     l->v[SPA_LIM_MEMBERS] = 100000ull;          /* archive members */
     l->v[SPA_LIM_IR] = 8000000ull;              /* IR entries per stream */
+    l->v[SPA_LIM_OPEN_MS] = 30000ull;           /* one scan, all of it: 30 s */
+    l->v[SPA_LIM_OPEN_BYTES] = 32ull << 30;     /* one scan, all of it: 32 GiB read + decompressed */
 }
 
 const char *spa_irkind_name(spa_irkind k) {
@@ -55,8 +57,9 @@ const char *spa_verdict_name(spa_verdict v) {
 
 const char *spa_format_name(spa_format f) {
     static const char *const n[SPA_FMT_COUNT] = {
-        "none", "pickle", "zip", "tar", "torch_legacy", "npy", "joblib",
-        "gzip", "bz2", "xz", "zlib", "zstd", "lz4", "unscannable",
+#define SPA_FMT(id, name, tag, magic, reader) name,
+#include "formats.def"
+#undef SPA_FMT
     };
     return (unsigned)f < SPA_FMT_COUNT ? n[f] : "unknown";
 }

@@ -154,7 +154,9 @@ static bool nb_walk_candidate(spc_pk r, const spc_walk_info *wi, size_t n) {
  * magic (zlib, gzip, ...) must decompress to pickle-bearing content. */
 static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, uint64_t total) {
     if (n < 2) return false;
-    spa_format f = spc_sniff(p, n, total);
+    spa_format alt;
+    spa_format f = spc_sniff_alt(p, n, total, false, &alt);
+    if (f == SPA_FMT_NONE && alt != SPA_FMT_NONE) f = alt; /* a weak magic: probed below */
     if (f == SPA_FMT_NONE) return false;
     switch (f) {
     case SPA_FMT_ZLIB: case SPA_FMT_GZIP: case SPA_FMT_BZ2: case SPA_FMT_JOBLIB:

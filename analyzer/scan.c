@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -30,11 +31,39 @@ void spc_fail(spc_scan *s, spa_code code, const char *msg, uint64_t off) {
     s->fatal_err.off = off;
 }
 
+/* ------------------------------------------------------------------ budget */
+static uint64_t sc_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+bool spc_budget_charge(spc_scan *s, uint64_t n) {
+    if (s->budget_hit) return true;
+    s->spent_bytes += n;
+    spa_limit_id hit = SPA_LIM_COUNT;
+    if (s->spent_bytes > s->lim->v[SPA_LIM_OPEN_BYTES]) hit = SPA_LIM_OPEN_BYTES;
+    else if (s->deadline_ns && sc_now_ns() > s->deadline_ns) hit = SPA_LIM_OPEN_MS;
+    if (hit == SPA_LIM_COUNT) return false;
+    s->budget_hit = true;
+    spc_note(s, SPA_NOTE_LIMIT, NULL, SPA_E_LIMIT,
+             hit == SPA_LIM_OPEN_MS ? "time budget of this open spent: the rest is not examined"
+                                    : "byte budget of this open spent: the rest is not examined",
+             s->spent_bytes, hit, NULL);
+    return true;
+}
+
 /* ------------------------------------------------------------------ sources */
+/* Every read of the caller's source goes through here: counted, charged to
+ * the budget, and ended (EOF) once the budget is spent. */
 static ssize_t sc_count_pread(void *ctx, void *buf, size_t len, uint64_t off) {
     spc_scan *s = ctx;
+    if (spc_budget_spent(s)) return 0;
     ssize_t r = s->user->pread(s->user->ctx, buf, len, off);
-    if (r > 0) s->bytes_read += (uint64_t)r;
+    if (r > 0) {
+        s->bytes_read += (uint64_t)r;
+        if (spc_budget_charge(s, (uint64_t)r)) return 0;
+    }
     return r;
 }
 
@@ -311,16 +340,47 @@ static bool sc_is_safetensors(spc_scan *s, spc_content *c, const uint8_t *head, 
 
 /* ------------------------------------------------------------------ dispatch */
 const char *spc_fmt_tag(spa_format f) {
-    switch (f) {
-    case SPA_FMT_GZIP: return "gzip";
-    case SPA_FMT_BZ2: return "bz2";
-    case SPA_FMT_XZ: return "xz";
-    case SPA_FMT_ZLIB: return "zlib";
-    case SPA_FMT_ZSTD: return "zstd";
-    case SPA_FMT_LZ4: return "lz4";
-    case SPA_FMT_JOBLIB: return "zfile";
-    default: return "data";
-    }
+    static const char *const tags[SPA_FMT_COUNT] = {
+#define SPA_FMT(id, name, tag, magic, reader) tag,
+#include "formats.def"
+#undef SPA_FMT
+    };
+    return (unsigned)f < SPA_FMT_COUNT ? tags[f] : "data";
+}
+
+spa_code spc_pickle_reader(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream) {
+    (void)fmt;
+    if (!spc_content_in(s, c)) return SPA_E_NOMEM;
+    return spc_pickles(s, c->in, c->size, c->loc, c->depth, c->parent, 0, first_stream);
+}
+
+spa_code spc_unscannable(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream) {
+    (void)fmt;
+    (void)first_stream;
+    spc_note(s, SPA_NOTE_UNSCANNABLE, c->loc, SPA_E_UNSUPPORTED,
+             "archive format no pickle loader opens directly (7z/rar): not examined", 0, SPA_LIM_COUNT, NULL);
+    return SPA_OK;
+}
+
+typedef spa_code (*sc_reader_fn)(spc_scan *, spc_content *, spa_format, uint32_t *);
+
+spa_code spc_read_as(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream) {
+    static const sc_reader_fn readers[SPA_FMT_COUNT] = {
+#define SPA_FMT(id, name, tag, magic, reader) reader,
+#include "formats.def"
+#undef SPA_FMT
+    };
+    if ((unsigned)fmt >= SPA_FMT_COUNT || !readers[fmt]) return SPA_OK;
+    return readers[fmt](s, c, fmt, first_stream);
+}
+
+/* A weak magic (formats.def): that reading wins when its first bytes
+ * decompress to pickle-bearing content (what the loader of that format
+ * would unpickle); else the strong answer stands (a pickle, or nothing:
+ * e.g. zeros are a valid .lzma header of an empty stream). */
+static spa_format sc_settle(spc_scan *s, spa_format fmt, spa_format alt, const uint8_t *p, size_t got) {
+    if (alt == SPA_FMT_NONE || alt == fmt) return fmt;
+    return spc_dec_probe(s, p, got, alt) != SPA_FMT_NONE ? alt : fmt;
 }
 
 spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream) {
@@ -329,75 +389,49 @@ spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream) {
         spc_note(s, SPA_NOTE_LIMIT, c->loc, SPA_E_LIMIT, "nesting too deep", 0, SPA_LIM_NEST, NULL);
         return SPA_OK;
     }
+    if (spc_budget_spent(s)) return SPA_OK;
     const uint8_t *p = NULL;
     size_t got = 0;
+    spa_format fmt, alt = SPA_FMT_NONE;
+    bool also_zip = false;
     if (c->src) {
-        /* first SPC_HEAD_SMALL bytes: enough to say "not a pickle" or to see a
-         * magic; only a plausible pickle start gets the wider look */
+        /* the recogniser the preload asks too: head and tail */
         if (!s->head) s->head = spa_arena_alloc(s->ar, SPC_HEAD);
-        uint8_t *buf = s->head;
-        if (!buf) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_E_NOMEM; }
-        uint64_t want = c->size < SPC_HEAD_SMALL ? c->size : SPC_HEAD_SMALL;
-        for (int pass = 0; pass < 2; pass++) {
-            while (got < want) {
-                ssize_t r = c->src->pread(c->src->ctx, buf + got, (size_t)want - got, got);
-                if (r < 0) { spc_fail(s, SPA_E_IO, "read error", got); return SPA_E_IO; }
-                if (r == 0) break;
-                got += (size_t)r;
-            }
-            if (got < want) { c->size = got; break; } /* the source was shorter than it said */
-            if (got >= c->size || want == SPC_HEAD) break;
-            if (spc_sniff(buf, got, c->size) != SPA_FMT_PICKLE) break;
-            want = c->size < SPC_HEAD ? c->size : SPC_HEAD;
+        if (!s->tail) s->tail = spa_arena_alloc(s->ar, SPC_RECOG_SCRATCH);
+        if (!s->head || !s->tail) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_E_NOMEM; }
+        spc_recog r;
+        if (spc_recognise(c->src, c->size, c->depth == 0, s->head, s->tail, SPC_RECOG_SCRATCH, &r) != SPA_OK) {
+            spc_fail(s, SPA_E_IO, "read error", 0);
+            return SPA_E_IO;
         }
-        p = buf;
+        c->size = r.size;
+        p = s->head;
+        got = r.got;
+        fmt = r.fmt;
+        alt = r.alt;
+        also_zip = r.tail_zip;
     } else {
         spa_code rc = spc_peek(s, c->in, SPC_HEAD, &p, &got);
         if (rc != SPA_OK) return rc;
+        fmt = spc_sniff_alt(p, got, c->size, false, &alt);
     }
     /* a safetensors header first: its length's low bytes can look like a
      * pickle opcode or a weak magic (0x78 zlib, 1f 8b gzip, 5d 00 00 lzma) */
     if (sc_is_safetensors(s, c, p, got)) return SPA_OK;
-    spa_format fmt = spc_sniff(p, got, c->size);
-    if (fmt == SPA_FMT_NONE && c->src && c->size != UINT64_MAX && c->size >= 22) {
-        /* zipfile (pandas, numpy) also opens a zip with data prepended: look for
-         * an end-of-central-directory record (no comment) at the very end */
-        uint8_t tail[22];
-        if (spc_pread_full(c->src, tail, sizeof tail, c->size - sizeof tail) == SPA_OK &&
-            memcmp(tail, "PK\x05\x06", 4) == 0 && tail[20] == 0 && tail[21] == 0)
-            fmt = SPA_FMT_ZIP;
+    fmt = sc_settle(s, fmt, alt, p, got);
+    if (s->fatal) return s->fatal_err.code;
+    if (fmt == SPA_FMT_NONE && also_zip) {
+        fmt = SPA_FMT_ZIP;
+        also_zip = false;
     }
     if (c->depth == 0) s->top_fmt = fmt;
-    spa_code rc = SPA_OK;
-    switch (fmt) {
-    case SPA_FMT_NONE:
-        break;
-    case SPA_FMT_PICKLE:
-        if (!spc_content_in(s, c)) return SPA_E_NOMEM;
-        rc = spc_pickles(s, c->in, c->size, c->loc, c->depth, c->parent, 0, first_stream);
-        break;
-    case SPA_FMT_TORCH_LEGACY:
-        rc = spc_torch_legacy(s, c, first_stream);
-        break;
-    case SPA_FMT_ZIP:
-        rc = spc_zip(s, c);
-        break;
-    case SPA_FMT_TAR:
-        rc = spc_tar(s, c);
-        break;
-    case SPA_FMT_NPY:
-        rc = spc_npy(s, c, first_stream);
-        break;
-    case SPA_FMT_GZIP: case SPA_FMT_BZ2: case SPA_FMT_XZ: case SPA_FMT_ZLIB:
-    case SPA_FMT_ZSTD: case SPA_FMT_LZ4: case SPA_FMT_JOBLIB:
-        rc = spc_decomp(s, c, fmt, first_stream);
-        break;
-    case SPA_FMT_UNSCANNABLE:
-    default:
-        spc_note(s, SPA_NOTE_UNSCANNABLE, c->loc, SPA_E_UNSUPPORTED,
-                 "archive format no pickle loader opens directly (7z/rar): not examined", 0,
-                 SPA_LIM_COUNT, NULL);
-        break;
+    spa_code rc = spc_read_as(s, c, fmt, first_stream);
+    if (rc == SPA_OK && !s->fatal && also_zip) {
+        /* bytes before a zip: zipfile (numpy, pandas) reads the zip, another
+         * loader may read the head's format; both are scanned */
+        spc_content z = *c;
+        z.in = NULL;
+        rc = spc_zip(s, &z, SPA_FMT_ZIP, NULL);
     }
     if (s->fatal) return s->fatal_err.code;
     return rc;
@@ -446,6 +480,8 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
     s.top.mem = src->mem;
     s.top_fmt = SPA_FMT_NONE;
     s.alloc = o->alloc;
+    uint64_t ms = s.lim->v[SPA_LIM_OPEN_MS];
+    s.deadline_ns = ms < UINT64_MAX / 2000000ull ? sc_now_ns() + ms * 1000000ull : 0;
     spa_vm_hooks *h = spa_arena_calloc(s.ar, sizeof *h);
     if (!h) {
         spa_ctx_destroy(sc);
@@ -471,20 +507,7 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
         spc_dispatch(&s, &c, NULL);
     } else {
         s.top_fmt = force;
-        switch (force) {
-        case SPA_FMT_ZIP: spc_zip(&s, &c); break;
-        case SPA_FMT_TAR: spc_tar(&s, &c); break;
-        case SPA_FMT_NPY: spc_npy(&s, &c, NULL); break;
-        case SPA_FMT_TORCH_LEGACY: spc_torch_legacy(&s, &c, NULL); break;
-        case SPA_FMT_PICKLE:
-            if (spc_content_in(&s, &c)) spc_pickles(&s, c.in, c.size, c.loc, 0, UINT32_MAX, 0, NULL);
-            break;
-        case SPA_FMT_GZIP: case SPA_FMT_BZ2: case SPA_FMT_XZ: case SPA_FMT_ZLIB:
-        case SPA_FMT_ZSTD: case SPA_FMT_LZ4: case SPA_FMT_JOBLIB:
-            spc_decomp(&s, &c, force, NULL);
-            break;
-        default: spc_dispatch(&s, &c, NULL); break;
-        }
+        spc_read_as(&s, &c, force, NULL);
     }
     if (s.fatal) {
         *err = s.fatal_err;

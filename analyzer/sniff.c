@@ -1,41 +1,168 @@
-/* sniff.c - content sniffing by bytes only: container magics (zip, tar, npy,
- * compressors, 7z) and a strict raw-pickle plausibility walk that accepts
- * every stream the C unpickler accepts (protocol 0 to 5, with or without
- * PROTO) and rejects text, source code, ELF and JSON cheaply. */
+/* sniff.c - the recogniser: content sniffing by bytes only. The magic test
+ * of every format in formats.def (container part) and THE function that
+ * says whether a source is pickle-bearing, shared by the preload and every
+ * content the scan dispatches (spc_recognise: head and tail reads); then a
+ * strict raw-pickle plausibility walk that accepts every stream the C
+ * unpickler accepts (protocol 0 to 5, with or without PROTO) and rejects
+ * text, source code, ELF and JSON cheaply. */
 #include <string.h>
 
 #include "containers.h"
 #include "opcodes.h"
 
 /* ------------------------------------------------------------------ magics */
+/* Each says whether content starting with p[0..n) (total bytes, UINT64_MAX
+ * if unknown) can be read by the loaders of its format. They follow the
+ * real parsers' acceptance, not the writers' habits. */
 static bool sn_has(const uint8_t *p, size_t n, const char *m, size_t mn) {
     return n >= mn && memcmp(p, m, mn) == 0;
 }
 
-/* A tar header block: ustar magic, or (v7 tar) a valid octal checksum. */
-static bool sn_is_tar(const uint8_t *p, size_t n) {
-    if (n < 512) return false;
-    if (memcmp(p + 257, "ustar", 5) == 0) return true;
-    /* v7: checksum field at 148, 8 bytes octal, computed with the field as spaces */
-    uint64_t want = 0;
-    size_t i = 148;
-    while (i < 156 && p[i] == ' ') i++;
-    size_t digits = 0;
-    for (; i < 156 && p[i] >= '0' && p[i] <= '7'; i++, digits++) want = want * 8 + (uint64_t)(p[i] - '0');
-    if (digits == 0) return false;
-    for (; i < 156; i++) if (p[i] != ' ' && p[i] != '\0') return false;
-    uint64_t sum = 0;
-    for (size_t k = 0; k < 512; k++) sum += (k >= 148 && k < 156) ? (uint64_t)' ' : p[k];
-    /* the name must be a non-empty printable string, else random data with a lucky sum */
-    if (p[0] == 0) return false;
-    return sum == want && sum > 8u * ' ';
+static uint32_t sn_le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static bool sn_is_zlib(const uint8_t *p, size_t n) {
-    if (n < 2) return false;
-    if ((p[0] & 0x0f) != 8 || (p[0] >> 4) > 7) return false;
-    if (((unsigned)p[0] * 256u + p[1]) % 31u != 0) return false;
-    return (p[1] & 0x20) == 0; /* no preset dictionary */
+int spc_magic_zip(const uint8_t *p, size_t n, uint64_t total) {
+    (void)total; /* a random-access content is a zip only with an end record: spc_recognise */
+    return (sn_has(p, n, "PK\x03\x04", 4) || sn_has(p, n, "PK\x05\x06", 4) || sn_has(p, n, "PK\x07\x08", 4) ||
+            sn_has(p, n, "PK\x06\x06", 4)) ? SPC_M_YES : SPC_M_NO;
+}
+
+int spc_magic_npy(const uint8_t *p, size_t n, uint64_t total) {
+    (void)total;
+    return sn_has(p, n, "\x93NUMPY", 6) ? SPC_M_YES : SPC_M_NO;
+}
+
+int spc_magic_gzip(const uint8_t *p, size_t n, uint64_t total) {
+    (void)total; /* gzip.py checks the two magic bytes, then the method (decomp.c) */
+    return sn_has(p, n, "\x1f\x8b", 2) ? SPC_M_YES : SPC_M_NO;
+}
+
+int spc_magic_bz2(const uint8_t *p, size_t n, uint64_t total) {
+    (void)total;
+    return (n >= 4 && sn_has(p, n, "BZh", 3) && p[3] >= '1' && p[3] <= '9') ? SPC_M_YES : SPC_M_NO;
+}
+
+/* liblzma's .lzma (alone) header as its auto decoder reads it (lzma.open,
+ * LZMAFile, pandas .xz, joblib 'lzma' all use FORMAT_AUTO, i.e. the "picky"
+ * alone decoder): a properties byte with lc+lp <= 4, a dictionary size of
+ * 2^n, 2^n + 2^(n-1) or UINT32_MAX (0 passes the same arithmetic), an
+ * uncompressed size below 2^38 or unknown (all ones). */
+static bool sn_lzma_alone(const uint8_t *p, size_t n, uint64_t total) {
+    if (total != UINT64_MAX && total < 13) return false;
+    if (n < 1 || p[0] > (4 * 5 + 4) * 9 + 8) return false;
+    unsigned b = p[0], pb = b / 45;
+    b -= pb * 45;
+    unsigned lp = b / 9, lc = b - lp * 9;
+    if (lc + lp > 4) return false;
+    if (n < 5) return true;
+    uint32_t dict = sn_le32(p + 1);
+    if (dict != UINT32_MAX) {
+        uint32_t d = dict - 1;
+        d |= d >> 2; d |= d >> 3; d |= d >> 4; d |= d >> 8; d |= d >> 16;
+        if (++d != dict) return false;
+    }
+    if (n < 13) return true;
+    uint64_t usize = (uint64_t)sn_le32(p + 5) | (uint64_t)sn_le32(p + 9) << 32;
+    /* an empty stream holds nothing to unpickle */
+    return usize == UINT64_MAX || (usize > 0 && usize < (1ull << 38));
+}
+
+int spc_magic_xz(const uint8_t *p, size_t n, uint64_t total) {
+    if (sn_has(p, n, "\xfd" "7zXZ\x00", 6)) return SPC_M_YES;
+    if (sn_has(p, n, "LZIP", 4)) return SPC_M_YES; /* liblzma >= 5.4 auto decoder: lzip */
+    if (!sn_lzma_alone(p, n, total)) return SPC_M_NO;
+    /* 5d 00 is what every writer emits (joblib's own 'lzma' prefix); any
+     * other valid header is weak evidence: its first byte may be an opcode */
+    return (p[0] == 0x5d && n >= 2 && p[1] == 0) ? SPC_M_YES : SPC_M_WEAK;
+}
+
+int spc_magic_zstd(const uint8_t *p, size_t n, uint64_t total) {
+    (void)total;
+    if (n < 4) return SPC_M_NO;
+    uint32_t m = sn_le32(p);
+    if (m == 0xFD2FB528u) return SPC_M_YES;                      /* a zstd frame */
+    if ((m & 0xFFFFFFF0u) == 0x184D2A50u) return SPC_M_YES;      /* a skippable frame (any of 16) */
+    if (m >= 0xFD2FB51Eu && m <= 0xFD2FB527u) return SPC_M_YES; /* legacy frames v0.1-v0.7 */
+    return SPC_M_NO;
+}
+
+int spc_magic_lz4(const uint8_t *p, size_t n, uint64_t total) {
+    (void)total;
+    return sn_has(p, n, "\x04\x22\x4d\x18", 4) ? SPC_M_YES : SPC_M_NO;
+}
+
+/* CPython's PyLong_FromString over bytes (Py_ISSPACE) or str (the
+ * Unicode whitespace of the ASCII range, which int(str) maps to spaces). */
+static bool sn_py_space(uint8_t c, bool text) {
+    return c == ' ' || (c >= '\t' && c <= '\r') || (text && c >= 0x1c && c <= 0x1f);
+}
+
+static int sn_digit(uint8_t c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'Z') return c - 'A' + 10;
+    return 99;
+}
+
+bool spc_py_int(const uint8_t *s, size_t n, unsigned base, bool text, int64_t *v) {
+    size_t i = 0;
+    while (i < n && sn_py_space(s[i], text)) i++;
+    bool neg = false;
+    if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
+    bool prefixed = false;
+    if (i + 1 < n && s[i] == '0') {
+        uint8_t c = (uint8_t)(s[i + 1] | 0x20);
+        if ((base == 16 && c == 'x') || (base == 8 && c == 'o') || (base == 2 && c == 'b')) {
+            i += 2;
+            prefixed = true;
+        }
+    }
+    uint64_t acc = 0;
+    size_t digits = 0;
+    bool under = prefixed; /* an underscore may follow the prefix */
+    for (; i < n; i++) {
+        if (s[i] == '_') {
+            if (!under) return false;
+            under = false;
+            if (i + 1 >= n || sn_digit(s[i + 1]) >= (int)base) return false;
+            continue;
+        }
+        int d = sn_digit(s[i]);
+        if (d >= (int)base) break;
+        acc = acc > (UINT64_MAX - (unsigned)d) / base ? UINT64_MAX : acc * base + (unsigned)d;
+        digits++;
+        under = true;
+    }
+    if (digits == 0) return false;
+    while (i < n && sn_py_space(s[i], text)) i++;
+    if (i != n) return false;
+    if (v) {
+        if (acc > (uint64_t)INT64_MAX) *v = neg ? INT64_MIN : INT64_MAX;
+        else *v = neg ? -(int64_t)acc : (int64_t)acc;
+    }
+    return true;
+}
+
+/* joblib < 0.10 "ZF" files: joblib's _detect_compressor sees the prefix "ZF",
+ * then read_zfile parses the next 19 bytes with int(x, 16): any text
+ * CPython's int() accepts in base 16 (spc_py_int). */
+int spc_magic_zfile(const uint8_t *p, size_t n, uint64_t total) {
+    if (!sn_has(p, n, "ZF", 2)) return SPC_M_NO;
+    if (n < SPC_ZFILE_HEADER) return (total != UINT64_MAX && total < SPC_ZFILE_HEADER) ? SPC_M_NO : SPC_M_YES;
+    return spc_py_int(p + 2, SPC_ZFILE_HEADER - 2, 16, false, NULL) ? SPC_M_YES : SPC_M_NO;
+}
+
+int spc_magic_unscannable(const uint8_t *p, size_t n, uint64_t total) {
+    (void)total;
+    return (sn_has(p, n, "7z\xbc\xaf\x27\x1c", 6) || sn_has(p, n, "Rar!\x1a\x07", 6)) ? SPC_M_YES : SPC_M_NO;
+}
+
+int spc_magic_tar(const uint8_t *p, size_t n, uint64_t total) {
+    (void)total;
+    if (n < 512) return SPC_M_NO;
+    /* tarfile checks only the checksum (nti + calc_chksums), never the magic */
+    return (spc_tar_header_ok(p) || memcmp(p + 257, "ustar", 5) == 0) ? SPC_M_YES : SPC_M_NO;
 }
 
 bool spc_is_torch_legacy(const uint8_t *p, size_t n) {
@@ -50,30 +177,52 @@ bool spc_is_torch_legacy(const uint8_t *p, size_t n) {
     return sn_has(p, n, txt, sizeof txt - 1);
 }
 
-spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total) {
-    if (n == 0) return SPA_FMT_NONE;
-    if (sn_has(p, n, "PK\x03\x04", 4) || sn_has(p, n, "PK\x05\x06", 4) ||
-        sn_has(p, n, "PK\x07\x08", 4) || sn_has(p, n, "PK\x06\x06", 4))
-        return SPA_FMT_ZIP;
-    if (sn_has(p, n, "\x93NUMPY", 6)) return SPA_FMT_NPY;
-    if (sn_has(p, n, "\x1f\x8b", 2)) return SPA_FMT_GZIP;
-    if (n >= 4 && sn_has(p, n, "BZh", 3) && p[3] >= '1' && p[3] <= '9') return SPA_FMT_BZ2;
-    if (sn_has(p, n, "\xfd" "7zXZ\x00", 6)) return SPA_FMT_XZ;
-    if (sn_has(p, n, "\x5d\x00\x00", 3)) return SPA_FMT_XZ; /* lzma-alone (joblib 'lzma') */
-    if (sn_has(p, n, "\x28\xb5\x2f\xfd", 4)) return SPA_FMT_ZSTD;
-    if (sn_has(p, n, "\x04\x22\x4d\x18", 4)) return SPA_FMT_LZ4;
-    if (sn_has(p, n, "ZF", 2) && n >= 4 && (p[2] == '0' || p[2] == ' ')) return SPA_FMT_JOBLIB; /* joblib < 0.10 zfile */
-    if (sn_has(p, n, "7z\xbc\xaf\x27\x1c", 6)) return SPA_FMT_UNSCANNABLE;
-    if (sn_has(p, n, "Rar!\x1a\x07", 6)) return SPA_FMT_UNSCANNABLE;
-    if (sn_is_tar(p, n)) return SPA_FMT_TAR;
-    if (spc_is_torch_legacy(p, n)) return SPA_FMT_TORCH_LEGACY;
-    /* zlib's two-byte header is weak: with a small window its first byte can
-     * be '(' 'X' 'h' ... ("(S" is a valid zlib header). Real zlib streams
-     * start with 'x' (not an opcode); otherwise a plausible pickle wins. */
-    spc_pk pk = spc_pickle_plausible(p, n, total);
-    if (sn_is_zlib(p, n) && (p[0] == 0x78 || pk == SPC_PK_NO)) return SPA_FMT_ZLIB;
-    if (pk != SPC_PK_NO) return SPA_FMT_PICKLE;
+int spc_magic_torch_legacy(const uint8_t *p, size_t n, uint64_t total) {
+    (void)total;
+    return spc_is_torch_legacy(p, n) ? SPC_M_YES : SPC_M_NO;
+}
+
+/* zlib's two-byte header is weak: with a small window its first byte can be
+ * '(' 'X' 'h' ... ("(S" is a valid zlib header). Real zlib streams start
+ * with 'x' (not an opcode); any other is weak evidence. */
+int spc_magic_zlib(const uint8_t *p, size_t n, uint64_t total) {
+    (void)total;
+    if (n < 2 || (p[0] & 0x0f) != 8 || (p[0] >> 4) > 7) return SPC_M_NO;
+    if (((unsigned)p[0] * 256u + p[1]) % 31u != 0 || (p[1] & 0x20)) return SPC_M_NO; /* no preset dictionary */
+    return p[0] == 0x78 ? SPC_M_YES : SPC_M_WEAK;
+}
+
+int spc_magic_pickle(const uint8_t *p, size_t n, uint64_t total) {
+    return spc_pickle_plausible(p, n, total) != SPC_PK_NO ? SPC_M_YES : SPC_M_NO;
+}
+
+/* The table, in recognition order. */
+typedef int (*sn_magic_fn)(const uint8_t *, size_t, uint64_t);
+static const struct { spa_format f; sn_magic_fn magic; } sn_table[] = {
+#define SPA_FMT(id, name, tag, magic, reader) {SPA_FMT_##id, magic},
+#include "formats.def"
+#undef SPA_FMT
+};
+
+spa_format spc_sniff_alt(const uint8_t *p, size_t n, uint64_t total, bool no_zip, spa_format *alt) {
+    spa_format weak = SPA_FMT_NONE;
+    if (alt) *alt = SPA_FMT_NONE;
+    if (!p || n == 0) return SPA_FMT_NONE;
+    for (size_t i = 0; i < sizeof sn_table / sizeof sn_table[0]; i++) {
+        if (!sn_table[i].magic || (no_zip && sn_table[i].f == SPA_FMT_ZIP)) continue;
+        int m = sn_table[i].magic(p, n, total);
+        if (m == SPC_M_YES) {
+            if (alt) *alt = weak;
+            return sn_table[i].f;
+        }
+        if (m == SPC_M_WEAK && weak == SPA_FMT_NONE) weak = sn_table[i].f;
+    }
+    if (alt) *alt = weak;
     return SPA_FMT_NONE;
+}
+
+spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total) {
+    return spc_sniff_alt(p, n, total, false, NULL);
 }
 
 spa_format spa_sniff(const uint8_t *p, size_t n) {
@@ -81,34 +230,105 @@ spa_format spa_sniff(const uint8_t *p, size_t n) {
     return spc_sniff(p, n, UINT64_MAX);
 }
 
-static size_t sn_pread(const spa_src *src, uint8_t *buf, size_t want, uint64_t off) {
-    size_t got = 0;
-    while (got < want) {
-        ssize_t r = src->pread(src->ctx, buf + got, want - got, off + got);
-        if (r <= 0) break;
-        got += (size_t)r;
+/* ------------------------------------------------------------------ recogniser */
+/* Read up to want bytes at off; SPA_E_IO on a failed read (short at EOF is fine). */
+static spa_code sn_pread(const spa_src *src, uint8_t *buf, size_t want, uint64_t off, size_t *got) {
+    *got = 0;
+    while (*got < want) {
+        ssize_t r = src->pread(src->ctx, buf + *got, want - *got, off + *got);
+        if (r < 0) return SPA_E_IO;
+        if (r == 0) break;
+        *got += (size_t)r;
     }
-    return got;
+    return SPA_OK;
+}
+
+/* Last "PK\5\6" in buf[0..n) with at least SPC_ZIP_EOCD bytes from it to the
+ * end of the file (buf ends `after` bytes before the end). */
+static bool sn_find_eocd(const uint8_t *buf, size_t n, uint64_t after, size_t *at) {
+    for (size_t i = n; i-- > 0;) {
+        if (buf[i] != 'P' || n - i < 4 || memcmp(buf + i, "PK\x05\x06", 4) != 0) continue;
+        if ((uint64_t)(n - i) + after >= SPC_ZIP_EOCD) { *at = i; return true; }
+    }
+    return false;
+}
+
+/* Is there a zip end record in the tail, as zipfile (last 22 bytes, then
+ * the last signature in the last 64 KiB + 22 bytes) and miniz (the last
+ * signature with a whole record after it) find it? */
+static spa_code sn_tail_zip(const spa_src *src, uint64_t size, uint8_t *scratch, size_t cap, bool whole,
+                            bool *zip) {
+    *zip = false;
+    if (size < SPC_ZIP_EOCD) return SPA_OK;
+    uint64_t span = size < SPC_ZIP_TAIL ? size : SPC_ZIP_TAIL;
+    uint8_t small[2048];
+    if (!scratch || cap < sizeof small) { scratch = small; cap = sizeof small; }
+    /* the common case first: a record right at the end is the last one with
+     * a whole record after it, whatever its comment length says */
+    size_t got;
+    if (sn_pread(src, scratch, SPC_ZIP_EOCD, size - SPC_ZIP_EOCD, &got) != SPA_OK) return SPA_E_IO;
+    if (got == SPC_ZIP_EOCD && memcmp(scratch, "PK\x05\x06", 4) == 0) { *zip = true; return SPA_OK; }
+    if (!whole) return SPA_OK;
+    /* backwards in chunks, overlapping by 3 bytes so no signature is split */
+    uint64_t end = size;
+    while (end > size - span) {
+        uint64_t start = end - (size - span) > cap ? end - cap : size - span;
+        size_t at;
+        if (sn_pread(src, scratch, (size_t)(end - start), start, &got) != SPA_OK) return SPA_E_IO;
+        if (got != end - start) return SPA_OK; /* the source is shorter than it said */
+        if (sn_find_eocd(scratch, got, size - end, &at)) { *zip = true; return SPA_OK; }
+        if (start == size - span) break;
+        end = start + 3;
+    }
+    return SPA_OK;
+}
+
+spa_code spc_recognise(const spa_src *src, uint64_t size, bool file, uint8_t *head, uint8_t *scratch, size_t cap,
+                       spc_recog *r) {
+    memset(r, 0, sizeof *r);
+    r->fmt = r->alt = SPA_FMT_NONE;
+    r->size = size;
+    if (size == 0) return SPA_OK;
+    size_t want = size < SPC_HEAD_SMALL ? (size_t)size : SPC_HEAD_SMALL, got;
+    if (sn_pread(src, head, want, 0, &got) != SPA_OK) return SPA_E_IO;
+    if (got < want) r->size = size = got; /* shorter than it said */
+    bool tail = false;
+    if (sn_tail_zip(src, size, scratch, cap, file, &tail) != SPA_OK) return SPA_E_IO;
+    /* a file is a zip only with an end record (zipfile, miniz); inside a
+     * container only the last 22 bytes are looked at (no loader reads a
+     * member as a zip with data before it) and a zip magic is enough */
+    bool no_zip = file && !tail;
+    spa_format f = spc_sniff_alt(head, got, size, no_zip, &r->alt);
+    if ((f == SPA_FMT_PICKLE || r->alt != SPA_FMT_NONE) && got == SPC_HEAD_SMALL && size > got) {
+        size_t more;
+        want = size < SPC_HEAD ? (size_t)size : SPC_HEAD;
+        if (sn_pread(src, head + got, want - got, got, &more) != SPA_OK) return SPA_E_IO;
+        got += more;
+        if (got < want) r->size = size = got;
+        f = spc_sniff_alt(head, got, size, no_zip, &r->alt);
+    }
+    r->got = got;
+    r->fmt = f;
+    /* bytes before a zip (zipfile reads such files): both readings count */
+    r->tail_zip = tail && f != SPA_FMT_ZIP;
+    return SPA_OK;
+}
+
+spa_code spa_recognise(const spa_src *src, uint8_t *scratch, size_t cap, spa_format *fmt) {
+    if (fmt) *fmt = SPA_FMT_NONE;
+    if (!src || !src->pread || !fmt) return SPA_E_USAGE;
+    uint8_t head[SPC_HEAD];
+    spc_recog r;
+    spa_code rc = spc_recognise(src, src->size, true, head, scratch, cap, &r);
+    if (rc != SPA_OK) return rc;
+    *fmt = r.fmt != SPA_FMT_NONE ? r.fmt : r.alt != SPA_FMT_NONE ? r.alt : r.tail_zip ? SPA_FMT_ZIP : SPA_FMT_NONE;
+    return SPA_OK;
 }
 
 spa_format spa_sniff_src(const spa_src *src) {
-    if (!src || !src->pread || src->size == 0) return SPA_FMT_NONE;
-    uint8_t head[SPC_HEAD];
-    size_t want = src->size < SPC_HEAD_SMALL ? (size_t)src->size : SPC_HEAD_SMALL;
-    size_t got = sn_pread(src, head, want, 0);
-    spa_format f = spc_sniff(head, got, got < want ? got : src->size);
-    if (f == SPA_FMT_PICKLE && got == want && src->size > got) {
-        want = src->size < SPC_HEAD ? (size_t)src->size : SPC_HEAD;
-        got += sn_pread(src, head + got, want - got, got);
-        f = spc_sniff(head, got, got < want ? got : src->size);
-    }
-    if (f == SPA_FMT_NONE && src->size >= 22) {
-        uint8_t tail[22];
-        if (sn_pread(src, tail, sizeof tail, src->size - sizeof tail) == sizeof tail &&
-            memcmp(tail, "PK\x05\x06", 4) == 0 && tail[20] == 0 && tail[21] == 0)
-            f = SPA_FMT_ZIP;
-    }
-    return f;
+    spa_format f;
+    if (!src || !src->pread) return SPA_FMT_NONE;
+    return spa_recognise(src, NULL, 0, &f) == SPA_OK ? f : SPA_FMT_UNSCANNABLE;
 }
 
 /* ------------------------------------------------------------------ pickle walk */

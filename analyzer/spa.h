@@ -65,6 +65,8 @@ typedef enum spa_limit_id {
     SPA_LIM_DECOMP_RATIO,   /* decompressed/compressed ratio */
     SPA_LIM_MEMBERS,        /* archive members examined */
     SPA_LIM_IR,             /* IR entries per stream */
+    SPA_LIM_OPEN_MS,        /* wall-clock milliseconds one scan (one open) may take, whole recursion */
+    SPA_LIM_OPEN_BYTES,     /* bytes one scan may pull: source reads + decompressed output, whole recursion */
     SPA_LIM_COUNT
 } spa_limit_id;
 
@@ -245,17 +247,12 @@ typedef struct spa_note {
     const char *detail;   /* optional arena string */
 } spa_note;
 
-/* Outermost content formats the sniffer recognises. */
+/* Content formats the recogniser knows: generated from formats.def (one
+ * table: enum, names, tags, magics, readers). NONE = not pickle-bearing. */
 typedef enum spa_format {
-    SPA_FMT_NONE = 0,     /* not pickle-bearing */
-    SPA_FMT_PICKLE,
-    SPA_FMT_ZIP,          /* torch zip, npz, pandas zip */
-    SPA_FMT_TAR,          /* legacy torch tar */
-    SPA_FMT_TORCH_LEGACY,
-    SPA_FMT_NPY,
-    SPA_FMT_JOBLIB,
-    SPA_FMT_GZIP, SPA_FMT_BZ2, SPA_FMT_XZ, SPA_FMT_ZLIB, SPA_FMT_ZSTD, SPA_FMT_LZ4,
-    SPA_FMT_UNSCANNABLE,  /* 7z, encrypted, ... */
+#define SPA_FMT(id, name, tag, magic, reader) SPA_FMT_##id,
+#include "formats.def"
+#undef SPA_FMT
     SPA_FMT_COUNT
 } spa_format;
 const char *spa_format_name(spa_format f);
@@ -319,14 +316,24 @@ spa_code spa_scan_src(const spa_scan_opts *o, const spa_src *src, spa_result **o
 spa_code spa_scan_mem(const spa_scan_opts *o, const uint8_t *p, size_t n, spa_result **out, spa_err *err);
 spa_code spa_scan_path(const spa_scan_opts *o, const char *path, spa_result **out, spa_err *err);
 /* Cheap content sniff of a file's first bytes (n may be small, e.g. 512).
- * SPA_FMT_NONE means "not pickle-bearing". Never looks at a name. */
+ * SPA_FMT_NONE means "not pickle-bearing". Never looks at a name. It sees
+ * no tail: spa_recognise is the answer for a whole file. */
 spa_format spa_sniff(const uint8_t *p, size_t n);
-/* The same through a source: a 512-byte head (4 KiB when it may be a pickle)
- * and the 22-byte tail where a zip's end record sits (zipfile opens a zip with
- * data prepended). Reads only through src->pread, allocates nothing. It may
- * say "pickle" where spa_scan_src then finds nothing pickle-bearing (it does
- * not parse a safetensors header); it never says NONE where spa_scan_src
- * would find a stream. */
+/* THE recogniser (owner: analyzer/sniff.c), shared by the preload and every
+ * content spa_scan_src dispatches: is this source pickle-bearing, and as
+ * what? It reads a 512-byte head (4 KiB when it may be a pickle) and the
+ * tail where a zip's end record sits (searched over the last 64 KiB + 22
+ * bytes, as zipfile does), only through src->pread, and allocates nothing.
+ * *fmt = SPA_FMT_NONE means no loader could unpickle anything from it.
+ * Returns SPA_OK, or SPA_E_IO when a read failed (never treat that as NONE).
+ * It may say "pickle-bearing" where spa_scan_src then finds nothing (e.g. a
+ * safetensors header); it never says NONE where spa_scan_src would find a
+ * stream. */
+spa_code spa_recognise(const spa_src *src, uint8_t *scratch, size_t cap, spa_format *fmt);
+/* Scratch that lets spa_recognise read the tail in one go (else it reads it
+ * in 2 KiB pieces on its stack): the last 64 KiB + 22 bytes. */
+#define SPA_RECOG_SCRATCH (65536u + 22u)
+/* spa_recognise, with a read error reported as SPA_FMT_UNSCANNABLE. */
 spa_format spa_sniff_src(const spa_src *src);
 
 /* ------------------------------------------------------------------ policy */

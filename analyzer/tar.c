@@ -17,39 +17,58 @@ static bool tar_zero(const uint8_t *p) {
     return true;
 }
 
-static bool tar_octal(const uint8_t *f, size_t n, uint64_t *out) {
-    if (n && (f[0] & 0x80)) { /* GNU base-256 */
-        uint64_t v = f[0] & 0x7f;
+/* tarfile's nti(): 0x80 / 0xff lead base-256 (0xff: negative); otherwise
+ * the text up to the first NUL, ASCII only, stripped, read by int(s, 8)
+ * ("" is 0). Whatever tarfile accepts, this accepts. */
+bool spc_tar_nti(const uint8_t *f, size_t n, int64_t *out) {
+    if (n && (f[0] == 0x80 || f[0] == 0xff)) {
+        uint64_t v = 0;
         for (size_t i = 1; i < n; i++) {
             if (v > (UINT64_MAX >> 8)) return false;
             v = (v << 8) | f[i];
         }
-        *out = v;
+        if (f[0] == 0x80) {
+            if (v > (uint64_t)INT64_MAX) return false;
+            *out = (int64_t)v;
+        } else {
+            /* -(256**(n-1) - v) */
+            if (n - 1 >= 8) return false;
+            uint64_t m = 1ull << (8 * (n - 1));
+            *out = -(int64_t)(m - v);
+        }
         return true;
     }
-    uint64_t v = 0;
-    size_t i = 0;
-    while (i < n && (f[i] == ' ' || f[i] == 0)) i++;
-    for (; i < n && f[i] >= '0' && f[i] <= '7'; i++) {
-        if (v > (UINT64_MAX >> 3)) return false;
-        v = v * 8 + (uint64_t)(f[i] - '0');
-    }
-    for (; i < n; i++) if (f[i] != ' ' && f[i] != 0) return false;
-    *out = v;
-    return true;
+    const uint8_t *z = memchr(f, 0, n);
+    size_t len = z ? (size_t)(z - f) : n;
+    for (size_t i = 0; i < len; i++) if (f[i] >= 0x80) return false; /* ascii, strict */
+    size_t a = 0, b = len;
+    while (a < b && (f[a] == ' ' || (f[a] >= '\t' && f[a] <= '\r') || (f[a] >= 0x1c && f[a] <= 0x1f))) a++;
+    while (b > a && (f[b - 1] == ' ' || (f[b - 1] >= '\t' && f[b - 1] <= '\r') || (f[b - 1] >= 0x1c && f[b - 1] <= 0x1f))) b--;
+    if (a == b) { *out = 0; return true; }
+    return spc_py_int(f + a, b - a, 8, true, out);
 }
 
-static bool tar_checksum_ok(const uint8_t *h) {
-    uint64_t want;
-    if (!tar_octal(h + 148, 8, &want)) return false;
-    uint64_t u = 0;
-    int64_t sgn = 0;
+/* tarfile's frombuf(): the checksum field (nti) is one of calc_chksums() -
+ * 256 plus the sum of every other byte, unsigned or signed. The magic and
+ * everything else are not checked. */
+bool spc_tar_header_ok(const uint8_t *h) {
+    int64_t want;
+    if (!spc_tar_nti(h + 148, 8, &want)) return false;
+    int64_t u = 256, sgn = 256;
     for (size_t k = 0; k < SPC_TAR_BLOCK; k++) {
-        uint8_t c = (k >= 148 && k < 156) ? (uint8_t)' ' : h[k];
-        u += c;
-        sgn += (int8_t)c;
+        if (k >= 148 && k < 156) continue;
+        u += h[k];
+        sgn += (int8_t)h[k];
     }
-    return want == u || (int64_t)want == sgn;
+    return want == u || want == sgn;
+}
+
+/* A size field: tarfile takes nti() of it; a negative size is refused here. */
+static bool tar_size(const uint8_t *f, size_t n, uint64_t *out) {
+    int64_t v;
+    if (!spc_tar_nti(f, n, &v) || v < 0) return false;
+    *out = (uint64_t)v;
+    return true;
 }
 
 /* pax records "LEN key=value\n": pick path and size */
@@ -205,7 +224,9 @@ static spa_code tar_member(spc_scan *s, spc_content *c, spa_in *in, spc_content 
 }
 
 /* ------------------------------------------------------------------ reader */
-spa_code spc_tar(spc_scan *s, spc_content *c) {
+spa_code spc_tar(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream) {
+    (void)fmt;
+    (void)first_stream;
     spa_in *in = spc_content_in(s, c);
     if (!in) return SPA_E_NOMEM;
     const char *longname = NULL, *paxpath = NULL;
@@ -222,13 +243,13 @@ spa_code spc_tar(spc_scan *s, spc_content *c) {
             break;
         }
         if (tar_zero(h)) break;
-        if (!tar_checksum_ok(h)) {
+        if (!spc_tar_header_ok(h)) {
             spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_FORMAT, "tar header checksum wrong: tarfile stops here",
                      hoff, SPA_LIM_COUNT, NULL);
             break;
         }
         uint64_t size;
-        if (!tar_octal(h + 124, 12, &size)) {
+        if (!tar_size(h + 124, 12, &size)) {
             spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_FORMAT, "tar size field invalid", hoff, SPA_LIM_COUNT, NULL);
             break;
         }

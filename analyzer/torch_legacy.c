@@ -3,7 +3,8 @@
  * object, the storage keys), then raw storage bytes that nothing unpickles. */
 #include "containers.h"
 
-spa_code spc_torch_legacy(spc_scan *s, spc_content *c, uint32_t *first_stream) {
+spa_code spc_torch_legacy(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream) {
+    (void)fmt;
     spa_in *in = spc_content_in(s, c);
     if (!in) return SPA_E_NOMEM;
     spa_code rc = spc_pickles(s, in, c->size, c->loc, c->depth, c->parent, SPC_LEGACY_STREAMS,

@@ -10,8 +10,6 @@
 
 #include "containers.h"
 
-#define SPC_ZIP_EOCD        22u          /* end of central directory record, no comment */
-#define SPC_ZIP_TAIL_MAX    (65535u + 22u) /* EOCD + the longest comment */
 #define SPC_ZIP_CDH         46u          /* central directory file header */
 #define SPC_ZIP_LFH         30u          /* local file header */
 #define SPC_ZIP_NAME_MAX    4096u        /* member name bytes kept for provenance */
@@ -29,7 +27,7 @@ typedef struct zip_dir {
 static spa_code zip_find_dir(spc_scan *s, const spa_src *src, zip_dir *zd) {
     uint64_t size = src->size;
     if (size < SPC_ZIP_EOCD) return SPA_E_FORMAT;
-    uint64_t tail = size < SPC_ZIP_TAIL_MAX ? size : SPC_ZIP_TAIL_MAX;
+    uint64_t tail = size < SPC_ZIP_TAIL ? size : SPC_ZIP_TAIL;
     /* first the common case: no comment */
     uint8_t small[SPC_ZIP_EOCD];
     const uint8_t *t = NULL;
@@ -229,9 +227,11 @@ static spa_code zip_scan(spc_scan *s, spc_content *c, const spa_src *src) {
     spa_code rc = zip_find_dir(s, src, &zd);
     if (rc == SPA_E_NOMEM || rc == SPA_E_IO) { spc_fail(s, rc, "cannot read the zip directory", 0); return rc; }
     if (rc != SPA_OK) {
-        s->pickle_bearing = true;
-        spc_note(s, SPA_NOTE_UNSCANNABLE, c->loc, SPA_E_FORMAT,
-                 "zip without a readable central directory: not examined", 0, SPA_LIM_COUNT, NULL);
+        /* no end record: zipfile raises BadZipFile and miniz fails, so no
+         * zip loader unpickles anything from it (a truncated download) */
+        spc_note(s, SPA_NOTE_INFO, c->loc, SPA_E_FORMAT,
+                 "zip without an end of central directory record: no zip loader opens it", 0, SPA_LIM_COUNT,
+                 NULL);
         return SPA_OK;
     }
     uint64_t shift = zd.concat;
@@ -248,7 +248,9 @@ static spa_code zip_scan(spc_scan *s, spc_content *c, const spa_src *src) {
     return rc;
 }
 
-spa_code spc_zip(spc_scan *s, spc_content *c) {
+spa_code spc_zip(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream) {
+    (void)fmt;
+    (void)first_stream;
     if (c->src) return zip_scan(s, c, c->src);
     /* a zip inside a sequential stream (e.g. compressed): buffer it, bounded */
     uint64_t max = s->lim->v[SPA_LIM_DECOMP_BYTES];

@@ -8,22 +8,56 @@
 #include "verdict.h" /* spa_sha256_*: the digest of a file trusted by the policy */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* The analyzer reads only through this: the REAL pread on the fd, never a hook. */
-static ssize_t spp_src_pread(void *ctx, void *buf, size_t len, uint64_t off) {
-    int fd = (int)(intptr_t)ctx;
+static ssize_t spp_plain_pread(int fd, void *buf, size_t len, uint64_t off) {
     for (;;) {
         ssize_t r = real_pread64 ? real_pread64(fd, buf, len, (off64_t)off)
                                  : (ssize_t)syscall(SYS_pread64, fd, buf, len, (off_t)off);
         if (r < 0 && errno == EINTR) continue;
         return r;
     }
+}
+
+#define SPP_DIRECT_ALIGN 4096u       /* O_DIRECT: buffer, offset and length aligned to this */
+#define SPP_DIRECT_MAX   (1u << 20)  /* most bytes one bounced read covers (a short read is fine) */
+
+/* An O_DIRECT fd refuses unaligned reads (EINVAL): read the aligned span
+ * around [off, off+len) into an aligned buffer and copy the part asked for. */
+static ssize_t spp_direct_pread(int fd, void *buf, size_t len, uint64_t off) {
+    static SPP_TLS uint8_t *bounce;
+    if (!bounce && posix_memalign((void **)&bounce, SPP_DIRECT_ALIGN, SPP_DIRECT_MAX + SPP_DIRECT_ALIGN) != 0) {
+        bounce = NULL;
+        errno = ENOMEM;
+        return -1;
+    }
+    uint64_t a = off & ~(uint64_t)(SPP_DIRECT_ALIGN - 1);
+    size_t lead = (size_t)(off - a);
+    if (len > SPP_DIRECT_MAX - lead) len = SPP_DIRECT_MAX - lead;
+    size_t span = (lead + len + SPP_DIRECT_ALIGN - 1) & ~(size_t)(SPP_DIRECT_ALIGN - 1);
+    ssize_t r = spp_plain_pread(fd, bounce, span, a);
+    if (r <= (ssize_t)lead) return r < 0 ? r : 0;
+    size_t n = (size_t)r - lead < len ? (size_t)r - lead : len;
+    memcpy(buf, bounce + lead, n);
+    return (ssize_t)n;
+}
+
+/* Every read of a judged file goes through this: the REAL pread on the fd,
+ * never a hook; an fd opened with O_DIRECT (which refuses unaligned reads)
+ * is read through an aligned buffer. */
+ssize_t spp_fd_pread(int fd, void *buf, size_t len, uint64_t off) {
+    ssize_t r = spp_plain_pread(fd, buf, len, off);
+    if (r < 0 && errno == EINVAL) {
+        long fl = syscall(SYS_fcntl, fd, F_GETFL); /* raw: fcntl is hooked */
+        if (fl >= 0 && (fl & O_DIRECT)) return spp_direct_pread(fd, buf, len, off);
+        errno = EINVAL;
+    }
+    return r;
 }
 
 #define SPP_HASH_CHUNK 65536u /* bytes per pread while hashing a file for trusted_sha256 */
@@ -93,24 +127,31 @@ static void spp_debug_scan_note(const char *path) {
 
 /* Scan and classify the content of fd; fills *out and reports. `report_allow`
  * asks for an audit record even when the content is allowed (first judgement). */
-static void spp_judge_once(int fd, const struct stat *st, const char *hint, int hook, bool report_allow,
+/* Returns true when the content could not be read: that judgement is not
+ * cached (a later open judges again). */
+static bool spp_judge_once(int fd, const struct stat *st, const char *hint, int hook, bool report_allow,
                            bool cached, spp_cached *out, spp_fpb *fb) {
     const spa_policy *pol = spp_policy();
     memset(out, 0, sizeof *out);
     out->verdict = SPA_VERDICT_SAFE;
     out->action = SPA_ACT_ALLOW;
 
-    uint8_t head[SPP_SNIFF_BYTES];
-    size_t want = (uint64_t)st->st_size < sizeof head ? (size_t)st->st_size : sizeof head;
-    size_t got = 0;
-    while (got < want) {
-        ssize_t r = spp_src_pread((void *)(intptr_t)fd, head + got, want - got, got);
-        if (r <= 0) break;
-        got += (size_t)r;
+    /* THE recogniser, the one `safepickle scan` uses (head and tail); every
+     * byte the analyzer reads is fingerprinted on its way (verify.c) */
+    spa_src src = { .pread = spp_fpb_pread, .ctx = fb, .size = (uint64_t)st->st_size, .mem = NULL };
+    static SPP_TLS uint8_t *scratch;
+    if (!scratch) scratch = malloc(SPA_RECOG_SCRATCH); /* NULL: the recogniser reads in small chunks */
+    spa_format fmt = SPA_FMT_NONE;
+    int read_errno = 0;
+    bool transient = false;
+    if (spa_recognise(&src, scratch, scratch ? SPA_RECOG_SCRATCH : 0, &fmt) != SPA_OK) {
+        /* a read that failed is not "not pickle-bearing": judged as an
+         * internal error below (the policy's fail mode), never cached */
+        read_errno = errno;
+        fmt = SPA_FMT_UNSCANNABLE;
+        transient = true;
     }
-    if (got == 0) return; /* unreadable: the loader will fail to read it too */
-    spa_format fmt = spa_sniff(head, got);
-    if (fmt == SPA_FMT_NONE) return;
+    if (fmt == SPA_FMT_NONE) return false;
 
     char path[SPP_PATH_MAX];
     spp_fd_path(fd, hint, path, sizeof path);
@@ -127,23 +168,28 @@ static void spp_judge_once(int fd, const struct stat *st, const char *hint, int 
         ev.action = SPA_ACT_BLOCK;
         ev.detail = spp_policy_error();
         spp_report(&ev);
-        return;
+        return transient;
     }
 
     spa_scan_opts o;
     spa_scan_opts_default(&o);
     o.limits = pol->limits;
     o.name = path;
-    /* every byte the analyzer reads is fingerprinted on its way (verify.c) */
-    spa_src src = { .pread = spp_fpb_pread, .ctx = fb, .size = (uint64_t)st->st_size, .mem = NULL };
-    spp_debug_scan_note(path);
+    if (!transient) spp_debug_scan_note(path);
     spa_result *r = NULL;
     spa_err err = {0};
-    spa_code c = spa_scan_src(&o, &src, &r, &err);
+    spa_code c;
+    if (transient) {
+        c = SPA_E_IO;
+        err.code = SPA_E_IO;
+        err.msg = read_errno ? strerror(read_errno) : "read error";
+    } else {
+        c = spa_scan_src(&o, &src, &r, &err);
+    }
     if (c == SPA_OK && r) c = spa_classify(r, pol);
     if ((c != SPA_OK || !r) && fb->changed) { /* the bytes changed under the scan: judged again */
         spa_result_free(r);
-        return;
+        return false;
     }
     if (c != SPA_OK || !r) {
         char detail[256];
@@ -166,12 +212,12 @@ static void spp_judge_once(int fd, const struct stat *st, const char *hint, int 
         if (!fb->changed) spp_report(&ev);
         out->ex = spp_expl_make(&ev);
         spa_result_free(r);
-        return;
+        return transient;
     }
     if (!r->pickle_bearing) { /* the sniff was a false alarm: no stream, nothing to judge */
         out->bearing = 0;
         spa_result_free(r);
-        return;
+        return false;
     }
     out->verdict = (uint8_t)r->verdict;
     out->action = (uint8_t)spa_policy_decide(pol, r);
@@ -197,7 +243,7 @@ static void spp_judge_once(int fd, const struct stat *st, const char *hint, int 
     ev.format = spa_format_name(r->format);
     if (fb->changed) { /* the trusted-digest pass saw other bytes: judged again */
         spa_result_free(r);
-        return;
+        return false;
     }
     out->ex = spp_expl_make(&ev);
     out->persist = 1;
@@ -211,6 +257,7 @@ static void spp_judge_once(int fd, const struct stat *st, const char *hint, int 
         if (dest && strcmp(dest, "stderr") != 0 && strcmp(dest, "stdout") != 0) spp_audit_write(&ev);
     }
     spa_result_free(r);
+    return false;
 }
 
 /* Allowed pickle-bearing content whose fingerprint could not be kept (out of
@@ -234,12 +281,16 @@ static void spp_judge_nofp(int fd, const char *hint, int hook, spp_cached *out) 
  * (out->fp for allowed pickle-bearing content). A file whose bytes change
  * while it is judged is judged again, up to SPP_JUDGE_TRIES times, then the
  * policy's fail mode applies. */
-static void spp_judge_full(int fd, const struct stat *st, const char *hint, int hook, bool report_allow,
+static bool spp_judge_full(int fd, const struct stat *st, const char *hint, int hook, bool report_allow,
                            bool cached, spp_cached *out) {
     for (int t = 0;; t++) {
         spp_fpb fb;
         spp_fpb_init(&fb, fd, (uint64_t)st->st_size);
-        spp_judge_once(fd, st, hint, hook, report_allow, cached, out, &fb);
+        bool transient = spp_judge_once(fd, st, hint, hook, report_allow, cached, out, &fb);
+        if (transient && !fb.changed) { /* unreadable: judged by the fail mode, not cached */
+            spp_fpb_free(&fb);
+            return true;
+        }
         if (!fb.changed) {
             if (out->bearing) {
                 spp_strong_of_fd(fd, &out->strong);
@@ -247,7 +298,7 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
                 if (out->action != SPA_ACT_BLOCK && !out->fp) spp_judge_nofp(fd, hint, hook, out);
             }
             spp_fpb_free(&fb);
-            return;
+            return false;
         }
         spp_fpb_free(&fb);
         spp_cached_release(out);
@@ -267,6 +318,7 @@ static void spp_judge_full(int fd, const struct stat *st, const char *hint, int 
     spp_report(&ev);
     out->reported = 1;
     out->ex = spp_expl_make(&ev);
+    return false;
 }
 
 int spp_judge_fd(int fd, const char *path, int hook, spp_origin origin) {
@@ -348,9 +400,10 @@ int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint
         hit = disk = true;
     }
     if (!hit) {
-        spp_judge_full(fd, &st, path, hook, true, false, &c);
-        spp_cache_put(&k, &c);
-        if (c.persist) spp_pcache_put(&k, &c);
+        if (!spp_judge_full(fd, &st, path, hook, true, false, &c)) { /* a failed read is never cached */
+            spp_cache_put(&k, &c);
+            if (c.persist) spp_pcache_put(&k, &c);
+        }
     } else if (c.action == SPA_ACT_BLOCK || (c.action == SPA_ACT_WARN && spp_cache_mark_reported(&k))) {
         /* Explain again: a refusal is reported at every refused open. */
         spp_report_cached(fd, path, hook, &c);

@@ -88,13 +88,9 @@ spp_h128 spp_fp_hash(const uint8_t *p, size_t n) {
 static inline bool spp_h_eq(spp_h128 a, spp_h128 b) { return a.lo == b.lo && a.hi == b.hi; }
 
 /* ------------------------------------------------------------------ real pread */
+/* The real pread, O_DIRECT-safe (decide.c: spp_fd_pread). */
 static ssize_t spp_raw_pread(int fd, void *buf, size_t len, uint64_t off) {
-    for (;;) {
-        ssize_t r = real_pread64 ? real_pread64(fd, buf, len, (off64_t)off)
-                                 : (ssize_t)syscall(SYS_pread64, fd, buf, len, (off_t)off);
-        if (r < 0 && errno == EINTR) continue;
-        return r;
-    }
+    return spp_fd_pread(fd, buf, len, off);
 }
 
 /* Fill dst[0, n) from the file at off; false if the file has fewer bytes now. */

@@ -120,7 +120,7 @@ static void test_every_compressor(void) {
     /* joblib < 0.10 zfile: "ZF" + 19-byte hex length + zlib */
     c = pack(SPA_FMT_ZLIB, PAYLOAD, PAYLOAD_N, &n);
     uint8_t *zf = malloc(n + 21);
-    memcpy(zf, "ZF0x19              ", 21); /* 2 + 19 bytes */
+    memcpy(zf, "ZF0x19               ", 21); /* 2 + 19 bytes (a NUL there: int() refuses it) */
     memcpy(zf + 21, c, n);
     r = scan_buf(zf, n + 21, NULL);
     T_CHECK(has_import(r, "x!zfile@0", "os", "system"));

@@ -209,7 +209,20 @@ static void test_sniff_src(void) {
     memset(junkzip + sizeof junkzip - 18, 0, 18);
     spa_src_mem(&src, junkzip, sizeof junkzip);
     T_EQ_INT(spa_sniff_src(&src), SPA_FMT_ZIP);
-    junkzip[sizeof junkzip - 1] = 1; /* a comment length: not found from the tail alone */
+    junkzip[sizeof junkzip - 1] = 1; /* a comment length with no comment: zipfile still opens it */
+    T_EQ_INT(spa_sniff_src(&src), SPA_FMT_ZIP);
+    /* an end record followed by a comment: zipfile searches the last 64 KiB + 22 bytes */
+    static uint8_t commented[70000];
+    memset(commented, 'j', sizeof commented);
+    memcpy(commented + 1000, "PK\x05\x06", 4);
+    memset(commented + 1004, 0, 18);
+    spa_src_mem(&src, commented, sizeof commented);
+    T_EQ_INT(spa_sniff_src(&src), SPA_FMT_NONE); /* too far from the end */
+    memcpy(commented + sizeof commented - 60000, "PK\x05\x06", 4);
+    memset(commented + sizeof commented - 59996, 0, 18);
+    T_EQ_INT(spa_sniff_src(&src), SPA_FMT_ZIP);
+    memset(commented + sizeof commented - 60000, 'j', 4);
+    memcpy(commented + sizeof commented - 10, "PK\x05\x06", 4); /* no whole record after it */
     T_EQ_INT(spa_sniff_src(&src), SPA_FMT_NONE);
     static const char txt[] = "just some text\n";
     spa_src_mem(&src, (const uint8_t *)txt, sizeof txt - 1);

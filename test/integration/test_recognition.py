@@ -1,0 +1,264 @@
+"""test_recognition.py - one test per class of container that a real loader
+opens but a recogniser less lenient than that loader would not call
+pickle-bearing (issue 12). Each file is built from code with the real
+libraries and a payload that creates a marker; each test
+
+  1. loads it WITHOUT the preload: the marker must appear (the loader
+     really unpickles the payload from this spelling), then
+  2. loads it WITH the preload (file layer only: the audit hook and the
+     behaviour veto are off, so the refusal is the recogniser's), and the
+     marker must NOT appear and the open must be refused (PermissionError),
+  3. and `safepickle scan` calls the same file pickle-bearing and not safe
+     (the CLI and the preload ask the same recogniser).
+
+The opposite error is tested too: content no loader could unpickle anything
+from (a truncated zip) is not refused, and joblib's own shipped test data all
+loads under the preload."""
+import glob
+import json
+import os
+import subprocess
+
+import pytest
+
+import rtpolicy
+from conftest import LIB, PYTHON, clean_env, run_cli
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.so not built")
+
+# ------------------------------------------------------------------ builders
+# Run once in a child /usr/bin/python3 (torch, numpy, pandas, joblib). Every
+# builder returns (file name, loader code); the loader code reads P.
+GEN = r'''
+import bz2, builtins, gzip, io, json, lzma, os, pickle, struct, sys, tarfile, zipfile, zlib
+sys.path.insert(0, HERE)
+from spgen import Reduce, touch_code
+
+OUT = sys.argv[1]
+cases = {}
+
+def evil(tag):
+    return Reduce(builtins.exec, (touch_code(os.path.join(OUT, "MARK_" + tag)),))
+
+def payload(tag, proto=4):
+    return pickle.dumps({"w": [1, 2, 3], "x": evil(tag)}, protocol=proto)
+
+def put(tag, name, data, loader):
+    with open(os.path.join(OUT, name), "wb") as f:
+        f.write(data)
+    cases[tag] = {"path": os.path.join(OUT, name), "loader": loader}
+
+PANDAS = "import pandas; pandas.read_pickle(P)"
+NUMPY = "import numpy; numpy.load(P, allow_pickle=True)"
+JOBLIB = "import joblib; joblib.load(P)"
+
+def zipped(tag, comment=b""):
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w") as z:
+        z.writestr("x.pkl", payload(tag))
+        z.comment = comment
+    return b.getvalue()
+
+# zip: bytes before the archive (zipfile finds the end record from the tail)
+put("zip_prefix", "zp.zip", b"\x00JUNK" * 120 + zipped("zip_prefix"), PANDAS)
+put("zip_prefix_comment", "zpc.zip", b"\x00JUNK" * 120 + zipped("zip_prefix_comment", b"a comment " * 50), PANDAS)
+put("zip_comment", "zc.zip", zipped("zip_comment", b"x" * 3000), PANDAS)
+
+# LZMA .lzma (alone) headers other than the default, and lzip (pandas .xz = FORMAT_AUTO)
+put("lzma_dict4k", "d4k.pkl.xz", lzma.compress(payload("lzma_dict4k"), format=lzma.FORMAT_ALONE,
+    filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 4096}]), PANDAS)
+put("lzma_lc1", "lc1.pkl.xz", lzma.compress(payload("lzma_lc1"), format=lzma.FORMAT_ALONE,
+    filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 1 << 20, "lc": 1, "lp": 0, "pb": 2}]), PANDAS)
+data = payload("lzip")
+raw = lzma.compress(data, format=lzma.FORMAT_RAW,
+                    filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 1 << 16, "lc": 3, "lp": 0, "pb": 2}])
+put("lzip", "lz.pkl.xz", b"LZIP\x01\x10" + raw + struct.pack("<IQQ", zlib.crc32(data), len(data), 26 + len(raw)),
+    PANDAS)
+
+# zstd: a skippable frame first; an empty frame first
+import zstandard
+zc = zstandard.ZstdCompressor().compress
+put("zstd_skippable", "sk.pkl.zst", struct.pack("<II", 0x184D2A5E, 6) + b"\x00" * 6 + zc(payload("zstd_skippable")),
+    PANDAS)
+put("zstd_empty_first", "ef.pkl.zst", zc(b"") + zc(payload("zstd_empty_first")), PANDAS)
+
+# gzip: reserved flag bits and a wrong header CRC (gzip.py checks neither)
+g = gzip.compress(payload("gzip_flags"))
+g = g[:3] + bytes([g[3] | 0xe2]) + g[4:10] + b"\xde\xad" + g[10:]
+put("gzip_flags", "gf.pkl.gz", g, PANDAS)
+
+# tar: checksum fields spelled as tarfile's nti() reads them
+def tarred(tag, spell):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        d = payload(tag)
+        ti = tarfile.TarInfo("x.pkl"); ti.size = len(d)
+        t.addfile(ti, io.BytesIO(d))
+    buf = bytearray(b.getvalue())
+    h = buf[:512]
+    h[257:265] = b"\0" * 8              # no ustar magic: tarfile does not care
+    h[148:156] = b" " * 8
+    s = 256 + sum(h[:148]) + sum(h[156:])
+    h[148:156] = spell(s)
+    buf[:512] = h
+    return bytes(buf)
+put("tar_0o", "t0o.tar", tarred("tar_0o", lambda s: ("0o%05o" % s).encode().ljust(8, b"\0")), PANDAS)
+put("tar_sign", "tsg.tar", tarred("tar_sign", lambda s: ("\x1c+%o_" % s).encode()[:-1].ljust(8, b" ")), PANDAS)
+put("tar_b256", "t256.tar", tarred("tar_b256", lambda s: b"\x80" + s.to_bytes(7, "big")), PANDAS)
+
+# joblib < 0.10 "ZF" files: the length field parsed by int(x, 16)
+d = payload("joblib_zf", 2)
+put("joblib_zf", "zf.pkl", b"ZF" + ("+0X_%x" % len(d)).encode().ljust(19) + zlib.compress(d), JOBLIB)
+d = payload("joblib_zf_space", 2)
+put("joblib_zf_space", "zfs.pkl", b"ZF" + ("0x%x" % len(d)).encode().ljust(19) + b" " + zlib.compress(d), JOBLIB)
+
+# npy: header literals numpy's ast.literal_eval accepts
+import numpy as np
+def npy(tag, descr):
+    b = io.BytesIO()
+    np.save(b, np.array([evil(tag), 1], dtype=object), allow_pickle=True)
+    raw = b.getvalue()
+    hl = raw[8] | raw[9] << 8
+    head = raw[10:10 + hl].decode("latin1")
+    new = head.replace("'|O'", descr)
+    new = new.rstrip("\n").rstrip(" ")
+    new = new + " " * (hl - 1 - len(new)) + "\n"
+    assert len(new) == hl
+    return raw[:10] + new.encode("latin1") + raw[10 + hl:]
+put("npy_escape", "esc.npy", npy("npy_escape", r"'|\x4f'"), NUMPY)
+put("npy_object_word", "objw.npy", npy("npy_object_word", "'object'"), NUMPY)
+put("npy_concat", "cat.npy", npy("npy_concat", "'|' \"O\""), NUMPY)
+put("npy_struct_escape", "sesc.npy", npy("npy_struct_escape", r"[('a', '\x4f')]"), NUMPY)
+
+# fds: an O_DIRECT open first (its unaligned sniff failed, "allowed" was cached), then an ordinary one
+put("odirect", "od.pkl", payload("odirect"), (
+    "import os, pickle\n"
+    "try:\n"
+    "    os.close(os.open(P, os.O_RDONLY | os.O_DIRECT))\n"
+    "except PermissionError:\n"
+    "    pass\n"
+    "pickle.load(open(P, 'rb'))"))
+
+json.dump(cases, open(os.path.join(OUT, "cases.json"), "w"))
+'''
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    d = tmp_path_factory.mktemp("recog")
+    p = subprocess.run([PYTHON, "-c", "HERE = %r\n" % HERE + GEN, str(d)], env=clean_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    with open(os.path.join(d, "cases.json")) as f:
+        cases = json.load(f)
+    pol = rtpolicy.write(d, name="recog", layer_file=True, layer_audit_hook=False, runtime_behaviour=False)
+    return str(d), cases, pol
+
+
+RUNNER = r'''
+import json, sys, traceback
+P = sys.argv[1]
+try:
+    exec(compile(sys.argv[2], "loader", "exec"))
+    print(json.dumps({"raised": None}))
+except BaseException as e:
+    print(json.dumps({"raised": type(e).__name__, "msg": str(e)[:300]}))
+'''
+
+
+def load(path, loader, *, preload, policy=None, log=None, timeout=300):
+    env = clean_env()
+    if preload:
+        env["LD_PRELOAD"] = LIB
+        if policy:
+            env["SAFEPICKLE_POLICY"] = policy
+        if log:
+            env["SAFEPICKLE_LOG"] = str(log)
+    p = subprocess.run([PYTHON, "-c", RUNNER, path, loader], env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    lines = p.stdout.strip().splitlines()
+    assert lines, "no result: rc=%d\n%s" % (p.returncode, p.stderr[-2000:])
+    return json.loads(lines[-1]), p
+
+
+CLASSES = ["zip_prefix", "zip_prefix_comment", "zip_comment", "lzma_dict4k", "lzma_lc1", "lzip",
+           "zstd_skippable", "zstd_empty_first", "gzip_flags", "tar_0o", "tar_sign", "tar_b256",
+           "joblib_zf", "joblib_zf_space", "npy_escape", "npy_object_word", "npy_concat",
+           "npy_struct_escape", "odirect"]
+
+
+@pytest.mark.parametrize("tag", CLASSES)
+def test_loader_runs_it_preload_refuses_it(built, tag):
+    d, cases, pol = built
+    c = cases[tag]
+    mark = os.path.join(d, "MARK_" + tag)
+    if os.path.exists(mark):
+        os.unlink(mark)
+    res, p = load(c["path"], c["loader"], preload=False)
+    assert os.path.exists(mark), "%s: the real loader did not run the payload: %s\n%s" % (tag, res, p.stderr[-1500:])
+    os.unlink(mark)
+    res, p = load(c["path"], c["loader"], preload=True, policy=pol)
+    assert not os.path.exists(mark), "%s: payload ran under the preload: %s\n%s" % (tag, res, p.stderr[-1500:])
+    assert res["raised"] == "PermissionError", (tag, res, p.stderr[-1500:])
+    assert "safepickle: blocked" in p.stderr, p.stderr[-1500:]
+    if tag == "odirect":
+        return
+    r = run_cli("scan", "--format", "json", c["path"])
+    f = json.loads(r.stdout)["files"][0]
+    assert f["pickle_bearing"] and f["verdict"] != "safe", (tag, f["verdict"], f.get("notes"))
+
+
+# ------------------------------------------------------------------ the opposite error
+TRUNC = r'''
+import io, sys, torch, zipfile
+b = io.BytesIO()
+torch.save({"w": torch.arange(100.0)}, b)
+d = b.getvalue()
+open(sys.argv[1], "wb").write(d[:len(d) // 2])
+'''
+
+
+def test_truncated_zip_is_not_refused(tmp_path):
+    """A zip cut before its central directory: no zip loader opens it, so it is
+    not pickle-bearing; zipfile raises its own error, not PermissionError."""
+    path = str(tmp_path / "cut.pt")
+    p = subprocess.run([PYTHON, "-c", TRUNC, path], env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    for pre in (False, True):
+        res, q = load(path, "import zipfile; zipfile.ZipFile(P)", preload=pre)
+        assert res["raised"] == "BadZipFile", (pre, res, q.stderr[-1500:])
+    res, q = load(path, "import torch; torch.load(P)", preload=True)
+    assert res["raised"] != "PermissionError", (res, q.stderr[-1500:])
+    r = run_cli("scan", "--format", "json", path)
+    f = json.loads(r.stdout)["files"][0]
+    assert f["verdict"] != "unscannable", f
+
+
+JOBLIB_DATA = "/usr/lib/python3/dist-packages/joblib/test/data"
+
+
+@pytest.mark.skipif(not os.path.isdir(JOBLIB_DATA), reason="python3-joblib test data not installed")
+def test_joblib_shipped_data_loads_under_preload():
+    """Every file of joblib's own test data loads (or fails) the same way with
+    the preload as without it: never refused. joblib_0.8.4_compressed_* uses
+    the optional byte after the "ZF" header."""
+    mains = sorted(f for f in glob.glob(os.path.join(JOBLIB_DATA, "joblib_*"))
+                   if not f.endswith((".npy", ".npy.z")))
+    assert len(mains) >= 40
+    code = ("import json, sys, joblib, warnings\nwarnings.simplefilter('ignore')\nout = {}\n"
+            "for f in sys.argv[1:]:\n"
+            "    try:\n        joblib.load(f); out[f] = None\n"
+            "    except BaseException as e:\n        out[f] = type(e).__name__\n"
+            "print(json.dumps(out))")
+    outs = []
+    for pre in (False, True):
+        env = clean_env()
+        if pre:
+            env["LD_PRELOAD"] = LIB
+        p = subprocess.run([PYTHON, "-c", code, *mains], env=env, capture_output=True, text=True, timeout=600)
+        outs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    refused = [f for f, e in outs[1].items() if e == "PermissionError"]
+    assert not refused, refused
+    assert outs[0] == outs[1]
+    assert outs[1][os.path.join(JOBLIB_DATA, "joblib_0.8.4_compressed_pickle_py27_np17.gz")] is None
