@@ -29,7 +29,7 @@ CLI_OBJ      := $(call obj,$(CLI_SRC))
 PRELOAD_OBJ  := $(call obj,$(PRELOAD_SRC))
 UNIT_BIN     := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 
-.PHONY: deb all deps build test unit asan fuzz fuzz-smoke integration race bench demo install uninstall clean FORCE
+.PHONY: deb all deps build test unit asan fuzz fuzz-smoke integration race diff-long bench demo install uninstall clean FORCE
 
 all: deps build
 build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so $(BUILD)/libspa.so
@@ -125,6 +125,13 @@ integration: all
 RACE_LOADS ?= 100000
 race: build
 	cd test/integration && $(PYTHON) race.py all $(RACE_LOADS)
+
+# The long container differential run (make test runs 10,000 mutants per
+# family with a fixed seed; this runs 100,000 with another seed, and loads
+# 2,000 kept mutants per family under the preload).
+diff-long: all
+	cd test/integration && SAFEPICKLE_DIFF_N=$${SAFEPICKLE_DIFF_N:-100000} SAFEPICKLE_DIFF_SEED=$${SAFEPICKLE_DIFF_SEED:-7} \
+	  SAFEPICKLE_DIFF_SAMPLE=$${SAFEPICKLE_DIFF_SAMPLE:-2000} $(PYTHON) -m pytest -q -p no:cacheprovider test_diff_containers.py
 
 # The README's test command.
 test: all unit asan fuzz-smoke integration

@@ -39,6 +39,7 @@ struct spc_dec {
     bool done, ended;      /* done: no more output; ended: last member/frame ended cleanly */
     bool live;             /* decoder state initialised */
     bool init_nomem;       /* the decoder could not get memory to start */
+    uint64_t alone_left;   /* .lzma: uncompressed bytes still to come (UINT64_MAX: unknown) */
     bool fresh;            /* a member after the first, no output yet: a failure
                               here is trailing data, ignored as the loaders do */
     z_stream z;
@@ -163,6 +164,29 @@ static bool dec_init(spc_dec *d) {
         if (br != BZ_OK) { d->init_nomem = br == BZ_MEM_ERROR; return false; }
         break;
     case SPA_FMT_XZ: {
+        const uint8_t *p;
+        size_t got;
+        d->alone_left = UINT64_MAX;
+        if (spa_in_peek(d->in, 13, &p, &got) == SPA_OK && got >= 13 && p[0] != 0xfd && memcmp(p, "LZIP", 4) != 0) {
+            /* .lzma (alone): what liblzma's auto decoder accepts (spc_magic_xz),
+             * decoded as raw LZMA1 with the dictionary capped at our memory
+             * limit (no match reaches further back than the output so far) */
+            if (spc_magic_xz(p, got, UINT64_MAX) == SPC_M_NO) return false;
+            lzma_filter f[2] = {{LZMA_FILTER_LZMA1, NULL}, {LZMA_VLI_UNKNOWN, NULL}};
+            if (lzma_properties_decode(&f[0], NULL, p, 5) != LZMA_OK) return false;
+            lzma_options_lzma *opt = f[0].options;
+            if (opt->dict_size > SPC_XZ_MEMLIMIT) opt->dict_size = (uint32_t)SPC_XZ_MEMLIMIT;
+            uint64_t usize = 0;
+            for (int i = 12; i >= 5; i--) usize = usize << 8 | p[i];
+            dec_lz_reset(d, al);
+            lzma_ret lr = lzma_raw_decoder(&d->lz, f);
+            free(f[0].options);
+            if (lr != LZMA_OK) { d->init_nomem = lr == LZMA_MEM_ERROR; return false; }
+            if (spa_in_skip(d->in, 13) != SPA_OK) { lzma_end(&d->lz); return false; }
+            d->in_bytes += 13;
+            d->alone_left = usize; /* UINT64_MAX: unknown, an end marker ends it */
+            break;
+        }
         dec_lz_reset(d, al);
         lzma_ret lr = lzma_auto_decoder(&d->lz, SPC_XZ_MEMLIMIT, LZMA_IGNORE_CHECK);
         if (lr != LZMA_OK) { d->init_nomem = lr == LZMA_MEM_ERROR; return false; }
@@ -177,8 +201,12 @@ static bool dec_init(spc_dec *d) {
         f[0].id = LZMA_FILTER_LZMA1;
         f[0].options = NULL;
         if (lzma_properties_decode(&f[0], NULL, p + 4, 5) != LZMA_OK) return false; /* malloc'd: freed below */
-        const lzma_options_lzma *opt = f[0].options;
-        bool big = opt->dict_size > SPC_XZ_MEMLIMIT;
+        lzma_options_lzma *opt = f[0].options;
+        /* zipfile's decoder takes any dictionary size (it only costs memory);
+         * no match can reach further back than the output so far, so a
+         * capped dictionary decodes every member of up to that size */
+        if (opt->dict_size > SPC_XZ_MEMLIMIT) opt->dict_size = (uint32_t)SPC_XZ_MEMLIMIT;
+        bool big = false;
         f[1].id = LZMA_VLI_UNKNOWN;
         f[1].options = NULL;
         dec_lz_reset(d, al);
@@ -324,6 +352,9 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         return r == BZ_OK ? 0 : -1;
     }
     case SPA_FMT_XZ: case SPC_FMT_ZIP_LZMA: {
+        bool sized = d->fmt == SPA_FMT_XZ && d->alone_left != UINT64_MAX;
+        if (sized && d->alone_left == 0) return 1; /* .lzma with a known size: that many bytes */
+        if (sized && cap > d->alone_left) cap = (size_t)d->alone_left;
         d->lz.next_in = p;
         d->lz.avail_in = n;
         d->lz.next_out = out;
@@ -331,6 +362,10 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         lzma_ret r = lzma_code(&d->lz, n ? LZMA_RUN : LZMA_FINISH);
         *used = n - d->lz.avail_in;
         *made = cap - d->lz.avail_out;
+        if (sized) {
+            d->alone_left -= *made;
+            if (d->alone_left == 0) return 1;
+        }
         if (r == LZMA_STREAM_END) return 1;
         if (r == LZMA_OK) return 0;
         if (r == LZMA_MEMLIMIT_ERROR) return -2;
@@ -474,7 +509,13 @@ spa_format spc_dec_probe(spc_scan *s, const uint8_t *p, size_t n, spa_format fmt
         if (r <= 0) break;
         got += (size_t)r;
     }
-    if (buf && got && (d->err.code == SPA_OK || got == SPC_HEAD)) out = spc_sniff(buf, got, d->done ? got : UINT64_MAX);
+    /* output made before the data broke off (or went bad) still reaches the
+     * loader, which reads as it goes */
+    if (buf && got) out = spc_sniff(buf, got, d->done && d->err.code == SPA_OK ? got : UINT64_MAX);
+    /* a dictionary over our decoder's memory limit: the loader's decoder has
+     * no such limit, so this may well be pickle-bearing (the reader then says
+     * unscannable: never "nothing here") */
+    if (got == 0 && d->err.code == SPA_E_LIMIT) out = fmt;
     spc_dec_close(d);
 done:
     spc_scratch_end(s, scratch, saved);

@@ -246,9 +246,15 @@ static spa_code sn_pread(const spa_src *src, uint8_t *buf, size_t want, uint64_t
 /* Last "PK\5\6" in buf[0..n) with at least SPC_ZIP_EOCD bytes from it to the
  * end of the file (buf ends `after` bytes before the end). */
 static bool sn_find_eocd(const uint8_t *buf, size_t n, uint64_t after, size_t *at) {
-    for (size_t i = n; i-- > 0;) {
-        if (buf[i] != 'P' || n - i < 4 || memcmp(buf + i, "PK\x05\x06", 4) != 0) continue;
-        if ((uint64_t)(n - i) + after >= SPC_ZIP_EOCD) { *at = i; return true; }
+    size_t end = n;
+    const uint8_t *q;
+    while (end && (q = memrchr(buf, 'P', end)) != NULL) {
+        size_t i = (size_t)(q - buf);
+        if (n - i >= 4 && memcmp(q, "PK\x05\x06", 4) == 0 && (uint64_t)(n - i) + after >= SPC_ZIP_EOCD) {
+            *at = i;
+            return true;
+        }
+        end = i;
     }
     return false;
 }
