@@ -270,7 +270,7 @@ int spp_judge_fd(int fd, const char *path, int hook, spp_origin origin);
  * (identity and SPP_FD_* tags), 0 when nothing was judged. */
 int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint64_t *ent);
 /* The real pread of a judged file (never a hook; O_DIRECT fds through an
- * aligned buffer). decide.c. */
+ * aligned buffer). verify.c. */
 ssize_t spp_fd_pread(int fd, void *buf, size_t len, uint64_t off);
 /* Environment read once at init (SAFEPICKLE_DEBUG_SCANS). */
 void spp_decide_init(void);
