@@ -15,6 +15,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+static ssize_t spp_plain_src_pread(void *ctx, void *buf, size_t len, uint64_t off) {
+    return spp_fd_pread((int)(intptr_t)ctx, buf, len, off);
+}
+
 #define SPP_HASH_CHUNK 65536u /* bytes per pread while hashing a file for trusted_sha256 */
 #define SPP_JUDGE_TRIES 3      /* judgements of a file whose bytes change under the scan, then fail mode */
 
@@ -91,15 +95,20 @@ static bool spp_judge_once(int fd, const struct stat *st, const char *hint, int 
     out->verdict = SPA_VERDICT_SAFE;
     out->action = SPA_ACT_ALLOW;
 
-    /* THE recogniser, the one `safepickle scan` uses (head and tail); every
-     * byte the analyzer reads is fingerprinted on its way (verify.c) */
+    /* THE recogniser, the one `safepickle scan` uses (head and tail), over
+     * the plain real pread: content that is not pickle-bearing (a sysfs file
+     * that changes at every read) is not fingerprinted. The scan below
+     * recognises again through the fingerprinting source, and every byte the
+     * analyzer reads there is fingerprinted on its way (verify.c). */
+    spa_src plain = { .pread = spp_plain_src_pread, .ctx = (void *)(intptr_t)fd, .size = (uint64_t)st->st_size,
+                      .mem = NULL };
     spa_src src = { .pread = spp_fpb_pread, .ctx = fb, .size = (uint64_t)st->st_size, .mem = NULL };
     static SPP_TLS uint8_t *scratch;
     if (!scratch) scratch = malloc(SPA_RECOG_SCRATCH); /* NULL: the recogniser reads in small chunks */
     spa_format fmt = SPA_FMT_NONE;
     int read_errno = 0;
     bool transient = false;
-    if (spa_recognise(&src, scratch, scratch ? SPA_RECOG_SCRATCH : 0, &fmt) != SPA_OK) {
+    if (spa_recognise(&plain, scratch, scratch ? SPA_RECOG_SCRATCH : 0, &fmt) != SPA_OK) {
         /* a read that failed is not "not pickle-bearing": judged as an
          * internal error below (the policy's fail mode), never cached */
         read_errno = errno;
