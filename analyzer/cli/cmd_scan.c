@@ -44,6 +44,7 @@ typedef struct scan_cli {
     int verbosity;      /* text: -1 -q (summary only), 0 findings, 1 -v (every file with its IR) */
     unsigned long total;  /* progress: regular files the arguments hold (counted first) */
     double t0;            /* progress: when scanning started (CLOCK_MONOTONIC seconds) */
+    const char *digest; /* JSON: the file's hex sha256 ("" unreadable) when computed by its scan */
 } scan_cli;
 
 /* ------------------------------------------------------------------ progress */
@@ -123,14 +124,22 @@ static bool scan_set_limit(scan_cli *c, const char *arg) {
     return false;
 }
 
-/* "sha256" of the file a JSON entry describes (null when it cannot be read). */
-static void scan_json_digest(cJSON *o, const char *path) {
+/* The hex sha256 of a file into hex[65]; false when it cannot be read. */
+static bool scan_digest(const char *path, char hex[65]) {
     uint8_t d[32];
-    char hex[65];
     spa_err e = { SPA_OK, NULL, 0 };
-    if (!o) return;
-    if (spa_sha256_file(path, d, &e) != SPA_OK) { cJSON_AddNullToObject(o, "sha256"); return; }
+    if (spa_sha256_file(path, d, &e) != SPA_OK) return false;
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return true;
+}
+
+/* "sha256" of the file a JSON entry describes (null when it cannot be read):
+ * hex when the scan's worker computed it (-j), else computed here. */
+static void scan_json_digest(cJSON *o, const char *path, const char *hex) {
+    char buf[65];
+    if (!o) return;
+    if (!hex) hex = scan_digest(path, buf) ? buf : NULL;
+    if (!hex || !hex[0]) { cJSON_AddNullToObject(o, "sha256"); return; }
     cJSON_AddStringToObject(o, "sha256", hex);
 }
 
@@ -213,7 +222,7 @@ static void scan_print(scan_cli *c, const char *path, const spa_result *r, const
             cJSON_AddStringToObject(e, "code", spa_code_name(err->code));
             cJSON_AddStringToObject(e, "msg", err->msg ? err->msg : "");
         }
-        scan_json_digest(o, path);
+        scan_json_digest(o, path, c->digest);
         char *s = o ? spa_json_print(o, false, true) : NULL;
         printf("%s%s", c->nfiles ? ",\n" : "", s ? s : "{}");
         free(s);
@@ -238,6 +247,8 @@ typedef struct scan_out {
     spa_err err;
     spa_action act;
     char msg[256];  /* err.msg with the errno text */
+    char hex[65];   /* JSON: the file's sha256 ("" when it cannot be read) */
+    bool digested;  /* hex is set */
 } scan_out;
 
 /* Scan and judge one file into o. Runs in a -j worker thread: it only reads
@@ -262,6 +273,10 @@ static void scan_compute(const scan_cli *c, const char *path, scan_out *o) {
     }
     spa_code crc = spa_classify(o->r, c->pol);
     o->act = crc == SPA_OK ? spa_policy_decide(c->pol, o->r) : c->pol->on_error;
+    if (c->fmt == SCAN_JSON) { /* hashed here, not in the printing thread */
+        if (!scan_digest(path, o->hex)) o->hex[0] = '\0';
+        o->digested = true;
+    }
 }
 
 /* Count and print one file's result (it frees o->r), in walk order. */
@@ -285,7 +300,9 @@ static void scan_file(scan_cli *c, const char *path, scan_out *o) {
     c->n_warn += c->act == SPA_ACT_WARN;
     c->last_verdict = r->verdict;
     c->last_act = c->act;
+    c->digest = o->digested ? o->hex : NULL;
     scan_print(c, path, r, NULL);
+    c->digest = NULL;
     spa_result_free(r);
     o->r = NULL;
 }
