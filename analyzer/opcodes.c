@@ -5,7 +5,7 @@
 #include "opcodes.h"
 #include "opcodes_stack.inc" /* SPA_OPSTK_<NAME>: generated from opcodes.def */
 
-static const spa_opinfo spa_ops[] = {
+const spa_opinfo spa_op_tab[] = {
 #define OP(name, byte, kind, argname, proto, before, after) \
     { #name, byte, kind, proto, argname, before, after, SPA_OPSTK_##name },
 #include "opcodes.def"
@@ -26,12 +26,7 @@ const uint8_t spa_op_index[256] = {
 #undef OP
 };
 
-const spa_opinfo *spa_op_info(uint8_t byte) {
-    unsigned i = spa_op_index[byte];
-    return i ? &spa_ops[i - 1] : NULL;
-}
-
 const spa_opinfo *spa_op_table(size_t *n) {
     *n = SPA_OPI_COUNT;
-    return spa_ops;
+    return spa_op_tab;
 }

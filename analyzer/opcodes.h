@@ -58,8 +58,13 @@ typedef struct spa_opinfo {
 /* byte -> table index + 1, 0 for a byte that is not an opcode */
 extern const uint8_t spa_op_index[256];
 static inline int spa_op_known(uint8_t byte) { return spa_op_index[byte] != 0; }
+/* the table, in opcodes.def order (spa_op_table gives its length) */
+extern const spa_opinfo spa_op_tab[];
 /* Info for an opcode byte; NULL if CPython's unpickler does not know it. */
-const spa_opinfo *spa_op_info(uint8_t byte);
+static inline const spa_opinfo *spa_op_info(uint8_t byte) {
+    unsigned i = spa_op_index[byte];
+    return i ? &spa_op_tab[i - 1] : NULL;
+}
 /* All opcodes in table order; *n receives the count. */
 const spa_opinfo *spa_op_table(size_t *n);
 #endif

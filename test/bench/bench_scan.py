@@ -1,0 +1,145 @@
+"""bench_scan.py - helper of bench_scan.sh: the scan against the bare-walk
+floor, the preload's cost on pickle.load, and scan -j.
+
+    bench_scan.py gen DIR
+        vocab.pkl: ~30 MB opcode-dense protocol-4 pickle, 1.1 M (str, int,
+        float) tuples (6.6 M opcodes, 2.2 M memo entries); dicts.pkl: 700,000
+        small dicts (28 MB), as in bench_genops
+    bench_scan.py run RUNS FLOOR CLI LIB DIR [BASE_CLI]
+        prints a Markdown report (medians of RUNS alternating runs)"""
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+PY = "/usr/bin/python3"
+
+
+def gen(d):
+    import pickle
+    os.makedirs(d, exist_ok=True)
+    rows = [("tok%d" % i, i, i * 0.5) for i in range(1_100_000)]
+    with open(os.path.join(d, "vocab.pkl"), "wb") as f:
+        pickle.dump(rows, f, protocol=4)
+    del rows
+    rows = [{"id": i, "score": i * 0.5, "name": "n%d" % (i % 977), "tags": ["a", "b"]} for i in range(700_000)]
+    with open(os.path.join(d, "dicts.pkl"), "wb") as f:
+        pickle.dump(rows, f, protocol=4)
+
+
+def run1(cmd, env=None):
+    """(user+sys CPU s, peak RSS KiB, stdout) of one process, from wait4."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    out = p.stdout.read()
+    p.stdout.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    rc = os.waitstatus_to_exitcode(status)
+    if rc >= 2 or rc < 0:
+        sys.exit("%s failed (%d)" % (" ".join(cmd), rc))
+    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss, out
+
+
+LOAD = ("import pickle, resource, sys, time\n"
+        "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "t = time.perf_counter()\n"
+        "with open(sys.argv[1], 'rb') as f:\n"
+        "    t1 = time.perf_counter()\n"
+        "    x = pickle.load(f)\n"
+        "t2 = time.perf_counter()\n"
+        "print(t2 - t, t1 - t, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n")
+
+
+def instructions(cmd):
+    """Instructions executed (valgrind --tool=callgrind): repeatable on a shared machine."""
+    try:
+        p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in p.stderr.splitlines():
+        if "refs:" in line:
+            return int(line.split("refs:")[1].replace(",", ""))
+    return None
+
+
+def fmt_ins(a, b):
+    return "%.0f M / %.0f M = %.1fx" % (a / 1e6, b / 1e6, a / b) if a and b else "n/a"
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def spread(xs):
+    return "%.3f-%.3f" % (min(xs), max(xs))
+
+
+def run(runs, floor, cli, lib, d, base=None):
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("SAFEPICKLE_")}
+    pre = dict(env, LD_PRELOAD=lib)
+    print("| file | size | opcodes | floor CPU | scan CPU | scan / floor | instructions scan / floor | "
+          "scan peak RSS | RSS / size |%s" % (" before CPU | after / before | instructions after / before |"
+                                             if base else ""))
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |%s" % (" --- | --- | --- |" if base else ""))
+    loads = {}
+    for name in ("vocab.pkl", "dicts.pkl"):
+        path = os.path.join(d, name)
+        size = os.path.getsize(path)
+        fl, sc, rss, bs = [], [], [], []
+        ops = 0
+        for _ in range(runs):
+            c, _, out = run1([floor, path])
+            fl.append(c)
+            ops = int(out.split()[0])
+            c, m, _ = run1([cli, "scan", "-j", "1", path], env)
+            sc.append(c)
+            rss.append(m)
+            if base:
+                bs.append(run1([base, "scan", path], env)[0])
+        i_fl, i_sc = instructions([floor, path]), instructions([cli, "scan", "-j", "1", path])
+        row = "| %s | %.1f MB | %.1f M | %.3f s | %.3f s | **%.2fx** | %s | %.1f MB | %.1f%% |" % (
+            name, size / 1e6, ops / 1e6, med(fl), med(sc), med(sc) / med(fl), fmt_ins(i_sc, i_fl),
+            med(rss) / 1024, 100.0 * med(rss) * 1024 / size)
+        if base:
+            row += " %.3f s | %.2fx | %s |" % (med(bs), med(sc) / med(bs), fmt_ins(i_sc, instructions([base, "scan", path])))
+        print(row)
+        # pickle.load in a fresh process, plain and preloaded, interleaved
+        a, b, ao, bo, af, bf = [], [], [], [], [], []
+        for _ in range(runs):
+            t, to, fl_ = subprocess.run([PY, "-c", LOAD, path], env=env, check=True, capture_output=True,
+                                        text=True).stdout.split()
+            a.append(float(t)); ao.append(float(to)); af.append(int(fl_))
+            t, to, fl_ = subprocess.run([PY, "-c", LOAD, path], env=pre, check=True, capture_output=True,
+                                        text=True).stdout.split()
+            b.append(float(t)); bo.append(float(to)); bf.append(int(fl_))
+        loads[name] = (a, b, ao, bo, af, bf, med(sc))
+    print()
+    print("| file | pickle.load plain | preloaded | ratio (target <= 1.10x) | of which open() | "
+          "extra minor faults | scan CPU alone |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, (a, b, ao, bo, af, bf, sc) in loads.items():
+        print("| %s | %.3f s (%s) | %.3f s (%s) | **%.2fx** %s | %.3f s vs %.3f s | %+d | %.3f s |" % (
+            name, med(a), spread(a), med(b), spread(b), med(b) / med(a),
+            "met" if med(b) / med(a) <= 1.10 else "NOT MET", med(bo), med(ao), int(med(bf) - med(af)), sc))
+    # scan -j 2 vs -j 1 over the installed Python trees
+    trees = [t for t in ("/usr/lib/python3.11", "/usr/lib/python3/dist-packages/numpy") if os.path.isdir(t)]
+    w1, w2 = [], []
+    for _ in range(max(1, runs // 2)):
+        for j, acc in (("1", w1), ("2", w2)):
+            t = time.perf_counter()
+            subprocess.run([cli, "scan", "-j", j] + trees, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            acc.append(time.perf_counter() - t)
+    print()
+    print("`scan -j 2` vs `-j 1` of %s (wall time, median of %d): %.2f s vs %.2f s, **%.2fx** "
+          "(%d cores; the machine is shared, so wall time moves with its load)" % (
+              " and ".join(trees), len(w1), med(w2), med(w1), med(w1) / med(w2), os.cpu_count()))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "gen":
+        gen(sys.argv[2])
+    else:
+        run(int(sys.argv[2]), *sys.argv[3:])
