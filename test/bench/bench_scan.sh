@@ -19,7 +19,7 @@ report=$("$PY" test/bench/bench_scan.py run "$RUNS" "$dir/floor" "$(realpath "$B
          "$(realpath "$BUILD/libsafepickle.so")" "$dir" ${BASE:+"$(realpath "$BASE")"})
 section=$(printf '%s\n\n%s\n\n%s\n' \
   "### scan vs the bare-walk floor; pickle.load preloaded vs plain (bench_scan.sh)" \
-  "$(date -u +%Y-%m-%d), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), medians of $RUNS alternating runs (CPU = user + sys from wait4; pickle.load = wall time from open() to the end of load() inside a fresh process, spread in brackets)." \
+  "$(date -u +%Y-%m-%d), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), medians of $RUNS alternating runs (CPU = user + sys from wait4; pickle.load = CPU time of a fresh process from open() to the end of load(), the preload's scan included, spread in brackets)." \
   "$report")
 echo "$section"
 . test/bench/results.sh
