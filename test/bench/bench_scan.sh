@@ -2,8 +2,8 @@
 # bench_scan.sh - `safepickle scan` against the bare-walk floor (bench_floor.c:
 # read the file and step over its opcodes, nothing else), its peak memory, the
 # preload's cost on pickle.load of opcode-dense pickles, and scan -j 2 vs -j 1;
-# side by side in one run, medians of RUNS alternating runs. Writes its
-# section of test/bench/results.md.
+# side by side in one run, medians of RUNS alternating runs. run.sh puts
+# what it prints into its section of test/bench/results.md.
 #   test/bench/bench_scan.sh [RUNS]    BASE=path/to/older/safepickle adds a
 #                                      before/after column (same files, same run)
 set -euo pipefail
@@ -22,5 +22,3 @@ section=$(printf '%s\n\n%s\n\n%s\n' \
   "$(date -u +%Y-%m-%d), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), medians of $RUNS alternating runs (CPU = user + sys from wait4; pickle.load = CPU time of a fresh process from open() to the end of load(), the preload's scan included, spread in brackets)." \
   "$report")
 echo "$section"
-. test/bench/results.sh
-bench_results scan <<<"$section"
