@@ -379,8 +379,9 @@ static spa_code pp_parse_tree(pp *x, const cJSON *root, spa_policy *p) {
         if (cJSON_IsString(v)) {
             const char *s = v->valuestring;
             if (!*s) return pp_fail(x, "empty audit_log (use null for none)", false);
-            if (strcmp(s, "stderr") && strcmp(s, "stdout") && s[0] != '/')
-                return pp_fail(x, "audit_log must be \"stderr\", \"stdout\", an absolute path or null", false);
+            if (strcmp(s, "state") && strcmp(s, "syslog") && strcmp(s, "stderr") && strcmp(s, "stdout") && s[0] != '/')
+                return pp_fail(x, "audit_log must be \"state\", \"syslog\", \"stderr\", \"stdout\", an absolute path or null",
+                               false);
             if (strlen(s) > SPA_POLICY_MAX_STR) return pp_fail(x, "string too long", false);
             p->audit_log = strdup(s);
         } else if (!cJSON_IsNull(v)) {
@@ -504,7 +505,11 @@ spa_code spa_policy_load(const char *path, spa_policy **out, spa_err *err) {
     if (!err) err = &dummy;
     if (out) *out = NULL;
     if (!path || !out) { err->code = SPA_E_USAGE; err->msg = "no policy path"; err->off = 0; return SPA_E_USAGE; }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO (or a device) named as the policy must not hang the
+     * process (every preloaded program loads the policy before main); it is
+     * refused below as not a regular file. O_NONBLOCK has no effect on reads
+     * of a regular file. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) { err->code = SPA_E_IO; err->msg = "cannot open policy file"; err->off = 0; return SPA_E_IO; }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

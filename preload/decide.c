@@ -295,7 +295,7 @@ static SPP_TLS bool spp_judge_afresh;
 
 /* A cached refusal or warning, reported again from what the judgement said
  * (no second scan). */
-static void spp_report_cached(int fd, const char *hint, int hook, const spp_cached *c) {
+static void spp_report_cached_here(int fd, const char *hint, int hook, const spp_cached *c) {
     char path[SPP_PATH_MAX];
     spp_fd_path(fd, hint, path, sizeof path);
     const spp_expl *x = c->ex;
@@ -313,6 +313,23 @@ static void spp_report_cached(int fd, const char *hint, int hook, const spp_cach
     /* allowed pickle loads are recorded in an audit FILE only (as at a first judgement) */
     const char *dest = spp_audit_dest();
     if (dest && strcmp(dest, "stderr") != 0 && strcmp(dest, "stdout") != 0) spp_audit_write(&ev);
+}
+
+/* The same on the preload's own stack (path is 4 KiB). */
+typedef struct spp_rc_args {
+    int fd, hook;
+    const char *hint;
+    const spp_cached *c;
+} spp_rc_args;
+
+static void spp_report_cached_cb(void *a) {
+    spp_rc_args *x = a;
+    spp_report_cached_here(x->fd, x->hint, x->hook, x->c);
+}
+
+static void spp_report_cached(int fd, const char *hint, int hook, const spp_cached *c) {
+    spp_rc_args x = { fd, hook, hint, c };
+    spp_on_altstack(spp_report_cached_cb, &x);
 }
 
 /* A cache hit for pickle-bearing content also needs the rest of the identity

@@ -91,17 +91,7 @@ void *spp_resolve_one(int id) {
 
 
 
-void spp_write_stderr(const char *s, size_t n) {
-    int saved = errno;
-    while (n > 0) {
-        ssize_t w = write(2, s, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) break;
-        s += w;
-        n -= (size_t)w;
-    }
-    errno = saved;
-}
+/* spp_write_stderr: audit.c (never blocks on a full pipe). */
 
 static void spp_atfork_prepare(void) { spp_cache_atfork_prepare(); spp_fp_atfork_prepare(); }
 static void spp_atfork_parent(void) { spp_fp_atfork_parent(); spp_cache_atfork_parent(); }

@@ -35,6 +35,12 @@
 #define SPP_PATH_MAX      4096    /* longest path we report */
 #define SPP_LINE_MAX      2048    /* longest stderr line */
 #define SPP_STACK_FRAMES  8       /* native frames recorded in an audit record */
+#define SPP_RECORD_MAX    16384   /* longest audit record written to a regular file (PIPE_BUF elsewhere) */
+#define SPP_SYSTEM_LOG_DIR "/var/log/safepickle" /* audit_log "state" for root in a system-wide install */
+#define SPP_WRITE_WAIT_MS 250     /* longest wait for a pipe to take a record or a stderr line */
+#define SPP_SYSLOG_PATH   "/dev/log" /* audit_log "syslog": the local syslog/journald socket */
+#define SPP_ALTSTACK_SIZE (256u * 1024u) /* the preload's own stack, per thread that judges or reports */
+#define SPP_HOST_STACK_BUDGET 2048 /* bytes of the HOST thread's stack a hook may use (test_hoststack) */
 #define SPP_ARGV_MAX      8192    /* bytes of /proc/self/cmdline kept for audit records */
 
 /* ------------------------------------------------------------------ hook table */
@@ -298,7 +304,8 @@ const spa_reason *spp_decisive(const spa_reason *r, size_t n);
 void spp_block_line(const spp_event *ev);
 /* Append a JSON-lines audit record (cJSON) to the configured destination
  * (SAFEPICKLE_LOG, else the policy's audit_log); no-op when none. Records the
- * native call site with libunwind. */
+ * native call site (backtrace + dladdr). One write per record, never blocks,
+ * no fd left open; losses are counted and said once (audit.c). */
 void spp_audit_write(const spp_event *ev);
 /* Both of the above. */
 void spp_report(const spp_event *ev);
@@ -306,7 +313,15 @@ void spp_report(const spp_event *ev);
 const char *spp_audit_dest(void);
 void spp_audit_init(void);
 
-/* errno-safe, stdio-free stderr write of a NUL-terminated string. */
+/* Run fn(arg) on this thread's private stack of SPP_ALTSTACK_SIZE (stack.c),
+ * mapped on first use and unmapped when the thread ends; on the caller's own
+ * stack if already there or if no stack can be mapped. Everything that needs
+ * more than a few hundred bytes of stack (judging a file, audit records) runs
+ * through this, so hooks stay within SPP_HOST_STACK_BUDGET of the host's. */
+void spp_on_altstack(void (*fn)(void *), void *arg);
+
+/* errno-safe, stdio-free stderr write (never blocks: a pipe that does not take
+ * data now loses the line; at most PIPE_BUF bytes in one write on a pipe). */
 void spp_write_stderr(const char *s, size_t n);
 
 #endif /* SPP_H */

@@ -23,7 +23,11 @@ static void run_usage(FILE *f) {
             "\n"
             "  --policy FILE  use this JSON policy (validated first) instead of the embedded default\n"
             "  --audit        audit mode: report what would be blocked, block nothing\n"
-            "  --log DEST     audit log destination: a file (JSON lines), stderr or stdout\n"
+            "  --log DEST     where audit records go (one JSON object per line; a refusal always\n"
+            "                 prints its one `safepickle:` line on stderr): state (the default,\n"
+            "                 $XDG_STATE_HOME/safepickle/audit.jsonl, else\n"
+            "                 ~/.local/state/safepickle/audit.jsonl), syslog, stderr, stdout,\n"
+            "                 none, or a file (a relative path is made absolute here)\n"
             "  --allow-unprotected\n"
             "                 run CMD even when it cannot be protected (with a warning)\n"
             "\n"
@@ -140,7 +144,10 @@ int cmd_run(int argc, char **argv) {
     if (audit) setenv("SAFEPICKLE_MODE", "audit", 1);
     if (log) {
         char abs[PATH_MAX];
-        if (log[0] != '/' && strcmp(log, "stderr") && strcmp(log, "stdout") && getcwd(abs, sizeof abs)) {
+        static const char *const kw[] = { "state", "syslog", "stderr", "stdout", "none", "off", NULL };
+        bool word = false;
+        for (int k = 0; kw[k]; k++) word |= !strcmp(log, kw[k]);
+        if (log[0] != '/' && !word && getcwd(abs, sizeof abs)) {
             size_t l = strlen(abs);
             snprintf(abs + l, sizeof abs - l, "/%s", log);
             setenv("SAFEPICKLE_LOG", abs, 1);

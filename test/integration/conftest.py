@@ -4,6 +4,8 @@ Every test runs real loaders in a fresh /usr/bin/python3 subprocess, optionally
 under the preload, and checks outcomes (marker files, exit codes, values).
 SAFEPICKLE_BUILD selects the build directory (default: <repo>/build)."""
 import atexit
+import glob
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # so runs never see each other's verdicts (a test may still set its own).
 SESSION_CACHE = tempfile.mkdtemp(prefix="safepickle-cache-")
 atexit.register(shutil.rmtree, SESSION_CACHE, True)
+# Audit records that children write to the default destination (the user's state directory)
+# land here, not in the developer's home; every record found here or in a test's temp dir is
+# validated against preload/audit.schema.json when the session ends.
+STATE_HOME = tempfile.mkdtemp(prefix="safepickle-state-")
+AUDIT_SCHEMA = os.path.join(REPO, "preload", "audit.schema.json")
+atexit.register(shutil.rmtree, STATE_HOME, True)
 
 
 def clean_env(**extra):
@@ -35,6 +43,7 @@ def clean_env(**extra):
            if k != "LD_PRELOAD" and not k.startswith("SAFEPICKLE_")}
     env["SAFEPICKLE_CACHE"] = SESSION_CACHE
     env.setdefault("OMP_NUM_THREADS", "1")
+    env["XDG_STATE_HOME"] = STATE_HOME
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -53,6 +62,54 @@ def run_cli(*args, env=None, timeout=300, input=None):
     e = clean_env(**(env or {}))
     return subprocess.run([CLI, *map(str, args)], env=e, capture_output=True, text=True,
                           timeout=timeout, input=input)
+
+
+def validate_audit_lines(data):
+    """Audit records (bytes, JSON lines): each line strict UTF-8, valid JSON, valid against
+    preload/audit.schema.json. Returns the records."""
+    import jsonschema
+    schema = json.load(open(AUDIT_SCHEMA))
+    assert data.endswith(b"\n") or not data, "record not ended by a newline"
+    out = []
+    for ln in data.split(b"\n")[:-1]:
+        rec = json.loads(ln.decode("utf-8", "strict"))
+        jsonschema.validate(rec, schema, cls=jsonschema.Draft202012Validator)
+        out.append(rec)
+    return out
+
+
+def _audit_logs(root):
+    """Files under root holding audit records (JSON lines whose first record has the shape)."""
+    for path in glob.glob(os.path.join(root, "**", "*"), recursive=True):
+        try:
+            if not os.path.isfile(path) or os.path.islink(path):
+                continue
+            with open(path, "rb") as f:
+                head = f.readline()
+            first = json.loads(head.decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(first, dict) and {"layer", "verdict", "pid", "policy"} <= first.keys():
+            yield path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Every audit record the suite produced in files is valid (issue 17)."""
+    roots = [STATE_HOME]
+    try:
+        roots.append(str(session.config._tmp_path_factory.getbasetemp()))
+    except Exception:
+        pass
+    bad = []
+    for root in roots:
+        for path in _audit_logs(root):
+            try:
+                validate_audit_lines(open(path, "rb").read())
+            except Exception as e:  # noqa: BLE001 - reported below
+                bad.append("%s: %s" % (path, str(e)[:300]))
+    if bad:
+        sys.stderr.write("\ninvalid audit records:\n  " + "\n  ".join(bad) + "\n")
+        session.exitstatus = 1
 
 
 @pytest.fixture

@@ -164,8 +164,10 @@ def session(tmp_path_factory):
     ok, bad = make_checkpoints(tmp, marker)
     datadir = tmp / "jupyter-data"
     old = os.environ.get("JUPYTER_DATA_DIR")
+    old_state = os.environ.get("XDG_STATE_HOME")
     os.environ["JUPYTER_DATA_DIR"] = str(datadir)
-    res = {"marker": marker, "bad": bad, "ok": ok}
+    os.environ["XDG_STATE_HOME"] = str(tmp / "state")   # the kernel's audit records
+    res = {"marker": marker, "bad": bad, "ok": ok, "state": tmp / "state"}
     try:
         r = run_cli("jupyter", "install", "--name", KERNEL, env={"JUPYTER_DATA_DIR": datadir})
         assert r.returncode == 0, r.stderr
@@ -186,6 +188,10 @@ def session(tmp_path_factory):
             os.environ.pop("JUPYTER_DATA_DIR", None)
         else:
             os.environ["JUPYTER_DATA_DIR"] = old
+        if old_state is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = old_state
     return res
 
 
@@ -212,6 +218,18 @@ def test_reason_reaches_the_cell(session):
     cell = error_text(content) + out["stderr"]
     assert "safepickle: blocked" in cell and str(session["bad"]) in cell, (content, out)
     assert "malicious" in cell and "os.system" in cell, (content, out)
+
+
+def test_cell_shows_one_line_and_no_audit_record(session):
+    """Quiet by default (issue 17): the cell's stderr holds the one `safepickle:` line, not
+    the JSON audit record, which goes to the state directory."""
+    content, out, _ = session["bad_cell"]
+    lines = [ln for ln in out["stderr"].splitlines() if ln.strip()]
+    assert [ln for ln in lines if ln.startswith("safepickle:")] and not [ln for ln in lines if "{" in ln], out
+    assert len([ln for ln in lines if ln.startswith("safepickle: blocked")]) == 1, out
+    log = session["state"] / "safepickle" / "audit.jsonl"
+    recs = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert any(r["action"] == "block" and r["path"] == str(session["bad"]) for r in recs)
 
 
 def test_reason_is_in_the_exception(session):
