@@ -295,7 +295,7 @@ static SPP_TLS bool spp_judge_afresh;
 
 /* A cached refusal or warning, reported again from what the judgement said
  * (no second scan). */
-static void spp_report_cached_here(int fd, const char *hint, int hook, const spp_cached *c) {
+static void spp_report_cached(int fd, const char *hint, int hook, const spp_cached *c) {
     char path[SPP_PATH_MAX];
     spp_fd_path(fd, hint, path, sizeof path);
     const spp_expl *x = c->ex;
@@ -315,23 +315,6 @@ static void spp_report_cached_here(int fd, const char *hint, int hook, const spp
     if (dest && strcmp(dest, "stderr") != 0 && strcmp(dest, "stdout") != 0) spp_audit_write(&ev);
 }
 
-/* The same on the preload's own stack (path is 4 KiB). */
-typedef struct spp_rc_args {
-    int fd, hook;
-    const char *hint;
-    const spp_cached *c;
-} spp_rc_args;
-
-static void spp_report_cached_cb(void *a) {
-    spp_rc_args *x = a;
-    spp_report_cached_here(x->fd, x->hint, x->hook, x->c);
-}
-
-static void spp_report_cached(int fd, const char *hint, int hook, const spp_cached *c) {
-    spp_rc_args x = { fd, hook, hint, c };
-    spp_on_altstack(spp_report_cached_cb, &x);
-}
-
 /* A cache hit for pickle-bearing content also needs the rest of the identity
  * (birth time, inode generation) to match: a reused inode number is a new file. */
 static bool spp_cache_get_fd(int fd, const spp_key *k, spp_cached *c) {
@@ -342,6 +325,58 @@ static bool spp_cache_get_fd(int fd, const spp_key *k, spp_cached *c) {
     if (spp_strong_eq(&s, &c->strong)) return true;
     spp_cached_release(c);
     return false;
+}
+
+/* The judgement proper: caches, scan, report. Runs on the preload's own stack
+ * (spp_on_altstack): the analyzer, the caches' digests and the report need tens
+ * of KiB, and the host thread's stack may be 32 KiB in all. */
+typedef struct spp_slow {
+    int fd, hook, rc;
+    const struct stat *st;
+    uint64_t ident;
+    const char *path;
+    uint64_t *ent;
+} spp_slow;
+
+static void spp_judge_slow(void *arg) {
+    spp_slow *x = arg;
+    int fd = x->fd, hook = x->hook;
+    const char *path = x->path;
+    const struct stat *stp = x->st;
+    uint64_t ident = x->ident, *ent = x->ent;
+    const spa_policy *pol = spp_policy();
+    spp_key k;
+    spp_key_from_stat(&k, stp);
+    spp_cached c = {0};
+    bool hit = spp_cache_get_fd(fd, &k, &c), disk = false;
+    if (!hit && !spp_judge_afresh && spp_pcache_get(fd, &k, &c)) {   /* judged by another process of this user */
+        spp_cache_put(&k, &c);
+        hit = disk = true;
+    }
+    if (!hit) {
+        if (!spp_judge_full(fd, stp, path, hook, true, false, &c)) { /* a failed read is never cached */
+            spp_cache_put(&k, &c);
+            if (c.persist) spp_pcache_put(&k, &c);
+        }
+    } else if (c.action == SPA_ACT_BLOCK || (c.action == SPA_ACT_WARN && spp_cache_mark_reported(&k))) {
+        /* Explain again: a refusal is reported at every refused open. */
+        spp_report_cached(fd, path, hook, &c);
+    } else if (disk && c.action == SPA_ACT_ALLOW) {
+        spp_report_cached(fd, path, hook, &c);      /* this process's record of an allowed load */
+    }
+    if (c.action == SPA_ACT_BLOCK) {
+        spp_cached_release(&c);
+        spp_fd_set(fd, ident | SPP_FD_REFUSED);
+        spp_fdfp_set(fd, NULL);
+        x->rc = spp_block_errno(pol);
+        return;
+    }
+    uint64_t e = ident | (c.bearing == SPP_BEARING_TRUSTED ? SPP_FD_TRUSTED : c.bearing ? SPP_FD_BEARING : 0);
+    spp_fdfp_set(fd, c.fp);
+    spp_fd_set(fd, e);
+    spp_cached_release(&c);
+    if (ent) *ent = e;
+    x->rc = 0;
 }
 
 int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint64_t *ent) {
@@ -372,37 +407,9 @@ int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint
         if (origin == SPP_AT_USE) return spp_block_errno(pol);          /* refused, reported */
     }
 
-    spp_key k;
-    spp_key_from_stat(&k, &st);
-    spp_cached c = {0};
-    bool hit = spp_cache_get_fd(fd, &k, &c), disk = false;
-    if (!hit && !spp_judge_afresh && spp_pcache_get(fd, &k, &c)) {   /* judged by another process of this user */
-        spp_cache_put(&k, &c);
-        hit = disk = true;
-    }
-    if (!hit) {
-        if (!spp_judge_full(fd, &st, path, hook, true, false, &c)) { /* a failed read is never cached */
-            spp_cache_put(&k, &c);
-            if (c.persist) spp_pcache_put(&k, &c);
-        }
-    } else if (c.action == SPA_ACT_BLOCK || (c.action == SPA_ACT_WARN && spp_cache_mark_reported(&k))) {
-        /* Explain again: a refusal is reported at every refused open. */
-        spp_report_cached(fd, path, hook, &c);
-    } else if (disk && c.action == SPA_ACT_ALLOW) {
-        spp_report_cached(fd, path, hook, &c);      /* this process's record of an allowed load */
-    }
-    if (c.action == SPA_ACT_BLOCK) {
-        spp_cached_release(&c);
-        spp_fd_set(fd, ident | SPP_FD_REFUSED);
-        spp_fdfp_set(fd, NULL);
-        return spp_block_errno(pol);
-    }
-    uint64_t e = ident | (c.bearing == SPP_BEARING_TRUSTED ? SPP_FD_TRUSTED : c.bearing ? SPP_FD_BEARING : 0);
-    spp_fdfp_set(fd, c.fp);
-    spp_fd_set(fd, e);
-    spp_cached_release(&c);
-    if (ent) *ent = e;
-    return 0;
+    spp_slow x = { .fd = fd, .hook = hook, .rc = 0, .st = &st, .ident = ident, .path = path, .ent = ent };
+    spp_on_altstack(spp_judge_slow, &x);
+    return x.rc;
 }
 
 /* ------------------------------------------------------------------ verification */
@@ -517,8 +524,28 @@ mismatch:
     return EIO;
 }
 
+/* spp_verify on the preload's own stack (its refusal path formats a 4 KiB
+ * path; the host thread's stack may be 32 KiB in all). */
+typedef struct spp_vargs {
+    int fd, hook, cnt, rc;
+    const struct iovec *seg;
+    size_t got;
+    int64_t off;
+} spp_vargs;
+
+static void spp_verify_cb(void *a) {
+    spp_vargs *x = a;
+    x->rc = spp_verify(x->fd, x->hook, x->seg, x->cnt, x->got, x->off);
+}
+
+static int spp_verify_alt(int fd, int hook, const struct iovec *seg, int cnt, size_t got, int64_t off) {
+    spp_vargs x = { .fd = fd, .hook = hook, .cnt = cnt, .rc = 0, .seg = seg, .got = got, .off = off };
+    spp_on_altstack(spp_verify_cb, &x);
+    return x.rc;
+}
+
 int spp_verify_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off) {
-    return got ? spp_verify(fd, hook, iov, cnt, got, off) : 0;
+    return got ? spp_verify_alt(fd, hook, iov, cnt, got, off) : 0;
 }
 
 /* A mapping is checked once, when it is made, by reading the judged blocks it
@@ -531,5 +558,5 @@ int spp_verify_map(int fd, int hook, uint64_t off, size_t len) {
     if (off >= size) return 0;
     size_t n = size - off < len ? (size_t)(size - off) : len;
     struct iovec seg = { NULL, n };
-    return spp_verify(fd, hook, &seg, 1, n, (int64_t)off);
+    return spp_verify_alt(fd, hook, &seg, 1, n, (int64_t)off);
 }

@@ -37,7 +37,7 @@
 #define SPP_STACK_FRAMES  8       /* native frames recorded in an audit record */
 #define SPP_RECORD_MAX    16384   /* longest audit record written to a regular file (PIPE_BUF elsewhere) */
 #define SPP_SYSTEM_LOG_DIR "/var/log/safepickle" /* audit_log "state" for root in a system-wide install */
-#define SPP_WRITE_WAIT_MS 250     /* longest wait for a pipe to take a record or a stderr line */
+#define SPP_WRITE_WAIT_MS 2000    /* longest wait for a pipe to take a record or a stderr line */
 #define SPP_SYSLOG_PATH   "/dev/log" /* audit_log "syslog": the local syslog/journald socket */
 #define SPP_ALTSTACK_SIZE (256u * 1024u) /* the preload's own stack, per thread that judges or reports */
 #define SPP_HOST_STACK_BUDGET 2048 /* bytes of the HOST thread's stack a hook may use (test_hoststack) */
