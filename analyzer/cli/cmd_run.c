@@ -156,6 +156,11 @@ int cmd_run(int argc, char **argv) {
         }
     }
     if (run_set_preload(lib) != 0) { fprintf(stderr, "safepickle run: LD_PRELOAD too long\n"); return CLI_EXIT_ERROR; }
+    char exe[PATH_MAX];
+    if (!prot_which(argv[i], exe, sizeof exe)) { /* as a shell says it: nothing to protect or run */
+        fprintf(stderr, "safepickle run: cannot execute %s: command not found\n", argv[i]);
+        return 127;
+    }
     if (run_protectable(lib, argv[i], allow_unprotected) != 0) return CLI_EXIT_ERROR;
     execvp(argv[i], argv + i);
     fprintf(stderr, "safepickle run: cannot execute %s: %s\n", argv[i], strerror(errno));

@@ -116,7 +116,7 @@ bool prot_preload_loads(const char *value, char *why, size_t n) {
 
 /* cmd as execvp would find it: a path when it has a '/', else the first
  * executable regular file in PATH. */
-static bool prot_which(const char *cmd, char *out, size_t n) {
+bool prot_which(const char *cmd, char *out, size_t n) {
     if (strchr(cmd, '/')) {
         if ((size_t)snprintf(out, n, "%s", cmd) >= n) return false;
         return access(out, F_OK) == 0;

@@ -33,4 +33,7 @@ bool prot_preload_loads(const char *value, char *why, size_t n);
  * set-user-ID / set-group-ID / file capabilities (ld.so's secure mode ignores
  * LD_PRELOAD paths), not ELF nor a script. Returns true, or false with why. */
 bool prot_exec_check(const char *cmd, char *why, size_t n);
+/* The executable execvp would run for cmd (searched in PATH when it has no '/'),
+ * into out; false when there is none. */
+bool prot_which(const char *cmd, char *out, size_t n);
 #endif
