@@ -105,7 +105,8 @@ static spa_code zip_member(spc_scan *s, spc_content *c, const spa_src *src, cons
     uint64_t at = lho + zd->concat;
     if (spc_pread_full(src, lh, SPC_ZIP_LFH, at) != SPA_OK || memcmp(lh, "PK\x03\x04", 4) != 0) {
         /* both miniz and zipfile refuse a member without its local header */
-        spc_note(s, SPA_NOTE_ERROR, mloc, SPA_E_FORMAT, "zip member has no local header (loaders refuse it)",
+        /* no loader unpickles anything from it: information, not an error */
+        spc_note(s, SPA_NOTE_INFO, mloc, SPA_E_FORMAT, "zip member has no local header (loaders refuse it)",
                  at, SPA_LIM_COUNT, NULL);
         return SPA_OK;
     }
@@ -208,8 +209,8 @@ static spa_code zip_scan_view(spc_scan *s, spc_content *c, const spa_src *src, c
         if (rc != SPA_OK || s->fatal) return s->fatal ? s->fatal_err.code : rc;
     }
     if (n == 0 && zd.entries > 0)
-        spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_FORMAT, "zip central directory unreadable", zd.cd_off,
-                 SPA_LIM_COUNT, NULL);
+        spc_note(s, SPA_NOTE_INFO, c->loc, SPA_E_FORMAT, "zip central directory unreadable (loaders refuse it)",
+                 zd.cd_off, SPA_LIM_COUNT, NULL);
     return SPA_OK;
 }
 

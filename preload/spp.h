@@ -26,7 +26,6 @@
 #define SPP_TLS __attribute__((tls_model("initial-exec"))) __thread
 
 /* ------------------------------------------------------------------ limits */
-#define SPP_SNIFF_BYTES   4096u   /* head bytes read with pread to sniff a file */
 #define SPP_FD_MAX        65536   /* fds tracked in the lock-free fd table; larger fds are judged every time */
 #define SPP_CACHE_SLOTS   4096u   /* verdict cache entries (power of two) */
 #define SPP_CACHE_PROBE   8u      /* linear-probe length before evicting */

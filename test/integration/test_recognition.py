@@ -349,3 +349,32 @@ def test_budget_of_one_open_ends_in_a_refusal(tmp_path, bomb, limit, value):
     assert mine, recs
     assert mine[0]["verdict"] == "unscannable"
     assert any(x["rule"] == "scan.limit" and limit in x["msg"] for x in mine[0]["reasons"]), mine[0]["reasons"]
+
+
+BADCD = r'''
+import io, struct, sys, zipfile
+b = io.BytesIO()
+with zipfile.ZipFile(b, "w") as z:
+    z.writestr("a.pkl", b"\x80\x04N.")
+d = bytearray(b.getvalue())
+i = d.rfind(b"PK\x05\x06")
+d[i + 16:i + 20] = struct.pack("<I", 3)   # the directory's offset: wrong
+open(sys.argv[1], "wb").write(d)
+'''
+
+
+def test_zip_whose_members_no_loader_reaches_is_not_refused(tmp_path):
+    """An end record whose directory offset is wrong: zipfile finds the
+    directory (its "concat" arithmetic) but no member's local header, so it
+    raises BadZipFile on the member; nothing is unpickled: not refused, and
+    the CLI does not count it as blocked."""
+    path = str(tmp_path / "badcd.zip")
+    p = subprocess.run([PYTHON, "-c", BADCD, path], env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    code = "import zipfile; zipfile.ZipFile(P).read('a.pkl')"
+    for pre in (False, True):
+        res, q = load(path, code, preload=pre)
+        assert res["raised"] == "BadZipFile", (pre, res, q.stderr[-1500:])
+    r = run_cli("scan", "--format", "json", path)
+    f = json.loads(r.stdout)["files"][0]
+    assert f["action"] == "allow" and not f["pickle_bearing"], f
