@@ -2,8 +2,9 @@
 # bench_verify.sh - the cost of verifying reads against the bytes judged, on its
 # own, and of a second process loading an already-judged file (persistent
 # cache warm). Side by side in one run, interleaved, fresh process per sample,
-# load time measured inside the process; medians, ratios of medians and the
-# spread (min-max) of the paired ratios:
+# CPU time (user + sys, time.process_time) of the load measured inside the
+# process, so that other load on the machine counts less than in wall time;
+# medians, ratios of medians and the spread (min-max) of the paired ratios:
 #   plain     no preload
 #   noverify  this preload built with -DSPP_BENCH_NO_VERIFY (no fingerprint, no
 #             check: the preload as it was before verification), cache off
@@ -22,6 +23,7 @@ LIB=$(realpath "$BUILD/libsafepickle.so")
 NV_BUILD=${NV_BUILD:-build-bench-noverify}
 make --no-print-directory BUILD="$NV_BUILD" CFLAGS="-O2 -g -DSPP_BENCH_NO_VERIFY" "$NV_BUILD/libsafepickle.so" >/dev/null
 NV=$(realpath "$NV_BUILD/libsafepickle.so")
+make --no-print-directory BUILD="$BUILD" "$BUILD/libspa.a" >/dev/null
 PY=/usr/bin/python3
 work=$(mktemp -d /tmp/sp-bench-verify.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -36,6 +38,8 @@ rows = [(i, i * 0.5, "r%d" % (i % 5000)) for i in range(1_300_000)]
 with open(os.path.join(d, "dense.pkl"), "wb") as f:
     pickle.dump(rows, f, protocol=4)
 PYEOF
+cc -O2 -std=gnu11 -D_GNU_SOURCE -Ianalyzer -Ipreload -I"$BUILD/gen" -DSPA_VERSION=\"bench\" -o "$work/bench_fp" \
+  test/bench/bench_fp.c "$BUILD/libspa.a" -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
 
 "$PY" - "$LIB" "$NV" "$RUNS" "$work" <<'PYEOF'
 import os, re, statistics, subprocess, sys
@@ -51,8 +55,8 @@ envs = {
     "warm": dict(base, LD_PRELOAD=lib, SAFEPICKLE_CACHE=warm_dir),
 }
 CODE = {
-    "torch": "import sys, time, torch\nt = time.perf_counter()\nsd = torch.load(sys.argv[1])\nprint(time.perf_counter() - t)\n",
-    "pickle": "import sys, time, pickle\nt = time.perf_counter()\nwith open(sys.argv[1], 'rb') as f: x = pickle.load(f)\nprint(time.perf_counter() - t)\n",
+    "torch": "import sys, time, torch\nt = time.process_time()\nsd = torch.load(sys.argv[1])\nprint(time.process_time() - t)\n",
+    "pickle": "import sys, time, pickle\nt = time.process_time()\nwith open(sys.argv[1], 'rb') as f: x = pickle.load(f)\nprint(time.process_time() - t)\n",
 }
 cases = [("torch.load of a 1 GiB checkpoint", "torch", os.path.join(work, "big.pt")),
          ("pickle.load of a 30 MB opcode-dense pickle", "pickle", os.path.join(work, "dense.pkl"))]
@@ -63,7 +67,7 @@ def sample(kind, path, env):
         raise SystemExit("failed under %s: %s" % (env.get("LD_PRELOAD"), r.stderr[-2000:]))
     return float(r.stdout.split()[-1])
 
-lines = ["runs per side: %d; load average at start: %s" % (runs, open("/proc/loadavg").read().split()[0]), "",
+lines = ["runs per side: %d; load average at start: %s; CPU seconds of the load" % (runs, open("/proc/loadavg").read().split()[0]), "",
          "| case | plain | noverify | preload | warm | preload/noverify (fingerprint cost) | paired spread | preload/plain | warm/plain | paired spread |",
          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 for name, kind, path in cases:
@@ -79,6 +83,23 @@ for name, kind, path in cases:
     lines.append("| %s | %.3f s | %.3f s | %.3f s | %.3f s | **%.3fx** | %.3f-%.3f | %.3fx | **%.3fx** | %.3f-%.3f |" % (
         name, med["plain"], med["noverify"], med["preload"], med["warm"], med["preload"] / med["noverify"],
         min(fp), max(fp), med["preload"] / med["plain"], med["warm"] / med["plain"], min(wp), max(wp)))
+    if kind == "pickle":
+        plain_pickle = med["plain"]
+# the fingerprint's own work, alone (bench_fp.c): hashing while the analyzer
+# reads, and checking the loader's reads, 4 KiB-aligned as BufferedReader reads
+# (64 KiB) and, worst case, 4 KiB reads at unaligned offsets (every read needs
+# the rest of two blocks read again)
+dense = os.path.join(work, "dense.pkl")
+fp_al = [float(x) for x in subprocess.run([os.path.join(work, "bench_fp"), dense, "65536", "9", "4096"],
+                                          capture_output=True, text=True, check=True).stdout.split()]
+fp_un = [float(x) for x in subprocess.run([os.path.join(work, "bench_fp"), dense, "4096", "9", "4113"],
+                                          capture_output=True, text=True, check=True).stdout.split()]
+lines += ["", "fingerprint work alone on the 30 MB pickle (bench_fp.c, CPU ms, medians of 9):", "",
+          "| reads | hashing while the analyzer reads | checking the loader's reads | total | share of plain pickle.load (%.0f ms) |" % (plain_pickle * 1e3),
+          "| --- | --- | --- | --- | --- |"]
+for label, v in (("64 KiB, aligned (BufferedReader)", fp_al), ("4 KiB at unaligned offsets (worst case)", fp_un)):
+    tot = (v[1] - v[0]) + v[2]
+    lines.append("| %s | %.1f ms | %.1f ms | %.1f ms | %.1f%% |" % (label, v[1] - v[0], v[2], tot, tot / (plain_pickle * 1e3) * 100))
 ents = [os.path.getsize(os.path.join(warm_dir, e)) for e in os.listdir(warm_dir) if e.startswith("e-")]
 lines += ["", "fingerprint memory: 16 bytes per 4 KiB judged; persistent cache entries for these two files: %s bytes"
           % ", ".join(str(x) for x in sorted(ents))]

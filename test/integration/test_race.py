@@ -23,10 +23,12 @@ def race_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("loader", race.LOADERS)
 def test_race_short(race_dir, loader):
-    """No payload runs in any configuration, whatever the writer does."""
+    """No payload runs, whatever the writer does: every writer with layer 1
+    alone (verification has to hold without layer 2's help), and with both
+    layers for pickle.load (`make race` runs every configuration)."""
     bad = []
     for mode in race.MODES:
-        for layers in race.LAYERS:
+        for layers in (race.LAYERS if loader == "pickle" else ("file",)):
             r = race.run(loader, mode, layers, SHORT_LOADS, d=race_dir)
             assert r["loads"] == SHORT_LOADS
             if r["payloads"]:
