@@ -773,7 +773,8 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             cl_args_rules(c, ts, args, NULL, SPA_KB_UNKNOWN, false, j);
             return;
         }
-        if (spa_target_is(t, "functools", "partial")) {
+        if (spa_target_is(t, "functools", "partial") ||
+            spa_target_is(t, "multiprocessing.reduction", "_rebuild_partial")) { /* partial as multiprocessing pickles it */
             spa_target f;
             spa_resolve(a0, &f, 0);
             if (f.kind == SPA_T_GLOBAL || f.kind == SPA_T_METHOD) {

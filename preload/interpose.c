@@ -8,7 +8,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* Prototypes for every hook (the fortified and *64 names are not declared by
@@ -274,6 +278,71 @@ static size_t spp_after_fread(FILE *fp, int fd, int hook, void *ptr, size_t byte
         if (!f) { errno = ENOSYS; return -1; } \
         int r_ = f args; \
         if (r_ >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) spp_fd_dup(fd, r_); \
+        return r_; \
+    }
+
+/* Layer 2's libc vetoes: only inside an unpickle's scope (a thread-local
+ * test first, so the pass-through costs one load). */
+#define SPP_VETO(kind_, fail_)                                                     \
+    if (spp_l2_in_scope() && spp_enter()) {                                      \
+        int e_ = spp_l2_veto(kind_, __func__, NULL);                             \
+        if (e_) { fail_; }                                                       \
+    }
+
+#define SPP_WRAP_VETO_FILE(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        SPP_VETO(SPP_VETO_FILE, errno = e_; return -1); \
+        return f args; \
+    }
+#define SPP_WRAP_VETO_EXEC(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        SPP_VETO(SPP_VETO_PROCESS, errno = e_; return -1); \
+        return f args; \
+    }
+#define SPP_WRAP_VETO_FORK SPP_WRAP_VETO_EXEC
+#define SPP_WRAP_VETO_SPAWN(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) return ENOSYS; \
+        SPP_VETO(SPP_VETO_PROCESS, return e_); \
+        return f args; \
+    }
+#define SPP_WRAP_VETO_NET(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) { errno = ENOSYS; return -1; } \
+        SPP_VETO(SPP_VETO_NETWORK, errno = e_; return -1); \
+        return f args; \
+    }
+
+/* A thread created inside an unpickle's scope inherits it until it ends: the
+ * new thread starts in a trampoline that marks it (spp_l2.tainted) with the
+ * creator's verdict. Outside a scope this is a straight pass-through. */
+typedef struct spp_tramp { void *(*start)(void *); void *arg; uint8_t verdict; } spp_tramp;
+
+static void *spp_thread_tramp(void *p) {
+    spp_tramp t = *(spp_tramp *)p;
+    free(p);
+    spp_l2.tainted = true;
+    spp_l2.verdict = t.verdict;
+    return t.start(t.arg);
+}
+
+#define SPP_WRAP_THREAD(ret, name, params, args) \
+    SPP_EXPORT ret name params { \
+        spp_real_##name##_t f = SPP_REAL(name); \
+        if (!f) return ENOSYS; \
+        if (!spp_l2_in_scope()) return f args; \
+        spp_tramp *t_ = malloc(sizeof *t_); \
+        if (!t_) return EAGAIN; /* never an unscoped thread from inside a scope */ \
+        t_->start = start; t_->arg = arg; \
+        t_->verdict = spp_l2.verdict; \
+        int r_ = f(th, ta, spp_thread_tramp, t_); \
+        if (r_ != 0) free(t_); \
         return r_; \
     }
 

@@ -7,6 +7,7 @@
  *   pya_names.c   pickle.find_class: the name judgement and its cache
  *   pya_events.c  the behaviour veto: which audit events, and when
  *   pya_report.c  the decision: record, stderr line, exception
+ *   pya_bytes.c   bytes first: the analyzer judges in-memory pickles before they run
  * Nothing here is exported from libsafepickle.so. */
 #ifndef SPP_PYA_H
 #define SPP_PYA_H
@@ -65,7 +66,7 @@ typedef struct pya_tls {
     const spp_pyobj *anchor;       /* frame that called the load, NULL = no scope */
     const spp_pyobj *anchor_code;  /* its code object */
     long anchor_lasti;
-    bool ipc;                      /* the load is multiprocessing's own IPC (trusted) */
+    bool ipc;                      /* the load is a child process's bootstrap (pya_is_ipc_anchor) */
     bool trusted;                  /* fed from a file the policy trusts (see pya_scope_trusted) */
     uint64_t trust_ident;          /* that file's identity (spp_trust_check) */
     char pending[SPP_PYA_NAME_MAX];/* module of the last find_class (about to be imported) */
@@ -98,10 +99,19 @@ typedef struct pya_evrule pya_evrule;
 const pya_evrule *pya_event_rule(const char *ev);
 int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev, spp_pyobj *args);
 
+/* ---------------------------------------------------------------- bytes (pya_bytes.c) */
+/* Wrap _pickle's loads, load and Unpickler.load so the analyzer judges the
+ * bytes first. Called at the first `import` of pickle/_pickle (and at a
+ * find_class as a last resort); once. */
+void pya_bytes_install(void);
+bool pya_bytes_installed(void);
+
 /* ---------------------------------------------------------------- report (pya_report.c) */
 spa_action pya_action(const spa_policy *p, spa_action want);
 int pya_decide(spa_action act, spa_verdict v, const char *what, const char *event,
                const char *arg, const char *rule, const char *msg, bool trusted);
+int pya_report_bytes(spa_action act, spa_verdict v, const char *call, const spa_reason *reasons, size_t n,
+                     const char *error, bool trusted, bool quiet);
 /* Forget the exception class (the interpreter that owned it is finalising). */
 void pya_exception_reset(void);
 

@@ -84,6 +84,8 @@ static const pya_evrule pya_events[] = {
     {"sys.settrace", PYA_STATE, "runtime.state_mutation"},
     {"sys.setprofile", PYA_STATE, "runtime.state_mutation"},
     {"sys.addaudithook", PYA_STATE, "runtime.state_mutation"},
+    {"cpython.PyInterpreterState_New", PYA_CODE, "runtime.code_exec"}, /* a sub-interpreter */
+    {"_thread.start_new_thread", PYA_PROCESS, "runtime.thread"},      /* 3.13+; earlier: pthread hook */
 };
 
 const pya_evrule *pya_event_rule(const char *ev) {
@@ -168,8 +170,17 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
     }
     bool in_import;
     char imp[SPP_PYA_NAME_MAX];
-    if (!pya_scope_live(&in_import, imp)) { pya_scope_clear(); return 0; }
-    if (pya_t.ipc) return 0;
+    /* In scope: inside a wrapped load (exact), on a thread an unpickle
+     * started, or under the frame that called the unpickler. */
+    if (!pya_scope_live(&in_import, imp) && !spp_l2_in_scope()) { pya_scope_clear(); return 0; }
+    /* The analyzer judged the bytes in flight safe: every callable they reach
+     * is one the knowledge base knows to be data-safe with these arguments, so
+     * code, file and import effects are the library's own (scipy's exec of
+     * generated methods, numpy's ast.literal_eval, tempfile). Process,
+     * network, native and state effects are vetoed all the same. */
+    if (spp_l2.verdict == SPA_VERDICT_SAFE && spp_l2_in_scope() &&
+        (r->cat == PYA_CODE || r->cat == PYA_FILE_WRITE || r->cat == PYA_OPEN || r->cat == PYA_IMPORT))
+        return 0;
     bool trusted = pya_scope_trusted();
     if (open_kind == 1 && pya_open_is_numpy_memmap()) return 0;
     char detail[SPP_PYA_DETAIL_MAX];
@@ -197,3 +208,32 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
                          detail[0] ? detail : NULL, r->rule, msg, trusted);
 }
 
+
+/* ================================================================ libc vetoes */
+/* Called by the libc hooks (interpose.c) for effects that raise no audit
+ * event, when the calling thread is inside an unpickle or was started by one.
+ * No Python here: the thread may not hold the GIL. File creation passes when
+ * the bytes in flight were judged safe (the same rule as the audit events);
+ * process creation and connect never do. Returns 0 or the errno of a refusal. */
+int spp_l2_veto(spp_veto_kind kind, const char *call, const char *arg) {
+    const spa_policy *p = spp_policy();
+    if (!p || !p->layer_audit_hook || !p->runtime_behaviour || p->mode == SPA_MODE_OFF) return 0;
+    if (kind == SPP_VETO_FILE && spp_l2.verdict == SPA_VERDICT_SAFE) return 0;
+    if (pya_t.busy || (pya_t.anchor && pya_t.trusted && !spp_feed.taint)) return 0;
+    spa_action act = pya_action(p, SPA_ACT_BLOCK);
+    static const char *const rules[] = {"runtime.file_write", "runtime.process_spawn", "runtime.network"};
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s%s%s called while a pickle was being loaded%s", call, arg ? " " : "",
+             arg ? arg : "", spp_l2.tainted ? " (on a thread the unpickle started)" : "");
+    spa_reason reason = {.severity = SPA_VERDICT_MALICIOUS, .rule = rules[kind], .msg = msg, .loc = "libc", .off = 0};
+    spp_event ev = {
+        .layer = "audit_hook", .call = call, .path = "<libc>", .fd = -1, .verdict = SPA_VERDICT_MALICIOUS,
+        .action = act, .reasons = &reason, .n_reasons = 1, .detail = "effect with no audit event, vetoed in libc",
+        .format = "python",
+    };
+    spp_depth++;
+    spp_report(&ev);
+    spp_depth--;
+    if (act != SPA_ACT_BLOCK) return 0;
+    return p->block_errno > 0 ? p->block_errno : EACCES;
+}

@@ -106,6 +106,10 @@ int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
         if (a) py_Py_DecRef(a);
         if (ipc) return 0;
     }
+    /* The bytes of this load were judged (pya_bytes.c) and allowed: every
+     * global was judged there with its arguments, by the same knowledge base. */
+    if (spp_l2.in_load && (spp_l2.verdict == SPA_VERDICT_SAFE || spp_l2.verdict == SPA_VERDICT_SUSPICIOUS))
+        return 0;
     pya_t.unbound = false;
     pya_trust_bind(module, name, exact_m && exact_n);
     if (!exact_m || !exact_n) {

@@ -169,3 +169,44 @@ spa_action pya_action(const spa_policy *p, spa_action want) {
     if (p->mode == SPA_MODE_AUDIT && want == SPA_ACT_BLOCK) return SPA_ACT_WARN;
     return want;
 }
+
+/* A verdict of the analyzer on the bytes of an in-memory unpickle (bytes
+ * first, pya_bytes.c): reported with the analyzer's own reasons, exactly as
+ * layer 1 reports a file. `trusted`: allowed because a file the policy trusts
+ * feeds this thread (recorded in an audit file only). `quiet`: a repeated
+ * warning, recorded in an audit file only. Returns -1 with the exception set
+ * for a block. */
+int pya_report_bytes(spa_action act, spa_verdict v, const char *call, const spa_reason *reasons, size_t n,
+                     const char *error, bool trusted, bool quiet) {
+    const char *dest = spp_audit_dest();
+    bool to_file = dest && strcmp(dest, "stderr") != 0 && strcmp(dest, "stdout") != 0;
+    if ((trusted || quiet) && !to_file) return 0;
+    if (trusted) act = SPA_ACT_ALLOW;
+    spp_pyobj *from = pya_find_anchor();
+    pya_where site, user;
+    pya_locate(from, &site, &user);
+    char where[SPP_PYA_PATH_MAX + 32], detail[2 * SPP_PYA_PATH_MAX + 256];
+    if (user.file[0]) snprintf(where, sizeof where, "<python %s:%d>", user.file, user.line);
+    else snprintf(where, sizeof where, "<python: no frame>");
+    snprintf(detail, sizeof detail, "%sbytes judged before %s ran; load called at %s:%d in %s%s%s",
+             trusted ? "allowed: the unpickle is fed from a file the policy trusts; " : "", call,
+             site.file[0] ? site.file : "?", site.line, site.func[0] ? site.func : "?",
+             error ? "; internal error: " : "", error ? error : "");
+    spp_event ev = {
+        .layer = "audit_hook", .call = call, .path = where, .fd = -1, .verdict = v, .action = act,
+        .reasons = reasons, .n_reasons = n, .detail = detail, .format = "pickle", .trusted = trusted,
+    };
+    if (trusted || quiet) {
+        spp_audit_write(&ev);
+        return 0;
+    }
+    spp_report(&ev);
+    if (act != SPA_ACT_BLOCK) return 0;
+    const spa_reason *d = spp_decisive(reasons, n);
+    char text[1024];
+    snprintf(text, sizeof text, "safepickle: blocked %s: %s: %s [rule %s] at %s:%d", call, spa_verdict_name(v),
+             d && d->msg ? d->msg : (error ? error : "not judgeable"), d && d->rule ? d->rule : "runtime.bytes",
+             user.file[0] ? user.file : "<no python frame>", user.line);
+    py_PyErr_SetString(pya_exception(), text);
+    return -1;
+}

@@ -38,7 +38,8 @@ bool pya_scope_live(bool *in_import, char *imp) {
     if (!f) return false;
     py_Py_IncRef(f);
     bool live = false;
-    for (int i = 0; f && i < SPP_PYA_MAX_FRAMES; i++) {
+    int i = 0;
+    for (; f && i < SPP_PYA_MAX_FRAMES; i++) {
         if (f == t->anchor) {
             spp_pyobj *code = pya_code(f);
             live = code == t->anchor_code && pya_lasti(f) == t->anchor_lasti;
@@ -57,6 +58,7 @@ bool pya_scope_live(bool *in_import, char *imp) {
         py_Py_DecRef(f);
         f = b;
     }
+    if (f && !live) live = true; /* the walk's budget ran out: undetermined is in scope */
     if (f) py_Py_DecRef(f);
     if (!live || in_import == &dummy) *in_import = false;
     return live;
@@ -159,23 +161,29 @@ void pya_scope_note_module(const char *module) {
     }
 }
 
-/* multiprocessing's own IPC: the parent and its workers exchange pickles of
- * tasks and results (functions by reference such as multiprocessing.pool.
- * mapstar, fds, shared-memory tensors) over pipes the program itself created,
- * and with the spawn and forkserver start methods a child receives its
- * process object from its parent. These loads are made by the stdlib modules
- * below; judging them would break multiprocessing.Pool, concurrent.futures and
- * torch DataLoader workers, so they are trusted (the anchor's module decides).
- * Limit: multiprocessing.connection also serves Listener/Client connections
- * (authenticated with an authkey). */
-static const char *const pya_ipc_callers[] = {"multiprocessing.queues", "multiprocessing.connection",
-                                              "multiprocessing.spawn", "multiprocessing.forkserver"};
+/* A process's bootstrap: a child started with the spawn or forkserver
+ * method (multiprocessing.spawn / multiprocessing.forkserver) or by loky
+ * (`python -m joblib.externals.loky.backend.popen_loky_posix --pipe N`, or
+ * standalone loky) unpickles its preparation data and its process object from
+ * a pipe its parent created before starting it. Those loads are the process
+ * start protocol of the program itself (a pickle cannot call these callers:
+ * they are `process` by name), so they are not judged. Nothing else is
+ * trusted by origin: multiprocessing connections, queues, Listener/Client and
+ * every worker's task and result traffic are judged on their bytes. */
+static const char *const pya_boot_callers[] = {"multiprocessing.spawn", "multiprocessing.forkserver"};
+static const char *const pya_boot_mains[] = {"/loky/backend/popen_loky_posix.py"};
 
 bool pya_is_ipc_anchor(spp_pyobj *a) {
     char mod[SPP_PYA_PKG_MAX];
     pya_frame_module(a, mod, sizeof mod);
-    for (size_t i = 0; i < sizeof pya_ipc_callers / sizeof pya_ipc_callers[0]; i++)
-        if (strcmp(mod, pya_ipc_callers[i]) == 0) return true;
+    for (size_t i = 0; i < sizeof pya_boot_callers / sizeof pya_boot_callers[0]; i++)
+        if (strcmp(mod, pya_boot_callers[i]) == 0) return true;
+    if (strcmp(mod, "__main__") != 0) return false;
+    pya_where w;
+    pya_describe(a, &w);
+    if (strcmp(w.func, "<module>") != 0) return false;
+    for (size_t i = 0; i < sizeof pya_boot_mains / sizeof pya_boot_mains[0]; i++)
+        if (pya_ends_with(w.file, pya_boot_mains[i])) return true;
     return false;
 }
 

@@ -7,9 +7,42 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Opaque: we never touch an object's fields, only call exported functions. */
+/* Opaque: we never touch an object's fields, only call exported functions
+ * (one exception, pya_bytes.c: the method-definition pointer of a builtin
+ * function and of a method descriptor, checked by name before use). */
 typedef struct spp_pyobj spp_pyobj;
 typedef ssize_t spp_pyssize;
+
+/* Py_buffer: the stable-ABI layout (unchanged since 3.3). */
+typedef struct spp_pybuffer {
+    void *buf;
+    spp_pyobj *obj;
+    spp_pyssize len;
+    spp_pyssize itemsize;
+    int readonly;
+    int ndim;
+    char *format;
+    spp_pyssize *shape;
+    spp_pyssize *strides;
+    spp_pyssize *suboffsets;
+    void *internal;
+} spp_pybuffer;
+#define SPP_PYBUF_SIMPLE 0
+
+/* The shapes of a C method (PyMethodDef) that layer 2 wraps (pya_bytes.c):
+ * the first fields of PyMethodDef, and ml_flags values (methodobject.h). */
+typedef struct spp_pymethoddef {
+    const char *ml_name;
+    void *ml_meth;
+    int ml_flags;
+    const char *ml_doc;
+} spp_pymethoddef;
+#define SPP_METH_VARARGS  0x0001
+#define SPP_METH_KEYWORDS 0x0002
+#define SPP_METH_NOARGS   0x0004
+#define SPP_METH_O        0x0008
+#define SPP_METH_FASTCALL 0x0080
+#define SPP_METH_METHOD   0x0200
 
 /* Py_AuditHookFunction: int hook(const char *event, PyObject *args, void *ud).
  * args is a tuple (borrowed). Return -1 with an exception set to veto. */
@@ -50,7 +83,18 @@ typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
     X(int, PyGILState_Ensure, (void), 0)                                            \
     X(void, PyGILState_Release, (int), 0)                                           \
     X(void *, PyInterpreterState_Get, (void), 0)           /* 3.9+ */               \
-    X(void *, _PyInterpreterState_Get, (void), 0)          /* 3.8 */
+    X(void *, _PyInterpreterState_Get, (void), 0)          /* 3.8 */                \
+    X(spp_pyobj *, PyImport_ImportModule, (const char *), 1)                        \
+    X(spp_pyobj *, PyObject_CallMethod, (spp_pyobj *, const char *, const char *, ...), 1) \
+    X(spp_pyobj *, PyObject_CallOneArg, (spp_pyobj *, spp_pyobj *), 0) /* 3.9+ */    \
+    X(spp_pyobj *, PyObject_CallFunctionObjArgs, (spp_pyobj *, ...), 1)             \
+    X(int, PyObject_GetBuffer, (spp_pyobj *, spp_pybuffer *, int), 1)               \
+    X(void, PyBuffer_Release, (spp_pybuffer *), 1)                                  \
+    X(spp_pyobj *, PyBytes_FromStringAndSize, (const char *, spp_pyssize), 1)       \
+    X(int, PyObject_IsTrue, (spp_pyobj *), 1)                                       \
+    X(int, PyObject_HasAttrString, (spp_pyobj *, const char *), 1)                  \
+    X(spp_pyssize, PyList_Size, (spp_pyobj *), 1)                                   \
+    X(spp_pyobj *, PyList_GetItem, (spp_pyobj *, spp_pyssize), 1)
 
 /* Data symbols: pointers to `PyObject *` variables. */
 #define SPP_PYAPI_DATA(X)          \

@@ -69,7 +69,23 @@ static int pya_hook(const char *ev, spp_pyobj *args, void *ud) {
     if (t->busy || !ev) return 0;
     bool fc = ev[0] == 'p' && strcmp(ev, "pickle.find_class") == 0;
     bool teardown = ev[0] == 'c' && strcmp(ev, "cpython._PySys_ClearAuditHooks") == 0;
-    if (!fc && !teardown && !t->anchor) return 0;
+    if (!pya_bytes_installed() && (fc || (ev[0] == 'i' && strcmp(ev, "import") == 0))) {
+        /* Bytes first: wrap _pickle at the first import of pickle or _pickle,
+         * before any code can call it (a find_class is the last resort). */
+        char mod[16];
+        if (fc || (pya_utf8(pya_arg(args, 0), mod, sizeof mod) &&
+                   (!strcmp(mod, "pickle") || !strcmp(mod, "_pickle")))) {
+            const spa_policy *pp = spp_policy();
+            if (pp && pp->layer_audit_hook && pp->mode != SPA_MODE_OFF && !py_PyErr_Occurred()) {
+                int saved = errno;
+                t->busy = 1;
+                pya_bytes_install();
+                t->busy = 0;
+                errno = saved;
+            }
+        }
+    }
+    if (!fc && !teardown && !t->anchor && !spp_l2_in_scope()) return 0;
     const pya_evrule *r = NULL;
     if (!fc && !teardown && !(r = pya_event_rule(ev))) return 0;
 

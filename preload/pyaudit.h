@@ -6,7 +6,7 @@
 #define SPP_PYAUDIT_H
 
 /* Named limits of the layer (all bound work done inside the hook). */
-#define SPP_PYA_MAX_FRAMES   256 /* frames walked when scoping an event */
+#define SPP_PYA_MAX_FRAMES (1 << 20) /* frames walked when scoping an event; beyond: in scope */
 #define SPP_PYA_NAME_MAX     256 /* module / global name kept for a decision */
 #define SPP_PYA_PATH_MAX     512 /* Python source path kept for a location */
 #define SPP_PYA_DETAIL_MAX   200 /* event argument quoted in a record */

@@ -16,6 +16,9 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <sys/socket.h>
 
 #include "spa.h"
 
@@ -184,6 +187,25 @@ void spp_fp_atfork_child(void);
 int spp_verify_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off);
 /* After a file mapping of a judged fd: check the judged blocks it covers. */
 int spp_verify_map(int fd, int hook, uint64_t off, size_t len);
+
+/* Layer 2's view of the current thread, shared with the libc vetoes
+ * (interpose.c): in_load counts the wrapped unpickles in flight (pya_bytes.c),
+ * verdict is the worst verdict the analyzer gave their bytes
+ * (SPA_VERDICT_COUNT: not judged), tainted marks a thread created while an
+ * unpickle was in flight (pthread_create hook): it stays in scope until it
+ * ends. */
+typedef struct spp_l2 {
+    int in_load;
+    uint8_t verdict;
+    bool tainted;
+} spp_l2_t;
+extern SPP_TLS spp_l2_t spp_l2;
+/* Is the calling thread inside an unpickle (or started by one)? */
+static inline bool spp_l2_in_scope(void) { return spp_l2.in_load > 0 || spp_l2.tainted; }
+/* Effects a scope vetoes at the libc level (interpose.c), and the report. */
+typedef enum spp_veto_kind { SPP_VETO_FILE = 0, SPP_VETO_PROCESS, SPP_VETO_NETWORK } spp_veto_kind;
+/* 0 to let the call run, or the errno of a refusal (reported). */
+int spp_l2_veto(spp_veto_kind kind, const char *call, const char *arg);
 
 /* ------------------------------------------------------------------ cache */
 typedef struct spp_key {
