@@ -103,8 +103,9 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev, s
 /* Wrap _pickle's loads, load and Unpickler.load so the analyzer judges the
  * bytes first. Called at the first `import` of pickle/_pickle (and at a
  * find_class as a last resort); once. */
-void pya_bytes_install(void);
+void pya_bytes_install(const char *trigger); /* "pickle", "_pickle" or NULL */
 bool pya_bytes_installed(void);
+bool pya_bytes_c_done(void); /* _pickle's entry points are wrapped (or could not be) */
 
 /* ---------------------------------------------------------------- report (pya_report.c) */
 spa_action pya_action(const spa_policy *p, spa_action want);

@@ -143,13 +143,19 @@ static int pyb_call_bool(spp_pyobj *o, const char *meth) {
 }
 
 /* A file whose bytes layer 1 already judges: a regular file behind fileno(),
- * with the file hooks on. */
-static bool pyb_layer1_file(spp_pyobj *f) {
+ * with the file hooks on. Its verdict is layer 1's, from the verdict cache
+ * (SPA_VERDICT_COUNT when it is no longer cached: the veto stays strict). */
+static bool pyb_layer1_file(spp_pyobj *f, spa_verdict *v) {
     const spa_policy *pol = spp_policy();
     if (!pol || !pol->layer_file || !py_PyObject_HasAttrString(f, "fileno")) return false;
     long fd = pyb_call_long(f, "fileno");
     struct stat st;
-    return fd >= 0 && fstat((int)fd, &st) == 0 && S_ISREG(st.st_mode);
+    if (fd < 0 || fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    spp_key k;
+    spp_key_from_stat(&k, &st);
+    spp_cached c;
+    if (spp_cache_get(&k, &c) && c.bearing && c.action != SPA_ACT_BLOCK) *v = (spa_verdict)c.verdict;
+    return true;
 }
 
 typedef enum pyb_kind { PYB_NONE, PYB_JUDGED, PYB_STREAM, PYB_BLOCKED } pyb_kind;
@@ -174,7 +180,7 @@ static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, spa_verdict *v) {
     }
     int seekable = py_PyObject_HasAttrString(f, "seekable") ? pyb_call_bool(f, "seekable") : 0;
     if (seekable <= 0) return py_PyObject_HasAttrString(f, "read") ? PYB_STREAM : PYB_NONE;
-    if (pyb_layer1_file(f)) return PYB_NONE;
+    if (pyb_layer1_file(f, v)) return PYB_JUDGED;
     long pos = pyb_call_long(f, "tell");
     if (pos < 0) return PYB_STREAM;
     spp_pyobj *data = py_PyObject_CallMethod(f, "read", NULL);
@@ -421,6 +427,59 @@ static spp_pyobj *pyb_w_uload_meth(spp_pyobj *self, void *cls, spp_pyobj *const 
     return res;
 }
 
+/* ---------------------------------------------------------------- pickle._Unpickler */
+/* The pure-Python unpickler (pickle._Unpickler, and through it joblib's and
+ * pandas' subclasses) runs Python code, not a C method: its class gets a
+ * `load` that is an instance method around a C function holding the original
+ * function, so `unpickler.load()` judges the file it reads first. */
+static spp_pyobj *pyb_w_pyload(spp_pyobj *orig, spp_pyobj *self) {
+    spa_verdict v = SPA_VERDICT_COUNT;
+    if (pyb_busy_enter()) {
+        spp_pyobj *rd = pya_getattr(self, "_file_read");
+        spp_pyobj *f = rd ? pya_getattr(rd, "__self__") : NULL;
+        if (rd) py_Py_DecRef(rd);
+        pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", &v) : PYB_NONE;
+        if (f) py_Py_DecRef(f);
+        pya_t.busy = 0;
+        if (k == PYB_BLOCKED) return NULL;
+        if (k == PYB_STREAM) v = SPA_VERDICT_COUNT; /* judged by names and behaviour */
+    }
+    spp_pyobj *res;
+    PYB_RUN(v, py_PyObject_CallFunctionObjArgs(orig, self, NULL));
+    return res;
+}
+
+static spp_pymethoddef pyb_pyload_def = {"load", (void *)pyb_w_pyload, SPP_METH_O, NULL};
+static atomic_int pyb_py_state; /* 0 not yet, 1 patched, 2 not patchable */
+
+/* Patch pickle._Unpickler.load once the pure-Python class exists. */
+static void pyb_patch_python(void) {
+    if (atomic_load(&pyb_py_state) != 0) return;
+    spp_pyobj *name = py_PyUnicode_FromString("pickle");
+    spp_pyobj *mod = name ? py_PyImport_GetModule(name) : NULL;
+    if (name) py_Py_DecRef(name);
+    spp_pyobj *cls = mod && !pya_is_none(mod) ? pya_getattr(mod, "_Unpickler") : NULL;
+    if (mod) py_Py_DecRef(mod);
+    py_PyErr_Clear();
+    if (!cls) return; /* not loaded yet: the next import event tries again */
+    spp_pyobj *dict = pya_getattr(cls, "__dict__");
+    spp_pyobj *orig = dict ? py_PyMapping_GetItemString(dict, "load") : NULL;
+    py_PyErr_Clear();
+    spp_pyobj *fn = orig ? py_PyCFunction_NewEx(&pyb_pyload_def, orig, NULL) : NULL;
+    spp_pyobj *meth = fn ? py_PyInstanceMethod_New(fn) : NULL;
+    bool ok = meth && py_PyObject_SetAttrString(cls, "load", meth) == 0;
+    py_PyErr_Clear();
+    spp_pyobj *all[] = {cls, dict, orig, fn, meth};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]) py_Py_DecRef(all[i]);
+    atomic_store(&pyb_py_state, ok ? 1 : 2);
+    if (!ok) {
+        static const char m[] = "safepickle: layer 2 cannot wrap pickle._Unpickler.load; pure-Python unpickles "
+                                "are judged by names and behaviour only\n";
+        spp_write_stderr(m, sizeof m - 1);
+    }
+}
+
 /* ================================================================ install */
 /* Is [p, p+n) in a writable mapping of this process? (/proc/self/maps) */
 static bool pyb_writable(const void *p, size_t n) {
@@ -480,11 +539,26 @@ static bool pyb_patch(spp_pyobj *mod) {
     return ok;
 }
 
-bool pya_bytes_installed(void) { return atomic_load_explicit(&pyb_state, memory_order_relaxed) != 0; }
+bool pya_bytes_c_done(void) { return atomic_load_explicit(&pyb_state, memory_order_relaxed) != 0; }
 
-void pya_bytes_install(void) {
+bool pya_bytes_installed(void) {
+    return atomic_load_explicit(&pyb_state, memory_order_relaxed) != 0 &&
+           atomic_load_explicit(&pyb_py_state, memory_order_relaxed) != 0;
+}
+
+void pya_bytes_install(const char *trigger) {
     int expect = 0;
+    if (atomic_load(&pyb_state) != 0) {
+        pyb_patch_python();
+        return;
+    }
     if (!atomic_compare_exchange_strong(&pyb_state, &expect, 2)) return;
+    /* At `import pickle` (before its body runs) we import it ourselves, so
+     * both unpicklers exist and are wrapped before anyone can call them. */
+    spp_pyobj *pk = trigger && !strcmp(trigger, "pickle") ? py_PyImport_ImportModule("pickle") : NULL;
+    if (pk) py_Py_DecRef(pk);
+    py_PyErr_Clear();
+    pyb_patch_python();
     spp_pyobj *mod = py_PyImport_ImportModule("_pickle");
     bool ok = mod && pyb_patch(mod);
     if (mod) py_Py_DecRef(mod);

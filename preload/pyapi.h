@@ -94,7 +94,10 @@ typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
     X(int, PyObject_IsTrue, (spp_pyobj *), 1)                                       \
     X(int, PyObject_HasAttrString, (spp_pyobj *, const char *), 1)                  \
     X(spp_pyssize, PyList_Size, (spp_pyobj *), 1)                                   \
-    X(spp_pyobj *, PyList_GetItem, (spp_pyobj *, spp_pyssize), 1)
+    X(spp_pyobj *, PyList_GetItem, (spp_pyobj *, spp_pyssize), 1)                   \
+    X(spp_pyobj *, PyCFunction_NewEx, (void *, spp_pyobj *, spp_pyobj *), 1)        \
+    X(spp_pyobj *, PyInstanceMethod_New, (spp_pyobj *), 1)                          \
+    X(int, PyObject_SetAttrString, (spp_pyobj *, const char *, spp_pyobj *), 1)
 
 /* Data symbols: pointers to `PyObject *` variables. */
 #define SPP_PYAPI_DATA(X)          \

@@ -73,13 +73,16 @@ static int pya_hook(const char *ev, spp_pyobj *args, void *ud) {
         /* Bytes first: wrap _pickle at the first import of pickle or _pickle,
          * before any code can call it (a find_class is the last resort). */
         char mod[16];
-        if (fc || (pya_utf8(pya_arg(args, 0), mod, sizeof mod) &&
-                   (!strcmp(mod, "pickle") || !strcmp(mod, "_pickle")))) {
+        mod[0] = 0;
+        bool imp = !fc && pya_utf8(pya_arg(args, 0), mod, sizeof mod);
+        /* once _pickle is wrapped, any later import may be the moment the
+         * pure-Python pickle._Unpickler exists (pya_bytes_install retries) */
+        if (fc || (imp && (!strcmp(mod, "pickle") || !strcmp(mod, "_pickle") || pya_bytes_c_done()))) {
             const spa_policy *pp = spp_policy();
             if (pp && pp->layer_audit_hook && pp->mode != SPA_MODE_OFF && !py_PyErr_Occurred()) {
                 int saved = errno;
                 t->busy = 1;
-                pya_bytes_install();
+                pya_bytes_install(fc ? NULL : mod);
                 t->busy = 0;
                 errno = saved;
             }
