@@ -15,9 +15,12 @@
 /* spa_judge_global walks the knowledge base; a model resolves the same few
  * globals over and over (once per GLOBAL opcode without memo), so verdicts are
  * cached by (module, name) for the life of the process (the policy does not
- * change). Direct-mapped; a collision just judges again. The mutex is
- * uncontended under the GIL and keeps free-threaded builds correct. */
-#define SPP_PYA_JCACHE_SLOTS 1024 /* power of two */
+ * change). Two ways per set with a promotion rule, so a flood of one-off names
+ * cannot evict the hot ones: a new name enters the set's probation way; a name
+ * found again moves to the protected way (the former protected entry drops to
+ * probation). One-off names only ever replace each other in probation. The
+ * mutex is uncontended under the GIL and keeps free-threaded builds correct. */
+#define SPP_PYA_JCACHE_SETS 1024 /* power of two; 2 ways each */
 #define SPP_PYA_JKEY_MAX 160      /* longer module+name pairs are not cached */
 
 typedef struct pya_jslot {
@@ -26,7 +29,9 @@ typedef struct pya_jslot {
     uint8_t watched;            /* stdlib_other without a deny rule (see find_class) */
 } pya_jslot;
 
-static pya_jslot pya_jcache[SPP_PYA_JCACHE_SLOTS];
+typedef struct pya_jset { pya_jslot way[2]; } pya_jset; /* way[0] protected, way[1] probation */
+
+static pya_jset pya_jcache[SPP_PYA_JCACHE_SETS];
 static pthread_mutex_t pya_jlock = PTHREAD_MUTEX_INITIALIZER;
 
 static bool pya_jkey(const char *module, const char *name, char *key, size_t *klen, uint32_t *h) {
@@ -41,6 +46,23 @@ static bool pya_jkey(const char *module, const char *name, char *key, size_t *kl
     return true;
 }
 
+/* Look up under the lock; a hit in probation is promoted. */
+static bool pya_jget(pya_jset *set, const char *key, size_t klen, spa_verdict *v, bool *watched) {
+    for (int w = 0; w < 2; w++) {
+        pya_jslot *s = &set->way[w];
+        if (memcmp(s->key, key, klen) != 0) continue;
+        *v = (spa_verdict)s->verdict;
+        *watched = s->watched;
+        if (w == 1) {
+            pya_jslot t = set->way[0];
+            set->way[0] = *s;
+            set->way[1] = t;
+        }
+        return true;
+    }
+    return false;
+}
+
 /* The verdict on a name, and whether it is only "watched" (stdlib_other). */
 static spa_verdict pya_judge(const spa_policy *p, const char *module, const char *name,
                              bool *watched) {
@@ -48,12 +70,11 @@ static spa_verdict pya_judge(const spa_policy *p, const char *module, const char
     size_t klen;
     uint32_t h;
     bool cacheable = pya_jkey(module, name, key, &klen, &h);
-    pya_jslot *slot = cacheable ? &pya_jcache[h & (SPP_PYA_JCACHE_SLOTS - 1)] : NULL;
-    if (slot) {
+    pya_jset *set = cacheable ? &pya_jcache[h & (SPP_PYA_JCACHE_SETS - 1)] : NULL;
+    if (set) {
+        spa_verdict v;
         pthread_mutex_lock(&pya_jlock);
-        bool hit = memcmp(slot->key, key, klen) == 0;
-        spa_verdict v = (spa_verdict)slot->verdict;
-        *watched = slot->watched;
+        bool hit = pya_jget(set, key, klen, &v, watched);
         pthread_mutex_unlock(&pya_jlock);
         if (hit) return v;
     }
@@ -63,8 +84,9 @@ static spa_verdict pya_judge(const spa_policy *p, const char *module, const char
     *watched = v == SPA_VERDICT_MALICIOUS && !strchr(name, '.') &&
                spa_kb_lookup(module, name) == SPA_KB_STDLIB_OTHER &&
                spa_policy_global_rule(p, module, name) != -1;
-    if (slot) {
+    if (set) {
         pthread_mutex_lock(&pya_jlock);
+        pya_jslot *slot = set->way[0].key[0] ? &set->way[1] : &set->way[0]; /* new names: probation */
         memcpy(slot->key, key, klen);
         slot->verdict = (uint8_t)v;
         slot->watched = *watched;
