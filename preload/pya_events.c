@@ -178,9 +178,8 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
      * code, file and import effects are the library's own (scipy's exec of
      * generated methods, numpy's ast.literal_eval, tempfile). Process,
      * network, native and state effects are vetoed all the same. */
-    if (spp_l2.verdict == SPA_VERDICT_SAFE && spp_l2_in_scope() &&
-        (r->cat == PYA_CODE || r->cat == PYA_FILE_WRITE || r->cat == PYA_OPEN || r->cat == PYA_IMPORT))
-        return 0;
+    bool safe_bytes = spp_l2.verdict == SPA_VERDICT_SAFE && spp_l2_in_scope();
+    if (safe_bytes && (r->cat == PYA_CODE || r->cat == PYA_FILE_WRITE || r->cat == PYA_OPEN)) return 0;
     bool trusted = pya_scope_trusted();
     if (open_kind == 1 && pya_open_is_numpy_memmap()) return 0;
     char detail[SPP_PYA_DETAIL_MAX];
@@ -192,7 +191,9 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
      * opens, execs and native loads are how Python imports work. */
     bool body_of_announced = in_import && pya_body_announced(imp);
     if (r->cat == PYA_IMPORT) {
-        if (body_of_announced || pya_import_allowed(p, detail)) {
+        /* (an import in a scope whose bytes are safe is announced too: its
+         * body's own events are how Python imports work) */
+        if (safe_bytes || body_of_announced || pya_import_allowed(p, detail)) {
             pya_imports_add(detail);
             return 0;
         }

@@ -1,0 +1,120 @@
+"""bench_layer2.py - helper of bench_layer2.sh: layer 2 with bytes first, side
+by side in one run, configurations interleaved, RUNS fresh /usr/bin/python3
+per cell. Reports medians (ms) and the ratio of medians against no preload,
+and writes them to test/bench/results.md (section bench:layer2).
+Workloads:
+  loads_100k_objects   pickle.loads of 100 000 small objects (one scan of the bytes)
+  import_torch         import torch (thousands of audit events, no unpickle)
+  distinct_globals     pickle.loads of 200 000 distinct dotted globals (C.a0 ... C.a199999
+                       of a user module): the analyzer's max_kb_lookups stops the judgement
+                       and on_limit refuses (time to the refusal), as layer 1 does for a file
+  loads_findclass      50 000 un-memoised GLOBAL collections.OrderedDict + REDUCE
+"""
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+LIB, RUNS = sys.argv[1], int(sys.argv[2])
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = "/usr/bin/python3"
+
+TIMED = textwrap.dedent("""
+    import json, pickle, time
+    def timed(f):
+        t = time.perf_counter()
+        try:
+            f(); ok = "loaded"
+        except Exception as e:
+            ok = type(e).__name__
+        return (time.perf_counter() - t) * 1000, ok
+""")
+
+WORKLOADS = {
+    "loads_100k_objects": TIMED + textwrap.dedent("""
+        import datetime, collections
+        P = collections.namedtuple("P", "x y")
+        data = [{"i": i, "s": str(i), "t": (i, 1.5), "d": datetime.date(2024, 1, 1 + i % 28)} for i in range(100000)]
+        blob = pickle.dumps(data, protocol=4)
+        print(json.dumps(timed(lambda: pickle.loads(blob))))
+    """),
+    "import_torch": textwrap.dedent("""
+        import json, time
+        t = time.perf_counter()
+        import torch
+        print(json.dumps([(time.perf_counter() - t) * 1000, "imported"]))
+    """),
+    "distinct_globals": TIMED + textwrap.dedent("""
+        import sys
+        sys.path.insert(0, DIR)
+        import l2many
+        blob = bytes(b ^ 0x5A for b in open(DIR + "/distinct.x", "rb").read())
+        print(json.dumps(timed(lambda: pickle.loads(blob))))
+    """),
+    "loads_findclass": TIMED + textwrap.dedent("""
+        body = b"(" + b"ccollections\\nOrderedDict\\n)R" * 50000 + b"l."
+        print(json.dumps(timed(lambda: pickle.loads(body))))
+    """),
+}
+
+
+def make_distinct(d, n=200000):
+    with open(os.path.join(d, "l2many.py"), "w") as f:
+        f.write("C = type('C', (), {'a%%d' %% i: i for i in range(%d)})\n" % n)
+    b = bytearray(b"\x80\x04](")
+    for i in range(n):
+        m, s = b"l2many", ("C.a%d" % i).encode()
+        b += b"\x8c" + bytes([len(m)]) + m + b"\x8c" + bytes([len(s)]) + s + b"\x93"
+    b += b"e."
+    with open(os.path.join(d, "distinct.x"), "wb") as f:  # masked: no file hook sees a pickle
+        f.write(bytes(x ^ 0x5A for x in b))
+
+
+def write_results(text):
+    path = os.path.join(HERE, "results.md")
+    old = open(path).read() if os.path.exists(path) else "# Benchmark results (written by the bench scripts)\n"
+    sec = "<!-- bench:layer2 -->\n" + text + "<!-- /bench:layer2 -->\n"
+    if "<!-- bench:layer2 -->" in old:
+        new = re.sub(r"<!-- bench:layer2 -->.*?<!-- /bench:layer2 -->\n", lambda m: sec, old, flags=re.S)
+    else:
+        new = old.rstrip("\n") + "\n\n" + sec
+    with open(path, "w") as f:
+        f.write(new)
+
+
+def main():
+    base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("SAFEPICKLE_")}
+    base["OMP_NUM_THREADS"] = "1"
+    configs = {"no preload": base, "preload": dict(base, LD_PRELOAD=LIB, SAFEPICKLE_LOG="none")}
+    with tempfile.TemporaryDirectory() as d:
+        make_distinct(d)
+        res = {(w, c): [] for w in WORKLOADS for c in configs}
+        outcome = {}
+        for _ in range(RUNS):
+            for w, code in WORKLOADS.items():
+                for c, env in configs.items():
+                    r = subprocess.run([PY, "-c", "DIR = %r\n" % d + code], env=env, capture_output=True,
+                                       text=True, timeout=900)
+                    if r.returncode != 0:
+                        sys.exit("%s / %s failed: %s" % (w, c, r.stderr[-2000:]))
+                    ms, ok = json.loads(r.stdout.strip().splitlines()[-1])
+                    res[(w, c)].append(ms)
+                    outcome[(w, c)] = ok
+    lines = ["runs per cell: %d, interleaved; load average at the end: %s" % (
+        RUNS, " ".join(open("/proc/loadavg").read().split()[:3])), "",
+        "| workload | no preload, ms (median) | preload, ms (median) | preload / no preload | outcome with the preload |",
+        "| --- | --- | --- | --- | --- |"]
+    for w in WORKLOADS:
+        a, b = statistics.median(res[(w, "no preload")]), statistics.median(res[(w, "preload")])
+        lines.append("| %s | %.1f | %.1f | %.2f | %s |" % (w, a, b, b / a, outcome[(w, "preload")]))
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_results(text)
+
+
+if __name__ == "__main__":
+    main()
