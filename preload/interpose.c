@@ -315,7 +315,11 @@ static size_t spp_after_fread(FILE *fp, int fd, int hook, void *ptr, size_t byte
     SPP_EXPORT ret name params { \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return -1; } \
-        SPP_VETO(SPP_VETO_NETWORK, errno = e_; return -1); \
+        if (spp_l2_in_scope() && spp_enter()) { \
+            int e_ = spp_l2_veto(addr && addr->sa_family == AF_UNIX ? SPP_VETO_LOCAL_NET : SPP_VETO_NETWORK, \
+                                 __func__, NULL); \
+            if (e_) { errno = e_; return -1; } \
+        } \
         return f args; \
     }
 

@@ -180,6 +180,14 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
      * network, native and state effects are vetoed all the same. */
     bool safe_bytes = spp_l2.verdict == SPA_VERDICT_SAFE && spp_l2_in_scope();
     if (safe_bytes && (r->cat == PYA_CODE || r->cat == PYA_FILE_WRITE || r->cat == PYA_OPEN)) return 0;
+    /* ...and a local IPC connection (an AF_UNIX address is a str or bytes
+     * path, never a host tuple): torch DataLoader workers pass tensors as file
+     * descriptors through multiprocessing's resource sharer. */
+    if (safe_bytes && !strcmp(ev, "socket.connect")) {
+        spp_pyobj *addr = pya_arg(args, 1);
+        char tmp[8];
+        if (addr && pya_utf8(addr, tmp, sizeof tmp)) return 0;
+    }
     bool trusted = pya_scope_trusted();
     if (open_kind == 1 && pya_open_is_numpy_memmap()) return 0;
     char detail[SPP_PYA_DETAIL_MAX];
@@ -219,10 +227,12 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
 int spp_l2_veto(spp_veto_kind kind, const char *call, const char *arg) {
     const spa_policy *p = spp_policy();
     if (!p || !p->layer_audit_hook || !p->runtime_behaviour || p->mode == SPA_MODE_OFF) return 0;
-    if (kind == SPP_VETO_FILE && spp_l2.verdict == SPA_VERDICT_SAFE) return 0;
+    if ((kind == SPP_VETO_FILE || kind == SPP_VETO_LOCAL_NET) && spp_l2.verdict == SPA_VERDICT_SAFE) return 0;
+    if (kind == SPP_VETO_LOCAL_NET) kind = SPP_VETO_NETWORK;
     if (pya_t.busy || (pya_t.anchor && pya_t.trusted && !spp_feed.taint)) return 0;
     spa_action act = pya_action(p, SPA_ACT_BLOCK);
-    static const char *const rules[] = {"runtime.file_write", "runtime.process_spawn", "runtime.network"};
+    static const char *const rules[] = {"runtime.file_write", "runtime.process_spawn", "runtime.network",
+                                        "runtime.network"};
     char msg[160];
     snprintf(msg, sizeof msg, "%s%s%s called while a pickle was being loaded%s", call, arg ? " " : "",
              arg ? arg : "", spp_l2.tainted ? " (on a thread the unpickle started)" : "");

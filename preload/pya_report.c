@@ -96,6 +96,13 @@ static spp_pyobj *pya_exception(void) {
      * bytes per sub-interpreter, and no object crosses interpreters. */
     pya_exc = cls;
     pya_exc_interp = interp;
+    /* `safepickle.SafePickleBlocked` is importable (a module of that name in
+     * sys.modules), so a refusal pickles by reference: a worker that reports it
+     * to its parent (concurrent.futures, dask) sends a name and a message, not
+     * a class rebuilt by value, and the refusal surfaces on the other side. */
+    spp_pyobj *m = py_PyImport_AddModule("safepickle"); /* borrowed */
+    if (m && py_PyObject_SetAttrString(m, "SafePickleBlocked", cls) != 0) py_PyErr_Clear();
+    if (!m) py_PyErr_Clear();
     return cls;
 }
 

@@ -97,7 +97,8 @@ typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
     X(spp_pyobj *, PyList_GetItem, (spp_pyobj *, spp_pyssize), 1)                   \
     X(spp_pyobj *, PyCFunction_NewEx, (void *, spp_pyobj *, spp_pyobj *), 1)        \
     X(spp_pyobj *, PyInstanceMethod_New, (spp_pyobj *), 1)                          \
-    X(int, PyObject_SetAttrString, (spp_pyobj *, const char *, spp_pyobj *), 1)
+    X(int, PyObject_SetAttrString, (spp_pyobj *, const char *, spp_pyobj *), 1)    \
+    X(spp_pyobj *, PyImport_AddModule, (const char *), 1)
 
 /* Data symbols: pointers to `PyObject *` variables. */
 #define SPP_PYAPI_DATA(X)          \

@@ -203,7 +203,7 @@ extern SPP_TLS spp_l2_t spp_l2;
 /* Is the calling thread inside an unpickle (or started by one)? */
 static inline bool spp_l2_in_scope(void) { return spp_l2.in_load > 0 || spp_l2.tainted; }
 /* Effects a scope vetoes at the libc level (interpose.c), and the report. */
-typedef enum spp_veto_kind { SPP_VETO_FILE = 0, SPP_VETO_PROCESS, SPP_VETO_NETWORK } spp_veto_kind;
+typedef enum spp_veto_kind { SPP_VETO_FILE = 0, SPP_VETO_PROCESS, SPP_VETO_NETWORK, SPP_VETO_LOCAL_NET } spp_veto_kind;
 /* 0 to let the call run, or the errno of a refusal (reported). */
 int spp_l2_veto(spp_veto_kind kind, const char *call, const char *arg);
 
