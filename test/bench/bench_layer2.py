@@ -1,7 +1,7 @@
 """bench_layer2.py - helper of bench_layer2.sh: layer 2 with bytes first, side
 by side in one run, configurations interleaved, RUNS fresh /usr/bin/python3
 per cell. Reports medians (ms) and the ratio of medians against no preload,
-and writes them to test/bench/results.md (section bench:layer2).
+and writes them to test/bench/results.md (section bench:bench_layer2).
 Workloads:
   loads_100k_objects   pickle.loads of 100 000 small objects (one scan of the bytes)
   import_torch         import torch (thousands of audit events, no unpickle)
@@ -77,9 +77,9 @@ def make_distinct(d, n=200000):
 def write_results(text):
     path = os.path.join(HERE, "results.md")
     old = open(path).read() if os.path.exists(path) else "# Benchmark results (written by the bench scripts)\n"
-    sec = "<!-- bench:layer2 -->\n" + text + "<!-- /bench:layer2 -->\n"
-    if "<!-- bench:layer2 -->" in old:
-        new = re.sub(r"<!-- bench:layer2 -->.*?<!-- /bench:layer2 -->\n", lambda m: sec, old, flags=re.S)
+    sec = "<!-- bench:bench_layer2 -->\n" + text + "<!-- /bench:bench_layer2 -->\n"
+    if "<!-- bench:bench_layer2 -->" in old:
+        new = re.sub(r"<!-- bench:bench_layer2 -->.*?<!-- /bench:bench_layer2 -->\n", lambda m: sec, old, flags=re.S)
     else:
         new = old.rstrip("\n") + "\n\n" + sec
     with open(path, "w") as f:

@@ -46,6 +46,15 @@ LOADERS = {
     "pandas": ("import pandas; pandas.read_pickle(P)",
                "import pandas, io; pandas.read_pickle(io.BytesIO(" + _MEM + "), compression=" + _PD_COMP + ")"),
 }
+# Stream loads (pickle family only: the other loaders need a seekable file): the
+# bytes arrive through a pipe, written by a thread, read by pickle.load.
+_PIPE = ("import os, threading\nrd, wr = os.pipe()\nD = " + _MEM + "\n"
+         "threading.Thread(target=lambda: (os.write(wr, D), os.close(wr))).start()\nS = os.fdopen(rd, 'rb')\n")
+STREAM = {
+    "pickle": _PIPE + "import pickle; pickle.load(S)",
+    "pickle_buffers": _PIPE + "import pickle; pickle.load(S, buffers=[b'buf', b'buf2'])",
+    "pickle_multi": _PIPE + "import pickle\nwhile True:\n    pickle.load(S)",
+}
 CHUNK = 12  # payloads per child process (limits cross-talk between payloads that ran)
 
 
@@ -189,6 +198,32 @@ def _gadget_items(d, markers):
         with open(p, "wb") as f:
             f.write(spgen.call_pickle("rt_gadgets", fn, args(m), proto=3))
         items.append((name, "pickle", p, m))
+    return items + _escape_items(d, markers)
+
+
+def _escape_items(d, markers):
+    """The escapes of issue 14 (test_layer2_escapes.py): gadgets whose bytes
+    pass (a thread, mknod, mkfifo, 300 frames deep, a sub-interpreter) and the
+    reflective walk to os.mkfifo through an ordinary class."""
+    import test_layer2_escapes as esc
+    with open(os.path.join(d, "l2gadgets.py"), "w") as f:
+        f.write(esc.GADGETS)
+    items = []
+    for case, make in sorted(esc.GADGET_CASES.items()):
+        m = os.path.join(markers, "e_" + case + ".ran")
+        name, args = make(__import__("pathlib").Path(m))
+        args = [m if a == os.path.basename(m) else a for a in args]  # absolute marker path
+        p = os.path.join(d, "e_" + case + ".bin")
+        with open(p, "wb") as f:
+            f.write(spgen.call_pickle("l2gadgets", name, args, proto=3))
+        items.append(("e_" + case, "pickle", p, m))
+    for module, cls, osname in esc.reflective_classes(2):
+        n = "e_reflective_%s_%s" % (module, cls)
+        m = os.path.join(markers, n + ".ran")
+        p = os.path.join(d, n + ".bin")
+        with open(p, "wb") as f:
+            f.write(esc.reflective_pickle(m, module, cls, osname, proto=4))
+        items.append((n, "pickle", p, m))
     return items
 
 
@@ -252,10 +287,12 @@ def run_config(tmp_path, items, pol, way):
         env["SAFEPICKLE_POLICY"] = rtpolicy.write(tmp_path, **pol)
     ran = []
     for loader in LOADERS:
+        if way == "stream" and loader not in STREAM:
+            continue
         sub = [it for it in items if it[1] == loader]
         for i in range(0, len(sub), CHUNK):
             part = sub[i:i + CHUNK]
-            code = LOADERS[loader][0 if way == "file" else 1]
+            code = STREAM[loader] if way == "stream" else LOADERS[loader][0 if way == "file" else 1]
             payload = [[n, code, m] for n, _, _, m in part]
             args = []
             for _, _, p, _ in part:
@@ -277,24 +314,29 @@ def test_layer_coverage_table(tmp_path):
     for _, _, p, _ in items:
         write_masked(p)
     n = len(items)
+    ns = len([it for it in items if it[1] in STREAM])
     rows, detail = [], {}
     for label, pol in CONFIGS:
         counts = []
-        for way in ("file", "memory"):
+        for way in ("file", "memory", "stream"):
             ran = run_config(tmp_path, items, pol, way)
             detail["%s / %s" % (label, way)] = ran
             counts.append(len(ran))
-        rows.append((label, counts[0], counts[1]))
-    table = ["corpus: %s; %d payloads, each loaded from its file and from memory" % (source, n), "",
-             "| configuration | payloads that ran (file loads) | payloads that ran (in-memory loads) |",
-             "| --- | --- | --- |"]
-    table += ["| %s | %d / %d | %d / %d |" % (lab, a, n, b, n) for lab, a, b in rows]
+        rows.append((label, counts[0], counts[1], counts[2]))
+    table = ["corpus: %s, plus issue 14's escapes; %d payloads, each loaded from its file and from memory, "
+             "the %d of the pickle family also from a pipe" % (source, n, ns), "",
+             "| configuration | payloads that ran (file loads) | payloads that ran (in-memory loads) "
+             "| payloads that ran (stream loads) |",
+             "| --- | --- | --- | --- |"]
+    table += ["| %s | %d / %d | %d / %d | %d / %d |" % (lab, a, n, b, n, c, ns) for lab, a, b, c in rows]
     text = "\n".join(table) + "\n\nran:\n" + json.dumps(detail, indent=1) + "\n"
     out = os.environ.get("SAFEPICKLE_LAYERS_TABLE", str(tmp_path / "layers.md"))
     with open(out, "w") as f:
         f.write(text)
     print(text)
-    by = {lab: (a, b) for lab, a, b in rows}
+    by = {lab: (a, b) for lab, a, b, _ in rows}
+    st = {lab: c for lab, _, _, c in rows}
+    assert st["both layers"] == 0 and st["layer 2 only"] == 0, detail
     # The corpus is live: unprotected, every payload runs from its file.
     assert by["no preload"][0] == n, detail["no preload / file"]
     # Both layers together: nothing runs, from files or from memory.
