@@ -283,8 +283,10 @@ static size_t spp_after_fread(FILE *fp, int fd, int hook, void *ptr, size_t byte
 
 /* Layer 2's libc vetoes: only inside an unpickle's scope (a thread-local
  * test first, so the pass-through costs one load). */
+/* (Not spp_enter: layer 2 acts even when the file hooks are off; only layer 2
+ * ever sets the scope, and never from inside the preload's own calls.) */
 #define SPP_VETO(kind_, fail_)                                                     \
-    if (spp_l2_in_scope() && spp_enter()) {                                      \
+    if (spp_l2_in_scope() && spp_depth == 0) {                                   \
         int e_ = spp_l2_veto(kind_, __func__, NULL);                             \
         if (e_) { fail_; }                                                       \
     }
@@ -315,7 +317,7 @@ static size_t spp_after_fread(FILE *fp, int fd, int hook, void *ptr, size_t byte
     SPP_EXPORT ret name params { \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return -1; } \
-        if (spp_l2_in_scope() && spp_enter()) { \
+        if (spp_l2_in_scope() && spp_depth == 0) { \
             int e_ = spp_l2_veto(addr && addr->sa_family == AF_UNIX ? SPP_VETO_LOCAL_NET : SPP_VETO_NETWORK, \
                                  __func__, NULL); \
             if (e_) { errno = e_; return -1; } \
