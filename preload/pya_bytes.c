@@ -154,7 +154,10 @@ static bool pyb_layer1_file(spp_pyobj *f, spa_verdict *v) {
     spp_key k;
     spp_key_from_stat(&k, &st);
     spp_cached c;
-    if (spp_cache_get(&k, &c) && c.bearing && c.action != SPA_ACT_BLOCK) *v = (spa_verdict)c.verdict;
+    if (spp_cache_get(&k, &c)) {
+        if (c.bearing && c.action != SPA_ACT_BLOCK) *v = (spa_verdict)c.verdict;
+        spp_cached_release(&c);
+    }
     return true;
 }
 
