@@ -175,9 +175,16 @@ static spa_code zip_scan_view(spc_scan *s, spc_content *c, const spa_src *src, c
         size_t whole = SPC_ZIP_CDH + (size_t)nlen + xlen + clen;
         if (spc_peek(s, cd, whole, &p, &got) != SPA_OK) { spc_fail(s, SPA_E_IO, "read error", 0); return SPA_E_IO; }
         if (got < whole) {
-            spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_TRUNCATED, "zip central directory truncated",
+            /* zipfile reads the directory into memory and takes short reads
+             * of the name, extra and comment of its last entry as they come:
+             * that entry still names a member it may open */
+            spc_note(s, SPA_NOTE_INFO, c->loc, SPA_E_TRUNCATED, "zip central directory entry cut by its end",
                      spa_in_pos(cd), SPA_LIM_COUNT, NULL);
-            break;
+            size_t rest = got - SPC_ZIP_CDH;
+            if (nlen > rest) nlen = (uint16_t)rest;
+            rest -= nlen;
+            if (xlen > rest) xlen = (uint16_t)rest;
+            whole = got;
         }
         /* zip64 extra field: the 0xffffffff fields, in order */
         const uint8_t *x = p + SPC_ZIP_CDH + nlen, *xe = x + xlen;

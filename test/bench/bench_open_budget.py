@@ -66,6 +66,7 @@ def one_open(path, policy):
     env["LD_PRELOAD"] = LIB
     env["SAFEPICKLE_POLICY"] = policy
     env["SAFEPICKLE_LOG"] = os.devnull
+    env["SAFEPICKLE_CACHE"] = "off"  # every open is judged: no persistent verdict cache
     p = subprocess.run(["/usr/bin/python3", "-c", OPEN_ONE, path], env=env, capture_output=True, text=True,
                        timeout=3600)
     verdict, secs = p.stdout.split()
