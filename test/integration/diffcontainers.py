@@ -31,6 +31,7 @@ import zipfile
 import zlib
 
 warnings.simplefilter("ignore")
+LOADER_MEM = 3 << 30  # address space of a generator process (bytes)
 
 DIFFMARK = '''
 HITS = []
@@ -409,6 +410,10 @@ def gen(out, fam, n, seed, start=0):
     """Mutants start..n-1; appends kept ones to kept.jsonl and the index being
     loaded to progress (a loader that crashes the interpreter - numpy on some
     object-array mutants - is resumed past that mutant by the caller)."""
+    import resource
+    # a mutant can make the real loader allocate what its header claims
+    # (zstd's content size): bound it, the loader then raises MemoryError
+    resource.setrlimit(resource.RLIMIT_AS, (LOADER_MEM, LOADER_MEM))
     d = os.path.join(out, fam)
     os.makedirs(d, exist_ok=True)
     sys.path.insert(0, out)
