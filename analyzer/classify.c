@@ -781,7 +781,11 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
                 int fpr = spa_policy_global_rule(c->p, f.module, f.name);
                 spa_kbhit fh;
                 spa_kbcat fc = fpr > 0 ? SPA_KB_DATA : cl_judge_name(c, f.module, f.name, &fh);
-                if (fpr < 0 || (fc != SPA_KB_DATA && fc != SPA_KB_UNKNOWN)) {
+                /* a partial is a reference with bound arguments: it binds a dangerous
+                 * callable or it is judged like a reference (a pure stdlib function,
+                 * partial(math.sqrt), partial(max, key=len), is fine); calling it is
+                 * judged as calling what it binds */
+                if (fpr < 0 || (fc != SPA_KB_DATA && fc != SPA_KB_UNKNOWN && fc != SPA_KB_STDLIB_OTHER)) {
                     char fs[300];
                     cl_target_str(fs, sizeof fs, &f);
                     cl_set(j, SPA_VERDICT_MALICIOUS, "partial.dangerous",
@@ -837,6 +841,12 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             cl_merge(j, &o);
             return;
         }
+    }
+
+    /* ---- ndarray.__new__(subtype, ...): the subtype's own constructors never run */
+    if (cat == SPA_KB_DATA && !reflective && t->kind == SPA_T_GLOBAL && spa_kb_typearg(t->module, t->name)) {
+        cl_args_rules(c, ts, args, bound, cat, true, j);
+        return;
     }
 
     /* ---- nested deserialisation: judged by the content it loads */
@@ -1018,6 +1028,11 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
     for (size_t i = 0; i < s->n_ir; i++) {
         const spa_ir *e = &s->ir[i];
         if (e->kind != SPA_IR_IMPORT || !e->module || !e->name || (e->flags & (SPA_IRF_DYNAMIC | SPA_IRF_EXT))) continue;
+        /* a reference counts only where CPython's C unpickler reaches it: not after INST
+         * with no MARK or on a line cut by EOF (pure Python imports, then fails), and an
+         * empty name is an AttributeError in both loaders (the import's own effect is
+         * judged above, by global.import_effect) */
+        if ((e->flags & SPA_IRF_PYONLY) || !e->name[0]) continue;
         const spa_val *g = e->result ? e->result : e->target;
         if (g && nused && bsearch(&g, used, nused, sizeof *used, cl_ptrcmp)) continue;
         if (spa_policy_global_rule(c->p, e->module, e->name) != 0) continue;
@@ -1025,6 +1040,9 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
         spa_kbcat cat = cl_judge_name(c, e->module, e->name, &h);
         if (cat == SPA_KB_DATA || cat == SPA_KB_UNKNOWN || cat == SPA_KB_STDLIB_OTHER || h.how == SPA_KBH_EFFECT)
             continue;
+        /* a type benign pickles name as such (joblib's NumpyArrayWrapper state
+         * {'subclass': numpy.memmap}): calling it is judged where it happens */
+        if (cat == SPA_KB_FILE_WRITE && spa_kb_typeref(e->module, e->name)) continue;
         /* a dangerous callable handed to the program (it may call it later) is malicious;
          * reflection and state helpers only referenced are suspicious */
         cl_judgement j;
@@ -1176,6 +1194,10 @@ spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char
         v = spa_kb_nested_loader(module, name) ? SPA_VERDICT_SUSPICIOUS : SPA_VERDICT_MALICIOUS;
         rl = "callee.deserialize";
         break;
+    case SPA_KB_FILE_WRITE:
+        if (!spa_kb_typeref(module, name)) goto dangerous;
+        /* a type benign pickles hand to a reconstructor (numpy.memmap) */
+        __attribute__((fallthrough));
     case SPA_KB_STDLIB_OTHER:
         /* by name it is a reference, not a call: the static classifier flags calls of these,
          * not references (os.path.join handed to the program is harmless) */
@@ -1183,6 +1205,7 @@ spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char
         rl = "global.reference";
         break;
     default:
+    dangerous:
         v = SPA_VERDICT_MALICIOUS;
         rl = h.how == SPA_KBH_EFFECT ? "global.import_effect" : cl_cat_rule(cat);
         break;

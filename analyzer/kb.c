@@ -171,6 +171,7 @@ static bool kb_dangerous(spa_kbcat c) {
 }
 
 /* ------------------------------------------------------------------ judge */
+static bool kb_directive(const char *dir, const char *module, const char *name);
 static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit *hit, int depth);
 
 /* Walk the dotted components of `name`: a component that is itself a known top-level
@@ -382,6 +383,19 @@ spa_kbcat spa_kb_judge(const char *module, const char *name, spa_kbhit *hit) {
 }
 
 bool spa_kb_nested_loader(const char *module, const char *name) {
+    return kb_directive("@nested", module, name);
+}
+
+bool spa_kb_typearg(const char *module, const char *name) {
+    return kb_directive("@typearg", module, name);
+}
+
+bool spa_kb_typeref(const char *module, const char *name) {
+    return kb_directive("@typeref", module, name);
+}
+
+/* Is there a line `DIRECTIVE MODULE:NAME` (module canonicalised)? */
+static bool kb_directive(const char *dir, const char *module, const char *name) {
     if (!module || !name) return false;
     char cm[200];
     spa_kb_canon(module, cm, sizeof cm);
@@ -390,7 +404,7 @@ bool spa_kb_nested_loader(const char *module, const char *name) {
     kb_line l;
     kb_begin(&c);
     while (kb_next(&c, &l)) {
-        if (l.nf < 2 || !kb_eq(l.f[0], l.fl[0], "@nested")) continue;
+        if (l.nf < 2 || !kb_eq(l.f[0], l.fl[0], dir)) continue;
         if (l.fl[1] == ml + 1 + nl && !memcmp(l.f[1], cm, ml) && l.f[1][ml] == ':' &&
             !memcmp(l.f[1] + ml + 1, name, nl))
             return true;

@@ -116,8 +116,8 @@ static cJSON *rep_ir(const spa_ir *e, size_t i) {
     cJSON_AddNumberToObject(o, "off", (double)e->off);
     if (e->flags) {
         cJSON *fl = cJSON_AddArrayToObject(o, "flags");
-        static const char *const fn[] = { "new", "inst", "dynamic", "ext", "truncated" };
-        for (unsigned b = 0; b < 5; b++)
+        static const char *const fn[] = { "new", "inst", "dynamic", "ext", "truncated", "pyonly" };
+        for (unsigned b = 0; b < sizeof fn / sizeof *fn; b++)
             if (e->flags & (1u << b)) cJSON_AddItemToArray(fl, cJSON_CreateString(fn[b]));
     }
     switch ((spa_irkind)e->kind) {

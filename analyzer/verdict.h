@@ -44,6 +44,13 @@ const char *spa_kb_canon(const char *module, char *buf, size_t n);
 bool spa_kb_is_stdlib(const char *module);
 /* Is module:name an @nested reconstructor (judged by the content it deserialises)? */
 bool spa_kb_nested_loader(const char *module, const char *name);
+/* `@typearg MODULE:NAME`: a reconstructor whose first argument is a class it instantiates
+ * through a base's __new__ (ndarray.__new__(subtype, ...)), never running the class's own
+ * constructors: that argument is not a callable handed over (numpy.memmap is fine there). */
+bool spa_kb_typearg(const char *module, const char *name);
+/* `@typeref MODULE:NAME`: a class benign pickles name only as such a type argument; by
+ * name alone (spa_judge_global) it is a reference, not a call. */
+bool spa_kb_typeref(const char *module, const char *name);
 /* Severity of a category when a global of it is called. */
 spa_verdict spa_kbcat_call_severity(spa_kbcat c);
 /* The embedded KB text (NUL-terminated) for tests and `safepickle policy kb`. */

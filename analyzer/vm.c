@@ -1729,7 +1729,10 @@ static spa_val *vm_global_lines(vm *m, uint8_t op, uint64_t off) {
         else if (c != SPA_OK) return NULL;
         else { name = vm_cstr(m, lp, ln); spa_in_skip_fast(m->in, ln + 1); }
     }
-    spa_val *g = vm_global(m, op, off, mod, name, trunc ? SPA_IRF_TRUNCATED : 0);
+    /* the C unpickler's load_inst looks for its MARK before find_class */
+    uint16_t gfl = trunc ? SPA_IRF_TRUNCATED | SPA_IRF_PYONLY : 0;
+    if (op == SPA_OP_INST && !m->nmarks) gfl |= SPA_IRF_PYONLY;
+    spa_val *g = vm_global(m, op, off, mod, name, gfl);
     if (trunc) { vm_fail(m, SPA_E_TRUNCATED, "pickle data was truncated (no newline)", off); return NULL; }
     return g;
 }

@@ -15,6 +15,9 @@
                                    extension registry decides at load time) */
 #define SPA_IRF_TRUNCATED 0x10u /* GLOBAL/INST line cut by EOF: the pure-Python loader
                                    still imports line[:-1] */
+#define SPA_IRF_PYONLY    0x20u /* only the pure-Python loader reaches this import: INST with
+                                   no MARK (the C unpickler looks for the MARK first) or a line
+                                   cut by EOF (the C unpickler fails on the read) */
 
 /* spa_val.flags bits used by the VM itself (never set on MARK) */
 #define SPA_VFX_HOT    0x40u /* is or contains a global, call, persistent id or unknown */

@@ -1,0 +1,152 @@
+"""test_judgement.py - issue 13: what real libraries pickle is allowed, what can reach code
+is blocked.
+
+False-positive classes found by running the Debian-packaged upstream suites under the
+preload (test/upstream/): each file is written by the real library, loaded by the real
+loader under the preload (the load must succeed and give the same object back), and
+`scan` must call it safe. Text files that begin like a protocol-0 opcode are read the
+way importlib.metadata reads them."""
+import json
+import os
+import textwrap
+
+import pytest
+
+from conftest import run_cli, run_py
+
+# name -> (code writing the file to path `p` in directory `d`, code loading it and printing OK)
+BENIGN = {
+    "joblib_memory": (
+        "import joblib, pickle\nm = joblib.Memory(d + '/cache', verbose=0)\n"
+        "pickle.dump(m, open(p, 'wb'))",
+        "import pickle\nm = pickle.load(open(p, 'rb'))\nassert type(m).__name__ == 'Memory'"),
+    "joblib_memorized_func": (
+        "import joblib, pickle, math\nm = joblib.Memory(d + '/cache', verbose=0)\n"
+        "pickle.dump(m.cache(math.sqrt), open(p, 'wb'))",
+        "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f(4.0) == 2.0"),
+    "joblib_memorized_result": (
+        "import joblib, pickle, math\nm = joblib.Memory(d + '/cache', verbose=0)\n"
+        "pickle.dump(m.cache(math.sqrt).call_and_shelve(9.0), open(p, 'wb'))",
+        "import pickle\nr = pickle.load(open(p, 'rb'))\nassert r.get() == 3.0"),
+    "pipeline_with_memory": (
+        "import joblib\nfrom sklearn.pipeline import Pipeline\nfrom sklearn.preprocessing import StandardScaler\n"
+        "joblib.dump(Pipeline([('s', StandardScaler())], memory=joblib.Memory(d + '/cache', verbose=0)), p)",
+        "import joblib\nm = joblib.load(p)\nassert m.memory.location.endswith('cache')"),
+    "numpy_memmap_pickle": (
+        "import numpy as np, pickle\nm = np.memmap(d + '/mm.dat', dtype='float64', mode='w+', shape=(4,))\n"
+        "m[:] = 1.5\npickle.dump(m, open(p, 'wb'))",
+        "import pickle\na = pickle.load(open(p, 'rb'))\nassert float(a.sum()) == 6.0"),
+    "joblib_redump_mmap": (
+        "import numpy as np, joblib\njoblib.dump(np.arange(1000.0), d + '/a.joblib')\n"
+        "a = joblib.load(d + '/a.joblib', mmap_mode='r')\njoblib.dump({'a': a[10:20]}, p)",
+        "import joblib\nx = joblib.load(p)\nassert float(x['a'].sum()) == sum(range(10, 20))"),
+    "numpy_pre_1_0": (
+        # numpy's own test data (numpy/core/tests/test_multiarray.py, TestPickling): a
+        # pickle written by numpy before 1.0, through numpy.core._internal._reconstruct
+        "open(p, 'wb').write(b'\\x80\\x02cnumpy.core._internal\\n_reconstruct\\nq\\x01cnumpy\\nndarray\\nq\\x02K\\x00"
+        "\\x85U\\x01b\\x87Rq\\x03(K\\x04\\x85cnumpy\\ndtype\\nq\\x04U\\x02i1K\\x00K\\x01\\x87Rq\\x05(U\\x01|NNJ\\xff"
+        "\\xff\\xff\\xffJ\\xff\\xff\\xff\\xfftb\\x89U\\x04\\x01\\x02\\x03\\x04tb.')",
+        "import pickle\na = pickle.load(open(p, 'rb'), encoding='latin1')\nassert list(a) == [1, 2, 3, 4]"),
+    "partial_sqrt": (
+        "import pickle, functools, math\npickle.dump(functools.partial(math.sqrt), open(p, 'wb'))",
+        "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f(16.0) == 4.0"),
+    "partial_max_key": (
+        "import pickle, functools\npickle.dump(functools.partial(max, key=len), open(p, 'wb'))",
+        "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f(['a', 'bbb', 'cc']) == 'bbb'"),
+}
+
+
+PREIMPORT = "import joblib.memory, joblib._store_backends, numpy, sklearn.pipeline, sklearn.preprocessing\n"
+
+
+@pytest.mark.parametrize("name", sorted(BENIGN))
+def test_benign_library_pickles(tmp_path, name):
+    make, load = BENIGN[name]
+    p = tmp_path / (name + ".pkl")
+    pre = "d = %r\np = %r\n" % (str(tmp_path), str(p))
+    r = run_py(pre + make, preload=False)
+    assert r.returncode == 0, r.stderr
+    r = run_py(pre + load + "\nprint('LOADED')", preload=False)
+    assert r.returncode == 0 and "LOADED" in r.stdout, r.stderr   # the loader itself reads it
+    # The libraries are imported before the load: an import that find_class makes during an
+    # unpickle runs marshal.loads on the module's .pyc, which layer 2's behaviour veto
+    # refuses today (issue 14, layer 2's area); this test is about the judgement of the names.
+    r = run_py(pre + PREIMPORT + load + "\nprint('LOADED')", preload=True)
+    assert r.returncode == 0 and "LOADED" in r.stdout, r.stderr[-2000:]
+    assert "safepickle: blocked" not in r.stderr
+    s = run_cli("scan", "--format", "json", p)
+    f = json.loads(s.stdout)["files"][0]
+    assert f["pickle_bearing"] and f["verdict"] == "safe", f["reasons"]
+
+
+# Text files that begin like a protocol-0 opcode. CPython's C unpickler fails before it
+# imports anything (INST looks for its MARK first; a line cut by EOF is an error), so
+# nothing is handed to the program: not malicious.
+TEXTS = {
+    "top_level_isympy": "isympy\nsympy\n",
+    "top_level_ipdb": "ipdb\n",
+    "one_line_ctypes": "ctypes\n",
+    "inst_no_mark_os": "ios\nsystem\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEXTS))
+def test_text_files_are_not_references(tmp_path, name):
+    dist = tmp_path / "site" / "demo_pkg-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: demo_pkg\nVersion: 1.0\n")
+    (dist / "top_level.txt").write_text(TEXTS[name])
+    # the real C unpickler fails on it without importing anything
+    code = textwrap.dedent("""
+        import pickle, sys
+        before = set(sys.modules)
+        try:
+            pickle.load(open(%r, 'rb'))
+        except Exception as e:
+            print('FAILS', type(e).__name__)
+        print('IMPORTED', sorted(set(sys.modules) - before))
+    """) % str(dist / "top_level.txt")
+    r = run_py(code, preload=False)
+    assert "FAILS" in r.stdout and "IMPORTED []" in r.stdout, r.stdout
+    s = run_cli("scan", "--format", "json", dist / "top_level.txt")
+    f = json.loads(s.stdout)["files"][0]
+    assert f["verdict"] not in ("malicious", "unscannable"), f["reasons"]
+    # importlib.metadata reads the real package's metadata under the preload
+    code = textwrap.dedent("""
+        import sys, importlib.metadata as md
+        sys.path.insert(0, %r)
+        print('TOP', md.distribution('demo_pkg').read_text('top_level.txt').split())
+    """) % str(tmp_path / "site")
+    r = run_py(code, preload=True)
+    assert r.returncode == 0 and "TOP" in r.stdout, r.stderr[-2000:]
+    assert "safepickle: blocked" not in r.stderr
+
+
+# The same shapes stay refused when they do reach code: a partial binding a dangerous
+# callable, numpy.memmap called with a file to create (not as _reconstruct's type), INST
+# with its MARK (the C unpickler then imports and calls). Each payload is proven to run
+# without the preload (the marker appears) and is refused with it.
+def _still_refused(marker):
+    from spgen import Asm, touch_cmd
+    cmd = touch_cmd(marker)
+    return {
+        "partial_os_system": Asm(2).global_("functools", "partial").mark().global_("os", "system")
+        .push(cmd).tuple_().reduce().mark().tuple_().reduce().stop(),
+        "memmap_call_creates_file": Asm(2).global_("numpy", "memmap").mark().push(str(marker))
+        .push("uint8").push("w+").push(0).mark().push(1).tuple_().tuple_().reduce().stop(),
+        "inst_with_mark": b"(S'" + cmd.encode() + b"'\nios\nsystem\n.",
+    }
+
+
+def test_dangerous_shapes_still_refused(tmp_path):
+    marker = tmp_path / "PAYLOAD_RAN"
+    for name, data in sorted(_still_refused(marker).items()):
+        p = tmp_path / (name + ".pkl")
+        p.write_bytes(data)
+        load = "import pickle\ntry:\n    pickle.load(open(%r, 'rb'))\nexcept Exception as e:\n    print(e)\n" % str(p)
+        r = run_py(load, preload=False)
+        assert marker.exists(), (name, r.stdout, r.stderr)       # the payload is real
+        marker.unlink()
+        r = run_py(load, preload=True)
+        assert not marker.exists(), name
+        assert "safepickle: blocked" in r.stderr, (name, r.stderr[-500:])
