@@ -57,7 +57,11 @@ $(BUILD)/obj/analyzer/kb_data.o: $(wildcard analyzer/kb/*.tsv)
 $(BUILD)/gen/kb_lines.inc: analyzer/kb_lines.awk $(wildcard analyzer/kb/*.tsv)
 	@mkdir -p $(dir $@)
 	awk -f analyzer/kb_lines.awk analyzer/kb/stdlib.tsv analyzer/kb/ml.tsv > $@.tmp && mv $@.tmp $@
-$(BUILD)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc
+# Module-valued attributes (analyzer/kb/modattr.tsv, test/kbgen.py), sorted for bsearch.
+$(BUILD)/gen/kb_modattr.inc: analyzer/kb/modattr.tsv
+	@mkdir -p $(dir $@)
+	LC_ALL=C awk -F '\t' '$$1 == "@modattr" { printf "KBM(\"%s\", \"%s\")\n", $$2, $$3 }' $< | LC_ALL=C sort > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc $(BUILD)/gen/kb_modattr.inc
 
 # The opcodes' stack effects as numbers, derived from opcodes.def's pickletools names.
 $(BUILD)/gen/opcodes_stack.inc: analyzer/opcodes_stack.awk analyzer/opcodes.def

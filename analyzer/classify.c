@@ -1046,8 +1046,8 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
         /* a dangerous callable handed to the program (it may call it later) is malicious;
          * reflection and state helpers only referenced are suspicious */
         cl_judgement j;
-        bool act = cat != SPA_KB_REFLECTION && cat != SPA_KB_STATE_MUTATION &&
-                   !(cat == SPA_KB_DESERIALIZE && spa_kb_nested_loader(e->module, e->name));
+        bool act = h.how == SPA_KBH_MODATTR || (cat != SPA_KB_REFLECTION && cat != SPA_KB_STATE_MUTATION &&
+                   !(cat == SPA_KB_DESERIALIZE && spa_kb_nested_loader(e->module, e->name)));
         cl_set(&j, act ? SPA_VERDICT_MALICIOUS : SPA_VERDICT_SUSPICIOUS, "global.reference",
                "references %s.%s (%s, KB %s) without calling it", e->module, e->name,
                spa_kbcat_name(cat), h.key[0] ? h.key : "-");

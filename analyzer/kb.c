@@ -6,6 +6,7 @@
  * read-only table (about 800 lines; the classifier caches per scan). */
 #include <fnmatch.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "verdict.h"
@@ -64,6 +65,27 @@ static const kb_line kb_lines[] = {
 #include "kb_lines.inc"
 #undef KBL
 };
+
+/* Module-valued attributes, "MODULE:ATTR" -> target, sorted (C locale) at build time. */
+static const struct kb_modattr_ent { const char *key, *target; } kb_modattrs[] = {
+#define KBM(k, t) { k, t },
+#include "kb_modattr.inc"
+#undef KBM
+};
+
+static int kb_modattr_cmp(const void *k, const void *e) {
+    return strcmp((const char *)k, ((const struct kb_modattr_ent *)e)->key);
+}
+
+const char *spa_kb_modattr(const char *module, const char *attr) {
+    char key[256];
+    if (!module || !attr) return NULL;
+    int n = spa_fmt(key, sizeof key, "%s:%s", module, attr);
+    if (n < 0 || (size_t)n >= sizeof key) return NULL;
+    const struct kb_modattr_ent *e = bsearch(key, kb_modattrs, sizeof kb_modattrs / sizeof *kb_modattrs,
+                                             sizeof *kb_modattrs, kb_modattr_cmp);
+    return e ? e->target : NULL;
+}
 
 typedef struct kb_cur { size_t i; } kb_cur;
 
@@ -246,6 +268,33 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
                 hit->how = SPA_KBH_EFFECT;
                 return hit->cat = SPA_KB_CODE_EXEC;
             }
+        }
+    }
+
+    /* 1b. the first name component is a module-valued attribute (tempfile._os, os.path):
+     * judged as that module; a name walked through it is judged in it, and is reflection
+     * at least (a pickler never writes such a name: qualnames do not pass through modules) */
+    if (nl) {
+        const char *dot = strchr(name, '.');
+        char first[128];
+        size_t fn = dot ? (size_t)(dot - name) : nl;
+        const char *tgt = NULL;
+        if (fn < sizeof first) {
+            memcpy(first, name, fn);
+            first[fn] = '\0';
+            tgt = spa_kb_modattr(module, first);
+            if (!tgt && strcmp(module, cm)) tgt = spa_kb_modattr(cm, first);
+        }
+        if (tgt) {
+            spa_kbcat c = SPA_KB_REFLECTION;
+            if (dot) {
+                spa_kbhit sub;
+                spa_kbcat sc = kb_judge_depth(tgt, dot + 1, &sub, depth + 1);
+                if (kb_dangerous(sc)) c = sc;
+            }
+            spa_fmt(hit->key, sizeof hit->key, "@modattr %s:%s=%s", cm, first, tgt);
+            hit->how = SPA_KBH_MODATTR;
+            return hit->cat = c;
         }
     }
 

@@ -22,6 +22,7 @@ typedef enum spa_kbhow {
     SPA_KBH_VERB,       /* @verb heuristic on an unknown callable */
     SPA_KBH_COMPONENT,  /* a dotted component reached a stdlib module or a dunder */
     SPA_KBH_EFFECT,     /* importing the module already acts (@import_effect, pkg.__main__) */
+    SPA_KBH_MODATTR,    /* the name walks through a module-valued attribute (tempfile._os) */
     SPA_KBH_TOOLONG
 } spa_kbhow;
 
@@ -51,6 +52,8 @@ bool spa_kb_typearg(const char *module, const char *name);
 /* `@typeref MODULE:NAME`: a class benign pickles name only as such a type argument; by
  * name alone (spa_judge_global) it is a reference, not a call. */
 bool spa_kb_typeref(const char *module, const char *name);
+/* The module MODULE.ATTR is (analyzer/kb/modattr.tsv: tempfile._os -> "os"), or NULL. */
+const char *spa_kb_modattr(const char *module, const char *attr);
 /* Severity of a category when a global of it is called. */
 spa_verdict spa_kbcat_call_severity(spa_kbcat c);
 /* The embedded KB text (NUL-terminated) for tests and `safepickle policy kb`. */
