@@ -29,7 +29,7 @@ CLI_OBJ      := $(call obj,$(CLI_SRC))
 PRELOAD_OBJ  := $(call obj,$(PRELOAD_SRC))
 UNIT_BIN     := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 
-.PHONY: deb all deps build test unit asan fuzz fuzz-smoke integration race diff-long bench demo install uninstall clean FORCE
+.PHONY: upstream-quick upstream deb all deps build test unit asan fuzz fuzz-smoke integration race diff-long bench demo install uninstall clean FORCE
 
 all: deps build
 build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so $(BUILD)/libspa.so
@@ -137,8 +137,15 @@ diff-long: all
 	cd test/integration && SAFEPICKLE_DIFF_N=$${SAFEPICKLE_DIFF_N:-100000} SAFEPICKLE_DIFF_SEED=$${SAFEPICKLE_DIFF_SEED:-7} \
 	  SAFEPICKLE_DIFF_SAMPLE=$${SAFEPICKLE_DIFF_SAMPLE:-2000} $(PYTHON) -m pytest -q -p no:cacheprovider test_diff_containers.py
 
+# Debian-packaged upstream suites (joblib, numpy, scipy, pandas, sklearn) plainly and under
+# the preload, outcome by outcome (test/upstream/upstream.py); `make test` runs a subset.
+upstream: all
+	$(PYTHON) test/upstream/upstream.py --preload $(BUILD)/libsafepickle.so
+upstream-quick: all
+	$(PYTHON) test/upstream/upstream.py --quick --preload $(BUILD)/libsafepickle.so
+
 # The README's test command.
-test: all unit asan fuzz-smoke integration
+test: all unit asan fuzz-smoke integration upstream-quick
 
 bench: all
 	@bash test/bench/run.sh

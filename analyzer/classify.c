@@ -639,6 +639,23 @@ static void cl_judge_reference(cl_ctx *c, const spa_target *t, const char *how, 
            spa_kbcat_name(cat), h.key);
 }
 
+/* getattr(Class, 'name') with a class-like Class (CapWords, not a module, no dunder) that
+ * is itself safe to build: data, or unknown and class-like (user classes). */
+static bool cl_benign_reflective(cl_ctx *c, const spa_target *t) {
+    if (t->kind != SPA_T_GLOBAL || t->from_module) return false;
+    const char *dot = strchr(t->name, '.');
+    if (!dot || strchr(dot + 1, '.') || dot[1] == '_') return false;
+    char cls[128];
+    size_t n = (size_t)(dot - t->name);
+    if (n >= sizeof cls) return false;
+    memcpy(cls, t->name, n);
+    cls[n] = '\0';
+    if (!cl_classlike(cls)) return false;
+    spa_kbhit h;
+    spa_kbcat cat = cl_judge_name(c, t->module, cls, &h);
+    return cat == SPA_KB_DATA || (cat == SPA_KB_UNKNOWN && h.how != SPA_KBH_MODATTR);
+}
+
 static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *callee,
                                  const spa_val *args, const spa_val *bound, int opcode,
                                  int depth, cl_judgement *j) {
@@ -754,7 +771,8 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
     if (!reflective && t->kind == SPA_T_GLOBAL) {
         const spa_val *a0 = spa_val_item(args, 0);
         if (spa_target_is(t, "builtins", "getattr") || spa_target_is(t, "inspect", "getattr_static") ||
-            spa_target_is(t, "operator", "getitem")) {
+            spa_target_is(t, "operator", "getitem") || spa_target_is(t, "numpy.core", "_ufunc_reconstruct") ||
+            spa_target_is(t, "numpy._core", "_ufunc_reconstruct")) {
             /* the call yields an attribute or item: judge what it reaches */
             spa_target r;
             spa_val fake;
@@ -879,8 +897,14 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
     if (cat == SPA_KB_UNKNOWN) {
         bool cls = cl_classlike(t->name) || opcode == SPA_OP_NEWOBJ || opcode == SPA_OP_NEWOBJ_EX;
         if (reflective) {
-            cl_set(j, SPA_VERDICT_SUSPICIOUS, "call.reflective_result",
-                   "calls %s, reached through reflection (unknown to the knowledge base)", call);
+            /* the one benign shape: a bound classmethod of a class itself fine to build,
+             * getattr(Class, 'from_x')(...) (Class.name, two components, class-like base);
+             * anything else reached through reflection is refused by default */
+            bool benign = cl_benign_reflective(c, t);
+            cl_set(j, benign ? SPA_VERDICT_SUSPICIOUS : SPA_VERDICT_MALICIOUS, "call.reflective_result",
+                   "calls %s, reached through reflection (%s)", call,
+                   benign ? "a classmethod of a class unknown to the knowledge base"
+                          : "not a constructor of a class known to be safe");
         } else if (!cls) {
             cl_set(j, SPA_VERDICT_SUSPICIOUS, "callee.unknown_function",
                    "calls %s, a function unknown to the knowledge base", call);

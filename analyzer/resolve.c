@@ -162,6 +162,15 @@ void spa_resolve(const spa_val *v, spa_target *t, int depth) {
             spa_kb_canon(s, t->module, sizeof t->module);
             return;
         }
+        if (rs_is(&c, "numpy.core", "_ufunc_reconstruct") || rs_is(&c, "numpy._core", "_ufunc_reconstruct")) {
+            /* numpy's old ufunc unpickler: getattr(__import__(module), name) */
+            char nm[256];
+            if (!spa_val_text(a0, s, sizeof s) || !spa_val_text(a1, nm, sizeof nm)) { rs_dynamic(t); return; }
+            rs_global(t, s, nm);
+            t->via_reflection = true;
+            t->from_module = true;
+            return;
+        }
         if (rs_is(&c, "pkgutil", "resolve_name")) {
             if (!spa_val_text(a0, s, sizeof s)) { rs_dynamic(t); return; }
             char *colon = strchr(s, ':');

@@ -27,15 +27,15 @@ PYTHON = "/usr/bin/python3"
 # name, quick?, pytest arguments relative to DIST (a -k expression may follow)
 SUITES = [
     ("joblib-persistence", True, ["joblib/test/test_numpy_pickle.py"]),
-    ("joblib-memory", True, ["joblib/test/test_memory.py", "joblib/test/test_store_backends.py"]),
+    ("joblib-memory", False, ["joblib/test/test_memory.py", "joblib/test/test_store_backends.py"]),
     ("joblib-parallel", False, ["joblib/test/test_parallel.py"]),
     ("joblib-memmapping", False, ["joblib/test/test_memmapping.py"]),
-    ("numpy-format", True, ["numpy/lib/tests/test_format.py"]),
+    ("numpy-format", False, ["numpy/lib/tests/test_format.py"]),
     ("numpy-io", False, ["numpy/lib/tests/test_io.py"]),
     ("numpy-pickling", True, ["numpy/core/tests", "-k", "pickl"]),
     ("scipy-io", False, ["scipy/io"]),
     ("scipy-stats-pickling", False, ["scipy/stats/tests", "-k", "pickl"]),
-    ("pandas-pickle", True, ["pandas/tests/io/test_pickle.py"]),
+    ("pandas-pickle", False, ["pandas/tests/io/test_pickle.py"]),
     ("sklearn-base", True, ["sklearn/tests/test_base.py"]),
     ("sklearn-pipeline", False, ["sklearn/tests/test_pipeline.py"]),
     ("sklearn-search", False, ["sklearn/model_selection/tests/test_search.py"]),
@@ -102,8 +102,9 @@ def load_expected(path):
             if not line.strip() or line.startswith("#"):
                 continue
             parts = line.split("\t")
-            if len(parts) < 3 or not parts[2].strip():
-                sys.exit("%s:%d: want TEST-ID<TAB>PRELOAD-OUTCOME<TAB>REASON" % (path, ln))
+            if len(parts) < 3 or not parts[2].startswith(("malicious: ", "known-fp: ")):
+                sys.exit("%s:%d: want TEST-ID<TAB>PRELOAD-OUTCOME<TAB>malicious: REASON | known-fp: REASON"
+                         % (path, ln))
             exp[parts[0]] = (parts[1], parts[2])
     return exp
 
@@ -180,6 +181,11 @@ def main():
         print("upstream: files refused or warned under the preload (suite, action, verdict, layer, rule, message, file):")
         for r in sorted(set(refusals)):
             print("  " + " | ".join(str(x) for x in r))
+    fps = sorted(t for t in seen_expected if expected[t][1].startswith("known-fp"))
+    if fps:
+        print("upstream: %d KNOWN FALSE POSITIVES still to fix (expected.tsv, known-fp):" % len(fps))
+        for t in fps:
+            print("  KNOWN-FP %s: %s" % (t, expected[t][1]))
     print("upstream: %d differences not in %s; results in %s" % (bad, os.path.basename(a.expected), out))
     return 1 if bad else 0
 
