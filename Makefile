@@ -13,12 +13,13 @@ VERSION  := 0.1.0
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -Ianalyzer -Ipreload -I$(BUILD)/gen \
-              -D_GNU_SOURCE -DSPA_VERSION=\"$(VERSION)\"
+              -D_GNU_SOURCE -DSPA_VERSION=\"$(VERSION)\" \
+              -DSPA_KB_INDEX_DEFAULT=\"$(PREFIX)/share/safepickle/kb-index.tsv\"
 LIBS     := -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
 PRELOAD_LIBS := $(LIBS) -ldl -lpthread
 
 ANALYZER_SRC := $(wildcard analyzer/*.c) $(wildcard analyzer/*.S)
-CLI_SRC      := $(wildcard analyzer/cli/*.c)
+CLI_SRC      := $(wildcard analyzer/cli/*.c) $(wildcard analyzer/cli/*.S)
 PRELOAD_SRC  := $(wildcard preload/*.c)
 UNIT_SRC     := $(wildcard test/unit/test_*.c)
 FUZZ_SRC     := $(wildcard test/fuzz/fuzz_*.c)
@@ -191,6 +192,7 @@ install: build
 	  echo "    LD_PRELOAD=$(INSTALLED_LIB)"; \
 	  echo "  also: pkg-config --variable=preload safepickle (PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig)"; \
 	fi
+	$(DESTDIR)$(PREFIX)/bin/safepickle kb index --python $(PYTHON) --out $(DESTDIR)$(PREFIX)/share/safepickle/kb-index.tsv
 
 # A Debian package of the install with PREFIX=/usr (test/container/debian/ holds its
 # control file and maintainer scripts). `make deb` writes $(BUILD)/safepickle_VERSION_ARCH.deb.

@@ -1057,6 +1057,10 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
          * empty name is an AttributeError in both loaders (the import's own effect is
          * judged above, by global.import_effect) */
         if ((e->flags & SPA_IRF_PYONLY) || !e->name[0]) continue;
+        /* the environment index says the module cannot be imported here: the import fails
+         * before anything is handed over (a requirements file "coverage\npytest\n" reads
+         * as GLOBAL overage.pytest) */
+        if (!spa_kb_importable(e->module)) continue;
         const spa_val *g = e->result ? e->result : e->target;
         if (g && nused && bsearch(&g, used, nused, sizeof *used, cl_ptrcmp)) continue;
         if (spa_policy_global_rule(c->p, e->module, e->name) != 0) continue;

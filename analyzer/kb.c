@@ -4,7 +4,12 @@
  * data; this file only knows how to match them (aliases, exact names, name patterns,
  * longest module prefix, dotted components, verbs). No state: every lookup walks the
  * read-only table (about 800 lines; the classifier caches per scan). */
+#include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +71,10 @@ static const kb_line kb_lines[] = {
 #undef KBL
 };
 
+enum { KBO_MODULE = 1, KBO_MODATTR, KBO_CAT };
+static bool kb_ovl_ready(void);
+static const char *kb_ovl_get(uint8_t kind, const char *key, size_t n);
+
 /* Module-valued attributes, "MODULE:ATTR" -> target, sorted (C locale) at build time. */
 static const struct kb_modattr_ent { const char *key, *target; } kb_modattrs[] = {
 #define KBM(k, t) { k, t },
@@ -84,7 +93,125 @@ const char *spa_kb_modattr(const char *module, const char *attr) {
     if (n < 0 || (size_t)n >= sizeof key) return NULL;
     const struct kb_modattr_ent *e = bsearch(key, kb_modattrs, sizeof kb_modattrs / sizeof *kb_modattrs,
                                              sizeof *kb_modattrs, kb_modattr_cmp);
-    return e ? e->target : NULL;
+    if (e) return e->target;
+    return kb_ovl_ready() ? kb_ovl_get(KBO_MODATTR, key, (size_t)n) : NULL;
+}
+
+/* ------------------------------------------------------------------ environment index */
+/* The overlay `safepickle kb index` writes (analyzer/cli/kbindex.py): loaded once per process
+ * from $SAFEPICKLE_KB_INDEX (empty: none) or SPA_KB_INDEX_DEFAULT, then read-only - the one
+ * piece of process state of the analyzer, immutable after pthread_once. Missing or
+ * unreadable: no overlay (the KB alone decides, which is stricter); malformed lines are
+ * skipped and counted. Entries: @module NAME, @modattr MODULE:ATTR TARGET, MODULE:NAME CAT. */
+#ifndef SPA_KB_INDEX_DEFAULT
+#define SPA_KB_INDEX_DEFAULT "/usr/local/share/safepickle/kb-index.tsv"
+#endif
+#define KB_OVL_MAX (256u << 20)
+typedef struct kb_ovl_ent { const char *key, *val; uint64_t hash; uint8_t kind; } kb_ovl_ent;
+static struct {
+    char *text;
+    kb_ovl_ent *tab;
+    size_t cap, n, bad;
+    char path[512];
+    char status[600];
+} kb_ovl;
+static pthread_once_t kb_ovl_once = PTHREAD_ONCE_INIT;
+
+static uint64_t kb_hash(uint8_t kind, const char *k, size_t n) {
+    uint64_t h = 1469598103934665603ull ^ kind;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)k[i]) * 1099511628211ull;
+    return h;
+}
+
+static void kb_ovl_put(uint8_t kind, const char *key, const char *val) {
+    uint64_t h = kb_hash(kind, key, strlen(key));
+    size_t i = (size_t)h & (kb_ovl.cap - 1);
+    while (kb_ovl.tab[i].key) {
+        if (kb_ovl.tab[i].hash == h && kb_ovl.tab[i].kind == kind && !strcmp(kb_ovl.tab[i].key, key)) return;
+        i = (i + 1) & (kb_ovl.cap - 1);
+    }
+    kb_ovl.tab[i] = (kb_ovl_ent){ key, val, h, kind };
+    kb_ovl.n++;
+}
+
+static const char *kb_ovl_get(uint8_t kind, const char *key, size_t n) {
+    if (!kb_ovl.tab) return NULL;
+    uint64_t h = kb_hash(kind, key, n);
+    for (size_t i = (size_t)h & (kb_ovl.cap - 1); kb_ovl.tab[i].key; i = (i + 1) & (kb_ovl.cap - 1))
+        if (kb_ovl.tab[i].hash == h && kb_ovl.tab[i].kind == kind && !strncmp(kb_ovl.tab[i].key, key, n) &&
+            kb_ovl.tab[i].key[n] == '\0')
+            return kb_ovl.tab[i].val;
+    return NULL;
+}
+
+static void kb_ovl_load(void) {
+    const char *env = getenv("SAFEPICKLE_KB_INDEX");
+    const char *path = env ? env : SPA_KB_INDEX_DEFAULT;
+    spa_fmt(kb_ovl.path, sizeof kb_ovl.path, "%s", path);
+    if (!path[0]) { spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "no index (SAFEPICKLE_KB_INDEX is empty)"); return; }
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > (off_t)KB_OVL_MAX) {
+        spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "no index at %s (%s)", path,
+                fd < 0 ? strerror(errno) : "not a regular file of at most 256 MiB");
+        if (fd >= 0) close(fd);
+        return;
+    }
+    size_t n = (size_t)st.st_size, got = 0, lines = 0;
+    char *t = malloc(n + 1);
+    while (t && got < n) {
+        ssize_t k = pread(fd, t + got, n - got, (off_t)got);
+        if (k <= 0) break;
+        got += (size_t)k;
+    }
+    close(fd);
+    if (!t || got != n) { free(t); spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "index %s could not be read", path); return; }
+    t[n] = '\0';
+    for (size_t i = 0; i < n; i++) lines += t[i] == '\n';
+    size_t cap = 64;
+    while (cap < 2 * (lines + 1)) cap *= 2;
+    kb_ovl.tab = calloc(cap, sizeof *kb_ovl.tab);
+    if (!kb_ovl.tab) { free(t); spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "index %s: out of memory", path); return; }
+    kb_ovl.cap = cap;
+    kb_ovl.text = t;
+    for (char *l = t, *e; l < t + n; l = e + 1) {
+        e = strchr(l, '\n');
+        if (!e) e = t + n;
+        *e = '\0';
+        if (!*l || *l == '#') continue;
+        char *f1 = strchr(l, '\t'), *f2 = f1 ? strchr(f1 + 1, '\t') : NULL;
+        if (!f1) { kb_ovl.bad++; continue; }
+        *f1++ = '\0';
+        if (f2) *f2++ = '\0';
+        if (!strcmp(l, "@module")) kb_ovl_put(KBO_MODULE, f1, "");
+        else if (!strcmp(l, "@modattr") && f2 && strchr(f1, ':')) kb_ovl_put(KBO_MODATTR, f1, f2);
+        else if (l[0] != '@' && strchr(l, ':') && kb_cat_parse(f1, strlen(f1)) != SPA_KB_UNKNOWN) kb_ovl_put(KBO_CAT, l, f1);
+        else kb_ovl.bad++;
+    }
+    spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "index %s: %zu entries, %zu malformed lines skipped",
+            path, kb_ovl.n, kb_ovl.bad);
+}
+
+static bool kb_ovl_ready(void) {
+    pthread_once(&kb_ovl_once, kb_ovl_load);
+    return kb_ovl.tab != NULL;
+}
+
+const char *spa_kb_index_status(void) {
+    kb_ovl_ready();
+    return kb_ovl.status;
+}
+
+bool spa_kb_importable(const char *module) {
+    if (!module || !kb_ovl_ready()) return true;
+    const char *dot = strchr(module, '.');
+    size_t tn = dot ? (size_t)(dot - module) : strlen(module);
+    if (kb_ovl_get(KBO_MODULE, module, tn)) return true;
+    char top[128];
+    if (tn >= sizeof top) return true;
+    memcpy(top, module, tn);
+    top[tn] = '\0';
+    return spa_kb_is_stdlib(top);
 }
 
 typedef struct kb_cur { size_t i; } kb_cur;
@@ -407,6 +534,18 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
         if (have_mod) { /* data module, plain name */
             hit->how = SPA_KBH_MODULE;
             return hit->cat = SPA_KB_DATA;
+        }
+    }
+    /* 6b. the environment index: what the function reaches, or inert (`data`) */
+    if (kb_ovl_ready()) {
+        const char *v = NULL;
+        char key[sizeof hit->path];
+        int kn = spa_fmt(key, sizeof key, "%s:%s", cm, name);
+        if (kn > 0 && (size_t)kn < sizeof key) v = kb_ovl_get(KBO_CAT, key, (size_t)kn);
+        if (v) {
+            spa_fmt(hit->key, sizeof hit->key, "index %s", key);
+            hit->how = SPA_KBH_INDEX;
+            return hit->cat = kb_cat_parse(v, strlen(v));
         }
     }
     {

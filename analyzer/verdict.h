@@ -23,6 +23,7 @@ typedef enum spa_kbhow {
     SPA_KBH_COMPONENT,  /* a dotted component reached a stdlib module or a dunder */
     SPA_KBH_EFFECT,     /* importing the module already acts (@import_effect, pkg.__main__) */
     SPA_KBH_MODATTR,    /* the name walks through a module-valued attribute (tempfile._os) */
+    SPA_KBH_INDEX,      /* the environment index (safepickle kb index) */
     SPA_KBH_TOOLONG
 } spa_kbhow;
 
@@ -54,6 +55,11 @@ bool spa_kb_typearg(const char *module, const char *name);
 bool spa_kb_typeref(const char *module, const char *name);
 /* The module MODULE.ATTR is (analyzer/kb/modattr.tsv: tempfile._os -> "os"), or NULL. */
 const char *spa_kb_modattr(const char *module, const char *attr);
+/* The environment index (`safepickle kb index`, loaded once from $SAFEPICKLE_KB_INDEX or
+ * SPA_KB_INDEX_DEFAULT): a one-line status, and whether MODULE's top level is importable
+ * (true when there is no index: nothing is known). */
+const char *spa_kb_index_status(void);
+bool spa_kb_importable(const char *module);
 /* Severity of a category when a global of it is called. */
 spa_verdict spa_kbcat_call_severity(spa_kbcat c);
 /* The embedded KB text (NUL-terminated) for tests and `safepickle policy kb`. */
