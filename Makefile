@@ -9,6 +9,8 @@ CC       ?= gcc
 PYTHON   ?= /usr/bin/python3
 FUZZ_SECONDS ?= 20
 VERSION  := 0.1.0
+KB_INDEX ?= 1
+# (KB_INDEX=0 skips building the environment index at `make install`)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
@@ -192,7 +194,7 @@ install: build
 	  echo "    LD_PRELOAD=$(INSTALLED_LIB)"; \
 	  echo "  also: pkg-config --variable=preload safepickle (PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig)"; \
 	fi
-	$(DESTDIR)$(PREFIX)/bin/safepickle kb index --python $(PYTHON) --out $(DESTDIR)$(PREFIX)/share/safepickle/kb-index.tsv
+	$(if $(filter 1,$(KB_INDEX)),$(DESTDIR)$(PREFIX)/bin/safepickle kb index --python $(PYTHON) --out $(DESTDIR)$(PREFIX)/share/safepickle/kb-index.tsv)
 
 # A Debian package of the install with PREFIX=/usr (test/container/debian/ holds its
 # control file and maintainer scripts). `make deb` writes $(BUILD)/safepickle_VERSION_ARCH.deb.
@@ -226,6 +228,7 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/safepickle/libspa.so $(addprefix $(DESTDIR)$(PYSITE)/safepickle/,$(notdir $(PYPKG)))
 	rm -rf $(DESTDIR)$(PYSITE)/safepickle/__pycache__
 	-rmdir $(DESTDIR)$(PYSITE)/safepickle 2>/dev/null
+	rm -f $(DESTDIR)$(PREFIX)/share/safepickle/kb-index.tsv
 	-rmdir $(DESTDIR)$(PREFIX)/lib/safepickle $(DESTDIR)$(PREFIX)/share/safepickle/policies \
 	  $(DESTDIR)$(PREFIX)/share/safepickle 2>/dev/null
 	@if [ -z "$(DESTDIR)" ]; then $(LDCONFIG) || true; fi
