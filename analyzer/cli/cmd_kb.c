@@ -19,13 +19,14 @@ extern const char cli_kbindex_py[], cli_kbindex_py_end[];
 
 static void kb_usage(FILE *f) {
     fprintf(f,
-        "usage: safepickle kb index [--python PY] [--out FILE] [--depth N]\n"
+        "usage: safepickle kb index [--python PY] [--out FILE] [--depth N] [--packages A,B]\n"
         "       safepickle kb status\n\n"
         "index: reads the source of every module importable by PY (default /usr/bin/python3) with\n"
         "Python's ast (nothing is imported or run) and writes FILE (default %s):\n"
         "the importable modules, every module-valued attribute, and for each function and class of a\n"
         "package the knowledge base does not cover whether it reaches a dangerous sink within N calls\n"
-        "(default 3). The preload and the CLI load it from $SAFEPICKLE_KB_INDEX or the default path.\n"
+        "(default 3); --packages reads only those top-level packages (the rest are listed as importable).\n"
+        "The preload and the CLI load it from $SAFEPICKLE_KB_INDEX or the default path.\n"
         "status: prints the index this process loaded.\n", SPA_KB_INDEX_DEFAULT);
 }
 
@@ -53,11 +54,12 @@ static char *kb_top_keys(void) {
 }
 
 static int kb_index(int argc, char **argv) {
-    const char *py = "/usr/bin/python3", *out = SPA_KB_INDEX_DEFAULT, *depth = "3";
+    const char *py = "/usr/bin/python3", *out = SPA_KB_INDEX_DEFAULT, *depth = "3", *only = "";
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--python") && i + 1 < argc) py = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--depth") && i + 1 < argc) depth = argv[++i];
+        else if (!strcmp(argv[i], "--packages") && i + 1 < argc) only = argv[++i];
         else { kb_usage(stderr); return CLI_EXIT_ERROR; }
     }
     char *end;
@@ -74,7 +76,7 @@ static int kb_index(int argc, char **argv) {
         close(pfd[0]);
         close(pfd[1]);
         unsetenv("LD_PRELOAD");
-        execl(py, py, "-I", "-", out, depth, keys, (char *)NULL);
+        execl(py, py, "-I", "-", out, depth, keys, only, (char *)NULL);
         fprintf(stderr, "safepickle kb: cannot run %s: %s\n", py, strerror(errno));
         _exit(127);
     }

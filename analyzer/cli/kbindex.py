@@ -7,7 +7,7 @@
 #                                   the sink category it reaches within DEPTH calls, or `data`
 #                                   (inert: defined here, reaches no sink)
 # The CLI embeds this file and runs it with the target interpreter:
-#   python3 -I - OUT DEPTH KB_TOP_KEYS(comma-separated) < kbindex.py
+#   python3 -I - OUT DEPTH KB_TOP_KEYS(comma-separated) [ONLY_PACKAGES] < kbindex.py
 import ast
 import os
 import sys
@@ -15,6 +15,7 @@ import time
 
 OUT, DEPTH = sys.argv[1], int(sys.argv[2])
 KNOWN = set(filter(None, sys.argv[3].split(","))) | set(sys.stdlib_module_names)
+ONLY = set(filter(None, sys.argv[4].split(","))) if len(sys.argv) > 4 else set()   # --packages: parse only these
 MAX_FILE = 2 << 20
 
 # sink: fully qualified callable -> category (prefix match on "module." when it ends with ".")
@@ -204,7 +205,7 @@ def main():
     parsed = {}
     nfiles = nerr = 0
     for name, path in mods:
-        if not path:
+        if not path or (ONLY and name.split(".")[0] not in ONLY):
             continue
         try:
             if os.path.getsize(path) > MAX_FILE:
