@@ -268,7 +268,9 @@ def main():
                 nma += 1
         for name in sorted(modules):   # a package's submodules are its attributes once imported
             pkg, _, sub = name.rpartition(".")
-            if pkg and pkg in modules and sub not in parsed.get(pkg, Mod("", "", False)).modattrs:
+            pm = parsed.get(pkg)
+            # a package's own binding of the name (from .Thing import Thing, def Thing) wins
+            if pkg and pkg in modules and not (pm and (sub in pm.aliases or sub in pm.defs)):
                 f.write("@modattr\t%s:%s\t%s\n" % (pkg, sub, name))
                 nma += 1
         nsink = ninert = 0
