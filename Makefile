@@ -32,7 +32,7 @@ CLI_OBJ      := $(call obj,$(CLI_SRC))
 PRELOAD_OBJ  := $(call obj,$(PRELOAD_SRC))
 UNIT_BIN     := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 
-.PHONY: upstream-quick upstream deb all deps build test unit asan fuzz fuzz-smoke integration race diff-long bench demo install uninstall clean FORCE
+.PHONY: installed-files-quick installed-files upstream-quick upstream deb all deps build test unit asan fuzz fuzz-smoke integration race diff-long bench demo install uninstall clean FORCE
 
 all: deps build
 build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so $(BUILD)/libspa.so
@@ -147,8 +147,15 @@ upstream: all
 upstream-quick: all
 	$(PYTHON) test/upstream/upstream.py --quick --preload $(BUILD)/libsafepickle.so
 
+# Every file the installed Debian packages and Python installations ship: scanned (none
+# malicious/suspicious) and opened under the preload (none refused); `make test` a sample.
+installed-files: all
+	$(PYTHON) test/upstream/installed.py
+installed-files-quick: all
+	$(PYTHON) test/upstream/installed.py --sample 2000
+
 # The README's test command.
-test: all unit asan fuzz-smoke integration upstream-quick
+test: all unit asan fuzz-smoke integration upstream-quick installed-files-quick
 
 bench: all
 	@bash test/bench/run.sh
