@@ -10,7 +10,8 @@ PYTHON   ?= /usr/bin/python3
 FUZZ_SECONDS ?= 20
 VERSION  := 0.1.0
 KB_INDEX ?= 1
-# (KB_INDEX=0 skips building the environment index at `make install`)
+# `make install` builds the environment index for $(PYTHON) (KB_INDEX=0 skips it; a staged
+# install with DESTDIR, e.g. a package build, skips it too: the target machine builds it)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
@@ -201,7 +202,7 @@ install: build
 	  echo "    LD_PRELOAD=$(INSTALLED_LIB)"; \
 	  echo "  also: pkg-config --variable=preload safepickle (PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig)"; \
 	fi
-	$(if $(filter 1,$(KB_INDEX)),$(DESTDIR)$(PREFIX)/bin/safepickle kb index --python $(PYTHON) --out $(DESTDIR)$(PREFIX)/share/safepickle/kb-index.tsv)
+	$(if $(and $(filter 1,$(KB_INDEX)),$(if $(DESTDIR),,1)),$(DESTDIR)$(PREFIX)/bin/safepickle kb index --python $(PYTHON) --out $(DESTDIR)$(PREFIX)/share/safepickle/kb-index.tsv)
 
 # A Debian package of the install with PREFIX=/usr (test/container/debian/ holds its
 # control file and maintainer scripts). `make deb` writes $(BUILD)/safepickle_VERSION_ARCH.deb.
