@@ -69,7 +69,12 @@ def main():
     for i in range(0, len(files), 500):
         r = subprocess.run([a.cli, "scan", "--format", "json", *files[i:i + 500]], capture_output=True,
                            text=True, env=env)
-        for f in json.loads(r.stdout)["files"]:
+        try:
+            scanned = json.loads(r.stdout)["files"]
+        except ValueError:
+            print("installed files: scan failed (exit %d): %s" % (r.returncode, r.stderr[-500:]))
+            return 1
+        for f in scanned:
             bearing += bool(f.get("pickle_bearing"))
             v = f.get("verdict", "error")
             verdicts[v] = verdicts.get(v, 0) + 1
