@@ -194,7 +194,11 @@ static spa_code pp_bool(pp *x, const cJSON *v, bool *out) {
     return SPA_OK;
 }
 
+static void strv_free(spa_strv *s);
+
+/* A list in the user's document replaces the base (default.json) list. */
 static spa_code pp_strv(pp *x, const cJSON *v, spa_strv *out, bool nonempty_items) {
+    strv_free(out);
     if (!cJSON_IsArray(v)) return pp_fail(x, "expected an array of strings", false);
     int cnt = cJSON_GetArraySize(v);
     if (cnt > SPA_POLICY_MAX_LIST) return pp_fail(x, "list too long (max_list 4096)", false);
@@ -336,13 +340,17 @@ static spa_code pp_parse_tree(pp *x, const cJSON *root, spa_policy *p) {
             pp_push(x, "sha256", 0);
             spa_strv hs = {0};
             if ((rc = pp_strv(x, a, &hs, true))) { strv_free(&hs); return rc; }
+            free(p->trusted_sha256);
+            p->trusted_sha256 = NULL;
+            p->n_trusted_sha256 = 0;
             p->trusted_sha256 = calloc(hs.n + 1, 32);
             if (!p->trusted_sha256) { strv_free(&hs); x->err->code = SPA_E_NOMEM; x->err->msg = "out of memory"; return SPA_E_NOMEM; }
             for (size_t i = 0; i < hs.n; i++) {
-                if (!spa_sha256_parse(hs.v[i], p->trusted_sha256[i])) {
+                if (!spa_policy_trusted_entry(hs.v[i], p->trusted_sha256[i])) {
                     strv_free(&hs);
                     pp_push(x, NULL, (int)i);
-                    return pp_fail(x, "expected 64 hex digits (a SHA-256 digest)", false);
+                    return pp_fail(x, "expected 64 hex digits (a SHA-256 digest), optionally followed by "
+                                      "two spaces and the file's name", false);
                 }
             }
             p->n_trusted_sha256 = hs.n;
@@ -391,8 +399,10 @@ static spa_code pp_parse_tree(pp *x, const cJSON *root, spa_policy *p) {
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "targets"))) {
         pp_push(x, "targets", 0);
-        strv_free(&p->targets);
         if ((rc = pp_strv(x, v, &p->targets, true))) return rc;
+        if (!p->targets.n)
+            return pp_fail(x, "empty targets would protect no process (use \"mode\": \"off\" to turn "
+                              "safepickle off)", false);
         pp_pop(x);
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "errno"))) {
@@ -439,18 +449,23 @@ static spa_code pp_parse_tree(pp *x, const cJSON *root, spa_policy *p) {
     return SPA_OK;
 }
 
-/* The built-in values every key starts from: those of policies/default.json. */
-static void pp_defaults(spa_policy *p) {
-    p->mode = SPA_MODE_ENFORCE;
-    p->on_verdict[SPA_VERDICT_SAFE] = SPA_ACT_ALLOW;
-    p->on_verdict[SPA_VERDICT_SUSPICIOUS] = SPA_ACT_WARN;
-    p->on_verdict[SPA_VERDICT_MALICIOUS] = SPA_ACT_BLOCK;
-    p->on_verdict[SPA_VERDICT_UNSCANNABLE] = SPA_ACT_BLOCK;
-    p->on_limit = SPA_ACT_BLOCK;
-    p->on_error = SPA_ACT_BLOCK;
+/* The values every key starts from ARE policies/default.json (embedded): it is
+ * parsed onto a zeroed policy whose limits are the analyzer's, and the user's
+ * document is overlaid on the result key by key. Nothing else holds a default. */
+static spa_code pp_base(spa_policy *p, spa_err *err) {
     spa_limits_default(&p->limits);
-    p->block_errno = EACCES;
-    p->layer_file = p->layer_audit_hook = p->runtime_behaviour = true;
+    size_t n;
+    const char *j = spa_policy_default_json(&n);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(j, n, &end, false);
+    if (!root) { err->code = SPA_E_INTERNAL; err->msg = "the embedded default policy does not parse"; return SPA_E_INTERNAL; }
+    pp x = {j, n, err, {{0, 0}}, 0};
+    spa_code rc = pp_parse_tree(&x, root, p);
+    cJSON_Delete(root);
+    if (rc == SPA_E_POLICY) { err->code = SPA_E_INTERNAL; err->msg = "the embedded default policy is invalid"; return SPA_E_INTERNAL; }
+    free(p->name); /* a document's name is its own: an unnamed policy is not "default" */
+    p->name = NULL;
+    return rc;
 }
 
 spa_code spa_policy_parse(const char *json, size_t n, const char *source, spa_policy **out, spa_err *err) {
@@ -486,9 +501,9 @@ spa_code spa_policy_parse(const char *json, size_t n, const char *source, spa_po
     }
     spa_policy *p = calloc(1, sizeof *p);
     if (!p) { cJSON_Delete(root); err->code = SPA_E_NOMEM; err->msg = "out of memory"; return SPA_E_NOMEM; }
-    pp_defaults(p);
+    spa_code rc = pp_base(p, err);
     pp x = {json, n, err, {{0, 0}}, 0};
-    spa_code rc = pp_parse_tree(&x, root, p);
+    if (rc == SPA_OK) rc = pp_parse_tree(&x, root, p);
     cJSON_Delete(root);
     if (rc == SPA_OK) {
         if (!p->name) p->name = strdup("unnamed");
@@ -614,6 +629,13 @@ bool spa_policy_trusts_digest(const spa_policy *p, const uint8_t sha256[32]) {
     return false;
 }
 
+spa_action spa_policy_act(const spa_policy *p, spa_action a) {
+    if (!p) return a;
+    if (p->mode == SPA_MODE_OFF) return SPA_ACT_ALLOW;
+    if (p->mode == SPA_MODE_AUDIT && a == SPA_ACT_BLOCK) return SPA_ACT_WARN;
+    return a;
+}
+
 spa_action spa_policy_decide(const spa_policy *p, const spa_result *r) {
     static const spa_action defaults[SPA_VERDICT_COUNT] = {SPA_ACT_ALLOW, SPA_ACT_WARN, SPA_ACT_BLOCK, SPA_ACT_BLOCK};
     if (p && p->mode == SPA_MODE_OFF) return SPA_ACT_ALLOW;
@@ -633,6 +655,237 @@ spa_action spa_policy_decide(const spa_policy *p, const spa_result *r) {
             if (only_limits) a = p ? p->on_limit : SPA_ACT_BLOCK;
         }
     }
-    if (p && p->mode == SPA_MODE_AUDIT && a == SPA_ACT_BLOCK) a = SPA_ACT_WARN;
-    return a;
+    return spa_policy_act(p, a);
+}
+
+/* ------------------------------------------------------------------ trusted entries */
+bool spa_policy_trusted_entry(const char *s, uint8_t out[32]) {
+    if (!s || strlen(s) < 64) return false;
+    char hex[65];
+    memcpy(hex, s, 64);
+    hex[64] = '\0';
+    if (!spa_sha256_parse(hex, out)) return false;
+    const char *t = s + 64;
+    if (!*t) return true;
+    /* sha256sum's line: two spaces (or space and '*') then a name that is not empty */
+    return (t[0] == ' ' && (t[1] == ' ' || t[1] == '*') && t[2] != '\0');
+}
+
+/* ------------------------------------------------------------------ environment overrides */
+bool spa_mode_parse(const char *s, spa_mode *out) {
+    if (!s) return false;
+    if (!strcmp(s, "enforce")) *out = SPA_MODE_ENFORCE;
+    else if (!strcmp(s, "audit")) *out = SPA_MODE_AUDIT;
+    else if (!strcmp(s, "off")) *out = SPA_MODE_OFF;
+    else return false;
+    return true;
+}
+
+/* SAFEPICKLE_TARGETS: globs separated by ',' or ':'; empty items are skipped.
+ * No fixed buffer: every pattern is kept, or the whole value is an error. */
+static spa_code pol_env_targets(spa_policy *p, const char *env, spa_err *err) {
+    size_t cnt = 0;
+    for (const char *q = env; *q;) {
+        size_t l = strcspn(q, ",:");
+        if (l) cnt++;
+        if (l > SPA_POLICY_MAX_STR) {
+            err->code = SPA_E_POLICY; err->off = (uint64_t)(q - env);
+            err->msg = "SAFEPICKLE_TARGETS has a pattern longer than 4096 bytes (max_str)";
+            return SPA_E_POLICY;
+        }
+        q += l;
+        if (*q) q++;
+    }
+    if (cnt == 0) {
+        err->code = SPA_E_POLICY; err->off = 0;
+        err->msg = "SAFEPICKLE_TARGETS names no pattern: it would protect no process";
+        return SPA_E_POLICY;
+    }
+    if (cnt > SPA_POLICY_MAX_LIST) {
+        err->code = SPA_E_POLICY; err->off = 0;
+        err->msg = "SAFEPICKLE_TARGETS has more than 4096 patterns (max_list)";
+        return SPA_E_POLICY;
+    }
+    spa_strv nv = { calloc(cnt + 1, sizeof(char *)), 0 };
+    if (!nv.v) { err->code = SPA_E_NOMEM; err->msg = "out of memory"; return SPA_E_NOMEM; }
+    for (const char *q = env; *q;) {
+        size_t l = strcspn(q, ",:");
+        if (l && !(nv.v[nv.n++] = strndup(q, l))) {
+            strv_free(&nv);
+            err->code = SPA_E_NOMEM; err->msg = "out of memory";
+            return SPA_E_NOMEM;
+        }
+        q += l;
+        if (*q) q++;
+    }
+    strv_free(&p->targets);
+    p->targets = nv;
+    return SPA_OK;
+}
+
+spa_code spa_policy_apply_env(spa_policy *p, const char *mode_env, const char *targets_env, char *note,
+                              size_t note_sz, spa_err *err) {
+    spa_err dummy;
+    if (!err) err = &dummy;
+    err->code = SPA_OK; err->msg = NULL; err->off = 0;
+    if (note && note_sz) note[0] = '\0';
+    if (!p) { err->code = SPA_E_USAGE; err->msg = "no policy"; return SPA_E_USAGE; }
+    if (mode_env && *mode_env) {
+        spa_mode m;
+        if (spa_mode_parse(mode_env, &m)) {
+            p->mode = m;
+        } else {
+            /* Never weaker on a typo: enforce, and say so (where the caller acts). */
+            p->mode = SPA_MODE_ENFORCE;
+            if (note && note_sz)
+                snprintf(note, note_sz, "SAFEPICKLE_MODE=%.64s%s is not enforce, audit or off: enforcing", mode_env,
+                         strlen(mode_env) > 64 ? "..." : "");
+        }
+    }
+    if (targets_env && *targets_env) return pol_env_targets(p, targets_env, err); /* empty: as if unset */
+    return SPA_OK;
+}
+
+/* ------------------------------------------------------------------ targeting */
+/* The names CPython's embedding API exports: a process in which one of them is
+ * defined (the executable or a loaded library) runs CPython. */
+const char *const spa_python_symbols[] = { "Py_IsInitialized", "_PyRuntime", NULL };
+
+bool spa_exe_name_is_python(const char *base) {
+    return base && (fnmatch("python*", base, 0) == 0 || fnmatch("pypy*", base, 0) == 0);
+}
+
+bool spa_lib_name_is_python(const char *path) {
+    if (!path) return false;
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    return fnmatch("libpython*.so*", b, 0) == 0 || fnmatch("libpypy*-c.so*", b, 0) == 0;
+}
+
+spa_targeting spa_policy_target(const spa_policy *p, const char *exe, bool runs_python) {
+    const char *base = exe ? strrchr(exe, '/') : NULL;
+    base = base ? base + 1 : (exe ? exe : "");
+    if (!runs_python && !spa_exe_name_is_python(base)) return SPA_TARGET_NOT_PYTHON;
+    if (!p) return SPA_TARGET_ACT; /* no policy: act (and fail closed) */
+    for (size_t i = 0; i < p->targets.n; i++)
+        if (fnmatch(p->targets.v[i], base, 0) == 0) return SPA_TARGET_ACT;
+    return SPA_TARGET_EXCLUDED;
+}
+
+const char *spa_target_name(spa_targeting t) {
+    switch (t) {
+    case SPA_TARGET_ACT: return "protected: a Python process matching the policy's targets";
+    case SPA_TARGET_NOT_PYTHON: return "not a Python process: nothing to protect (pass-through)";
+    case SPA_TARGET_EXCLUDED: return "a Python process NOT in the policy's targets: NOT protected";
+    }
+    return "invalid";
+}
+
+/* ------------------------------------------------------------------ minimal edits */
+/* Append `add` (n bytes) to a growing buffer. */
+typedef struct pol_buf { char *p; size_t n, cap; bool oom; } pol_buf;
+
+static void pb_put(pol_buf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t nc = (b->n + n + 1) * 2;
+        char *np = realloc(b->p, nc);
+        if (!np) { b->oom = true; return; }
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+static void pb_str(pol_buf *b, const char *s) { pb_put(b, s, strlen(s)); }
+
+/* The JSON string literal of s (cJSON escapes it). */
+static void pb_jstr(pol_buf *b, const char *s) {
+    cJSON *j = cJSON_CreateString(s);
+    char *t = j ? cJSON_PrintUnformatted(j) : NULL;
+    if (t) pb_str(b, t);
+    else b->oom = true;
+    free(t);
+    cJSON_Delete(j);
+}
+
+/* Indentation (spaces/tabs) of the line holding offset i. */
+static size_t pol_indent(const char *s, size_t i, const char **at) {
+    size_t ls = i;
+    while (ls > 0 && s[ls - 1] != '\n') ls--;
+    size_t e = ls;
+    while (s[e] == ' ' || s[e] == '\t') e++;
+    *at = s + ls;
+    return e - ls;
+}
+
+spa_code spa_policy_add_trusted(const char *json, size_t n, const char *const *entries, size_t ne, char **out,
+                                size_t *outn, spa_err *err) {
+    spa_err dummy;
+    if (!err) err = &dummy;
+    err->code = SPA_OK; err->msg = NULL; err->off = 0;
+    *out = NULL;
+    spa_policy *chk = NULL;
+    spa_code rc = spa_policy_parse(json, n, "<edit>", &chk, err);
+    spa_policy_free(chk);
+    if (rc != SPA_OK) return rc; /* never edit what we cannot read */
+    static const pj_step tp[] = { { "trusted", 0 } }, sp[] = { { "trusted", 0 }, { "sha256", 0 } };
+    size_t t = pj_locate(json, n, tp, 1, false, n), a = pj_locate(json, n, sp, 2, false, n);
+    size_t at;           /* insertion offset */
+    const char *pre, *post;
+    pol_buf items = { 0 };
+    bool multiline;
+    const char *ind;
+    size_t il;
+    if (a < n && json[a] == '[') {                 /* the list exists: append to it */
+        size_t end = pj_value_end(json, n, a, 0);  /* just after ']' */
+        at = end - 1;
+        while (at > a && (unsigned char)json[at - 1] <= 32) at--; /* after the last item */
+        bool empty = at == a + 1;
+        multiline = memchr(json + a, '\n', end - a) != NULL;
+        size_t first = pj_ws(json, n, a + 1);
+        il = pol_indent(json, empty ? a : first, &ind);
+        for (size_t i = 0; i < ne; i++) {
+            if (i || !empty) pb_str(&items, ",");
+            if (multiline) { pb_str(&items, "\n"); pb_put(&items, ind, il); if (empty) pb_str(&items, "  "); }
+            else if (i || !empty) pb_str(&items, " ");
+            pb_jstr(&items, entries[i]);
+        }
+        pre = ""; post = "";
+    } else {
+        /* insert `"sha256": [...]` into trusted, or `"trusted": {...}` at the top */
+        bool in_trusted = t < n && json[t] == '{';
+        size_t obj = in_trusted ? t : pj_ws(json, n, 0);
+        at = obj + 1;
+        size_t next = pj_ws(json, n, at);
+        bool empty = json[next] == '}';
+        multiline = memchr(json + obj, '\n', (in_trusted ? pj_value_end(json, n, obj, 0) : n) - obj) != NULL;
+        il = pol_indent(json, empty ? obj : next, &ind);
+        if (multiline) { pb_str(&items, "\n"); pb_put(&items, ind, il); if (empty) pb_str(&items, "  "); }
+        pb_str(&items, in_trusted ? "\"sha256\": [" : "\"trusted\": {\"sha256\": [");
+        for (size_t i = 0; i < ne; i++) {
+            if (i) pb_str(&items, ", ");
+            pb_jstr(&items, entries[i]);
+        }
+        pb_str(&items, in_trusted ? "]" : "]}");
+        if (!empty) pb_str(&items, ",");
+        else if (multiline) { pb_str(&items, "\n"); pb_put(&items, ind, il); }
+        pre = ""; post = (!empty && !multiline) ? " " : "";
+    }
+    pol_buf o = { 0 };
+    pb_put(&o, json, at);
+    pb_str(&o, pre);
+    if (items.p) pb_put(&o, items.p, items.n);
+    pb_str(&o, post);
+    pb_put(&o, json + at, n - at);
+    free(items.p);
+    if (o.oom || items.oom) { free(o.p); err->code = SPA_E_NOMEM; err->msg = "out of memory"; return SPA_E_NOMEM; }
+    chk = NULL;
+    rc = spa_policy_parse(o.p, o.n, "<edited>", &chk, err);
+    spa_policy_free(chk);
+    if (rc != SPA_OK) { free(o.p); err->code = SPA_E_INTERNAL; err->msg = "the edited policy does not validate"; return SPA_E_INTERNAL; }
+    *out = o.p;
+    *outn = o.n;
+    return SPA_OK;
 }

@@ -380,6 +380,35 @@ bool spa_policy_trusts_path(const spa_policy *p, const char *abspath);
 bool spa_policy_trusts_digest(const spa_policy *p, const uint8_t sha256[32]);
 /* The action for a classified result (mode, verdict, limits, trust applied). */
 spa_action spa_policy_decide(const spa_policy *p, const spa_result *r);
+/* An action as the policy's mode lets it stand (off: allow; audit: block -> warn). */
+spa_action spa_policy_act(const spa_policy *p, spa_action a);
+/* One trusted.sha256 entry: 64 hex digits, optionally "  NAME" (sha256sum's line). */
+bool spa_policy_trusted_entry(const char *s, uint8_t out[32]);
+/* "enforce" | "audit" | "off"; false for anything else. */
+bool spa_mode_parse(const char *s, spa_mode *out);
+/* The environment overrides, applied by every reader of the policy (preload,
+ * layer 2, doctor): SAFEPICKLE_MODE (garbage means enforce, and `note` says
+ * so), SAFEPICKLE_TARGETS (globs separated by ',' or ':'; empty = unset; a
+ * value with no pattern or over the list limits is an error, never cut). */
+spa_code spa_policy_apply_env(spa_policy *p, const char *mode_env, const char *targets_env, char *note,
+                              size_t note_sz, spa_err *err);
+/* Targeting: the preload acts in a process that runs Python (CPython's
+ * embedding symbols defined in the executable or a loaded library, or a
+ * python / pypy executable name) and whose executable basename matches one of
+ * `targets` (they only narrow). */
+typedef enum spa_targeting { SPA_TARGET_ACT = 0, SPA_TARGET_NOT_PYTHON, SPA_TARGET_EXCLUDED } spa_targeting;
+extern const char *const spa_python_symbols[]; /* NULL-terminated */
+bool spa_exe_name_is_python(const char *basename);
+bool spa_lib_name_is_python(const char *path);  /* libpython3.11.so.1.0, ... */
+spa_targeting spa_policy_target(const spa_policy *p, const char *exe, bool runs_python);
+const char *spa_target_name(spa_targeting t);
+/* Does this ELF file (p, n bytes) define one of spa_python_symbols in its
+ * dynamic symbol table? (analyzer/pyexe.c; doctor inspects other processes) */
+bool spa_elf_defines_python(const uint8_t *p, size_t n);
+/* The policy text with `entries` appended to trusted.sha256 (the list, the key
+ * or the object created as needed); every other byte is kept. *out is malloc'd. */
+spa_code spa_policy_add_trusted(const char *json, size_t n, const char *const *entries, size_t ne, char **out,
+                                size_t *outn, spa_err *err);
 
 /* ------------------------------------------------------------------ classifier */
 /* Owner: analyzer/classify.c + analyzer/kb.c. Fills r->verdict and reasons. */

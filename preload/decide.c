@@ -48,14 +48,6 @@ static int spp_block_errno(const spa_policy *p) {
     return (p && p->block_errno > 0) ? p->block_errno : EACCES;
 }
 
-/* Apply the policy's mode to an action computed outside spa_policy_decide. */
-static spa_action spp_apply_mode(const spa_policy *p, spa_action a) {
-    if (!p) return a;
-    if (p->mode == SPA_MODE_OFF) return SPA_ACT_ALLOW;
-    if (p->mode == SPA_MODE_AUDIT && a == SPA_ACT_BLOCK) return SPA_ACT_WARN;
-    return a;
-}
-
 static void spp_fd_path(int fd, const char *hint, char *out, size_t outsz) {
     char link[64];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
@@ -161,7 +153,7 @@ static bool spp_judge_once(int fd, const struct stat *st, const char *hint, int 
                  spa_code_name(c), err.msg ? err.msg : "scan failed", (unsigned long long)err.off,
                  spa_action_name(pol->on_error));
         out->verdict = SPA_VERDICT_UNSCANNABLE;
-        out->action = (uint8_t)spp_apply_mode(pol, pol->on_error);
+        out->action = (uint8_t)spa_policy_act(pol, pol->on_error);
         if (pol->mode != SPA_MODE_OFF &&
             (spa_policy_trusts_path(pol, path) || spp_trusted_digest(pol, &src))) {
             out->action = SPA_ACT_ALLOW;
@@ -231,7 +223,7 @@ static void spp_judge_nofp(int fd, const char *hint, int hook, spp_cached *out) 
     char path[SPP_PATH_MAX];
     spp_fd_path(fd, hint, path, sizeof path);
     out->verdict = SPA_VERDICT_UNSCANNABLE;
-    out->action = (uint8_t)(pol ? spp_apply_mode(pol, pol->on_error) : SPA_ACT_BLOCK);
+    out->action = (uint8_t)(pol ? spa_policy_act(pol, pol->on_error) : SPA_ACT_BLOCK);
     spp_event ev = { .layer = "file", .call = spp_hook_name(hook), .path = path, .fd = fd,
                      .verdict = SPA_VERDICT_UNSCANNABLE, .action = (spa_action)out->action,
                      .detail = "internal error: no memory for the fingerprint of the bytes judged; fail mode applies" };
@@ -275,7 +267,7 @@ static bool spp_judge_full(int fd, const struct stat *st, const char *hint, int 
     memset(out, 0, sizeof *out);
     out->bearing = 1;
     out->verdict = SPA_VERDICT_UNSCANNABLE;
-    out->action = (uint8_t)(pol ? spp_apply_mode(pol, pol->on_error) : SPA_ACT_BLOCK);
+    out->action = (uint8_t)(pol ? spa_policy_act(pol, pol->on_error) : SPA_ACT_BLOCK);
     spp_event ev = { .layer = "file", .call = spp_hook_name(hook), .path = path, .fd = fd,
                      .verdict = SPA_VERDICT_UNSCANNABLE, .action = (spa_action)out->action,
                      .detail = "internal error: the file changed while it was being judged; fail mode applies" };
@@ -507,7 +499,7 @@ static int spp_verify(int fd, int hook, const struct iovec *seg, int cnt, size_t
 mismatch:
     spp_fp_unref(fp);
     const spa_policy *pol = spp_policy();
-    spa_action act = pol ? spp_apply_mode(pol, SPA_ACT_BLOCK) : SPA_ACT_BLOCK;
+    spa_action act = pol ? spa_policy_act(pol, SPA_ACT_BLOCK) : SPA_ACT_BLOCK;
     char path[SPP_PATH_MAX], detail[256];
     spp_fd_path(fd, NULL, path, sizeof path);
     snprintf(detail, sizeof detail, "the file changed after it was judged: bytes at offset %llu %s",

@@ -1,6 +1,7 @@
 /* init.c - resolution of the real functions, the constructor and the lazy,
- * reentrancy-safe init-once. The process facts it sets up (policy in force,
- * exe, argv, targeting, nesting depth) live in state.c. */
+ * reentrancy-safe init-once, and the look for an interpreter loaded after
+ * start (dl_iterate_phdr's load count). The process facts it sets up (policy
+ * in force, exe, argv, targeting, nesting depth) live in state.c. */
 #include "spp.h"
 #include "pyaudit.h"
 
@@ -12,6 +13,8 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -98,6 +101,38 @@ static void spp_atfork_parent(void) { spp_fp_atfork_parent(); spp_cache_atfork_p
 static void spp_atfork_child(void) { spp_fp_atfork_child(); spp_cache_atfork_child(); }
 
 /* ------------------------------------------------------------------ init */
+static volatile bool spp_lazy;         /* not Python yet: look again when objects were added */
+static unsigned long long spp_dl_adds; /* dl_iterate_phdr's load count at the last look */
+static volatile int spp_rechecking;
+
+static void spp_say(const char *fmt, const char *a, const char *b) {
+    char line[SPP_LINE_MAX];
+    int k = snprintf(line, sizeof line, fmt, a, b ? b : "");
+    if (k > 0) spp_write_stderr(line, (size_t)k < sizeof line ? (size_t)k : sizeof line - 1);
+}
+
+static int spp_adds_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    if (size >= offsetof(struct dl_phdr_info, dlpi_adds) + sizeof info->dlpi_adds)
+        *(unsigned long long *)data = info->dlpi_adds;
+    return 1; /* the counter is the same in every entry: one is enough */
+}
+
+/* After targeting was decided (state.c): whether the hooks act, and what a
+ * user must know, said once and only in a Python process. */
+static void spp_apply_targeting(void) {
+    spa_targeting t = spp_targeting();
+    spp_lazy = t == SPA_TARGET_NOT_PYTHON;
+    if (t == SPA_TARGET_ACT && spp_policy_broken())
+        spp_say("safepickle: %s; every pickle-bearing file will be refused%s\n", spp_policy_error(), "");
+    if (t == SPA_TARGET_ACT && spp_mode_note()[0]) spp_say("safepickle: %s\n", spp_mode_note(), NULL);
+    if (t == SPA_TARGET_EXCLUDED)
+        spp_say("safepickle: NOT protecting this Python process (%s): its executable name is not in the "
+                "policy's targets%s\n", spp_exe(),
+                getenv("SAFEPICKLE_TARGETS") && *getenv("SAFEPICKLE_TARGETS") ? " (SAFEPICKLE_TARGETS)" : "");
+    const spa_policy *pol = spp_policy();
+    spp_active = spp_targeted_process() && (pol ? pol->mode != SPA_MODE_OFF && pol->layer_file : true);
+    if (spp_active) spp_pcache_init(); /* at most once: targeting changes at most once */
+}
 
 static void spp_do_init(void) {
     for (int i = 0; i < SPP_H_COUNT; i++) spp_resolve_one(i);
@@ -106,15 +141,48 @@ static void spp_do_init(void) {
     spp_decide_init();
     spp_audit_init();
     pthread_atfork(spp_atfork_prepare, spp_atfork_parent, spp_atfork_child);
-    const spa_policy *pol = spp_policy();
-    bool on = pol ? (pol->mode != SPA_MODE_OFF && pol->layer_file) : true;
-    if (spp_targeted_process() && spp_policy_broken()) {
-        char line[SPP_LINE_MAX];
-        int k = snprintf(line, sizeof line, "safepickle: %s; every pickle-bearing file will be refused\n", spp_policy_error());
-        if (k > 0) spp_write_stderr(line, (size_t)k < sizeof line ? (size_t)k : sizeof line - 1);
+    dl_iterate_phdr(spp_adds_cb, &spp_dl_adds);
+    spp_apply_targeting();
+}
+
+/* Layer 2 after the policy is loaded (it may call hooked functions), only
+ * where we act. */
+static void spp_layer2(void) {
+    if (!spp_targeted_process()) return;
+    spp_depth++;
+    spp_pyaudit_init();
+    spp_depth--;
+}
+
+/* An embedded interpreter may be dlopen'ed after start: at an open in a
+ * process not (yet) known to run Python, look again when the loader's count
+ * of added objects changed. Returns true when the caller may now act. */
+static bool spp_recheck(void) {
+    unsigned long long adds = 0;
+    dl_iterate_phdr(spp_adds_cb, &adds);
+    if (adds == __atomic_load_n(&spp_dl_adds, __ATOMIC_ACQUIRE)) return false;
+    int no = 0;
+    if (!__atomic_compare_exchange_n(&spp_rechecking, &no, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return false;
+    int saved = errno;
+    spp_depth++;
+    __atomic_store_n(&spp_dl_adds, adds, __ATOMIC_RELEASE);
+    bool found = spp_lazy && spp_detect_python();
+    if (found) {
+        spp_state_retarget(true);
+        spp_apply_targeting();
     }
-    spp_active = spp_targeted_process() && on;
-    if (spp_active) spp_pcache_init();
+    spp_depth--;
+    if (found) spp_layer2();
+    __atomic_store_n(&spp_rechecking, 0, __ATOMIC_RELEASE);
+    errno = saved;
+    return spp_active && spp_depth == 0;
+}
+
+bool spp_enter_open(void) {
+    if (spp_enter()) return true;
+    if (!spp_lazy || spp_depth > 0 || __atomic_load_n(&spp_init_state, __ATOMIC_ACQUIRE) != 2) return false;
+    return spp_recheck();
 }
 
 void spp_init(void) {
@@ -126,10 +194,7 @@ void spp_init(void) {
         spp_do_init();
         spp_depth--;
         __atomic_store_n(&spp_init_state, 2, __ATOMIC_RELEASE);
-        /* Layer 2 after the policy is loaded (it may call hooked functions). */
-        spp_depth++;
-        spp_pyaudit_init();
-        spp_depth--;
+        spp_layer2();
         errno = saved;
         return;
     }

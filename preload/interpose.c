@@ -100,7 +100,7 @@ static int spp_use(int fd, int hook, uint64_t *ent) {
         if (SPP_NEEDS_MODE(flags)) { va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); } \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return -1; } \
-        if (!spp_enter()) return f args; \
+        if (!spp_enter_open()) return f args; \
         return spp_after_open(f args, path, flags, SPP_H_##name); \
     }
 
@@ -110,7 +110,7 @@ static int spp_use(int fd, int hook, uint64_t *ent) {
         if (SPP_NEEDS_MODE(flags)) { va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); } \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return -1; } \
-        if (!spp_enter()) return f args; \
+        if (!spp_enter_open()) return f args; \
         return spp_after_open(f args, path, flags, SPP_H_##name); \
     }
 
@@ -118,7 +118,7 @@ static int spp_use(int fd, int hook, uint64_t *ent) {
     SPP_EXPORT int name params { \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return -1; } \
-        if (!spp_enter()) return f args; \
+        if (!spp_enter_open()) return f args; \
         return spp_after_open(f args, path, flags, SPP_H_##name); \
     }
 #define SPP_WRAP_OPENAT2 SPP_WRAP_OPEN2
@@ -127,7 +127,7 @@ static int spp_use(int fd, int hook, uint64_t *ent) {
     SPP_EXPORT ret name params { \
         spp_real_##name##_t f = SPP_REAL(name); \
         if (!f) { errno = ENOSYS; return NULL; } \
-        if (!spp_enter()) return f args; \
+        if (!spp_enter_open()) return f args; \
         return spp_after_fopen(f args, path, mode, SPP_H_##name); \
     }
 #define SPP_WRAP_FREOPEN SPP_WRAP_FOPEN

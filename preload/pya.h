@@ -108,7 +108,6 @@ bool pya_bytes_installed(void);
 bool pya_bytes_c_done(void); /* _pickle's entry points are wrapped (or could not be) */
 
 /* ---------------------------------------------------------------- report (pya_report.c) */
-spa_action pya_action(const spa_policy *p, spa_action want);
 int pya_decide(spa_action act, spa_verdict v, const char *what, const char *event,
                const char *arg, const char *rule, const char *msg, bool trusted);
 int pya_report_bytes(spa_action act, spa_verdict v, const char *call, const spa_reason *reasons, size_t n,

@@ -92,7 +92,7 @@ static int pyb_judge(const uint8_t *p, size_t n, const char *call, spa_verdict *
         verdict = r->verdict;
         act = spa_policy_decide(pol, r);
     }
-    act = pya_action(pol, act);
+    act = spa_policy_act(pol, act);
     *v = verdict;
     int rc = 0;
     if (act != SPA_ACT_ALLOW) {
@@ -328,7 +328,7 @@ static pyb_kind pyb_guard_file(spp_pyobj *f, const char *call, spa_verdict *v, s
         pyb_read_pickle(f, &b);
         if (b.limit) {
             const spa_policy *pol = spp_policy();
-            spa_action act = pol ? pya_action(pol, pol->on_limit) : SPA_ACT_BLOCK;
+            spa_action act = pol ? spa_policy_act(pol, pol->on_limit) : SPA_ACT_BLOCK;
             static const spa_reason lim = {SPA_VERDICT_UNSCANNABLE, "runtime.limit",
                                            "pickle stream too large to judge in memory", "<stream>", 0};
             if (pya_report_bytes(act, SPA_VERDICT_UNSCANNABLE, call, &lim, 1, NULL, false, false) < 0)

@@ -213,7 +213,7 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
     snprintf(msg, sizeof msg, "%s(%s) called while a pickle was being loaded", ev,
              detail[0] ? detail : "...");
     if (trusted && r->cat == PYA_IMPORT) pya_imports_add(detail); /* its body is part of the load */
-    return pya_decide(pya_action(p, SPA_ACT_BLOCK), SPA_VERDICT_MALICIOUS, what, ev,
+    return pya_decide(spa_policy_act(p, SPA_ACT_BLOCK), SPA_VERDICT_MALICIOUS, what, ev,
                          detail[0] ? detail : NULL, r->rule, msg, trusted);
 }
 
@@ -230,7 +230,7 @@ int spp_l2_veto(spp_veto_kind kind, const char *call, const char *arg) {
     if ((kind == SPP_VETO_FILE || kind == SPP_VETO_LOCAL_NET) && spp_l2.verdict == SPA_VERDICT_SAFE) return 0;
     if (kind == SPP_VETO_LOCAL_NET) kind = SPP_VETO_NETWORK;
     if (pya_t.busy || (pya_t.anchor && pya_t.trusted && !spp_feed.taint)) return 0;
-    spa_action act = pya_action(p, SPA_ACT_BLOCK);
+    spa_action act = spa_policy_act(p, SPA_ACT_BLOCK);
     static const char *const rules[] = {"runtime.file_write", "runtime.process_spawn", "runtime.network",
                                         "runtime.network"};
     char msg[160];

@@ -138,7 +138,7 @@ int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
         /* Longer than SPP_PYA_NAME_MAX or holding control characters: what we
          * could judge is not what the unpickler resolves. A limit is a
          * verdict: the policy's on_limit action (block by default). */
-        spa_action act = pya_action(p, p->on_limit);
+        spa_action act = spa_policy_act(p, p->on_limit);
         if (act == SPA_ACT_ALLOW) return 0;
         char what[2 * SPP_PYA_NAME_MAX + 32], msg[128];
         snprintf(what, sizeof what, "pickle global %s.%s", module, name);
@@ -152,7 +152,7 @@ int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
     if (v != SPA_VERDICT_MALICIOUS) return 0;
     if (watched && p->runtime_behaviour && pya_t.anchor)
         return 0; /* its effects meet the behaviour veto */
-    spa_action act = pya_action(p, p->on_verdict[v]);
+    spa_action act = spa_policy_act(p, p->on_verdict[v]);
     bool trusted = pya_scope_trusted();
     if (act == SPA_ACT_ALLOW && !trusted) return 0;
     const char *rule = NULL; /* judged again for the message: blocks are rare */

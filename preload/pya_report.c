@@ -170,13 +170,6 @@ int pya_decide(spa_action act, spa_verdict v, const char *what, const char *even
     return -1;
 }
 
-/* The action the policy takes for a finding of this layer. */
-spa_action pya_action(const spa_policy *p, spa_action want) {
-    if (p->mode == SPA_MODE_OFF) return SPA_ACT_ALLOW;
-    if (p->mode == SPA_MODE_AUDIT && want == SPA_ACT_BLOCK) return SPA_ACT_WARN;
-    return want;
-}
-
 /* A verdict of the analyzer on the bytes of an in-memory unpickle (bytes
  * first, pya_bytes.c): reported with the analyzer's own reasons, exactly as
  * layer 1 reports a file. `trusted`: allowed because a file the policy trusts

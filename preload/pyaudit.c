@@ -57,6 +57,19 @@ static void pya_rearm(void) {
     if (py_PySys_AddAuditHook(pya_hook, NULL) != 0) atomic_store(&pya_state, 3);
 }
 
+/* No policy in force (it failed to load: spp_policy_broken): it is never
+ * replaced by another, so every global an unpickle resolves is refused, as
+ * layer 1 refuses every pickle-bearing file. */
+static int pya_on_broken(spp_pyobj *args) {
+    char module[SPP_PYA_NAME_MAX] = "?", name[SPP_PYA_NAME_MAX] = "?", what[2 * SPP_PYA_NAME_MAX + 32];
+    bool exact;
+    pya_utf8x(pya_arg(args, 0), module, sizeof module, &exact);
+    pya_utf8x(pya_arg(args, 1), name, sizeof name, &exact);
+    snprintf(what, sizeof what, "pickle global %s.%s", module, name);
+    return pya_decide(SPA_ACT_BLOCK, SPA_VERDICT_UNSCANNABLE, what, "pickle.find_class", NULL, "policy.invalid",
+                      spp_policy_error(), false);
+}
+
 static int pya_hook(const char *ev, spp_pyobj *args, void *ud) {
     (void)ud;
     pya_tls *t = &pya_t;
@@ -92,8 +105,8 @@ static int pya_hook(const char *ev, spp_pyobj *args, void *ud) {
     const pya_evrule *r = NULL;
     if (!fc && !teardown && !(r = pya_event_rule(ev))) return 0;
 
-    const spa_policy *p = spp_policy();
-    if (!p || !p->layer_audit_hook) return 0;
+    const spa_policy *p = spp_policy(); /* NULL: broken, refuse (pya_on_broken) */
+    if (p ? !p->layer_audit_hook : !spp_policy_broken()) return 0;
     if (py_PyErr_Occurred()) return 0; /* never clobber a pending exception */
     int saved = errno;
     int rc = 0;
@@ -103,8 +116,8 @@ static int pya_hook(const char *ev, spp_pyobj *args, void *ud) {
         pya_exception_reset();
         pya_scope_clear();
     } else if (fc) {
-        rc = pya_on_find_class(p, args);
-    } else if (p->runtime_behaviour) {
+        rc = p ? pya_on_find_class(p, args) : pya_on_broken(args);
+    } else if (p && p->runtime_behaviour) {
         rc = pya_on_behaviour(p, r, ev, args);
     }
     t->busy = 0;
@@ -118,7 +131,7 @@ void spp_pyaudit_init(void) {
     if (!atomic_compare_exchange_strong(&pya_state, &expect, 1)) return;
     const spa_policy *p = spp_policy();
     /* Targeting (policy `targets`, SAFEPICKLE_TARGETS) is the preload's decision. */
-    if (!p || !p->layer_audit_hook || p->mode == SPA_MODE_OFF || !spp_targeted_process()) {
+    if (!spp_targeted_process() || (p ? !p->layer_audit_hook || p->mode == SPA_MODE_OFF : !spp_policy_broken())) {
         atomic_store(&pya_state, 3); /* layer 2 disabled here: nothing happens */
         return;
     }

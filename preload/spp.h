@@ -76,20 +76,33 @@ extern SPP_TLS int spp_depth;
 /* Init once (called from the constructor and lazily from every hook). Returns
  * true when the calling thread may act (init done, not nested). */
 bool spp_enter(void);
+/* The same for the open family: in a process not (yet) known to run Python it
+ * also looks again whether an interpreter was loaded since (init.c). */
+bool spp_enter_open(void);
 void spp_init(void);
 
 /* ------------------------------------------------------------------ state (state.c) */
-/* Process facts, set once by spp_state_init during init, read-only after. */
+/* Process facts, set by spp_state_init during init; read-only after, except
+ * the targeting, decided again once when an interpreter appears later. */
 void spp_state_init(void);
-/* The loaded policy (never NULL after init; the embedded default if
- * SAFEPICKLE_POLICY is unset). spp_policy_broken() is true when the requested
- * policy could not be loaded: every pickle-bearing file is then refused. */
+/* The loaded policy (the embedded default if SAFEPICKLE_POLICY is unset).
+ * NULL, and spp_policy_broken() true, when the requested policy or an
+ * environment override could not be read: it is never replaced by another;
+ * every pickle-bearing file and every global an unpickle resolves is refused. */
 const spa_policy *spp_policy(void);
 bool spp_policy_broken(void);
 const char *spp_policy_error(void);
 /* Executable path and argv (NUL-separated, n bytes) captured at init. */
-/* True when this executable matches the policy's targets (or SAFEPICKLE_TARGETS). */
+/* True when we act here: the process runs Python and its executable matches
+ * the policy's targets (or SAFEPICKLE_TARGETS); see spa_policy_target. */
 bool spp_targeted_process(void);
+spa_targeting spp_targeting(void);
+/* Does this process run Python now (state.c)? And decide targeting again
+ * with that answer (init.c, when objects were loaded since). */
+bool spp_detect_python(void);
+void spp_state_retarget(bool runs_python);
+/* The SAFEPICKLE_MODE note ("" if none) to say once where we act. */
+const char *spp_mode_note(void);
 const char *spp_exe(void);
 const char *spp_argv(size_t *n);
 /* The preload's own load address range (frames inside it are skipped). */

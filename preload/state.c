@@ -1,26 +1,28 @@
 /* state.c - the process facts every part of the preload reads: the policy in
- * force (SAFEPICKLE_POLICY or the embedded default, with the SAFEPICKLE_MODE
- * override), the executable and its argv, whether the process is targeted
- * (policy `targets` or SAFEPICKLE_TARGETS) and the thread's nesting depth.
- * Set once by spp_state_init (from init.c); read-only afterwards, so audit.c,
- * decide.c and layer 2 depend on this file and not on init.c. */
+ * force (SAFEPICKLE_POLICY or the embedded default, with the SAFEPICKLE_MODE /
+ * SAFEPICKLE_TARGETS overrides read by analyzer/policy.c), the executable and
+ * its argv, whether the process runs Python and is targeted (the rule is
+ * spa_policy_target's) and the thread's nesting depth. Set by spp_state_init
+ * (from init.c); only the targeting may change later, once, when an
+ * interpreter is found in a process that had none (spp_state_retarget). */
 #include "spp.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
+#include <dlfcn.h>
+#include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define SPP_TARGETS_MAX 64 /* globs accepted from SAFEPICKLE_TARGETS */
-
 SPP_TLS int spp_depth;
 
-static spa_policy *spp_pol;
+static spa_policy *spp_pol;        /* NULL when broken: never replaced by another policy */
 static bool spp_pol_broken;
 static char spp_pol_err[512];
+static char spp_mode_note_buf[160];     /* SAFEPICKLE_MODE garbage: said once where we act */
+static spa_targeting spp_tgt = SPA_TARGET_NOT_PYTHON;
 static char spp_exe_buf[SPP_PATH_MAX];
 static char spp_argv_buf[SPP_ARGV_MAX];
 static size_t spp_argv_len;
@@ -32,6 +34,8 @@ bool spp_policy_broken(void) { return spp_pol_broken; }
 const char *spp_policy_error(void) { return spp_pol_err; }
 const char *spp_exe(void) { return spp_exe_buf; }
 bool spp_targeted_process(void) { return spp_is_target; }
+spa_targeting spp_targeting(void) { return spp_tgt; }
+const char *spp_mode_note(void) { return spp_mode_note_buf; }
 const char *spp_argv(size_t *n) { if (n) *n = spp_argv_len; return spp_argv_buf; }
 
 /* ------------------------------------------------------------------ helpers */
@@ -50,67 +54,55 @@ static void spp_read_cmdline(void) {
     if (real_close) real_close(fd);
 }
 
-static const char *spp_basename(const char *p) {
-    const char *s = strrchr(p, '/');
-    return s ? s + 1 : p;
-}
-
-/* Does `name` match one of the globs? ("*" is every process; an empty list none.) */
-static bool spp_match_targets(const char *name, char *const *globs, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (globs[i] && fnmatch(globs[i], name, 0) == 0) return true;
-    return false;
-}
-
-static bool spp_targeted(const spa_policy *p) {
-    const char *exe = spp_basename(spp_exe_buf);
-    const char *env = getenv("SAFEPICKLE_TARGETS");
-    if (env && *env) { /* empty: as if unset */
-        char buf[1024];
-        char *globs[SPP_TARGETS_MAX];
-        size_t n = 0;
-        snprintf(buf, sizeof buf, "%s", env);
-        for (char *save = NULL, *t = strtok_r(buf, ",:", &save); t && n < SPP_TARGETS_MAX;
-             t = strtok_r(NULL, ",:", &save))
-            globs[n++] = t;
-        return spp_match_targets(exe, globs, n);
-    }
-    return spp_match_targets(exe, p->targets.v, p->targets.n);
-}
-
+/* SAFEPICKLE_POLICY or the embedded default, then the environment overrides.
+ * Any failure leaves no policy (spp_pol NULL, broken): both layers refuse. */
 static void spp_load_policy(void) {
     const char *path = getenv("SAFEPICKLE_POLICY");
+    spa_err err = {0};
+    spa_policy *p = NULL;
     if (path && *path) {
-        spa_err err = {0};
-        spa_policy *p = NULL;
-        if (spa_policy_load(path, &p, &err) == SPA_OK && p) {
-            spp_pol = p;
-        } else {
-            spp_pol_broken = true;
+        if (spa_policy_load(path, &p, &err) != SPA_OK || !p) {
             snprintf(spp_pol_err, sizeof spp_pol_err, "cannot load policy %s: %s (at byte %llu)", path,
                      err.msg ? err.msg : "error", (unsigned long long)err.off);
+            p = NULL;
         }
+    } else if (spa_policy_default(&p) != SPA_OK || !p) {
+        snprintf(spp_pol_err, sizeof spp_pol_err, "cannot load the embedded default policy");
+        p = NULL;
     }
-    if (!spp_pol) {
-        spa_policy *p = NULL;
-        if (spa_policy_default(&p) == SPA_OK && p) {
-            spp_pol = p;
-        } else {
-            spp_pol_broken = true;
-            if (!spp_pol_err[0]) snprintf(spp_pol_err, sizeof spp_pol_err, "cannot load the embedded default policy");
-        }
+    if (p && spa_policy_apply_env(p, getenv("SAFEPICKLE_MODE"), getenv("SAFEPICKLE_TARGETS"), spp_mode_note_buf,
+                                  sizeof spp_mode_note_buf, &err) != SPA_OK) {
+        snprintf(spp_pol_err, sizeof spp_pol_err, "%s", err.msg ? err.msg : "bad environment override");
+        spa_policy_free(p);
+        p = NULL;
     }
-    const char *mode = getenv("SAFEPICKLE_MODE");
-    if (spp_pol && mode && *mode) {
-        if (!strcmp(mode, "enforce")) spp_pol->mode = SPA_MODE_ENFORCE;
-        else if (!strcmp(mode, "audit")) spp_pol->mode = SPA_MODE_AUDIT;
-        else if (!strcmp(mode, "off")) spp_pol->mode = SPA_MODE_OFF;
-        else {
-            char line[256];
-            int n = snprintf(line, sizeof line, "safepickle: ignoring SAFEPICKLE_MODE=%s (want enforce, audit or off)\n", mode);
-            if (n > 0) spp_write_stderr(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-        }
+    spp_pol = p;
+    spp_pol_broken = p == NULL;
+}
+
+/* Is a Python interpreter in this process? CPython's embedding symbols in the
+ * global scope (the executable, its libraries, RTLD_GLOBAL loads), or a
+ * libpython loaded anywhere (also RTLD_LOCAL). */
+static int spp_py_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    if (info->dlpi_name && spa_lib_name_is_python(info->dlpi_name)) {
+        *(bool *)data = true;
+        return 1;
     }
+    return 0;
+}
+
+bool spp_detect_python(void) {
+    for (const char *const *s = spa_python_symbols; *s; s++)
+        if (dlsym(RTLD_DEFAULT, *s)) return true;
+    bool found = false;
+    dl_iterate_phdr(spp_py_cb, &found);
+    return found;
+}
+
+void spp_state_retarget(bool runs_python) {
+    spp_tgt = spa_policy_target(spp_pol, spp_exe_buf, runs_python);
+    spp_is_target = spp_tgt == SPA_TARGET_ACT;
 }
 
 void spp_state_init(void) {
@@ -118,12 +110,5 @@ void spp_state_init(void) {
     spp_exe_buf[n > 0 ? n : 0] = '\0';
     spp_read_cmdline();
     spp_load_policy();
-    if (spp_pol) {
-        spp_is_target = spp_targeted(spp_pol);
-    } else {
-        /* No policy at all: act in Python (fail closed there), pass elsewhere. */
-        static char py[] = "python*";
-        char *g[1] = { py };
-        spp_is_target = spp_match_targets(spp_basename(spp_exe_buf), g, 1);
-    }
+    spp_state_retarget(spp_detect_python());
 }

@@ -269,5 +269,183 @@ static void test_sha256_vectors(void) {
     T_CHECK(!spa_sha256_parse("zz", d));
 }
 
+static bool strv_eq(const spa_strv *a, const spa_strv *b) {
+    if (a->n != b->n) return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->v[i], b->v[i])) return false;
+    return true;
+}
+
+/* Every policy fact of a and b (name and source are identities, not facts). */
+static void check_same_facts(const spa_policy *a, const spa_policy *b) {
+    T_EQ_INT(a->mode, b->mode);
+    for (int v = 0; v < SPA_VERDICT_COUNT; v++) T_EQ_INT(a->on_verdict[v], b->on_verdict[v]);
+    T_EQ_INT(a->on_limit, b->on_limit);
+    T_EQ_INT(a->on_error, b->on_error);
+    T_CHECK(strv_eq(&a->allow_globals, &b->allow_globals));
+    T_CHECK(strv_eq(&a->deny_globals, &b->deny_globals));
+    T_CHECK(strv_eq(&a->trusted_paths, &b->trusted_paths));
+    T_EQ_INT(a->n_trusted_sha256, b->n_trusted_sha256);
+    if (a->n_trusted_sha256 == b->n_trusted_sha256 && a->n_trusted_sha256)
+        T_CHECK(!memcmp(a->trusted_sha256, b->trusted_sha256, 32 * a->n_trusted_sha256));
+    T_CHECK(!memcmp(&a->limits, &b->limits, sizeof a->limits));
+    T_CHECK_MSG((a->audit_log == NULL) == (b->audit_log == NULL) &&
+                (!a->audit_log || !strcmp(a->audit_log, b->audit_log)), "audit_log %s != %s",
+                a->audit_log ? a->audit_log : "(none)", b->audit_log ? b->audit_log : "(none)");
+    T_CHECK_MSG(strv_eq(&a->targets, &b->targets), "targets: %zu vs %zu", a->targets.n, b->targets.n);
+    T_EQ_INT(a->block_errno, b->block_errno);
+    T_EQ_INT(a->layer_file, b->layer_file);
+    T_EQ_INT(a->layer_audit_hook, b->layer_audit_hook);
+    T_EQ_INT(a->runtime_behaviour, b->runtime_behaviour);
+    T_CHECK(strv_eq(&a->runtime_allow_imports, &b->runtime_allow_imports));
+}
+
+/* {"schema":1} is default.json field by field; a partial policy changes only its keys. */
+static void test_minimal_is_default(void) {
+    spa_policy *d = NULL, *m = parse_ok("{\"schema\":1}");
+    T_EQ_INT(spa_policy_default(&d), SPA_OK);
+    if (!d || !m) { spa_policy_free(d); spa_policy_free(m); return; }
+    check_same_facts(m, d);
+    T_EQ_STR(m->name, "unnamed");
+    spa_policy_free(m);
+    m = parse_ok("{\"schema\":1,\"actions\":{\"suspicious\":\"block\"}}");
+    if (m) {
+        T_EQ_INT(m->on_verdict[SPA_VERDICT_SUSPICIOUS], SPA_ACT_BLOCK);
+        m->on_verdict[SPA_VERDICT_SUSPICIOUS] = d->on_verdict[SPA_VERDICT_SUSPICIOUS];
+        check_same_facts(m, d);
+        spa_policy_free(m);
+    }
+    /* a list given replaces the default's; an empty targets list protects nothing: an error */
+    m = parse_ok("{\"schema\":1,\"targets\":[\"srv*\"]}");
+    if (m) { T_EQ_INT(m->targets.n, 1); T_EQ_STR(m->targets.v[0], "srv*"); spa_policy_free(m); }
+    const char *js = "{\"schema\":1,\"targets\":[]}";
+    parse_err(js, strlen(js), "protect no process");
+    spa_policy_free(d);
+}
+
+static void test_env_overrides(void) {
+    spa_policy *p = NULL;
+    char note[160];
+    spa_err e;
+    T_EQ_INT(spa_policy_default(&p), SPA_OK);
+    if (!p) return;
+    T_EQ_INT(spa_policy_apply_env(p, "audit", NULL, note, sizeof note, &e), SPA_OK);
+    T_EQ_INT(p->mode, SPA_MODE_AUDIT);
+    T_CHECK(note[0] == '\0');
+    T_EQ_INT(spa_policy_apply_env(p, "enforcing", NULL, note, sizeof note, &e), SPA_OK);
+    T_EQ_INT(p->mode, SPA_MODE_ENFORCE); /* garbage never weakens */
+    T_CHECK(strstr(note, "SAFEPICKLE_MODE=enforcing") && strstr(note, "enforcing"));
+    p->mode = SPA_MODE_AUDIT;
+    T_EQ_INT(spa_policy_apply_env(p, "", "", note, sizeof note, &e), SPA_OK); /* empty: unset */
+    T_EQ_INT(p->mode, SPA_MODE_AUDIT);
+    /* 300 patterns, 3 KiB: every one kept */
+    char big[8192];
+    size_t o = 0;
+    for (int i = 0; i < 300; i++) o += (size_t)snprintf(big + o, sizeof big - o, "srv-%03d%s", i, i % 2 ? ":" : ",");
+    T_EQ_INT(spa_policy_apply_env(p, NULL, big, NULL, 0, &e), SPA_OK);
+    T_EQ_INT(p->targets.n, 300);
+    if (p->targets.n == 300) { T_EQ_STR(p->targets.v[299], "srv-299"); }
+    T_EQ_INT(spa_policy_target(p, "/opt/x/srv-299", true), SPA_TARGET_ACT);
+    T_EQ_INT(spa_policy_target(p, "/usr/bin/python3", true), SPA_TARGET_EXCLUDED);
+    T_EQ_INT(spa_policy_target(p, "/bin/bash", false), SPA_TARGET_NOT_PYTHON);
+    T_CHECK(spa_policy_apply_env(p, NULL, ",::,", NULL, 0, &e) == SPA_E_POLICY && strstr(e.msg, "no pattern"));
+    char *huge = malloc(5000);
+    if (huge) {
+        memset(huge, 'a', 4999);
+        huge[4999] = 0;
+        T_CHECK(spa_policy_apply_env(p, NULL, huge, NULL, 0, &e) == SPA_E_POLICY);
+        free(huge);
+    }
+    spa_policy_free(p);
+}
+
+/* Is `path` an ELF that defines CPython's embedding symbols? (doctor's check) */
+static int elf_python(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    static uint8_t buf[64 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return spa_elf_defines_python(buf, n);
+}
+
+static void test_targeting(void) {
+    T_EQ_INT(elf_python("/usr/bin/python3"), 1);          /* libpython linked in, exported */
+    T_EQ_INT(elf_python("/bin/bash"), 0);
+    T_CHECK(elf_python("build/libsafepickle.so") != 1);   /* names Py_IsInitialized, defines it not */
+    T_EQ_INT(elf_python("test/fuzz/corpus/fuzz_elf/py.so"), 1);
+    T_EQ_INT(elf_python("test/fuzz/corpus/fuzz_elf/other.so"), 0);
+    uint8_t junk[200] = "\177ELF\2\1";
+    T_CHECK(!spa_elf_defines_python(junk, sizeof junk));
+    T_CHECK(!spa_elf_defines_python(junk, 10));
+
+    spa_policy *p = NULL;
+    T_EQ_INT(spa_policy_default(&p), SPA_OK);
+    if (!p) return;
+    /* the default acts in every process that runs Python, whatever its name */
+    T_EQ_INT(spa_policy_target(p, "/srv/mymodelserver", true), SPA_TARGET_ACT);
+    T_EQ_INT(spa_policy_target(p, "/usr/bin/python3.11", false), SPA_TARGET_ACT); /* by name, too */
+    T_EQ_INT(spa_policy_target(p, "/usr/bin/pypy3", false), SPA_TARGET_ACT);
+    T_EQ_INT(spa_policy_target(p, "/bin/bash", false), SPA_TARGET_NOT_PYTHON);
+    T_EQ_INT(spa_policy_target(NULL, "/srv/x", true), SPA_TARGET_ACT); /* no policy: act, fail closed */
+    T_CHECK(spa_lib_name_is_python("/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"));
+    T_CHECK(spa_lib_name_is_python("libpython3.8d.so"));
+    T_CHECK(!spa_lib_name_is_python("/usr/lib/libpythonic.a"));
+    T_CHECK(!spa_lib_name_is_python("/usr/lib/libc.so.6"));
+    spa_policy_free(p);
+}
+
+/* trust's edit: the entry lands in trusted.sha256, everything else is kept byte for byte. */
+static void check_edit(const char *in, const char *want) {
+    static const char *const e[] = {"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  m.pt"};
+    char *out = NULL;
+    size_t n = 0;
+    spa_err err;
+    spa_code c = spa_policy_add_trusted(in, strlen(in), e, 1, &out, &n, &err);
+    T_CHECK_MSG(c == SPA_OK, "%s", err.msg ? err.msg : "?");
+    if (c == SPA_OK) T_CHECK_MSG(n == strlen(want) && !strcmp(out, want), "got\n%s\nwant\n%s", out, want);
+    free(out);
+}
+
+static void test_add_trusted(void) {
+    const char *H = "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  m.pt\"";
+    char want[1024];
+    check_edit("{\"schema\":1}", (snprintf(want, sizeof want, "{\"trusted\": {\"sha256\": [%s]}, \"schema\":1}", H), want));
+    check_edit("{\n  \"schema\": 1,\n  \"mode\": \"audit\"\n}\n",
+               (snprintf(want, sizeof want, "{\n  \"trusted\": {\"sha256\": [%s]},\n  \"schema\": 1,\n  \"mode\": \"audit\"\n}\n", H), want));
+    check_edit("{\"schema\":1, \"trusted\": {\"sha256\": []}}",
+               (snprintf(want, sizeof want, "{\"schema\":1, \"trusted\": {\"sha256\": [%s]}}", H), want));
+    check_edit("{\"schema\":1, \"trusted\": {\"sha256\": [\"" "0000000000000000000000000000000000000000000000000000000000000000" "\"]}}",
+               (snprintf(want, sizeof want, "{\"schema\":1, \"trusted\": {\"sha256\": [\"%064d\", %s]}}", 0, H), want));
+    check_edit("{\"schema\":1,\n \"trusted\": {\n  \"paths\": [],\n  \"sha256\": [\n   \"" "0000000000000000000000000000000000000000000000000000000000000000" "\"\n  ]\n }\n}",
+               (snprintf(want, sizeof want, "{\"schema\":1,\n \"trusted\": {\n  \"paths\": [],\n  \"sha256\": [\n   \"%064d\",\n   %s\n  ]\n }\n}", 0, H), want));
+    check_edit("{\"schema\":1,\"trusted\":{\"paths\":[\"/m/*\"]}}",
+               (snprintf(want, sizeof want, "{\"schema\":1,\"trusted\":{\"sha256\": [%s], \"paths\":[\"/m/*\"]}}", H), want));
+    /* the shipped default as a starting point: only its empty list changes */
+    size_t dn;
+    const char *d = spa_policy_default_json(&dn);
+    const char *at = strstr(d, "\"sha256\": []");
+    T_CHECK(at != NULL);
+    if (at) {
+        int pre = (int)(at - d) + (int)strlen("\"sha256\": [");
+        snprintf(want, sizeof want, "%.*s%s%s", pre, d, H, d + pre);
+        check_edit(d, want);
+    }
+    /* a broken policy is not edited */
+    char *out = (char *)1;
+    size_t n;
+    spa_err err;
+    static const char *const e[] = {"x"};
+    T_CHECK(spa_policy_add_trusted("{\"schema\":1,", 12, e, 1, &out, &n, &err) != SPA_OK && out == NULL);
+    /* entries: digest, or digest + two spaces + name */
+    uint8_t dg[32];
+    T_CHECK(spa_policy_trusted_entry("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", dg));
+    T_CHECK(spa_policy_trusted_entry("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  a b.pt", dg));
+    T_CHECK(!spa_policy_trusted_entry("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855x", dg));
+    T_CHECK(!spa_policy_trusted_entry("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  ", dg));
+}
+
 T_MAIN("policy", T_CASE(test_default), T_CASE(test_full_document), T_CASE(test_errors_with_positions),
-       T_CASE(test_hostile_and_huge), T_CASE(test_load_errors), T_CASE(test_decide), T_CASE(test_sha256_vectors))
+       T_CASE(test_hostile_and_huge), T_CASE(test_load_errors), T_CASE(test_decide), T_CASE(test_sha256_vectors),
+       T_CASE(test_minimal_is_default), T_CASE(test_env_overrides), T_CASE(test_targeting),
+       T_CASE(test_add_trusted))
