@@ -7,7 +7,7 @@ PKGS=(
   build-essential clang libclang-rt-14-dev pkg-config
   libcjson-dev libunwind-dev libffi-dev
   zlib1g-dev liblzma-dev libbz2-dev libzstd-dev liblz4-dev
-  python3 python3-torch python3-numpy python3-joblib python3-sklearn python3-scipy
+  python3 python3-dev python3-torch python3-numpy python3-joblib python3-sklearn python3-scipy
   python3-pandas python3-pytest python3-ipykernel python3-jupyter-client
   python3-zstandard python3-lz4 bzip2 xz-utils zstd lz4 git tar
   python3-jsonschema python3-yaml pre-commit systemd

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@ extern char **environ;
 #define DOC_PROBE_PYTHON  "/usr/bin/python3"
 #define DOC_PROBE_OTHER   "/bin/grep"   /* a non-Python program run under the preload */
 #define DOC_PROBE_ERR     2048          /* bytes of a probe's stderr kept */
+#define DOC_MAX_DESC      1024          /* processes below a non-Python --pid examined */
 
 /* ================================================================ checks */
 
@@ -68,6 +70,15 @@ static spa_policy *doc_policy(doc_state *s, const char *path, const char *origin
         }
         printf("  policy      embedded default (%s)\n", origin);
     }
+    char note[160];
+    spa_err eerr = { SPA_OK, NULL, 0 };
+    if (spa_policy_apply_env(p, getenv("SAFEPICKLE_MODE"), getenv("SAFEPICKLE_TARGETS"), note, sizeof note,
+                             &eerr) != SPA_OK) {
+        doc_problem(s, "%s: the preload fails closed and blocks every pickle-bearing file", eerr.msg);
+        spa_policy_free(p);
+        return NULL;
+    }
+    if (note[0]) printf("  note        %s\n", note);
     printf("              name \"%s\", mode %s;", p->name ? p->name : "", spa_mode_name(p->mode));
     for (int v = 0; v < SPA_VERDICT_COUNT; v++)
         printf(" %s->%s", spa_verdict_name((spa_verdict)v), spa_action_name(p->on_verdict[v]));
@@ -202,9 +213,7 @@ static void doc_probe_block(doc_state *s, const char *lib, const spa_policy *pol
     if (!lib[0] || access(DOC_PROBE_PYTHON, X_OK) != 0) return;
     doc_canary c;
     if (!doc_run_canary(lib, &c)) return;
-    bool enforcing = pol && pol->mode == SPA_MODE_ENFORCE &&
-                     pol->on_verdict[SPA_VERDICT_MALICIOUS] == SPA_ACT_BLOCK &&
-                     !(getenv("SAFEPICKLE_MODE") && strcmp(getenv("SAFEPICKLE_MODE"), "enforce"));
+    bool enforcing = pol && spa_policy_act(pol, pol->on_verdict[SPA_VERDICT_MALICIOUS]) == SPA_ACT_BLOCK;
     if (c.rc == 0)
         printf("  probe       %s under the preload: benign pickle loaded, malicious one refused\n"
                "              it said: %s\n", DOC_PROBE_PYTHON, c.err[0] ? c.err : "(nothing)");
@@ -258,7 +267,8 @@ static void doc_environment(doc_state *s) {
         if (v) printf("  override    %s=%s (overrides the policy)\n", over[i], v);
     }
     const char *mode = getenv("SAFEPICKLE_MODE");
-    if (mode && strcmp(mode, "enforce") != 0)
+    spa_mode m;
+    if (mode && *mode && spa_mode_parse(mode, &m) && m != SPA_MODE_ENFORCE)
         doc_problem(s, "SAFEPICKLE_MODE=%s: processes started from this environment block nothing", mode);
     const char *lp = getenv("LD_PRELOAD");
     printf("  LD_PRELOAD  %s\n", !lp || !*lp ? "not set in this environment"
@@ -360,24 +370,84 @@ static const char *doc_env_get(const char *blk, size_t len, const char *name) {
     return NULL;
 }
 
-/* Does exe's basename match the comma/colon-separated globs (SAFEPICKLE_TARGETS)
- * or else the policy's targets? An empty list matches every process (as the preload). */
-static bool doc_targeted(const char *exe, const char *envtargets, const spa_policy *p) {
-    const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
-    if (envtargets) {
-        char buf[1024];
-        snprintf(buf, sizeof buf, "%s", envtargets);
-        bool any = false;
-        for (char *save = NULL, *t = strtok_r(buf, ",:", &save); t; t = strtok_r(NULL, ",:", &save)) {
-            any = true;
-            if (fnmatch(t, base, 0) == 0) return true;
+/* Does process pid run Python? A libpython mapped, or its executable defining
+ * CPython's embedding symbols (a renamed or embedding interpreter); the name
+ * rule is spa_policy_target's. */
+static bool doc_runs_python(long pid, const char *maps) {
+    for (const char *l = maps; l && *l;) {
+        const char *e = strchr(l, '\n'), *sp = strchr(l, '/');
+        size_t ll = e ? (size_t)(e - l) : strlen(l);
+        if (sp && sp < l + ll) {
+            char path[PATH_MAX];
+            size_t pl = (size_t)(l + ll - sp) < sizeof path ? (size_t)(l + ll - sp) : sizeof path - 1;
+            memcpy(path, sp, pl);
+            path[pl] = '\0';
+            if (spa_lib_name_is_python(path)) return true;
         }
-        return !any;
+        l = e ? e + 1 : NULL;
     }
-    if (!p || !p->targets.n) return true;
-    for (size_t i = 0; i < p->targets.n; i++)
-        if (fnmatch(p->targets.v[i], base, 0) == 0) return true;
-    return false;
+    char exe[64];
+    snprintf(exe, sizeof exe, "/proc/%ld/exe", pid);
+    int fd = open(exe, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    bool py = false;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m != MAP_FAILED) {
+            py = spa_elf_defines_python(m, (size_t)st.st_size);
+            munmap(m, (size_t)st.st_size);
+        }
+    }
+    if (fd >= 0) close(fd);
+    return py;
+}
+
+static void doc_pid(doc_state *s, long pid);
+
+/* The processes below pid (its children, theirs, ...) that run Python, each
+ * checked as if named with --pid. None is not a problem: nothing to protect. */
+static void doc_descendants(doc_state *s, long root) {
+    long kids[DOC_MAX_DESC], n = 0, found = 0;
+    kids[n++] = root;
+    for (long i = 0; i < n; i++) {
+        DIR *d = opendir("/proc");
+        if (!d) return;
+        struct dirent *e;
+        while ((e = readdir(d)) && n < DOC_MAX_DESC) {
+            char *end, path[64], buf[512];
+            long p = strtol(e->d_name, &end, 10);
+            if (*end || p <= 0) continue;
+            snprintf(path, sizeof path, "/proc/%ld/stat", p);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) continue;
+            ssize_t r = read(fd, buf, sizeof buf - 1);
+            close(fd);
+            if (r <= 0) continue;
+            buf[r] = '\0';
+            const char *rp = strrchr(buf, ')'); /* "pid (comm) state ppid ..." */
+            long ppid = -1;
+            if (!rp || sscanf(rp + 1, " %*c %ld", &ppid) != 1 || ppid != kids[i]) continue;
+            kids[n++] = p;
+        }
+        closedir(d);
+    }
+    for (long i = 1; i < n; i++) {
+        char path[64];
+        size_t len = 0;
+        snprintf(path, sizeof path, "/proc/%ld/maps", kids[i]);
+        char *maps = dep_read_file(path, DOC_MAX_MAPS, &len);
+        char exe[PATH_MAX];
+        snprintf(path, sizeof path, "/proc/%ld/exe", kids[i]);
+        ssize_t el = readlink(path, exe, sizeof exe - 1);
+        exe[el > 0 ? el : 0] = '\0';
+        bool py = maps && el > 0 && spa_policy_target(NULL, exe, doc_runs_python(kids[i], maps)) == SPA_TARGET_ACT;
+        free(maps);
+        if (!py) continue;
+        found++;
+        printf("              its descendant pid %ld runs Python:\n", kids[i]);
+        doc_pid(s, kids[i]);
+    }
+    if (!found) printf("              no process below pid %ld runs Python now: nothing to protect\n", root);
 }
 
 static void doc_pid(doc_state *s, long pid) {
@@ -390,6 +460,14 @@ static void doc_pid(doc_state *s, long pid) {
     size_t len = 0;
     char *maps = dep_read_file(path, DOC_MAX_MAPS, &len);
     if (!maps) { doc_problem(s, "cannot read %s: %s", path, strerror(errno)); return; }
+    bool py = doc_runs_python(pid, maps);
+    if (el > 0 && spa_policy_target(NULL, exe, py) == SPA_TARGET_NOT_PYTHON) {
+        /* e.g. PID 1 is an init (tini, dumb-init): the workload is its descendants */
+        printf("  pid %-7ld %s: %s\n", pid, exe, spa_target_name(SPA_TARGET_NOT_PYTHON));
+        free(maps);
+        doc_descendants(s, pid);
+        return;
+    }
     char *hit = strstr(maps, "/" DOC_PRELOAD_NAME);
     if (!hit) {
         doc_problem(s, "pid %ld (%s): %s is NOT mapped: the process is unprotected", pid, exe,
@@ -416,7 +494,8 @@ static void doc_pid(doc_state *s, long pid) {
     printf("              its policy: %s\n", pol && *pol ? pol : "embedded default (SAFEPICKLE_POLICY unset)");
     if (mode) printf("              SAFEPICKLE_MODE=%s\n", mode);
     if (log) printf("              SAFEPICKLE_LOG=%s\n", log);
-    if (mode && strcmp(mode, "enforce") != 0)
+    spa_mode pm;
+    if (mode && *mode && spa_mode_parse(mode, &pm) && pm != SPA_MODE_ENFORCE)
         doc_problem(s, "pid %ld runs with SAFEPICKLE_MODE=%s: nothing is blocked", pid, mode);
     spa_policy *p = NULL;
     spa_err err = { SPA_OK, NULL, 0 };
@@ -427,11 +506,20 @@ static void doc_pid(doc_state *s, long pid) {
     } else if (spa_policy_default(&p) != SPA_OK) {
         p = NULL;
     }
+    char note[160];
+    if (p && spa_policy_apply_env(p, mode, tg, note, sizeof note, &err) != SPA_OK) {
+        doc_problem(s, "pid %ld: %s: every pickle-bearing file is refused", pid, err.msg);
+        spa_policy_free(p);
+        p = NULL;
+    } else if (p && note[0]) {
+        printf("              %s\n", note);
+    }
     if (el > 0) {
-        bool t = doc_targeted(exe, tg, p);
-        printf("              %s: %s\n", t ? "a policy target" : "not a policy target",
-               t ? "pickle-bearing opens are judged" : "pass-through, nothing is judged");
-        if (!t) doc_problem(s, "pid %ld (%s) is not a target of its policy: the preload passes through", pid, exe);
+        spa_targeting t = spa_policy_target(p, exe, py);
+        printf("              %s\n", spa_target_name(t));
+        if (t == SPA_TARGET_EXCLUDED)
+            doc_problem(s, "pid %ld (%s) runs Python but is not in its policy's targets: it is NOT protected", pid,
+                        exe);
     }
     spa_policy_free(p);
     free(envb);

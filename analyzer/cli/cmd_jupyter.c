@@ -386,9 +386,14 @@ static int jup_why(const char *path) {
     bool broken = false;
     if (pp && *pp) broken = spa_policy_load(pp, &pol, &perr) != SPA_OK;
     else if (spa_policy_default(&pol) != SPA_OK) return jup_fail("the embedded default policy does not parse");
-    const char *mode = getenv("SAFEPICKLE_MODE");
-    if (pol && mode && !strcmp(mode, "audit")) pol->mode = SPA_MODE_AUDIT;
-    else if (pol && mode && !strcmp(mode, "off")) pol->mode = SPA_MODE_OFF;
+    /* the preload's own overrides (policy.c): a bad value is as broken as a bad file */
+    if (pol && spa_policy_apply_env(pol, getenv("SAFEPICKLE_MODE"), getenv("SAFEPICKLE_TARGETS"), NULL, 0,
+                                    &perr) != SPA_OK) {
+        spa_policy_free(pol);
+        pol = NULL;
+        broken = true;
+        pp = "from the environment";
+    }
     spa_scan_opts o;
     spa_scan_opts_default(&o);
     if (pol) o.limits = pol->limits;

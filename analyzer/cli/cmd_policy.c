@@ -9,17 +9,19 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "deploy.h"
 
 static void pol_usage(FILE *f) {
     fprintf(f,
             "usage: safepickle policy check FILE...       validate policy files\n"
-            "       safepickle policy show [FILE]         print the effective policy (default: embedded)\n"
+            "       safepickle policy show [[--policy] P] print the effective policy (default: embedded)\n"
             "       safepickle policy default             print the embedded default.json\n"
-            "       safepickle policy judge [--policy FILE] MODULE NAME\n"
+            "       safepickle policy judge [--policy P] MODULE NAME\n"
             "                                             judge one global by name (knowledge base + policy)\n"
             "\n"
             "Exit status: 0 valid / judged safe or suspicious, 1 invalid / judged malicious,\n"
-            "2 usage or I/O error. The schema is documented in policies/SCHEMA.md.\n");
+            "2 usage or I/O error. P is a policy file or a shipped policy name (default, strict,\n"
+            "audit). The schema is documented in policies/SCHEMA.md.\n");
 }
 
 /* Line and column (1-based) of byte offset off in the file, for messages. */
@@ -75,14 +77,11 @@ static void pol_print_strv(const char *name, const spa_strv *v) {
 }
 
 static int pol_show(int argc, char **argv) {
-    spa_policy *p = NULL;
-    spa_err e = {SPA_OK, NULL, 0};
-    spa_code c = argc >= 1 ? spa_policy_load(argv[0], &p, &e) : spa_policy_default(&p);
-    if (c != SPA_OK) {
-        fprintf(stderr, "safepickle policy: %s: %s (byte %llu)\n", argc >= 1 ? argv[0] : "<embedded default>",
-                e.msg ? e.msg : spa_code_name(c), (unsigned long long)e.off);
-        return CLI_EXIT_ERROR;
-    }
+    int i = 0;
+    if (argc >= 2 && !strcmp(argv[0], "--policy")) i = 1; /* the same as a bare argument */
+    if (argc - i > 1) { pol_usage(stderr); return CLI_EXIT_ERROR; }
+    spa_policy *p = dep_load_policy("policy", argc > i ? argv[i] : NULL, NULL, 0);
+    if (!p) return CLI_EXIT_ERROR;
     printf("name: %s\nsource: %s\nmode: %s\n", p->name, p->source, spa_mode_name(p->mode));
     for (int v = 0; v < SPA_VERDICT_COUNT; v++)
         printf("action.%s: %s\n", spa_verdict_name((spa_verdict)v), spa_action_name(p->on_verdict[v]));
@@ -91,8 +90,8 @@ static int pol_show(int argc, char **argv) {
     pol_print_strv("globals.deny", &p->deny_globals);
     pol_print_strv("trusted.paths", &p->trusted_paths);
     printf("trusted.sha256: %zu digest(s)\n", p->n_trusted_sha256);
-    for (int i = 0; i < SPA_LIM_COUNT; i++)
-        printf("limits.%s: %llu\n", spa_limit_name((spa_limit_id)i), (unsigned long long)p->limits.v[i]);
+    for (int l = 0; l < SPA_LIM_COUNT; l++)
+        printf("limits.%s: %llu\n", spa_limit_name((spa_limit_id)l), (unsigned long long)p->limits.v[l]);
     printf("audit_log: %s\n", p->audit_log ? p->audit_log : "(none)");
     pol_print_strv("targets", &p->targets);
     printf("errno: %d\nlayers.file_hooks: %s\nlayers.audit_hook: %s\nlayers.runtime_behaviour: %s\n",
@@ -108,14 +107,8 @@ static int pol_judge(int argc, char **argv) {
     int i = 0;
     if (argc >= 2 && !strcmp(argv[0], "--policy")) { pf = argv[1]; i = 2; }
     if (argc - i != 2) { pol_usage(stderr); return CLI_EXIT_ERROR; }
-    spa_policy *p = NULL;
-    spa_err e = {SPA_OK, NULL, 0};
-    spa_code c = pf ? spa_policy_load(pf, &p, &e) : spa_policy_default(&p);
-    if (c != SPA_OK) {
-        fprintf(stderr, "safepickle policy: %s: %s (byte %llu)\n", pf ? pf : "<embedded default>",
-                e.msg ? e.msg : spa_code_name(c), (unsigned long long)e.off);
-        return CLI_EXIT_ERROR;
-    }
+    spa_policy *p = dep_load_policy("policy", pf, NULL, 0);
+    if (!p) return CLI_EXIT_ERROR;
     const char *rule = NULL;
     char msg[512];
     spa_verdict v = spa_judge_global(p, argv[i], argv[i + 1], &rule, msg, sizeof msg);

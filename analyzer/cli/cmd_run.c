@@ -11,17 +11,19 @@
 
 #include "cli.h"
 #include "protect.h"
+#include "deploy.h"
 
 #define RUN_ENV_MAX 8192 /* longest LD_PRELOAD value we build */
 
 static void run_usage(FILE *f) {
     fprintf(f,
-            "usage: safepickle run [--policy FILE] [--audit] [--log DEST] [--allow-unprotected] [--] CMD [ARGS...]\n"
+            "usage: safepickle run [--policy P] [--audit] [--log DEST] [--allow-unprotected] [--] CMD [ARGS...]\n"
             "\n"
             "Runs CMD with libsafepickle.so preloaded: pickle-bearing files that CMD's Python\n"
             "opens are scanned and malicious ones refused before a single opcode runs.\n"
             "\n"
-            "  --policy FILE  use this JSON policy (validated first) instead of the embedded default\n"
+            "  --policy P     use this JSON policy file or shipped policy name (default, strict,\n"
+            "                 audit), validated first, instead of the embedded default\n"
             "  --audit        audit mode: report what would be blocked, block nothing\n"
             "  --log DEST     where audit records go (one JSON object per line; a refusal always\n"
             "                 prints its one `safepickle:` line on stderr): state (the default,\n"
@@ -78,9 +80,9 @@ static int run_set_preload(const char *lib) {
  * runs under the exact value CMD will get. */
 static int run_protectable(const char *lib, const char *cmd, int allow) {
     char why[PATH_MAX + 256];
-    const char *mode = getenv("SAFEPICKLE_MODE");
+    spa_mode m;
     bool ok = true;
-    if (mode && !strcmp(mode, "off")) {
+    if (spa_mode_parse(getenv("SAFEPICKLE_MODE"), &m) && m == SPA_MODE_OFF) { /* policy.c's reading */
         snprintf(why, sizeof why, "SAFEPICKLE_MODE=off is set in the environment: the preload would block nothing");
         ok = false;
     } else if (!prot_preload_loads(getenv("LD_PRELOAD"), why, sizeof why)) {
@@ -128,17 +130,11 @@ int cmd_run(int argc, char **argv) {
         return CLI_EXIT_ERROR;
     }
     if (policy) {
-        /* Validate now: a broken policy would make the preload refuse every pickle. */
-        spa_policy *p = NULL;
-        spa_err err = {0};
-        if (spa_policy_load(policy, &p, &err) != SPA_OK) {
-            fprintf(stderr, "safepickle run: policy %s: %s (at byte %llu)\n", policy, err.msg ? err.msg : "invalid",
-                    (unsigned long long)err.off);
-            return CLI_EXIT_ERROR;
-        }
-        spa_policy_free(p);
+        /* Resolve and validate now: a broken policy would make the preload refuse every pickle. */
         char abs[PATH_MAX];
-        if (!realpath(policy, abs)) { fprintf(stderr, "safepickle run: %s: %s\n", policy, strerror(errno)); return CLI_EXIT_ERROR; }
+        spa_policy *p = dep_load_policy("run", policy, abs, sizeof abs);
+        if (!p) return CLI_EXIT_ERROR;
+        spa_policy_free(p);
         setenv("SAFEPICKLE_POLICY", abs, 1);
     }
     if (audit) setenv("SAFEPICKLE_MODE", "audit", 1);

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "jsonout.h"
 #include "output.h"
+#include "deploy.h"
 #include "report.h"
 #include "scan_pool.h"
 #include "verdict.h"
@@ -27,6 +28,7 @@ typedef struct scan_cli {
     int rc;           /* exit code so far */
     spa_policy *pol;  /* --policy FILE, or the embedded default */
     spa_action act;   /* action for the file being printed */
+    const char *trusted; /* why the policy trusts that file, or NULL */
     cJSON *sarif;     /* --format sarif: the log being built */
     bool progress;    /* directory walk on a terminal: progress line on stderr */
     scan_pool *pool;  /* -j N > 1: files are scanned by N threads, printed in walk order */
@@ -78,7 +80,7 @@ static void count_fn(void *ctx, const walk_entry *e) {
 
 static void scan_usage(FILE *f) {
     fprintf(f,
-            "usage: safepickle scan [--format text|json|sarif] [--policy FILE] [--limit NAME=N]... [-j N] PATH...\n"
+            "usage: safepickle scan [--format text|json|sarif] [--policy P] [--limit NAME=N]... [-j N] PATH...\n"
             "\n"
             "Scan each file for pickle streams (raw, zip, tar, npy, joblib, compressed) and\n"
             "judge them. Text output lists the findings first, one block per file that is not\n"
@@ -90,8 +92,9 @@ static void scan_usage(FILE *f) {
             "  --format text|json   output format (default text); the JSON shape is\n"
             "                       documented in the README (section analyzer)\n"
             "  --format sarif       SARIF 2.1.0 for code-scanning tools (one result per reason)\n"
-            "  --policy FILE        judge with this policy (default: the embedded default.json);\n"
-            "                       its limits apply unless --limit follows it\n"
+            "  --policy P           judge with policy P, a file or a shipped name (default, strict,\n"
+            "                       audit; default: the embedded default.json); its limits apply\n"
+            "                       unless --limit follows it, its trusted paths and digests too\n"
             "  --limit NAME=N       override a named limit, e.g. --limit max_ops=1000\n"
             "  -j, --jobs N         scan N files at a time (default: the number of cores);\n"
             "                       the output is the same as with -j 1, in the same order\n"
@@ -215,6 +218,7 @@ static void scan_print(scan_cli *c, const char *path, const spa_result *r, const
             o = spa_report_json(r);
             spa_verdict_json(o, r, c->act);
             if (o && c->target) cJSON_AddStringToObject(o, "target", c->target);
+            if (c->trusted) cJSON_AddStringToObject(o, "trusted", c->trusted);
         } else {
             o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "path", path);
@@ -241,11 +245,25 @@ static void scan_print(scan_cli *c, const char *path, const spa_result *r, const
     c->nfiles++;
 }
 
+/* Does the policy trust this file (its absolute path or its SHA-256), as the
+ * preload would at load time? Returns why, or NULL. */
+static const char *scan_trusted(const spa_policy *p, const char *path) {
+    if (p->mode == SPA_MODE_OFF) return NULL;
+    char abs[PATH_MAX];
+    if (realpath(path, abs) && spa_policy_trusts_path(p, abs)) return "the file's path is trusted by the policy";
+    uint8_t d[32];
+    spa_err e = { SPA_OK, NULL, 0 };
+    if (p->n_trusted_sha256 && spa_sha256_file(path, d, &e) == SPA_OK && spa_policy_trusts_digest(p, d))
+        return "the file's sha256 is trusted by the policy";
+    return NULL;
+}
+
 /* One file's scan, judged: what scan_file prints. */
 typedef struct scan_out {
     spa_result *r;  /* NULL: err says why */
     spa_err err;
     spa_action act;
+    const char *trusted; /* why the policy trusts the file (a static string), or NULL */
     char msg[256];  /* err.msg with the errno text */
     char hex[65];   /* JSON: the file's sha256 ("" when it cannot be read) */
     bool digested;  /* hex is set */
@@ -257,6 +275,7 @@ static void scan_compute(const scan_cli *c, const char *path, scan_out *o) {
     spa_scan_opts opts = c->opts;
     opts.name = path;
     o->r = NULL;
+    o->trusted = NULL;
     o->err = (spa_err){ SPA_OK, NULL, 0 };
     errno = 0;
     spa_code rc = spa_scan_path(&opts, path, &o->r, &o->err);
@@ -272,7 +291,9 @@ static void scan_compute(const scan_cli *c, const char *path, scan_out *o) {
         return;
     }
     spa_code crc = spa_classify(o->r, c->pol);
-    o->act = crc == SPA_OK ? spa_policy_decide(c->pol, o->r) : c->pol->on_error;
+    o->act = crc == SPA_OK ? spa_policy_decide(c->pol, o->r) : spa_policy_act(c->pol, c->pol->on_error);
+    o->trusted = o->act != SPA_ACT_ALLOW && o->r->pickle_bearing ? scan_trusted(c->pol, path) : NULL;
+    if (o->trusted) o->act = SPA_ACT_ALLOW;
     if (c->fmt == SCAN_JSON) { /* hashed here, not in the printing thread */
         if (!scan_digest(path, o->hex)) o->hex[0] = '\0';
         o->digested = true;
@@ -293,6 +314,8 @@ static void scan_file(scan_cli *c, const char *path, scan_out *o) {
     }
     spa_result *r = o->r;
     c->act = o->act;
+    const char *trusted = o->trusted;
+    c->trusted = trusted;
     if (c->act == SPA_ACT_BLOCK && c->rc == CLI_EXIT_OK) c->rc = CLI_EXIT_BLOCK;
     c->n_files++;
     if (r->pickle_bearing) { c->n_pickle++; if (r->verdict < SPA_VERDICT_COUNT) c->n_verdict[r->verdict]++; }
@@ -302,6 +325,8 @@ static void scan_file(scan_cli *c, const char *path, scan_out *o) {
     c->last_act = c->act;
     c->digest = o->digested ? o->hex : NULL;
     scan_print(c, path, r, NULL);
+    if (trusted && c->fmt == SCAN_TEXT) printf("  allowed: %s\n", trusted);
+    c->trusted = NULL;
     c->digest = NULL;
     spa_result_free(r);
     o->r = NULL;
@@ -497,14 +522,10 @@ int cmd_scan(int argc, char **argv) {
         }
         if (!strcmp(a, "--policy") || !strncmp(a, "--policy=", 9)) {
             const char *v = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
-            spa_err pe = { SPA_OK, NULL, 0 };
             spa_policy_free(c.pol);
             c.pol = NULL;
-            if (!v || spa_policy_load(v, &c.pol, &pe) != SPA_OK) {
-                fprintf(stderr, "safepickle scan: policy %s: %s (byte %llu); see safepickle policy check\n",
-                        v ? v : "(missing)", pe.msg ? pe.msg : "invalid", (unsigned long long)pe.off);
-                return CLI_EXIT_ERROR;
-            }
+            if (!v) { fprintf(stderr, "safepickle scan: --policy needs a file or a policy name\n"); return CLI_EXIT_ERROR; }
+            if (!(c.pol = dep_load_policy("scan", v, NULL, 0))) return CLI_EXIT_ERROR;
             c.opts.limits = c.pol->limits;
             continue;
         }
@@ -533,10 +554,7 @@ int cmd_scan(int argc, char **argv) {
         break;
     }
     if (i >= argc) { scan_usage(stderr); return CLI_EXIT_ERROR; }
-    if (!c.pol && spa_policy_default(&c.pol) != SPA_OK) {
-        fprintf(stderr, "safepickle scan: the embedded default policy is invalid\n");
-        return CLI_EXIT_ERROR;
-    }
+    if (!c.pol && !(c.pol = dep_load_policy("scan", NULL, NULL, 0))) return CLI_EXIT_ERROR;
     if (c.fmt == SCAN_SARIF) {
         char cwd[4096];
         if (!(c.sarif = spa_sarif_new(getcwd(cwd, sizeof cwd)))) { spa_policy_free(c.pol); return CLI_EXIT_ERROR; }

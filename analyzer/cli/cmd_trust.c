@@ -1,8 +1,8 @@
 /* cmd_trust.c - `safepickle trust FILE... [--policy P]`: records that a person
- * reviewed FILE by adding its SHA-256 to the policy's trusted_sha256 list. The
- * policy is edited with cJSON, validated with the real parser, and replaced
- * atomically; a missing policy file is created from the embedded default. */
-#include <cjson/cJSON.h>
+ * reviewed FILE by adding "SHA256  NAME" to the policy's trusted.sha256 list.
+ * The policy text is edited in place (spa_policy_add_trusted: every other byte
+ * kept), validated with the real parser, and replaced atomically; a missing
+ * policy file is created from the embedded default. */
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -27,8 +27,11 @@ static void trust_usage(FILE *f) {
         "Adds the SHA-256 of each FILE (one you reviewed) to the \"" TRUST_OBJ "." TRUST_KEY "\" list of\n"
         "policy P (default: $SAFEPICKLE_POLICY). Loads of a file with a trusted digest are\n"
         "allowed whatever its content; changing one byte makes it untrusted again.\n"
-        "P is validated before and after the edit and replaced atomically (its mode is kept);\n"
-        "if P does not exist it is created from the embedded default policy.\n"
+        "Each entry is the digest, two spaces and the file's name (sha256sum's line). Only\n"
+        "that list changes: the rest of P is kept byte for byte. P is validated before and\n"
+        "after the edit and replaced atomically; if P (a path, or a name ending in .json)\n"
+        "does not exist it is created from the embedded default policy. The shipped\n"
+        "policies (default, strict, audit) are never edited: copy one first.\n"
         "Prints each file's current verdict under P so you see what you are accepting.\n");
 }
 
@@ -95,6 +98,17 @@ int cmd_trust(int argc, char **argv) {
     if (!polarg || !*polarg)
         return trust_fail("which policy? pass --policy FILE (created from the default if missing) or "
                           "set SAFEPICKLE_POLICY; the embedded default cannot be edited");
+    char shipped[PATH_MAX];
+    if (dep_policy_is_name(polarg)) {
+        /* A bare name is a shipped policy (policy_resolve's rule), never a new ./NAME. */
+        if (dep_resolve_policy(polarg, shipped, sizeof shipped))
+            return trust_fail("'%s' is the shipped policy %s, which trust does not edit; copy it "
+                              "(cp %s my-policy.json) and pass --policy my-policy.json", polarg, shipped, shipped);
+        size_t pl = strlen(polarg);
+        if (pl < 5 || strcmp(polarg + pl - 5, ".json"))
+            return trust_fail("policy '%s': no such file and no shipped policy of that name (default, strict, "
+                              "audit); to create a new policy file give a path or a name ending in .json", polarg);
+    }
 
     /* the policy text: the file, or the embedded default for a new file */
     char *txt = NULL;
@@ -104,11 +118,7 @@ int cmd_trust(int argc, char **argv) {
     if (stat(polarg, &st) != 0 && errno == ENOENT) {
         size_t dn = 0;
         const char *def = spa_policy_default_json(&dn);
-        if (!def) return trust_fail("the embedded default policy is missing (broken build)");
-        txt = malloc(dn + 1);
-        if (!txt) return trust_fail("out of memory");
-        memcpy(txt, def, dn);
-        txt[dn] = '\0';
+        if (!def || !(txt = strndup(def, dn))) return trust_fail("out of memory");
         len = dn;
         created = true;
     } else if (!(txt = dep_read_file(polarg, TRUST_MAX_POLICY, &len))) {
@@ -122,24 +132,10 @@ int cmd_trust(int argc, char **argv) {
         return trust_fail("%s is not a valid policy: %s at byte %llu; fix it first", polarg,
                           err.msg ? err.msg : spa_code_name(err.code), (unsigned long long)err.off);
     }
-    const char *end = NULL;
-    cJSON *doc = cJSON_ParseWithLengthOpts(txt, len, &end, 0);
-    free(txt);
-    if (!cJSON_IsObject(doc)) {
-        cJSON_Delete(doc);
-        spa_policy_free(pol);
-        return trust_fail("%s: the top level is not a JSON object", polarg);
-    }
-    cJSON *tobj = cJSON_GetObjectItemCaseSensitive(doc, TRUST_OBJ);
-    if (!tobj) tobj = cJSON_AddObjectToObject(doc, TRUST_OBJ);
-    cJSON *list = cJSON_IsObject(tobj) ? cJSON_GetObjectItemCaseSensitive(tobj, TRUST_KEY) : NULL;
-    if (cJSON_IsObject(tobj) && !list) list = cJSON_AddArrayToObject(tobj, TRUST_KEY);
-    if (!cJSON_IsArray(list)) {
-        cJSON_Delete(doc);
-        spa_policy_free(pol);
-        return trust_fail("%s: \"%s.%s\" is not a list", polarg, TRUST_OBJ, TRUST_KEY);
-    }
-    int added = 0, rc = CLI_EXIT_OK;
+    char *entries[TRUST_MAX_FILES];
+    uint8_t digests[TRUST_MAX_FILES][32];
+    size_t added = 0;
+    int rc = CLI_EXIT_OK;
     for (size_t i = 0; i < nf; i++) {
         uint8_t d[32];
         char hex[65];
@@ -159,39 +155,34 @@ int cmd_trust(int argc, char **argv) {
         }
         trust_hex(d, hex);
         trust_show_verdict(files[i], pol);
-        bool have = false;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, list) {
-            uint8_t o[32];
-            if (cJSON_IsString(it) && spa_sha256_parse(it->valuestring, o) && !memcmp(o, d, 32)) have = true;
-        }
+        bool have = spa_policy_trusts_digest(pol, d);
+        for (size_t k = 0; k < added && !have; k++) have = !memcmp(digests[k], d, 32);
         if (have) { printf("  %s  %s: already trusted\n", hex, files[i]); continue; }
-        cJSON_AddItemToArray(list, cJSON_CreateString(hex));
+        /* sha256sum's line: the digest, two spaces, the file's name (for the reader) */
+        const char *base = strrchr(files[i], '/') ? strrchr(files[i], '/') + 1 : files[i];
+        size_t el = 64 + 2 + strlen(base) + 1;
+        if (!(entries[added] = malloc(el))) { rc = trust_fail("out of memory"); break; }
+        snprintf(entries[added], el, "%s  %s", hex, base);
+        memcpy(digests[added], d, 32);
         printf("  %s  %s: trusted\n", hex, files[i]);
         added++;
     }
     spa_policy_free(pol);
-    pol = NULL;
     if (added) {
-        char *out = cJSON_Print(doc);
-        if (!out) { cJSON_Delete(doc); return trust_fail("out of memory"); }
-        size_t ol = strlen(out);
-        if (spa_policy_parse(out, ol, polarg, &pol, &err) != SPA_OK) {
-            /* our edit broke it: the schema has changed under us; write nothing */
-            free(out);
-            cJSON_Delete(doc);
-            return trust_fail("the edited policy does not validate (%s at byte %llu); %s left unchanged",
-                              err.msg ? err.msg : spa_code_name(err.code), (unsigned long long)err.off, polarg);
+        char *out = NULL;
+        size_t ol = 0;
+        if (spa_policy_add_trusted(txt, len, (const char *const *)entries, added, &out, &ol, &err) != SPA_OK) {
+            rc = trust_fail("cannot add to %s (%s); it is left unchanged", polarg,
+                            err.msg ? err.msg : spa_code_name(err.code));
+        } else if (dep_write_atomic(polarg, out, ol, 0644) != 0) {
+            rc = trust_fail("cannot write %s: %s", polarg, strerror(errno));
+        } else {
+            printf("%s %s: %zu digest%s added\n", created ? "created" : "updated", polarg, added,
+                   added == 1 ? "" : "s");
         }
-        spa_policy_free(pol);
-        out[ol] = '\n'; /* replaces the NUL: written with its length */
-        int w = dep_write_atomic(polarg, out, ol + 1, 0644);
-        int e = errno;
         free(out);
-        if (w != 0) { cJSON_Delete(doc); return trust_fail("cannot write %s: %s", polarg, strerror(e)); }
-        printf("%s %s: %d digest%s added\n", created ? "created" : "updated", polarg, added,
-               added == 1 ? "" : "s");
     }
-    cJSON_Delete(doc);
+    for (size_t k = 0; k < added; k++) free(entries[k]);
+    free(txt);
     return rc;
 }

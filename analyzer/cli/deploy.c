@@ -61,6 +61,34 @@ const char *dep_resolve_policy(const char *arg, char *buf, size_t n) {
     return buf;
 }
 
+bool dep_policy_is_name(const char *arg) { return arg && !strchr(arg, '/') && !dep_is_file(arg); }
+
+spa_policy *dep_load_policy(const char *cmd, const char *arg, char *resolved, size_t n) {
+    spa_policy *p = NULL;
+    spa_err err = { SPA_OK, NULL, 0 };
+    char path[PATH_MAX];
+    if (!arg) {
+        if (spa_policy_default(&p) == SPA_OK) return p;
+        fprintf(stderr, "safepickle %s: the embedded default policy does not parse (broken build)\n", cmd);
+        return NULL;
+    }
+    if (!dep_resolve_policy(arg, path, sizeof path)) {
+        if (dep_policy_is_name(arg))
+            fprintf(stderr, "safepickle %s: policy '%s': no such file, and no shipped policy of that name "
+                            "(default, strict, audit)\n", cmd, arg);
+        else
+            fprintf(stderr, "safepickle %s: policy %s: %s\n", cmd, arg, strerror(errno));
+        return NULL;
+    }
+    if (spa_policy_load(path, &p, &err) != SPA_OK) {
+        fprintf(stderr, "safepickle %s: policy %s: %s (byte %llu); see safepickle policy check\n", cmd, path,
+                err.msg ? err.msg : spa_code_name(err.code), (unsigned long long)err.off);
+        return NULL;
+    }
+    if (resolved && n) snprintf(resolved, n, "%s", path);
+    return p;
+}
+
 char *dep_read_file(const char *path, size_t max, size_t *len) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return NULL;

@@ -21,6 +21,13 @@ const char *dep_find_preload(char *buf, size_t n);
  * name ("strict") looked up as <bindir>/../share/safepickle/policies/NAME.json
  * or policies/NAME.json beside a build tree. NULL (errno set) if not found. */
 const char *dep_resolve_policy(const char *arg, char *buf, size_t n);
+/* True when arg would be resolved as a shipped policy name, not as a file. */
+bool dep_policy_is_name(const char *arg);
+/* Every command's --policy: resolve arg (dep_resolve_policy) and load it, or
+ * the embedded default when arg is NULL. On failure prints "safepickle CMD:
+ * ..." on stderr and returns NULL. `resolved` (may be NULL) gets the path. */
+struct spa_policy;
+struct spa_policy *dep_load_policy(const char *cmd, const char *arg, char *resolved, size_t n);
 
 /* Write `data` to `path` atomically: a temp file in the same directory,
  * fsync, rename. Keeps the old file's mode when it exists (else `mode`).

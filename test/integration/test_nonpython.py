@@ -1,8 +1,8 @@
 """test_nonpython.py - processes that are not Python run unchanged under the
 preload: bash, coreutils, tar and git give byte-identical output and exit codes
-with and without LD_PRELOAD. Checked twice: with the default targets (the hooks
-pass straight through) and with SAFEPICKLE_TARGETS='*' (the hooks act in every
-process, so every file these tools open is sniffed and judged)."""
+with and without LD_PRELOAD. Checked twice: with the default targets and with
+SAFEPICKLE_TARGETS='*' (targets only narrow the processes that run Python: these
+tools do not, so the hooks pass straight through in both, and print nothing)."""
 import os
 import pickle
 import shutil

@@ -232,3 +232,41 @@ def test_shipped_default_is_the_only_default():
             if line.startswith("| `") and ".json" not in line.split("|")[1]}
     keys -= {"schema", "description", "name"}
     assert keys <= set(doc), sorted(keys - set(doc))
+
+
+def _doctor(pid, **env):
+    return subprocess.run([os.path.join(os.path.dirname(LIB), "safepickle"), "doctor", "--pid", str(pid)],
+                          env=clean_env(**env), capture_output=True, text=True, timeout=120)
+
+
+def test_doctor_pid_renamed_interpreter_and_init(tmp_path):
+    """doctor --pid: a renamed interpreter under the preload is reported
+    protected; an init-like PID (a shell whose child is that interpreter, as
+    tini in a container) is not Python itself and its Python child is checked;
+    a Python child without the preload is a problem."""
+    exe = tmp_path / "mymodelserver"
+    shutil.copy(os.path.realpath(PYTHON), exe)
+    wait = "import time; time.sleep(120)"  # a background job's stdin is /dev/null
+    script = '"%s" -c "%s" & child=$!; read x; kill $child; wait' % (exe, wait)
+    init = subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE, env=_env())
+    bare = subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE, env=clean_env())
+    try:
+        import time
+        time.sleep(1.0)
+        kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                open("/proc/%s/stat" % p).read().rsplit(")", 1)[-1].split()[1] == str(init.pid)]
+        assert kids, "no child"
+        r = _doctor(kids[0])
+        assert "protected: a Python process" in r.stdout and "preload mapped" in r.stdout, r.stdout
+        r = _doctor(init.pid)
+        assert "not a Python process" in r.stdout and "its descendant pid %d runs Python" % kids[0] in r.stdout, \
+            r.stdout
+        assert "status: ok" in r.stdout or "NOT" not in r.stdout.split("its descendant")[1], r.stdout
+        r = _doctor(bare.pid)
+        assert r.returncode == 1 and "is NOT mapped" in r.stdout, r.stdout
+        r = _doctor(kids[0], SAFEPICKLE_TARGETS="python*")  # our environment does not matter: its own does
+        assert "protected: a Python process" in r.stdout
+    finally:
+        for p in (init, bare):
+            p.stdin.close()
+            p.wait(timeout=30)
