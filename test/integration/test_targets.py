@@ -239,6 +239,14 @@ def _doctor(pid, **env):
                           env=clean_env(**env), capture_output=True, text=True, timeout=120)
 
 
+def _ppid(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[-1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1  # gone meanwhile
+
+
 def test_doctor_pid_renamed_interpreter_and_init(tmp_path):
     """doctor --pid: a renamed interpreter under the preload is reported
     protected; an init-like PID (a shell whose child is that interpreter, as
@@ -253,8 +261,7 @@ def test_doctor_pid_renamed_interpreter_and_init(tmp_path):
     try:
         import time
         time.sleep(1.0)
-        kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and
-                open("/proc/%s/stat" % p).read().rsplit(")", 1)[-1].split()[1] == str(init.pid)]
+        kids = [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _ppid(p) == init.pid]
         assert kids, "no child"
         r = _doctor(kids[0])
         assert "protected: a Python process" in r.stdout and "preload mapped" in r.stdout, r.stdout
