@@ -629,6 +629,17 @@ bool spa_policy_trusts_digest(const spa_policy *p, const uint8_t sha256[32]) {
     return false;
 }
 
+bool spa_policy_layer_on(const spa_policy *p, spa_layer l) {
+    if (!p) return true;
+    if (p->mode == SPA_MODE_OFF) return false;
+    switch (l) {
+    case SPA_LAYER_FILE: return p->layer_file;
+    case SPA_LAYER_AUDIT_HOOK: return p->layer_audit_hook;
+    case SPA_LAYER_BEHAVIOUR: return p->layer_audit_hook && p->runtime_behaviour;
+    }
+    return true;
+}
+
 spa_action spa_policy_act(const spa_policy *p, spa_action a) {
     if (!p) return a;
     if (p->mode == SPA_MODE_OFF) return SPA_ACT_ALLOW;

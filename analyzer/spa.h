@@ -380,6 +380,10 @@ bool spa_policy_trusts_path(const spa_policy *p, const char *abspath);
 bool spa_policy_trusts_digest(const spa_policy *p, const uint8_t sha256[32]);
 /* The action for a classified result (mode, verdict, limits, trust applied). */
 spa_action spa_policy_decide(const spa_policy *p, const spa_result *r);
+/* Is a layer in force? (its switch on and the mode not off; NULL policy: every
+ * layer, which then refuses: a broken policy fails closed) */
+typedef enum spa_layer { SPA_LAYER_FILE = 0, SPA_LAYER_AUDIT_HOOK, SPA_LAYER_BEHAVIOUR } spa_layer;
+bool spa_policy_layer_on(const spa_policy *p, spa_layer l);
 /* An action as the policy's mode lets it stand (off: allow; audit: block -> warn). */
 spa_action spa_policy_act(const spa_policy *p, spa_action a);
 /* One trusted.sha256 entry: 64 hex digits, optionally "  NAME" (sha256sum's line). */

@@ -129,8 +129,7 @@ static void spp_apply_targeting(void) {
         spp_say("safepickle: NOT protecting this Python process (%s): its executable name is not in the "
                 "policy's targets%s\n", spp_exe(),
                 getenv("SAFEPICKLE_TARGETS") && *getenv("SAFEPICKLE_TARGETS") ? " (SAFEPICKLE_TARGETS)" : "");
-    const spa_policy *pol = spp_policy();
-    spp_active = spp_targeted_process() && (pol ? pol->mode != SPA_MODE_OFF && pol->layer_file : true);
+    spp_active = spp_targeted_process() && spa_policy_layer_on(spp_policy(), SPA_LAYER_FILE);
     if (spp_active) spp_pcache_init(); /* at most once: targeting changes at most once */
 }
 

@@ -131,7 +131,7 @@ void spp_pyaudit_init(void) {
     if (!atomic_compare_exchange_strong(&pya_state, &expect, 1)) return;
     const spa_policy *p = spp_policy();
     /* Targeting (policy `targets`, SAFEPICKLE_TARGETS) is the preload's decision. */
-    if (!spp_targeted_process() || (p ? !p->layer_audit_hook || p->mode == SPA_MODE_OFF : !spp_policy_broken())) {
+    if (!spp_targeted_process() || !spa_policy_layer_on(p, SPA_LAYER_AUDIT_HOOK)) {
         atomic_store(&pya_state, 3); /* layer 2 disabled here: nothing happens */
         return;
     }

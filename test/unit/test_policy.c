@@ -388,6 +388,16 @@ static void test_targeting(void) {
     T_EQ_INT(spa_policy_target(p, "/usr/bin/pypy3", false), SPA_TARGET_ACT);
     T_EQ_INT(spa_policy_target(p, "/bin/bash", false), SPA_TARGET_NOT_PYTHON);
     T_EQ_INT(spa_policy_target(NULL, "/srv/x", true), SPA_TARGET_ACT); /* no policy: act, fail closed */
+    T_CHECK(spa_policy_layer_on(p, SPA_LAYER_FILE) && spa_policy_layer_on(p, SPA_LAYER_AUDIT_HOOK) &&
+            spa_policy_layer_on(p, SPA_LAYER_BEHAVIOUR));
+    T_CHECK(spa_policy_layer_on(NULL, SPA_LAYER_AUDIT_HOOK)); /* broken: every layer, refusing */
+    p->layer_audit_hook = false;
+    T_CHECK(!spa_policy_layer_on(p, SPA_LAYER_AUDIT_HOOK) && !spa_policy_layer_on(p, SPA_LAYER_BEHAVIOUR));
+    p->layer_audit_hook = true;
+    p->mode = SPA_MODE_OFF;
+    T_CHECK(!spa_policy_layer_on(p, SPA_LAYER_FILE) && spa_policy_act(p, SPA_ACT_BLOCK) == SPA_ACT_ALLOW);
+    p->mode = SPA_MODE_AUDIT;
+    T_CHECK(spa_policy_layer_on(p, SPA_LAYER_FILE) && spa_policy_act(p, SPA_ACT_BLOCK) == SPA_ACT_WARN);
     T_CHECK(spa_lib_name_is_python("/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"));
     T_CHECK(spa_lib_name_is_python("libpython3.8d.so"));
     T_CHECK(!spa_lib_name_is_python("/usr/lib/libpythonic.a"));
