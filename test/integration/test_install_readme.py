@@ -171,9 +171,6 @@ def test_protected_after_install(installed, how):
     res, live = installed
     assert live, "control: the canary pickle does not run its payload without the preload"
     r = res[how]
-    if how == "renamed" and "LOADED" in r["out"]:
-        pytest.xfail("a renamed interpreter is not detected yet: targeting by process content "
-                     "(issue 11 item 3) belongs to the policy engine")
     assert "REFUSED" in r["out"] and not r["marker"], r
     if how == "etc":
         assert "protected   /etc/ld.so.preload (libsafepickle.so ): ld.so loads " \
