@@ -355,35 +355,17 @@ static spa_kbcat kb_components(const char *name, spa_kbhit *hit, int depth) {
     return SPA_KB_UNKNOWN;
 }
 
-static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit *hit, int depth) {
-    memset(hit, 0, sizeof *hit);
-    if (!module || !name || depth > 8) {
-        hit->how = SPA_KBH_TOOLONG;
-        spa_fmt(hit->key, sizeof hit->key, "%s", "(dynamic)");
-        return hit->cat = SPA_KB_REFLECTION;
-    }
-    char cm[200];
-    spa_kb_canon(module, cm, sizeof cm);
-    size_t ml = strlen(cm), nl = strlen(name);
-    if (ml + 1 + nl + 1 > sizeof hit->path || ml >= sizeof cm - 1) {
-        hit->how = SPA_KBH_TOOLONG;
-        spa_fmt(hit->key, sizeof hit->key, "%s", "(name too long)");
-        return hit->cat = SPA_KB_REFLECTION;
-    }
-    if (nl) spa_fmt(hit->path, sizeof hit->path, "%s.%s", cm, name);
-    else spa_fmt(hit->path, sizeof hit->path, "%s", cm);
-    hit->modlen = ml;
-    hit->dotted = strchr(name, '.') != NULL;
-    hit->stdlib = spa_kb_is_stdlib(cm);
-    const char *path = hit->path;
+/* The steps of kb_judge_depth, in order; each returns true when it decided
+ * (hit->cat and hit->how set). */
 
-    /* 1. importing the module acts by itself */
+/* 1. importing the module acts by itself */
+static bool kb_step_effect(const char *cm, spa_kbhit *hit) {
     {
         const char *m = strstr(cm, ".__main__");
         if (m && (m[9] == '\0' || m[9] == '.')) {
             spa_fmt(hit->key, sizeof hit->key, "%s", "*.__main__");
             hit->how = SPA_KBH_EFFECT;
-            return hit->cat = SPA_KB_CODE_EXEC;
+            { hit->cat = SPA_KB_CODE_EXEC; return true; }
         }
         kb_cur c;
         kb_line l;
@@ -393,14 +375,17 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
                 !strncmp(cm, l.f[1], l.fl[1]) && (cm[l.fl[1]] == '\0' || cm[l.fl[1]] == '.')) {
                 kb_setkey(hit, l.f[1], l.fl[1]);
                 hit->how = SPA_KBH_EFFECT;
-                return hit->cat = SPA_KB_CODE_EXEC;
+                { hit->cat = SPA_KB_CODE_EXEC; return true; }
             }
         }
     }
 
-    /* 1b. the first name component is a module-valued attribute (tempfile._os, os.path):
-     * judged as that module; a name walked through it is judged in it, and is reflection
-     * at least (a pickler never writes such a name: qualnames do not pass through modules) */
+    return false;
+}
+
+/* 1b. the first name component is a module-valued attribute (see kb_judge_depth) */
+static bool kb_step_modattr(const char *module, const char *cm, const char *name, size_t nl, spa_kbhit *hit,
+                            int depth) {
     if (nl) {
         const char *dot = strchr(name, '.');
         char first[128];
@@ -421,11 +406,15 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
             }
             spa_fmt(hit->key, sizeof hit->key, "@modattr %s:%s=%s", cm, first, tgt);
             hit->how = SPA_KBH_MODATTR;
-            return hit->cat = c;
+            { hit->cat = c; return true; }
         }
     }
 
-    /* 2. exact module:name entries (longest module wins) */
+    return false;
+}
+
+/* 2. exact module:name entries (longest module wins) */
+static bool kb_step_exact(const char *path, spa_kbhit *hit) {
     {
         kb_cur c;
         kb_line l;
@@ -453,11 +442,15 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
         }
         if (best) {
             hit->how = SPA_KBH_EXACT;
-            return hit->cat = bc;
+            { hit->cat = bc; return true; }
         }
     }
 
-    /* 3. dunder attributes (numpy.__builtins__, f.__globals__) are reflection */
+    return false;
+}
+
+/* 3. dunder attributes (numpy.__builtins__, f.__globals__) are reflection */
+static bool kb_step_dunder(const char *name, spa_kbhit *hit) {
     {
         const char *s = name;
         while (*s) {
@@ -466,57 +459,19 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
             if (kb_is_dunder(s, cn)) {
                 kb_setkey(hit, s, cn);
                 hit->how = SPA_KBH_COMPONENT;
-                return hit->cat = SPA_KB_REFLECTION;
+                { hit->cat = SPA_KB_REFLECTION; return true; }
             }
             if (!dot) break;
             s = dot + 1;
         }
     }
 
-    /* 4. dotted components that reach another module */
-    if (hit->dotted || (nl && !hit->stdlib)) {
-        spa_kbhit sub;
-        memset(&sub, 0, sizeof sub);
-        spa_kbcat cc = kb_components(name, &sub, depth);
-        if (cc != SPA_KB_UNKNOWN) {
-            memcpy(hit->key, sub.key, sizeof hit->key);
-            hit->how = SPA_KBH_COMPONENT;
-            return hit->cat = cc;
-        }
-    }
+    return false;
+}
 
-    /* 5. longest module-prefix key */
-    spa_kbcat mc = SPA_KB_UNKNOWN;
-    bool have_mod = false;
-    {
-        kb_cur c;
-        kb_line l;
-        kb_begin(&c);
-        size_t best = 0;
-        while (kb_next(&c, &l)) {
-            if (l.nf < 2 || l.f[0][0] == '@' || l.f[0][0] == '*') continue;
-            if (memchr(l.f[0], ':', l.fl[0])) continue;
-            if (l.fl[0] <= best || !kb_prefix(path, l.f[0], l.fl[0])) continue;
-            best = l.fl[0];
-            mc = kb_cat_parse(l.f[1], l.fl[1]);
-            kb_setkey(hit, l.f[0], l.fl[0]);
-            have_mod = true;
-        }
-    }
-    if (have_mod && mc != SPA_KB_DATA) {
-        hit->how = SPA_KBH_MODULE;
-        return hit->cat = mc;
-    }
-    if (hit->stdlib) { /* data module, dotted name: outside the data-safe set */
-        if (have_mod && !hit->dotted) {
-            hit->how = SPA_KBH_MODULE;
-            return hit->cat = SPA_KB_DATA;
-        }
-        hit->how = SPA_KBH_MODULE;
-        return hit->cat = SPA_KB_STDLIB_OTHER;
-    }
-
-    /* 6. third-party: reconstructor name patterns, then data modules, then verbs */
+/* 6. third-party: reconstructor name patterns, then data modules, the environment
+ * index, then verbs; UNKNOWN when nothing matches */
+static spa_kbcat kb_step_thirdparty(const char *cm, const char *name, bool have_mod, spa_kbhit *hit) {
     const char *last = strrchr(name, '.');
     last = last ? last + 1 : name;
     if (!hit->dotted) {
@@ -564,6 +519,81 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
     hit->key[0] = '\0';
     hit->how = SPA_KBH_NONE;
     return hit->cat = SPA_KB_UNKNOWN;
+}
+
+
+static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit *hit, int depth) {
+    memset(hit, 0, sizeof *hit);
+    if (!module || !name || depth > 8) {
+        hit->how = SPA_KBH_TOOLONG;
+        spa_fmt(hit->key, sizeof hit->key, "%s", "(dynamic)");
+        return hit->cat = SPA_KB_REFLECTION;
+    }
+    char cm[200];
+    spa_kb_canon(module, cm, sizeof cm);
+    size_t ml = strlen(cm), nl = strlen(name);
+    if (ml + 1 + nl + 1 > sizeof hit->path || ml >= sizeof cm - 1) {
+        hit->how = SPA_KBH_TOOLONG;
+        spa_fmt(hit->key, sizeof hit->key, "%s", "(name too long)");
+        return hit->cat = SPA_KB_REFLECTION;
+    }
+    if (nl) spa_fmt(hit->path, sizeof hit->path, "%s.%s", cm, name);
+    else spa_fmt(hit->path, sizeof hit->path, "%s", cm);
+    hit->modlen = ml;
+    hit->dotted = strchr(name, '.') != NULL;
+    hit->stdlib = spa_kb_is_stdlib(cm);
+    const char *path = hit->path;
+
+    /* 1, 1b, 2, 3: the module's import effect, module-valued attributes, exact
+     * entries, dunder attributes */
+    if (kb_step_effect(cm, hit) || kb_step_modattr(module, cm, name, nl, hit, depth) || kb_step_exact(path, hit) ||
+        kb_step_dunder(name, hit))
+        return hit->cat;
+
+    /* 4. dotted components that reach another module */
+    if (hit->dotted || (nl && !hit->stdlib)) {
+        spa_kbhit sub;
+        memset(&sub, 0, sizeof sub);
+        spa_kbcat cc = kb_components(name, &sub, depth);
+        if (cc != SPA_KB_UNKNOWN) {
+            memcpy(hit->key, sub.key, sizeof hit->key);
+            hit->how = SPA_KBH_COMPONENT;
+            return hit->cat = cc;
+        }
+    }
+
+    /* 5. longest module-prefix key */
+    spa_kbcat mc = SPA_KB_UNKNOWN;
+    bool have_mod = false;
+    {
+        kb_cur c;
+        kb_line l;
+        kb_begin(&c);
+        size_t best = 0;
+        while (kb_next(&c, &l)) {
+            if (l.nf < 2 || l.f[0][0] == '@' || l.f[0][0] == '*') continue;
+            if (memchr(l.f[0], ':', l.fl[0])) continue;
+            if (l.fl[0] <= best || !kb_prefix(path, l.f[0], l.fl[0])) continue;
+            best = l.fl[0];
+            mc = kb_cat_parse(l.f[1], l.fl[1]);
+            kb_setkey(hit, l.f[0], l.fl[0]);
+            have_mod = true;
+        }
+    }
+    if (have_mod && mc != SPA_KB_DATA) {
+        hit->how = SPA_KBH_MODULE;
+        return hit->cat = mc;
+    }
+    if (hit->stdlib) { /* data module, dotted name: outside the data-safe set */
+        if (have_mod && !hit->dotted) {
+            hit->how = SPA_KBH_MODULE;
+            return hit->cat = SPA_KB_DATA;
+        }
+        hit->how = SPA_KBH_MODULE;
+        return hit->cat = SPA_KB_STDLIB_OTHER;
+    }
+
+    return kb_step_thirdparty(cm, name, have_mod, hit);
 }
 
 spa_kbcat spa_kb_judge(const char *module, const char *name, spa_kbhit *hit) {
