@@ -249,6 +249,275 @@ static const char *const pp_top_keys[] = {
     "schema", "name", "description", "mode", "actions", "on_limit", "fail_mode", "globals",
     "trusted", "limits", "audit_log", "targets", "errno", "layers", "runtime", NULL};
 
+/* "name" (policies/SCHEMA.md) */
+static spa_code pp_key_name(pp *x, const cJSON *v, spa_policy *p) {
+    (void)p;
+    pp_push(x, "name", 0);
+    if (!cJSON_IsString(v) || strlen(v->valuestring) > 256) return pp_fail(x, "expected a string (max 256 bytes)", false);
+    free(p->name);
+    p->name = strdup(v->valuestring);
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "description" (policies/SCHEMA.md) */
+static spa_code pp_key_description(pp *x, const cJSON *v, spa_policy *p) {
+    (void)p;
+    pp_push(x, "description", 0);
+    if (!cJSON_IsString(v)) return pp_fail(x, "expected a string", false);
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "mode" (policies/SCHEMA.md) */
+static spa_code pp_key_mode(pp *x, const cJSON *v, spa_policy *p) {
+    (void)p;
+    pp_push(x, "mode", 0);
+    if (!cJSON_IsString(v)) return pp_fail(x, "expected \"enforce\", \"audit\" or \"off\"", false);
+    if (!strcmp(v->valuestring, "enforce")) p->mode = SPA_MODE_ENFORCE;
+    else if (!strcmp(v->valuestring, "audit")) p->mode = SPA_MODE_AUDIT;
+    else if (!strcmp(v->valuestring, "off")) p->mode = SPA_MODE_OFF;
+    else return pp_fail(x, "unknown mode: expected \"enforce\", \"audit\" or \"off\"", false);
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "actions" (policies/SCHEMA.md) */
+static spa_code pp_key_actions(pp *x, const cJSON *v, spa_policy *p) {
+    spa_code rc;
+    (void)p;
+    static const char *const k[] = {"safe", "suspicious", "malicious", "unscannable", NULL};
+    pp_push(x, "actions", 0);
+    if ((rc = pp_keys(x, v, k))) return rc;
+    for (int i = 0; i < SPA_VERDICT_COUNT; i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(v, k[i]);
+        if (!a) continue;
+        pp_push(x, k[i], 0);
+        if ((rc = pp_action(x, a, &p->on_verdict[i]))) return rc;
+        pp_pop(x);
+    }
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "on_limit" (policies/SCHEMA.md) */
+static spa_code pp_key_on_limit(pp *x, const cJSON *v, spa_policy *p) {
+    spa_code rc;
+    (void)p;
+    pp_push(x, "on_limit", 0);
+    if ((rc = pp_action(x, v, &p->on_limit))) return rc;
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "fail_mode" (policies/SCHEMA.md) */
+static spa_code pp_key_fail_mode(pp *x, const cJSON *v, spa_policy *p) {
+    spa_code rc;
+    (void)p;
+    pp_push(x, "fail_mode", 0);
+    if ((rc = pp_action(x, v, &p->on_error))) return rc;
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "globals" (policies/SCHEMA.md) */
+static spa_code pp_key_globals(pp *x, const cJSON *v, spa_policy *p) {
+    spa_code rc;
+    (void)p;
+    static const char *const k[] = {"allow", "deny", NULL};
+    pp_push(x, "globals", 0);
+    if ((rc = pp_keys(x, v, k))) return rc;
+    const cJSON *a;
+    if ((a = cJSON_GetObjectItemCaseSensitive(v, "allow"))) {
+        pp_push(x, "allow", 0);
+        if ((rc = pp_strv(x, a, &p->allow_globals, true))) return rc;
+        pp_pop(x);
+    }
+    if ((a = cJSON_GetObjectItemCaseSensitive(v, "deny"))) {
+        pp_push(x, "deny", 0);
+        if ((rc = pp_strv(x, a, &p->deny_globals, true))) return rc;
+        pp_pop(x);
+    }
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "trusted" (policies/SCHEMA.md) */
+static spa_code pp_key_trusted(pp *x, const cJSON *v, spa_policy *p) {
+    spa_code rc;
+    (void)p;
+    static const char *const k[] = {"paths", "sha256", NULL};
+    pp_push(x, "trusted", 0);
+    if ((rc = pp_keys(x, v, k))) return rc;
+    const cJSON *a;
+    if ((a = cJSON_GetObjectItemCaseSensitive(v, "paths"))) {
+        pp_push(x, "paths", 0);
+        if ((rc = pp_strv(x, a, &p->trusted_paths, true))) return rc;
+        for (size_t i = 0; i < p->trusted_paths.n; i++) {
+            if (p->trusted_paths.v[i][0] != '/') {
+                pp_push(x, NULL, (int)i);
+                return pp_fail(x, "trusted path glob must be absolute", false);
+            }
+        }
+        pp_pop(x);
+    }
+    if ((a = cJSON_GetObjectItemCaseSensitive(v, "sha256"))) {
+        pp_push(x, "sha256", 0);
+        spa_strv hs = {0};
+        if ((rc = pp_strv(x, a, &hs, true))) { strv_free(&hs); return rc; }
+        free(p->trusted_sha256);
+        p->trusted_sha256 = NULL;
+        p->n_trusted_sha256 = 0;
+        p->trusted_sha256 = calloc(hs.n + 1, 32);
+        if (!p->trusted_sha256) { strv_free(&hs); x->err->code = SPA_E_NOMEM; x->err->msg = "out of memory"; return SPA_E_NOMEM; }
+        for (size_t i = 0; i < hs.n; i++) {
+            if (!spa_policy_trusted_entry(hs.v[i], p->trusted_sha256[i])) {
+                strv_free(&hs);
+                pp_push(x, NULL, (int)i);
+                return pp_fail(x, "expected 64 hex digits (a SHA-256 digest), optionally followed by "
+                                  "two spaces and the file's name", false);
+            }
+        }
+        p->n_trusted_sha256 = hs.n;
+        strv_free(&hs);
+        pp_pop(x);
+    }
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "limits" (policies/SCHEMA.md) */
+static spa_code pp_key_limits(pp *x, const cJSON *v, spa_policy *p) {
+    (void)p;
+    pp_push(x, "limits", 0);
+    if (!cJSON_IsObject(v)) return pp_fail(x, "expected an object of limit names to numbers", false);
+    for (const cJSON *c = v->child; c; c = c->next) {
+        int nth = 0;
+        for (const cJSON *d = v->child; d != c; d = d->next)
+            if (!strcmp(d->string, c->string)) nth++;
+        pp_push(x, c->string, nth);
+        int id = -1;
+        for (int i = 0; i < SPA_LIM_COUNT; i++)
+            if (!strcmp(spa_limit_name((spa_limit_id)i), c->string)) id = i;
+        if (id < 0) return pp_fail(x, "unknown limit name", true);
+        if (nth) return pp_fail(x, "duplicate key", true);
+        if (!cJSON_IsNumber(c) || c->valuedouble < 1 || c->valuedouble > 9007199254740992.0 ||
+            c->valuedouble != (double)(uint64_t)c->valuedouble)
+            return pp_fail(x, "limit must be a positive integer", false);
+        p->limits.v[id] = (uint64_t)c->valuedouble;
+        pp_pop(x);
+    }
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "audit_log" (policies/SCHEMA.md) */
+static spa_code pp_key_audit_log(pp *x, const cJSON *v, spa_policy *p) {
+    (void)p;
+    pp_push(x, "audit_log", 0);
+    free(p->audit_log);
+    p->audit_log = NULL;
+    if (cJSON_IsString(v)) {
+        const char *s = v->valuestring;
+        if (!*s) return pp_fail(x, "empty audit_log (use null for none)", false);
+        if (strcmp(s, "state") && strcmp(s, "syslog") && strcmp(s, "stderr") && strcmp(s, "stdout") && s[0] != '/')
+            return pp_fail(x, "audit_log must be \"state\", \"syslog\", \"stderr\", \"stdout\", an absolute path or null",
+                           false);
+        if (strlen(s) > SPA_POLICY_MAX_STR) return pp_fail(x, "string too long", false);
+        p->audit_log = strdup(s);
+    } else if (!cJSON_IsNull(v)) {
+        return pp_fail(x, "audit_log must be a string or null", false);
+    }
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "targets" (policies/SCHEMA.md) */
+static spa_code pp_key_targets(pp *x, const cJSON *v, spa_policy *p) {
+    spa_code rc;
+    (void)p;
+    pp_push(x, "targets", 0);
+    if ((rc = pp_strv(x, v, &p->targets, true))) return rc;
+    if (!p->targets.n)
+        return pp_fail(x, "empty targets would protect no process (use \"mode\": \"off\" to turn "
+                          "safepickle off)", false);
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "errno" (policies/SCHEMA.md) */
+static spa_code pp_key_errno(pp *x, const cJSON *v, spa_policy *p) {
+    (void)p;
+    static const struct { const char *n; int v; } en[] = {
+        {"EACCES", EACCES}, {"EPERM", EPERM}, {"ENOENT", ENOENT}, {"EIO", EIO}, {"EINVAL", EINVAL}};
+    pp_push(x, "errno", 0);
+    int e = -1;
+    if (cJSON_IsString(v)) {
+        for (size_t i = 0; i < sizeof en / sizeof *en; i++) if (!strcmp(en[i].n, v->valuestring)) e = en[i].v;
+    } else if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 4095 &&
+               v->valuedouble == (double)(int)v->valuedouble) {
+        e = (int)v->valuedouble;
+    }
+    if (e < 0) return pp_fail(x, "errno must be EACCES, EPERM, ENOENT, EIO, EINVAL or a number 1-4095", false);
+    p->block_errno = e;
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "layers" (policies/SCHEMA.md) */
+static spa_code pp_key_layers(pp *x, const cJSON *v, spa_policy *p) {
+    spa_code rc;
+    (void)p;
+    static const char *const k[] = {"file_hooks", "audit_hook", "runtime_behaviour", NULL};
+    bool *dst[] = {&p->layer_file, &p->layer_audit_hook, &p->runtime_behaviour};
+    pp_push(x, "layers", 0);
+    if ((rc = pp_keys(x, v, k))) return rc;
+    for (int i = 0; k[i]; i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(v, k[i]);
+        if (!a) continue;
+        pp_push(x, k[i], 0);
+        if ((rc = pp_bool(x, a, dst[i]))) return rc;
+        pp_pop(x);
+    }
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* "runtime" (policies/SCHEMA.md) */
+static spa_code pp_key_runtime(pp *x, const cJSON *v, spa_policy *p) {
+    spa_code rc;
+    (void)p;
+    static const char *const k[] = {"allow_imports", NULL};
+    pp_push(x, "runtime", 0);
+    if ((rc = pp_keys(x, v, k))) return rc;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(v, "allow_imports");
+    if (a) {
+        pp_push(x, "allow_imports", 0);
+        if ((rc = pp_strv(x, a, &p->runtime_allow_imports, true))) return rc;
+        pp_pop(x);
+    }
+    pp_pop(x);
+    return SPA_OK;
+}
+
+/* Each optional top-level key and its parser, in the order they are applied. */
+static const struct { const char *key; spa_code (*parse)(pp *, const cJSON *, spa_policy *); } pp_sections[] = {
+    {"name", pp_key_name},
+    {"description", pp_key_description},
+    {"mode", pp_key_mode},
+    {"actions", pp_key_actions},
+    {"on_limit", pp_key_on_limit},
+    {"fail_mode", pp_key_fail_mode},
+    {"globals", pp_key_globals},
+    {"trusted", pp_key_trusted},
+    {"limits", pp_key_limits},
+    {"audit_log", pp_key_audit_log},
+    {"targets", pp_key_targets},
+    {"errno", pp_key_errno},
+    {"layers", pp_key_layers},
+    {"runtime", pp_key_runtime},
+};
+
 static spa_code pp_parse_tree(pp *x, const cJSON *root, spa_policy *p) {
     spa_code rc = pp_keys(x, root, pp_top_keys);
     if (rc) return rc;
@@ -259,192 +528,9 @@ static spa_code pp_parse_tree(pp *x, const cJSON *root, spa_policy *p) {
     if (!cJSON_IsNumber(v) || v->valuedouble != 1.0) return pp_fail(x, "unsupported schema version (expected 1)", false);
     pp_pop(x);
 
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "name"))) {
-        pp_push(x, "name", 0);
-        if (!cJSON_IsString(v) || strlen(v->valuestring) > 256) return pp_fail(x, "expected a string (max 256 bytes)", false);
-        free(p->name);
-        p->name = strdup(v->valuestring);
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "description"))) {
-        pp_push(x, "description", 0);
-        if (!cJSON_IsString(v)) return pp_fail(x, "expected a string", false);
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "mode"))) {
-        pp_push(x, "mode", 0);
-        if (!cJSON_IsString(v)) return pp_fail(x, "expected \"enforce\", \"audit\" or \"off\"", false);
-        if (!strcmp(v->valuestring, "enforce")) p->mode = SPA_MODE_ENFORCE;
-        else if (!strcmp(v->valuestring, "audit")) p->mode = SPA_MODE_AUDIT;
-        else if (!strcmp(v->valuestring, "off")) p->mode = SPA_MODE_OFF;
-        else return pp_fail(x, "unknown mode: expected \"enforce\", \"audit\" or \"off\"", false);
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "actions"))) {
-        static const char *const k[] = {"safe", "suspicious", "malicious", "unscannable", NULL};
-        pp_push(x, "actions", 0);
-        if ((rc = pp_keys(x, v, k))) return rc;
-        for (int i = 0; i < SPA_VERDICT_COUNT; i++) {
-            const cJSON *a = cJSON_GetObjectItemCaseSensitive(v, k[i]);
-            if (!a) continue;
-            pp_push(x, k[i], 0);
-            if ((rc = pp_action(x, a, &p->on_verdict[i]))) return rc;
-            pp_pop(x);
-        }
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "on_limit"))) {
-        pp_push(x, "on_limit", 0);
-        if ((rc = pp_action(x, v, &p->on_limit))) return rc;
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "fail_mode"))) {
-        pp_push(x, "fail_mode", 0);
-        if ((rc = pp_action(x, v, &p->on_error))) return rc;
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "globals"))) {
-        static const char *const k[] = {"allow", "deny", NULL};
-        pp_push(x, "globals", 0);
-        if ((rc = pp_keys(x, v, k))) return rc;
-        const cJSON *a;
-        if ((a = cJSON_GetObjectItemCaseSensitive(v, "allow"))) {
-            pp_push(x, "allow", 0);
-            if ((rc = pp_strv(x, a, &p->allow_globals, true))) return rc;
-            pp_pop(x);
-        }
-        if ((a = cJSON_GetObjectItemCaseSensitive(v, "deny"))) {
-            pp_push(x, "deny", 0);
-            if ((rc = pp_strv(x, a, &p->deny_globals, true))) return rc;
-            pp_pop(x);
-        }
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "trusted"))) {
-        static const char *const k[] = {"paths", "sha256", NULL};
-        pp_push(x, "trusted", 0);
-        if ((rc = pp_keys(x, v, k))) return rc;
-        const cJSON *a;
-        if ((a = cJSON_GetObjectItemCaseSensitive(v, "paths"))) {
-            pp_push(x, "paths", 0);
-            if ((rc = pp_strv(x, a, &p->trusted_paths, true))) return rc;
-            for (size_t i = 0; i < p->trusted_paths.n; i++) {
-                if (p->trusted_paths.v[i][0] != '/') {
-                    pp_push(x, NULL, (int)i);
-                    return pp_fail(x, "trusted path glob must be absolute", false);
-                }
-            }
-            pp_pop(x);
-        }
-        if ((a = cJSON_GetObjectItemCaseSensitive(v, "sha256"))) {
-            pp_push(x, "sha256", 0);
-            spa_strv hs = {0};
-            if ((rc = pp_strv(x, a, &hs, true))) { strv_free(&hs); return rc; }
-            free(p->trusted_sha256);
-            p->trusted_sha256 = NULL;
-            p->n_trusted_sha256 = 0;
-            p->trusted_sha256 = calloc(hs.n + 1, 32);
-            if (!p->trusted_sha256) { strv_free(&hs); x->err->code = SPA_E_NOMEM; x->err->msg = "out of memory"; return SPA_E_NOMEM; }
-            for (size_t i = 0; i < hs.n; i++) {
-                if (!spa_policy_trusted_entry(hs.v[i], p->trusted_sha256[i])) {
-                    strv_free(&hs);
-                    pp_push(x, NULL, (int)i);
-                    return pp_fail(x, "expected 64 hex digits (a SHA-256 digest), optionally followed by "
-                                      "two spaces and the file's name", false);
-                }
-            }
-            p->n_trusted_sha256 = hs.n;
-            strv_free(&hs);
-            pp_pop(x);
-        }
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "limits"))) {
-        pp_push(x, "limits", 0);
-        if (!cJSON_IsObject(v)) return pp_fail(x, "expected an object of limit names to numbers", false);
-        for (const cJSON *c = v->child; c; c = c->next) {
-            int nth = 0;
-            for (const cJSON *d = v->child; d != c; d = d->next)
-                if (!strcmp(d->string, c->string)) nth++;
-            pp_push(x, c->string, nth);
-            int id = -1;
-            for (int i = 0; i < SPA_LIM_COUNT; i++)
-                if (!strcmp(spa_limit_name((spa_limit_id)i), c->string)) id = i;
-            if (id < 0) return pp_fail(x, "unknown limit name", true);
-            if (nth) return pp_fail(x, "duplicate key", true);
-            if (!cJSON_IsNumber(c) || c->valuedouble < 1 || c->valuedouble > 9007199254740992.0 ||
-                c->valuedouble != (double)(uint64_t)c->valuedouble)
-                return pp_fail(x, "limit must be a positive integer", false);
-            p->limits.v[id] = (uint64_t)c->valuedouble;
-            pp_pop(x);
-        }
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "audit_log"))) {
-        pp_push(x, "audit_log", 0);
-        free(p->audit_log);
-        p->audit_log = NULL;
-        if (cJSON_IsString(v)) {
-            const char *s = v->valuestring;
-            if (!*s) return pp_fail(x, "empty audit_log (use null for none)", false);
-            if (strcmp(s, "state") && strcmp(s, "syslog") && strcmp(s, "stderr") && strcmp(s, "stdout") && s[0] != '/')
-                return pp_fail(x, "audit_log must be \"state\", \"syslog\", \"stderr\", \"stdout\", an absolute path or null",
-                               false);
-            if (strlen(s) > SPA_POLICY_MAX_STR) return pp_fail(x, "string too long", false);
-            p->audit_log = strdup(s);
-        } else if (!cJSON_IsNull(v)) {
-            return pp_fail(x, "audit_log must be a string or null", false);
-        }
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "targets"))) {
-        pp_push(x, "targets", 0);
-        if ((rc = pp_strv(x, v, &p->targets, true))) return rc;
-        if (!p->targets.n)
-            return pp_fail(x, "empty targets would protect no process (use \"mode\": \"off\" to turn "
-                              "safepickle off)", false);
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "errno"))) {
-        static const struct { const char *n; int v; } en[] = {
-            {"EACCES", EACCES}, {"EPERM", EPERM}, {"ENOENT", ENOENT}, {"EIO", EIO}, {"EINVAL", EINVAL}};
-        pp_push(x, "errno", 0);
-        int e = -1;
-        if (cJSON_IsString(v)) {
-            for (size_t i = 0; i < sizeof en / sizeof *en; i++) if (!strcmp(en[i].n, v->valuestring)) e = en[i].v;
-        } else if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 4095 &&
-                   v->valuedouble == (double)(int)v->valuedouble) {
-            e = (int)v->valuedouble;
-        }
-        if (e < 0) return pp_fail(x, "errno must be EACCES, EPERM, ENOENT, EIO, EINVAL or a number 1-4095", false);
-        p->block_errno = e;
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "layers"))) {
-        static const char *const k[] = {"file_hooks", "audit_hook", "runtime_behaviour", NULL};
-        bool *dst[] = {&p->layer_file, &p->layer_audit_hook, &p->runtime_behaviour};
-        pp_push(x, "layers", 0);
-        if ((rc = pp_keys(x, v, k))) return rc;
-        for (int i = 0; k[i]; i++) {
-            const cJSON *a = cJSON_GetObjectItemCaseSensitive(v, k[i]);
-            if (!a) continue;
-            pp_push(x, k[i], 0);
-            if ((rc = pp_bool(x, a, dst[i]))) return rc;
-            pp_pop(x);
-        }
-        pp_pop(x);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "runtime"))) {
-        static const char *const k[] = {"allow_imports", NULL};
-        pp_push(x, "runtime", 0);
-        if ((rc = pp_keys(x, v, k))) return rc;
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(v, "allow_imports");
-        if (a) {
-            pp_push(x, "allow_imports", 0);
-            if ((rc = pp_strv(x, a, &p->runtime_allow_imports, true))) return rc;
-            pp_pop(x);
-        }
-        pp_pop(x);
+    for (size_t i = 0; i < sizeof pp_sections / sizeof pp_sections[0]; i++) {
+        if ((v = cJSON_GetObjectItemCaseSensitive(root, pp_sections[i].key)) && (rc = pp_sections[i].parse(x, v, p)))
+            return rc;
     }
     return SPA_OK;
 }
