@@ -69,6 +69,26 @@ static bool pyb_first_time(const spa_reason *d) {
     return true;
 }
 
+/* Scan and classify on the preload's stack (spp_on_altstack). */
+typedef struct pyb_scan_arg {
+    const uint8_t *p;
+    size_t n;
+    const spa_policy *pol;
+    spa_result *r;
+    spa_code c;
+} pyb_scan_arg;
+
+static void pyb_scan_alt(void *arg) {
+    pyb_scan_arg *a = arg;
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    o.limits = a->pol->limits;
+    o.name = "<bytes>";
+    a->r = NULL;
+    a->c = spc_scan_as(&o, a->p, a->n, SPA_FMT_PICKLE, &a->r);
+    if (a->c == SPA_OK && a->r) a->c = spa_classify(a->r, a->pol);
+}
+
 /* Judge the bytes of one unpickle. Returns 0 to let it run (*v receives the
  * verdict, SPA_VERDICT_COUNT when nothing was judged), -1 with the exception
  * set when the policy refuses it. */
@@ -76,13 +96,12 @@ static int pyb_judge(const uint8_t *p, size_t n, const char *call, spa_verdict *
     *v = SPA_VERDICT_COUNT;
     const spa_policy *pol = spp_policy();
     if (!pol || !pol->layer_audit_hook || pol->mode == SPA_MODE_OFF) return 0;
-    spa_scan_opts o;
-    spa_scan_opts_default(&o);
-    o.limits = pol->limits;
-    o.name = "<bytes>";
-    spa_result *r = NULL;
-    spa_code c = spc_scan_as(&o, p, n, SPA_FMT_PICKLE, &r);
-    if (c == SPA_OK && r) c = spa_classify(r, pol);
+    /* the analyzer runs on the preload's own stack: the host thread's may be
+     * as small as 32 KiB (SPP_HOST_STACK_BUDGET, test_audit) */
+    pyb_scan_arg sa = { p, n, pol, NULL, SPA_E_INTERNAL };
+    spp_on_altstack(pyb_scan_alt, &sa);
+    spa_result *r = sa.r;
+    spa_code c = sa.c;
     spa_verdict verdict;
     spa_action act;
     if (c != SPA_OK || !r) {

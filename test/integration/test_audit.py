@@ -519,8 +519,12 @@ def test_hooks_stay_within_host_stack_budget(tmp_path, marker):
         z.writestr("archive/data.pkl", pickle.dumps({"w": list(range(100))}, protocol=2))
         z.writestr("archive/version", "3\n")
     exe = tmp_path / "hoststack"
+    # linked with libpython so that the preload acts in it (it acts where CPython runs;
+    # targets only narrow), though it never starts an interpreter
+    ldflags = subprocess.run(["python3-config", "--embed", "--ldflags"], capture_output=True, text=True,
+                             check=True, env=dict(os.environ, PATH="/usr/bin:/bin")).stdout.split()
     subprocess.run(["cc", "-O2", "-o", str(exe), os.path.join(os.path.dirname(__file__), "hoststack.c"),
-                    "-lpthread"], check=True, timeout=120)
+                    "-Wl,--no-as-needed", *ldflags, "-lpthread"], check=True, timeout=120)
     files = [str(bad), str(good), str(zipf)]
     log = tmp_path / "audit.jsonl"
 
