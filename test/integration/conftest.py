@@ -85,7 +85,9 @@ def _audit_logs(root):
             if not os.path.isfile(path) or os.path.islink(path):
                 continue
             with open(path, "rb") as f:
-                head = f.readline()
+                head = f.readline(65536)  # a record is at most 16 KiB; corpora hold GiB files
+            if not head.startswith(b"{") or not head.endswith(b"\n"):
+                continue
             first = json.loads(head.decode("utf-8", "replace"))
         except (OSError, ValueError):
             continue

@@ -178,8 +178,9 @@ def test_doctor_bare_name_resolved_as_ld_so_does():
 def test_doctor_preload_that_loads_but_does_not_block(tmp_path):
     """The library loads, but the environment's policy lets the canary through."""
     pol = tmp_path / "allow.json"
+    # every verdict allowed and layer 2's behaviour veto off: nothing stops the canary
     pol.write_text('{"schema": 1, "mode": "enforce", "actions": {"malicious": "allow", '
-                   '"unscannable": "allow", "suspicious": "allow"}}')
+                   '"unscannable": "allow", "suspicious": "allow"}, "layers": {"runtime_behaviour": false}}')
     r = doctor({"LD_PRELOAD": LIB, "SAFEPICKLE_POLICY": pol})
     assert r.returncode == 1, r.stdout
     assert "LD_PRELOAD: ld.so loads %s but a canary malicious pickle was NOT refused (its payload ran): " \
