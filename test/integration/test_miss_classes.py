@@ -61,6 +61,22 @@ GADGETS = {
 }
 
 
+
+def _runs_plain_refused_preloaded(name, p, marker, settle=0.0):
+    """pickle.load(p) creates marker without the preload, and is refused (marker
+    absent, a `safepickle: blocked` line) with it. settle: seconds the loader waits
+    after the load, for payloads that finish asynchronously."""
+    code = ("import pickle, time\ntry:\n    pickle.load(open(%r, 'rb'))\nexcept BaseException as e:\n"
+            "    print(e)\ntime.sleep(%r)\n" % (str(p), settle))
+    subprocess.run([PYTHON, "-c", code], env=clean_env(), capture_output=True, timeout=300)
+    assert marker.exists(), name
+    marker.unlink()
+    env = clean_env()
+    env["LD_PRELOAD"] = LIB
+    rr = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert not marker.exists(), name
+    assert "safepickle: blocked" in rr.stderr, (name, rr.stderr[-500:])
+
 def _enum():
     r = subprocess.run([PYTHON, "-c", ENUM_MODATTR], capture_output=True, text=True, env=clean_env(),
                        timeout=600)
@@ -195,15 +211,7 @@ def test_interpreter_shipped_modules(tmp_path):
         marker = tmp_path / ("ran_" + name)
         p = tmp_path / (name + ".pkl")
         p.write_bytes(build(marker))
-        code = "import pickle\ntry:\n    pickle.load(open(%r, 'rb'))\nexcept BaseException as e:\n    print(e)\n" % str(p)
-        subprocess.run([PYTHON, "-c", code], env=clean_env(), capture_output=True, timeout=300)
-        assert marker.exists(), name
-        marker.unlink()
-        env = clean_env()
-        env["LD_PRELOAD"] = LIB
-        rr = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-        assert not marker.exists(), name
-        assert "safepickle: blocked" in rr.stderr, (name, rr.stderr[-500:])
+        _runs_plain_refused_preloaded(name, p, marker)
 
 
 # Reflective calls: calling what getattr / inspect.getattr_static / attrgetter /
@@ -312,13 +320,4 @@ def test_reflective_gadgets_run_and_are_refused(tmp_path):
         marker = tmp_path / ("ran_" + name)
         p = tmp_path / (name + ".pkl")
         p.write_bytes(build(marker))
-        code = ("import pickle, time\ntry:\n    pickle.load(open(%r, 'rb'))\nexcept BaseException as e:\n"
-                "    print(e)\ntime.sleep(0.3)\n" % str(p))
-        subprocess.run([PYTHON, "-c", code], env=clean_env(), capture_output=True, timeout=300)
-        assert marker.exists(), name
-        marker.unlink()
-        env = clean_env()
-        env["LD_PRELOAD"] = LIB
-        rr = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-        assert not marker.exists(), name
-        assert "safepickle: blocked" in rr.stderr, (name, rr.stderr[-500:])
+        _runs_plain_refused_preloaded(name, p, marker, settle=0.3)
