@@ -126,7 +126,7 @@ fuzz-smoke: deps $(FUZZ_BIN)
 
 # ---------------------------------------------------------------- integration
 integration: all
-	cd test/integration && $(PYTHON) -m pytest -q -p no:cacheprovider
+	cd test/integration && $(PYTHON) -m pytest -q -p no:cacheprovider --durations=25
 
 # Writers race loaders under the preload: every loader x writer x layers
 # configuration, RACE_LOADS racing loads each (long: not part of `make test`,

@@ -199,3 +199,21 @@ def test_unreadable_entries_are_errors(as_nobody):
     assert r.stdout.splitlines()[-1].startswith("summary: 3 files, 1 pickle-bearing (1 safe") and \
         "2 errors" in r.stdout.splitlines()[-1], r.stdout
     assert "safepickle scan: %s/locked: cannot open directory: Permission denied" % d in r.stderr
+
+
+def test_session_audit_check_ends_on_symlink_loops(tmp_path):
+    """The session-end audit-record check walks the temp tree this module fills with
+    branching symlink loops: it must not follow them (glob's "**" did: 2^40 paths, CI OOM)."""
+    import threading
+    from conftest import _audit_logs
+    d = tmp_path / "tree"
+    (d / "a" / "b").mkdir(parents=True)
+    os.symlink("../..", d / "a" / "b" / "up")
+    os.symlink(str(d / "a"), d / "a" / "b" / "self")
+    (d / "a" / "log.jsonl").write_text('{"layer": 1, "verdict": "safe", "pid": 1, "policy": "p"}\n')
+    found = []
+    t = threading.Thread(target=lambda: found.extend(_audit_logs(str(tmp_path))), daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "the audit-log walk follows symlink loops"
+    assert found == [str(d / "a" / "log.jsonl")]
