@@ -55,7 +55,6 @@ $(BUILD)/obj/%.o: %.S
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Wa,-I. -c $< -o $@
 $(BUILD)/obj/analyzer/policy_default.o: policies/default.json
-$(BUILD)/obj/analyzer/kb_data.o: $(wildcard analyzer/kb/*.tsv)
 $(BUILD)/obj/analyzer/cli/kbindex_data.o: analyzer/cli/kbindex.py
 
 # The knowledge base's line table, split from the TSV files once (kb.c includes it).

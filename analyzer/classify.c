@@ -11,7 +11,9 @@
 #include <string.h>
 
 #include "opcodes.h"
-#include "verdict.h"
+#include "kb.h"
+#include "resolve.h"
+#include "strfmt.h"
 #include "vm.h"
 
 

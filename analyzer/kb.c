@@ -1,7 +1,6 @@
 /* kb.c - the knowledge base: judges a global (module + possibly dotted name) by the
  * category tables in analyzer/kb/ (TSV files), split into a line table at build time
- * (kb_lines.awk) and embedded as text by kb_data.S (spa_kb_text). The tables are
- * data; this file only knows how to match them (aliases, exact names, name patterns,
+ * (kb_lines.awk, compiled in as kb_lines.inc). The tables are data; this file only knows how to match them (aliases, exact names, name patterns,
  * longest module prefix, dotted components, verbs). No state: every lookup walks the
  * read-only table (about 800 lines; the classifier caches per scan). */
 #include <errno.h>
@@ -14,11 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "verdict.h"
-
-
-extern const char spa_kb_blob_stdlib[], spa_kb_blob_stdlib_end[];
-extern const char spa_kb_blob_ml[], spa_kb_blob_ml_end[];
+#include "kb.h"
+#include "strfmt.h"
 
 /* ------------------------------------------------------------------ names */
 static const char *const kb_cat_names[SPA_KB_COUNT] = {
@@ -38,21 +34,6 @@ static spa_kbcat kb_cat_parse(const char *s, size_t n) {
     for (int i = 0; i < SPA_KB_COUNT; i++)
         if (strlen(kb_cat_names[i]) == n && !memcmp(kb_cat_names[i], s, n)) return (spa_kbcat)i;
     return SPA_KB_UNKNOWN;
-}
-
-spa_verdict spa_kbcat_call_severity(spa_kbcat c) {
-    switch (c) {
-    case SPA_KB_DATA: return SPA_VERDICT_SAFE;
-    case SPA_KB_UNKNOWN: return SPA_VERDICT_SUSPICIOUS;
-    default: return SPA_VERDICT_MALICIOUS;
-    }
-}
-
-const char *spa_kb_text(int which, size_t *n) {
-    const char *b = which ? spa_kb_blob_ml : spa_kb_blob_stdlib;
-    const char *e = which ? spa_kb_blob_ml_end : spa_kb_blob_stdlib_end;
-    if (n) *n = (size_t)(e - b) - 1;
-    return b;
 }
 
 /* ------------------------------------------------------------------ line cursor */

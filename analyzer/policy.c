@@ -13,7 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "verdict.h"
+#include "kb.h"
+#include "sha256.h"
 
 #define SPA_POLICY_MAX_BYTES (1u << 20)  /* largest policy document accepted */
 #define SPA_POLICY_MAX_LIST 4096         /* entries in one pattern/path/digest list */

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "verdict.h"
+#include "kb.h"
+#include "resolve.h"
+#include "strfmt.h"
 
 
 /* ------------------------------------------------------------------ value helpers */

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "output.h"
-#include "verdict.h"
+#include "sha256.h"
 
 #define SARIF_SCHEMA "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 #define SARIF_BASE "%SRCROOT%"

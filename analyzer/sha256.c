@@ -1,11 +1,11 @@
 /* sha256.c - SHA-256 (FIPS 180-4) for the policy's trusted digests: a small streaming
- * implementation and a whole-file helper. Declared in verdict.h. */
+ * implementation and a whole-file helper. Declared in sha256.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "verdict.h"
+#include "sha256.h"
 
 #define SHA_FILE_CHUNK 65536 /* bytes read per call when hashing a file */
 

@@ -3,8 +3,9 @@
  * objects the caller owns. This header holds the cross-component shapes
  * (errors, limits, sources, values, IR, scan results, verdicts) and the
  * entry points (scan, classify, policy). Each component's internals are in its
- * own header: reader.h, opcodes.h, vm.h, containers.h, verdict.h (classifier,
- * KB, resolver), output.h (text, JSON fields, SARIF), report.h, jsonout.h,
+ * own header, which includes this one (never the reverse): reader.h, opcodes.h,
+ * vm.h, containers.h, kb.h (knowledge base), resolve.h (callee resolution),
+ * sha256.h, strfmt.h, output.h (text, JSON fields, SARIF), report.h, jsonout.h,
  * bytes.h, capi.h (the flat ABI of libspa.so). */
 #ifndef SPA_H
 #define SPA_H

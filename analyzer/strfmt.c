@@ -3,7 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "verdict.h"
+#include "strfmt.h"
 
 int spa_fmt(char *out, size_t n, const char *fmt, ...) {
     va_list ap;

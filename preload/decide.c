@@ -5,7 +5,7 @@
  * policy's fail mode (on_error); a policy that failed to load refuses every
  * pickle-bearing file. */
 #include "spp.h"
-#include "verdict.h" /* spa_sha256_*: the digest of a file trusted by the policy */
+#include "sha256.h" /* the digest of a file trusted by the policy */
 
 #include <errno.h>
 #include <fcntl.h>

@@ -19,7 +19,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "verdict.h" /* spa_sha256_* */
+#include "sha256.h"
 
 #define PC_MAGIC     "SPVC0001"
 #define PC_MAX_ENTRY (64u << 20)   /* largest entry read (a fingerprint of ~16 GiB judged) */

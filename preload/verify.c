@@ -16,7 +16,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "verdict.h" /* spa_sha256_* */
+#include "sha256.h"
 
 /* ------------------------------------------------------------------ the keyed hash */
 /* NH (Black et al., UMAC): sum over 16-byte steps of (m0 + k0) * (m1 + k1) as a

@@ -6,7 +6,6 @@
 #include "cli.h"
 #include "report.h"
 #include "output.h"
-#include "verdict.h"
 
 static void explain_usage(FILE *f) {
     fprintf(f,

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "verdict.h"
+#include "kb.h"
 
 extern const char cli_kbindex_py[], cli_kbindex_py_end[];
 

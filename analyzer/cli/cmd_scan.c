@@ -16,7 +16,7 @@
 #include "deploy.h"
 #include "report.h"
 #include "scan_pool.h"
-#include "verdict.h"
+#include "sha256.h"
 #include "walk.h"
 
 typedef enum { SCAN_TEXT = 0, SCAN_JSON, SCAN_SARIF } scan_fmt;

@@ -14,7 +14,7 @@
 
 #include "cli.h"
 #include "deploy.h"
-#include "verdict.h"
+#include "sha256.h"
 
 #define TRUST_MAX_POLICY (16u << 20) /* bytes of a policy file we agree to edit */
 #define TRUST_OBJ        "trusted"   /* policies/SCHEMA.md: trusted.sha256 */

@@ -5,7 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "verdict.h"
+#include "spa.h"
+
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

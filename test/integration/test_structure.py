@@ -8,6 +8,9 @@
    hook (1 line in hooks.def + its name in exports.map), a CLI command (1 line in
    commands.def + its cmd_*.c) and a KB entry (1 line in a TSV) each build, and the
    result really has the new thing.
+4. The shipped libraries export exactly their documented lists: libsafepickle.so the
+   hooks of preload/hooks.def, libspa.so the functions of analyzer/capi.h. Tests reach
+   internals through internal headers and the static libspa.a, never through exports.
 """
 import os
 import re
@@ -109,6 +112,44 @@ def test_no_function_over_150_lines():
                     long.append("%s:%d %s: %d lines" % (rel, line, name, n))
     assert seen > 300, "the function finder found almost nothing: is it broken?"
     assert not long, "functions over %d lines:\n%s" % (MAX_FUNC, "\n".join(long))
+
+
+# ------------------------------------------------------------------ exported symbols
+def _exported(lib):
+    out = subprocess.run(["nm", "-D", "--defined-only", "--format=posix", lib], capture_output=True, text=True,
+                         check=True).stdout
+    return {l.split()[0].split("@")[0] for l in out.splitlines() if l.strip()}
+
+
+def _documented_hooks():
+    text = open(os.path.join(REPO, "preload/hooks.def")).read()
+    return set(re.findall(r"^SPP_HOOK\(\s*\w+\s*,[^,]+,\s*(\w+)\s*,", text, re.M))
+
+
+def _documented_capi():
+    text = open(os.path.join(REPO, "analyzer/capi.h")).read()
+    return set(re.findall(r"^SPA_CAPI\b[^(]*?\b(\w+)\s*\(", text, re.M))
+
+
+def test_exports_equal_documented_lists(built):
+    hooks, capi = _documented_hooks(), _documented_capi()
+    assert len(hooks) > 50 and "open" in hooks and "pthread_create" in hooks, hooks
+    assert capi == {"spa_capi_judge", "spa_capi_scan", "spa_capi_version", "spa_capi_free"}, capi
+    got = _exported(os.path.join(REPO, "build/libsafepickle.so"))
+    assert got == hooks, "libsafepickle.so exports beyond hooks.def: %s; hooks not exported: %s" % (
+        sorted(got - hooks), sorted(hooks - got))
+    got = _exported(os.path.join(REPO, "build/libspa.so"))
+    assert got == capi, "libspa.so exports beyond capi.h: %s; missing: %s" % (sorted(got - capi), sorted(capi - got))
+
+
+def test_no_kb_text_embedded_twice(built):
+    """The KB is in the library once, as its line table; its TSV text is not embedded
+    a second time (the former kb_data.S, which only a test read)."""
+    for lib in ("build/libsafepickle.so", "build/libspa.so"):
+        data = open(os.path.join(REPO, lib), "rb").read()
+        comment = next(l for l in open(os.path.join(REPO, "analyzer/kb/ml.tsv"), "rb").read().split(b"\n")
+                       if l.startswith(b"#") and len(l) > 40)
+        assert comment not in data, "%s embeds the KB's TSV text (%r)" % (lib, comment)
 
 
 # ------------------------------------------------------------------ extension points

@@ -3,8 +3,8 @@
  * nested content, policy rules, unscannable streams. */
 #include <stdlib.h>
 
+#include "spa.h"
 #include "t.h"
-#include "verdict.h"
 
 typedef struct { spa_verdict v; const char *rule; } cl_want;
 

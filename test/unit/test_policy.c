@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "t.h"
-#include "verdict.h"
+#include "sha256.h"
 
 static spa_policy *parse_ok(const char *js) {
     spa_policy *p = NULL;

@@ -1,0 +1,63 @@
+/* kb.h - the knowledge base's internal interface (owner: kb.c, data in
+ * the TSV files in analyzer/kb/). The public lookups are in spa.h (spa_kb_lookup, spa_judge_global). */
+#ifndef SPA_KB_H
+#define SPA_KB_H
+
+#include "spa.h"
+
+/* Longest accepted module+name path; longer names are judged as reflection. */
+#define SPA_KB_MAX_PATH 512
+
+/* How a lookup matched (for messages and for the unknown-callable heuristics). */
+typedef enum spa_kbhow {
+    SPA_KBH_NONE = 0,   /* nothing matched: third-party module the KB does not know */
+    SPA_KBH_EXACT,      /* module:name or module:prefix* entry */
+    SPA_KBH_PATTERN,    /* *:pattern entry (third-party reconstructor names) */
+    SPA_KBH_MODULE,     /* longest module-prefix key */
+    SPA_KBH_VERB,       /* @verb heuristic on an unknown callable */
+    SPA_KBH_COMPONENT,  /* a dotted component reached a stdlib module or a dunder */
+    SPA_KBH_EFFECT,     /* importing the module already acts (@import_effect, pkg.__main__) */
+    SPA_KBH_MODATTR,    /* the name walks through a module-valued attribute (tempfile._os) */
+    SPA_KBH_INDEX,      /* the environment index (safepickle kb index) */
+    SPA_KBH_TOOLONG
+} spa_kbhow;
+
+typedef struct spa_kbhit {
+    spa_kbcat cat;
+    spa_kbhow how;
+    bool stdlib;          /* the module is part of the standard library */
+    bool dotted;          /* the name had a dotted attribute path */
+    char key[96];         /* the KB key that decided (NUL-terminated, may be truncated) */
+    char path[SPA_KB_MAX_PATH]; /* canonical "module.name" judged */
+    size_t modlen;        /* length of the canonical module part of path */
+} spa_kbhit;
+
+/* Full judgement of a global by name (aliases, dotted walk, exact, patterns, module
+ * prefixes, verbs). Never fails; UNKNOWN means a third-party name the KB does not know. */
+spa_kbcat spa_kb_judge(const char *module, const char *name, spa_kbhit *hit);
+/* Canonical module name (aliases applied) into buf; returns buf. */
+const char *spa_kb_canon(const char *module, char *buf, size_t n);
+/* Is this (canonical or not) module part of the standard library? */
+bool spa_kb_is_stdlib(const char *module);
+/* Is module:name an @nested reconstructor (judged by the content it deserialises)? */
+bool spa_kb_nested_loader(const char *module, const char *name);
+/* `@typearg MODULE:NAME`: a reconstructor whose first argument is a class it instantiates
+ * through a base's __new__ (ndarray.__new__(subtype, ...)), never running the class's own
+ * constructors: that argument is not a callable handed over (numpy.memmap is fine there). */
+bool spa_kb_typearg(const char *module, const char *name);
+/* `@typeref MODULE:NAME`: a class benign pickles name only as such a type argument; by
+ * name alone (spa_judge_global) it is a reference, not a call. */
+bool spa_kb_typeref(const char *module, const char *name);
+/* The module MODULE.ATTR is (analyzer/kb/modattr.tsv: tempfile._os -> "os"), or NULL. */
+const char *spa_kb_modattr(const char *module, const char *attr);
+/* The environment index (`safepickle kb index`, loaded once from $SAFEPICKLE_KB_INDEX or
+ * SPA_KB_INDEX_DEFAULT): a one-line status, and whether MODULE's top level is importable
+ * (true when there is no index: nothing is known). */
+const char *spa_kb_index_status(void);
+bool spa_kb_importable(const char *module);
+/* Line i of the KB's build-time line table (fields, their lengths, their count,
+ * from stdlib.tsv?); false past the end (`safepickle kb`, and test_kb.c, which checks
+ * the table against the TSV files). */
+bool spa_kb_line(size_t i, const char *f[3], size_t fl[3], int *nf, bool *stdlib);
+
+#endif /* SPA_KB_H */
