@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "opcodes.h"
+#include "decode.h"
 #include "kb.h"
 #include "resolve.h"
 #include "strfmt.h"
@@ -379,17 +380,23 @@ static uint32_t cl_nested_of(cl_ctx *c, const spa_val *v) {
     return UINT32_MAX;
 }
 
-static int cl_b64val(int ch) {
-    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
-    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
-    if (ch == '+' || ch == '-') return 62;
-    if (ch == '/' || ch == '_') return 63;
-    return -1;
+/* The altchars of a base64 decoder call as decode.c takes them: NULL for the standard
+ * alphabet, "-_" for urlsafe_b64decode, b64decode's constant two-character second
+ * argument; false when that argument is not such a constant (not decodable here). */
+static bool cl_b64_alt(const spa_target *t, const spa_val *call, const char **alt) {
+    *alt = NULL;
+    if (strstr(t->name, "urlsafe")) { *alt = "-_"; return true; }
+    const spa_val *a1 = spa_target_is(t, "base64", "b64decode") ? spa_val_item(call->u.call.args, 1) : NULL;
+    if (!a1 || a1->kind == SPA_V_NONE) return true;
+    if ((a1->kind != SPA_V_STR && a1->kind != SPA_V_BYTES) || a1->u.s.len != 2 || a1->u.s.kept < 2) return false;
+    *alt = (const char *)a1->u.s.p;
+    return true;
 }
 
-/* Decode what a data decoder call would produce: codecs.encode(str, 'latin1'),
- * base64 decoders, binascii.unhexlify / bytes.fromhex. Returns an arena buffer. */
+/* Decode what a data decoder call would produce (decode.c, as Python decodes):
+ * codecs.encode(str, 'latin1'), the base64 decoders, binascii.unhexlify /
+ * bytes.fromhex. Returns an arena buffer, or NULL where Python's decoder raises or
+ * the call is no decoder known here. */
 static const uint8_t *cl_decode(cl_ctx *c, const spa_val *call, size_t *outn) {
     if (!call || call->kind != SPA_V_CALL) return NULL;
     spa_target t;
@@ -399,41 +406,23 @@ static const uint8_t *cl_decode(cl_ctx *c, const spa_val *call, size_t *outn) {
         a0->u.s.kept < a0->u.s.len || a0->u.s.len > CL_NESTED_MAX)
         return NULL;
     const uint8_t *p = a0->u.s.p;
-    size_t n = (size_t)a0->u.s.len;
+    size_t n = (size_t)a0->u.s.len, k;
     uint8_t *o = spa_arena_alloc(c->ar, n + 1);
+    const char *alt;
     if (!o) return NULL;
-    size_t k = 0;
-    if (spa_target_is(&t, "codecs", "encode") || spa_target_is(&t, "codecs", "latin_1_encode")) {
-        for (size_t i = 0; i < n;) { /* UTF-8 text to latin-1 bytes */
-            uint8_t b = p[i];
-            if (b < 0x80) { o[k++] = b; i++; }
-            else if ((b & 0xe0) == 0xc0 && i + 1 < n) { o[k++] = (uint8_t)(((b & 0x1f) << 6) | (p[i + 1] & 0x3f)); i += 2; }
-            else return NULL;
-        }
-    } else if (!strncmp(t.module, "base64", 6) && strstr(t.name, "64")) {
-        uint32_t acc = 0;
-        int bits = 0;
-        for (size_t i = 0; i < n; i++) {
-            int v = cl_b64val(p[i]);
-            if (v < 0) continue;
-            acc = (acc << 6) | (uint32_t)v;
-            bits += 6;
-            if (bits >= 8) { bits -= 8; o[k++] = (uint8_t)(acc >> bits); }
-        }
-    } else if (spa_target_is(&t, "binascii", "unhexlify") || spa_target_is(&t, "binascii", "a2b_hex") ||
-               spa_target_is(&t, "base64", "b16decode") || spa_target_is(&t, "builtins", "bytes.fromhex")) {
-        int hi = -1;
-        for (size_t i = 0; i < n; i++) {
-            int ch = tolower(p[i]), v;
-            if (ch >= '0' && ch <= '9') v = ch - '0';
-            else if (ch >= 'a' && ch <= 'f') v = ch - 'a' + 10;
-            else continue;
-            if (hi < 0) hi = v;
-            else { o[k++] = (uint8_t)(hi << 4 | v); hi = -1; }
-        }
-    } else {
+    if (spa_target_is(&t, "codecs", "encode") || spa_target_is(&t, "codecs", "latin_1_encode"))
+        k = spa_dec_latin1(p, n, o, n);
+    else if ((!strcmp(t.module, "base64") && (strstr(t.name, "64") || !strcmp(t.name, "decodebytes"))) ||
+             spa_target_is(&t, "binascii", "a2b_base64"))
+        k = cl_b64_alt(&t, call, &alt) ? spa_dec_b64(p, n, o, n, alt, NULL) : SPA_DEC_FAIL;
+    else if (spa_target_is(&t, "binascii", "unhexlify") || spa_target_is(&t, "binascii", "a2b_hex") ||
+             spa_target_is(&t, "base64", "b16decode"))
+        k = spa_dec_hex(p, n, o, n, false);
+    else if (spa_target_is(&t, "builtins", "bytes.fromhex"))
+        k = spa_dec_hex(p, n, o, n, true);
+    else
         return NULL;
-    }
+    if (k == SPA_DEC_FAIL) return NULL;
     *outn = k;
     return o;
 }

@@ -226,10 +226,5 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
 bool spc_nested_opaque(void *ud, const uint8_t *p, size_t n, uint64_t len);
 /* Helpers exposed for unit tests. */
 bool spc_joblib_itemsize(const char *descr, size_t n, uint64_t *itemsize, bool *object);
-/* Decode text that may carry a nested pickle: base64 / hex / latin1 (from UTF-8).
- * Returns decoded length or 0 if the text is not in that encoding. */
-size_t spc_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
-size_t spc_hex_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
-size_t spc_latin1_from_utf8(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
 
 #endif /* SPA_CONTAINERS_H */

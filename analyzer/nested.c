@@ -7,127 +7,28 @@
 #include <string.h>
 
 #include "containers.h"
+#include "decode.h"
 
 #define SPC_NESTED_PROBE  96u  /* encoded characters decoded for a first look */
 #define SPC_NESTED_WALK   64u  /* opcodes without a failure that make unknown bytes a pickle */
 
 /* ------------------------------------------------------------------ decoders */
-/* Character classes as data: 1 + the digit's value (base64, standard and
- * URL-safe alphabets; hex), NB_SKIP for separators the decoders tolerate, 0
- * for anything else. */
-#define NB_SKIP 0x80
-static const uint8_t nb_b64_tab[256] = {
-    ['\n'] = NB_SKIP, ['\r'] = NB_SKIP, [' '] = NB_SKIP, ['\t'] = NB_SKIP, ['='] = NB_SKIP,
-    ['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8,
-    ['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
-    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
-    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
-    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
-    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
-    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
-    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
-    ['-'] = 63, ['_'] = 64,
-};
-static const uint8_t nb_hex_tab[256] = {
-    ['\n'] = NB_SKIP, [' '] = NB_SKIP,
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
-    ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
-    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
-};
-
-static int nb_b64(uint8_t c) { uint8_t t = nb_b64_tab[c]; return (t && t != NB_SKIP) ? t - 1 : -1; }
-
-/* Feed one 6-bit group to a base64 decoder state; a completed byte is stored
- * when there is room (o counts every byte, so callers see the full length). */
-static inline void nb_b64_put(uint32_t *acc, unsigned *bits, size_t *o, uint8_t *out, size_t cap,
-                              uint32_t v) {
-    *acc = (*acc << 6) | v;
-    *bits += 6;
-    if (*bits >= 8) {
-        *bits -= 8;
-        if (*o < cap) out[*o] = (uint8_t)(*acc >> *bits);
-        (*o)++;
-    }
+/* The decoders (decode.c) as nb_decoded calls them: the bytes stored (at most cap), 0
+ * when the text is not in that encoding. Base64 takes both alphabets (which decoder a
+ * loader applies is not known here; urlsafe_b64decode reads both) and needs a quad. */
+static size_t nb_b64(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    size_t digits, o = spa_dec_b64(in, n, out, cap, "-_", &digits);
+    return digits < 4 ? 0 : o < cap ? o : cap;
 }
 
-size_t spc_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    size_t o = 0, sig = 0;
-    bool pad = false;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t t = nb_b64_tab[in[i]];
-        if (t == NB_SKIP) { if (in[i] == '=') pad = true; continue; }
-        if (t == 0 || pad) return 0; /* not base64 (or data after padding) */
-        sig++;
-        nb_b64_put(&acc, &bits, &o, out, cap, (uint32_t)(t - 1));
-    }
-    if (sig < 4) return 0;
-    return o < cap ? o : cap;
+static size_t nb_hex(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    size_t o = spa_dec_hex(in, n, out, cap, true);
+    return o == SPA_DEC_FAIL ? 0 : o < cap ? o : cap;
 }
 
-/* base64.b64decode(s) as Python does it by default (validate=False): bytes
- * outside the alphabet are discarded, decoding ends at completed padding. */
-static size_t nb_b64_lenient(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    size_t o = 0, sig = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t t = nb_b64_tab[in[i]];
-        if (in[i] == '=') { if (sig % 4 >= 2) break; continue; }
-        if (t == 0 || t == NB_SKIP) continue;
-        sig++;
-        nb_b64_put(&acc, &bits, &o, out, cap, (uint32_t)(t - 1));
-    }
-    if (sig < 4) return 0;
-    return o < cap ? o : cap;
-}
-
-/* Mostly base64: at most one byte in 8 outside the alphabet (junk that
- * b64decode discards), so prose is not decoded as base64. */
-static bool nb_mostly_b64(const uint8_t *p, size_t n) {
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++)
-        if (nb_b64_tab[p[i]] == 0 && ++bad > n / 8) return false;
-    return true;
-}
-
-static int nb_hex(uint8_t c) { uint8_t t = nb_hex_tab[c]; return (t && t != NB_SKIP) ? t - 1 : -1; }
-
-size_t spc_hex_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
-    size_t o = 0;
-    int hi = -1;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t t = nb_hex_tab[in[i]];
-        if (t == NB_SKIP) { if (hi >= 0) return 0; continue; }
-        if (t == 0) return 0;
-        int v = t - 1;
-        if (hi < 0) { hi = v; continue; }
-        if (o < cap) out[o] = (uint8_t)(hi << 4 | v);
-        o++;
-        hi = -1;
-    }
-    if (hi >= 0 || o == 0) return 0;
-    return o < cap ? o : cap;
-}
-
-/* UTF-8 text whose code points are all < 256, as latin1 bytes. */
-size_t spc_latin1_from_utf8(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = in[i];
-        uint8_t b;
-        if (c < 0x80) b = c;
-        else if ((c == 0xc2 || c == 0xc3) && i + 1 < n && (in[i + 1] & 0xc0) == 0x80) {
-            b = (uint8_t)(((c & 0x03) << 6) | (in[i + 1] & 0x3f));
-            i++;
-        } else {
-            return 0; /* a code point >= 256: latin1 encoding would fail */
-        }
-        if (o < cap) out[o] = b;
-        o++;
-    }
-    return o < cap ? o : cap;
+static size_t nb_latin1(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    size_t o = spa_dec_latin1(in, n, out, cap);
+    return o == SPA_DEC_FAIL ? 0 : o < cap ? o : cap;
 }
 
 /* ------------------------------------------------------------------ judging */
@@ -175,13 +76,6 @@ static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, uint64_t total
      * bounded by opcodes, so padding in front cannot hide an import */
     spc_pk r = spc_pickle_walk(p, n, total, &wi);
     return nb_walk_candidate(r, &wi, n);
-}
-
-/* Every byte in the class (separators allowed). */
-static bool nb_all(const uint8_t *p, size_t n, const uint8_t *tab) {
-    for (size_t i = 0; i < n; i++)
-        if (tab[p[i]] == 0) return false;
-    return true;
 }
 
 typedef size_t (*nb_decoder)(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
@@ -232,9 +126,9 @@ bool spc_nested_opaque(void *ud, const uint8_t *p, size_t n, uint64_t len) {
     if (r != SPC_PK_NO && !wi.stopped && !wi.failed && wi.ops < SPC_SNIFF_OPS) return false;
     spa_format f = spc_sniff(p, n, len);
     if (f != SPA_FMT_NONE && (f != SPA_FMT_PICKLE || nb_walk_candidate(r, &wi, SIZE_MAX))) return false;
-    if (nb_b64(p[0]) >= 0) {
+    if (spa_dec_b64_digit(p[0]) >= 0) {
         uint8_t pb[SPC_NESTED_PROBE];
-        size_t pn = nb_b64_lenient(p, n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE & ~(size_t)3, pb, sizeof pb);
+        size_t pn = nb_b64(p, n < SPC_NESTED_PROBE ? n : SPC_NESTED_PROBE & ~(size_t)3, pb, sizeof pb);
         if (pn >= 2 && spc_sniff(pb, pn, UINT64_MAX) != SPA_FMT_NONE) return false;
     }
     return true;
@@ -259,14 +153,14 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     if (!data && v->kind == SPA_V_STR) {
         bool ascii = true;
         for (size_t i = 0; i < n && ascii; i++) ascii = p[i] < 0x80;
-        if (!ascii && nb_decoded(s, p, n, trunc, spc_latin1_from_utf8, SPC_NESTED_PROBE, &data, &dn))
+        if (!ascii && nb_decoded(s, p, n, trunc, nb_latin1, SPC_NESTED_PROBE, &data, &dn))
             enc = "latin1";
     }
-    if (!data && n >= 16 && nb_hex(p[0]) >= 0 && nb_all(p, n, nb_hex_tab) &&
-        nb_decoded(s, p, n, trunc, spc_hex_decode, SPC_NESTED_PROBE & ~(size_t)1, &data, &dn))
+    if (!data && n >= 16 && spa_dec_hex_digit(p[0]) >= 0 && spa_dec_hexlike(p, n) &&
+        nb_decoded(s, p, n, trunc, nb_hex, SPC_NESTED_PROBE & ~(size_t)1, &data, &dn))
         enc = "hex";
-    if (!data && n >= 16 && nb_b64(p[0]) >= 0 && nb_mostly_b64(p, n) &&
-        nb_decoded(s, p, n, trunc, nb_b64_lenient, SPC_NESTED_PROBE & ~(size_t)3, &data, &dn))
+    if (!data && n >= 16 && spa_dec_b64_digit(p[0]) >= 0 && spa_dec_mostly_b64(p, n) &&
+        nb_decoded(s, p, n, trunc, nb_b64, SPC_NESTED_PROBE & ~(size_t)3, &data, &dn))
         enc = "base64";
     if (s->fatal) return UINT32_MAX;
     if (!data) return UINT32_MAX;

@@ -256,5 +256,16 @@ static void test_lookup_limit(void) {
     free(buf);
 }
 
-T_MAIN("classify", T_CASE(test_lookup_limit), T_CASE(test_calls), T_CASE(test_reflection), T_CASE(test_structural), T_CASE(test_nested),
+/* A decoder call's content is judged as Python decodes it (analyzer/decode.c):
+ * b64decode discards '-' and '_' (not in its alphabet), so a benign pickle's base64 with
+ * them mixed in is still that benign pickle, and a malicious one still malicious. */
+#define TC_LOAD_B64(fn, len, text) \
+    "\x80\x02" "ctorch.storage\n_load_from_bytes\ncbase64\n" fn "\n(X" len "\x00\x00\x00" text "tR\x85R."
+static void test_decoder_calls(void) {
+    CASE(TC_LOAD_B64("b64decode", "\x26", "gAJ9c-QBYA_QAAAGFxAV1xAihLAUsCSwNlcy4="), SPA_VERDICT_SAFE, NULL);
+    CASE(TC_LOAD_B64("urlsafe_b64decode", "\x24", "gAJ9cQBYAQAAAGFxAV1xAihLAUsCSwNlcy4="), SPA_VERDICT_SAFE, NULL);
+    CASE(TC_LOAD_B64("b64decode", "\x26", "gAJ-jcG9zaXgKc3lzdGVtClgCAAAAaWSFUi4=_"), SPA_VERDICT_MALICIOUS, "nested.malicious");
+}
+
+T_MAIN("classify", T_CASE(test_lookup_limit), T_CASE(test_decoder_calls), T_CASE(test_calls), T_CASE(test_reflection), T_CASE(test_structural), T_CASE(test_nested),
        T_CASE(test_reason_fields), T_CASE(test_policy_rules), T_CASE(test_hand_built_ir))

@@ -207,17 +207,6 @@ static void test_depth_limit(void) {
     free(b);
 }
 
-static void test_decoders(void) {
-    uint8_t o[64];
-    T_EQ_INT(spc_b64_decode((const uint8_t *)"aGVsbG8=", 8, o, sizeof o), 5);
-    T_CHECK(!memcmp(o, "hello", 5));
-    T_EQ_INT(spc_b64_decode((const uint8_t *)"aGVs!G8=", 8, o, sizeof o), 0);
-    T_EQ_INT(spc_hex_decode((const uint8_t *)"68656c6c6f", 10, o, sizeof o), 5);
-    T_EQ_INT(spc_hex_decode((const uint8_t *)"68656c6c6", 9, o, sizeof o), 0);
-    T_EQ_INT(spc_latin1_from_utf8((const uint8_t *)"a\xc2\x80\xc3\xbf", 5, o, sizeof o), 3);
-    T_CHECK(o[1] == 0x80 && o[2] == 0xff);
-    T_EQ_INT(spc_latin1_from_utf8((const uint8_t *)"\xe2\x82\xac", 3, o, sizeof o), 0); /* U+20AC */
-}
 
 static void test_joblib_itemsize(void) {
     static const struct { const char *d; uint64_t sz; bool obj, ok; } t[] = {
@@ -358,5 +347,5 @@ static void test_opaque_payloads_are_not_kept(void) {
 
 T_MAIN("nested", T_CASE(test_encodings), T_CASE(test_compressed_constant), T_CASE(test_harmless_strings_are_not_nested),
        T_CASE(test_random_constants_are_not_nested), T_CASE(test_padding_does_not_hide), T_CASE(test_depth_limit),
-       T_CASE(test_decoders), T_CASE(test_joblib_itemsize), T_CASE(test_joblib_skip),
+       T_CASE(test_joblib_itemsize), T_CASE(test_joblib_skip),
        T_CASE(test_opaque_judgement), T_CASE(test_opaque_payloads_are_not_kept))
