@@ -155,6 +155,7 @@ typedef struct spp_h128 { uint64_t lo, hi; } spp_h128;
 typedef struct spp_fp_run { uint64_t first; uint32_t n, hix; } spp_fp_run;
 typedef struct spp_fp {
     int refs;
+    uint64_t gen;               /* unique per fingerprint made in this process (verify.c's copy cache) */
     uint64_t dev, ino, size;    /* the file and its size when judged */
     uint32_t n_runs, n_blocks;
     spp_fp_run *runs;           /* sorted, disjoint */

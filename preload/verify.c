@@ -149,11 +149,48 @@ static bool spp_pread_all(int fd, uint8_t *dst, size_t n, uint64_t off) {
     return true;
 }
 
-/* A 4 KiB scratch block per thread (not on the hook's stack). */
+/* Per thread, made at first need and freed when the thread ends: a scratch
+ * block (not on the hook's stack), and the copy cache: whole judged blocks
+ * this thread read from the file and found equal to the bytes judged (their
+ * hash is the fingerprint's), so that a read returning part of such a block
+ * is checked by comparing that part with the copy, not by reading and
+ * hashing the rest of the block again. Sound whatever the file does later:
+ * the copy is the judged bytes, and the loader's bytes are compared with it. */
+#define SPP_VC_BLOCKS 16u /* 64 KiB: how far ahead a forward reader's copy reaches */
+typedef struct spp_vthr {
+    uint64_t gen;   /* the fingerprint (spp_fp.gen) the copy was verified against; 0: none */
+    uint64_t first; /* the copy's first block */
+    uint32_t n;     /* whole blocks held */
+    bool busy;      /* in use: a nested check (a signal handler's read) goes without */
+    uint8_t scratch[SPP_FP_BLOCK];
+    uint8_t copy[SPP_VC_BLOCKS * SPP_FP_BLOCK];
+} spp_vthr;
+static SPP_TLS spp_vthr *spp_vt;
+static pthread_key_t spp_vt_key;
+static pthread_once_t spp_vt_once = PTHREAD_ONCE_INIT;
+static bool spp_vt_key_ok;
+
+static void spp_vt_free(void *v) {
+    free(v);
+    spp_vt = NULL;
+}
+
+static void spp_vt_key_make(void) { spp_vt_key_ok = pthread_key_create(&spp_vt_key, spp_vt_free) == 0; }
+
+static spp_vthr *spp_vthr_get(void) {
+    if (!spp_vt) {
+        pthread_once(&spp_vt_once, spp_vt_key_make);
+        spp_vthr *v = calloc(1, sizeof *v);
+        if (!v) return NULL;
+        if (spp_vt_key_ok) (void)pthread_setspecific(spp_vt_key, v);
+        spp_vt = v;
+    }
+    return spp_vt;
+}
+
 static uint8_t *spp_scratch(void) {
-    static SPP_TLS uint8_t *blk;
-    if (!blk) blk = malloc(SPP_FP_BLOCK);
-    return blk;
+    spp_vthr *v = spp_vthr_get();
+    return v ? v->scratch : NULL;
 }
 
 /* The hash of block b of the file as seen through [p, p+n) at off, the bytes
@@ -179,6 +216,12 @@ static bool spp_block_hash(int fd, const uint8_t *p, size_t n, uint64_t off, uin
 }
 
 /* ------------------------------------------------------------------ building */
+static uint64_t spp_fp_gen_next;
+
+/* Never 0 (an empty copy cache), never reused in this process (a freed
+ * fingerprint's address can be reused; its generation cannot). */
+static uint64_t spp_fp_new_gen(void) { return __atomic_add_fetch(&spp_fp_gen_next, 1, __ATOMIC_RELAXED); }
+
 void spp_fpb_init(spp_fpb *b, int fd, uint64_t size) {
     memset(b, 0, sizeof *b);
     b->fd = fd;
@@ -253,6 +296,7 @@ spp_fp *spp_fpb_finish(spp_fpb *b, const struct stat *st) {
     spp_fp *fp = calloc(1, sizeof *fp + runs * sizeof(spp_fp_run) + b->n * sizeof(spp_h128));
     if (!fp) return NULL;
     fp->refs = 1;
+    fp->gen = spp_fp_new_gen();
     fp->dev = (uint64_t)st->st_dev;
     fp->ino = (uint64_t)st->st_ino;
     fp->size = b->size;
@@ -280,6 +324,7 @@ spp_fp *spp_fp_make(uint64_t dev, uint64_t ino, uint64_t size, const spp_fp_run 
     spp_fp *fp = calloc(1, sizeof *fp + n_runs * sizeof(spp_fp_run) + n_blocks * sizeof(spp_h128));
     if (!fp) return NULL;
     fp->refs = 1;
+    fp->gen = spp_fp_new_gen();
     fp->dev = dev;
     fp->ino = ino;
     fp->size = size;
@@ -311,6 +356,58 @@ static uint32_t spp_fp_run_at(const spp_fp *fp, uint64_t b) {
     return lo;
 }
 
+/* Fill the copy with judged blocks b, b+1, ... of run (at most want) read
+ * from the file now, keeping them up to the first whose hash is not the
+ * judged one. False when block b itself is not (or cannot be read whole). */
+static bool spp_vt_fill(spp_vthr *v, const spp_fp *fp, int fd, const spp_fp_run *run, uint64_t b, uint32_t want) {
+    v->gen = 0;
+    v->n = 0;
+    if (want > run->first + run->n - b) want = (uint32_t)(run->first + run->n - b);
+    uint64_t bs = b * SPP_FP_BLOCK;
+    size_t len = fp->size - bs < (uint64_t)want * SPP_FP_BLOCK ? (size_t)(fp->size - bs) : (size_t)want * SPP_FP_BLOCK;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = spp_raw_pread(fd, v->copy + got, len - got, bs + got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    uint32_t k = 0;
+    for (; k < want; k++) {
+        size_t o = (size_t)k * SPP_FP_BLOCK, blen = len - o < SPP_FP_BLOCK ? len - o : SPP_FP_BLOCK;
+        if (o + blen > got || !spp_h_eq(spp_fp_hash(v->copy + o, blen), fp->h[run->hix + (b + k - run->first)]))
+            break;
+    }
+    if (k == 0) return false;
+    v->gen = fp->gen;
+    v->first = b;
+    v->n = k;
+    return true;
+}
+
+/* Part [lo, hi) of judged block b (length blen) is in the loader's buffer p
+ * (file offset off): equal to the bytes judged? Compared with the thread's
+ * verified copy of the block, made first if it does not hold it (a reader
+ * going forward gets the next blocks of the run copied too). */
+static bool spp_part_ok(const spp_fp *fp, int fd, const uint8_t *p, size_t n, uint64_t off, const spp_fp_run *run,
+                        uint64_t b, size_t blen) {
+    uint64_t bs = b * SPP_FP_BLOCK, end = off + n;
+    uint64_t lo = off > bs ? off : bs, hi = end < bs + blen ? end : bs + blen;
+    spp_vthr *v = spp_vthr_get();
+    if (!v || v->busy) {
+        spp_h128 h;
+        return spp_block_hash(fd, p, n, off, b, blen, &h) && spp_h_eq(h, fp->h[run->hix + (b - run->first)]);
+    }
+    v->busy = true;
+    bool ok = true;
+    if (v->gen != fp->gen || b < v->first || b >= v->first + v->n) {
+        bool forward = v->gen == fp->gen && b == v->first + v->n;
+        ok = spp_vt_fill(v, fp, fd, run, b, forward ? SPP_VC_BLOCKS : 1);
+    }
+    if (ok) ok = memcmp(p + (lo - off), v->copy + (lo - v->first * SPP_FP_BLOCK), (size_t)(hi - lo)) == 0;
+    v->busy = false;
+    return ok;
+}
+
 int spp_fp_check(const spp_fp *fp, int fd, const void *buf, size_t n, uint64_t off, bool *touched,
                  uint64_t *bad_off) {
     if (n == 0) return 0;
@@ -327,9 +424,15 @@ int spp_fp_check(const spp_fp *fp, int fd, const void *buf, size_t n, uint64_t o
         for (; b <= last && b < run->first + run->n; b++) {
             uint64_t bs = b * SPP_FP_BLOCK;
             size_t blen = fp->size - bs < SPP_FP_BLOCK ? (size_t)(fp->size - bs) : SPP_FP_BLOCK;
-            spp_h128 h;
+            bool ok;
             *touched = true;
-            if (!spp_block_hash(fd, p, n, off, b, blen, &h) || !spp_h_eq(h, fp->h[run->hix + (b - run->first)])) {
+            if (p && (bs < off || bs + blen > end)) { /* part of the block: compared with a verified copy */
+                ok = spp_part_ok(fp, fd, p, n, off, run, b, blen);
+            } else {                                  /* all of it (or a mapping's: read it now) */
+                spp_h128 h;
+                ok = spp_block_hash(fd, p, n, off, b, blen, &h) && spp_h_eq(h, fp->h[run->hix + (b - run->first)]);
+            }
+            if (!ok) {
                 *bad_off = bs > off ? bs : off;
                 return 1;
             }

@@ -10,7 +10,13 @@
 
 #include "t.h"
 
-spp_real_pread64_t real_pread64; /* NULL: verify.c reads with the raw syscall */
+spp_real_pread64_t real_pread64; /* NULL: verify.c reads with the raw syscall; tv_count: counted */
+
+static unsigned long tv_preads;     /* preads verify.c issued while counted */
+static ssize_t tv_count_pread(int fd, void *buf, size_t n, off64_t off) {
+    tv_preads++;
+    return (ssize_t)syscall(SYS_pread64, fd, buf, n, off);
+}
 
 #define TV_SIZE (10 * SPP_FP_BLOCK + 123)
 
@@ -141,5 +147,85 @@ static void test_fd_table_refs(void) {
     close(fd);
 }
 
+/* A loader reading forward in pieces that do not fall on block boundaries (a
+ * FILE buffer, a reader that asks for 4 KiB at odd offsets): each block is
+ * read from the file and hashed about once, not twice per read (the rest of
+ * both straddled blocks): the thread keeps a verified copy of the blocks. */
+static void test_unaligned_reads_read_each_block_once(void) {
+    static uint8_t content[TV_SIZE];
+    int fd = tv_file(content);
+    const uint64_t reads[][2] = { { 0, TV_SIZE } };
+    spp_fp *fp = tv_judge(fd, reads, 1);
+    T_CHECK(fp && fp->n_blocks == 11);
+    bool touched = false;
+    uint64_t bad = 0;
+    real_pread64 = tv_count_pread;
+    tv_preads = 0;
+    int rc = 0;
+    for (uint64_t off = 0, n = 17; off < TV_SIZE; off += n, n = SPP_FP_BLOCK)
+        rc |= spp_fp_check(fp, fd, content + off, TV_SIZE - off < n ? (size_t)(TV_SIZE - off) : (size_t)n, off,
+                           &touched, &bad);
+    real_pread64 = NULL;
+    T_EQ_INT(rc, 0);
+    /* 12 reads over 11 blocks: the first block, then the rest of the run at once */
+    T_CHECK_MSG(tv_preads <= 3, "%lu preads for 12 reads", tv_preads);
+    spp_fp_unref(fp);
+    close(fd);
+}
+
+/* The copy is the judged bytes, and the loader's bytes are compared with it:
+ * a file rewritten after the copy was made is caught in the bytes the loader
+ * gets; the copy of one fingerprint never answers for another (also when the
+ * other has the freed one's address); a nested check goes without it. */
+static void test_verified_copy_is_sound(void) {
+    static uint8_t content[TV_SIZE], other[TV_SIZE];
+    int fd = tv_file(content);
+    const uint64_t reads[][2] = { { 0, TV_SIZE } };
+    spp_fp *fp = tv_judge(fd, reads, 1);
+    bool touched = false;
+    uint64_t bad = 0;
+    /* reading forward: blocks 1.. are copied and verified */
+    T_EQ_INT(spp_fp_check(fp, fd, content + 4000, 200, 4000, &touched, &bad), 0);
+    T_EQ_INT(spp_fp_check(fp, fd, content + 4200, 4096, 4200, &touched, &bad), 0);
+    T_CHECK(spp_vt && spp_vt->gen == fp->gen && spp_vt->n > 3);
+    /* the file is rewritten in block 3; the loader reads the new bytes */
+    uint64_t x = 3 * SPP_FP_BLOCK + 100;
+    tv_poke(fd, x, (uint8_t)(content[x] ^ 0x40));
+    uint8_t piece[300];
+    memcpy(piece, content + x - 50, sizeof piece);
+    piece[50] ^= 0x40;
+    T_EQ_INT(spp_fp_check(fp, fd, piece, sizeof piece, x - 50, &touched, &bad), 1);
+    T_EQ_INT(bad, x - 50);
+    /* the loader's bytes are the judged ones (read before the rewrite): they pass */
+    T_EQ_INT(spp_fp_check(fp, fd, content + x - 50, sizeof piece, x - 50, &touched, &bad), 0);
+    /* a nested check (the copy busy) reads the rest of the block from the
+     * file, which holds the rewritten byte: fails (earlier than needed, but safe) */
+    spp_vt->busy = true;
+    T_EQ_INT(spp_fp_check(fp, fd, content + x + 50, 100, x + 50, &touched, &bad), 1);
+    spp_vt->busy = false;
+    T_EQ_INT(spp_fp_check(fp, fd, content + x + 50, 100, x + 50, &touched, &bad), 0);
+    tv_poke(fd, x, content[x]);
+    /* another fingerprint, made after this one is freed (maybe at its address),
+     * of other content at the same offsets */
+    spp_fp_unref(fp);
+    int fd2 = tv_file(other);
+    for (size_t i = 0; i < TV_SIZE; i++) other[i] = (uint8_t)(content[i] + 1);
+    T_CHECK(pwrite(fd2, other, TV_SIZE, 0) == TV_SIZE);
+    spp_fp *fp2 = tv_judge(fd2, reads, 1);
+    T_EQ_INT(spp_fp_check(fp2, fd2, content + x - 50, sizeof piece, x - 50, &touched, &bad), 1);
+    T_EQ_INT(spp_fp_check(fp2, fd2, other + x - 50, sizeof piece, x - 50, &touched, &bad), 0);
+    T_EQ_INT(spp_fp_check(fp2, fd2, content + x + 50, 100, x + 50, &touched, &bad), 1);
+    /* a block changed in the file before the copy reaches it is not copied:
+     * reading it fails even with the judged bytes (the rest of its block differs) */
+    tv_poke(fd2, 7 * SPP_FP_BLOCK + 5, (uint8_t)(other[7 * SPP_FP_BLOCK + 5] ^ 1));
+    T_EQ_INT(spp_fp_check(fp2, fd2, other + 5 * SPP_FP_BLOCK + 10, 100, 5 * SPP_FP_BLOCK + 10, &touched, &bad), 0);
+    T_EQ_INT(spp_fp_check(fp2, fd2, other + 5 * SPP_FP_BLOCK + 110, 9000, 5 * SPP_FP_BLOCK + 110, &touched, &bad), 1);
+    T_EQ_INT(bad, 7 * SPP_FP_BLOCK);
+    spp_fp_unref(fp2);
+    close(fd);
+    close(fd2);
+}
+
 T_MAIN("preload_verify", T_CASE(test_hash_keyed_and_length_bound), T_CASE(test_records_only_blocks_read),
-       T_CASE(test_block_reread_with_other_bytes), T_CASE(test_fd_table_refs))
+       T_CASE(test_block_reread_with_other_bytes), T_CASE(test_fd_table_refs),
+       T_CASE(test_unaligned_reads_read_each_block_once), T_CASE(test_verified_copy_is_sound))
