@@ -33,7 +33,7 @@ CLI_OBJ      := $(call obj,$(CLI_SRC))
 PRELOAD_OBJ  := $(call obj,$(PRELOAD_SRC))
 UNIT_BIN     := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 
-.PHONY: installed-files-quick installed-files upstream-quick upstream deb all deps build test unit asan fuzz fuzz-smoke integration race diff-long bench demo install uninstall clean FORCE
+.PHONY: installed-files-quick installed-files upstream-quick upstream deb all deps build test unit asan fuzz fuzz-smoke integration race race-report diff-long bench demo install uninstall clean FORCE
 
 all: deps build
 build: $(BUILD)/libspa.a $(BUILD)/safepickle $(BUILD)/libsafepickle.so $(BUILD)/libspa.so
@@ -129,10 +129,19 @@ integration: all
 
 # Writers race loaders under the preload: every loader x writer x layers
 # configuration, RACE_LOADS racing loads each (long: not part of `make test`,
-# which runs the short fixed-count version in test_race.py).
+# which runs the short fixed-count version in test_race.py). Resumable: counts
+# are kept per chunk in RACE_STATE for this build of the library, and a run
+# stopped at any point continues where it stopped; RACE_SHARD=I/N runs every
+# Nth configuration (test/README.md). `make race-report`: the counts so far.
 RACE_LOADS ?= 100000
+RACE_SHARD ?= 1/1
+RACE_STATE ?= $(BUILD)/race-state.jsonl
 race: build
-	cd test/integration && $(PYTHON) race.py all $(RACE_LOADS)
+	cd test/integration && SAFEPICKLE_BUILD=$(abspath $(BUILD)) $(PYTHON) race.py all $(RACE_LOADS) \
+	  --shard $(RACE_SHARD) --state $(abspath $(RACE_STATE))
+race-report:
+	cd test/integration && SAFEPICKLE_BUILD=$(abspath $(BUILD)) $(PYTHON) race.py report $(RACE_LOADS) \
+	  --state $(abspath $(RACE_STATE))
 
 # The long container differential run (make test runs 10,000 mutants per
 # family with a fixed seed; this runs 100,000 with another seed, and loads

@@ -18,7 +18,10 @@ payloads (race_control), which shows that the harness can see a success.
 
     race.py LOADER MODE LAYERS LOADS [--no-preload]
 prints one JSON object: {"loads", "ok", "refused", "payloads", ...};
-    race.py all [LOADS]       (make race: every configuration, 100000 loads each)"""
+    race.py all [LOADS] [--state FILE] [--shard I/N] [--chunk C]
+                              (make race: every configuration, 100000 loads each,
+                               resumable from FILE, split into shards)
+    race.py report [LOADS] [--state FILE]   (the per-configuration counts so far)"""
 import json
 import os
 import subprocess
@@ -28,7 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from conftest import LIB, PYTHON, clean_env  # noqa: E402
+from conftest import BUILD, LIB, PYTHON, clean_env  # noqa: E402
 
 LOADERS = ("pickle", "torch", "joblib", "pandas")
 MODES = ("inplace", "truncate", "rename", "append", "mmap")
@@ -190,28 +193,111 @@ def run(loader, mode, layers, loads, preload=True, d=None):
             td.cleanup()
 
 
-def run_all(loads):
-    """Every configuration (`make race`): one line per configuration, then the
-    total; exit status 1 if any payload ran."""
-    total = bad = 0
+CONFIGS = [(lo, mo, la) for lo in LOADERS for mo in MODES for la in LAYERS]
+
+
+def lib_id():
+    """The library the counts are for: results of another build are not resumed."""
+    import hashlib
+    with open(LIB, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def read_state(path, lib):
+    """Per configuration, the sums of the chunks recorded in the state file for
+    this library: {(loader, mode, layers): {"loads", "ok", "refused", "other_errors", "payloads"}}."""
+    tot = {}
+    if not os.path.exists(path):
+        return tot
+    with open(path) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue                      # a line cut by a kill: that chunk runs again
+            if r.get("lib") != lib:
+                continue
+            t = tot.setdefault((r["loader"], r["mode"], r["layers"]),
+                               {"loads": 0, "ok": 0, "refused": 0, "other_errors": 0, "payloads": 0})
+            for k in t:
+                t[k] += r[k]
+    return tot
+
+
+def append_state(path, rec):
+    """One chunk's counts, one line, one write (shards may share the file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(rec, sort_keys=True) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def shard_of(spec):
+    """"I/N" (1-based): this process runs configurations I, I+N, I+2N, ..."""
+    i, n = (int(x) for x in spec.split("/"))
+    if not 1 <= i <= n:
+        raise SystemExit("race.py: bad shard %r (I/N with 1 <= I <= N)" % spec)
+    return [c for k, c in enumerate(CONFIGS) if k % n == i - 1]
+
+
+def report(state, target, lib):
+    """Per-configuration counts from the state file; exit status 1 if any
+    payload ran, 2 if a configuration has fewer than target loads."""
+    tot = read_state(state, lib)
+    total = bad = short = 0
+    print("%-7s %-9s %-5s %9s %9s %9s %7s %8s" % ("loader", "writer", "layer", "loads", "ok", "refused", "other", "payloads"))
+    for c in CONFIGS:
+        t = tot.get(c, {"loads": 0, "ok": 0, "refused": 0, "other_errors": 0, "payloads": 0})
+        total += t["loads"]
+        bad += t["payloads"]
+        short += t["loads"] < target
+        print("%-7s %-9s %-5s %9d %9d %9d %7d %8d%s" % (c + (t["loads"], t["ok"], t["refused"], t["other_errors"], t["payloads"],
+                                                         "" if t["loads"] >= target else "  (short of %d)" % target)))
+    print("total: %d racing loads, %d payloads; %d of %d configurations short of %d loads (library %s, state %s)" % (
+        total, bad, short, len(CONFIGS), target, lib, state))
+    return 1 if bad else 2 if short else 0
+
+
+def run_all(loads, state, shard="1/1", chunk=5000):
+    """`make race`: each configuration of this shard runs until the state file
+    holds `loads` racing loads for it (for this library), in chunks of `chunk`
+    recorded as they finish, so a killed run resumes where it stopped and
+    shards (other processes or machines, sharing the state file or merging
+    theirs) split the work. Prints a line per chunk, then every configuration's
+    counts; exit status as report()."""
+    lib = lib_id()
+    mine = shard_of(shard)
     with tempfile.TemporaryDirectory() as d:
-        for loader in LOADERS:
-            for mode in MODES:
-                for layers in LAYERS:
-                    t0 = time.time()
-                    r = run(loader, mode, layers, loads, d=d)
-                    total += r["loads"]
-                    bad += r["payloads"]
-                    print("%-7s %-9s %-5s loads %7d ok %7d refused %7d other %6d payloads %d  (%.0f s)" % (
-                        loader, mode, layers, r["loads"], r["ok"], r["refused"], r["other_errors"],
-                        r["payloads"], time.time() - t0), flush=True)
-    print("total: %d racing loads, %d payloads" % (total, bad))
-    return 1 if bad else 0
+        for c in mine:
+            while True:
+                done = read_state(state, lib).get(c, {}).get("loads", 0)
+                if done >= loads:
+                    break
+                n = min(chunk, loads - done)
+                t0 = time.time()
+                r = run(*c, n, d=d)
+                rec = {k: r[k] for k in ("loader", "mode", "layers", "loads", "ok", "refused", "other_errors", "payloads")}
+                rec["lib"] = lib
+                append_state(state, rec)
+                print("%-7s %-9s %-5s +%d loads (%d of %d) payloads %d  (%.0f s)" % (
+                    c + (n, done + n, loads, r["payloads"], time.time() - t0)), flush=True)
+    return report(state, loads, lib)
 
 
 def main(argv):
-    if argv and argv[0] == "all":
-        return run_all(int(argv[1]) if len(argv) > 1 else 100000)
+    if argv and argv[0] in ("all", "report"):
+        import argparse
+        ap = argparse.ArgumentParser(prog="race.py " + argv[0])
+        ap.add_argument("loads", nargs="?", type=int, default=100000)
+        ap.add_argument("--state", default=os.path.join(BUILD, "race-state.jsonl"))
+        ap.add_argument("--shard", default="1/1")
+        ap.add_argument("--chunk", type=int, default=5000)
+        a = ap.parse_args(argv[1:])
+        if argv[0] == "report":
+            return report(a.state, a.loads, lib_id())
+        return run_all(a.loads, a.state, a.shard, a.chunk)
     loader, mode, layers, loads = argv[0], argv[1], argv[2], int(argv[3])
     res = run(loader, mode, layers, loads, preload="--no-preload" not in argv)
     print(json.dumps(res))

@@ -5,6 +5,7 @@ ones): writers flip a file between a benign and a malicious version while a
 loader under the preload loads it, for pickle.load, torch.load, joblib.load and
 pd.read_pickle, five ways of writing, with both layers and with layer 1 alone.
 Outcomes are marker files written by the payloads, never messages."""
+import json
 import os
 import subprocess
 
@@ -196,3 +197,151 @@ print(float(m["w"][1]), float(m["w"][(1 << 19) + 8]))
     r = run_py(code, args=(str(p),))
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["1.0", "0.0"], r.stdout   # loaded, with the new storage bytes
+
+
+def test_make_race_resumes_and_shards(tmp_path, monkeypatch, capsys):
+    """`make race`'s bookkeeping (the races themselves are test_race_short's):
+    counts are kept per chunk in a state file, so a run killed part-way
+    resumes without running a finished chunk again; shards split the
+    configurations between them, each exactly once; a line cut by a kill and
+    counts of another build are not counted; every configuration's counts are
+    printed; a payload anywhere makes the exit status 1, a configuration short
+    of its loads 2."""
+    calls = []
+
+    def fake_run(loader, mode, layers, loads, preload=True, d=None):
+        calls.append((loader, mode, layers, loads))
+        if len(calls) == crash_at[0]:
+            raise KeyboardInterrupt   # the run is stopped here
+        pay = 1 if (loader, mode, layers) == payload_cfg[0] else 0
+        return {"loader": loader, "mode": mode, "layers": layers, "loads": loads, "ok": loads - pay,
+                "refused": 0, "other_errors": 0, "payloads": pay}
+
+    monkeypatch.setattr(race, "run", fake_run)
+    state = str(tmp_path / "state.jsonl")
+    crash_at, payload_cfg = [0], [None]
+    n_cfg = len(race.CONFIGS)
+    assert n_cfg == len(race.LOADERS) * len(race.MODES) * len(race.LAYERS)
+    # shards: every configuration in exactly one of 3
+    parts = [race.shard_of("%d/3" % i) for i in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == sorted(race.CONFIGS)
+    # shard 1 of 3, 5 loads per configuration in chunks of 2, stopped at the 8th chunk
+    crash_at[0] = 8
+    with pytest.raises(KeyboardInterrupt):
+        race.run_all(5, state, "1/3", chunk=2)
+    assert calls[:3] == [parts[0][0] + (2,), parts[0][0] + (2,), parts[0][0] + (1,)]
+    with open(state, "a") as f:
+        f.write('{"loader": "pickle", "mo')                       # a line cut by the kill
+    with open(state, "a") as f:                                    # another build's counts
+        f.write('{"lib": "0000", "loader": "%s", "mode": "%s", "layers": "%s", "loads": 99, "ok": 99, '
+                '"refused": 0, "other_errors": 0, "payloads": 0}\n' % parts[0][3])
+    # resumed: only what is missing runs (7 chunks were recorded: 2 configurations and 2 of 5 loads)
+    calls.clear()
+    crash_at[0] = 0
+    assert race.run_all(5, state, "1/3", chunk=2) == 2         # shards 2 and 3 have not run
+    assert calls[0] == parts[0][2] + (2,) and calls[1] == parts[0][2] + (1,)
+    assert sum(c[3] for c in calls) == 5 * len(parts[0]) - 12
+    out = capsys.readouterr().out
+    assert "(short of 5)" in out and out.count("\n") > n_cfg
+    # the other shards, one with a payload
+    payload_cfg[0] = parts[2][1]
+    assert race.run_all(5, state, "2/3", chunk=2) == 2
+    assert race.run_all(5, state, "3/3", chunk=5) == 1
+    tot = race.read_state(state, race.lib_id())
+    assert set(tot) == set(race.CONFIGS) and all(t["loads"] == 5 for t in tot.values())
+    assert sum(t["payloads"] for t in tot.values()) == 1
+    capsys.readouterr()
+    assert race.report(state, 5, race.lib_id()) == 1
+    lines = capsys.readouterr().out.splitlines()
+    row = [line for line in lines if line.split()[:3] == list(payload_cfg[0])]
+    assert len(row) == 1 and row[0].split()[3:] == ["5", "4", "0", "0", "1"], row
+    assert "%d racing loads, 1 payloads" % (5 * n_cfg) in lines[-1]
+
+
+UPDATED = r"""
+import io, json, os, pickle, sys
+import numpy as np, pandas as pd, joblib, torch
+d = sys.argv[1]
+def obj(kind, tag):
+    s = tag * 3000
+    if kind == "torch": return {"s": s, "w": torch.zeros(4)}
+    if kind == "joblib": return {"s": s, "a": np.zeros(4)}
+    if kind == "pandas": return pd.DataFrame({"s": [s]})
+    return {"s": s}
+def save(kind, o, p):
+    if kind == "torch": torch.save(o, p)
+    elif kind == "joblib": joblib.dump(o, p)
+    elif kind == "pandas": o.to_pickle(p)
+    else:
+        with open(p, "wb") as f: pickle.dump(o, f, protocol=4)
+def load(kind, p):
+    if kind == "torch": return torch.load(p)["s"]
+    if kind == "joblib": return joblib.load(p)["s"]
+    if kind == "pandas": return pd.read_pickle(p)["s"][0]
+    with open(p, "rb") as f: return pickle.load(f)["s"]
+import mmap
+def ident(p):
+    s = os.stat(p)
+    return (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+out, same_ident = {}, 0
+for kind in ("pickle", "torch", "joblib", "pandas"):
+    for way in ("save", "rename", "inplace", "mapped"):
+        p = os.path.join(d, "%s-%s.bin" % (kind, way))
+        res = out.setdefault(kind + "/" + way, {"new": 0, "old": 0, "error": []})
+        for r in range(3):
+            tag = "%02d" % r
+            if r == 0 or way == "save":
+                save(kind, obj(kind, tag), p)            # the library writes over the path (truncates)
+            elif way == "rename":
+                save(kind, obj(kind, tag), p + ".tmp"); os.replace(p + ".tmp", p)
+            else:                                         # same inode, same size, no truncation
+                side = os.path.join(d, "side"); os.makedirs(side, exist_ok=True)
+                q = os.path.join(side, os.path.basename(p))   # the same name: torch names the archive after it
+                save(kind, obj(kind, tag), q)
+                data = open(q, "rb").read(); os.unlink(q)
+                assert len(data) == os.path.getsize(p), (kind, len(data), os.path.getsize(p))
+                before = ident(p)
+                if way == "inplace":
+                    fd = os.open(p, os.O_WRONLY); os.pwrite(fd, data, 0); os.close(fd)
+                else:   # through a shared mapping whose pages are dirty: no time changes, same identity
+                    m[:] = data
+                same_ident += ident(p) == before
+            if way == "mapped" and r == 0:
+                mfd = os.open(p, os.O_RDWR)
+                m = mmap.mmap(mfd, 0, mmap.MAP_SHARED)
+                m[:] = open(p, "rb").read()               # dirty the pages once
+            try:
+                v = load(kind, p)
+                res["new" if v == tag * 3000 else "old"] += 1
+            except Exception as e:
+                res["error"].append(repr(e)[:200])
+        if way == "mapped":
+            m.close(); os.close(mfd)
+print(json.dumps(out))
+print(same_ident)
+"""
+
+
+def test_model_updated_between_opens_real_loaders(tmp_path):
+    """The normal "model was updated" case with the real loaders (torch.load,
+    joblib.load, pd.read_pickle, pickle.load): the file is replaced between
+    two loads by the library saving over the path (truncate and rewrite, same
+    inode), by a rename-swap, or rewritten in place at the same size (same
+    inode, often the same stat identity): every load returns the new version,
+    judged again, with no false alarm. Written through a shared mapping whose
+    pages are dirty, the rewrite keeps the stat identity (no time changes), so
+    the verdict cache holds the old version's judgement: the first read, which
+    no judged byte preceded, finds the change and the file is judged afresh
+    (preload/README.md, Verification)."""
+    scans = tmp_path / "scans"
+    d = tmp_path / "m"
+    d.mkdir()
+    r = run_py(UPDATED, env={"SAFEPICKLE_DEBUG_SCANS": str(scans)}, args=(str(d),))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-2])
+    assert out == {k: {"new": 3, "old": 0, "error": []} for k in out} and len(out) == 16, out
+    assert int(r.stdout.strip().splitlines()[-1]) >= 4, r.stdout   # the same-identity case did arise
+    assert "changed after it was judged" not in r.stderr, r.stderr[-2000:]
+    judged = [line for line in scans.read_text().splitlines() if line.endswith(".bin") and "/side/" not in line]
+    for k in out:   # each of the 3 versions judged
+        assert sum(1 for line in judged if line.endswith("/%s.bin" % k.replace("/", "-"))) >= 3, (k, judged)
