@@ -1,8 +1,9 @@
 /* bench_fp.c - the fingerprint's own cost (helper of bench_verify.sh): the work
  * preload/verify.c adds to a load of FILE, measured alone in CPU time: hashing
  * every 4 KiB block while the analyzer reads it (64 KiB preads), then checking
- * a loader's reads against it (READ-byte reads at unaligned offsets, as
- * BufferedReader hands pickle frames to read(2)). Prints
+ * a loader's reads against it (READ-byte reads after a FIRST-byte one: at
+ * 4 KiB boundaries as BufferedReader reads, or at unaligned offsets, where
+ * every read returns part of two blocks). Prints
  * "pread_ms build_ms check_ms bytes" as medians of RUNS (pread_ms: the same
  * preads without hashing, so build_ms - pread_ms is the fingerprint's part).
  *     bench_fp FILE READ RUNS [FIRST]   (FIRST: size of the first read, default READ) */
