@@ -23,8 +23,13 @@ static char *capi_error(const char *code, const char *msg) {
 static char *capi_policy(const char *policy, spa_policy **out) {
     spa_err e = { SPA_OK, NULL, 0 };
     if (!policy || !*policy) return spa_policy_default(out) == SPA_OK ? NULL : capi_error("policy", "the embedded default policy is invalid");
-    if (spa_policy_load(policy, out, &e) == SPA_OK) return NULL;
-    char msg[512];
+    char msg[1024];
+    if (spa_policy_load(policy, out, &e) == SPA_OK) {
+        if (!spa_policy_index_unmet(*out, msg, sizeof msg)) return NULL;
+        spa_policy_free(*out);
+        *out = NULL;
+        return capi_error("policy", msg);
+    }
     snprintf(msg, sizeof msg, "policy %s: %s (byte %llu)", policy, e.msg ? e.msg : "invalid", (unsigned long long)e.off);
     return capi_error("policy", msg);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kb.h"
+#include "sha256.h"
 #include "strfmt.h"
 
 /* ------------------------------------------------------------------ names */
@@ -82,8 +83,14 @@ const char *spa_kb_modattr(const char *module, const char *attr) {
 /* The overlay `safepickle kb index` writes (analyzer/cli/kbindex.py): loaded once per process
  * from $SAFEPICKLE_KB_INDEX (empty: none) or SPA_KB_INDEX_DEFAULT, then read-only - the one
  * piece of process state of the analyzer, immutable after pthread_once. Missing or
- * unreadable: no overlay (the KB alone decides, which is stricter); malformed lines are
- * skipped and counted. Entries: @module NAME, @modattr MODULE:ATTR TARGET, MODULE:NAME CAT. */
+ * unreadable: no overlay (the KB alone decides); malformed lines are skipped and counted.
+ * Entries: @module NAME, @modattr MODULE:ATTR TARGET, MODULE:NAME CAT. Two steps:
+ * - the probe (cheap: one stat) fixes which file this process uses and its identity digest
+ *   (spa_kb_index_digest, part of the persistent verdict cache's key);
+ * - the table (lazy, at the first lookup) reads that very file (same dev, inode, size, mtime,
+ *   ctime, else it is not used) and checks its header's environment digest: SHA-256 over
+ *   "PATH\tMTIME_NS\n" of each `# env PATH` line (-1 when absent) must equal `# env-digest`,
+ *   or the index is stale (packages were installed, removed or upgraded since it was built). */
 #ifndef SPA_KB_INDEX_DEFAULT
 #define SPA_KB_INDEX_DEFAULT "/usr/local/share/safepickle/kb-index.tsv"
 #endif
@@ -94,9 +101,12 @@ static struct {
     kb_ovl_ent *tab;
     size_t cap, n, bad;
     char path[512];
-    char status[600];
+    char status[700];
+    spa_kb_index_state state;
+    struct stat id;          /* the probe's stat of the index */
+    uint8_t digest[32];      /* identity digest (spa_kb_index_digest) */
 } kb_ovl;
-static pthread_once_t kb_ovl_once = PTHREAD_ONCE_INIT;
+static pthread_once_t kb_probe_once = PTHREAD_ONCE_INIT, kb_ovl_once = PTHREAD_ONCE_INIT;
 
 static uint64_t kb_hash(uint8_t kind, const char *k, size_t n) {
     uint64_t h = 1469598103934665603ull ^ kind;
@@ -125,34 +135,110 @@ static const char *kb_ovl_get(uint8_t kind, const char *key, size_t n) {
     return NULL;
 }
 
-static void kb_ovl_load(void) {
+static void kb_ovl_fail(spa_kb_index_state st, const char *fmt, const char *a, const char *b) {
+    kb_ovl.state = st;
+    spa_fmt(kb_ovl.status, sizeof kb_ovl.status, fmt, a, b ? b : "");
+}
+
+/* Which file, and its identity digest: "none" when there is none to use. */
+static void kb_probe(void) {
     const char *env = getenv("SAFEPICKLE_KB_INDEX");
     const char *path = env ? env : SPA_KB_INDEX_DEFAULT;
+    spa_sha256 h;
+    spa_sha256_init(&h);
+    spa_sha256_update(&h, "spa-kb-index", 12);
     spa_fmt(kb_ovl.path, sizeof kb_ovl.path, "%s", path);
-    if (!path[0]) { spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "no index (SAFEPICKLE_KB_INDEX is empty)"); return; }
+    kb_ovl.state = SPA_KBIDX_OK;
+    if (!path[0]) kb_ovl_fail(SPA_KBIDX_MISSING, "no index (SAFEPICKLE_KB_INDEX is empty)%s%s", "", NULL);
+    else if (stat(path, &kb_ovl.id) != 0)
+        kb_ovl_fail(errno == ENOENT ? SPA_KBIDX_MISSING : SPA_KBIDX_UNREADABLE, "no index at %s (%s)", path, strerror(errno));
+    else if (!S_ISREG(kb_ovl.id.st_mode) || kb_ovl.id.st_size > (off_t)KB_OVL_MAX)
+        kb_ovl_fail(SPA_KBIDX_UNREADABLE, "index %s is not a regular file of at most 256 MiB%s", path, NULL);
+    if (kb_ovl.state == SPA_KBIDX_OK) {
+        const struct stat *s = &kb_ovl.id;
+        uint64_t v[7] = { (uint64_t)s->st_dev, (uint64_t)s->st_ino, (uint64_t)s->st_size,
+                          (uint64_t)s->st_mtim.tv_sec, (uint64_t)s->st_mtim.tv_nsec,
+                          (uint64_t)s->st_ctim.tv_sec, (uint64_t)s->st_ctim.tv_nsec };
+        spa_sha256_update(&h, path, strlen(path) + 1);
+        spa_sha256_update(&h, v, sizeof v);
+    } else {
+        spa_sha256_update(&h, "none", 4);
+    }
+    spa_sha256_final(&h, kb_ovl.digest);
+}
+
+/* The header's `# env` lines against the environment now: false when stale. */
+static bool kb_env_check(char *t, size_t n, char *want, size_t wn) {
+    spa_sha256 h;
+    uint8_t d[32];
+    bool have = false;
+    if (wn) want[0] = '\0';
+    spa_sha256_init(&h);
+    char *p = malloc(4096 + 32); /* off the stack: this may run inside a hook */
+    if (!p) return false;
+    for (char *l = t; l < t + n && *l == '#';) {
+        char *e = memchr(l, '\n', (size_t)(t + n - l));
+        size_t ln = e ? (size_t)(e - l) : (size_t)(t + n - l);
+        if (ln > 6 && !memcmp(l, "# env ", 6) && ln - 6 < 4096) {
+            memcpy(p, l + 6, ln - 6);
+            p[ln - 6] = '\0';
+            struct stat st;
+            long long m = stat(p, &st) == 0 ? (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec : -1;
+            int k = spa_fmt(p + ln - 6, 32, "\t%lld\n", m);
+            if (k > 0) spa_sha256_update(&h, p, ln - 6 + (size_t)k);
+        } else if (ln == 13 + 64 && !memcmp(l, "# env-digest ", 13)) {
+            memcpy(want, l + 13, 64);
+            want[64] = '\0';
+            have = true;
+        }
+        l = e ? e + 1 : t + n;
+    }
+    free(p);
+    if (!have) { if (wn) want[0] = '\0'; return false; }
+    spa_sha256_final(&h, d);
+    char hex[65];
+    for (int i = 0; i < 32; i++) spa_fmt(hex + 2 * i, 3, "%02x", d[i]);
+    return !strcmp(hex, want);
+}
+
+static void kb_ovl_load(void) {
+    pthread_once(&kb_probe_once, kb_probe);
+    if (kb_ovl.state != SPA_KBIDX_OK) return;
+    const char *path = kb_ovl.path;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > (off_t)KB_OVL_MAX) {
-        spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "no index at %s (%s)", path,
-                fd < 0 ? strerror(errno) : "not a regular file of at most 256 MiB");
+    if (fd < 0 || fstat(fd, &st)) {
+        kb_ovl_fail(SPA_KBIDX_UNREADABLE, "index %s could not be opened (%s)", path, strerror(errno));
         if (fd >= 0) close(fd);
+        return;
+    }
+    const struct stat *o = &kb_ovl.id;
+    if (st.st_dev != o->st_dev || st.st_ino != o->st_ino || st.st_size != o->st_size ||
+        st.st_mtim.tv_sec != o->st_mtim.tv_sec || st.st_mtim.tv_nsec != o->st_mtim.tv_nsec ||
+        st.st_ctim.tv_sec != o->st_ctim.tv_sec || st.st_ctim.tv_nsec != o->st_ctim.tv_nsec) {
+        close(fd);
+        kb_ovl_fail(SPA_KBIDX_UNREADABLE, "index %s changed since this process first looked at it: not used "
+                    "(restart the process)%s", path, NULL);
         return;
     }
     size_t n = (size_t)st.st_size, got = 0, lines = 0;
     char *t = malloc(n + 1);
     while (t && got < n) {
         ssize_t k = pread(fd, t + got, n - got, (off_t)got);
+        if (k < 0 && errno == EINTR) continue;
         if (k <= 0) break;
         got += (size_t)k;
     }
     close(fd);
-    if (!t || got != n) { free(t); spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "index %s could not be read", path); return; }
+    if (!t || got != n) { free(t); kb_ovl_fail(SPA_KBIDX_UNREADABLE, "index %s could not be read%s", path, NULL); return; }
     t[n] = '\0';
+    char want[65];
+    bool fresh = kb_env_check(t, n, want, sizeof want);
     for (size_t i = 0; i < n; i++) lines += t[i] == '\n';
     size_t cap = 64;
     while (cap < 2 * (lines + 1)) cap *= 2;
     kb_ovl.tab = calloc(cap, sizeof *kb_ovl.tab);
-    if (!kb_ovl.tab) { free(t); spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "index %s: out of memory", path); return; }
+    if (!kb_ovl.tab) { free(t); kb_ovl_fail(SPA_KBIDX_UNREADABLE, "index %s: out of memory%s", path, NULL); return; }
     kb_ovl.cap = cap;
     kb_ovl.text = t;
     for (char *l = t, *e; l < t + n; l = e + 1) {
@@ -169,8 +255,14 @@ static void kb_ovl_load(void) {
         else if (l[0] != '@' && strchr(l, ':') && kb_cat_parse(f1, strlen(f1)) != SPA_KB_UNKNOWN) kb_ovl_put(KBO_CAT, l, f1);
         else kb_ovl.bad++;
     }
-    spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "index %s: %zu entries, %zu malformed lines skipped",
-            path, kb_ovl.n, kb_ovl.bad);
+    if (!want[0]) kb_ovl.state = SPA_KBIDX_UNREADABLE;
+    else if (!fresh) kb_ovl.state = SPA_KBIDX_STALE;
+    spa_fmt(kb_ovl.status, sizeof kb_ovl.status, "index %s: %zu entries, %zu malformed lines skipped%s", path,
+            kb_ovl.n, kb_ovl.bad,
+            !want[0] ? "; UNVERIFIABLE: no environment digest in its header (written by an older safepickle): "
+                       "rebuild it with `safepickle kb index`"
+            : !fresh ? "; STALE: the Python packages changed since it was built (its environment digest no "
+                       "longer matches): rebuild it with `safepickle kb index`" : "; up to date");
 }
 
 static bool kb_ovl_ready(void) {
@@ -181,6 +273,16 @@ static bool kb_ovl_ready(void) {
 const char *spa_kb_index_status(void) {
     kb_ovl_ready();
     return kb_ovl.status;
+}
+
+spa_kb_index_state spa_kb_index_check(void) {
+    kb_ovl_ready();
+    return kb_ovl.state;
+}
+
+void spa_kb_index_digest(uint8_t out[32]) {
+    pthread_once(&kb_probe_once, kb_probe);
+    memcpy(out, kb_ovl.digest, 32);
 }
 
 bool spa_kb_importable(const char *module) {

@@ -55,6 +55,17 @@ const char *spa_kb_modattr(const char *module, const char *attr);
  * (true when there is no index: nothing is known). */
 const char *spa_kb_index_status(void);
 bool spa_kb_importable(const char *module);
+/* Whether that index can be relied on (loads it): absent, unreadable (also: no environment
+ * digest in its header, or replaced since the process first looked), or stale (its recorded
+ * environment digest no longer matches the interpreter and library directories it names). */
+typedef enum spa_kb_index_state {
+    SPA_KBIDX_OK = 0, SPA_KBIDX_MISSING, SPA_KBIDX_UNREADABLE, SPA_KBIDX_STALE
+} spa_kb_index_state;
+spa_kb_index_state spa_kb_index_check(void);
+/* Identity digest of the index this process uses (path, dev, inode, size, mtime, ctime; a
+ * constant when there is none), from one stat: part of the persistent verdict cache's key,
+ * so a rebuilt index never reuses verdicts judged under another one. */
+void spa_kb_index_digest(uint8_t out[32]);
 /* Line i of the KB's build-time line table (fields, their lengths, their count,
  * from stdlib.tsv?); false past the end (`safepickle kb`, and test_kb.c, which checks
  * the table against the TSV files). */

@@ -248,7 +248,7 @@ bool spa_sha256_parse(const char *hex, uint8_t out[32]) {
 /* ------------------------------------------------------------------ sections */
 static const char *const pp_top_keys[] = {
     "schema", "name", "description", "mode", "actions", "on_limit", "fail_mode", "globals",
-    "trusted", "limits", "audit_log", "targets", "errno", "layers", "runtime", NULL};
+    "trusted", "limits", "audit_log", "targets", "errno", "layers", "runtime", "require_index", NULL};
 
 /* "name" (policies/SCHEMA.md) */
 static spa_code pp_key_name(pp *x, const cJSON *v, spa_policy *p) {
@@ -501,6 +501,15 @@ static spa_code pp_key_runtime(pp *x, const cJSON *v, spa_policy *p) {
     return SPA_OK;
 }
 
+/* "require_index" (policies/SCHEMA.md) */
+static spa_code pp_key_require_index(pp *x, const cJSON *v, spa_policy *p) {
+    spa_code rc;
+    pp_push(x, "require_index", 0);
+    if ((rc = pp_bool(x, v, &p->require_index))) return rc;
+    pp_pop(x);
+    return SPA_OK;
+}
+
 /* Each optional top-level key and its parser, in the order they are applied. */
 static const struct { const char *key; spa_code (*parse)(pp *, const cJSON *, spa_policy *); } pp_sections[] = {
     {"name", pp_key_name},
@@ -517,6 +526,7 @@ static const struct { const char *key; spa_code (*parse)(pp *, const cJSON *, sp
     {"errno", pp_key_errno},
     {"layers", pp_key_layers},
     {"runtime", pp_key_runtime},
+    {"require_index", pp_key_require_index},
 };
 
 static spa_code pp_parse_tree(pp *x, const cJSON *root, spa_policy *p) {
@@ -724,6 +734,19 @@ bool spa_policy_layer_on(const spa_policy *p, spa_layer l) {
     case SPA_LAYER_AUDIT_HOOK: return p->layer_audit_hook;
     case SPA_LAYER_BEHAVIOUR: return p->layer_audit_hook && p->runtime_behaviour;
     }
+    return true;
+}
+
+bool spa_policy_index_unmet(const spa_policy *p, char *why, size_t n) {
+    if (why && n) why[0] = '\0';
+    if (!p || !p->require_index || p->mode == SPA_MODE_OFF) return false;
+    spa_kb_index_state st = spa_kb_index_check();
+    if (st == SPA_KBIDX_OK) return false;
+    static const char *const what[] = { [SPA_KBIDX_MISSING] = "missing", [SPA_KBIDX_UNREADABLE] = "unreadable",
+                                        [SPA_KBIDX_STALE] = "stale" };
+    if (why && n)
+        snprintf(why, n, "policy '%s' requires the environment index (require_index) and it is %s: %s; "
+                 "build it with `safepickle kb index`", p->name ? p->name : "?", what[st], spa_kb_index_status());
     return true;
 }
 

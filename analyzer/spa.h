@@ -367,6 +367,7 @@ typedef struct spa_policy {
     bool layer_audit_hook;      /* layer 2: PEP 578 hook */
     bool runtime_behaviour;     /* layer 2: veto os.system & co. during an unpickle */
     spa_strv runtime_allow_imports; /* modules importable during an unpickle */
+    bool require_index;         /* the environment index must be present, readable and fresh */
 } spa_policy;
 
 spa_code spa_policy_parse(const char *json, size_t n, const char *source,
@@ -385,6 +386,11 @@ spa_action spa_policy_decide(const spa_policy *p, const spa_result *r);
  * layer, which then refuses: a broken policy fails closed) */
 typedef enum spa_layer { SPA_LAYER_FILE = 0, SPA_LAYER_AUDIT_HOOK, SPA_LAYER_BEHAVIOUR } spa_layer;
 bool spa_policy_layer_on(const spa_policy *p, spa_layer l);
+/* Does the policy require the environment index (`require_index`, the mode not off) while
+ * the index is missing, unreadable or stale? Then true, with why (one line) in `why`: the
+ * caller refuses to judge anything (the CLI exits 2, the preload refuses every
+ * pickle-bearing file). Loads the index. */
+bool spa_policy_index_unmet(const spa_policy *p, char *why, size_t n);
 /* An action as the policy's mode lets it stand (off: allow; audit: block -> warn). */
 spa_action spa_policy_act(const spa_policy *p, spa_action a);
 /* One trusted.sha256 entry: 64 hex digits, optionally "  NAME" (sha256sum's line). */

@@ -2,7 +2,8 @@
  * file per judged pickle-bearing file, in the directory analyzer/vcache.c
  * names and vets, holding the verdict, what it said, and the fingerprint of the
  * bytes judged, keyed by the file's identity (stat + birth time + generation),
- * the policy's digest and the engine's (version + build id, which covers the
+ * the policy's digest (with the environment index's identity: a rebuilt index is
+ * another key) and the engine's (version + build id, which covers the
  * analyzer code and the embedded knowledge base). Each entry carries an
  * HMAC-SHA256 under a per-user secret (`key`, 0600), so whoever controls a
  * file's bytes cannot forge one. Any doubt (missing, foreign, malformed, wrong
@@ -19,6 +20,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "kb.h"
 #include "sha256.h"
 
 #define PC_MAGIC     "SPVC0001"
@@ -105,6 +107,8 @@ static bool pc_policy_digest(const spa_policy *pol) {
     }
     uint8_t mode = (uint8_t)pol->mode;   /* SAFEPICKLE_MODE overrides the text */
     spa_sha256_update(&h, &mode, 1);
+    spa_kb_index_digest(d);              /* the environment index judges too: a rebuilt one is another key */
+    spa_sha256_update(&h, d, sizeof d);
     spa_sha256_final(&h, pc_policy);
     return true;
 }

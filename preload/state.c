@@ -20,7 +20,7 @@ SPP_TLS int spp_depth;
 
 static spa_policy *spp_pol;        /* NULL when broken: never replaced by another policy */
 static bool spp_pol_broken;
-static char spp_pol_err[512];
+static char spp_pol_err[1024];
 static char spp_mode_note_buf[160];     /* SAFEPICKLE_MODE garbage: said once where we act */
 static spa_targeting spp_tgt = SPA_TARGET_NOT_PYTHON;
 static char spp_exe_buf[SPP_PATH_MAX];
@@ -29,7 +29,7 @@ static size_t spp_argv_len;
 static bool spp_is_target;
 
 /* ------------------------------------------------------------------ accessors */
-const spa_policy *spp_policy(void) { return spp_pol; }
+const spa_policy *spp_policy(void) { return spp_pol_broken ? NULL : spp_pol; }
 bool spp_policy_broken(void) { return spp_pol_broken; }
 const char *spp_policy_error(void) { return spp_pol_err; }
 const char *spp_exe(void) { return spp_exe_buf; }
@@ -100,9 +100,14 @@ bool spp_detect_python(void) {
     return found;
 }
 
+/* A policy that requires the environment index, in a process it protects, without a usable
+ * index: broken (both layers refuse, init.c says why once). Checked only where we act, so
+ * other processes never load the index. */
 void spp_state_retarget(bool runs_python) {
     spp_tgt = spa_policy_target(spp_pol, spp_exe_buf, runs_python);
     spp_is_target = spp_tgt == SPA_TARGET_ACT;
+    if (spp_is_target && spp_pol && !spp_pol_broken && spa_policy_index_unmet(spp_pol, spp_pol_err, sizeof spp_pol_err))
+        spp_pol_broken = true;
 }
 
 void spp_state_init(void) {

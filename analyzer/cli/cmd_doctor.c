@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "kb.h"
 #include "deploy.h"
 #include "protect.h"
 
@@ -87,6 +88,11 @@ static spa_policy *doc_policy(doc_state *s, const char *path, const char *origin
     for (size_t i = 0; i < p->targets.n; i++) printf(" %s", p->targets.v[i]);
     if (!p->targets.n) printf(" (none)");
     printf("\n");
+    char why[1024];
+    if (spa_policy_index_unmet(p, why, sizeof why))
+        doc_problem(s, "%s: the preload fails closed and blocks every pickle-bearing file", why);
+    else
+        printf("  kb index    %s%s\n", spa_kb_index_status(), p->require_index ? " (required by the policy)" : "");
     return p;
 }
 

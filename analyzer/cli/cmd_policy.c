@@ -98,6 +98,7 @@ static int pol_show(int argc, char **argv) {
            p->block_errno, p->layer_file ? "true" : "false", p->layer_audit_hook ? "true" : "false",
            p->runtime_behaviour ? "true" : "false");
     pol_print_strv("runtime.allow_imports", &p->runtime_allow_imports);
+    printf("require_index: %s\n", p->require_index ? "true" : "false");
     spa_policy_free(p);
     return CLI_EXIT_OK;
 }

@@ -555,6 +555,12 @@ int cmd_scan(int argc, char **argv) {
     }
     if (i >= argc) { scan_usage(stderr); return CLI_EXIT_ERROR; }
     if (!c.pol && !(c.pol = dep_load_policy("scan", NULL, NULL, 0))) return CLI_EXIT_ERROR;
+    char why[1024];
+    if (spa_policy_index_unmet(c.pol, why, sizeof why)) { /* judged without it, nothing would be reliable */
+        fprintf(stderr, "safepickle scan: %s; nothing scanned\n", why);
+        spa_policy_free(c.pol);
+        return CLI_EXIT_ERROR;
+    }
     if (c.fmt == SCAN_SARIF) {
         char cwd[4096];
         if (!(c.sarif = spa_sarif_new(getcwd(cwd, sizeof cwd)))) { spa_policy_free(c.pol); return CLI_EXIT_ERROR; }

@@ -6,17 +6,34 @@
 #   MODULE:QUALNAME CATEGORY        a function/method/class of a package the KB does not cover:
 #                                   the sink category it reaches within DEPTH calls, or `data`
 #                                   (inert: defined here, reaches no sink)
+# Its header records the environment it describes: `# env PATH` (the interpreter and every
+# library directory) and `# env-digest HEX`, SHA-256 of "PATH\tMTIME_NS\n" of each (-1 when
+# absent); the analyzer recomputes it to tell a stale index (kb.c).
+# Cost: each file is parsed on its own and reduced at once to a compact summary (its imports,
+# its definitions and what each calls): no AST outlives its file. Files are spread over JOBS
+# forked workers (JSON lines over pipes, no pickle); summaries are cached per file, keyed by
+# (path, size, mtime, SHA-256 of the bytes) plus the module name, this script's digest and the
+# Python version, so a rebuild parses only what changed. The result does not depend on the cache or on JOBS.
 # The CLI embeds this file and runs it with the target interpreter:
-#   python3 -I - OUT DEPTH KB_TOP_KEYS(comma-separated) [ONLY_PACKAGES] < kbindex.py
+#   python3 -I - OUT DEPTH KB_TOP_KEYS(comma-separated) ONLY_PACKAGES CACHE JOBS SCRIPT_SHA256 < kbindex.py
 import ast
+import hashlib
+import json
 import os
+import selectors
+import stat
 import sys
 import time
 
 OUT, DEPTH = sys.argv[1], int(sys.argv[2])
 KNOWN = set(filter(None, sys.argv[3].split(","))) | set(sys.stdlib_module_names)
 ONLY = set(filter(None, sys.argv[4].split(","))) if len(sys.argv) > 4 else set()   # --packages: parse only these
+CACHE = sys.argv[5] if len(sys.argv) > 5 else ""             # "": no cache
+JOBS = max(1, int(sys.argv[6])) if len(sys.argv) > 6 else 1
+SCRIPT = sys.argv[7] if len(sys.argv) > 7 else ""             # this script's digest: "" disables the cache
 MAX_FILE = 2 << 20
+CACHE_MAGIC = "safepickle-kbindex-cache 1 %s %s" % (SCRIPT, sys.version.split()[0])   # another script or
+# Python: another cache
 
 # sink: fully qualified callable -> category (prefix match on "module." when it ends with ".")
 SINKS = {
@@ -105,7 +122,7 @@ class Mod:
     def __init__(self, name, path, is_pkg):
         self.name, self.path, self.is_pkg = name, path, is_pkg
         self.aliases = {}      # local name -> fully qualified (module or module.attr)
-        self.modattrs = {}     # local name -> module name (bound by an import)
+        self.binds = []        # [local, module, only_if_a_module]: imports binding a module, in order
         self.defs = {}         # qualname -> ast node
 
 
@@ -118,18 +135,18 @@ def resolve_rel(mod, level, target):
     return ".".join(base + ([target] if target else []))
 
 
-def collect(mod, tree, modules):
+def collect(mod, tree):
     for node in tree.body:
         for n in (ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]):
             if isinstance(n, ast.Import):
                 for a in n.names:
                     if a.asname:
                         mod.aliases[a.asname] = a.name
-                        mod.modattrs[a.asname] = a.name
+                        mod.binds.append([a.asname, a.name, 0])
                     else:
                         top = a.name.split(".")[0]
                         mod.aliases[top] = top
-                        mod.modattrs[top] = top
+                        mod.binds.append([top, top, 0])
             elif isinstance(n, ast.ImportFrom):
                 src = resolve_rel(mod, n.level, n.module) if n.level else (n.module or "")
                 for a in n.names:
@@ -138,8 +155,7 @@ def collect(mod, tree, modules):
                     local = a.asname or a.name
                     full = src + "." + a.name
                     mod.aliases[local] = full
-                    if full in modules:
-                        mod.modattrs[local] = full
+                    mod.binds.append([local, full, 1])   # a module binding when FULL is a module
             elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 mod.defs[n.name] = n
             elif isinstance(n, ast.ClassDef):
@@ -197,49 +213,251 @@ def callees(mod, qual, node):
     return out, direct
 
 
+# ------------------------------------------------------------------ one file
+def summarize(name, path, data):
+    """The facts of one source file the index needs, as plain JSON data; the AST dies here.
+    {"a": aliases, "b": binds, "d": {qualname: [is_class, direct sink, sorted callees]}}
+    (callees and sink only for packages the KB does not cover)."""
+    tree = ast.parse(data, path)
+    m = Mod(name, path, path.endswith("__init__.py"))
+    collect(m, tree)
+    known = name.split(".")[0] in KNOWN
+    defs = {}
+    for q, node in m.defs.items():
+        if known:
+            defs[q] = [isinstance(node, ast.ClassDef)]
+        else:
+            cs, d = callees(m, q, node)
+            defs[q] = [isinstance(node, ast.ClassDef), d, sorted(cs)]
+    return {"a": m.aliases, "b": m.binds, "d": defs}
+
+
+def do_file(item):
+    """item: [idx, name, path, sha the cache holds for this (path, size, mtime) or None].
+    Returns [idx, status, size, mtime_ns, sha, summary]: status "hit" (the cached summary
+    holds), "ok", "err" (unreadable or unparsable), "big" (over MAX_FILE, skipped)."""
+    idx, name, path, cached = item
+    try:
+        st = os.stat(path)
+        if st.st_size > MAX_FILE:
+            return [idx, "big", st.st_size, st.st_mtime_ns, None, None]
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return [idx, "err", -1, -1, None, None]
+    sha = hashlib.sha256(data).hexdigest()
+    if cached == sha:
+        return [idx, "hit", st.st_size, st.st_mtime_ns, sha, None]
+    try:
+        return [idx, "ok", st.st_size, st.st_mtime_ns, sha, summarize(name, path, data)]
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return [idx, "err", st.st_size, st.st_mtime_ns, sha, None]
+
+
+def run_jobs(items, jobs):
+    """do_file over items, in JOBS forked workers (largest files first, each to the least
+    loaded worker); yields the results in any order. A worker that dies fails the index."""
+    if jobs <= 1 or len(items) < 2 * jobs:
+        for it in items:
+            yield do_file(it)
+        return
+    def size(it):
+        try:
+            return os.stat(it[2]).st_size
+        except OSError:
+            return 0
+    shards, load = [[] for _ in range(jobs)], [0] * jobs
+    for it in sorted(items, key=size, reverse=True):
+        k = load.index(min(load))
+        shards[k].append(it)
+        load[k] += size(it) + 4096
+    sel, pids = selectors.DefaultSelector(), []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for shard in shards:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            rc = 1
+            try:
+                os.close(r)
+                with os.fdopen(w, "w", encoding="utf-8") as f:
+                    for it in shard:
+                        f.write(json.dumps(do_file(it), separators=(",", ":")) + "\n")
+                rc = 0
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+            finally:
+                os._exit(rc)
+        os.close(w)
+        pids.append(pid)
+        sel.register(r, selectors.EVENT_READ, [b""])
+    while sel.get_map():
+        for key, _ in sel.select():
+            chunk = os.read(key.fd, 1 << 20)
+            if not chunk:
+                sel.unregister(key.fd)
+                os.close(key.fd)
+                if key.data[0]:
+                    raise SystemExit("kb index: a worker's output was cut short")
+                continue
+            lines = (key.data[0] + chunk).split(b"\n")
+            key.data[0] = lines.pop()
+            for ln in lines:
+                yield json.loads(ln)
+    for pid in pids:
+        if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0:
+            raise SystemExit("kb index: a worker failed")
+
+
+# ------------------------------------------------------------------ the cache
+def cache_trusted(path):
+    """The cache is used only if its directory and file belong to us and nobody else can
+    write them (a planted cache could call sink-reaching functions inert)."""
+    d = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.stat(d)
+    except OSError as e:
+        return "its directory: %s" % e.strerror
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022 or not stat.S_ISDIR(st.st_mode):
+        return "its directory %s is not ours alone" % d
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022 or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        return "it is not a regular file of ours that only we can write"
+    return None
+
+
+def cache_load(path):
+    """path -> [size, mtime_ns, sha, name, known, status, summary JSON text]."""
+    out = {}
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return out
+    with os.fdopen(fd, "r", encoding="utf-8", errors="surrogateescape") as f:
+        if f.readline().rstrip("\n") != CACHE_MAGIC:
+            return out
+        for ln in f:
+            r = ln.rstrip("\n").split("\t", 7)
+            if len(r) == 8:
+                out[r[0]] = [int(r[1]), int(r[2]), r[3], r[4], r[5], r[6], r[7]]
+    return out
+
+
+def cache_save(path, rows):
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(CACHE_MAGIC + "\n")
+            for r in rows:
+                f.write("\t".join(map(str, r)) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# ------------------------------------------------------------------ the environment
+def env_digest(paths):
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            m = os.stat(p).st_mtime_ns
+        except OSError:
+            m = -1
+        h.update(("%s\t%d\n" % (p, m)).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def parse_all(mods):
+    """name -> summary for every module read (the index's `parsed`), and the counts."""
+    use = bool(CACHE and SCRIPT)
+    if use:
+        why = cache_trusted(CACHE)
+        if why:
+            sys.stderr.write("kb index: not using the cache %s: %s\n" % (CACHE, why))
+            use = False
+    old = cache_load(CACHE) if use else {}
+    items, meta = [], []
+    for name, path in mods:
+        if not path or (ONLY and name.split(".")[0] not in ONLY):
+            continue
+        known = "1" if name.split(".")[0] in KNOWN else "0"
+        c = old.get(path)
+        cached = None
+        if c and c[3] == name and c[4] == known:
+            try:
+                st = os.stat(path)
+                if (st.st_size, st.st_mtime_ns) == (c[0], c[1]):
+                    cached = c[2]
+            except OSError:
+                pass
+        items.append([len(items), name, path, cached])
+        meta.append(known)
+    res = [None] * len(items)
+    for r in run_jobs(items, JOBS):
+        res[r[0]] = r
+    parsed, rows = {}, []
+    nfiles = nerr = nhit = 0
+    for (idx, name, path, _), r, known in zip(items, res, meta):
+        status, summ = r[1], r[5]
+        if status == "hit":
+            c = old[path]
+            status, text = c[5], c[6]
+            summ = json.loads(text) if status == "ok" else None
+            nhit += 1
+        elif status in ("ok", "err"):
+            text = json.dumps(summ, separators=(",", ":")) if status == "ok" else "-"
+        if status in ("ok", "err") and "\t" not in path and "\n" not in path and r[4]:
+            rows.append([path, r[2], r[3], r[4], name, known, status, text])
+        if status == "ok":
+            nfiles += 1
+            parsed[name] = summ
+        elif status == "err":
+            nerr += 1
+    del old
+    if use:
+        try:
+            cache_save(CACHE, rows)
+        except OSError as e:
+            sys.stderr.write("kb index: could not write the cache %s: %s\n" % (CACHE, e))
+    return parsed, nfiles, nerr, nhit
+
+
 def main():
     t0 = time.monotonic()
     dirs = lib_dirs()
     mods = list(walk_modules(dirs))
     modules = {m for m, _ in mods}
-    parsed = {}
-    nfiles = nerr = 0
-    for name, path in mods:
-        if not path or (ONLY and name.split(".")[0] not in ONLY):
-            continue
-        try:
-            if os.path.getsize(path) > MAX_FILE:
-                continue
-            tree = ast.parse(open(path, "rb").read(), path)
-        except (SyntaxError, ValueError, OSError, RecursionError, MemoryError):
-            nerr += 1
-            continue
-        nfiles += 1
-        m = Mod(name, path, path.endswith("__init__.py"))
-        collect(m, tree, modules)
-        parsed[name] = m
-    # call graph of the packages the KB does not cover
+    parsed, nfiles, nerr, nhit = parse_all(mods)
+    # call graph of the packages the KB does not cover (callees sorted: the first sink found
+    # does not depend on hashing)
     graph, sink = {}, {}
-    for name, m in parsed.items():
+    for name, s in parsed.items():
         if name.split(".")[0] in KNOWN:
             continue
-        for q, node in m.defs.items():
+        for q, d in s["d"].items():
             key = name + ":" + q
-            cs, d = callees(m, q, node)
-            graph[key] = cs
-            if d:
-                sink[key] = d
+            graph[key] = d[2]
+            if d[1]:
+                sink[key] = d[1]
+            del d[1:]
     # a class is judged by its constructor path (__init__, __new__) and its __setstate__
     for key in list(graph):
         mn, q = key.split(":", 1)
-        if "." not in q and isinstance(parsed[mn].defs.get(q), ast.ClassDef):
-            graph[key] |= {key + "." + x for x in ("__init__", "__new__", "__setstate__")}
+        if "." not in q and parsed[mn]["d"].get(q, [False])[0]:
+            graph[key] = sorted(set(graph[key]) | {key + "." + x for x in ("__init__", "__new__", "__setstate__")})
     # a name imported into a module resolves to its definition
-    for name, m in parsed.items():
-        for local, full in m.aliases.items():
+    for name, s in parsed.items():
+        for local, full in s["a"].items():
             key = name + ":" + local
             if key not in graph and full.rpartition(".")[0] in parsed:
-                graph.setdefault(key, set()).add(full.rpartition(".")[0] + ":" + full.rpartition(".")[2])
+                graph[key] = [full.rpartition(".")[0] + ":" + full.rpartition(".")[2]]
     reach = dict(sink)
     for _ in range(DEPTH):
         new = {}
@@ -253,24 +471,31 @@ def main():
         if not new:
             break
         reach.update(new)
+    env = [os.path.realpath(sys.executable)] + dirs
     with open(OUT + ".tmp", "w", encoding="utf-8") as f:
         f.write("# safepickle KB index of %s (%s), %d library dirs, depth %d; written by `safepickle kb index`\n"
                 % (sys.executable, sys.version.split()[0], len(dirs), DEPTH))
         for d in dirs:
             f.write("# dir %s\n" % d)
+        for p in env:
+            f.write("# env %s\n" % p)
+        f.write("# env-digest %s\n" % env_digest(env))
         for top in sorted({m.split(".")[0] for m in modules}):
             f.write("@module\t%s\n" % top)
         nma = 0
         for name in sorted(parsed):
-            m = parsed[name]
-            for local, target in sorted(m.modattrs.items()):
+            ma = {}
+            for local, target, cond in parsed[name]["b"]:
+                if not cond or target in modules:
+                    ma[local] = target
+            for local, target in sorted(ma.items()):
                 f.write("@modattr\t%s:%s\t%s\n" % (name, local, target))
                 nma += 1
         for name in sorted(modules):   # a package's submodules are its attributes once imported
             pkg, _, sub = name.rpartition(".")
             pm = parsed.get(pkg)
             # a package's own binding of the name (from .Thing import Thing, def Thing) wins
-            if pkg and pkg in modules and not (pm and (sub in pm.aliases or sub in pm.defs)):
+            if pkg and pkg in modules and not (pm and (sub in pm["a"] or sub in pm["d"])):
                 f.write("@modattr\t%s:%s\t%s\n" % (pkg, sub, name))
                 nma += 1
         nsink = ninert = 0
@@ -278,7 +503,7 @@ def main():
             if ":" not in key or key.split(":", 1)[0] not in parsed:
                 continue
             mn, q = key.split(":", 1)
-            if q not in parsed[mn].defs and key not in reach:
+            if q not in parsed[mn]["d"] and key not in reach:
                 continue
             if key in reach:
                 f.write("%s\t%s\n" % (key, reach[key]))
@@ -287,9 +512,9 @@ def main():
                 f.write("%s\tdata\n" % key)
                 ninert += 1
     os.replace(OUT + ".tmp", OUT)
-    sys.stderr.write("kb index: %d modules (%d parsed, %d unparsable), %d module-valued attributes, "
-                     "%d names reach a sink, %d inert, %.1f s\n"
-                     % (len(modules), nfiles, nerr, nma, nsink, ninert, time.monotonic() - t0))
+    sys.stderr.write("kb index: %d modules (%d parsed, %d unparsable, %d from the cache), %d module-valued "
+                     "attributes, %d names reach a sink, %d inert, %d jobs, %.1f s\n"
+                     % (len(modules), nfiles, nerr, nhit, nma, nsink, ninert, JOBS, time.monotonic() - t0))
 
 
 main()

@@ -42,6 +42,7 @@ static void test_default(void) {
     T_EQ_INT(p->on_error, SPA_ACT_BLOCK);
     T_EQ_INT(p->block_errno, EACCES);
     T_CHECK(p->layer_file && p->layer_audit_hook && p->runtime_behaviour);
+    T_CHECK(!p->require_index);
     T_CHECK(p->targets.n >= 1);
     spa_limits d;
     spa_limits_default(&d);
@@ -60,8 +61,9 @@ static void test_full_document(void) {
         "\"trusted\":{\"paths\":[\"/models/*.pt\"],\"sha256\":[\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"]},"
         "\"limits\":{\"max_ops\":1000},\"audit_log\":\"/var/log/sp.jsonl\",\"targets\":[\"python3*\"],"
         "\"errno\":\"EPERM\",\"layers\":{\"file_hooks\":true,\"audit_hook\":false,\"runtime_behaviour\":false},"
-        "\"runtime\":{\"allow_imports\":[\"numpy\"]}}");
+        "\"runtime\":{\"allow_imports\":[\"numpy\"]},\"require_index\":true}");
     if (!p) return;
+    T_CHECK(p->require_index);
     T_EQ_STR(p->name, "x");
     T_EQ_INT(p->mode, SPA_MODE_AUDIT);
     T_EQ_INT(p->on_verdict[SPA_VERDICT_SUSPICIOUS], SPA_ACT_BLOCK);
@@ -298,6 +300,7 @@ static void check_same_facts(const spa_policy *a, const spa_policy *b) {
     T_EQ_INT(a->layer_audit_hook, b->layer_audit_hook);
     T_EQ_INT(a->runtime_behaviour, b->runtime_behaviour);
     T_CHECK(strv_eq(&a->runtime_allow_imports, &b->runtime_allow_imports));
+    T_EQ_INT(a->require_index, b->require_index);
 }
 
 /* {"schema":1} is default.json field by field; a partial policy changes only its keys. */
