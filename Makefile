@@ -11,7 +11,9 @@ FUZZ_SECONDS ?= 20
 VERSION  := 0.1.0
 KB_INDEX ?= 1
 # `make install` builds the environment index for $(PYTHON) (KB_INDEX=0 skips it; a staged
-# install with DESTDIR, e.g. a package build, skips it too: the target machine builds it)
+# install with DESTDIR, e.g. a package build, skips it too: the target machine builds it),
+# with its per-file cache in the build tree, so a second install parses only what changed
+KB_CACHE ?= $(abspath $(BUILD))/kb-index.cache
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
@@ -185,21 +187,22 @@ LDCONFIG ?= /sbin/ldconfig
 # The Python package goes where $(PYTHON) looks for it under PREFIX: Debian's
 # dist-packages (unversioned for /usr, versioned for /usr/local and others).
 PYMINOR := $(shell $(PYTHON) -c 'import sys; print(sys.version_info[1])' 2>/dev/null)
+BIN     ?= $(BUILD)
 PYSITE  ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/python3.$(PYMINOR)/dist-packages)
 PYPKG   := $(wildcard analyzer/python/safepickle/*.py)
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/safepickle \
 	  $(DESTDIR)$(PREFIX)/share/safepickle/policies $(DESTDIR)$(PREFIX)/share/man/man1 \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 0755 $(BUILD)/safepickle $(DESTDIR)$(PREFIX)/bin/safepickle
-	install -m 0755 $(BUILD)/libsafepickle.so $(DESTDIR)$(INSTALLED_LIB)
+	install -m 0755 $(BIN)/safepickle $(DESTDIR)$(PREFIX)/bin/safepickle
+	install -m 0755 $(BIN)/libsafepickle.so $(DESTDIR)$(INSTALLED_LIB)
 	ln -sfn safepickle/libsafepickle.so $(DESTDIR)$(PREFIX)/lib/libsafepickle.so
 	$(if $(wildcard policies/*.json policies/*.md),install -m 0644 $(wildcard policies/*.json policies/*.md) $(DESTDIR)$(PREFIX)/share/safepickle/policies/)
 	install -m 0644 analyzer/cli/safepickle.1 $(DESTDIR)$(PREFIX)/share/man/man1/safepickle.1
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' analyzer/cli/safepickle.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/safepickle.pc
-	install -m 0755 $(BUILD)/libspa.so $(DESTDIR)$(PREFIX)/lib/safepickle/libspa.so
+	install -m 0755 $(BIN)/libspa.so $(DESTDIR)$(PREFIX)/lib/safepickle/libspa.so
 	install -d $(DESTDIR)$(PYSITE)/safepickle
 	install -m 0644 $(PYPKG) $(DESTDIR)$(PYSITE)/safepickle/
 	@if [ -z "$(DESTDIR)" ]; then $(LDCONFIG) || echo "note: $(LDCONFIG) failed (not root?)"; fi
@@ -211,16 +214,36 @@ install: build
 	  echo "    LD_PRELOAD=$(INSTALLED_LIB)"; \
 	  echo "  also: pkg-config --variable=preload safepickle (PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig)"; \
 	fi
-	$(if $(and $(filter 1,$(KB_INDEX)),$(if $(DESTDIR),,1)),$(DESTDIR)$(PREFIX)/bin/safepickle kb index --python $(PYTHON) --out $(DESTDIR)$(PREFIX)/share/safepickle/kb-index.tsv)
+	$(if $(and $(filter 1,$(KB_INDEX)),$(if $(DESTDIR),,1)),$(DESTDIR)$(PREFIX)/bin/safepickle kb index --python $(PYTHON) --out $(DESTDIR)$(PREFIX)/share/safepickle/kb-index.tsv --cache $(KB_CACHE))
 
 # A Debian package of the install with PREFIX=/usr (test/container/debian/ holds its
 # control file and maintainer scripts). `make deb` writes $(BUILD)/safepickle_VERSION_ARCH.deb.
+# Its programs look for the environment index where its postinst builds it, in /var/lib (made
+# on the target machine, not shipped): kb.c and cmd_kb.c, the only users of the path, are
+# compiled again with it and the three programs relinked in $(BUILD)/deb.
 DEBARCH := $(shell dpkg --print-architecture 2>/dev/null)
 DEB     := $(BUILD)/safepickle_$(VERSION)_$(DEBARCH).deb
+DEB_KB_INDEX := /var/lib/safepickle/kb-index.tsv
+DEB_BIN := $(BUILD)/deb
+DEB_ANALYZER_OBJ := $(filter-out $(BUILD)/obj/analyzer/kb.o,$(ANALYZER_OBJ)) $(DEB_BIN)/obj/analyzer/kb.o
+DEB_CLI_OBJ := $(filter-out $(BUILD)/obj/analyzer/cli/cmd_kb.o,$(CLI_OBJ)) $(DEB_BIN)/obj/analyzer/cli/cmd_kb.o
+$(DEB_BIN)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -DSPA_KB_INDEX_DEFAULT=%,$(ALL_CFLAGS)) -DSPA_KB_INDEX_DEFAULT=\"$(DEB_KB_INDEX)\" $(DEPFLAGS) -c $< -o $@
+$(DEB_BIN)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc $(BUILD)/gen/kb_modattr.inc
+$(DEB_BIN)/libspa.a: $(DEB_ANALYZER_OBJ)
+	rm -f $@ && ar rcs $@ $^
+$(DEB_BIN)/safepickle: $(DEB_CLI_OBJ) $(DEB_BIN)/libspa.a
+	$(CC) $(ALL_CFLAGS) -o $@ $(DEB_CLI_OBJ) $(DEB_BIN)/libspa.a $(LIBS)
+$(DEB_BIN)/libspa.so: $(DEB_ANALYZER_OBJ) analyzer/capi.map
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(DEB_ANALYZER_OBJ) -Wl,--version-script=analyzer/capi.map -Wl,-z,now $(LIBS)
+$(DEB_BIN)/libsafepickle.so: $(PRELOAD_OBJ) $(DEB_BIN)/libspa.a preload/exports.map
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(PRELOAD_OBJ) $(DEB_BIN)/libspa.a \
+	  -Wl,--version-script=preload/exports.map -Wl,-z,now -Wl,-soname,libsafepickle.so $(PRELOAD_LIBS)
 deb: $(DEB)
-$(DEB): build Makefile $(wildcard test/container/debian/*)
+$(DEB): build $(DEB_BIN)/safepickle $(DEB_BIN)/libspa.so $(DEB_BIN)/libsafepickle.so Makefile $(wildcard test/container/debian/*)
 	rm -rf $(BUILD)/debroot
-	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/debroot PREFIX=/usr >/dev/null
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/debroot PREFIX=/usr BIN=$(abspath $(DEB_BIN)) >/dev/null
 	rm -rf $(BUILD)/debroot/usr/lib/python3/dist-packages/safepickle/__pycache__
 	install -d -m 0755 $(BUILD)/debroot/DEBIAN
 	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@ARCH@|$(DEBARCH)|' \
@@ -228,6 +251,7 @@ $(DEB): build Makefile $(wildcard test/container/debian/*)
 	  test/container/debian/control.in > $(BUILD)/debroot/DEBIAN/control
 	install -m 0755 test/container/debian/postinst test/container/debian/prerm \
 	  test/container/debian/postrm $(BUILD)/debroot/DEBIAN/
+	install -m 0644 test/container/debian/triggers $(BUILD)/debroot/DEBIAN/
 	dpkg-deb --root-owner-group -Zxz --build $(BUILD)/debroot $@
 
 # Kernelspecs: those `safepickle jupyter install` wrote for the invoking user and in

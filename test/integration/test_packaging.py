@@ -5,6 +5,11 @@
   the marker is absent; the benign one loads), its CLI and Python package work from the
   installed paths, the systemd drop-in verifies against it, and `dpkg --purge` leaves
   nothing behind.
+- Its postinst builds the environment index of /usr/bin/python3 in /var/lib/safepickle, which
+  the installed programs load (`kb status`, `doctor`) and which satisfies a policy with
+  `require_index`; the file trigger on /usr/lib/python3/dist-packages rebuilds it; purge
+  removes it and its cache (the dpkg run reuses the build tree's index cache, if an earlier
+  `make install` left one, through $SAFEPICKLE_KB_CACHE: the same index, parsed faster).
 - The pre-commit hook definition runs with Debian's pre-commit (`try-repo`).
 - The Kubernetes recipe's init container writes exactly what the app container reads.
 """
@@ -51,8 +56,9 @@ def test_deb_installs_protects_and_purges(deb, tmp_path):
     files = [l.split()[5].lstrip(".") for l in _sh("dpkg-deb", "-c", deb).stdout.splitlines()]
     assert "/usr/lib/libsafepickle.so" in files and "/usr/bin/safepickle" in files
     try:
-        _sh("dpkg", "-i", deb)
+        _sh("dpkg", "-i", deb, env=dict(os.environ, SAFEPICKLE_KB_CACHE=os.path.join(BUILD, "kb-index.cache")))
         assert _installed()
+        _index_built_and_used(tmp_path)
         marker = tmp_path / "ran"
         gen = ("import os, sys, torch, spgen\n"
                "torch.save({'w': torch.ones(2)}, sys.argv[1] + '/good.pt')\n"
@@ -79,9 +85,32 @@ def test_deb_installs_protects_and_purges(deb, tmp_path):
     assert not _installed()
     left = [f for f in files if f and (os.path.isfile(f) or os.path.islink(f))]
     assert not left, "left behind after purge: %s" % left
+    assert not os.path.exists(INDEX) and not os.path.exists(os.path.dirname(INDEX)), "the index outlived the purge"
+    assert not os.path.exists("/var/cache/safepickle"), "the index cache outlived the purge"
     env = clean_env(LD_PRELOAD="libsafepickle.so")
     r = _sh(PYTHON, "-c", "pass", env=env, check=False)
     assert "cannot be preloaded" in r.stderr, "the bare name still resolves after purge"
+
+
+INDEX = "/var/lib/safepickle/kb-index.tsv"
+
+
+def _index_built_and_used(tmp_path):
+    assert os.path.isfile(INDEX), "the postinst built no index"
+    r = _sh("/usr/bin/safepickle", "kb", "status", env=clean_env())
+    assert r.stdout.startswith("index %s: " % INDEX) and "up to date" in r.stdout, r.stdout
+    r = _sh("/usr/bin/safepickle", "doctor", env=clean_env(), check=False)
+    assert "index %s: " % INDEX in r.stdout, r.stdout
+    policy = tmp_path / "needs-index.json"
+    policy.write_text(json.dumps({"schema": 1, "name": "needs-index", "require_index": True}))
+    (tmp_path / "plain.pkl").write_bytes(spgen.benign_pickle())
+    r = _sh("/usr/bin/safepickle", "scan", "--policy", policy, tmp_path / "plain.pkl", env=clean_env(), check=False)
+    assert r.returncode == 0, r.stdout + r.stderr   # the index the package built satisfies the policy
+    # a package changing /usr/lib/python3/dist-packages fires the file trigger: a new index
+    before = os.stat(INDEX).st_ino
+    _sh("dpkg-trigger", "--no-await", "/usr/lib/python3/dist-packages")
+    _sh("dpkg", "--triggers-only", DEB_NAME, env=dict(os.environ, SAFEPICKLE_KB_CACHE=os.path.join(BUILD, "kb-index.cache")))
+    assert os.stat(INDEX).st_ino != before, "the trigger did not rebuild the index"
 
 
 def _systemd_dropin_verifies(tmp_path):
