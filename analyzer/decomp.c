@@ -25,7 +25,8 @@
                                                  real data reaches high ratios too (bz2 of a
                                                  zero array: 50,000:1), and below this the
                                                  work is bounded anyway */
-#define SPC_XZ_MEMLIMIT     (256ull << 20)    /* xz/lzma decoder memory (dictionary) */
+#define SPC_XZ_MEMLIMIT     (256ull << 20)    /* largest LZMA dictionary we allocate: a larger
+                                                 one is capped (dec_cap_dict) */
 
 struct spc_dec {
     spc_scan *s;
@@ -40,12 +41,20 @@ struct spc_dec {
     bool live;             /* decoder state initialised */
     bool init_nomem;       /* the decoder could not get memory to start */
     uint64_t alone_left;   /* .lzma: uncompressed bytes still to come (UINT64_MAX: unknown) */
+    bool capped;           /* an LZMA dictionary was capped at SPC_XZ_MEMLIMIT */
+    bool xz_blocks;        /* an xz stream, read block by block (dec_xz_block) */
+    bool xz_over;          /* ... whose index was reached: the member ended */
+    uint8_t xz_check;      /* its check type (stream flags) */
+    uint8_t lz_trailer;    /* lzip: trailer bytes after the LZMA data (12 or 20) */
+    lzma_block xzb;        /* the current xz block (liblzma keeps a pointer to it) */
+    lzma_filter xzf[LZMA_FILTERS_MAX + 1];
     bool fresh;            /* a member after the first, no output yet: a failure
                               here is trailing data, ignored as the loaders do */
     z_stream z;
     bz_stream bz;
     lzma_stream lz;
     ZSTD_DStream *zs;
+    bool zs_fresh;         /* zstd: at a frame's start, no output of it yet */
     LZ4F_dctx *l4;
 };
 
@@ -144,6 +153,124 @@ static bool dec_gzip_header(spc_dec *d) {
     return true;
 }
 
+/* liblzma's LZMA decoders allocate the whole dictionary a header names; the
+ * loaders' have no memory limit (Python's LZMADecompressor: memlimit=None),
+ * so a large dictionary is no reason to refuse a file. No match reaches
+ * further back than the output so far, so a dictionary capped at
+ * SPC_XZ_MEMLIMIT decodes the first SPC_XZ_MEMLIMIT bytes exactly as the
+ * full one does; a data error past that under a capped dictionary may be a
+ * distance we cannot reach: reported as a limit, never as corruption. */
+static void dec_cap_dict(spc_dec *d, lzma_options_lzma *opt) {
+    if (opt && opt->dict_size > SPC_XZ_MEMLIMIT) {
+        opt->dict_size = (uint32_t)SPC_XZ_MEMLIMIT;
+        d->capped = true;
+    }
+}
+
+static void dec_lz_free(spc_dec *d, void *p) {
+    if (d->lz.allocator) d->lz.allocator->free(d->lz.allocator->opaque, p);
+    else free(p);
+}
+
+/* One xz variable-length integer (at most 9 bytes). */
+static bool dec_vli(spc_dec *d, uint64_t *v) {
+    *v = 0;
+    for (unsigned i = 0; i < 9; i++) {
+        const uint8_t *p;
+        size_t got;
+        if (spa_in_peek(d->in, 1, &p, &got) != SPA_OK || got == 0) return false;
+        uint8_t b = p[0];
+        if (!dec_skip(d, 1)) return false;
+        *v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) return true;
+    }
+    return false;
+}
+
+/* The index (indicator 0, record count, records, padding, CRC32) and the
+ * 12-byte stream footer, skipped: the blocks' output has reached the loader
+ * by then, whatever the index says. */
+static bool dec_xz_index(spc_dec *d) {
+    uint64_t start = d->in_bytes, n, v;
+    if (!dec_skip(d, 1) || !dec_vli(d, &n)) return false;
+    for (uint64_t i = 0; i < n; i++) {
+        if ((i & 4095) == 0 && spc_budget_spent(d->s)) return false;
+        if (!dec_vli(d, &v) || !dec_vli(d, &v)) return false;
+    }
+    uint64_t len = d->in_bytes - start;
+    return dec_skip(d, (4 - len % 4) % 4 + 4 + 12);
+}
+
+/* The next block of an xz stream: its header is parsed here (liblzma checks
+ * it as the stream decoder would) so that the LZMA2 dictionary can be capped;
+ * or the index, which ends the stream. 1: a block decoder is ready; 0: the
+ * stream ended; -1: bad data; -3: out of memory. */
+static int dec_xz_block(spc_dec *d) {
+    const uint8_t *p;
+    size_t got;
+    dec_lz_reset(d, d->s->alloc);
+    if (spa_in_peek(d->in, 1, &p, &got) != SPA_OK || got == 0) return -1;
+    if (p[0] == 0) return dec_xz_index(d) ? 0 : -1;
+    uint32_t hs = lzma_block_header_size_decode(p[0]);
+    if (spa_in_peek(d->in, hs, &p, &got) != SPA_OK || got < hs) return -1;
+    memset(&d->xzb, 0, sizeof d->xzb);
+    d->xzb.version = 1;
+    d->xzb.check = (lzma_check)d->xz_check;
+    d->xzb.header_size = hs;
+    d->xzb.filters = d->xzf;
+    lzma_ret r = lzma_block_header_decode(&d->xzb, d->lz.allocator, p);
+    if (r != LZMA_OK) return r == LZMA_MEM_ERROR ? -3 : -1;
+    for (size_t i = 0; d->xzf[i].id != LZMA_VLI_UNKNOWN; i++)
+        if (d->xzf[i].id == LZMA_FILTER_LZMA2) dec_cap_dict(d, d->xzf[i].options);
+    d->xzb.ignore_check = true; /* output reaches the loader before its check */
+    r = lzma_block_decoder(&d->lz, &d->xzb);
+    for (size_t i = 0; d->xzf[i].id != LZMA_VLI_UNKNOWN; i++) {
+        dec_lz_free(d, d->xzf[i].options);
+        d->xzf[i].options = NULL;
+    }
+    if (r != LZMA_OK) return r == LZMA_MEM_ERROR ? -3 : -1;
+    if (!dec_skip(d, hs)) { lzma_end(&d->lz); return -1; }
+    return 1;
+}
+
+/* An xz stream header (magic, flags; its CRC is not needed), then the first
+ * block. False on a header liblzma refuses. */
+static bool dec_xz_start(spc_dec *d, const uint8_t *p, size_t got) {
+    if (got < 12 || memcmp(p, "\xfd" "7zXZ\x00", 6) != 0 || p[6] != 0 || p[7] > 0x0f) return false;
+    d->xz_check = p[7];
+    if (!dec_skip(d, 12)) return false;
+    d->xz_blocks = true;
+    d->xz_over = false;
+    int b = dec_xz_block(d);
+    if (b == -3) d->init_nomem = true;
+    if (b < 0) return false;
+    d->xz_over = b == 0;
+    return true;
+}
+
+/* An lzip member (liblzma's lzip decoder: versions 0 and 1, dictionary
+ * 4 KiB - 512 MiB coded in one byte), read as raw LZMA1 lc=3 lp=0 pb=2 with
+ * an end marker and the dictionary capped; its trailer is skipped after it. */
+static bool dec_lzip_start(spc_dec *d, const uint8_t *p, size_t got) {
+    if (got < 6 || p[4] > 1) return false;
+    unsigned b2 = p[5] & 0x1fu, fr = p[5] >> 5;
+    if (b2 < 12 || b2 > 29 || (b2 == 12 && fr)) return false;
+    lzma_options_lzma opt;
+    if (lzma_lzma_preset(&opt, 0)) return false;
+    opt.dict_size = (1u << b2) - fr * (1u << (b2 - 4));
+    opt.lc = 3;
+    opt.lp = 0;
+    opt.pb = 2;
+    dec_cap_dict(d, &opt);
+    lzma_filter f[2] = {{LZMA_FILTER_LZMA1, &opt}, {LZMA_VLI_UNKNOWN, NULL}};
+    d->lz_trailer = p[4] ? 20 : 12;
+    dec_lz_reset(d, d->s->alloc);
+    lzma_ret lr = lzma_raw_decoder(&d->lz, f);
+    if (lr != LZMA_OK) { d->init_nomem = lr == LZMA_MEM_ERROR; return false; }
+    if (!dec_skip(d, 6)) { lzma_end(&d->lz); return false; }
+    return true;
+}
+
 static bool dec_init(spc_dec *d) {
     const spa_alloc *al = d->s->alloc;
     switch (d->fmt) {
@@ -167,29 +294,32 @@ static bool dec_init(spc_dec *d) {
         const uint8_t *p;
         size_t got;
         d->alone_left = UINT64_MAX;
-        if (spa_in_peek(d->in, 13, &p, &got) == SPA_OK && got >= 13 && p[0] != 0xfd && memcmp(p, "LZIP", 4) != 0) {
-            /* .lzma (alone): what liblzma's auto decoder accepts (spc_magic_xz),
-             * decoded as raw LZMA1 with the dictionary capped at our memory
-             * limit (no match reaches further back than the output so far) */
-            if (spc_magic_xz(p, got, UINT64_MAX) == SPC_M_NO) return false;
-            lzma_filter f[2] = {{LZMA_FILTER_LZMA1, NULL}, {LZMA_VLI_UNKNOWN, NULL}};
-            if (lzma_properties_decode(&f[0], NULL, p, 5) != LZMA_OK) return false;
-            lzma_options_lzma *opt = f[0].options;
-            if (opt->dict_size > SPC_XZ_MEMLIMIT) opt->dict_size = (uint32_t)SPC_XZ_MEMLIMIT;
-            uint64_t usize = 0;
-            for (int i = 12; i >= 5; i--) usize = usize << 8 | p[i];
-            dec_lz_reset(d, al);
-            lzma_ret lr = lzma_raw_decoder(&d->lz, f);
-            free(f[0].options);
-            if (lr != LZMA_OK) { d->init_nomem = lr == LZMA_MEM_ERROR; return false; }
-            if (spa_in_skip(d->in, 13) != SPA_OK) { lzma_end(&d->lz); return false; }
-            d->in_bytes += 13;
-            d->alone_left = usize; /* UINT64_MAX: unknown, an end marker ends it */
+        d->xz_blocks = false;
+        d->lz_trailer = 0;
+        if (spa_in_peek(d->in, 13, &p, &got) != SPA_OK || got < 6) return false;
+        if (p[0] == 0xfd) { /* xz: what liblzma's auto decoder reads, block by block */
+            if (!dec_xz_start(d, p, got)) return false;
             break;
         }
+        if (memcmp(p, "LZIP", 4) == 0) {
+            if (!dec_lzip_start(d, p, got)) return false;
+            break;
+        }
+        /* .lzma (alone): what liblzma's auto decoder accepts (spc_magic_xz),
+         * decoded as raw LZMA1 with the dictionary capped */
+        if (got < 13 || spc_magic_xz(p, got, UINT64_MAX) == SPC_M_NO) return false;
+        lzma_filter f[2] = {{LZMA_FILTER_LZMA1, NULL}, {LZMA_VLI_UNKNOWN, NULL}};
+        if (lzma_properties_decode(&f[0], NULL, p, 5) != LZMA_OK) return false;
+        dec_cap_dict(d, f[0].options);
+        uint64_t usize = 0;
+        for (int i = 12; i >= 5; i--) usize = usize << 8 | p[i];
         dec_lz_reset(d, al);
-        lzma_ret lr = lzma_auto_decoder(&d->lz, SPC_XZ_MEMLIMIT, LZMA_IGNORE_CHECK);
+        lzma_ret lr = lzma_raw_decoder(&d->lz, f);
+        free(f[0].options);
         if (lr != LZMA_OK) { d->init_nomem = lr == LZMA_MEM_ERROR; return false; }
+        if (spa_in_skip(d->in, 13) != SPA_OK) { lzma_end(&d->lz); return false; }
+        d->in_bytes += 13;
+        d->alone_left = usize; /* UINT64_MAX: unknown, an end marker ends it */
         break;
     }
     case SPC_FMT_ZIP_LZMA: {
@@ -202,15 +332,12 @@ static bool dec_init(spc_dec *d) {
         f[0].options = NULL;
         if (lzma_properties_decode(&f[0], NULL, p + 4, 5) != LZMA_OK) return false; /* malloc'd: freed below */
         lzma_options_lzma *opt = f[0].options;
-        /* zipfile's decoder takes any dictionary size (it only costs memory);
-         * no match can reach further back than the output so far, so a
-         * capped dictionary decodes every member of up to that size */
-        if (opt->dict_size > SPC_XZ_MEMLIMIT) opt->dict_size = (uint32_t)SPC_XZ_MEMLIMIT;
-        bool big = false;
+        /* zipfile's decoder takes any dictionary size (it only costs memory) */
+        dec_cap_dict(d, opt);
         f[1].id = LZMA_VLI_UNKNOWN;
         f[1].options = NULL;
         dec_lz_reset(d, al);
-        lzma_ret r = big ? LZMA_MEMLIMIT_ERROR : lzma_raw_decoder(&d->lz, f);
+        lzma_ret r = lzma_raw_decoder(&d->lz, f);
         free(f[0].options);
         if (r != LZMA_OK) { d->init_nomem = r == LZMA_MEM_ERROR; return false; }
         if (spa_in_skip(d->in, 9) != SPA_OK) { lzma_end(&d->lz); return false; }
@@ -226,6 +353,7 @@ static bool dec_init(spc_dec *d) {
         }
         if (!d->zs) { d->init_nomem = true; return false; }
         if (ZSTD_isError(ZSTD_initDStream(d->zs))) return false;
+        d->zs_fresh = true;
         /* a loader that does not verify a frame's checksum reads on past a
          * wrong one (python-zstandard through pandas did): never stop there */
         ZSTD_DCtx_setParameter(d->zs, ZSTD_d_forceIgnoreChecksum, ZSTD_d_ignoreChecksum);
@@ -310,7 +438,17 @@ static bool dec_next_member(spc_dec *d, const uint8_t *p, size_t n) {
         }
         return true; /* a non-NUL byte: gzip.py reads a header (or raises) */
     }
-    case SPA_FMT_BZ2: case SPA_FMT_XZ:
+    case SPA_FMT_XZ: {
+        if (d->lz_trailer) { /* lzip: CRC32, data size[, member size] */
+            if (!dec_skip(d, d->lz_trailer)) return false;
+            d->lz_trailer = 0;
+            const uint8_t *q;
+            size_t got;
+            return spa_in_peek(d->in, 1, &q, &got) == SPA_OK && got > 0;
+        }
+        return n > 0;
+    }
+    case SPA_FMT_BZ2:
         (void)p;
         return n > 0;
     default: return false;
@@ -318,7 +456,8 @@ static bool dec_next_member(spc_dec *d, const uint8_t *p, size_t n) {
 }
 
 /* One decoder step over input p[0..n). Sets *used and *made. Returns 1 when
- * the member/frame ended, 0 to go on, -1 on a data error. */
+ * the member/frame ended, 2 when an xz block ended, 0 to go on, -1 on a data
+ * error, -2 on a decoder memory limit, -3 out of memory. */
 static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t *used,
                     size_t *made) {
     *used = *made = 0;
@@ -352,6 +491,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         return r == BZ_OK ? 0 : -1;
     }
     case SPA_FMT_XZ: case SPC_FMT_ZIP_LZMA: {
+        if (d->xz_blocks && d->xz_over) return 1; /* the stream's index was reached */
         bool sized = d->fmt == SPA_FMT_XZ && d->alone_left != UINT64_MAX;
         if (sized && d->alone_left == 0) return 1; /* .lzma with a known size: that many bytes */
         if (sized && cap > d->alone_left) cap = (size_t)d->alone_left;
@@ -366,7 +506,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
             d->alone_left -= *made;
             if (d->alone_left == 0) return 1;
         }
-        if (r == LZMA_STREAM_END) return 1;
+        if (r == LZMA_STREAM_END) return d->xz_blocks ? 2 : 1;
         if (r == LZMA_OK) return 0;
         if (r == LZMA_MEMLIMIT_ERROR) return -2;
         if (r == LZMA_MEM_ERROR) return -3;
@@ -374,12 +514,21 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         return -1;
     }
     case SPA_FMT_ZSTD: {
+        /* At a frame's start, ZSTD_decompressStream decodes a whole frame in
+         * one pass when the output space holds its declared content size,
+         * and that pass refuses a frame whose content differs from the
+         * declared size; the block-by-block path does not check it. The
+         * loader's reads are as small as the unpickler's (read(1) first), so
+         * it takes the lenient path: one byte of room at a frame's start
+         * makes us take it too. */
         ZSTD_inBuffer ib = {p, n, 0};
-        ZSTD_outBuffer ob = {out, cap, 0};
+        ZSTD_outBuffer ob = {out, d->zs_fresh && cap > 1 ? 1 : cap, 0};
         size_t r = ZSTD_decompressStream(d->zs, &ob, &ib);
         *used = ib.pos;
         *made = ob.pos;
         if (ZSTD_isError(r)) return ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? -3 : -1;
+        if (ob.pos) d->zs_fresh = false;
+        if (r == 0) d->zs_fresh = true;
         return r == 0 ? 1 : 0; /* 0: a frame is complete (another may follow) */
     }
     case SPA_FMT_LZ4: {
@@ -444,6 +593,14 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
         }
         d->in_bytes += used;
         produced += made;
+        if (r == 2) { /* an xz block ended: the next one, or the index */
+            lzma_end(&d->lz);
+            int b = dec_xz_block(d);
+            if (b == -3) r = -3;
+            else if (b < 0) { dec_error(d, SPA_E_FORMAT, "corrupt xz block header or index"); break; }
+            else { d->xz_over = b == 0; continue; }
+        }
+        if (r == -1 && d->capped && d->out_bytes + produced >= SPC_XZ_MEMLIMIT) r = -2;
         if (r == -2) { dec_error(d, SPA_E_LIMIT, "xz/lzma dictionary larger than the decoder memory limit"); break; }
         if (r == -3) {
             dec_error(d, SPA_E_NOMEM, "out of memory in the decompressor");

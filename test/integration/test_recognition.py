@@ -76,12 +76,35 @@ raw = lzma.compress(data, format=lzma.FORMAT_RAW,
 put("lzip", "lz.pkl.xz", b"LZIP\x01\x10" + raw + struct.pack("<IQQ", zlib.crc32(data), len(data), 26 + len(raw)),
     PANDAS)
 
+# LZMA dictionaries over our decoder's 256 MiB: liblzma allocates what the
+# header names (Python's memlimit=None), we cap it (issue 12, differential gaps)
+def xz_dict(tag, b):
+    x = lzma.compress(payload(tag), format=lzma.FORMAT_XZ)
+    bh = bytearray(x[12:24])            # block header: size, flags, LZMA2 id, props size, dict byte, ...
+    assert bh[2:4] == b"\x21\x01"
+    bh[4] = b
+    bh[8:12] = struct.pack("<I", zlib.crc32(bytes(bh[:8])))
+    return x[:12] + bytes(bh) + x[24:]
+put("xz_dict_1g", "d1g.pkl.xz", xz_dict("xz_dict_1g", 0x24), PANDAS)
+put("xz_dict_4g", "d4g.pkl.xz", xz_dict("xz_dict_4g", 0x28), PANDAS)
+data = payload("lzip_dict_512m")
+raw = lzma.compress(data, format=lzma.FORMAT_RAW,
+                    filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 1 << 16, "lc": 3, "lp": 0, "pb": 2}])
+put("lzip_dict_512m", "lz512.pkl.xz",
+    b"LZIP\x01\x1d" + raw + struct.pack("<IQQ", zlib.crc32(data), len(data), 26 + len(raw)), PANDAS)
+
 # zstd: a skippable frame first; an empty frame first
 import zstandard
 zc = zstandard.ZstdCompressor().compress
 put("zstd_skippable", "sk.pkl.zst", struct.pack("<II", 0x184D2A5E, 6) + b"\x00" * 6 + zc(payload("zstd_skippable")),
     PANDAS)
 put("zstd_empty_first", "ef.pkl.zst", zc(b"") + zc(payload("zstd_empty_first")), PANDAS)
+# an empty first frame that declares 41 bytes: the one-pass decoder refuses
+# the size mismatch, the loader's small reads go block by block and on
+e = bytearray(zstandard.ZstdCompressor(write_content_size=True, write_checksum=True).compress(b""))
+assert e[4] & 0x20 and e[5] == 0
+e[5] = 41
+put("zstd_fcs_wrong", "fw.pkl.zst", bytes(e) + zc(payload("zstd_fcs_wrong")), PANDAS)
 
 # gzip: reserved flag bits and a wrong header CRC (gzip.py checks neither)
 g = gzip.compress(payload("gzip_flags"))
@@ -185,7 +208,11 @@ def load(path, loader, *, preload, policy=None, log=None, timeout=300):
 CLASSES = ["zip_prefix", "zip_prefix_comment", "zip_comment", "lzma_dict4k", "lzma_lc1", "lzip",
            "zstd_skippable", "zstd_empty_first", "gzip_flags", "tar_0o", "tar_sign", "tar_b256",
            "joblib_zf", "joblib_zf_space", "npy_escape", "npy_object_word", "npy_concat",
-           "npy_struct_escape", "odirect"]
+           "npy_struct_escape", "odirect"] + [
+           "xz_dict_1g", "xz_dict_4g", "lzip_dict_512m", "zstd_fcs_wrong"]
+# the loader reads these, so we must read them too: found and judged, not
+# merely refused as unscannable (a false positive on a benign file)
+READ = ["xz_dict_1g", "xz_dict_4g", "lzip_dict_512m", "zstd_fcs_wrong"]
 
 
 @pytest.mark.parametrize("tag", CLASSES)
@@ -207,6 +234,17 @@ def test_loader_runs_it_preload_refuses_it(built, tag):
     r = run_cli("scan", "--format", "json", c["path"])
     f = json.loads(r.stdout)["files"][0]
     assert f["pickle_bearing"] and f["verdict"] != "safe", (tag, f["verdict"], f.get("notes"))
+
+
+@pytest.mark.parametrize("tag", READ)
+def test_what_the_loader_reads_we_read(built, tag):
+    d, cases, pol = built
+    c = cases[tag]
+    r = run_cli("scan", "--format", "json", c["path"])
+    f = json.loads(r.stdout)["files"][0]
+    assert f["verdict"] == "malicious", (tag, f["verdict"], f.get("notes"))
+    calls = [e for s in f["streams"] for e in s["ir"] if e["kind"] == "call"]
+    assert any("exec" in e.get("text", "") for e in calls), (tag, calls)
 
 
 # ------------------------------------------------------------------ the opposite error
