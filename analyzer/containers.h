@@ -190,6 +190,12 @@ spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **p, 
 spa_code spc_zip(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
 spa_code spc_tar(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
 spa_code spc_npy(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
+/* What an npy header dict h[0..n) (after the length field) says the data is:
+ * SPC_NPY_NUMERIC only for the plain spelling of a plain numeric dtype (the
+ * data is then never read), SPC_NPY_OBJECT for an object type, else
+ * SPC_NPY_UNKNOWN (the data is scanned when it is a plausible pickle). */
+enum { SPC_NPY_NUMERIC = 0, SPC_NPY_OBJECT, SPC_NPY_UNKNOWN };
+int spc_npy_header_kind(const uint8_t *h, size_t n);
 spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
 spa_code spc_torch_legacy(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
 spa_code spc_pickle_reader(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);

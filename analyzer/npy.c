@@ -15,7 +15,7 @@
  * keys where the last wins, ...). We read exactly the plain form writers
  * emit; anything else is UNKNOWN, and then the data is scanned whenever it
  * is a plausible pickle (numpy's pickle.load fails at once on anything else). */
-enum { NPY_NUMERIC = 0, NPY_OBJECT, NPY_UNKNOWN };
+enum { NPY_NUMERIC = SPC_NPY_NUMERIC, NPY_OBJECT = SPC_NPY_OBJECT, NPY_UNKNOWN = SPC_NPY_UNKNOWN };
 
 typedef struct npy_lex {
     const uint8_t *p;
@@ -99,7 +99,7 @@ static bool npy_skip_value(npy_lex *x) {
     }
 }
 
-static int npy_header_kind(const uint8_t *h, size_t n) {
+int spc_npy_header_kind(const uint8_t *h, size_t n) {
     npy_lex x = {h, n, 0};
     npy_ws(&x);
     if (x.i >= n || h[x.i] != '{') return NPY_UNKNOWN;
@@ -170,7 +170,7 @@ spa_code spc_npy(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_st
         spc_note(s, SPA_NOTE_ERROR, c->loc, SPA_E_TRUNCATED, "npy header truncated", pre, SPA_LIM_COUNT, NULL);
         return SPA_OK;
     }
-    int kind = npy_header_kind(p + pre, (size_t)hlen);
+    int kind = spc_npy_header_kind(p + pre, (size_t)hlen);
     if (kind == NPY_NUMERIC) return SPA_OK; /* numeric data: nothing to unpickle */
     if (spa_in_skip(in, pre + hlen) != SPA_OK) return SPA_OK;
     if (kind == NPY_UNKNOWN) {
