@@ -6,6 +6,7 @@ subdirectory or file is an error (exit 2), checked as an unprivileged user since
 reads everything."""
 import json
 import os
+import pathlib
 import shutil
 import socket
 import stat
@@ -201,19 +202,24 @@ def test_unreadable_entries_are_errors(as_nobody):
     assert "safepickle scan: %s/locked: cannot open directory: Permission denied" % d in r.stderr
 
 
-def test_session_audit_check_ends_on_symlink_loops(tmp_path):
+def test_session_audit_check_ends_on_symlink_loops():
     """The session-end audit-record check walks the temp tree this module fills with
-    branching symlink loops: it must not follow them (glob's "**" did: 2^40 paths, CI OOM)."""
+    branching symlink loops: it must not follow them (glob's "**" did: 2^40 paths, CI OOM).
+    Built outside pytest's temp tree, which that check walks: the record is a stand-in."""
     import threading
     from conftest import _audit_logs
-    d = tmp_path / "tree"
-    (d / "a" / "b").mkdir(parents=True)
-    os.symlink("../..", d / "a" / "b" / "up")
-    os.symlink(str(d / "a"), d / "a" / "b" / "self")
-    (d / "a" / "log.jsonl").write_text('{"layer": 1, "verdict": "safe", "pid": 1, "policy": "p"}\n')
-    found = []
-    t = threading.Thread(target=lambda: found.extend(_audit_logs(str(tmp_path))), daemon=True)
-    t.start()
-    t.join(20)
-    assert not t.is_alive(), "the audit-log walk follows symlink loops"
-    assert found == [str(d / "a" / "log.jsonl")]
+    root = pathlib.Path(tempfile.mkdtemp(prefix="safepickle-walk-"))
+    try:
+        d = root / "tree"
+        (d / "a" / "b").mkdir(parents=True)
+        os.symlink("../..", d / "a" / "b" / "up")
+        os.symlink(str(d / "a"), d / "a" / "b" / "self")
+        (d / "a" / "log.jsonl").write_text('{"layer": 1, "verdict": "safe", "pid": 1, "policy": "p"}\n')
+        found = []
+        t = threading.Thread(target=lambda: found.extend(_audit_logs(str(root))), daemon=True)
+        t.start()
+        t.join(20)
+        assert not t.is_alive(), "the audit-log walk follows symlink loops"
+        assert found == [str(d / "a" / "log.jsonl")]
+    finally:
+        shutil.rmtree(root)
