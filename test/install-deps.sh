@@ -11,6 +11,7 @@ PKGS=(
   python3-pandas python3-pytest python3-ipykernel python3-jupyter-client
   python3-zstandard python3-lz4 bzip2 xz-utils zstd lz4 git tar
   python3-jsonschema python3-yaml pre-commit systemd
+  python3-pytest-timeout python3-dask python3-distributed
 )
 
 missing=()

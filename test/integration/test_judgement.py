@@ -47,6 +47,16 @@ BENIGN = {
         "\\x85U\\x01b\\x87Rq\\x03(K\\x04\\x85cnumpy\\ndtype\\nq\\x04U\\x02i1K\\x00K\\x01\\x87Rq\\x05(U\\x01|NNJ\\xff"
         "\\xff\\xff\\xffJ\\xff\\xff\\xff\\xfftb\\x89U\\x04\\x01\\x02\\x03\\x04tb.')",
         "import pickle\na = pickle.load(open(p, 'rb'), encoding='latin1')\nassert list(a) == [1, 2, 3, 4]"),
+    # joblib's dask backend (Parallel under `parallel_backend("dask")`, e.g. sklearn's
+    # GridSearchCV on a dask cluster) sends its task batches and a readiness probe to
+    # the workers as these two objects of joblib._dask
+    "joblib_dask_batch": (
+        "import pickle, math, joblib._dask\n"
+        "pickle.dump(joblib._dask.Batch([(math.sqrt, (4.0,), {}), (math.floor, (1.5,), {})]), open(p, 'wb'))",
+        "import pickle\nb = pickle.load(open(p, 'rb'))\nassert repr(b) == 'mixed_batch_of_sqrt_2_calls', repr(b)"),
+    "joblib_dask_probe": (
+        "import pickle, joblib._dask\npickle.dump(joblib._dask._joblib_probe_task, open(p, 'wb'))",
+        "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f() is None"),
     "partial_sqrt": (
         "import pickle, functools, math\npickle.dump(functools.partial(math.sqrt), open(p, 'wb'))",
         "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f(16.0) == 4.0"),
@@ -56,7 +66,7 @@ BENIGN = {
 }
 
 
-PREIMPORT = "import joblib.memory, joblib._store_backends, numpy, sklearn.pipeline, sklearn.preprocessing\n"
+PREIMPORT = "import joblib.memory, joblib._store_backends, joblib._dask, numpy, sklearn.pipeline, sklearn.preprocessing\n"
 
 
 @pytest.mark.parametrize("name", sorted(BENIGN))

@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """upstream.py - runs the Debian-packaged upstream test suites of joblib, numpy, scipy,
 pandas and scikit-learn twice, plainly and under the preload (LD_PRELOAD), and compares
-the outcome of every test (pytest junit xml). Any difference not listed with its reason
+the outcome of every test. Any difference not listed with its reason
 in expected.tsv fails the run; so does an expected difference that no longer happens.
 
     upstream.py [--quick] [--preload build/libsafepickle.so] [--out DIR] [--only NAME]
+                [--timeout SECONDS-PER-SUITE] [--test-timeout SECONDS-PER-TEST] [--results FILE]
 
 --quick runs the fixed subset `make test` runs (a few minutes); the default is every suite.
+Every run is bounded: pytest-timeout fails a test that runs past --test-timeout (its stack
+goes into the log), and a suite that runs past --timeout is killed with every process it
+started (stacks dumped first); the tests that had not finished are reported as hung. The
+outcomes come from sp_outcomes.py, written test by test, so a killed suite still has them.
+Per-suite counts go into results.md's `bench:upstream` section (--results '' for none).
 The preload's audit log (every blocked or warned file) is summarised too: a test can
 pass while a load it made was refused, so each refusal is listed with its rule.
 """
@@ -14,11 +20,11 @@ import argparse
 import collections
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIST = "/usr/lib/python3/dist-packages"
@@ -39,59 +45,140 @@ SUITES = [
     ("sklearn-base", True, ["sklearn/tests/test_base.py"]),
     ("sklearn-pipeline", False, ["sklearn/tests/test_pipeline.py"]),
     ("sklearn-search", False, ["sklearn/model_selection/tests/test_search.py"]),
+    # process-parallel scikit-learn (loky, multiprocessing): GridSearchCV inside
+    # cross_validate(n_jobs=2), RandomizedSearchCV(n_jobs=2), every joblib backend
+    ("sklearn-parallel", False, ["sklearn/model_selection/tests/test_validation.py::test_cross_validate_many_jobs",
+                                 "sklearn/linear_model/tests/test_sgd.py", "sklearn/tests/test_config.py",
+                                 "-k", "many_jobs or multi_core_gridsearch or for_all_backends or threadsafe_joblib"]),
+    # dask's local cluster (worker processes and nannies that unpickle what the client sends)
+    ("dask-local-cluster", False, ["distributed/deploy/tests/test_local.py",
+                                   "distributed/protocol/tests/test_pickle.py"]),
+    # what upstream does not test literally: GridSearchCV(n_jobs=2), dask and joblib on a
+    # LocalCluster of processes (test/upstream/test_parallel_real.py, real libraries only)
+    ("parallel-real", False, ["safepickle/test_parallel_real.py"]),
 ]
 
 
 def pytest_args(spec):
     out = []
     for a in spec:
-        out.append(os.path.join(DIST, a) if not a.startswith("-") and "/" in a else a)
+        if a.startswith("safepickle/"):
+            out.append(os.path.join(HERE, a[len("safepickle/"):]))
+        elif not a.startswith("-") and "/" in a:
+            out.append(os.path.join(DIST, a))
+        else:
+            out.append(a)
     return out
 
 
-def outcomes(xml_path):
-    """test id -> passed / failed / error / skipped (xfail counts as skipped)."""
-    res = {}
-    if not os.path.exists(xml_path):
+def outcomes(path):
+    """test id -> passed / failed / error / skipped / timeout / hung, from sp_outcomes.py's
+    lines: a test that started and never got an outcome line is one the suite hung in."""
+    res, started = {}, []
+    if not os.path.exists(path):
         return res
-    for tc in ET.parse(xml_path).getroot().iter("testcase"):
-        tid = "%s::%s" % (tc.get("classname", ""), tc.get("name", ""))
-        kind = "passed"
-        for child in tc:
-            if child.tag in ("failure", "error", "skipped"):
-                kind = {"failure": "failed"}.get(child.tag, child.tag)
-                break
-        # a parametrised id may repeat when collected twice; keep the worst
-        if res.get(tid) not in ("failed", "error"):
-            res[tid] = kind
+    with open(path) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the kill
+            if "start" in r:
+                started.append(r["start"])
+            elif "id" in r:
+                # a parametrised id may repeat when collected twice; keep the worst
+                if res.get(r["id"]) not in ("failed", "error", "timeout"):
+                    res[r["id"]] = r["outcome"]
+    for tid in started:
+        res.setdefault(tid, "hung")
     return res
 
 
-def run_suite(name, spec, out_dir, preload, timeout):
-    xml = os.path.join(out_dir, name + ".xml")
+def tagged_pids(tag):
+    """Processes (left) from a suite run: every one carries the run's tag in its environment."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % d, "rb") as f:
+                if ("SP_UPSTREAM_TAG=" + tag).encode() in f.read().split(b"\0"):
+                    pids.append(int(d))
+        except OSError:
+            continue
+    return pids
+
+
+def kill_tagged(tag):
+    """SIGKILL whatever the suite left (its workers, clusters, pools); returns how many."""
+    n = 0
+    for _ in range(5):
+        pids = [p for p in tagged_pids(tag) if p != os.getpid()]
+        if not pids:
+            break
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+                n += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    return n
+
+
+def run_suite(name, spec, out_dir, preload, a):
+    """One run of a suite. Bounded: pytest-timeout fails a test after a.test_timeout seconds
+    (stack dumped into the log); past a.timeout the whole suite gets SIGUSR1 (faulthandler
+    dumps every thread) and then SIGKILL, with every process it started."""
+    res = os.path.join(out_dir, name + ".jsonl")
     log = os.path.join(out_dir, name + ".out")
+    for f in (res, log):
+        if os.path.exists(f):
+            os.unlink(f)
+    tag = "%s-%d-%d" % (name, os.getpid(), time.monotonic_ns())
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     env["PYTHONHASHSEED"] = "0"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONPATH"] = HERE
+    env["SP_OUTCOMES"] = res
+    env["SP_UPSTREAM_TAG"] = tag
     audit = None
     if preload:
         audit = os.path.join(out_dir, name + ".audit.jsonl")
+        if os.path.exists(audit):
+            os.unlink(audit)
         env["LD_PRELOAD"] = preload
         env["SAFEPICKLE_LOG"] = audit
-    cmd = [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", "junit_family=xunit1",
-           "--junitxml=" + xml] + pytest_args(spec)
+    cmd = [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-p", "sp_outcomes", "-q",
+           "--rootdir=" + DIST, "--timeout=%d" % a.test_timeout, "-o", "timeout_method=signal",
+           ] + pytest_args(spec)
     cwd = tempfile.mkdtemp(prefix="sp-upstream-")
     t0 = time.monotonic()
+    timed_out = False
     with open(log, "w") as f:
+        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                             start_new_session=True)
         try:
-            rc = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                timeout=timeout).returncode
+            rc = p.wait(timeout=a.timeout)
         except subprocess.TimeoutExpired:
-            rc = "timeout"
+            timed_out = True
+            f.write("\nupstream.py: suite ran past %d s: stacks (SIGUSR1), then SIGKILL\n" % a.timeout)
+            f.flush()
+            os.kill(p.pid, signal.SIGUSR1)
+            try:
+                rc = p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                rc = p.wait()
+            rc = "killed after %d s" % a.timeout
+    leftover = kill_tagged(tag)
     dt = time.monotonic() - t0
     subprocess.run(["rm", "-rf", cwd])
-    return outcomes(xml), rc, dt, audit
+    return Run(outcomes(res), rc, dt, audit, timed_out, leftover, log)
+
+
+Run = collections.namedtuple("Run", "res rc secs audit timed_out leftover log")
 
 
 def load_expected(path):
@@ -126,53 +213,132 @@ def audit_summary(path):
     return recs
 
 
+RESULTS = os.path.join(HERE, "..", "bench", "results.md")
+BEGIN, END = "<!-- bench:upstream -->", "<!-- /bench:upstream -->"
+COLS = ["suite", "tests", "plain passed/failed/skipped", "differences", "expected (malicious/known-fp)",
+        "unexpected", "hung or timed out (plain/preload)", "plain s", "preload s", "measured"]
+
+
+def write_results(path, rows):
+    """Rewrites only this script's section of results.md; rows of suites not run this time stay."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+    old = {}
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        body, tail = rest.split(END, 1)
+        for line in body.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == len(COLS) and cells[0] not in ("suite", "") and not cells[0].startswith("-"):
+                old[cells[0]] = cells
+    else:
+        head, tail = text.rstrip("\n") + "\n\n", "\n"
+    old.update(rows)
+    order = [s[0] for s in SUITES]
+    lines = ["", "## Upstream suites, plain and under the preload (`make upstream`, test/upstream/upstream.py)",
+             "", "Every test's outcome plainly and under the preload (`tests`: distinct test ids of both runs;",
+             "`differences`: tests whose outcome differs; `expected`: those listed in",
+             "test/upstream/expected.tsv, `malicious:` a deliberately malicious file, `known-fp:` a",
+             "false positive owned by another area; `unexpected`: the rest, each a failure of the run).",
+             "Per-test timeout %s; a suite past its own timeout is killed and its unfinished tests count as hung." % (
+                 "from pytest-timeout"), "",
+             "| " + " | ".join(COLS) + " |", "|" + "---|" * len(COLS)]
+    for name in sorted(old, key=lambda n: (order.index(n) if n in order else len(order), n)):
+        lines.append("| " + " | ".join(old[name]) + " |")
+    lines.append("")
+    with open(path, "w") as f:
+        f.write(head + BEGIN + "\n".join(lines) + "\n" + END + tail)
+
+
+def git_head():
+    r = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() or "?"
+
+
+def compare(name, base, pre, expected, seen_expected):
+    """(unexpected differences, expected differences that happened as listed) of one suite."""
+    diffs, exp_hit = [], collections.Counter()
+    for tid in sorted(set(base.res) | set(pre.res)):
+        b, p = base.res.get(tid, "absent"), pre.res.get(tid, "absent")
+        if tid in expected:
+            seen_expected.add(tid)
+            want, why = expected[tid]
+            if p != want:
+                diffs.append("%s: plain %s, preload %s, expected %s (%s)" % (tid, b, p, want, why))
+            elif b != p:
+                exp_hit[why.split(":")[0]] += 1
+            continue
+        if b != p:
+            diffs.append("%s: plain %s, preload %s" % (tid, b, p))
+    return diffs, exp_hit
+
+
+def hung(run):
+    return sorted(t for t, o in run.res.items() if o in ("hung", "timeout"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--preload", default=os.path.join(HERE, "..", "..", "build", "libsafepickle.so"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", action="append", default=[])
-    ap.add_argument("--timeout", type=int, default=1800)
+    ap.add_argument("--timeout", type=int, default=2400, help="seconds per suite run")
+    ap.add_argument("--test-timeout", type=int, default=240, help="seconds per test (pytest-timeout)")
     ap.add_argument("--expected", default=os.path.join(HERE, "expected.tsv"))
+    ap.add_argument("--results", default=RESULTS, help="results.md to write the counts to ('' = none)")
     a = ap.parse_args()
     preload = os.path.abspath(a.preload)
     if not os.path.exists(preload):
         sys.exit("upstream: no preload at %s (make build)" % preload)
+    if subprocess.run([PYTHON, "-c", "import pytest_timeout"]).returncode != 0:
+        sys.exit("upstream: pytest-timeout missing (python3-pytest-timeout; make deps)")
+    unknown = [n for n in a.only if n not in [s[0] for s in SUITES]]
+    if unknown:
+        sys.exit("upstream: no suite %s (suites: %s)" % (", ".join(unknown), " ".join(s[0] for s in SUITES)))
     out = a.out or tempfile.mkdtemp(prefix="sp-upstream-out-")
     os.makedirs(os.path.join(out, "plain"), exist_ok=True)
     os.makedirs(os.path.join(out, "preload"), exist_ok=True)
     expected = load_expected(a.expected)
     suites = [s for s in SUITES if (not a.quick or s[1]) and (not a.only or s[0] in a.only)]
     bad = 0
-    total = collections.Counter()
     seen_expected = set()
     refusals = []
+    rows = {}
+    stamp = time.strftime("%Y-%m-%d", time.gmtime()) + " " + git_head()
     for name, _, spec in suites:
-        base, rc0, t0, _ = run_suite(name, spec, os.path.join(out, "plain"), None, a.timeout)
-        pre, rc1, t1, audit = run_suite(name, spec, os.path.join(out, "preload"), preload, a.timeout)
-        if not base or not pre:
-            print("upstream: %s: no results (plain rc=%s, preload rc=%s; see %s)" % (name, rc0, rc1, out))
+        base = run_suite(name, spec, os.path.join(out, "plain"), None, a)
+        pre = run_suite(name, spec, os.path.join(out, "preload"), preload, a)
+        if not base.res or not pre.res:
+            print("upstream: %s: no results (plain rc=%s, preload rc=%s; see %s, %s)"
+                  % (name, base.rc, pre.rc, base.log, pre.log))
             bad += 1
             continue
-        diffs = []
-        for tid in sorted(set(base) | set(pre)):
-            b, p = base.get(tid, "absent"), pre.get(tid, "absent")
-            total[(name, b)] += 1
-            if tid in expected:
-                seen_expected.add(tid)
-                want, why = expected[tid]
-                if p != want:
-                    diffs.append("%s: plain %s, preload %s, expected %s (%s)" % (tid, b, p, want, why))
-                continue
-            if b != p:
-                diffs.append("%s: plain %s, preload %s" % (tid, b, p))
-        recs = audit_summary(audit)
+        diffs, exp_hit = compare(name, base, pre, expected, seen_expected)
+        recs = audit_summary(pre.audit)
         refusals += [(name,) + r for r in recs]
-        print("upstream: %-22s %5d tests, %3d differ, %3d refusals/warnings in the audit log, "
-              "plain %.0f s, preload %.0f s" % (name, len(base), len(diffs), len(recs), t0, t1))
+        kinds = collections.Counter(base.res.values())
+        print("upstream: %-22s %5d tests, %3d differ (%d expected), %3d refusals/warnings in the audit log, "
+              "plain %.0f s, preload %.0f s" % (name, len(set(base.res) | set(pre.res)), len(diffs) + sum(exp_hit.values()),
+                                               sum(exp_hit.values()), len(recs), base.secs, pre.secs))
         for d in diffs:
             print("  DIFF " + d)
+        for which, run in (("plain", base), ("preload", pre)):
+            for t in hung(run):
+                print("  HUNG (%s, %s) %s" % (which, run.res[t], t))
+            if run.timed_out:
+                print("  SUITE KILLED (%s): ran past %d s; %d tests finished; stacks in %s"
+                      % (which, a.timeout, sum(1 for o in run.res.values() if o != "hung"), run.log))
+                bad += 1
+            if run.leftover:
+                print("  %d processes left by the %s run, killed" % (run.leftover, which))
         bad += len(diffs)
+        rows[name] = [name, str(len(set(base.res) | set(pre.res))),
+                      "%d/%d/%d" % (kinds["passed"], kinds["failed"] + kinds["error"], kinds["skipped"]),
+                      str(len(diffs) + sum(exp_hit.values())),
+                      "%d/%d" % (exp_hit["malicious"], exp_hit["known-fp"]), str(len(diffs)),
+                      "%d/%d%s" % (len(hung(base)), len(hung(pre)),
+                                   " (suite killed)" if base.timed_out or pre.timed_out else ""),
+                      "%.0f" % base.secs, "%.0f" % pre.secs, stamp]
     for tid, (want, why) in sorted(expected.items()):
         if tid not in seen_expected and not a.quick and not a.only:
             print("  STALE expected entry (test not run): %s" % tid)
@@ -186,6 +352,9 @@ def main():
         print("upstream: %d KNOWN FALSE POSITIVES still to fix (expected.tsv, known-fp):" % len(fps))
         for t in fps:
             print("  KNOWN-FP %s: %s" % (t, expected[t][1]))
+    if a.results and rows:
+        write_results(a.results, rows)
+        print("upstream: counts written to %s" % os.path.normpath(a.results))
     print("upstream: %d differences not in %s; results in %s" % (bad, os.path.basename(a.expected), out))
     return 1 if bad else 0
 

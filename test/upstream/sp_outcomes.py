@@ -1,0 +1,89 @@
+"""sp_outcomes.py - pytest plugin of test/upstream/upstream.py (loaded with -p sp_outcomes).
+
+Writes one JSON line per test as the suite runs, flushed at once, to $SP_OUTCOMES:
+{"start": ID} before a test runs and {"id": ID, "outcome": O} when it is done, O being
+passed / failed / error / skipped (xfail counts as skipped) / timeout (pytest-timeout
+fired). A test that has a start line and no outcome line is one the suite hung in when it
+was killed: the harness reads the file whatever way the suite ended (junit xml is only
+written at the end, so a killed suite had none).
+
+ID is the test's file relative to dist-packages (or "safepickle/<path relative to
+test/upstream>" for our own suites) and the rest of pytest's node id, so the ids do not
+depend on pytest's rootdir.
+
+SIGUSR1 makes faulthandler dump every thread's stack into the suite's log: the harness
+sends it before it kills a suite that ran past its time, so the log shows where it hung.
+"""
+import faulthandler
+import json
+import os
+import signal
+import sys
+
+import pytest
+
+DIST = "/usr/lib/python3/dist-packages"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+_out = None
+_reports = {}
+
+
+def test_id(item):
+    path = str(getattr(item, "path", None) or item.fspath)
+    if path.startswith(DIST + os.sep):
+        rel = os.path.relpath(path, DIST)
+    elif path.startswith(HERE + os.sep):
+        rel = "safepickle/" + os.path.relpath(path, HERE)
+    else:
+        rel = path
+    rest = item.nodeid.split("::", 1)
+    return rel + ("::" + rest[1] if len(rest) > 1 else "")
+
+
+def _write(rec):
+    if _out is not None:
+        _out.write(json.dumps(rec) + "\n")
+        _out.flush()
+
+
+def pytest_configure(config):
+    global _out
+    path = os.environ.get("SP_OUTCOMES")
+    if path and _out is None:
+        _out = open(path, "a", buffering=1)
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+
+
+def outcome_of(reports):
+    """The junit convention: a failed setup/teardown is an error, a failed call a failure."""
+    for r in reports:
+        if r.failed:
+            text = str(r.longrepr or "")
+            if "Timeout >" in text or "Failed: Timeout" in text:
+                return "timeout"
+            return "failed" if r.when == "call" else "error"
+    for r in reports:
+        if r.skipped:
+            return "skipped"
+    return "passed"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    tid = test_id(item)
+    _reports[item.nodeid] = []
+    _write({"start": tid})
+    yield
+    _write({"id": tid, "outcome": outcome_of(_reports.pop(item.nodeid, []))})
+
+
+def pytest_runtest_logreport(report):
+    _reports.setdefault(report.nodeid, []).append(report)
+
+
+def pytest_collectreport(report):
+    # a module that fails to import is one "error" outcome, as junit reports it
+    if report.failed:
+        _write({"id": "collect:" + str(report.nodeid), "outcome": "error"})
