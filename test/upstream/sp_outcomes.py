@@ -11,14 +11,14 @@ ID is the test's file relative to dist-packages (or "safepickle/<path relative t
 test/upstream>" for our own suites) and the rest of pytest's node id, so the ids do not
 depend on pytest's rootdir.
 
-SIGUSR1 makes faulthandler dump every thread's stack into the suite's log: the harness
-sends it before it kills a suite that ran past its time, so the log shows where it hung.
+SIGUSR1 makes faulthandler dump every thread's stack into $SP_STACKS: the harness sends it
+before it kills a suite that ran past its time and appends the dump to the suite's log, so
+the log shows where it hung.
 """
 import faulthandler
 import json
 import os
 import signal
-import sys
 
 import pytest
 
@@ -26,6 +26,7 @@ DIST = "/usr/lib/python3/dist-packages"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 _out = None
+_stacks = None
 _reports = {}
 
 
@@ -52,8 +53,12 @@ def pytest_configure(config):
     path = os.environ.get("SP_OUTCOMES")
     if path and _out is None:
         _out = open(path, "a", buffering=1)
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+    stacks = os.environ.get("SP_STACKS")
+    if stacks and hasattr(signal, "SIGUSR1"):
+        # a file of its own: fds 1 and 2 are pytest's capture files while a test runs
+        global _stacks
+        _stacks = open(stacks, "a")
+        faulthandler.register(signal.SIGUSR1, file=_stacks, all_threads=True)
 
 
 def outcome_of(reports):

@@ -132,7 +132,8 @@ def run_suite(name, spec, out_dir, preload, a):
     dumps every thread) and then SIGKILL, with every process it started."""
     res = os.path.join(out_dir, name + ".jsonl")
     log = os.path.join(out_dir, name + ".out")
-    for f in (res, log):
+    stacks = os.path.join(out_dir, name + ".stacks")
+    for f in (res, log, stacks):
         if os.path.exists(f):
             os.unlink(f)
     tag = "%s-%d-%d" % (name, os.getpid(), time.monotonic_ns())
@@ -142,6 +143,7 @@ def run_suite(name, spec, out_dir, preload, a):
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONPATH"] = HERE
     env["SP_OUTCOMES"] = res
+    env["SP_STACKS"] = stacks
     env["SP_UPSTREAM_TAG"] = tag
     audit = None
     if preload:
@@ -172,13 +174,16 @@ def run_suite(name, spec, out_dir, preload, a):
                 p.kill()
                 rc = p.wait()
             rc = "killed after %d s" % a.timeout
+            if os.path.exists(stacks):
+                with open(stacks) as st:
+                    f.write(st.read())
     leftover = kill_tagged(tag)
     dt = time.monotonic() - t0
     subprocess.run(["rm", "-rf", cwd])
-    return Run(outcomes(res), rc, dt, audit, timed_out, leftover, log)
+    return Run(outcomes(res), rc, dt, audit, timed_out, leftover, log, tag)
 
 
-Run = collections.namedtuple("Run", "res rc secs audit timed_out leftover log")
+Run = collections.namedtuple("Run", "res rc secs audit timed_out leftover log tag")
 
 
 def load_expected(path):
@@ -219,7 +224,7 @@ COLS = ["suite", "tests", "plain passed/failed/skipped", "differences", "expecte
         "unexpected", "hung or timed out (plain/preload)", "plain s", "preload s", "measured"]
 
 
-def write_results(path, rows):
+def write_results(path, rows, a):
     """Rewrites only this script's section of results.md; rows of suites not run this time stay."""
     text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
     old = {}
@@ -239,8 +244,8 @@ def write_results(path, rows):
              "`differences`: tests whose outcome differs; `expected`: those listed in",
              "test/upstream/expected.tsv, `malicious:` a deliberately malicious file, `known-fp:` a",
              "false positive owned by another area; `unexpected`: the rest, each a failure of the run).",
-             "Per-test timeout %s; a suite past its own timeout is killed and its unfinished tests count as hung." % (
-                 "from pytest-timeout"), "",
+             "Bounds: %d s per test (pytest-timeout), %d s per suite run (then killed, unfinished tests"
+             % (a.test_timeout, a.timeout), "count as hung). Written by upstream.py; `measured`: date and commit.", "",
              "| " + " | ".join(COLS) + " |", "|" + "---|" * len(COLS)]
     for name in sorted(old, key=lambda n: (order.index(n) if n in order else len(order), n)):
         lines.append("| " + " | ".join(old[name]) + " |")
@@ -353,7 +358,7 @@ def main():
         for t in fps:
             print("  KNOWN-FP %s: %s" % (t, expected[t][1]))
     if a.results and rows:
-        write_results(a.results, rows)
+        write_results(a.results, rows, a)
         print("upstream: counts written to %s" % os.path.normpath(a.results))
     print("upstream: %d differences not in %s; results in %s" % (bad, os.path.basename(a.expected), out))
     return 1 if bad else 0
