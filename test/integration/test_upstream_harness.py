@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "upstream"))
 import upstream  # noqa: E402
 
-pytest.importorskip("pytest_timeout")
+import pytest_timeout  # noqa: E402,F401  (python3-pytest-timeout, test/install-deps.sh)
 
 SUITE = textwrap.dedent("""
     import signal, subprocess, sys, time
