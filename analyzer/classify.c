@@ -782,8 +782,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             cl_args_rules(c, ts, args, NULL, SPA_KB_UNKNOWN, false, j);
             return;
         }
-        if (spa_target_is(t, "functools", "partial") ||
-            spa_target_is(t, "multiprocessing.reduction", "_rebuild_partial")) { /* partial as multiprocessing pickles it */
+        if (t->kind == SPA_T_GLOBAL && spa_kb_partial(t->module, t->name)) { /* functools.partial and its rebuilders */
             spa_target f;
             spa_resolve(a0, &f, 0);
             if (f.kind == SPA_T_GLOBAL || f.kind == SPA_T_METHOD) {
@@ -1194,7 +1193,7 @@ spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char
          * suspicious (bound methods pickle as builtins.getattr), what they reach is
          * itself looked up through find_class and judged then */
         static const char *const tramp[][2] = {
-            {"builtins", "getattr"}, {"functools", "partial"}, {"operator", "attrgetter"},
+            {"builtins", "getattr"}, {"operator", "attrgetter"},
             {"operator", "itemgetter"}, {"operator", "methodcaller"}, {"operator", "getitem"},
             {"multiprocessing.pool", "mapstar"}, {"multiprocessing.pool", "starmapstar"},
         };
@@ -1204,6 +1203,7 @@ spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char
         rl = cl_cat_rule(cat);
         for (size_t i = 0; i < sizeof tramp / sizeof *tramp; i++)
             if (!strcmp(cm, tramp[i][0]) && !strcmp(name, tramp[i][1])) { v = SPA_VERDICT_SUSPICIOUS; rl = "reflect.trampoline"; }
+        if (spa_kb_partial(module, name)) { v = SPA_VERDICT_SUSPICIOUS; rl = "reflect.trampoline"; }
         break;
     }
     case SPA_KB_DESERIALIZE:

@@ -695,6 +695,10 @@ bool spa_kb_typeref(const char *module, const char *name) {
     return kb_directive("@typeref", module, name);
 }
 
+bool spa_kb_partial(const char *module, const char *name) {
+    return kb_directive("@partial", module, name);
+}
+
 /* Is there a line `DIRECTIVE MODULE:NAME` (module canonicalised)? */
 static bool kb_directive(const char *dir, const char *module, const char *name) {
     if (!module || !name) return false;

@@ -48,6 +48,10 @@ bool spa_kb_typearg(const char *module, const char *name);
 /* `@typeref MODULE:NAME`: a class benign pickles name only as such a type argument; by
  * name alone (spa_judge_global) it is a reference, not a call. */
 bool spa_kb_typeref(const char *module, const char *name);
+/* `@partial MODULE:NAME`: functools.partial or a reconstructor that returns one
+ * (multiprocessing's and loky's _rebuild_partial(func, args, kw)): its first argument is
+ * bound, not called; it is judged by what it binds. */
+bool spa_kb_partial(const char *module, const char *name);
 /* The module MODULE.ATTR is (analyzer/kb/modattr.tsv: tempfile._os -> "os"), or NULL. */
 const char *spa_kb_modattr(const char *module, const char *attr);
 /* The environment index (`safepickle kb index`, loaded once from $SAFEPICKLE_KB_INDEX or

@@ -57,6 +57,19 @@ BENIGN = {
     "joblib_dask_probe": (
         "import pickle, joblib._dask\npickle.dump(joblib._dask._joblib_probe_task, open(p, 'wb'))",
         "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f() is None"),
+    # loky (joblib's process backend) pickles a functools.partial as its own
+    # _rebuild_partial(func, args, kwargs): joblib's store-backend test ships this one
+    "loky_partial_of_test_function": (
+        "import functools, joblib.test.test_store_backends as t\n"
+        "from joblib.externals.loky.backend.reduction import dumps\n"
+        "open(p, 'wb').write(bytes(dumps(functools.partial(t.concurrency_safe_write_rename, "
+        "write_func=t.write_func))))",
+        "import pickle, joblib.test.test_store_backends as t\nf = pickle.load(open(p, 'rb'))\n"
+        "assert f.func is t.concurrency_safe_write_rename and f.keywords == {'write_func': t.write_func}"),
+    "loky_partial_of_builtin": (
+        "import functools, math\nfrom joblib.externals.loky.backend.reduction import dumps\n"
+        "open(p, 'wb').write(bytes(dumps(functools.partial(math.pow, 2.0))))",
+        "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f(10) == 1024.0"),
     "partial_sqrt": (
         "import pickle, functools, math\npickle.dump(functools.partial(math.sqrt), open(p, 'wb'))",
         "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f(16.0) == 4.0"),
@@ -133,7 +146,7 @@ def test_text_files_are_not_references(tmp_path, name):
 
 
 # The same shapes stay refused when they do reach code: a partial binding a dangerous
-# callable, numpy.memmap called with a file to create (not as _reconstruct's type), INST
+# callable (functools' and loky's), numpy.memmap called with a file to create (not as _reconstruct's type), INST
 # with its MARK (the C unpickler then imports and calls). Each payload is proven to run
 # without the preload (the marker appears) and is refused with it.
 def _still_refused(marker):
@@ -142,6 +155,9 @@ def _still_refused(marker):
     return {
         "partial_os_system": Asm(2).global_("functools", "partial").mark().global_("os", "system")
         .push(cmd).tuple_().reduce().mark().tuple_().reduce().stop(),
+        "loky_partial_os_system": Asm(2).global_("joblib.externals.loky.backend.reduction", "_rebuild_partial")
+        .mark().global_("os", "system").mark().push(cmd).tuple_().empty_dict().tuple_().reduce()
+        .mark().tuple_().reduce().stop(),
         "memmap_call_creates_file": Asm(2).global_("numpy", "memmap").mark().push(str(marker))
         .push("uint8").push("w+").push(0).mark().push(1).tuple_().tuple_().reduce().stop(),
         "inst_with_mark": b"(S'" + cmd.encode() + b"'\nios\nsystem\n.",
