@@ -194,8 +194,8 @@ def load_expected(path):
             if not line.strip() or line.startswith("#"):
                 continue
             parts = line.split("\t")
-            if len(parts) < 3 or not parts[2].startswith(("malicious: ", "known-fp: ")):
-                sys.exit("%s:%d: want TEST-ID<TAB>PRELOAD-OUTCOME<TAB>malicious: REASON | known-fp: REASON"
+            if len(parts) < 3 or not parts[2].startswith(("malicious: ", "policy: ", "known-fp: ")):
+                sys.exit("%s:%d: want TEST-ID<TAB>PRELOAD-OUTCOME<TAB>malicious: | policy: | known-fp: REASON"
                          % (path, ln))
             exp[parts[0]] = (parts[1], parts[2])
     return exp
@@ -220,7 +220,7 @@ def audit_summary(path):
 
 RESULTS = os.path.join(HERE, "..", "bench", "results.md")
 BEGIN, END = "<!-- bench:upstream -->", "<!-- /bench:upstream -->"
-COLS = ["suite", "tests", "plain passed/failed/skipped", "differences", "expected (malicious/known-fp)",
+COLS = ["suite", "tests", "plain passed/failed/skipped", "differences", "expected (malicious/policy/known-fp)",
         "unexpected", "hung or timed out (plain/preload)", "plain s", "preload s", "measured"]
 
 
@@ -242,8 +242,9 @@ def write_results(path, rows, a):
     lines = ["", "## Upstream suites, plain and under the preload (`make upstream`, test/upstream/upstream.py)",
              "", "Every test's outcome plainly and under the preload (`tests`: distinct test ids of both runs;",
              "`differences`: tests whose outcome differs; `expected`: those listed in",
-             "test/upstream/expected.tsv, `malicious:` a deliberately malicious file, `known-fp:` a",
-             "false positive owned by another area; `unexpected`: the rest, each a failure of the run).",
+             "test/upstream/expected.tsv, `malicious:` a deliberately malicious file, `policy:` code shipped",
+             "by value (a code object) that the default policy refuses by design, `known-fp:` a false",
+             "positive owned by another area; `unexpected`: the rest, each a failure of the run).",
              "Bounds: %d s per test (pytest-timeout), %d s per suite run (then killed, unfinished tests"
              % (a.test_timeout, a.timeout), "count as hung). Written by upstream.py; `measured`: date and commit.", "",
              "| " + " | ".join(COLS) + " |", "|" + "---|" * len(COLS)]
@@ -340,7 +341,7 @@ def main():
         rows[name] = [name, str(len(set(base.res) | set(pre.res))),
                       "%d/%d/%d" % (kinds["passed"], kinds["failed"] + kinds["error"], kinds["skipped"]),
                       str(len(diffs) + sum(exp_hit.values())),
-                      "%d/%d" % (exp_hit["malicious"], exp_hit["known-fp"]), str(len(diffs)),
+                      "%d/%d/%d" % (exp_hit["malicious"], exp_hit["policy"], exp_hit["known-fp"]), str(len(diffs)),
                       "%d/%d%s" % (len(hung(base)), len(hung(pre)),
                                    " (suite killed)" if base.timed_out or pre.timed_out else ""),
                       "%.0f" % base.secs, "%.0f" % pre.secs, stamp]
@@ -352,11 +353,12 @@ def main():
         print("upstream: files refused or warned under the preload (suite, action, verdict, layer, rule, message, file):")
         for r in sorted(set(refusals)):
             print("  " + " | ".join(str(x) for x in r))
-    fps = sorted(t for t in seen_expected if expected[t][1].startswith("known-fp"))
-    if fps:
-        print("upstream: %d KNOWN FALSE POSITIVES still to fix (expected.tsv, known-fp):" % len(fps))
-        for t in fps:
-            print("  KNOWN-FP %s: %s" % (t, expected[t][1]))
+    for kind, what in (("policy", "REFUSED BY THE POLICY BY DESIGN"), ("known-fp", "KNOWN FALSE POSITIVES still to fix")):
+        ts = sorted(t for t in seen_expected if expected[t][1].startswith(kind + ":"))
+        if ts:
+            print("upstream: %d %s (expected.tsv, %s):" % (len(ts), what, kind))
+            for t in ts:
+                print("  %s %s: %s" % (kind.upper(), t, expected[t][1]))
     if a.results and rows:
         write_results(a.results, rows, a)
         print("upstream: counts written to %s" % os.path.normpath(a.results))
