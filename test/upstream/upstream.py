@@ -34,7 +34,14 @@ PYTHON = "/usr/bin/python3"
 SUITES = [
     ("joblib-persistence", True, ["joblib/test/test_numpy_pickle.py"]),
     ("joblib-memory", False, ["joblib/test/test_memory.py", "joblib/test/test_store_backends.py"]),
-    ("joblib-parallel", False, ["joblib/test/test_parallel.py"]),
+    # Deselected: the tests that run a script under joblib's own 10 s deadline
+    # (check_subprocess_call(timeout=10)) with loky workers. The script alone takes 10 s
+    # on the shared 2-core machine plainly, so they fail or hang (the orphaned workers hold
+    # the pipe for loky's 300 s idle timeout) without the preload: no ground truth here.
+    # They ship functions by value (cloudpickle), which joblib-memory's jupyter tests and
+    # test_parallel_with_interactively_defined_functions_default_backend cover.
+    ("joblib-parallel", False, ["joblib/test/test_parallel.py", "-k",
+                                "not (loky and (unpicklable_functions_in_args or interactively_defined_functions))"]),
     ("joblib-memmapping", False, ["joblib/test/test_memmapping.py"]),
     ("numpy-format", False, ["numpy/lib/tests/test_format.py"]),
     ("numpy-io", False, ["numpy/lib/tests/test_io.py"]),
@@ -289,7 +296,7 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", action="append", default=[])
     ap.add_argument("--timeout", type=int, default=2400, help="seconds per suite run")
-    ap.add_argument("--test-timeout", type=int, default=240, help="seconds per test (pytest-timeout)")
+    ap.add_argument("--test-timeout", type=int, default=180, help="seconds per test (pytest-timeout)")
     ap.add_argument("--expected", default=os.path.join(HERE, "expected.tsv"))
     ap.add_argument("--results", default=RESULTS, help="results.md to write the counts to ('' = none)")
     a = ap.parse_args()
