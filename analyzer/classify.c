@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "containers.h"
 #include "opcodes.h"
 #include "decode.h"
 #include "kb.h"
@@ -425,6 +426,36 @@ static const uint8_t *cl_decode(cl_ctx *c, const spa_val *call, size_t *outn) {
     if (k == SPA_DEC_FAIL) return NULL;
     *outn = k;
     return o;
+}
+
+/* `@rawload` (pickle.loads): the one nested load judged by its content, when the call
+ * is exactly what a pickler writes for an object reduced to loads(dumps(obj)) (joblib's
+ * array reducer): called on its own global, no partial, no reflection, one argument,
+ * an immutable bytes constant kept whole (not a bytearray, which SETITEM/APPENDS can
+ * change before the call, not a Python 2 string, which the loader may decode to str).
+ * Those bytes are read as loads reads them, one raw pickle stream from byte 0 (never
+ * through the container sniff, which could pick a zip/tar reading of a polyglot).
+ * Returns SAFE only when that stream and all nested under it are safe. */
+static spa_verdict cl_rawload(cl_ctx *c, const spa_val *args, char *why, size_t whyn) {
+    const spa_val *a = spa_val_item(args, 0);
+    if (!args || args->kind != SPA_V_TUPLE || args->n != 1 || args->u.seq.count != 1 || !a ||
+        a->kind != SPA_V_BYTES || (a->flags & (SPA_VF_BYTEARRAY | SPA_VF_PY2STR)) ||
+        (a->opcode & SPA_VOP_OPAQUE) || a->u.s.kept < a->u.s.len || a->u.s.len > CL_NESTED_MAX)
+        return SPA_VERDICT_MALICIOUS;
+    if (c->nest >= CL_MAX_NEST) return SPA_VERDICT_UNSCANNABLE;
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    if (c->p) o.limits = c->p->limits;
+    o.name = c->s && c->s->loc ? c->s->loc : "nested";
+    spa_result *sub = NULL;
+    if (spc_scan_as(&o, a->u.s.p, (size_t)a->u.s.len, SPA_FMT_PICKLE, &sub) != SPA_OK || !sub)
+        return SPA_VERDICT_UNSCANNABLE;
+    spa_verdict v = SPA_VERDICT_MALICIOUS;
+    if (sub->n_streams && cl_classify_nest(sub, c->p, c->nest + 1) == SPA_OK) v = sub->verdict;
+    spa_fmt(why, whyn, "its %llu bytes read as one pickle stream, judged %s",
+            (unsigned long long)a->u.s.len, spa_verdict_name(v));
+    spa_result_free(sub);
+    return v;
 }
 
 /* Verdict of content that a loader would deserialise. */
@@ -863,6 +894,9 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
         if (bound && bound->n > 1) content = spa_val_item(bound, 1);
         char why[200];
         why[0] = '\0';
+        if (t->kind == SPA_T_GLOBAL && !reflective && !bound && spa_kb_raw_loader(t->module, t->name) &&
+            cl_rawload(c, args, why, sizeof why) == SPA_VERDICT_SAFE)
+            return;
         spa_verdict nv = cl_nested_content(c, content, why, sizeof why);
         if (t->kind != SPA_T_GLOBAL || reflective || !spa_kb_nested_loader(t->module, t->name)) {
             /* a nested load the author chose: malicious whatever it loads */

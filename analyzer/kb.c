@@ -687,6 +687,10 @@ bool spa_kb_nested_loader(const char *module, const char *name) {
     return kb_directive("@nested", module, name);
 }
 
+bool spa_kb_raw_loader(const char *module, const char *name) {
+    return kb_directive("@rawload", module, name);
+}
+
 bool spa_kb_typearg(const char *module, const char *name) {
     return kb_directive("@typearg", module, name);
 }

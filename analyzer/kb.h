@@ -41,6 +41,9 @@ const char *spa_kb_canon(const char *module, char *buf, size_t n);
 bool spa_kb_is_stdlib(const char *module);
 /* Is module:name an @nested reconstructor (judged by the content it deserialises)? */
 bool spa_kb_nested_loader(const char *module, const char *name);
+/* `@rawload MODULE:NAME`: a deserializer (pickle.loads) judged by its content when its one
+ * argument is an immutable bytes constant read as one raw pickle stream (classify.c). */
+bool spa_kb_raw_loader(const char *module, const char *name);
 /* `@typearg MODULE:NAME`: a reconstructor whose first argument is a class it instantiates
  * through a base's __new__ (ndarray.__new__(subtype, ...)), never running the class's own
  * constructors: that argument is not a callable handed over (numpy.memmap is fine there). */

@@ -106,6 +106,26 @@ static void test_structural(void) {
 static void test_nested(void) {
     /* pickle.loads of anything is a nested load chosen by the author: malicious */
     CASE("cpickle\nloads\n(S'I1\\n.'\ntR.", SPA_VERDICT_MALICIOUS, "callee.deserialize");
+    /* @rawload: pickle.loads(<bytes constant>) as joblib ships arrays, judged by the raw
+     * stream loads reads; any other shape stays a nested load chosen by the author */
+    static const char rl_safe[] = "\x80\x03" "c_pickle\nloads\nC\x04I1\n.\x85R.";
+    CASE(rl_safe, SPA_VERDICT_SAFE, NULL);
+    static const char rl_mal[] = "\x80\x03" "cpickle\nloads\nC\x15" "cos\nsystem\n(S'id'\ntR.\x85R.";
+    CASE(rl_mal, SPA_VERDICT_MALICIOUS, "callee.deserialize");
+    static const char rl_susp[] = "\x80\x03" "cpickle\nloads\nC\x15" "cmylib\nhelper\n(I1\ntR.\x85R.";
+    CASE(rl_susp, SPA_VERDICT_MALICIOUS, "callee.deserialize");
+    /* a bytearray (SETITEMS can rewrite it before the call), two arguments, a partial */
+    static const char rl_ba[] = "\x80\x05" "cpickle\nloads\n\x96\x04\0\0\0\0\0\0\0I1\n.\x85R.";
+    CASE(rl_ba, SPA_VERDICT_MALICIOUS, "callee.deserialize");
+    static const char rl_two[] = "\x80\x03" "cpickle\nloads\nC\x04I1\n.C\x04I1\n.\x86R.";
+    CASE(rl_two, SPA_VERDICT_MALICIOUS, "callee.deserialize");
+    static const char rl_part[] = "\x80\x03" "cfunctools\npartial\ncpickle\nloads\nC\x04I1\n.\x86R)R.";
+    CASE(rl_part, SPA_VERDICT_MALICIOUS, NULL);
+    /* decoded content: base64 of the same safe stream is still a nested load */
+    CASE("cpickle\nloads\n(cbase64\nb64decode\n(S'STEKLg=='\ntRtR.", SPA_VERDICT_MALICIOUS, "callee.deserialize");
+    /* a polyglot: a payload stream first (what loads runs), then a gzip a sniff would prefer */
+    static const char rl_poly[] = "\x80\x03" "cpickle\nloads\nC\x1f" "cos\nsystem\n(S'id'\ntR.\x1f\x8b\x08\0\0\0\0\0\0\x03\x85R.";
+    CASE(rl_poly, SPA_VERDICT_MALICIOUS, "callee.deserialize");
     /* torch.storage._load_from_bytes is judged by its content */
     CASE("ctorch.storage\n_load_from_bytes\n(S'I1\\n.'\ntR.", SPA_VERDICT_SAFE, NULL);
     CASE("ctorch.storage\n_load_from_bytes\n(S'cos\\nsystem\\n(S\\'id\\'\\ntR.'\ntR.", SPA_VERDICT_MALICIOUS, NULL);
