@@ -119,20 +119,24 @@ void pya_describe(spp_pyobj *f, pya_where *w) {
     w->line = py_PyFrame_GetLineNumber(f);
 }
 
-/* The __name__ of the module a frame's code belongs to (its globals). */
-void pya_frame_module(spp_pyobj *f, char *buf, size_t n) {
+/* The text of mapping[key], where mapping is the frame attribute `attr`
+ * (f_globals, or f_locals: a dict, or a proxy on 3.13), into buf ("" if none). */
+static void pya_frame_str(spp_pyobj *f, const char *attr, const char *key, char *buf, size_t n) {
     buf[0] = 0;
-    spp_pyobj *g = pya_getattr(f, "f_globals");
-    if (!g) return;
-    spp_pyobj *v = py_PyMapping_GetItemString(g, "__name__");
+    spp_pyobj *m = pya_getattr(f, attr);
+    if (!m) return;
+    spp_pyobj *v = py_PyMapping_GetItemString(m, key);
     if (v) {
         pya_utf8(v, buf, n);
         py_Py_DecRef(v);
     } else {
         py_PyErr_Clear();
     }
-    py_Py_DecRef(g);
+    py_Py_DecRef(m);
 }
+
+/* The __name__ of the module a frame's code belongs to (its globals). */
+void pya_frame_module(spp_pyobj *f, char *buf, size_t n) { pya_frame_str(f, "f_globals", "__name__", buf, n); }
 
 /* Frames of the unpickler itself: a find_class override (torch's, yours) and
  * the pure-Python unpickler of the stdlib module `pickle` (used by joblib and
@@ -181,16 +185,4 @@ bool pya_is_import_frame(const pya_where *w) {
 
 /* The module a `_find_and_load(name, import_)` frame is importing (its first
  * argument, read from the frame's locals). */
-void pya_import_frame_name(spp_pyobj *f, char *buf, size_t n) {
-    buf[0] = 0;
-    spp_pyobj *loc = pya_getattr(f, "f_locals"); /* a dict, or a proxy on 3.13 */
-    if (!loc) return;
-    spp_pyobj *v = py_PyMapping_GetItemString(loc, "name");
-    if (v) {
-        pya_utf8(v, buf, n);
-        py_Py_DecRef(v);
-    } else {
-        py_PyErr_Clear();
-    }
-    py_Py_DecRef(loc);
-}
+void pya_import_frame_name(spp_pyobj *f, char *buf, size_t n) { pya_frame_str(f, "f_locals", "name", buf, n); }
