@@ -40,6 +40,8 @@ bool pya_utf8x(spp_pyobj *o, char *buf, size_t n, bool *exact);
 bool pya_utf8(spp_pyobj *o, char *buf, size_t n);
 spp_pyobj *pya_arg(spp_pyobj *args, spp_pyssize i); /* borrowed, NULL if absent */
 bool pya_is_none(spp_pyobj *o);
+/* None itself (borrowed). */
+spp_pyobj *pya_none(void);
 /* New references, or NULL with no exception left behind. */
 spp_pyobj *pya_getattr(spp_pyobj *o, const char *name);
 spp_pyobj *pya_back(spp_pyobj *f);
@@ -114,5 +116,8 @@ int pya_report_bytes(spa_action act, spa_verdict v, const char *call, const spa_
                      const char *error, bool trusted, bool quiet);
 /* Forget the exception class (the interpreter that owned it is finalising). */
 void pya_exception_reset(void);
+/* safepickle.SafePickleBlocked (borrowed; made once per interpreter and made
+ * importable as a module `safepickle` in sys.modules unless the package is). */
+spp_pyobj *pya_exception(void);
 
 #endif /* SPP_PYA_H */

@@ -324,12 +324,119 @@ static bool pyb_busy_again(void) {
     return true;
 }
 
+/* ================================================================ a refused Pool task */
+/* multiprocessing.Pool's worker drops a task message it cannot load (it exits
+ * on an OSError, which SafePickleBlocked is) and the parent waits for ever.
+ * When the refused bytes were read by a Pool worker's task queue (the load is
+ * called by SimpleQueue.get, called by multiprocessing.pool's worker), the
+ * worker is handed, instead of the task, one with the same job and index
+ * (read from the message's head: Pool pickles (job, i, func, args, kwds)
+ * with protocol >= 2) whose function raises the refusal, so the worker reports
+ * the task as failed, the parent's get() raises SafePickleBlocked and the pool
+ * goes on. Nothing of the refused message is unpickled. */
+
+/* An int opcode (BININT1/BININT2/BININT) at p[*pos], or NONE when none_ok. */
+static bool pyb_head_int(const uint8_t *p, size_t n, size_t *pos, bool none_ok, long long *v, bool *none) {
+    size_t i = *pos, w;
+    if (i >= n) return false;
+    *none = false;
+    switch (p[i]) {
+    case 'K': w = 1; break;
+    case 'M': w = 2; break;
+    case 'J': w = 4; break;
+    case 'N': if (!none_ok) return false; *none = true; *pos = i + 1; return true;
+    default: return false;
+    }
+    if (w > n - i - 1) return false;
+    uint64_t u = pyb_le(p + i + 1, (int)w);
+    *v = w == 4 ? (long long)(int32_t)(uint32_t)u : (long long)u;
+    *pos = i + 1 + w;
+    return true;
+}
+
+/* job and i of a Pool task message: PROTO, FRAME?, MARK, int, int or None. */
+static bool pyb_pool_head(const uint8_t *p, size_t n, long long *job, long long *idx, bool *idx_none) {
+    size_t pos = 0;
+    bool none;
+    if (n < 2 || p[0] != 0x80) return false;
+    pos = 2;
+    if (pos < n && p[pos] == 0x95) pos += 9; /* FRAME + 8-byte length */
+    if (pos >= n || p[pos] != '(') return false;
+    pos++;
+    return pyb_head_int(p, n, &pos, false, job, &none) && pyb_head_int(p, n, &pos, true, idx, idx_none);
+}
+
+static bool pyb_frame_is(spp_pyobj *f, const char *module, const char *func) {
+    pya_where w;
+    char mod[SPP_PYA_PKG_MAX];
+    pya_describe(f, &w);
+    pya_frame_module(f, mod, sizeof mod);
+    return !strcmp(w.func, func) && !strcmp(mod, module);
+}
+
+/* Is this load the task read of a multiprocessing.Pool worker? */
+static bool pyb_in_pool_worker(void) {
+    spp_pyobj *a = pya_find_anchor();
+    if (!a) return false;
+    bool yes = false;
+    if (pyb_frame_is(a, "multiprocessing.queues", "get")) {
+        spp_pyobj *b = pya_back(a);
+        yes = b && pyb_frame_is(b, "multiprocessing.pool", "worker");
+        if (b) py_Py_DecRef(b);
+    }
+    py_Py_DecRef(a);
+    return yes;
+}
+
+/* The task's function: raises the refusal it carries (self = (class, text)). */
+static spp_pyobj *pyb_w_refused(spp_pyobj *self, spp_pyobj *unused) {
+    py_PyErr_SetObject(py_PyTuple_GetItem(self, 0), py_PyTuple_GetItem(self, 1));
+    return NULL;
+}
+static spp_pymethoddef pyb_refused_def = {"safepickle_refused", (void *)pyb_w_refused, SPP_METH_NOARGS, NULL};
+
+/* With the refusal raised: a Pool task (job, i, refused, (), {}) in its place,
+ * or NULL with the refusal left as it is. The task's exception goes back to the
+ * parent pickled, so its text quotes nothing of the message (a payload's own
+ * text would make the parent refuse the report in turn). */
+static spp_pyobj *pyb_pool_refused_task(spp_pyobj *data, spa_verdict v) {
+    spp_pybuffer b;
+    long long job = 0, idx = 0;
+    bool none = false, ok = false;
+    memset(&b, 0, sizeof b);
+    if (py_PyObject_GetBuffer(data, &b, SPP_PYBUF_SIMPLE) == 0) {
+        ok = pyb_pool_head((const uint8_t *)b.buf, (size_t)b.len, &job, &idx, &none);
+        py_PyBuffer_Release(&b);
+    }
+    if (!ok || !pyb_in_pool_worker()) return NULL;
+    char text[160];
+    snprintf(text, sizeof text, "safepickle: blocked a multiprocessing.Pool task message judged %s, "
+             "see the worker's stderr and the audit log", v < SPA_VERDICT_COUNT ? spa_verdict_name(v) : "unsafe");
+    spp_pyobj *s = py_PyUnicode_FromString(text);
+    spp_pyobj *self = s ? py_PyTuple_Pack(2, pya_exception(), s) : NULL;
+    spp_pyobj *fn = self ? py_PyCFunction_NewEx(&pyb_refused_def, self, NULL) : NULL;
+    spp_pyobj *j = fn ? py_PyLong_FromLongLong(job) : NULL;
+    spp_pyobj *i = j ? (none ? (py_Py_IncRef(pya_none()), pya_none()) : py_PyLong_FromLongLong(idx)) : NULL;
+    spp_pyobj *a = i ? py_PyTuple_Pack(0) : NULL;
+    spp_pyobj *k = a ? py_PyDict_New() : NULL;
+    spp_pyobj *task = k ? py_PyTuple_Pack(5, j, i, fn, a, k) : NULL;
+    spp_pyobj *tmp[] = {s, self, fn, j, i, a, k};
+    for (size_t x = 0; x < sizeof tmp / sizeof *tmp; x++)
+        if (tmp[x]) py_Py_DecRef(tmp[x]);
+    if (task) py_PyErr_Clear(); /* the refusal travels in the task */
+    return task;
+}
+
 static spp_pyobj *pyb_w_loads(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize nargs, spp_pyobj *kw) {
     spa_verdict v = SPA_VERDICT_COUNT;
     if (nargs >= 1 && pyb_busy_enter()) {
         int rc = pyb_judge_buffer(args[0], 0, "pickle.loads", &v);
+        if (rc < 0) {
+            spp_pyobj *task = pyb_pool_refused_task(args[0], v);
+            pya_t.busy = 0;
+            return task;
+        }
         pya_t.busy = 0;
-        if (rc < 0) return NULL;
     }
     spp_pyobj *res;
     PYB_RUN(v, pyb_orig_loads(m, args, nargs, kw));

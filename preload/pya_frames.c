@@ -68,11 +68,13 @@ spp_pyobj *pya_arg(spp_pyobj *args, spp_pyssize i) {
     return o;
 }
 
-bool pya_is_none(spp_pyobj *o) {
+spp_pyobj *pya_none(void) {
     static spp_pyobj *none;
     if (!none) none = (spp_pyobj *)dlsym(RTLD_DEFAULT, "_Py_NoneStruct");
-    return o == none;
+    return none;
 }
+
+bool pya_is_none(spp_pyobj *o) { return o == pya_none(); }
 
 /* ================================================================ frames */
 /* All return new references (or NULL with no exception left behind). */

@@ -118,6 +118,9 @@ int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
     if (!pya_utf8x(pya_arg(args, 0), module, sizeof module, &exact_m) ||
         !pya_utf8x(pya_arg(args, 1), name, sizeof name, &exact_n))
         return 0; /* the unpickler itself rejects non-str names */
+    /* A refusal another process reports (a Pool, loky or dask worker) pickles
+     * by reference: the class resolves here even before our first refusal. */
+    if (!strcmp(module, "safepickle") && !strcmp(name, "SafePickleBlocked")) (void)pya_exception();
     if (p->runtime_behaviour) {
         pya_scope_enter();
         pya_scope_note_module(module);

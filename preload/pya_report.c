@@ -68,7 +68,7 @@ static void pya_publish_exception(spp_pyobj *cls) {
 }
 
 /* The exception class, created lazily under the GIL for this interpreter. */
-static spp_pyobj *pya_exception(void) {
+spp_pyobj *pya_exception(void) {
     void *interp = py_PyInterpreterState_Get ? py_PyInterpreterState_Get()
                    : py__PyInterpreterState_Get ? py__PyInterpreterState_Get() : NULL;
     if (pya_exc && interp == pya_exc_interp) return pya_exc;

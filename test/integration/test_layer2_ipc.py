@@ -135,3 +135,44 @@ def test_refused_task_is_an_error_not_a_hang(tmp_path):
     out = out_of(r)
     assert out["loky"] != "ran" and out["loky_seconds_under_60"], (out, r.stderr[-2000:])
     assert "safepickle: blocked" in r.stderr
+
+
+REFUSED_POOL_TASK = textwrap.dedent("""
+    import json, os, sys, time
+    import multiprocessing as mp
+    import work
+    if __name__ == "__main__":
+        out = {}
+        for m in ("fork", "spawn"):
+            with mp.get_context(m).Pool(2) as p:
+                for how in ("apply", "map"):
+                    t = time.time()
+                    try:
+                        if how == "apply":
+                            p.apply_async(id, (work.Touch(),)).get(timeout=20)
+                        else:
+                            p.map_async(len, [[work.Touch()]]).get(timeout=20)
+                        out[m + "_" + how] = "ran"
+                    except mp.TimeoutError:
+                        out[m + "_" + how] = "hang"
+                    except Exception as e:
+                        out[m + "_" + how] = type(e).__name__
+                out[m + "_after"] = p.map(work.square, range(4))
+        out["marker"] = os.path.exists("marker")
+        print("OUT " + json.dumps(out, sort_keys=True))
+""")
+
+
+def test_refused_pool_task_is_an_error_not_a_hang(tmp_path):
+    """A Pool worker drops a task message it cannot load (CPython: the parent
+    waits for ever). Refused, the task fails in the parent with the refusal,
+    the payload (which runs plainly) does not run, and the pool keeps working."""
+    plain = out_of(run(tmp_path, REFUSED_POOL_TASK, preload=False))
+    assert plain["marker"] and plain["fork_apply"] == "ran" == plain["spawn_map"]
+    os.remove(str(tmp_path / "marker"))
+    r = run(tmp_path, REFUSED_POOL_TASK, preload=True)
+    out = out_of(r)
+    for k in ("fork_apply", "fork_map", "spawn_apply", "spawn_map"):
+        assert out[k] == "SafePickleBlocked", (out, r.stderr[-3000:])
+    assert out["fork_after"] == out["spawn_after"] == [0, 1, 4, 9]
+    assert out["marker"] is False
