@@ -49,8 +49,19 @@ typedef struct kb_line {
 /* The TSV lines split once, at build time (kb_lines.awk): stdlib.tsv first. */
 static const kb_line kb_lines[] = {
 #define KBL(nf, std, a, b, c) { { a, b, c }, { sizeof a - 1, sizeof b - 1, sizeof c - 1 }, nf, std },
+#define KBD(nf, std, a, b, c)
 #include "kb_lines.inc"
 #undef KBL
+#undef KBD
+};
+/* The directive lines alone (`@...`), in the same order: what spa_kb_canon and the
+ * directive lookups walk (the classifier asks them several times per call). */
+static const kb_line kb_dlines[] = {
+#define KBL(nf, std, a, b, c)
+#define KBD(nf, std, a, b, c) { { a, b, c }, { sizeof a - 1, sizeof b - 1, sizeof c - 1 }, nf, std },
+#include "kb_lines.inc"
+#undef KBL
+#undef KBD
 };
 
 enum { KBO_MODULE = 1, KBO_MODATTR, KBO_CAT };
@@ -297,14 +308,16 @@ bool spa_kb_importable(const char *module) {
     return spa_kb_is_stdlib(top);
 }
 
-typedef struct kb_cur { size_t i; } kb_cur;
+typedef struct kb_cur { const kb_line *t; size_t n, i; } kb_cur;
 
-static void kb_begin(kb_cur *c) { c->i = 0; }
+static void kb_begin(kb_cur *c) { c->t = kb_lines; c->n = sizeof kb_lines / sizeof kb_lines[0]; c->i = 0; }
+/* Directive lines only. */
+static void kb_begin_dir(kb_cur *c) { c->t = kb_dlines; c->n = sizeof kb_dlines / sizeof kb_dlines[0]; c->i = 0; }
 
 /* Next line of the table. */
 static bool kb_next(kb_cur *c, kb_line *l) {
-    if (c->i >= sizeof kb_lines / sizeof kb_lines[0]) return false;
-    *l = kb_lines[c->i++];
+    if (c->i >= c->n) return false;
+    *l = c->t[c->i++];
     return true;
 }
 
@@ -338,7 +351,7 @@ const char *spa_kb_canon(const char *module, char *buf, size_t n) {
     if (!n) return buf;
     kb_cur c;
     kb_line l;
-    kb_begin(&c);
+    kb_begin_dir(&c);
     while (kb_next(&c, &l)) {
         if (l.nf < 3 || !kb_eq(l.f[0], l.fl[0], "@alias")) continue;
         if (!kb_prefix(module, l.f[1], l.fl[1]) || !strchr("\0.", module[l.fl[1]])) continue;
@@ -452,7 +465,7 @@ static bool kb_step_effect(const char *cm, spa_kbhit *hit) {
         }
         kb_cur c;
         kb_line l;
-        kb_begin(&c);
+        kb_begin_dir(&c);
         while (kb_next(&c, &l)) {
             if (l.nf >= 2 && kb_eq(l.f[0], l.fl[0], "@import_effect") &&
                 !strncmp(cm, l.f[1], l.fl[1]) && (cm[l.fl[1]] == '\0' || cm[l.fl[1]] == '.')) {
@@ -589,7 +602,7 @@ static spa_kbcat kb_step_thirdparty(const char *cm, const char *name, bool have_
     {
         kb_cur c;
         kb_line l;
-        kb_begin(&c);
+        kb_begin_dir(&c);
         while (kb_next(&c, &l)) {
             if (l.nf < 3 || !kb_eq(l.f[0], l.fl[0], "@verb")) continue;
             if (kb_fnmatch(l.f[1], l.fl[1], last)) {
@@ -711,7 +724,7 @@ static bool kb_directive(const char *dir, const char *module, const char *name) 
     size_t ml = strlen(cm), nl = strlen(name);
     kb_cur c;
     kb_line l;
-    kb_begin(&c);
+    kb_begin_dir(&c);
     while (kb_next(&c, &l)) {
         if (l.nf < 2 || !kb_eq(l.f[0], l.fl[0], dir)) continue;
         if (l.fl[1] == ml + 1 + nl && !memcmp(l.f[1], cm, ml) && l.f[1][ml] == ':' &&
