@@ -63,6 +63,37 @@ static bool pya_jget(pya_jset *set, const char *key, size_t klen, spa_verdict *v
     return false;
 }
 
+/* The knowledge base's judgement of a name runs on the preload's own stack
+ * (spp_on_altstack), as the bytes' scan does: glibc's fnmatch in the KB's verb
+ * patterns alone can need more than a 32 KiB host thread has left. */
+typedef struct pya_jarg {
+    const spa_policy *p;
+    const char *module, *name;
+    const char **rule;
+    char *msg;
+    size_t msgn;
+    bool want_watched;
+    spa_verdict v;
+    bool watched;
+} pya_jarg;
+
+static void pya_judge_alt(void *arg) {
+    pya_jarg *a = arg;
+    a->v = spa_judge_global(a->p, a->module, a->name, a->rule, a->msg, a->msgn);
+    a->watched = a->want_watched && a->v == SPA_VERDICT_MALICIOUS && !strchr(a->name, '.') &&
+                 spa_kb_lookup(a->module, a->name) == SPA_KB_STDLIB_OTHER &&
+                 spa_policy_global_rule(a->p, a->module, a->name) != -1;
+}
+
+/* spa_judge_global on the preload's stack; *watched (optional): only "watched". */
+static spa_verdict pya_judge_global(const spa_policy *p, const char *module, const char *name,
+                                    const char **rule, char *msg, size_t msgn, bool *watched) {
+    pya_jarg a = {p, module, name, rule, msg, msgn, watched != NULL, SPA_VERDICT_MALICIOUS, false};
+    spp_on_altstack(pya_judge_alt, &a);
+    if (watched) *watched = a.watched;
+    return a.v;
+}
+
 /* The verdict on a name, and whether it is only "watched" (stdlib_other). */
 static spa_verdict pya_judge(const spa_policy *p, const char *module, const char *name,
                              bool *watched) {
@@ -80,10 +111,7 @@ static spa_verdict pya_judge(const spa_policy *p, const char *module, const char
     }
     const char *rule = NULL;
     char msg[8];
-    spa_verdict v = spa_judge_global(p, module, name, &rule, msg, sizeof msg);
-    *watched = v == SPA_VERDICT_MALICIOUS && !strchr(name, '.') &&
-               spa_kb_lookup(module, name) == SPA_KB_STDLIB_OTHER &&
-               spa_policy_global_rule(p, module, name) != -1;
+    spa_verdict v = pya_judge_global(p, module, name, &rule, msg, sizeof msg, watched);
     if (set) {
         pthread_mutex_lock(&pya_jlock);
         pya_jslot *slot = set->way[0].key[0] ? &set->way[1] : &set->way[0]; /* new names: probation */
@@ -161,7 +189,7 @@ int pya_on_find_class(const spa_policy *p, spp_pyobj *args) {
     const char *rule = NULL; /* judged again for the message: blocks are rare */
     char msg[256];
     msg[0] = 0;
-    spa_judge_global(p, module, name, &rule, msg, sizeof msg);
+    pya_judge_global(p, module, name, &rule, msg, sizeof msg, NULL);
     char what[2 * SPP_PYA_NAME_MAX + 32];
     snprintf(what, sizeof what, "pickle global %s.%s", module, name);
     return pya_decide(act, v, what, "pickle.find_class", NULL, rule ? rule : "runtime.global",

@@ -323,9 +323,14 @@ def test_short_write_leaves_no_cut_record(tmp_path, marker):
 
 # ---------------------------------------------------------------- stack
 STACK_SCRIPT = r"""
-import io, sys, threading, pickle
+import io, os, sys, threading, pickle
 import torch, joblib, numpy as np
 d = sys.argv[1]
+sys.path.insert(0, d)
+open(d + "/l2user.py", "w").write("class Thing: pass\ndef run_shell(x): open(x, 'w')\n")
+# judged by names (an Unpickler over a pipe): a user class, then a name the knowledge
+# base's verb patterns call a process
+NAMES = b"(cl2user\nThing\n)Rcl2user\nrun_shell\n(S'" + d.encode() + b"/ran'\ntRl."
 threading.stack_size(32768)
 res = []
 def work():
@@ -336,6 +341,11 @@ def work():
             res.append("refused")
     refused(lambda: pickle.load(open(d + "/bad.pkl", "rb")))
     refused(lambda: torch.load(d + "/bad.pt"))
+    r, w = os.pipe()
+    os.write(w, NAMES)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        refused(lambda: pickle.Unpickler(f).load())
     res.append(pickle.load(open(d + "/good.pkl", "rb"))["a"])
     res.append(float(torch.load(d + "/good.pt")["w"].sum()))
     res.append(float(joblib.load(d + "/good.joblib")["a"].sum()))
@@ -362,7 +372,8 @@ np.save(d + "/good.npy", np.ones(3))
 
 def test_32k_thread_stacks(tmp_path, marker):
     """Threads with 32 KiB stacks open, read and load pickle files (refusals and benign
-    loads, torch zip, joblib, npy) under the preload, as they do without it."""
+    loads, torch zip, joblib, npy) and judge a stream's globals by name under the
+    preload, as they do without it."""
     make_files(tmp_path, marker)
     subprocess.run([PYTHON, "-c", MAKE_MODELS, str(tmp_path), str(marker)], check=True, timeout=300,
                    env=clean_env())
@@ -371,9 +382,9 @@ def test_32k_thread_stacks(tmp_path, marker):
                        env=clean_env(LD_PRELOAD=LIB, SAFEPICKLE_LOG=str(log)))
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     res = eval(r.stdout.strip().splitlines()[-1])
-    assert res.count("refused") == 8 and "RAN" not in res
+    assert res.count("refused") == 12 and "RAN" not in res, res
     assert res.count(3.0) == 12 and res.count([1, 2, 3]) == 4
-    assert not marker.exists()
+    assert not marker.exists() and not (tmp_path / "ran").exists()
     records(log)
 
 
