@@ -129,7 +129,7 @@ def run(d):
     ref = body(outs[-1])
     print("kb index of %s (%d CPUs%s): %d lines written\n" % (
         "/usr/bin/python3", NCPU, ", --packages " + PACKAGES if PACKAGES else ", the whole environment", len(ref)))
-    base = rows[1][1] if not BEFORE else rows[0][1]
+    base = rows[0][1]
     print("| configuration | CPU s | wall s | largest process RSS MiB | process tree RSS MiB (peak) | "
           "CPU vs %s | tree RSS vs %s | same output |" % ((rows[0][0],) * 2))
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
