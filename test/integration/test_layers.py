@@ -8,6 +8,7 @@ else a corpus built here with spgen. Every payload is loaded twice: from its
 file with the real loader (torch.load(path), joblib.load(path), ...) and from
 bytes in memory (the loader given io.BytesIO). The table is written to
 $SAFEPICKLE_LAYERS_TABLE (default: <tmp>/layers.md) and printed."""
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -281,28 +282,34 @@ CONFIGS = [
 
 
 def run_config(tmp_path, items, pol, way):
+    """The payloads that ran in one configuration and way. Chunks run side by side (one
+    child per core): their items, hence their markers, are disjoint."""
     env = clean_env()
     if pol is not None:
         env["LD_PRELOAD"] = LIB
         env["SAFEPICKLE_POLICY"] = rtpolicy.write(tmp_path, **pol)
-    ran = []
+    jobs = []
     for loader in LOADERS:
         if way == "stream" and loader not in STREAM:
             continue
         sub = [it for it in items if it[1] == loader]
-        for i in range(0, len(sub), CHUNK):
-            part = sub[i:i + CHUNK]
-            code = STREAM[loader] if way == "stream" else LOADERS[loader][0 if way == "file" else 1]
-            payload = [[n, code, m] for n, _, _, m in part]
-            args = []
-            for _, _, p, _ in part:
-                args += [p if way == "file" else p + ".masked", p]
-            r = subprocess.run([PYTHON, "-c", RUNNER, json.dumps(payload), way] + args,
-                               env=env, capture_output=True, text=True, timeout=600)
-            line = [l for l in r.stdout.splitlines() if l.startswith("RAN ")]
-            assert line, "runner died (%s, %s, %s): %s" % (pol, loader, way, r.stderr[-2000:])
-            ran += json.loads(line[0][4:])
-    return sorted(ran)
+        code = STREAM[loader] if way == "stream" else LOADERS[loader][0 if way == "file" else 1]
+        jobs += [(loader, code, sub[i:i + CHUNK]) for i in range(0, len(sub), CHUNK)]
+
+    def one(job):
+        loader, code, part = job
+        payload = [[n, code, m] for n, _, _, m in part]
+        args = []
+        for _, _, p, _ in part:
+            args += [p if way == "file" else p + ".masked", p]
+        r = subprocess.run([PYTHON, "-c", RUNNER, json.dumps(payload), way] + args,
+                           env=env, capture_output=True, text=True, timeout=600)
+        line = [l for l in r.stdout.splitlines() if l.startswith("RAN ")]
+        assert line, "runner died (%s, %s, %s): %s" % (pol, loader, way, r.stderr[-2000:])
+        return json.loads(line[0][4:])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
+        return sorted(n for ran in ex.map(one, jobs) for n in ran)
 
 
 def test_layer_coverage_table(tmp_path):
