@@ -6,6 +6,7 @@ in expected.tsv fails the run; so does an expected difference that no longer hap
 
     upstream.py [--quick] [--preload build/libsafepickle.so] [--out DIR] [--only NAME]
                 [--timeout SECONDS-PER-SUITE] [--test-timeout SECONDS-PER-TEST] [--results FILE]
+                [--reuse --out DIR]   (compare an earlier run's outcomes again, run nothing)
 
 --quick runs the fixed subset `make test` runs (a few minutes); the default is every suite.
 Every run is bounded: pytest-timeout fails a test that runs past --test-timeout (its stack
@@ -189,7 +190,20 @@ def run_suite(name, spec, out_dir, preload, a):
     leftover = kill_tagged(tag)
     dt = time.monotonic() - t0
     subprocess.run(["rm", "-rf", cwd])
+    with open(os.path.join(out_dir, name + ".meta.json"), "w") as f:
+        json.dump({"rc": rc, "secs": dt, "timed_out": timed_out, "leftover": leftover, "tag": tag}, f)
     return Run(outcomes(res), rc, dt, audit, timed_out, leftover, log, tag)
+
+
+def reuse_suite(name, out_dir):
+    """A run's results as an earlier run left them in out_dir (--reuse: compare again, e.g.
+    after expected.tsv changed, without running the suite)."""
+    with open(os.path.join(out_dir, name + ".meta.json")) as f:
+        m = json.load(f)
+    audit = os.path.join(out_dir, name + ".audit.jsonl")
+    return Run(outcomes(os.path.join(out_dir, name + ".jsonl")), m["rc"], m["secs"],
+               audit if os.path.exists(audit) else None, m["timed_out"], m["leftover"],
+               os.path.join(out_dir, name + ".out"), m["tag"])
 
 
 Run = collections.namedtuple("Run", "res rc secs audit timed_out leftover log tag")
@@ -300,6 +314,8 @@ def main():
     ap.add_argument("--timeout", type=int, default=2400, help="seconds per suite run")
     ap.add_argument("--test-timeout", type=int, default=180, help="seconds per test (pytest-timeout)")
     ap.add_argument("--expected", default=os.path.join(HERE, "expected.tsv"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="compare the runs an earlier call left in --out again instead of running")
     ap.add_argument("--results", default=RESULTS, help="results.md to write the counts to ('' = none)")
     a = ap.parse_args()
     preload = os.path.abspath(a.preload)
@@ -310,6 +326,8 @@ def main():
     unknown = [n for n in a.only if n not in [s[0] for s in SUITES]]
     if unknown:
         sys.exit("upstream: no suite %s (suites: %s)" % (", ".join(unknown), " ".join(s[0] for s in SUITES)))
+    if a.reuse and not a.out:
+        sys.exit("upstream: --reuse needs --out DIR of an earlier run")
     out = a.out or tempfile.mkdtemp(prefix="sp-upstream-out-")
     os.makedirs(os.path.join(out, "plain"), exist_ok=True)
     os.makedirs(os.path.join(out, "preload"), exist_ok=True)
@@ -319,10 +337,17 @@ def main():
     seen_expected = set()
     refusals = []
     rows = {}
+    skipped = []
     stamp = time.strftime("%Y-%m-%d", time.gmtime()) + " " + git_head()
     for name, _, spec in suites:
-        base = run_suite(name, spec, os.path.join(out, "plain"), None, a)
-        pre = run_suite(name, spec, os.path.join(out, "preload"), preload, a)
+        if a.reuse:
+            if not os.path.exists(os.path.join(out, "preload", name + ".meta.json")):
+                skipped.append(name)
+                continue
+            base, pre = reuse_suite(name, os.path.join(out, "plain")), reuse_suite(name, os.path.join(out, "preload"))
+        else:
+            base = run_suite(name, spec, os.path.join(out, "plain"), None, a)
+            pre = run_suite(name, spec, os.path.join(out, "preload"), preload, a)
         if not base.res or not pre.res:
             print("upstream: %s: no results (plain rc=%s, preload rc=%s; see %s, %s)"
                   % (name, base.rc, pre.rc, base.log, pre.log))
@@ -355,7 +380,7 @@ def main():
                                    " (suite killed)" if base.timed_out or pre.timed_out else ""),
                       "%.0f" % base.secs, "%.0f" % pre.secs, stamp]
     for tid, (want, why) in sorted(expected.items()):
-        if tid not in seen_expected and not a.quick and not a.only:
+        if tid not in seen_expected and not a.quick and not a.only and not skipped:
             print("  STALE expected entry (test not run): %s" % tid)
             bad += 1
     if refusals:
