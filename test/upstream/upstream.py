@@ -191,8 +191,10 @@ def run_suite(name, spec, out_dir, preload, a):
     dt = time.monotonic() - t0
     subprocess.run(["rm", "-rf", cwd])
     with open(os.path.join(out_dir, name + ".meta.json"), "w") as f:
-        json.dump({"rc": rc, "secs": dt, "timed_out": timed_out, "leftover": leftover, "tag": tag}, f)
-    return Run(outcomes(res), rc, dt, audit, timed_out, leftover, log, tag)
+        json.dump({"rc": rc, "secs": dt, "timed_out": timed_out, "leftover": leftover, "tag": tag,
+                   "commit": git_head(), "date": time.strftime("%Y-%m-%d", time.gmtime())}, f)
+    return Run(outcomes(res), rc, dt, audit, timed_out, leftover, log, tag,
+               time.strftime("%Y-%m-%d", time.gmtime()) + " " + git_head())
 
 
 def reuse_suite(name, out_dir):
@@ -203,10 +205,10 @@ def reuse_suite(name, out_dir):
     audit = os.path.join(out_dir, name + ".audit.jsonl")
     return Run(outcomes(os.path.join(out_dir, name + ".jsonl")), m["rc"], m["secs"],
                audit if os.path.exists(audit) else None, m["timed_out"], m["leftover"],
-               os.path.join(out_dir, name + ".out"), m["tag"])
+               os.path.join(out_dir, name + ".out"), m["tag"], m.get("date", "?") + " " + m.get("commit", "?"))
 
 
-Run = collections.namedtuple("Run", "res rc secs audit timed_out leftover log tag")
+Run = collections.namedtuple("Run", "res rc secs audit timed_out leftover log tag measured")
 
 
 def load_expected(path):
@@ -338,7 +340,6 @@ def main():
     refusals = []
     rows = {}
     skipped = []
-    stamp = time.strftime("%Y-%m-%d", time.gmtime()) + " " + git_head()
     for name, _, spec in suites:
         if a.reuse:
             if not os.path.exists(os.path.join(out, "preload", name + ".meta.json")):
@@ -378,7 +379,7 @@ def main():
                       "%d/%d/%d" % (exp_hit["malicious"], exp_hit["policy"], exp_hit["known-fp"]), str(len(diffs)),
                       "%d/%d%s" % (len(hung(base)), len(hung(pre)),
                                    " (suite killed)" if base.timed_out or pre.timed_out else ""),
-                      "%.0f" % base.secs, "%.0f" % pre.secs, stamp]
+                      "%.0f" % base.secs, "%.0f" % pre.secs, pre.measured]
     for tid, (want, why) in sorted(expected.items()):
         if tid not in seen_expected and not a.quick and not a.only and not skipped:
             print("  STALE expected entry (test not run): %s" % tid)
