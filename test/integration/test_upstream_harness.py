@@ -52,6 +52,8 @@ def test_hung_suite_is_bounded_and_reported(tmp_path):
     res = {k.rsplit("::", 1)[1]: v for k, v in run.res.items()}
     assert res == {"test_a_passes": "passed", "test_b_sleeps_forever": "timeout", "test_c_fails": "failed",
                    "test_d_uninterruptible_with_a_child": "hung"}, run.res
+    why = {k.rsplit("::", 1)[1]: v for (f, k), v in upstream.WHY.items() if f == str(out / "fake.jsonl")}
+    assert "assert False" in why["test_c_fails"] and "Timeout" in why["test_b_sleeps_forever"], why
     assert run.timed_out and "killed" in str(run.rc)
     assert run.leftover >= 1                      # the child (and pytest, if it outlived SIGUSR1)
     assert upstream.tagged_pids(run.tag) == []   # nothing of the suite is left running

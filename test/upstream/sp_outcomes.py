@@ -75,13 +75,34 @@ def outcome_of(reports):
     return "passed"
 
 
+def why_of(reports):
+    """Why a test did not pass, in one line: the first refusal safepickle printed in the
+    test's captured output (so a difference names its rule even when the suite is later
+    killed and pytest never prints its summary), else the error pytest reports."""
+    for r in reports:
+        for _, text in getattr(r, "sections", []):
+            for line in text.splitlines():
+                if line.startswith("safepickle: blocked") or "SafePickleBlocked:" in line:
+                    return line.strip()[:400]
+    for r in reports:
+        if r.failed:
+            crash = getattr(r.longrepr, "reprcrash", None)
+            return str(crash.message if crash else r.longrepr)[:400]
+    return None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     tid = test_id(item)
     _reports[item.nodeid] = []
     _write({"start": tid})
     yield
-    _write({"id": tid, "outcome": outcome_of(_reports.pop(item.nodeid, []))})
+    reps = _reports.pop(item.nodeid, [])
+    rec = {"id": tid, "outcome": outcome_of(reps)}
+    why = why_of(reps)
+    if why:
+        rec["why"] = why
+    _write(rec)
 
 
 def pytest_runtest_logreport(report):

@@ -81,6 +81,9 @@ def pytest_args(spec):
     return out
 
 
+WHY = {}  # (outcomes file, test id) -> the one-line reason sp_outcomes.py recorded
+
+
 def outcomes(path):
     """test id -> passed / failed / error / skipped / timeout / hung, from sp_outcomes.py's
     lines: a test that started and never got an outcome line is one the suite hung in."""
@@ -99,6 +102,8 @@ def outcomes(path):
                 # a parametrised id may repeat when collected twice; keep the worst
                 if res.get(r["id"]) not in ("failed", "error", "timeout"):
                     res[r["id"]] = r["outcome"]
+                    if r.get("why"):
+                        WHY[(path, r["id"])] = r["why"]
     for tid in started:
         res.setdefault(tid, "hung")
     return res
@@ -299,7 +304,8 @@ def compare(name, base, pre, expected, seen_expected):
                 exp_hit[why.split(":")[0]] += 1
             continue
         if b != p:
-            diffs.append("%s: plain %s, preload %s" % (tid, b, p))
+            why = WHY.get((os.path.join(os.path.dirname(pre.log), name + ".jsonl"), tid))
+            diffs.append("%s: plain %s, preload %s%s" % (tid, b, p, "\n      why: " + why if why else ""))
     return diffs, exp_hit
 
 
