@@ -8,7 +8,11 @@ diffcontainers.py; counts per operator: test/README.md.
 
 SAFEPICKLE_DIFF_N mutants per family (default 10,000; `make diff-long` runs
 more), fixed seed SAFEPICKLE_DIFF_SEED (default 12), SAFEPICKLE_DIFF_SAMPLE
-kept mutants per family loaded under the preload (default 150)."""
+kept mutants per family loaded under the preload (default 150). The
+generators (one process per family: the real loader over every mutant) run
+SAFEPICKLE_DIFF_JOBS at a time (default 2) from the start of the module, so
+one family is generated while another is scanned and loaded under the preload."""
+import concurrent.futures
 import json
 import os
 import signal
@@ -24,6 +28,7 @@ GEN = os.path.join(HERE, "diffcontainers.py")
 N = int(os.environ.get("SAFEPICKLE_DIFF_N", "10000"))
 SEED = int(os.environ.get("SAFEPICKLE_DIFF_SEED", "12"))
 SAMPLE = int(os.environ.get("SAFEPICKLE_DIFF_SAMPLE", "150"))
+JOBS = int(os.environ.get("SAFEPICKLE_DIFF_JOBS", "2"))
 FAMILIES = ["zip", "tar", "gzip", "bz2", "lzma", "zstd", "npy", "joblib"]
 pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.so not built")
 
@@ -73,9 +78,20 @@ def out(tmp_path_factory):
     return str(tmp_path_factory.mktemp("diffc"))
 
 
+@pytest.fixture(scope="module")
+def gens(out, request):
+    """Start the generators of the selected families, JOBS at a time, in test order."""
+    fams = [it.callspec.params["fam"] for it in request.session.items
+            if getattr(it, "originalname", None) == "test_family" and hasattr(it, "callspec")]
+    ex = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, JOBS))
+    futs = {fam: ex.submit(generate, out, fam) for fam in fams}
+    yield futs
+    ex.shutdown(wait=True, cancel_futures=True)
+
+
 @pytest.mark.parametrize("fam", FAMILIES)
-def test_family(out, fam):
-    recs, crashes = generate(out, fam)
+def test_family(out, gens, fam):
+    recs, crashes = gens[fam].result()
     assert len(recs) + len(crashes) == N
     kept = [r for r in recs if "name" in r]
     assert len(kept) >= N // 20, "%s: only %d of %d mutants kept" % (fam, len(kept), N)
