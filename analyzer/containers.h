@@ -120,6 +120,9 @@ typedef struct spc_scan {
     uint8_t *tail;            /* SPC_RECOG_SCRATCH bytes for the recogniser's tail reads */
     /* the per-open budget (max_open_ms, max_open_bytes) over the whole recursion */
     uint64_t spent_bytes;     /* source bytes read + bytes decompressed so far */
+    uint64_t decomp_out;      /* bytes every decompressor of this open produced */
+    uint64_t decomp_in;       /* compressed bytes they read from stored content (not from
+                                 another decompressor) */
     uint64_t deadline_ns;     /* CLOCK_MONOTONIC deadline (0: none) */
     bool budget_hit;          /* spent: every read now ends (EOF), a limit note says so */
 } spc_scan;
@@ -128,6 +131,15 @@ typedef struct spc_scan {
  * budget is spent (noted once as a limit: the result is unscannable, which
  * the policy turns into an action); readers then stop. */
 bool spc_budget_charge(spc_scan *s, uint64_t n);
+/* max_decomp_ratio applies past this much output, per wrapper and per open:
+ * real data reaches high ratios too (bz2 of a zero array: 50,000:1), and
+ * below this the work is bounded anyway. */
+#define SPC_DEC_RATIO_FLOOR (256ull << 20)
+/* Charge n decompressed bytes: to the budget above, and to the open's ratio
+ * (all wrappers' output / the compressed bytes they read from stored
+ * content, max_decomp_ratio past SPC_DEC_RATIO_FLOOR), which spends the
+ * budget when it is exceeded. */
+bool spc_budget_charge_out(spc_scan *s, uint64_t n);
 static inline bool spc_budget_spent(spc_scan *s) { return s->budget_hit || spc_budget_charge(s, 0); }
 
 /* Reader windows and decompressor state of one archive member live in a

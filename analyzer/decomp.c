@@ -21,10 +21,6 @@
 #define SPC_DEC_IN_CHUNK    (16u * 1024u)     /* compressed bytes offered per call */
 #define SPC_DEC_OUT_CHUNK   (16u * 1024u)     /* most bytes produced per call: a sniff of a
                                                  member costs one chunk, not a whole window */
-#define SPC_DEC_RATIO_FLOOR (256ull << 20)    /* max_decomp_ratio applies past 256 MiB of output:
-                                                 real data reaches high ratios too (bz2 of a
-                                                 zero array: 50,000:1), and below this the
-                                                 work is bounded anyway */
 #define SPC_XZ_MEMLIMIT     (256ull << 20)    /* largest LZMA dictionary we allocate: a larger
                                                  one is capped (dec_cap_dict) */
 
@@ -34,6 +30,7 @@ struct spc_dec {
     spa_in *in;
     int fmt;               /* a spa_format, or SPC_FMT_DEFLATE / SPC_FMT_ZIP_LZMA (zip members) */
     uint64_t in_bytes, out_bytes;
+    uint64_t in_counted;   /* in_bytes already added to the open's decomp_in */
     uint64_t max_out, max_ratio;
     spa_limit_id limit;    /* SPA_LIM_COUNT unless a limit stopped it */
     spa_err err;
@@ -48,6 +45,7 @@ struct spc_dec {
     uint8_t lz_trailer;    /* lzip: trailer bytes after the LZMA data (12 or 20) */
     lzma_block xzb;        /* the current xz block (liblzma keeps a pointer to it) */
     lzma_filter xzf[LZMA_FILTERS_MAX + 1];
+    bool stored;           /* reads stored bytes, not another decompressor's output */
     bool fresh;            /* a member after the first, no output yet: a failure
                               here is trailing data, ignored as the loaders do */
     z_stream z;
@@ -395,6 +393,7 @@ spc_dec *spc_dec_open(spc_scan *s, spa_in *in, spa_format fmt) {
     d->in = in;
     d->fmt = (int)fmt;
     d->limit = SPA_LIM_COUNT;
+    d->stored = !spa_in_is_seq(in);
     d->max_out = s->lim->v[SPA_LIM_DECOMP_BYTES];
     d->max_ratio = s->lim->v[SPA_LIM_DECOMP_RATIO];
     if (!dec_init(d)) {
@@ -631,7 +630,9 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
         if (used == 0 && made == 0 && got > 0) { dec_error(d, SPA_E_FORMAT, "decompressor made no progress"); break; }
     }
     d->out_bytes += produced;
-    spc_budget_charge(d->s, produced);
+    if (d->stored) d->s->decomp_in += d->in_bytes - d->in_counted;
+    d->in_counted = d->in_bytes;
+    spc_budget_charge_out(d->s, produced);
     if (d->out_bytes > SPC_DEC_RATIO_FLOOR && d->max_ratio &&
         d->out_bytes / (d->in_bytes ? d->in_bytes : 1) > d->max_ratio) {
         d->limit = SPA_LIM_DECOMP_RATIO;

@@ -25,6 +25,7 @@ spa_code spa_in_skip(spa_in *in, uint64_t n);   /* SPA_E_TRUNCATED if EOF first 
 uint64_t spa_in_pos(const spa_in *in);           /* offset in the content */
 bool spa_in_eof(spa_in *in);
 uint64_t spa_in_bytes_read(const spa_in *in);    /* bytes pulled from the underlying source */
+bool spa_in_is_seq(const spa_in *in);            /* reads a producer (e.g. a decompressor), not stored bytes */
 
 /* ------------------------------------------------------------------ scan context */
 /* One per scan. Owns the arena and accumulates streams and notes; the VM and

@@ -159,6 +159,8 @@ bool spa_in_eof(spa_in *in) {
     return in->blen == in->bpos;
 }
 
+bool spa_in_is_seq(const spa_in *in) { return in->rd != NULL; }
+
 uint64_t spa_in_bytes_read(const spa_in *in) {
     if (in->is_mem) return in->pos - in->start;
     return in->pulled;

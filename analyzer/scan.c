@@ -53,6 +53,28 @@ bool spc_budget_charge(spc_scan *s, uint64_t n) {
     return true;
 }
 
+/* Many small bombs pass every per-wrapper limit (500 members of nested gzip,
+ * 64 MiB each: no wrapper reaches the ratio floor) and would keep one open
+ * busy for its whole max_open_ms. Their sum does not: everything the open's
+ * decompressors produced over the compressed bytes they read from stored
+ * content (a nested wrapper's input is another's output: not counted; nor
+ * is what is read without decompressing, e.g. a zip's directory). */
+bool spc_budget_charge_out(spc_scan *s, uint64_t n) {
+    if (s->budget_hit) return true;
+    s->decomp_out += n;
+    uint64_t ratio = s->lim->v[SPA_LIM_DECOMP_RATIO];
+    uint64_t in = s->decomp_in;
+    if (ratio && s->decomp_out > SPC_DEC_RATIO_FLOOR && s->decomp_out / (in ? in : 1) > ratio) {
+        s->budget_hit = true;
+        spc_note(s, SPA_NOTE_LIMIT, NULL, SPA_E_LIMIT,
+                 "decompression ratio of this open (all output / bytes read from the file) over max_decomp_ratio: "
+                 "possible bomb, the rest is not examined",
+                 s->decomp_out, SPA_LIM_DECOMP_RATIO, NULL);
+        return true;
+    }
+    return spc_budget_charge(s, n);
+}
+
 /* ------------------------------------------------------------------ sources */
 /* Every read of the caller's source goes through here: counted, charged to
  * the budget, and ended (EOF) once the budget is spent. */

@@ -366,18 +366,22 @@ def bomb(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("limit,value", [("max_open_ms", 1500), ("max_open_bytes", 256 << 20)])
+@pytest.mark.parametrize("limit,value", [("max_open_ms", 1500), ("max_open_bytes", 256 << 20),
+                                         ("max_decomp_ratio", None)])
 def test_budget_of_one_open_ends_in_a_refusal(tmp_path, bomb, limit, value):
     """A torch zip whose ignored members are nested gzip bombs (~150 bytes ->
     16 MiB of a plausible pickle each, 160 of them) in front of a payload:
     the per-open budget (time, bytes; a policy limit) ends the examination,
-    the result is unscannable, the policy (on_limit: block) refuses the open."""
+    the result is unscannable, the policy (on_limit: block) refuses the open.
+    Under the default limits (value None) it is the open's decompression
+    ratio that ends it (no single wrapper reaches the ratio floor; before,
+    only max_open_ms did, after 30 s)."""
     path = bomb
     mark = path + ".MARK"
     res, p = load(path, "import torch; torch.load(P)", preload=False)
     assert os.path.exists(mark), (res, p.stderr[-1500:])
     os.unlink(mark)
-    pol = policy_with_limits(tmp_path, "budget", **{limit: value})
+    pol = policy_with_limits(tmp_path, "budget", **({limit: value} if value is not None else {}))
     log = tmp_path / "audit.jsonl"
     res, p = load(path, "import torch; torch.load(P)", preload=True, policy=pol, log=log, timeout=240)
     assert not os.path.exists(mark)
