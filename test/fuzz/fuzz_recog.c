@@ -50,12 +50,22 @@ static int importable(const char *m) {
 /* The stream at offset 0 read to STOP with an importable import and no
  * persistent id (the VM does not check that a protocol-0 pid is ASCII,
  * CPython does; and only a loader with persistent_load gets past one). */
-static int vm_imports(const spa_stream *st) {
+/* The module name as the input spells it: some occurrence is not followed by
+ * a NUL (the IR's C string ends at an embedded NUL, which CPython refuses). */
+static int spelled(const uint8_t *p, size_t n, const char *m) {
+    size_t l = strlen(m);
+    for (const uint8_t *q = p; l && (q = memmem(q, n - (size_t)(q - p), m, l)); q++)
+        if ((size_t)(q - p) + l >= n || q[l] != 0) return 1;
+    return 0;
+}
+
+static int vm_imports(const spa_stream *st, const uint8_t *p, size_t n) {
     if (st->depth != 0 || st->start != 0 || st->err.code != SPA_OK) return 0;
     int imp = 0;
     for (size_t k = 0; k < st->n_ir; k++) {
         if (st->ir[k].kind == SPA_IR_PERSID) return 0;
-        if (st->ir[k].kind == SPA_IR_IMPORT && importable(st->ir[k].module)) imp = 1;
+        if (st->ir[k].kind == SPA_IR_IMPORT && importable(st->ir[k].module) && spelled(p, n, st->ir[k].module))
+            imp = 1;
     }
     return imp;
 }
@@ -113,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         r = NULL;
         if (spc_scan_as(&o, f.p, f.n, SPA_FMT_PICKLE, &r) == SPA_OK) {
             for (size_t i = 0; i < r->n_streams; i++)
-                if (vm_imports(&r->streams[i])) abort();
+                if (vm_imports(&r->streams[i], f.p, f.n)) abort();
             spa_result_free(r);
         }
     }
