@@ -374,8 +374,12 @@ static void spp_judge_slow(void *arg) {
 int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint64_t *ent) {
     struct stat st;
     if (ent) *ent = 0;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) return 0;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
     uint64_t ident = spp_ident_hash(&st);
+    if (st.st_size <= 0) {               /* nothing to judge: the identity (spp_recheck_read) */
+        if (ent) *ent = ident;
+        return 0;
+    }
     uint64_t seen = spp_fd_get(fd);
     const spa_policy *pol = spp_policy();
     if (origin == SPP_AT_USE && (seen & (SPP_FD_BEARING | SPP_FD_TRUSTED | SPP_FD_CHANGED))) {
@@ -445,6 +449,29 @@ static spp_fp *spp_fp_for(int fd, bool *delivered) {
     return fp;
 }
 
+/* A read whose bytes are not the bytes judged: the safepickle: line and an
+ * audit record; in block mode the fd is marked (every later read fails), the
+ * bytes are zeroed and the read fails with EIO; in audit mode it is said
+ * once and the fd is not checked again (0). */
+static int spp_changed(int fd, int hook, const struct iovec *seg, int cnt, size_t got, const char *what, uint64_t bad,
+                       const char *why) {
+    const spa_policy *pol = spp_policy();
+    spa_action act = pol ? spa_policy_act(pol, SPA_ACT_BLOCK) : SPA_ACT_BLOCK;
+    char path[SPP_PATH_MAX], detail[256];
+    spp_fd_path(fd, NULL, path, sizeof path);
+    snprintf(detail, sizeof detail, "the file %s: bytes at offset %llu %s", what, (unsigned long long)bad, why);
+    spp_event ev = { .layer = "file", .call = spp_hook_name(hook), .path = path, .fd = fd,
+                     .verdict = SPA_VERDICT_UNSCANNABLE, .action = act, .detail = detail };
+    spp_report(&ev);
+    if (act != SPA_ACT_BLOCK) {        /* audit mode: said once, then no more checks on this fd */
+        spp_fdfp_set(fd, NULL);
+        return 0;
+    }
+    spp_fd_set(fd, (spp_fd_get(fd) & ~SPP_FD_TAGS) | SPP_FD_CHANGED);
+    spp_scrub(seg, cnt, got);
+    return EIO;
+}
+
 static int spp_verify(int fd, int hook, const struct iovec *seg, int cnt, size_t got, int64_t off) {
 #ifdef SPP_BENCH_NO_VERIFY
     return 0; /* test/bench/bench_verify.sh only (see verify.c) */
@@ -498,22 +525,41 @@ static int spp_verify(int fd, int hook, const struct iovec *seg, int cnt, size_t
     }
 mismatch:
     spp_fp_unref(fp);
-    const spa_policy *pol = spp_policy();
-    spa_action act = pol ? spa_policy_act(pol, SPA_ACT_BLOCK) : SPA_ACT_BLOCK;
-    char path[SPP_PATH_MAX], detail[256];
-    spp_fd_path(fd, NULL, path, sizeof path);
-    snprintf(detail, sizeof detail, "the file changed after it was judged: bytes at offset %llu %s",
-             (unsigned long long)bad, why);
-    spp_event ev = { .layer = "file", .call = spp_hook_name(hook), .path = path, .fd = fd,
-                     .verdict = SPA_VERDICT_UNSCANNABLE, .action = act, .detail = detail };
-    spp_report(&ev);
-    if (act != SPA_ACT_BLOCK) {        /* audit mode: said once, then no more checks on this fd */
-        spp_fdfp_set(fd, NULL);
-        return 0;
+    return spp_changed(fd, hook, seg, cnt, got, "changed after it was judged", bad, why);
+}
+
+/* After a read-family call returned bytes from a regular file that was not
+ * judged pickle-bearing just before it (ent: the identity judged then, the
+ * file empty or not pickle-bearing): those bytes are that judgement's only
+ * if the file did not change during the call (a writer can fill an empty
+ * file, or put a pickle in place of a text, between the judgement and the
+ * read). When its identity differs now, the file is judged again as it is:
+ * refused, the read fails with the refusal; pickle-bearing now, the bytes are
+ * checked against that judgement (spp_verify); not pickle-bearing now, the
+ * bytes must be this version's, else they came from a version in between that
+ * nobody judged and the read fails with EIO. ent_out: the fd's entry after. */
+static int spp_recheck(int fd, int hook, const struct iovec *seg, int cnt, size_t got, int64_t off, uint64_t ent,
+                       uint64_t *ent_out) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || spp_ident_hash(&st) == (ent & ~SPP_FD_TAGS)) return 0;
+    uint64_t now = 0;
+    int e = spp_judge_fd_ent(fd, NULL, hook, SPP_AT_USE, &now);
+    if (e) {
+        spp_scrub(seg, cnt, got);
+        return e;
     }
-    spp_fd_set(fd, (spp_fd_get(fd) & ~SPP_FD_TAGS) | SPP_FD_CHANGED);
-    spp_scrub(seg, cnt, got);
-    return EIO;
+    *ent_out = now;
+    if (now & (SPP_FD_TRUSTED | SPP_FD_BEARING)) return spp_verify(fd, hook, seg, cnt, got, off);
+    if (off < 0) {
+        off_t cur = lseek(fd, 0, SEEK_CUR);
+        if (cur < 0 || (uint64_t)cur < got)
+            return spp_changed(fd, hook, seg, cnt, got, "changed while it was read", 0, "cannot be placed (no file offset)");
+        off = (int64_t)((uint64_t)cur - got);
+    }
+    uint64_t bad = 0;
+    if (spp_fd_same_bytes(fd, seg, cnt, got, (uint64_t)off, &bad)) return 0;
+    return spp_changed(fd, hook, seg, cnt, got, "changed while it was read", bad,
+                       "are not the bytes of the version judged after the read");
 }
 
 /* spp_verify on the preload's own stack (its refusal path formats a 4 KiB
@@ -538,6 +584,27 @@ static int spp_verify_alt(int fd, int hook, const struct iovec *seg, int cnt, si
 
 int spp_verify_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off) {
     return got ? spp_verify_alt(fd, hook, iov, cnt, got, off) : 0;
+}
+
+typedef struct spp_rargs {
+    int fd, hook, cnt, rc;
+    const struct iovec *seg;
+    size_t got;
+    int64_t off;
+    uint64_t ent, *ent_out;
+} spp_rargs;
+
+static void spp_recheck_cb(void *a) {
+    spp_rargs *x = a;
+    x->rc = spp_recheck(x->fd, x->hook, x->seg, x->cnt, x->got, x->off, x->ent, x->ent_out);
+}
+
+int spp_recheck_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off, uint64_t *ent) {
+    if (!got || !*ent) return 0;    /* nothing read, or not a regular file */
+    spp_rargs x = { .fd = fd, .hook = hook, .cnt = cnt, .rc = 0, .seg = iov, .got = got, .off = off, .ent = *ent,
+                    .ent_out = ent };
+    spp_on_altstack(spp_recheck_cb, &x);
+    return x.rc;
 }
 
 /* A mapping is checked once, when it is made, by reading the judged blocks it

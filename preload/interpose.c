@@ -154,6 +154,18 @@ static int spp_after_read(int fd, int hook, const struct iovec *iov, int cnt, si
 
 #define SPP_VERIFIED(fd, ent) (((ent) & (SPP_FD_TRUSTED | SPP_FD_BEARING)) != 0)
 
+/* After a read-family call returned bytes from a regular file not judged
+ * pickle-bearing before it: did it change during the call? (spp_recheck_read) */
+static int spp_after_unjudged(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off,
+                              uint64_t *ent) {
+    int saved = errno;
+    spp_depth++;
+    int e = spp_recheck_read(fd, hook, iov, cnt, got, off, ent);
+    spp_depth--;
+    errno = saved;
+    return e;
+}
+
 /* SEGS/CNT: where the bytes went; OFF: their file offset (-1: the fd's offset). */
 #define SPP_WRAP_FDREAD_BODY(ret, name, params, args, SEGS, CNT, OFF) \
     SPP_EXPORT ret name params { \
@@ -162,7 +174,10 @@ static int spp_after_read(int fd, int hook, const struct iovec *iov, int cnt, si
         uint64_t ent_ = 0; \
         if (spp_enter()) { int e_ = spp_use(fd, SPP_H_##name, &ent_); if (e_) { errno = e_; return -1; } } \
         ret r_ = f args; \
-        if (r_ > 0 && SPP_VERIFIED(fd, ent_)) { \
+        if (r_ > 0 && ent_ && !SPP_VERIFIED(fd, ent_)) { \
+            int v_ = spp_after_unjudged(fd, SPP_H_##name, SEGS, CNT, (size_t)r_, OFF, &ent_); \
+            if (v_) { errno = v_; return -1; } \
+        } else if (r_ > 0 && SPP_VERIFIED(fd, ent_)) { \
             int v_ = spp_after_read(fd, SPP_H_##name, SEGS, CNT, (size_t)r_, OFF); \
             if (v_) { errno = v_; return -1; } \
         } \

@@ -199,6 +199,13 @@ void spp_fp_atfork_child(void);
  * the file offset of the first byte, -1: the fd's offset now minus got).
  * Returns 0, or the errno the call must fail with (bytes scrubbed). */
 int spp_verify_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off);
+/* After a read-family call on a regular file whose entry before it (*ent) was
+ * not pickle-bearing returned `got` bytes: if the file changed during the
+ * call, judge it again and check the bytes (decide.c: spp_recheck). Returns 0
+ * (*ent: the entry after), or the errno the call must fail with. */
+int spp_recheck_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off, uint64_t *ent);
+/* Do the bytes in seg equal the file's bytes at off now? (*bad: where not) */
+bool spp_fd_same_bytes(int fd, const struct iovec *seg, int cnt, size_t got, uint64_t off, uint64_t *bad);
 /* After a file mapping of a judged fd: check the judged blocks it covers. */
 int spp_verify_map(int fd, int hook, uint64_t off, size_t len);
 

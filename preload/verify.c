@@ -441,6 +441,25 @@ int spp_fp_check(const spp_fp *fp, int fd, const void *buf, size_t n, uint64_t o
     return 0;
 }
 
+/* Do the bytes the loader got (seg, got bytes at file offset off) equal the
+ * file's bytes there now? Read with the real pread, a block at a time. */
+bool spp_fd_same_bytes(int fd, const struct iovec *seg, int cnt, size_t got, uint64_t off, uint64_t *bad) {
+    uint8_t *t = spp_scratch();
+    if (!t) { *bad = off; return false; }
+    for (int i = 0; i < cnt && got > 0; i++) {
+        const uint8_t *p = seg[i].iov_base;
+        size_t n = seg[i].iov_len < got ? seg[i].iov_len : got;
+        for (size_t k = 0; k < n;) {
+            size_t c = n - k < SPP_FP_BLOCK ? n - k : SPP_FP_BLOCK;
+            if (!spp_pread_all(fd, t, c, off + k) || memcmp(t, p + k, c) != 0) { *bad = off + k; return false; }
+            k += c;
+        }
+        off += n;
+        got -= n;
+    }
+    return true;
+}
+
 /* ------------------------------------------------------------------ per-fd table */
 /* The fingerprint each judged fd's reads are checked against, and whether the
  * fd has already handed judged bytes to the loader. Entries hold a reference;

@@ -345,3 +345,103 @@ def test_model_updated_between_opens_real_loaders(tmp_path):
     judged = [line for line in scans.read_text().splitlines() if line.endswith(".bin") and "/side/" not in line]
     for k in out:   # each of the 3 versions judged
         assert sum(1 for line in judged if line.endswith("/%s.bin" % k.replace("/", "-"))) >= 3, (k, judged)
+
+
+SWAP_LIB = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+/* Preloaded after libsafepickle.so: its read() is the "real" read the
+ * safepickle hook calls, so it runs between the hook's judgement and the read.
+ * Once, for the fd that names $SWAP_TARGET: write $SWAP_SRC over the target,
+ * do the read, then (if set) write $SWAP_BACK over it. Raw syscalls only. */
+static void put(const char *from, const char *to) {
+    char b[65536];
+    int i = (int)syscall(SYS_openat, AT_FDCWD, from, O_RDONLY), o = (int)syscall(SYS_openat, AT_FDCWD, to, O_WRONLY | O_TRUNC);
+    long n;
+    while ((n = syscall(SYS_read, i, b, sizeof b)) > 0) syscall(SYS_write, o, b, n);
+    syscall(SYS_close, i);
+    syscall(SYS_close, o);
+}
+static int done;
+ssize_t read(int fd, void *buf, size_t n) {
+    static ssize_t (*real)(int, void *, size_t);
+    if (!real) real = (ssize_t (*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+    const char *t = getenv("SWAP_TARGET");
+    char l[64], p[4096];
+    snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
+    ssize_t k = t && !done ? readlink(l, p, sizeof p - 1) : -1;
+    if (k <= 0) return real(fd, buf, n);
+    p[k] = 0;
+    if (strcmp(p, t) != 0) return real(fd, buf, n);
+    done = 1;
+    put(getenv("SWAP_SRC"), t);
+    ssize_t r = real(fd, buf, n);
+    if (getenv("SWAP_BACK")) put(getenv("SWAP_BACK"), t);
+    return r;
+}
+"""
+
+SWAP_LOAD = r"""
+import pickle, sys
+try:
+    with open(sys.argv[1], "rb") as f:
+        v = pickle.load(f) if sys.argv[2] == "pickle" else f.read()
+    print("loaded", repr(v)[:60])
+except OSError as e:
+    print("errno%d" % e.errno)
+"""
+
+
+@pytest.fixture(scope="module")
+def swap_lib(tmp_path_factory):
+    d = tmp_path_factory.mktemp("swap")
+    (d / "swap.c").write_text(SWAP_LIB)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(d / "libswap.so"), str(d / "swap.c"), "-ldl"], check=True)
+    return str(d / "libswap.so")
+
+
+@pytest.mark.parametrize("before,back,expect", [
+    ("empty", None, "errno13"),          # empty when judged, a pickle when read
+    ("text", None, "errno13"),           # text when judged, a pickle when read
+    ("text", "text", "errno5"),          # text, a pickle during the read, text again after it
+])
+def test_file_changed_between_judgement_and_read(tmp_path, swap_lib, before, back, expect):
+    """A file judged not pickle-bearing (empty, or text) just before a read
+    becomes a malicious pickle between that judgement and the read itself (a
+    preloaded library after ours runs there, deterministically): the read is
+    refused (judged again: malicious) or fails with EIO (the bytes belong to no
+    version judged), with layer 1 alone, and the payload does not run."""
+    marker = tmp_path / "ran"
+    target, evil, text = tmp_path / "m.pkl", tmp_path / "evil", tmp_path / "text"
+    evil.write_bytes(b"cposix\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    text.write_bytes(b"just some text, no pickle at all\n" * 3)
+    target.write_bytes(b"" if before == "empty" else text.read_bytes())
+    env = {"SAFEPICKLE_POLICY": race.policy_file(str(tmp_path), "file"), "SWAP_TARGET": str(target),
+           "SWAP_SRC": str(evil)}
+    if back:
+        env["SWAP_BACK"] = str(text)
+    e = clean_env(**env)
+    e["LD_PRELOAD"] = LIB + " " + swap_lib
+    r = subprocess.run([PYTHON, "-c", SWAP_LOAD, str(target), "pickle"], env=e, capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == expect, r.stdout + r.stderr[-2000:]
+    assert not marker.exists()
+    assert "safepickle:" in r.stderr
+
+
+def test_file_appended_during_read_no_false_alarm(tmp_path, swap_lib):
+    """A text file appended to during a read (a log being written): judged
+    again after the read, the bytes read are the file's: the read succeeds."""
+    target, longer = tmp_path / "log.txt", tmp_path / "longer"
+    target.write_bytes(b"line one\n" * 10)
+    longer.write_bytes(b"line one\n" * 10 + b"line two\n" * 10)
+    e = clean_env(SWAP_TARGET=str(target), SWAP_SRC=str(longer))
+    e["LD_PRELOAD"] = LIB + " " + swap_lib
+    r = subprocess.run([PYTHON, "-c", SWAP_LOAD, str(target), "text"], env=e, capture_output=True, text=True, timeout=120)
+    assert r.stdout.startswith("loaded b'line one"), r.stdout + r.stderr[-2000:]
+    assert "safepickle:" not in r.stderr, r.stderr[-2000:]
