@@ -619,3 +619,17 @@ int spp_verify_map(int fd, int hook, uint64_t off, size_t len) {
     struct iovec seg = { NULL, n };
     return spp_verify_alt(fd, hook, &seg, 1, n, (int64_t)off);
 }
+
+/* The same for a mapping made of a regular file not judged pickle-bearing
+ * just before mmap: changed during the call, it is judged again; refused,
+ * the mapping fails; pickle-bearing now, the judged blocks it covers are
+ * checked (spp_verify_map). */
+int spp_recheck_map(int fd, int hook, uint64_t off, size_t len, uint64_t *ent) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || spp_ident_hash(&st) == (*ent & ~SPP_FD_TAGS)) return 0;
+    uint64_t now = 0;
+    int e = spp_judge_fd_ent(fd, NULL, hook, SPP_AT_USE, &now);
+    if (e) return e;
+    *ent = now;
+    return (now & (SPP_FD_TRUSTED | SPP_FD_BEARING)) ? spp_verify_map(fd, hook, off, len) : 0;
+}

@@ -209,6 +209,20 @@ static size_t spp_after_fread(FILE *fp, int fd, int hook, void *ptr, size_t byte
     return e ? 0 : 1;
 }
 
+/* The same for bytes fread returned from a regular file not judged
+ * pickle-bearing before the call (spp_recheck_read). */
+static size_t spp_after_fread_unjudged(FILE *fp, int fd, int hook, void *ptr, size_t bytes, uint64_t *ent) {
+    int saved = errno;
+    spp_depth++;
+    off_t pos = ftello(fp);
+    struct iovec seg = { ptr, bytes };
+    int e = spp_recheck_read(fd, hook, &seg, 1, bytes, pos < 0 || (uint64_t)pos < bytes ? -1 : (int64_t)pos - (int64_t)bytes,
+                             ent);
+    spp_depth--;
+    errno = e ? e : saved;
+    return e ? 0 : 1;
+}
+
 #define SPP_WRAP_FREAD(ret, name, params, args) \
     SPP_EXPORT ret name params { \
         spp_real_##name##_t f = SPP_REAL(name); \
@@ -219,6 +233,8 @@ static size_t spp_after_fread(FILE *fp, int fd, int hook, void *ptr, size_t byte
             int e_ = spp_use(fd_, SPP_H_##name, &ent_); if (e_) { errno = e_; return 0; } } \
         ret r_ = f args; \
         if (r_ > 0 && SPP_VERIFIED(fd_, ent_) && !spp_after_fread(fp, fd_, SPP_H_##name, ptr, r_ * size)) return 0; \
+        if (r_ > 0 && ent_ && !SPP_VERIFIED(fd_, ent_) && !spp_after_fread_unjudged(fp, fd_, SPP_H_##name, ptr, r_ * size, &ent_)) \
+            return 0; \
         SPP_FEED(fd_, ent_, r_ > 0); \
         return r_; \
     }
@@ -231,7 +247,13 @@ static size_t spp_after_fread(FILE *fp, int fd, int hook, void *ptr, size_t byte
         if (fd >= 0 && !(mflags & MAP_ANONYMOUS) && spp_enter()) { \
             int e_ = spp_use(fd, SPP_H_##name, &ent_); if (e_) { errno = e_; return MAP_FAILED; } } \
         ret r_ = f args; \
-        if (r_ != MAP_FAILED && SPP_VERIFIED(fd, ent_)) { \
+        if (r_ != MAP_FAILED && ent_ && !SPP_VERIFIED(fd, ent_)) { \
+            int saved_ = errno; spp_depth++; \
+            int v_ = spp_recheck_map(fd, SPP_H_##name, (uint64_t)off, len, &ent_); \
+            spp_depth--; \
+            if (v_) { munmap(r_, len); errno = v_; return MAP_FAILED; } \
+            errno = saved_; \
+        } else if (r_ != MAP_FAILED && SPP_VERIFIED(fd, ent_)) { \
             int saved_ = errno; spp_depth++; \
             int v_ = spp_verify_map(fd, SPP_H_##name, (uint64_t)off, len); \
             spp_depth--; \

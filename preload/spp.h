@@ -204,6 +204,7 @@ int spp_verify_read(int fd, int hook, const struct iovec *iov, int cnt, size_t g
  * call, judge it again and check the bytes (decide.c: spp_recheck). Returns 0
  * (*ent: the entry after), or the errno the call must fail with. */
 int spp_recheck_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off, uint64_t *ent);
+int spp_recheck_map(int fd, int hook, uint64_t off, size_t len, uint64_t *ent); /* the same for mmap */
 /* Do the bytes in seg equal the file's bytes at off now? (*bad: where not) */
 bool spp_fd_same_bytes(int fd, const struct iovec *seg, int cnt, size_t got, uint64_t off, uint64_t *bad);
 /* After a file mapping of a judged fd: check the judged blocks it covers. */

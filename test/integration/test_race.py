@@ -369,29 +369,74 @@ static void put(const char *from, const char *to) {
     syscall(SYS_close, o);
 }
 static int done;
-ssize_t read(int fd, void *buf, size_t n) {
-    static ssize_t (*real)(int, void *, size_t);
-    if (!real) real = (ssize_t (*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+/* the first call on the target's fd: swap now (1), else 0 */
+static int swap_now(int fd) {
     const char *t = getenv("SWAP_TARGET");
     char l[64], p[4096];
     snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
-    ssize_t k = t && !done ? readlink(l, p, sizeof p - 1) : -1;
-    if (k <= 0) return real(fd, buf, n);
+    ssize_t k = t && !done && fd >= 0 ? readlink(l, p, sizeof p - 1) : -1;
+    if (k <= 0) return 0;
     p[k] = 0;
-    if (strcmp(p, t) != 0) return real(fd, buf, n);
+    if (strcmp(p, t) != 0) return 0;
     done = 1;
     put(getenv("SWAP_SRC"), t);
+    return 1;
+}
+static void swap_back(void) {
+    if (getenv("SWAP_BACK")) put(getenv("SWAP_BACK"), getenv("SWAP_TARGET"));
+}
+ssize_t read(int fd, void *buf, size_t n) {
+    static ssize_t (*real)(int, void *, size_t);
+    if (!real) real = (ssize_t (*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+    if (!swap_now(fd)) return real(fd, buf, n);
     ssize_t r = real(fd, buf, n);
-    if (getenv("SWAP_BACK")) put(getenv("SWAP_BACK"), t);
+    swap_back();
+    return r;
+}
+size_t fread(void *ptr, size_t size, size_t n, FILE *fp) {
+    static size_t (*real)(void *, size_t, size_t, FILE *);
+    if (!real) real = (size_t (*)(void *, size_t, size_t, FILE *))dlsym(RTLD_NEXT, "fread");
+    if (!swap_now(fileno(fp))) return real(ptr, size, n, fp);
+    size_t r = real(ptr, size, n, fp);
+    swap_back();
+    return r;
+}
+void *mmap(void *a, size_t len, int prot, int fl, int fd, off_t off) {
+    static void *(*real)(void *, size_t, int, int, int, off_t);
+    if (!real) real = (void *(*)(void *, size_t, int, int, int, off_t))dlsym(RTLD_NEXT, "mmap");
+    if (!swap_now(fd)) return real(a, len, prot, fl, fd, off);
+    void *r = real(a, len, prot, fl, fd, off);
+    swap_back();
+    return r;
+}
+void *mmap64(void *a, size_t len, int prot, int fl, int fd, off_t off) {
+    static void *(*real)(void *, size_t, int, int, int, off_t);
+    if (!real) real = (void *(*)(void *, size_t, int, int, int, off_t))dlsym(RTLD_NEXT, "mmap64");
+    if (!swap_now(fd)) return real(a, len, prot, fl, fd, off);
+    void *r = real(a, len, prot, fl, fd, off);
+    swap_back();
     return r;
 }
 """
 
 SWAP_LOAD = r"""
-import pickle, sys
+import ctypes, mmap, pickle, sys
 try:
-    with open(sys.argv[1], "rb") as f:
-        v = pickle.load(f) if sys.argv[2] == "pickle" else f.read()
+    if sys.argv[2] == "fread":          # stdio: the swap happens inside fread
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fopen.restype = ctypes.c_void_p
+        libc.fread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+        fp = libc.fopen(sys.argv[1].encode(), b"rb")
+        buf = ctypes.create_string_buffer(4096)
+        n = libc.fread(buf, 1, 4096, fp)
+        if n == 0: raise OSError(ctypes.get_errno(), "fread")
+        v = pickle.loads(buf.raw[:n])
+    else:
+        with open(sys.argv[1], "rb") as f:
+            if sys.argv[2] == "mmap":       # inside mmap
+                v = pickle.loads(mmap.mmap(f.fileno(), 200, access=mmap.ACCESS_READ))
+            else:
+                v = pickle.load(f) if sys.argv[2] == "pickle" else f.read()
     print("loaded", repr(v)[:60])
 except OSError as e:
     print("errno%d" % e.errno)
@@ -406,12 +451,15 @@ def swap_lib(tmp_path_factory):
     return str(d / "libswap.so")
 
 
-@pytest.mark.parametrize("before,back,expect", [
-    ("empty", None, "errno13"),          # empty when judged, a pickle when read
-    ("text", None, "errno13"),           # text when judged, a pickle when read
-    ("text", "text", "errno5"),          # text, a pickle during the read, text again after it
+@pytest.mark.parametrize("call,before,back,expect", [
+    ("pickle", "empty", None, "errno13"),      # empty when judged, a pickle when read
+    ("pickle", "text", None, "errno13"),       # text when judged, a pickle when read
+    ("pickle", "text", "text", "errno5"),      # text, a pickle during the read, text again after it
+    ("fread", "text", None, "errno13"),        # the same through stdio
+    ("fread", "text", "text", "errno5"),
+    ("mmap", "text", None, "errno13"),         # text when judged, a pickle when mapped
 ])
-def test_file_changed_between_judgement_and_read(tmp_path, swap_lib, before, back, expect):
+def test_file_changed_between_judgement_and_read(tmp_path, swap_lib, call, before, back, expect):
     """A file judged not pickle-bearing (empty, or text) just before a read
     becomes a malicious pickle between that judgement and the read itself (a
     preloaded library after ours runs there, deterministically): the read is
@@ -420,7 +468,7 @@ def test_file_changed_between_judgement_and_read(tmp_path, swap_lib, before, bac
     marker = tmp_path / "ran"
     target, evil, text = tmp_path / "m.pkl", tmp_path / "evil", tmp_path / "text"
     evil.write_bytes(b"cposix\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
-    text.write_bytes(b"just some text, no pickle at all\n" * 3)
+    text.write_bytes(b"just some text, no pickle at all\n" * 8)
     target.write_bytes(b"" if before == "empty" else text.read_bytes())
     env = {"SAFEPICKLE_POLICY": race.policy_file(str(tmp_path), "file"), "SWAP_TARGET": str(target),
            "SWAP_SRC": str(evil)}
@@ -428,7 +476,7 @@ def test_file_changed_between_judgement_and_read(tmp_path, swap_lib, before, bac
         env["SWAP_BACK"] = str(text)
     e = clean_env(**env)
     e["LD_PRELOAD"] = LIB + " " + swap_lib
-    r = subprocess.run([PYTHON, "-c", SWAP_LOAD, str(target), "pickle"], env=e, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([PYTHON, "-c", SWAP_LOAD, str(target), call], env=e, capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == expect, r.stdout + r.stderr[-2000:]
     assert not marker.exists()
     assert "safepickle:" in r.stderr
