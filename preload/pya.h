@@ -42,6 +42,8 @@ spp_pyobj *pya_arg(spp_pyobj *args, spp_pyssize i); /* borrowed, NULL if absent 
 bool pya_is_none(spp_pyobj *o);
 /* None itself (borrowed). */
 spp_pyobj *pya_none(void);
+/* False itself (borrowed). */
+spp_pyobj *pya_false(void);
 /* New references, or NULL with no exception left behind. */
 spp_pyobj *pya_getattr(spp_pyobj *o, const char *name);
 spp_pyobj *pya_back(spp_pyobj *f);

@@ -354,15 +354,15 @@ static bool pyb_head_int(const uint8_t *p, size_t n, size_t *pos, bool none_ok, 
     return true;
 }
 
-/* job and i of a Pool task message: PROTO, FRAME?, MARK, int, int or None. */
+/* job and i of a Pool message: PROTO, FRAME?, MARK (a task's 5-tuple; a
+ * result's 3-tuple has none), int, int or None. */
 static bool pyb_pool_head(const uint8_t *p, size_t n, long long *job, long long *idx, bool *idx_none) {
     size_t pos = 0;
     bool none;
     if (n < 2 || p[0] != 0x80) return false;
     pos = 2;
     if (pos < n && p[pos] == 0x95) pos += 9; /* FRAME + 8-byte length */
-    if (pos >= n || p[pos] != '(') return false;
-    pos++;
+    if (pos < n && p[pos] == '(') pos++;
     return pyb_head_int(p, n, &pos, false, job, &none) && pyb_head_int(p, n, &pos, true, idx, idx_none);
 }
 
@@ -374,18 +374,20 @@ static bool pyb_frame_is(spp_pyobj *f, const char *module, const char *func) {
     return !strcmp(w.func, func) && !strcmp(mod, module);
 }
 
-/* Is this load the task read of a multiprocessing.Pool worker? */
-static bool pyb_in_pool_worker(void) {
+/* 1: this load is the task read of a multiprocessing.Pool worker; 2: the
+ * result read of a Pool's result handler (parent); 0: neither. */
+static int pyb_pool_context(void) {
     spp_pyobj *a = pya_find_anchor();
-    if (!a) return false;
-    bool yes = false;
-    if (pyb_frame_is(a, "multiprocessing.queues", "get")) {
+    if (!a) return 0;
+    int k = pyb_frame_is(a, "multiprocessing.queues", "get") ? 1 :
+            pyb_frame_is(a, "multiprocessing.connection", "recv") ? 2 : 0;
+    if (k) {
         spp_pyobj *b = pya_back(a);
-        yes = b && pyb_frame_is(b, "multiprocessing.pool", "worker");
+        if (!b || !pyb_frame_is(b, "multiprocessing.pool", k == 1 ? "worker" : "_handle_results")) k = 0;
         if (b) py_Py_DecRef(b);
     }
     py_Py_DecRef(a);
-    return yes;
+    return k;
 }
 
 /* The task's function: raises the refusal it carries (self = (class, text)). */
@@ -396,9 +398,11 @@ static spp_pyobj *pyb_w_refused(spp_pyobj *self, spp_pyobj *unused) {
 static spp_pymethoddef pyb_refused_def = {"safepickle_refused", (void *)pyb_w_refused, SPP_METH_NOARGS, NULL};
 
 /* With the refusal raised: a Pool task (job, i, refused, (), {}) in its place,
- * or NULL with the refusal left as it is. The task's exception goes back to the
- * parent pickled, so its text quotes nothing of the message (a payload's own
- * text would make the parent refuse the report in turn). */
+ * or, for a result refused in the parent, the result (job, i, (False, exc)), so
+ * the caller's get() raises it (the result handler would exit on the OSError and
+ * leave the pool waiting); NULL with the refusal left as it is. The task's
+ * exception goes back to the parent pickled, so its text quotes nothing of the
+ * message (a payload's own text would make the parent refuse the report). */
 static spp_pyobj *pyb_pool_refused_task(spp_pyobj *data, spa_verdict v) {
     spp_pybuffer b;
     long long job = 0, idx = 0;
@@ -408,22 +412,35 @@ static spp_pyobj *pyb_pool_refused_task(spp_pyobj *data, spa_verdict v) {
         ok = pyb_pool_head((const uint8_t *)b.buf, (size_t)b.len, &job, &idx, &none);
         py_PyBuffer_Release(&b);
     }
-    if (!ok || !pyb_in_pool_worker()) return NULL;
+    int ctx = ok ? pyb_pool_context() : 0;
+    if (!ctx) return NULL;
     char text[160];
-    snprintf(text, sizeof text, "safepickle: blocked a multiprocessing.Pool task message judged %s, "
-             "see the worker's stderr and the audit log", v < SPA_VERDICT_COUNT ? spa_verdict_name(v) : "unsafe");
+    snprintf(text, sizeof text, "safepickle: blocked a multiprocessing.Pool %s message judged %s, see the "
+             "%s stderr and the audit log", ctx == 1 ? "task" : "result",
+             v < SPA_VERDICT_COUNT ? spa_verdict_name(v) : "unsafe", ctx == 1 ? "worker's" : "process's");
+    py_PyErr_Clear(); /* the refusal travels in what is built here (or is raised again) */
     spp_pyobj *s = py_PyUnicode_FromString(text);
-    spp_pyobj *self = s ? py_PyTuple_Pack(2, pya_exception(), s) : NULL;
-    spp_pyobj *fn = self ? py_PyCFunction_NewEx(&pyb_refused_def, self, NULL) : NULL;
-    spp_pyobj *j = fn ? py_PyLong_FromLongLong(job) : NULL;
+    spp_pyobj *self = NULL, *fn = NULL, *a = NULL, *k = NULL, *task = NULL;
+    if (ctx == 1) {
+        self = s ? py_PyTuple_Pack(2, pya_exception(), s) : NULL;
+        fn = self ? py_PyCFunction_NewEx(&pyb_refused_def, self, NULL) : NULL;
+        a = fn ? py_PyTuple_Pack(0) : NULL;
+        k = a ? py_PyDict_New() : NULL;
+    } else {
+        self = s ? py_PyObject_CallFunctionObjArgs(pya_exception(), s, NULL) : NULL; /* the exception */
+        if (!self) py_PyErr_Clear();
+        k = self ? py_PyTuple_Pack(2, pya_false(), self) : NULL;
+    }
+    spp_pyobj *j = k ? py_PyLong_FromLongLong(job) : NULL;
     spp_pyobj *i = j ? (none ? (py_Py_IncRef(pya_none()), pya_none()) : py_PyLong_FromLongLong(idx)) : NULL;
-    spp_pyobj *a = i ? py_PyTuple_Pack(0) : NULL;
-    spp_pyobj *k = a ? py_PyDict_New() : NULL;
-    spp_pyobj *task = k ? py_PyTuple_Pack(5, j, i, fn, a, k) : NULL;
+    if (i) task = ctx == 1 ? py_PyTuple_Pack(5, j, i, fn, a, k) : py_PyTuple_Pack(3, j, i, k);
     spp_pyobj *tmp[] = {s, self, fn, j, i, a, k};
     for (size_t x = 0; x < sizeof tmp / sizeof *tmp; x++)
         if (tmp[x]) py_Py_DecRef(tmp[x]);
-    if (task) py_PyErr_Clear(); /* the refusal travels in the task */
+    if (!task) {
+        py_PyErr_Clear();
+        py_PyErr_SetString(pya_exception(), text);
+    }
     return task;
 }
 

@@ -76,6 +76,12 @@ spp_pyobj *pya_none(void) {
 
 bool pya_is_none(spp_pyobj *o) { return o == pya_none(); }
 
+spp_pyobj *pya_false(void) {
+    static spp_pyobj *f;
+    if (!f) f = (spp_pyobj *)dlsym(RTLD_DEFAULT, "_Py_FalseStruct");
+    return f;
+}
+
 /* ================================================================ frames */
 /* All return new references (or NULL with no exception left behind). */
 spp_pyobj *pya_getattr(spp_pyobj *o, const char *name) {

@@ -27,6 +27,8 @@ WORK = textwrap.dedent("""
     class Touch:
         def __reduce__(self):
             return (os.system, ("touch marker",))
+    def make_touch():
+        return Touch()
 """)
 
 FRAMEWORKS = textwrap.dedent("""
@@ -145,13 +147,15 @@ REFUSED_POOL_TASK = textwrap.dedent("""
         out = {}
         for m in ("fork", "spawn"):
             with mp.get_context(m).Pool(2) as p:
-                for how in ("apply", "map"):
+                for how in ("apply", "map", "result"):
                     t = time.time()
                     try:
                         if how == "apply":
                             p.apply_async(id, (work.Touch(),)).get(timeout=20)
-                        else:
+                        elif how == "map":
                             p.map_async(len, [[work.Touch()]]).get(timeout=20)
+                        else:  # the payload comes back as a result
+                            p.apply_async(work.make_touch).get(timeout=20)
                         out[m + "_" + how] = "ran"
                     except mp.TimeoutError:
                         out[m + "_" + how] = "hang"
@@ -164,15 +168,16 @@ REFUSED_POOL_TASK = textwrap.dedent("""
 
 
 def test_refused_pool_task_is_an_error_not_a_hang(tmp_path):
-    """A Pool worker drops a task message it cannot load (CPython: the parent
-    waits for ever). Refused, the task fails in the parent with the refusal,
-    the payload (which runs plainly) does not run, and the pool keeps working."""
+    """A Pool worker drops a task message it cannot load, and the parent's result
+    handler exits on a result it cannot load (CPython: the caller waits for ever).
+    Refused either way, the task fails in the parent with the refusal, the payload
+    (which runs plainly) does not run, and the pool keeps working."""
     plain = out_of(run(tmp_path, REFUSED_POOL_TASK, preload=False))
-    assert plain["marker"] and plain["fork_apply"] == "ran" == plain["spawn_map"]
+    assert plain["marker"] and plain["fork_apply"] == "ran" == plain["spawn_map"] == plain["fork_result"]
     os.remove(str(tmp_path / "marker"))
     r = run(tmp_path, REFUSED_POOL_TASK, preload=True)
     out = out_of(r)
-    for k in ("fork_apply", "fork_map", "spawn_apply", "spawn_map"):
+    for k in ("fork_apply", "fork_map", "fork_result", "spawn_apply", "spawn_map", "spawn_result"):
         assert out[k] == "SafePickleBlocked", (out, r.stderr[-3000:])
     assert out["fork_after"] == out["spawn_after"] == [0, 1, 4, 9]
     assert out["marker"] is False
