@@ -69,6 +69,9 @@ spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total);
  * WEAK match (NONE if none): it holds only if its first bytes decompress to
  * pickle-bearing content (spc_dec_probe), whatever the answer is. */
 spa_format spc_sniff_alt(const uint8_t *p, size_t n, uint64_t total, bool no_zip, spa_format *alt);
+/* The formats (bit 1 << spa_format) whose magic may accept content starting
+ * with byte c; the others answer SPC_M_NO whatever follows (sniff.c). */
+uint32_t spc_sniff_first(uint8_t c);
 /* What the recogniser found in a random-access content. */
 typedef struct spc_recog {
     spa_format fmt;   /* the head's format (NONE: none) */

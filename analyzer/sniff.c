@@ -196,7 +196,7 @@ int spc_magic_pickle(const uint8_t *p, size_t n, uint64_t total) {
     return spc_pickle_plausible(p, n, total) != SPC_PK_NO ? SPC_M_YES : SPC_M_NO;
 }
 
-/* The table, in recognition order. */
+/* The table, in recognition order (index = spa_format). */
 typedef int (*sn_magic_fn)(const uint8_t *, size_t, uint64_t);
 static const struct { spa_format f; sn_magic_fn magic; } sn_table[] = {
 #define SPA_FMT(id, name, tag, magic, reader) {SPA_FMT_##id, magic},
@@ -204,12 +204,55 @@ static const struct { spa_format f; sn_magic_fn magic; } sn_table[] = {
 #undef SPA_FMT
 };
 
+/* The first bytes each magic above can accept: its first test is on p[0],
+ * so a magic outside this set answers SPC_M_NO whatever follows, and
+ * spc_sniff_alt skips it. The VM offers every str/bytes constant to the
+ * nested-pickle check, which sniffs it: thirteen calls for the common "no"
+ * were most of that check's cost. Keep each line next to its magic's first
+ * test in mind; test_sniff checks this set against the magics over every
+ * first byte and many tails (test_first_byte_filter). */
+#define SN_BIT(id) (1u << SPA_FMT_##id)
+#define SN_FIRST(c)                                                                            \
+    ((c) == 'P' ? SN_BIT(ZIP) : 0u) | ((c) == 0x93 ? SN_BIT(NPY) : 0u) |                        \
+    ((c) == 0x1f ? SN_BIT(GZIP) : 0u) | ((c) == 'B' ? SN_BIT(BZ2) : 0u) |                       \
+    /* xz, lzip, or an .lzma properties byte with lc + lp <= 4 (sn_lzma_alone) */               \
+    ((c) == 0xfd || (c) == 'L' ||                                                              \
+     ((c) <= (4 * 5 + 4) * 9 + 8 && ((c) % 45) / 9 + ((c) % 45) % 9 <= 4) ? SN_BIT(XZ) : 0u) |  \
+    /* the low byte of a zstd, skippable or legacy frame magic (little-endian) */              \
+    ((c) == 0x28 || ((c) & 0xf0) == 0x50 || ((c) >= 0x1e && (c) <= 0x27) ? SN_BIT(ZSTD) : 0u) | \
+    ((c) == 0x04 ? SN_BIT(LZ4) : 0u) | ((c) == 'Z' ? SN_BIT(JOBLIB) : 0u) |                     \
+    ((c) == '7' || (c) == 'R' ? SN_BIT(UNSCANNABLE) : 0u) |                                    \
+    SN_BIT(TAR) /* any first byte: a header checksum, n >= 512 */ |                            \
+    ((c) == 0x80 || (c) == 'L' ? SN_BIT(TORCH_LEGACY) : 0u) |                                  \
+    (((c) & 0x0f) == 8 && ((c) >> 4) <= 7 ? SN_BIT(ZLIB) : 0u)
+#define SN_R4(b) SN_FIRST(b), SN_FIRST((b) + 1), SN_FIRST((b) + 2), SN_FIRST((b) + 3)
+#define SN_R16(b) SN_R4(b), SN_R4((b) + 4), SN_R4((b) + 8), SN_R4((b) + 12)
+#define SN_R64(b) SN_R16(b), SN_R16((b) + 16), SN_R16((b) + 32), SN_R16((b) + 48)
+static const uint16_t sn_first[256] = { SN_R64(0), SN_R64(64), SN_R64(128), SN_R64(192) };
+/* a raw pickle starts with an opcode: anything else fails the walk's first
+ * step with no effect (sn_step), i.e. SPC_PK_NO */
+static const uint8_t sn_first_op[256] = {
+#define OP(name, byte, kind, argname, proto, before, after) [byte] = 1,
+#include "opcodes.def"
+#undef OP
+};
+_Static_assert(SPA_FMT_COUNT <= 16, "sn_first holds one bit per format");
+
+uint32_t spc_sniff_first(uint8_t c) {
+    return sn_first[c] | (sn_first_op[c] ? SN_BIT(PICKLE) : 0u);
+}
+
 spa_format spc_sniff_alt(const uint8_t *p, size_t n, uint64_t total, bool no_zip, spa_format *alt) {
     spa_format weak = SPA_FMT_NONE;
     if (alt) *alt = SPA_FMT_NONE;
     if (!p || n == 0) return SPA_FMT_NONE;
-    for (size_t i = 0; i < sizeof sn_table / sizeof sn_table[0]; i++) {
-        if (!sn_table[i].magic || (no_zip && sn_table[i].f == SPA_FMT_ZIP)) continue;
+    uint32_t todo = spc_sniff_first(p[0]);
+    if (n < 512) todo &= ~SN_BIT(TAR); /* spc_magic_tar: n >= 512 */
+    if (no_zip) todo &= ~SN_BIT(ZIP);
+    while (todo) { /* ascending bits: the table's order */
+        size_t i = (size_t)__builtin_ctz(todo);
+        todo &= todo - 1;
+        if (!sn_table[i].magic) continue;
         int m = sn_table[i].magic(p, n, total);
         if (m == SPC_M_YES) {
             if (alt) *alt = weak;
