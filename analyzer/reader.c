@@ -168,6 +168,19 @@ uint64_t spa_in_bytes_read(const spa_in *in) {
 
 bool spa_in_stable(const spa_in *in) { return in->is_mem; }
 
+bool spa_in_rewind(spa_in *in, uint64_t at) {
+    if (in->rd || (!in->is_mem && !in->src.pread) || at < in->start || at > in->pos) return false;
+    /* (the window's bytes before bpos need not precede pos: a skip may
+     * have jumped over unread data; so the window is always read again) */
+    in->pos = at;
+    if (!in->is_mem) {
+        in->bpos = in->blen = 0; /* the window is read again from `at` */
+        in->src_eof = false;
+        in->jumped = false;
+    }
+    return true;
+}
+
 spa_in *spa_in_reopen(spa_arena *ar, const spa_in *in, uint64_t at) {
     if (in->rd || !in->src.pread) return NULL;
     if (in->is_mem) {

@@ -61,6 +61,10 @@ static inline spa_code spa_in_skip_fast(spa_in *in, uint64_t n) {
 /* True when pointers from spa_in_peek stay valid for the scan's lifetime
  * (an in-memory source): the VM then keeps zero-copy views of constants. */
 bool spa_in_stable(const spa_in *in);
+/* Move back to content offset `at` (between the reader's start and its
+ * position), keeping the window's buffer: false for sequential inputs. The
+ * VM's memo pre-pass walks a stream, then rewinds to run it. */
+bool spa_in_rewind(spa_in *in, uint64_t at);
 /* A second reader over the same source starting at content offset `at`
  * (for a re-run of a stream); NULL for sequential (decompressor) inputs. */
 spa_in *spa_in_reopen(spa_arena *ar, const spa_in *in, uint64_t at);

@@ -28,6 +28,13 @@ typedef struct vm_memo {
     spa_val **vals;             /* NULL = empty slot */
     size_t cap, hcount;         /* cap is a power of two */
     size_t count;               /* distinct keys (MEMOIZE uses it) */
+    /* pruning (spa_vm_getkeys): only keys with a bit in get[] are kept;
+     * the others are only counted, as bits in def[] (or VM_MEMO_PRUNED
+     * entries of the hash map for keys beyond it) */
+    bool prune;
+    uint64_t *get, nget;        /* nget bits */
+    uint64_t *def, ndef;        /* ndef bits */
+    size_t npruned;             /* of count */
 } vm_memo;
 
 typedef struct vm {
@@ -406,6 +413,11 @@ static spa_val *vm_hget(const vm_memo *mm, uint64_t key) {
 #define VM_MSTR_MAX 511u
 #define VM_MSTR_INLINE (1ull << 57)
 
+/* A pruned key: defined, but no GET reads it back (the hash map's entry). */
+#define VM_MEMO_PRUNED ((spa_val *)(uintptr_t)(((uint64_t)0x7f << 1) | VM_MEMO_TAG))
+
+static bool vm_bit(const uint64_t *b, uint64_t nb, uint64_t k) { return k < nb && (b[k / 64] >> (k % 64) & 1); }
+
 static spa_val *vm_memo_summary(spa_vkind k, uint64_t count) {
     return (spa_val *)(uintptr_t)((count << 8) | ((uint64_t)k << 1) | VM_MEMO_TAG);
 }
@@ -465,10 +477,20 @@ static spa_val **vm_memo_slot(vm *m, uint64_t key) {
     return vm_hslot(mm, key);
 }
 
+/* A GET of a key the pre-pass did not see: the pre-pass and the VM read
+ * the stream differently, which spa_vm_getkeys rules out. Never guessed at:
+ * the stream fails as an internal error (the file is not judged safe). */
+static spa_val *vm_memo_pruned(vm *m, uint64_t off) {
+    if (m->err.code == SPA_OK) m->err = (spa_err){ SPA_E_INTERNAL, "memo value pruned by the pre-pass", off };
+    m->fatal = true;
+    return NULL;
+}
+
 VM_HOT spa_val *vm_memo_get(vm *m, uint64_t key, uint8_t op, uint64_t off) {
     spa_val *v = vm_memo_raw(m, key);
     uint64_t w = (uint64_t)(uintptr_t)v;
-    if (!v) return NULL;
+    if (!v) return m->memo.prune && vm_bit(m->memo.def, m->memo.ndef, key) ? vm_memo_pruned(m, off) : NULL;
+    if (v == VM_MEMO_PRUNED) return vm_memo_pruned(m, off);
     if (w & VM_MSTR_BIT) {
         uint64_t kf = (w >> 58) & 0x7;
         spa_val *c = vm_new(m, (kf & 1) ? SPA_V_BYTES : SPA_V_STR, op, off);
@@ -517,16 +539,71 @@ VM_HOT spa_val *vm_memo_get(vm *m, uint64_t key, uint8_t op, uint64_t off) {
     return c;
 }
 
+/* memo[key] = v for a key no GET reads: only its definition counts (the
+ * distinct-key count that MEMOIZE uses), the value is not kept. Keys below
+ * 2 * entries + VM_MEMO_SLACK are bits, any other is a VM_MEMO_PRUNED
+ * entry of the hash map; so the bitmap grows as the dense array would. */
+static void vm_memo_def(vm *m, uint64_t key, uint64_t off) {
+    vm_memo *mm = &m->memo;
+    if (vm_bit(mm->def, mm->ndef, key)) return;
+    if (key >= mm->ndef && mm->hcount && vm_hget(mm, key)) return;
+    if (mm->count >= m->lim->v[SPA_LIM_MEMO]) { vm_limit(m, SPA_LIM_MEMO, "memo size limit", off); return; }
+    if (key >= mm->ndef && key < 2 * (uint64_t)mm->count + VM_MEMO_SLACK) {
+        uint64_t nb = mm->ndef ? mm->ndef : 8192;
+        while (nb <= key) nb += nb / 2 + 64;
+        nb = (nb + 63) & ~(uint64_t)63;
+        uint64_t *nd = realloc(mm->def, (size_t)(nb / 64) * sizeof *nd);
+        if (!nd) { vm_nomem(m, off); return; }
+        memset(nd + mm->ndef / 64, 0, (size_t)((nb - mm->ndef) / 64) * sizeof *nd);
+        mm->def = nd;
+        mm->ndef = nb;
+    }
+    if (key < mm->ndef) {
+        mm->def[key / 64] |= 1ull << (key % 64);
+        mm->count++;
+        mm->npruned++;
+        return;
+    }
+    if ((mm->hcount + 1) * 4 > mm->cap * 3) {
+        size_t nc = mm->cap ? mm->cap * 2 : 256;
+        vm_memo nm = *mm;
+        nm.keys = calloc(nc, sizeof(uint64_t));
+        nm.vals = calloc(nc, sizeof(spa_val *));
+        nm.cap = nc;
+        if (!nm.keys || !nm.vals) { free(nm.keys); free(nm.vals); vm_nomem(m, off); return; }
+        for (size_t i = 0; i < mm->cap; i++)
+            if (mm->vals[i]) *vm_hslot(&nm, mm->keys[i]) = mm->vals[i];
+        free(mm->keys);
+        free(mm->vals);
+        *mm = nm;
+    }
+    *vm_hslot(mm, key) = VM_MEMO_PRUNED;
+    mm->hcount++;
+    mm->count++;
+    mm->npruned++;
+}
+
 /* memo[key] = v (redefinition replaces; the old value stays in the arena). */
 static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
     vm_memo *mm = &m->memo;
     if (key > m->lim->v[SPA_LIM_MEMO_KEY]) { vm_limit(m, SPA_LIM_MEMO_KEY, "memo key limit", off); return; }
+    if (mm->prune && !vm_bit(mm->get, mm->nget, key)) {
+        if (key < mm->ndef && mm->count < m->lim->v[SPA_LIM_MEMO]) {   /* vm_memo_def's common case */
+            uint64_t b = 1ull << (key % 64);
+            if (!(mm->def[key / 64] & b)) { mm->def[key / 64] |= b; mm->count++; mm->npruned++; }
+            return;
+        }
+        vm_memo_def(m, key, off);
+        return;
+    }
     spa_val **slot = NULL;
     if (key < mm->dlen && mm->dense[key]) slot = &mm->dense[key];
     else if (mm->hcount && vm_hget(mm, key)) slot = vm_hslot(mm, key);
     if (slot) { *slot = vm_memo_enc(m, v, key); return; }
     if (mm->count >= m->lim->v[SPA_LIM_MEMO]) { vm_limit(m, SPA_LIM_MEMO, "memo size limit", off); return; }
-    if (key >= mm->dcap && key < 2 * (uint64_t)mm->count + VM_MEMO_SLACK) {
+    /* (kept entries only: a few kept keys among millions of pruned ones
+     * live in the hash map) */
+    if (key >= mm->dcap && key < 2 * (uint64_t)(mm->count - mm->npruned) + VM_MEMO_SLACK) {
         size_t nc = mm->dcap ? mm->dcap : 1024;
         while (nc <= key) nc += nc / 2;
         spa_val **nd = realloc(mm->dense, nc * sizeof *nd);
@@ -1128,6 +1205,25 @@ static void vm_resync(vm *m, uint64_t off) {
 /* ================================================================ the loop */
 static void vm_exec(vm *m);
 
+/* Every stream gets a pre-pass (spa_vm_getkeys) so that the memo keeps
+ * only what a GET reads back: a 30 MB data-only pickle memoises millions of
+ * values and reads few. The walk costs a tenth of the VM's run, and small
+ * streams take it too, so that every test and fuzzer runs the pruned memo.
+ * The walk runs on the stream's own reader, which then rewinds (its window
+ * is reused: no memory per stream). Not for the C-file-frames re-run (its
+ * reads skip), nor for a sequential input (no rewind: the memo keeps
+ * everything). */
+static void vm_prune_setup(vm *m, bool cfile) {
+    if (cfile || m->in->rd) return;
+    bool ok = spa_vm_getkeys(m->in, &m->memo.get, &m->memo.nget);
+    if (!spa_in_rewind(m->in, m->start)) {   /* cannot happen: a pread or memory input */
+        vm_fail(m, SPA_E_INTERNAL, "reader rewind after the memo pre-pass failed", 0);
+        m->fatal = true;
+        return;
+    }
+    m->memo.prune = ok;
+}
+
 static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint32_t depth,
                             uint32_t parent, uint32_t *idx, bool cfile);
 
@@ -1174,7 +1270,10 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
         else m.stable = false;
     }
     if (depth > m.lim->v[SPA_LIM_NEST]) vm_limit(&m, SPA_LIM_NEST, "nesting depth limit", 0);
-    else vm_exec(&m);
+    else {
+        vm_prune_setup(&m, cfile);
+        if (!m.fatal) vm_exec(&m);
+    }
 
     /* copy the IR into the arena; free the transient structures */
     spa_ir *ir = NULL;
@@ -1189,6 +1288,8 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
     free(m.memo.keys);
     free(m.memo.vals);
     free(m.memo.dense);
+    free(m.memo.get);
+    free(m.memo.def);
 
     spa_stream *s = spa_ctx_stream(sc, id);
     s->end = spa_in_pos(in);

@@ -392,7 +392,91 @@ static void test_memo_released_containers(void) {
     spa_result_free(r);
 }
 
+/* The memo keeps only what a GET reads back (spa_vm_getkeys' pre-pass):
+ * 200,000 memoised strings read through a pread source (the VM copies
+ * them, as for a file) cost no arena per string; a value memoised first
+ * and fetched after all of them is still there, and an import built from
+ * memoised operands is still seen. BUILD and text GET make the pre-pass
+ * give up: the memo keeps everything and the same IR comes out. */
+static ssize_t pr_pread(void *ctx, void *buf, size_t len, uint64_t off) {
+    const spa_src *m = ctx;
+    if (off >= m->size) return 0;
+    if (len > m->size - off) len = (size_t)(m->size - off);
+    memcpy(buf, m->mem + off, len);
+    return (ssize_t)len;
+}
+
+static spa_result *run_pread(const uint8_t *p, size_t n) {
+    spa_scan_opts o;
+    memset(&o, 0, sizeof o);
+    spa_limits_default(&o.limits);
+    o.name = "t";
+    spa_scan_ctx *sc = spa_ctx_create(&o);
+    static spa_src mem;
+    spa_src_mem(&mem, p, n);
+    spa_src src = { pr_pread, &mem, n, NULL };
+    spa_in *in = spa_in_from_src(spa_ctx_arena(sc), &src, 0, n);
+    uint32_t idx;
+    (void)spa_vm_run(sc, in, "t", 0, UINT32_MAX, &idx);
+    return spa_ctx_finish(sc, SPA_FMT_PICKLE, n);
+}
+
+static size_t pr_build(uint8_t *b, int n, const uint8_t *tail, size_t t) {
+    size_t k = 0;
+    /* memo 0 = 'os', 1 = 'system' (protocol 4, MEMOIZE), then a list of n strings */
+    static const char head[] = "\x80\x04\x8c\x02os\x94\x8c\x06system\x94]\x94";
+    memcpy(b + k, head, sizeof head - 1); k += sizeof head - 1;
+    for (int i = 0; i < n; i++) {
+        if (i % 1000 == 0) b[k++] = '(';
+        b[k++] = 0x8c; b[k++] = 10;
+        k += (size_t)sprintf((char *)b + k, "tok%07d", i);
+        b[k++] = 0x94;
+        if (i % 1000 == 999) b[k++] = 'e';
+    }
+    memcpy(b + k, tail, t);
+    return k + t;
+}
+
+static void test_memo_pruned(void) {
+    enum { N = 200000 };
+    uint8_t *b = malloc((size_t)N * 14 + 4096);
+    /* pop the list, fetch 'os' and 'system' (LONG_BINGET), import */
+    size_t n = pr_build(b, N, B("0j\x00\x00\x00\x00h\x01\x93."));
+    spa_result *r = run_pread(b, n);
+    T_CHECK(S0(r)->complete);
+    T_CHECK(vmt_has_import(r, "os", "system"));
+    T_CHECK_MSG(spa_arena_used(r->arena) < (1u << 20), "%zu arena bytes for %d memoised strings",
+                spa_arena_used(r->arena), N);
+    spa_result_free(r);
+    /* key N + 2 (the last string) read back: kept, and its bytes are right */
+    n = pr_build(b, N, B("0\x8c\x08" "builtins\x8c\x05print\x93j\x42\x0d\x03\x00\x85R."));
+    r = run_pread(b, n);
+    T_CHECK(S0(r)->complete);
+    T_CHECK(arg0(r) && arg0(r)->kind == SPA_V_STR);
+    T_EQ_STR(vmt_repr(arg0(r)), "'tok0199999'");
+    spa_result_free(r);
+    /* a BUILD anywhere: no pruning, same imports */
+    n = pr_build(b, N, B("0j\x00\x00\x00\x00h\x01\x93}b."));
+    r = run_pread(b, n);
+    T_CHECK(vmt_has_import(r, "os", "system"));
+    T_CHECK_MSG(spa_arena_used(r->arena) > (size_t)N * 10, "%zu arena bytes: the memo kept nothing",
+                spa_arena_used(r->arena));
+    spa_result_free(r);
+    /* a text GET: no pruning */
+    n = pr_build(b, N, B("0g0\nh\x01\x93."));
+    r = run_pread(b, n);
+    T_CHECK(vmt_has_import(r, "os", "system"));
+    spa_result_free(r);
+    /* a memo key fetched that no opcode defined: the loader's error */
+    n = pr_build(b, 10, B("0j\x40\x00\x00\x00."));
+    r = run_pread(b, n);
+    T_EQ_INT(S0(r)->err.code, SPA_E_MEMO);
+    spa_result_free(r);
+    free(b);
+}
+
 T_MAIN("vm", T_CASE(test_int_text_base0), T_CASE(test_long_and_float), T_CASE(test_strings),
        T_CASE(test_buffers), T_CASE(test_containers), T_CASE(test_marks_and_stack), T_CASE(test_memo),
        T_CASE(test_globals_and_compat), T_CASE(test_calls), T_CASE(test_build_mutate_discard_persid),
-       T_CASE(test_stream_robustness), T_CASE(test_frames), T_CASE(test_memo_released_containers))
+       T_CASE(test_stream_robustness), T_CASE(test_frames), T_CASE(test_memo_released_containers),
+       T_CASE(test_memo_pruned))
