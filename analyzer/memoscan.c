@@ -12,10 +12,13 @@
 
 #define MS_WIN 64u /* bytes asked for at a time: any fixed argument and a counted length fit */
 
-static uint64_t ms_le(const uint8_t *b, unsigned n) {
-    uint64_t x = 0;
-    for (unsigned i = 0; i < n; i++) x |= (uint64_t)b[i] << (8 * i);
-    return x;
+static inline uint64_t ms_le4(const uint8_t *b) {
+    return (uint64_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
+}
+/* Little-endian n-byte integer, n = 1, 4 or 8 (the widths of counted lengths
+ * and memo keys). */
+static inline uint64_t ms_le(const uint8_t *b, unsigned n) {
+    return n == 1 ? b[0] : n == 4 ? ms_le4(b) : ms_le4(b) | ms_le4(b + 4) << 32;
 }
 
 /* Set bit `key` of *bits (grown as needed). */

@@ -803,7 +803,17 @@ static bool vm_data(vm *m, uint64_t n, const uint8_t **out, uint64_t *kept, bool
     return true;
 }
 
-static uint64_t vm_le(const uint8_t *b, int n) {
+/* Little-endian n-byte integer (n = 1, 2, 4 or 8 take one load each). */
+static inline uint64_t vm_le4(const uint8_t *b) {
+    return (uint64_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
+}
+static inline uint64_t vm_le(const uint8_t *b, int n) {
+    switch (n) {
+    case 1: return b[0];
+    case 2: return (uint64_t)b[0] | (uint64_t)b[1] << 8;
+    case 4: return vm_le4(b);
+    case 8: return vm_le4(b) | vm_le4(b + 4) << 32;
+    }
     uint64_t x = 0;
     for (int i = n - 1; i >= 0; i--) x = (x << 8) | b[i];
     return x;
@@ -1370,7 +1380,7 @@ VM_HOT void vm_step_arg(vm *m, uint8_t op, uint64_t off, const uint8_t *b) {
     }
     case SPA_OP_BINFLOAT: {
         uint64_t u = 0;
-        for (int i = 0; i < 8; i++) u = (u << 8) | b[i];
+        u = __builtin_bswap64(vm_le(b, 8));   /* big-endian */
         spa_val *v = vm_new(m, SPA_V_FLOAT, op, off);
         if (v) memcpy(&v->u.f, &u, 8);
         PUSH(v);
