@@ -825,6 +825,14 @@ static inline uint64_t vm_le(const uint8_t *b, int n) {
 static bool vm_utf8_ok(const uint8_t *s, uint64_t n, bool partial) {
     uint64_t i = 0;
     while (i < n) {
+        /* ASCII 8 bytes at a time (a memcpy'd word: no alignment assumed) */
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ull) break;
+            i += 8;
+        }
+        if (i >= n) break;
         uint8_t c = s[i];
         if (c < 0x80) { i++; continue; }
         int len;
