@@ -152,7 +152,13 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     }
     if (!data && v->kind == SPA_V_STR) {
         bool ascii = true;
-        for (size_t i = 0; i < n && ascii; i++) ascii = p[i] < 0x80;
+        size_t i = 0;
+        for (; ascii && n - i >= 8; i += 8) { /* a word at a time */
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            ascii = !(w & 0x8080808080808080ull);
+        }
+        for (; i < n && ascii; i++) ascii = p[i] < 0x80;
         if (!ascii && nb_decoded(s, p, n, trunc, nb_latin1, SPC_NESTED_PROBE, &data, &dn))
             enc = "latin1";
     }

@@ -587,15 +587,7 @@ static void vm_memo_def(vm *m, uint64_t key, uint64_t off) {
 static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
     vm_memo *mm = &m->memo;
     if (key > m->lim->v[SPA_LIM_MEMO_KEY]) { vm_limit(m, SPA_LIM_MEMO_KEY, "memo key limit", off); return; }
-    if (mm->prune && !vm_bit(mm->get, mm->nget, key)) {
-        if (key < mm->ndef && mm->count < m->lim->v[SPA_LIM_MEMO]) {   /* vm_memo_def's common case */
-            uint64_t b = 1ull << (key % 64);
-            if (!(mm->def[key / 64] & b)) { mm->def[key / 64] |= b; mm->count++; mm->npruned++; }
-            return;
-        }
-        vm_memo_def(m, key, off);
-        return;
-    }
+    if (mm->prune && !vm_bit(mm->get, mm->nget, key)) { vm_memo_def(m, key, off); return; }
     spa_val **slot = NULL;
     if (key < mm->dlen && mm->dense[key]) slot = &mm->dense[key];
     else if (mm->hcount && vm_hget(mm, key)) slot = vm_hslot(mm, key);
@@ -636,6 +628,19 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
     *vm_hslot(mm, key) = vm_memo_enc(m, v, key);
     mm->hcount++;
     mm->count++;
+}
+
+/* vm_memo_put, with the common case of a pruned memo inline: a key no GET
+ * reads, inside the bitmap, under the entry limit. */
+VM_HOT void vm_memo_put_hot(vm *m, uint64_t key, spa_val *v, uint64_t off) {
+    vm_memo *mm = &m->memo;
+    if (mm->prune && key < mm->ndef && !vm_bit(mm->get, mm->nget, key) &&
+        mm->count < m->lim->v[SPA_LIM_MEMO] && key <= m->lim->v[SPA_LIM_MEMO_KEY]) {
+        uint64_t b = 1ull << (key % 64);
+        if (!(mm->def[key / 64] & b)) { mm->def[key / 64] |= b; mm->count++; mm->npruned++; }
+        return;
+    }
+    vm_memo_put(m, key, v, off);
 }
 
 /* ================================================================ input */
@@ -1397,7 +1402,7 @@ VM_HOT void vm_step_arg(vm *m, uint8_t op, uint64_t off, const uint8_t *b) {
     case SPA_OP_BINPUT: case SPA_OP_LONG_BINPUT: {
         spa_val *v = vm_top(m, off);
         if (!v) return;
-        vm_memo_put(m, vm_le(b, op == SPA_OP_BINPUT ? 1 : 4), v, off);
+        vm_memo_put_hot(m, vm_le(b, op == SPA_OP_BINPUT ? 1 : 4), v, off);
         return;
     }
     case SPA_OP_BINGET: case SPA_OP_LONG_BINGET: {
@@ -1804,7 +1809,7 @@ static void load_LONG_BINPUT(vm *m, uint8_t op, uint64_t off) { vm_load_fixed(m,
 
 VM_HOT void load_MEMOIZE(vm *m, uint8_t op, uint64_t off) {
     spa_val *v = vm_top(m, off);
-    if (v) vm_memo_put(m, m->memo.count, v, off);
+    if (v) vm_memo_put_hot(m, m->memo.count, v, off);
 }
 
 /* ------------------------------------------------ globals */
