@@ -92,28 +92,36 @@ static int ms_lines(spa_in *r, int lines) {
  * VM keeps every value) at BUILD and at GET, and stops (true) where the VM
  * must stop too: STOP, an unknown opcode, EOF. A key above every key that
  * could be defined so far (256 + the memo writes seen) also gives up, which
- * bounds the bitmap by the stream's size. On true, every key the VM can GET
+ * bounds the bitmap by the stream's size. Like the VM, it walks no opcode
+ * past max_ops opcodes or starting max_bytes or more into the stream. On true, every key the VM can GET
  * has its bit set in *bits (nbits bits, 0 when none). Where the walk reads
  * past a point at which the VM stops (an error, a limit), it only sets more
  * bits than needed. */
-bool spa_vm_getkeys(spa_in *r, uint64_t **bits, uint64_t *nbits) {
+bool spa_vm_getkeys(spa_in *r, uint64_t max_ops, uint64_t max_bytes, uint64_t **bits, uint64_t *nbits) {
     *bits = NULL;
     *nbits = 0;
-    uint64_t defs = 0;
+    uint64_t defs = 0, ops = 0;
+    const uint64_t start = spa_in_pos(r);
     for (;;) {
         const uint8_t *p;
         size_t got;
+        /* the VM runs no opcode at or past its limits (vm_exec) */
+        uint64_t at = spa_in_pos(r) - start;
+        if (at >= max_bytes || ops >= max_ops) return true;
         if (spa_in_peek(r, MS_WIN, &p, &got) != SPA_OK) goto giveup;
         if (!got) return true;
         /* the common opcodes, while a whole one (and a counted length) is
-         * surely in the window; i may run past it over a counted payload */
+         * surely in the window and it starts below the byte limit; i may run
+         * past the window over a counted payload */
         size_t i = 0, lim = got > 16 ? got - 16 : 0;
-        while (i < lim) {
+        if (max_bytes - at < lim) lim = (size_t)(max_bytes - at);
+        while (i < lim && ops < max_ops) {
             uint8_t op = p[i], c = ms_class[op], w = ms_width[op];
+            ops++;
             if (c == MS_FIX) { i += w; continue; }
             if (c == MS_CNT) {
                 uint64_t len = ms_le(p + i + 1, w - 1u);
-                if (len > got - i) break;
+                if (len > got - i) { ops--; break; }
                 i += w + (size_t)len;
                 continue;
             }
@@ -125,9 +133,11 @@ bool spa_vm_getkeys(spa_in *r, uint64_t **bits, uint64_t *nbits) {
                 i += w;
                 continue;
             }
+            ops--; /* walked below */
             break;
         }
         if (i) { spa_in_skip(r, i); continue; }
+        ops++;
         /* one opcode the general way, from the window's start */
         uint8_t op = p[0], c = ms_class[op], w = ms_width[op];
         switch (c) {

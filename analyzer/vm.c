@@ -1238,7 +1238,9 @@ static void vm_exec(vm *m);
  * everything). */
 static void vm_prune_setup(vm *m, bool cfile) {
     if (cfile || m->in->rd) return;
-    bool ok = spa_vm_getkeys(m->in, &m->memo.get, &m->memo.nget);
+    uint64_t used = *spa_ctx_vm_bytes(m->sc); /* as vm_exec bounds the run */
+    uint64_t lim_bytes = used < m->lim->v[SPA_LIM_BYTES] ? m->lim->v[SPA_LIM_BYTES] - used : 0;
+    bool ok = spa_vm_getkeys(m->in, m->lim->v[SPA_LIM_OPS], lim_bytes, &m->memo.get, &m->memo.nget);
     if (!spa_in_rewind(m->in, m->start)) {   /* cannot happen: a pread or memory input */
         vm_fail(m, SPA_E_INTERNAL, "reader rewind after the memo pre-pass failed", 0);
         m->fatal = true;

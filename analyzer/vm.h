@@ -36,12 +36,13 @@
 struct spa_scan_ctx;
 uint64_t *spa_ctx_vm_bytes(struct spa_scan_ctx *sc);
 
-/* The pre-pass (memoscan.c): walks a stream from r's position and sets in
+/* The pre-pass (memoscan.c): walks a stream from r's position (within the
+ * VM's max_ops and max_bytes for it) and sets in
  * *bits (nbits bits; free() it) every memo key a BINGET/LONG_BINGET reads.
  * False when the walk cannot vouch for the VM's reading (the VM then keeps
  * every memo value). */
 struct spa_in;
-bool spa_vm_getkeys(struct spa_in *r, uint64_t **bits, uint64_t *nbits);
+bool spa_vm_getkeys(struct spa_in *r, uint64_t max_ops, uint64_t max_bytes, uint64_t **bits, uint64_t *nbits);
 
 /* Render a value as bounded pseudo-Python into buf (always NUL-terminated
  * when cap > 0). Returns the length written. Containers show their kept

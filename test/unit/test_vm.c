@@ -406,10 +406,11 @@ static ssize_t pr_pread(void *ctx, void *buf, size_t len, uint64_t off) {
     return (ssize_t)len;
 }
 
-static spa_result *run_pread(const uint8_t *p, size_t n) {
+static uint64_t pr_bytes_read;
+static spa_result *run_pread_lim(const uint8_t *p, size_t n, const spa_limits *lim) {
     spa_scan_opts o;
     memset(&o, 0, sizeof o);
-    spa_limits_default(&o.limits);
+    if (lim) o.limits = *lim; else spa_limits_default(&o.limits);
     o.name = "t";
     spa_scan_ctx *sc = spa_ctx_create(&o);
     static spa_src mem;
@@ -418,8 +419,10 @@ static spa_result *run_pread(const uint8_t *p, size_t n) {
     spa_in *in = spa_in_from_src(spa_ctx_arena(sc), &src, 0, n);
     uint32_t idx;
     (void)spa_vm_run(sc, in, "t", 0, UINT32_MAX, &idx);
+    pr_bytes_read = spa_in_bytes_read(in);
     return spa_ctx_finish(sc, SPA_FMT_PICKLE, n);
 }
+static spa_result *run_pread(const uint8_t *p, size_t n) { return run_pread_lim(p, n, NULL); }
 
 static size_t pr_build(uint8_t *b, int n, const uint8_t *tail, size_t t) {
     size_t k = 0;
@@ -466,6 +469,22 @@ static void test_memo_pruned(void) {
     n = pr_build(b, N, B("0g0\nh\x01\x93."));
     r = run_pread(b, n);
     T_CHECK(vmt_has_import(r, "os", "system"));
+    spa_result_free(r);
+    /* the pre-pass stops where the VM's limits stop it: max_bytes = 64 KiB
+     * of a 2.8 MB stream reads a window's worth, not the stream */
+    spa_limits lim;
+    spa_limits_default(&lim);
+    lim.v[SPA_LIM_BYTES] = 65536;
+    n = pr_build(b, N, B("0j\x00\x00\x00\x00h\x01\x93."));
+    r = run_pread_lim(b, n, &lim);
+    T_EQ_INT(S0(r)->err.code, SPA_E_LIMIT);
+    T_CHECK_MSG(pr_bytes_read < n / 4, "%llu of %zu bytes read", (unsigned long long)pr_bytes_read, n);
+    spa_result_free(r);
+    lim.v[SPA_LIM_BYTES] = UINT64_MAX;
+    lim.v[SPA_LIM_OPS] = 1000;
+    r = run_pread_lim(b, n, &lim);
+    T_EQ_INT(S0(r)->err.code, SPA_E_LIMIT);
+    T_CHECK_MSG(pr_bytes_read < n / 4, "%llu of %zu bytes read", (unsigned long long)pr_bytes_read, n);
     spa_result_free(r);
     /* a memo key fetched that no opcode defined: the loader's error */
     n = pr_build(b, 10, B("0j\x40\x00\x00\x00."));
