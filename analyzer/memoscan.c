@@ -11,6 +11,7 @@
 #include "vm.h"
 
 #define MS_WIN 64u /* bytes asked for at a time: any fixed argument and a counted length fit */
+#define MS_CHUNK (64u << 10) /* bytes walked between two checks of max_ops */
 
 static inline uint64_t ms_le4(const uint8_t *b) {
     return (uint64_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
@@ -93,7 +94,8 @@ static int ms_lines(spa_in *r, int lines) {
  * must stop too: STOP, an unknown opcode, EOF. A key above every key that
  * could be defined so far (256 + the memo writes seen) also gives up, which
  * bounds the bitmap by the stream's size. Like the VM, it walks no opcode
- * past max_ops opcodes or starting max_bytes or more into the stream. On true, every key the VM can GET
+ * starting max_bytes or more into the stream, and stops within MS_CHUNK
+ * bytes after max_ops opcodes. On true, every key the VM can GET
  * has its bit set in *bits (nbits bits, 0 when none). Where the walk reads
  * past a point at which the VM stops (an error, a limit), it only sets more
  * bits than needed. */
@@ -112,10 +114,12 @@ bool spa_vm_getkeys(spa_in *r, uint64_t max_ops, uint64_t max_bytes, uint64_t **
         if (!got) return true;
         /* the common opcodes, while a whole one (and a counted length) is
          * surely in the window and it starts below the byte limit; i may run
-         * past the window over a counted payload */
+         * past the window over a counted payload. max_ops is checked per
+         * MS_CHUNK bytes: walking a little further only sets more bits. */
         size_t i = 0, lim = got > 16 ? got - 16 : 0;
         if (max_bytes - at < lim) lim = (size_t)(max_bytes - at);
-        while (i < lim && ops < max_ops) {
+        if (lim > MS_CHUNK) lim = MS_CHUNK;
+        while (i < lim) {
             uint8_t op = p[i], c = ms_class[op], w = ms_width[op];
             ops++;
             if (c == MS_FIX) { i += w; continue; }
