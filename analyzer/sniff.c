@@ -268,11 +268,6 @@ spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total) {
     return spc_sniff_alt(p, n, total, false, NULL);
 }
 
-spa_format spa_sniff(const uint8_t *p, size_t n) {
-    if (!p) return SPA_FMT_NONE;
-    return spc_sniff(p, n, UINT64_MAX);
-}
-
 /* ------------------------------------------------------------------ recogniser */
 /* Read up to want bytes at off; SPA_E_IO on a failed read (short at EOF is fine). */
 static spa_code sn_pread(const spa_src *src, uint8_t *buf, size_t want, uint64_t off, size_t *got) {
@@ -372,12 +367,6 @@ spa_code spa_recognise(const spa_src *src, uint8_t *scratch, size_t cap, spa_for
     if (rc != SPA_OK) return rc;
     *fmt = r.fmt != SPA_FMT_NONE ? r.fmt : r.alt != SPA_FMT_NONE ? r.alt : r.tail_zip ? SPA_FMT_ZIP : SPA_FMT_NONE;
     return SPA_OK;
-}
-
-spa_format spa_sniff_src(const spa_src *src) {
-    spa_format f;
-    if (!src || !src->pread) return SPA_FMT_NONE;
-    return spa_recognise(src, NULL, 0, &f) == SPA_OK ? f : SPA_FMT_UNSCANNABLE;
 }
 
 /* ------------------------------------------------------------------ pickle walk */

@@ -316,10 +316,6 @@ void spa_scan_opts_default(spa_scan_opts *o);
 spa_code spa_scan_src(const spa_scan_opts *o, const spa_src *src, spa_result **out, spa_err *err);
 spa_code spa_scan_mem(const spa_scan_opts *o, const uint8_t *p, size_t n, spa_result **out, spa_err *err);
 spa_code spa_scan_path(const spa_scan_opts *o, const char *path, spa_result **out, spa_err *err);
-/* Cheap content sniff of a file's first bytes (n may be small, e.g. 512).
- * SPA_FMT_NONE means "not pickle-bearing". Never looks at a name. It sees
- * no tail: spa_recognise is the answer for a whole file. */
-spa_format spa_sniff(const uint8_t *p, size_t n);
 /* THE recogniser (owner: analyzer/sniff.c), shared by the preload and every
  * content spa_scan_src dispatches: is this source pickle-bearing, and as
  * what? It reads a 512-byte head (4 KiB when it may be a pickle) and the
@@ -334,8 +330,6 @@ spa_code spa_recognise(const spa_src *src, uint8_t *scratch, size_t cap, spa_for
 /* Scratch that lets spa_recognise read the tail in one go (else it reads it
  * in 2 KiB pieces on its stack): the last 64 KiB + 22 bytes. */
 #define SPA_RECOG_SCRATCH (65536u + 22u)
-/* spa_recognise, with a read error reported as SPA_FMT_UNSCANNABLE. */
-spa_format spa_sniff_src(const spa_src *src);
 
 /* ------------------------------------------------------------------ policy */
 /* Owner: analyzer/policy.c. Parsed from JSON with cJSON into this plain

@@ -183,8 +183,6 @@ void spp_pcache_init(void) {
     pc_on = true;
 }
 
-bool spp_pcache_on(void) { return pc_on; }
-
 /* ------------------------------------------------------------------ entry format */
 typedef struct pc_buf { uint8_t *p; size_t n, cap; bool bad; } pc_buf;
 

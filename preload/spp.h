@@ -289,7 +289,6 @@ void spp_cache_drop(const spp_key *k);
  * the fingerprint key). get: a vetted entry for fd's file, *out with new
  * references; put: pickle-bearing judgements only. Any doubt is a miss. */
 void spp_pcache_init(void);
-bool spp_pcache_on(void);
 bool spp_pcache_get(int fd, const spp_key *k, spp_cached *out);
 void spp_pcache_put(const spp_key *k, const spp_cached *c);
 /* Mark an entry reported; returns true if it was not reported before. */
