@@ -216,17 +216,16 @@ static bool spp_judge_once(int fd, const struct stat *st, const char *hint, int 
     return false;
 }
 
-/* Allowed pickle-bearing content whose fingerprint could not be kept (out of
- * memory): its reads could not be checked, so the policy's fail mode decides. */
-static void spp_judge_nofp(int fd, const char *hint, int hook, spp_cached *out) {
+/* An internal error on content judged at fd: unscannable, the policy's fail mode
+ * (on_error) decides; reported, and the explanation replaced by this one. */
+static void spp_judge_failmode(int fd, const char *hint, int hook, spp_cached *out, const char *detail) {
     const spa_policy *pol = spp_policy();
     char path[SPP_PATH_MAX];
     spp_fd_path(fd, hint, path, sizeof path);
     out->verdict = SPA_VERDICT_UNSCANNABLE;
     out->action = (uint8_t)(pol ? spa_policy_act(pol, pol->on_error) : SPA_ACT_BLOCK);
     spp_event ev = { .layer = "file", .call = spp_hook_name(hook), .path = path, .fd = fd,
-                     .verdict = SPA_VERDICT_UNSCANNABLE, .action = (spa_action)out->action,
-                     .detail = "internal error: no memory for the fingerprint of the bytes judged; fail mode applies" };
+                     .verdict = SPA_VERDICT_UNSCANNABLE, .action = (spa_action)out->action, .detail = detail };
     spp_report(&ev);
     out->reported = 1;
     spp_expl_unref(out->ex);
@@ -251,7 +250,12 @@ static bool spp_judge_full(int fd, const struct stat *st, const char *hint, int 
             if (out->bearing) {
                 spp_strong_of_fd(fd, &out->strong);
                 if (out->action != SPA_ACT_BLOCK) out->fp = spp_fpb_finish(&fb, st);
-                if (out->action != SPA_ACT_BLOCK && !out->fp) spp_judge_nofp(fd, hint, hook, out);
+                /* allowed pickle-bearing content whose fingerprint could not be kept (out
+                 * of memory): its reads could not be checked */
+                if (out->action != SPA_ACT_BLOCK && !out->fp)
+                    spp_judge_failmode(fd, hint, hook, out,
+                                       "internal error: no memory for the fingerprint of the bytes judged; "
+                                       "fail mode applies");
             }
             spp_fpb_free(&fb);
             return false;
@@ -261,19 +265,10 @@ static bool spp_judge_full(int fd, const struct stat *st, const char *hint, int 
         if (t + 1 >= SPP_JUDGE_TRIES) break;
     }
     /* changing all the time: an internal error under the policy's fail mode */
-    const spa_policy *pol = spp_policy();
-    char path[SPP_PATH_MAX];
-    spp_fd_path(fd, hint, path, sizeof path);
     memset(out, 0, sizeof *out);
     out->bearing = 1;
-    out->verdict = SPA_VERDICT_UNSCANNABLE;
-    out->action = (uint8_t)(pol ? spa_policy_act(pol, pol->on_error) : SPA_ACT_BLOCK);
-    spp_event ev = { .layer = "file", .call = spp_hook_name(hook), .path = path, .fd = fd,
-                     .verdict = SPA_VERDICT_UNSCANNABLE, .action = (spa_action)out->action,
-                     .detail = "internal error: the file changed while it was being judged; fail mode applies" };
-    spp_report(&ev);
-    out->reported = 1;
-    out->ex = spp_expl_make(&ev);
+    spp_judge_failmode(fd, hint, hook, out,
+                       "internal error: the file changed while it was being judged; fail mode applies");
     return false;
 }
 

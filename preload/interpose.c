@@ -94,8 +94,9 @@ static int spp_use(int fd, int hook, uint64_t *ent) {
     do { if ((ent) & (SPP_FD_TRUSTED | SPP_FD_BEARING) && (got)) spp_feed_note((fd), (ent)); } while (0)
 
 /* ------------------------------------------------------------------ bodies per kind */
+/* open and openat: params end in "int flags, ..."; mode is read only when flags say so */
 #define SPP_WRAP_OPEN(ret, name, params, args) \
-    SPP_EXPORT int name(const char *path, int flags, ...) { \
+    SPP_EXPORT ret name params { \
         mode_t mode = 0; \
         if (SPP_NEEDS_MODE(flags)) { va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); } \
         spp_real_##name##_t f = SPP_REAL(name); \
@@ -103,16 +104,7 @@ static int spp_use(int fd, int hook, uint64_t *ent) {
         if (!spp_enter_open()) return f args; \
         return spp_after_open(f args, path, flags, SPP_H_##name); \
     }
-
-#define SPP_WRAP_OPENAT(ret, name, params, args) \
-    SPP_EXPORT int name(int dirfd, const char *path, int flags, ...) { \
-        mode_t mode = 0; \
-        if (SPP_NEEDS_MODE(flags)) { va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); } \
-        spp_real_##name##_t f = SPP_REAL(name); \
-        if (!f) { errno = ENOSYS; return -1; } \
-        if (!spp_enter_open()) return f args; \
-        return spp_after_open(f args, path, flags, SPP_H_##name); \
-    }
+#define SPP_WRAP_OPENAT SPP_WRAP_OPEN
 
 #define SPP_WRAP_OPEN2(ret, name, params, args) \
     SPP_EXPORT int name params { \

@@ -21,6 +21,10 @@ import pytest
 from conftest import LIB, PYTHON, clean_env, run_cli
 from spgen import Asm
 
+# Deliberately not test/kbgen.py's modattrs(), though the walk is alike: that function
+# generates analyzer/kb/modattr.tsv, and a check that enumerated through it would share
+# its blind spots (rule 4: the generator here knows nothing of the KB). This one also
+# starts from every module file in the library directories, not from kbgen's lists.
 ENUM_MODATTR = r'''
 import importlib, io, contextlib, json, sys, types, warnings, pkgutil, sysconfig, os
 warnings.simplefilter("ignore")
