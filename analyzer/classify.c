@@ -338,6 +338,15 @@ typedef struct cl_argscan {
     size_t seen;
 } cl_argscan;
 
+/* Is a callable of this category dangerous where it is handed over without being called
+ * (bound by a partial, an argument of a constructor, a task a worker calls later)? One
+ * rule for all of them: the categories that act; stdlib_other (math.sqrt, time.sleep,
+ * builtins.len: the KB's uncurated stdlib remainder, whose acting modules are curated) and
+ * unknown third-party functions are judged where they are called, as references are. */
+static bool cl_cat_binds_danger(spa_kbcat cat) {
+    return cat != SPA_KB_DATA && cat != SPA_KB_UNKNOWN && cat != SPA_KB_STDLIB_OTHER;
+}
+
 static void cl_scan_args(cl_ctx *c, const spa_val *v, int depth, cl_argscan *a) {
     if (!v || depth > CL_ARG_SCAN_DEPTH || a->seen++ > CL_ARG_SCAN_ITEMS) return;
     switch (v->kind) {
@@ -350,7 +359,7 @@ static void cl_scan_args(cl_ctx *c, const spa_val *v, int depth, cl_argscan *a) 
         if (!v->u.g.module || !v->u.g.name || v->u.g.module[0] == '<') return;
         spa_kbhit h;
         spa_kbcat cat = cl_judge_name(c, v->u.g.module, v->u.g.name, &h);
-        if (cat != SPA_KB_DATA && cat != SPA_KB_UNKNOWN && !a->danger &&
+        if (cl_cat_binds_danger(cat) && !a->danger &&
             spa_policy_global_rule(c->p, v->u.g.module, v->u.g.name) <= 0) {
             a->danger = v;
             a->danger_cat = cat;
@@ -824,7 +833,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
                  * callable or it is judged like a reference (a pure stdlib function,
                  * partial(math.sqrt), partial(max, key=len), is fine); calling it is
                  * judged as calling what it binds */
-                if (fpr < 0 || (fc != SPA_KB_DATA && fc != SPA_KB_UNKNOWN && fc != SPA_KB_STDLIB_OTHER)) {
+                if (fpr < 0 || cl_cat_binds_danger(fc)) {
                     char fs[300];
                     cl_target_str(fs, sizeof fs, &f);
                     cl_set(j, SPA_VERDICT_MALICIOUS, "partial.dangerous",

@@ -176,3 +176,28 @@ def test_dangerous_shapes_still_refused(tmp_path):
         r = run_py(load, preload=True)
         assert not marker.exists(), name
         assert "safepickle: blocked" in r.stderr, (name, r.stderr[-500:])
+
+
+# joblib's first example (its README): loky ships each task batch as
+# joblib.parallel.BatchedCalls([(math.sqrt, (i ** 2,), {}), ...]); a stdlib function
+# handed to a data constructor is judged where it is called, as a partial binding it is.
+PARALLEL_SQRT = textwrap.dedent("""
+    import json, time
+    from math import sqrt
+    from joblib import Parallel, delayed
+    if __name__ == "__main__":
+        out = Parallel(n_jobs=2)(delayed(sqrt)(i ** 2) for i in range(10))
+        out += Parallel(n_jobs=2)(delayed(time.sleep)(0) for i in range(2))
+        print("OUT " + json.dumps(out))
+""")
+
+
+def test_joblib_parallel_of_stdlib_function(tmp_path):
+    (tmp_path / "main.py").write_text(PARALLEL_SQRT)
+    code = "import runpy\nrunpy.run_path(%r, run_name='__main__')" % str(tmp_path / "main.py")
+    plain = run_py(code, preload=False)
+    assert plain.returncode == 0 and "OUT " in plain.stdout, plain.stderr[-2000:]
+    r = run_py(code, preload=True)
+    assert r.returncode == 0 and "safepickle: blocked" not in r.stderr, r.stderr[-2000:]
+    assert [l for l in r.stdout.splitlines() if l.startswith("OUT ")] == \
+        [l for l in plain.stdout.splitlines() if l.startswith("OUT ")]

@@ -51,6 +51,10 @@ static void test_calls(void) {
     CASE("cmylib.models\nMyModel\n(S'__import__(\"os\").system(\"id\")'\ntR.", SPA_VERDICT_MALICIOUS, "args.code_like");
     CASE("cmylib.utils\nrun_shell\n(S'x'\ntR.", SPA_VERDICT_MALICIOUS, "callee.process");   /* verb */
     CASE("ccollections\ndefaultdict\n(cos\nsystem\ntR.", SPA_VERDICT_MALICIOUS, "args.dangerous_callable");
+    /* a stdlib_other callable handed over is judged where it is called, as in a partial:
+     * joblib's loky task batch of delayed(math.sqrt) (BatchedCalls is data) */
+    CASE("ccollections\ndefaultdict\n(cmath\nsqrt\ntR.", SPA_VERDICT_SAFE, NULL);
+    CASE("ccollections\ndefaultdict\n(cbuiltins\nexec\ntR.", SPA_VERDICT_MALICIOUS, "args.dangerous_callable");
     /* INST and OBJ call whatever they are given */
     CASE("(Vid\nios\nsystem\n.", SPA_VERDICT_MALICIOUS, "callee.process");
 }
