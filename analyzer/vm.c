@@ -413,6 +413,24 @@ static spa_val *vm_hget(const vm_memo *mm, uint64_t key) {
 #define VM_MSTR_MAX 511u
 #define VM_MSTR_INLINE (1ull << 57)
 
+/* Room in the memo's hash map for one more entry (grown at 3/4 full); false
+ * (and out of memory reported) when it cannot grow. */
+static bool vm_hroom(vm *m, vm_memo *mm, uint64_t off) {
+    if ((mm->hcount + 1) * 4 <= mm->cap * 3) return true;
+    size_t nc = mm->cap ? mm->cap * 2 : 256;
+    vm_memo nm = *mm;
+    nm.keys = calloc(nc, sizeof(uint64_t));
+    nm.vals = calloc(nc, sizeof(spa_val *));
+    nm.cap = nc;
+    if (!nm.keys || !nm.vals) { free(nm.keys); free(nm.vals); vm_nomem(m, off); return false; }
+    for (size_t i = 0; i < mm->cap; i++)
+        if (mm->vals[i]) *vm_hslot(&nm, mm->keys[i]) = mm->vals[i];
+    free(mm->keys);
+    free(mm->vals);
+    *mm = nm;
+    return true;
+}
+
 /* A pruned key: defined, but no GET reads it back (the hash map's entry). */
 #define VM_MEMO_PRUNED ((spa_val *)(uintptr_t)(((uint64_t)0x7f << 1) | VM_MEMO_TAG))
 
@@ -564,19 +582,7 @@ static void vm_memo_def(vm *m, uint64_t key, uint64_t off) {
         mm->npruned++;
         return;
     }
-    if ((mm->hcount + 1) * 4 > mm->cap * 3) {
-        size_t nc = mm->cap ? mm->cap * 2 : 256;
-        vm_memo nm = *mm;
-        nm.keys = calloc(nc, sizeof(uint64_t));
-        nm.vals = calloc(nc, sizeof(spa_val *));
-        nm.cap = nc;
-        if (!nm.keys || !nm.vals) { free(nm.keys); free(nm.vals); vm_nomem(m, off); return; }
-        for (size_t i = 0; i < mm->cap; i++)
-            if (mm->vals[i]) *vm_hslot(&nm, mm->keys[i]) = mm->vals[i];
-        free(mm->keys);
-        free(mm->vals);
-        *mm = nm;
-    }
+    if (!vm_hroom(m, mm, off)) return;
     *vm_hslot(mm, key) = VM_MEMO_PRUNED;
     mm->hcount++;
     mm->count++;
@@ -612,19 +618,7 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
         mm->count++;
         return;
     }
-    if ((mm->hcount + 1) * 4 > mm->cap * 3) {
-        size_t nc = mm->cap ? mm->cap * 2 : 256;
-        vm_memo nm = *mm;
-        nm.keys = calloc(nc, sizeof(uint64_t));
-        nm.vals = calloc(nc, sizeof(spa_val *));
-        nm.cap = nc;
-        if (!nm.keys || !nm.vals) { free(nm.keys); free(nm.vals); vm_nomem(m, off); return; }
-        for (size_t i = 0; i < mm->cap; i++)
-            if (mm->vals[i]) *vm_hslot(&nm, mm->keys[i]) = mm->vals[i];
-        free(mm->keys);
-        free(mm->vals);
-        *mm = nm;
-    }
+    if (!vm_hroom(m, mm, off)) return;
     *vm_hslot(mm, key) = vm_memo_enc(m, v, key);
     mm->hcount++;
     mm->count++;
