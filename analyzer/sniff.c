@@ -238,8 +238,17 @@ static const uint8_t sn_first_op[256] = {
 };
 _Static_assert(SPA_FMT_COUNT <= 16, "sn_first holds one bit per format");
 
+/* The formats SN_FIRST has a line for. Any other (a formats.def entry added
+ * later) is tried whatever the first byte is: the filter may only skip what it
+ * knows cannot match, never a format it has not been told about. */
+#define SN_LISTED                                                                               \
+    (SN_BIT(ZIP) | SN_BIT(NPY) | SN_BIT(GZIP) | SN_BIT(BZ2) | SN_BIT(XZ) | SN_BIT(ZSTD) |       \
+     SN_BIT(LZ4) | SN_BIT(JOBLIB) | SN_BIT(UNSCANNABLE) | SN_BIT(TAR) | SN_BIT(TORCH_LEGACY) |   \
+     SN_BIT(ZLIB) | SN_BIT(PICKLE))
+#define SN_UNLISTED ((((1u << SPA_FMT_COUNT) - 1u) & ~SN_LISTED) & ~SN_BIT(NONE))
+
 uint32_t spc_sniff_first(uint8_t c) {
-    return sn_first[c] | (sn_first_op[c] ? SN_BIT(PICKLE) : 0u);
+    return sn_first[c] | (sn_first_op[c] ? SN_BIT(PICKLE) : 0u) | SN_UNLISTED;
 }
 
 spa_format spc_sniff_alt(const uint8_t *p, size_t n, uint64_t total, bool no_zip, spa_format *alt) {
