@@ -1,19 +1,18 @@
 /* containers.h - internal interfaces of the container layer (prefix spc_):
- * content dispatch (scan.c), sniffing (sniff.c) and one reader per wrapper
- * format (zip.c, tar.c, npy.c, decomp.c, joblib.c, nested.c, torch_legacy.c). */
+ * sniffing (sniff.c), one reader per wrapper format (zip.c, tar.c, npy.c, decomp.c,
+ * joblib.c, nested.c, torch_legacy.c) over the content interface (content.h,
+ * content.c), and the dispatch that runs them (scan.c). */
 #ifndef SPA_CONTAINERS_H
 #define SPA_CONTAINERS_H
 
-#include "internal.h"
+#include "content.h"
 
 /* ------------------------------------------------------------------ named constants */
-#define SPC_HEAD          4096u  /* bytes sniffed at the start of a plausible pickle */
 #define SPC_HEAD_SMALL    512u   /* bytes read first from a random-access content */
 #define SPC_SNIFF_OPS     512u   /* opcodes the plausibility walk looks at */
 #define SPC_NESTED_MIN    8u     /* shorter constants cannot hold a nested payload worth scanning */
 #define SPC_SNIFF_MARKS   64u    /* mark depth the plausibility walk tracks exactly */
 #define SPC_LEGACY_STREAMS 5u    /* torch legacy: magic, protocol, sys_info, object, keys */
-#define SPC_READ_CHUNK    (16u << 10) /* pread size under a decompressor (zip members) */
 #define SPC_SAFETENSORS_MAX_HEADER (16u << 20) /* a safetensors header we read to rule a pickle out */
 #define SPC_ZIP_EOCD      22u    /* zip end of central directory record, no comment */
 #define SPC_ZIP_TAIL      (65536u + 22u) /* zipfile searches this much of the tail for it */
@@ -101,103 +100,6 @@ bool spc_tar_nti(const uint8_t *f, size_t n, int64_t *out);
 /* Torch legacy magic stream at p? (PROTO n, LONG1 magic, STOP or text LONG) */
 bool spc_is_torch_legacy(const uint8_t *p, size_t n);
 
-/* ------------------------------------------------------------------ scan state */
-typedef struct spc_scan {
-    spa_scan_ctx *sc;
-    spa_arena *ar;
-    const spa_limits *lim;
-    spa_src top;              /* the caller's source wrapped to count bytes read */
-    const spa_src *user;      /* the caller's source */
-    uint64_t bytes_read;      /* bytes pulled from the caller's source */
-    uint64_t members;         /* archive members examined (SPA_LIM_MEMBERS) */
-    bool pickle_bearing;      /* content that bears (or should bear) a pickle was seen */
-    bool fatal;               /* NOMEM/IO: stop everything */
-    spa_err fatal_err;
-    spa_in *cur_in;           /* input of the stream the VM is running (joblib hook) */
-    uint32_t cur_depth;       /* container depth of cur_in (nested scans) */
-    const char *cur_loc;      /* provenance of cur_in */
-    spa_format top_fmt;       /* outermost format */
-    const spa_alloc *alloc;   /* the caller's allocator (scratch arenas use it too) */
-    spa_arena *rd_ar;         /* scratch arena for readers of the current member, or NULL */
-    uint8_t *head;            /* SPC_HEAD bytes reused by every sniff */
-    uint8_t *tail;            /* SPC_RECOG_SCRATCH bytes for the recogniser's tail reads */
-    /* the per-open budget (max_open_ms, max_open_bytes) over the whole recursion */
-    uint64_t spent_bytes;     /* source bytes read + bytes decompressed so far */
-    uint64_t decomp_out;      /* bytes every decompressor of this open produced */
-    uint64_t decomp_in;       /* compressed bytes they read from stored content (not from
-                                 another decompressor) */
-    uint64_t deadline_ns;     /* CLOCK_MONOTONIC deadline (0: none) */
-    bool budget_hit;          /* spent: every read now ends (EOF), a limit note says so */
-} spc_scan;
-
-/* Charge n bytes to the per-open budget and check the clock. true when the
- * budget is spent (noted once as a limit: the result is unscannable, which
- * the policy turns into an action); readers then stop. */
-bool spc_budget_charge(spc_scan *s, uint64_t n);
-/* max_decomp_ratio applies past this much output, per wrapper and per open:
- * real data reaches high ratios too (bz2 of a zero array: 50,000:1), and
- * below this the work is bounded anyway. */
-#define SPC_DEC_RATIO_FLOOR (256ull << 20)
-/* Charge n decompressed bytes: to the budget above, and to the open's ratio
- * (all wrappers' output / the compressed bytes they read from stored
- * content, max_decomp_ratio past SPC_DEC_RATIO_FLOOR), which spends the
- * budget when it is exceeded. */
-bool spc_budget_charge_out(spc_scan *s, uint64_t n);
-static inline bool spc_budget_spent(spc_scan *s) { return s->budget_hit || spc_budget_charge(s, 0); }
-
-/* Reader windows and decompressor state of one archive member live in a
- * scratch arena released when the member is done, so memory stays bounded by
- * the nesting depth, not by the member count. The VM copies what it keeps
- * from such (non-memory) readers into the scan arena. */
-static inline spa_arena *spc_rd(spc_scan *s) { return s->rd_ar ? s->rd_ar : s->ar; }
-/* Start a scratch arena (NULL on OOM: keep using the current one). */
-spa_arena *spc_scratch_begin(spc_scan *s, spa_arena **saved);
-void spc_scratch_end(spc_scan *s, spa_arena *scratch, spa_arena *saved);
-
-/* A piece of content to dispatch: random access (src) or sequential (in). */
-typedef struct spc_content {
-    const spa_src *src;   /* random-access source of exactly this content, or NULL */
-    spa_in *in;           /* sequential reader at the content start (made from src if NULL) */
-    uint64_t size;        /* bytes in the content, UINT64_MAX when unknown */
-    const char *loc;      /* provenance of the content */
-    uint32_t depth;       /* container nesting depth (0 = the file itself) */
-    uint32_t parent;      /* enclosing stream, UINT32_MAX at top level */
-} spc_content;
-
-/* Dispatch content by its bytes. Returns SPA_OK unless the scan cannot go on
- * (NOMEM, IO); everything about hostile content goes into notes and streams.
- * *first_stream (may be NULL) receives the first stream index created. */
-spa_code spc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream);
-/* Run stacked pickle streams from `in`: at most max_streams (0 = the limit);
- * keep going after STOP while what follows is a plausible pickle. */
-spa_code spc_pickles(spc_scan *s, spa_in *in, uint64_t total, const char *loc,
-                     uint32_t depth, uint32_t parent, uint32_t max_streams,
-                     uint32_t *first_stream);
-/* Scan memory as if its outermost format were fmt (fuzz harnesses, tests). */
-spa_code spc_scan_as(const spa_scan_opts *o, const uint8_t *p, size_t n, spa_format fmt, spa_result **out);
-/* spa_in_peek that fails the whole scan on NOMEM/IO (never a silent miss). */
-spa_code spc_peek(spc_scan *s, spa_in *in, size_t want, const uint8_t **p, size_t *got);
-/* The reader of c (creates it from c->src when needed). NULL on OOM. */
-spa_in *spc_content_in(spc_scan *s, spc_content *c);
-
-/* Notes (loc may be NULL for the content's own). */
-void spc_note(spc_scan *s, spa_notekind k, const char *loc, spa_code code,
-              const char *msg, uint64_t off, spa_limit_id lim, const char *detail);
-void spc_fail(spc_scan *s, spa_code code, const char *msg, uint64_t off);
-
-/* Sources: a byte range of another source (zero-copy when it is in memory). */
-spa_src *spc_src_range(spc_scan *s, const spa_src *parent, uint64_t off, uint64_t size);
-spa_src *spc_src_buf(spc_scan *s, const uint8_t *p, size_t n);
-/* Read exactly n bytes at off; SPA_E_TRUNCATED if the source is shorter. */
-spa_code spc_pread_full(const spa_src *src, void *buf, size_t n, uint64_t off);
-/* A sequential reader over src[off, off+n) that preads SPC_READ_CHUNK at a time. */
-spa_in *spc_in_chunked(spc_scan *s, const spa_src *src, uint64_t off, uint64_t n);
-/* A bounded sequential view of the next `n` bytes of `in`. */
-spa_in *spc_in_sub(spc_scan *s, spa_in *in, uint64_t n);
-/* Pull all of `in` into an arena buffer of at most max bytes. */
-spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **p, size_t *n,
-                      bool *over);
-
 /* ------------------------------------------------------------------ readers */
 /* One per formats.def entry, all of this shape: read content c (its reader
  * or source), dispatch what it holds; fmt is the entry's format;
@@ -213,10 +115,11 @@ enum { SPC_NPY_NUMERIC = 0, SPC_NPY_OBJECT, SPC_NPY_UNKNOWN };
 int spc_npy_header_kind(const uint8_t *h, size_t n);
 spa_code spc_decomp(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
 spa_code spc_torch_legacy(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
-spa_code spc_pickle_reader(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
 spa_code spc_unscannable(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
-/* Run the reader of fmt on c (the formats.def dispatch). */
+/* Run the reader of fmt on c (the formats.def dispatch; scan.c). */
 spa_code spc_read_as(spc_scan *s, spc_content *c, spa_format fmt, uint32_t *first_stream);
+/* Scan memory as if its outermost format were fmt (fuzz harnesses, tests; scan.c). */
+spa_code spc_scan_as(const spa_scan_opts *o, const uint8_t *p, size_t n, spa_format fmt, spa_result **out);
 
 /* Private pseudo-formats of the decompressor (beyond spa_format): zip members. */
 #define SPC_FMT_DEFLATE  SPA_FMT_ZIP                 /* zip method 8: raw deflate */
@@ -233,7 +136,6 @@ spa_limit_id spc_dec_limit(const spc_dec *d);
 spa_err spc_dec_error(const spc_dec *d);
 uint64_t spc_dec_out(const spc_dec *d);
 void spc_dec_close(spc_dec *d);
-const char *spc_fmt_tag(spa_format f); /* formats.def's tag: "zlib", "gzip", ... for provenance */
 /* Sniff the first decompressed bytes of p[0..n) in format fmt (NONE if it
  * does not decompress or is not pickle-bearing). Used where magics are weak
  * evidence, i.e. inside str/bytes constants. */

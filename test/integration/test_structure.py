@@ -8,7 +8,9 @@
    hook (1 line in hooks.def + its name in exports.map), a CLI command (1 line in
    commands.def + its cmd_*.c) and a KB entry (1 line in a TSV) each build, and the
    result really has the new thing.
-4. The shipped libraries export exactly their documented lists: libsafepickle.so the
+4. The format readers depend on the content interface (content.c), never on scan.c,
+   whose dispatch calls them: no reader object uses a symbol scan.o defines.
+5. The shipped libraries export exactly their documented lists: libsafepickle.so the
    hooks of preload/hooks.def, libspa.so the functions of analyzer/capi.h. Tests reach
    internals through internal headers and the static libspa.a, never through exports.
 """
@@ -113,6 +115,32 @@ def test_no_function_over_150_lines():
                     long.append("%s:%d %s: %d lines" % (rel, line, name, n))
     assert seen > 300, "the function finder found almost nothing: is it broken?"
     assert not long, "functions over %d lines:\n%s" % (MAX_FUNC, "\n".join(long))
+
+
+# ------------------------------------------------------------------ readers and scan.c
+READERS = ("zip", "tar", "npy", "decomp", "joblib", "nested", "torch_legacy", "sniff", "content", "decode")
+
+
+def _syms(obj, undefined):
+    out = subprocess.run(["nm", obj], capture_output=True, text=True, check=True).stdout
+    rows = [l.split() for l in out.splitlines()]
+    if undefined:
+        return {r[1] for r in rows if len(r) == 2 and r[0] == "U"}
+    return {r[2] for r in rows if len(r) == 3 and r[1] in "TDRB"}
+
+
+def test_readers_do_not_call_scan(built):
+    obj = lambda n: os.path.join(REPO, "build/obj/analyzer/%s.o" % n)
+    scan_defs, scan_uses = _syms(obj("scan"), False), _syms(obj("scan"), True)
+    assert "spa_scan_src" in scan_defs and "spc_read_as" in scan_defs, scan_defs
+    # scan.c does call the readers (the check below is not vacuous)
+    assert {"spc_zip", "spc_tar", "spc_npy", "spc_decomp", "spc_torch_legacy"} <= scan_uses, scan_uses
+    bad = []
+    for r in READERS:
+        used = _syms(obj(r), True) & scan_defs
+        if used:
+            bad.append("%s.c uses scan.c's %s" % (r, ", ".join(sorted(used))))
+    assert not bad, "\n".join(bad)
 
 
 # ------------------------------------------------------------------ exported symbols
