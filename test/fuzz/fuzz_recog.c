@@ -59,12 +59,26 @@ static int spelled(const uint8_t *p, size_t n, const char *m) {
     return 0;
 }
 
+/* GLOBAL and INST ('c', 'i') read the module from the line after the opcode:
+ * the name as written (before the Python 2 mapping) is that whole line, so a
+ * line the IR's C string cut at an embedded NUL (which CPython refuses, as it
+ * refuses invalid UTF-8 there) is not a spelling, wherever else the prefix
+ * occurs (a fuzz find: "TixookielibCC\0\xfe..." as the line, the prefix later). */
+static int line_spelled(const uint8_t *p, size_t n, uint64_t off, const char *raw) {
+    size_t l = strlen(raw);
+    return off + 1 + l < n && !memcmp(p + off + 1, raw, l) && p[off + 1 + l] == '\n';
+}
+
 static int vm_imports(const spa_stream *st, const uint8_t *p, size_t n) {
     if (st->depth != 0 || st->start != 0 || st->err.code != SPA_OK) return 0;
     int imp = 0;
     for (size_t k = 0; k < st->n_ir; k++) {
-        if (st->ir[k].kind == SPA_IR_PERSID) return 0;
-        if (st->ir[k].kind == SPA_IR_IMPORT && importable(st->ir[k].module) && spelled(p, n, st->ir[k].module))
+        const spa_ir *e = &st->ir[k];
+        if (e->kind == SPA_IR_PERSID) return 0;
+        if (e->kind != SPA_IR_IMPORT || !importable(e->module)) continue;
+        int lined = e->opcode == 'c' || e->opcode == 'i';
+        const char *raw = e->result && e->result->kind == SPA_V_GLOBAL ? e->result->u.g.raw_module : NULL;
+        if (lined ? raw && line_spelled(p, n, e->off, raw) : spelled(p, n, e->module))
             imp = 1;
     }
     return imp;
