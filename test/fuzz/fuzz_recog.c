@@ -59,14 +59,41 @@ static int spelled(const uint8_t *p, size_t n, const char *m) {
     return 0;
 }
 
-/* GLOBAL and INST ('c', 'i') read the module from the line after the opcode:
- * the name as written (before the Python 2 mapping) is that whole line, so a
- * line the IR's C string cut at an embedded NUL (which CPython refuses, as it
- * refuses invalid UTF-8 there) is not a spelling, wherever else the prefix
- * occurs (a fuzz find: "TixookielibCC\0\xfe..." as the line, the prefix later). */
-static int line_spelled(const uint8_t *p, size_t n, uint64_t off, const char *raw) {
-    size_t l = strlen(raw);
-    return off + 1 + l < n && !memcmp(p + off + 1, raw, l) && p[off + 1 + l] == '\n';
+/* UTF-8 by its structure (lead byte and continuation bytes), as a decoder
+ * that cannot accept less checks it. */
+static int utf8_ok(const uint8_t *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c < 0x80) continue;
+        size_t k = (c >= 0xc2 && c <= 0xdf) ? 1 : (c >= 0xe0 && c <= 0xef) ? 2 : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
+        if (k == 0 || k > n - 1 - i) return 0;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xc0) != 0x80) return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* GLOBAL and INST ('c', 'i') read two lines after the opcode, decode both as
+ * UTF-8 and only then call find_class, which imports the module: CPython
+ * certainly stops at one whose lines do not decode, and (with the find_class
+ * that imports, the one the sniff assumes) at one whose module line is not an
+ * importable name as written: a line the IR's C string cut at an embedded NUL
+ * is not one, wherever else its prefix occurs. Past such a GLOBAL the VM, a
+ * superset of CPython, reads on; what it imports there is no evidence
+ * (fuzz finds: "TixookielibCC\0\xfe..." and "]Tixookiel\xff..." as the
+ * module line, an importable module later). Returns 1 importable and written,
+ * 0 not importable or not as written (CPython stops), -1 the lines do not
+ * decode (CPython stops). */
+static int line_import(const uint8_t *p, size_t n, uint64_t off, const char *raw) {
+    if (off >= n) return 0;
+    const uint8_t *a = p + off + 1, *end = p + n;
+    const uint8_t *nl1 = a <= end ? memchr(a, '\n', (size_t)(end - a)) : NULL;
+    if (!nl1) return 0;
+    const uint8_t *nl2 = memchr(nl1 + 1, '\n', (size_t)(end - nl1 - 1));
+    if (!utf8_ok(a, (size_t)(nl1 - a)) || (nl2 && !utf8_ok(nl1 + 1, (size_t)(nl2 - nl1 - 1)))) return -1;
+    size_t l = raw ? strlen(raw) : 0;
+    return raw && importable(raw) && (size_t)(nl1 - a) == l && !memcmp(a, raw, l);
 }
 
 static int vm_imports(const spa_stream *st, const uint8_t *p, size_t n) {
@@ -75,11 +102,14 @@ static int vm_imports(const spa_stream *st, const uint8_t *p, size_t n) {
     for (size_t k = 0; k < st->n_ir; k++) {
         const spa_ir *e = &st->ir[k];
         if (e->kind == SPA_IR_PERSID) return 0;
-        if (e->kind != SPA_IR_IMPORT || !importable(e->module)) continue;
-        int lined = e->opcode == 'c' || e->opcode == 'i';
-        const char *raw = e->result && e->result->kind == SPA_V_GLOBAL ? e->result->u.g.raw_module : NULL;
-        if (lined ? raw && line_spelled(p, n, e->off, raw) : spelled(p, n, e->module))
+        if (e->kind != SPA_IR_IMPORT) continue;
+        if (e->opcode == 'c' || e->opcode == 'i') {
+            const char *raw = e->result && e->result->kind == SPA_V_GLOBAL ? e->result->u.g.raw_module : NULL;
+            if (line_import(p, n, e->off, raw) != 1) return imp; /* CPython stops here */
+            if (importable(e->module)) imp = 1;
+        } else if (importable(e->module) && spelled(p, n, e->module)) {
             imp = 1;
+        }
     }
     return imp;
 }
