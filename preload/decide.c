@@ -397,6 +397,14 @@ int spp_judge_fd_ent(int fd, const char *path, int hook, spp_origin origin, uint
         }
         if (origin == SPP_AT_USE) return spp_block_errno(pol);          /* refused, reported */
     }
+    /* An fd opened write-only cannot be read: read, pread, mmap and a stdio
+     * stream on it all fail, so nothing reaches the program through it (as at
+     * open, spp_after_open). numpy's tofile() (np.save to a path) fdopen()s a
+     * dup of its 'wb' file after writing the header: judging it read nothing
+     * (EBADF) and the fail mode refused the save. The access mode of an open
+     * file description never changes (F_SETFL cannot). */
+    long fl = syscall(SYS_fcntl, fd, F_GETFL); /* raw: fcntl is hooked */
+    if (fl >= 0 && (fl & O_ACCMODE) == O_WRONLY) return 0;
 
     spp_slow x = { .fd = fd, .hook = hook, .rc = 0, .st = &st, .ident = ident, .path = path, .ent = ent };
     spp_on_altstack(spp_judge_slow, &x);

@@ -488,6 +488,82 @@ def test_hook_semantics_unchanged(tmp_path):
     assert all(v for k, v in outs[1].items() if not k.endswith("mode")), outs[1]
 
 
+WRITE_ONLY_CHILD = r'''
+import ctypes, errno, json, os, pickle, sys
+import numpy as np
+d, bad, bad_rw_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fdopen.restype = ctypes.c_void_p
+libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+out = {}
+def attempt(name, fn):
+    try:
+        out[name] = ["ok", fn()]
+    except OSError as e:
+        out[name] = ["err", e.errno]
+def cfdopen(fd, mode):
+    f = libc.fdopen(os.dup(fd), mode)
+    if not f:
+        raise OSError(ctypes.get_errno(), "fdopen")
+    libc.fclose(f)
+    return True
+# numpy writes a plain array's data with tofile(), which fdopen()s a dup of the
+# 'wb' file after the header was flushed (np.save to a path, format.write_array)
+p = os.path.join(d, "written.npy")
+attempt("np_save", lambda: np.save(p, np.arange(10.0)) or np.load(p).tolist() == list(np.arange(10.0)))
+q = os.path.join(d, "written.bin")
+def tofile():
+    with open(q, "wb") as f:
+        f.write(b"head")
+        f.flush()
+        np.arange(4, dtype=np.int64).tofile(f)
+    return os.path.getsize(q)
+attempt("tofile", tofile)
+# the malicious file: write-only, nothing can be read through it
+wfd = os.open(bad, os.O_WRONLY)
+attempt("fdopen_wo_bad", lambda: cfdopen(wfd, b"ab"))
+attempt("read_wo_bad", lambda: os.read(wfd, 16))
+os.close(wfd)
+# readable through an inherited O_RDWR fd: refused, whatever mode the stream has
+attempt("fdopen_rw_bad", lambda: cfdopen(bad_rw_fd, b"ab"))
+def load():
+    with open(bad, "rb") as f:
+        return repr(pickle.load(f))
+attempt("load_bad", load)
+print(json.dumps(out))
+'''
+
+
+def test_write_only_fd_not_judged(files, tmp_path):
+    """An fd opened write-only cannot be read, so using it (fdopen) is not judged, as
+    at open: np.save to a path and ndarray.tofile() (an fdopen of a dup of the 'wb'
+    file, after the header was flushed) work under the preload (they were refused
+    by the fail mode: the judgement's read failed with EBADF). A malicious file is
+    still refused through an fd that can read it (inherited O_RDWR, any stream
+    mode) and by open(); its payload never runs."""
+    import errno
+    d, markers, good, bad = files
+    _clear(markers)
+    bad_path = os.path.join(d, "bad_p2.pkl")
+    rw = os.open(bad_path, os.O_RDWR)
+    try:
+        env = clean_env(LD_PRELOAD=LIB, SAFEPICKLE_LOG="none")
+        p = subprocess.run([PYTHON, "-c", WRITE_ONLY_CHILD, str(tmp_path), bad_path, str(rw)], env=env,
+                           capture_output=True, text=True, timeout=120, pass_fds=(rw,))
+    finally:
+        os.close(rw)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["np_save"] == ["ok", True], (out, p.stderr[-2000:])
+    assert out["tofile"] == ["ok", 4 + 32], (out, p.stderr[-2000:])
+    assert out["fdopen_wo_bad"] == ["ok", True], out
+    assert out["read_wo_bad"] == ["err", errno.EBADF], out
+    assert out["fdopen_rw_bad"] == ["err", errno.EACCES], out
+    assert out["load_bad"] == ["err", errno.EACCES], out
+    assert not os.listdir(markers), os.listdir(markers)
+
+
 def test_safepickle_run(files, tmp_path):
     """`safepickle run` execs the command under the preload: the malicious load is
     refused, --audit only warns, --log writes the record, a bad policy or command
