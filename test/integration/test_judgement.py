@@ -70,6 +70,13 @@ BENIGN = {
         "import functools, math\nfrom joblib.externals.loky.backend.reduction import dumps\n"
         "open(p, 'wb').write(bytes(dumps(functools.partial(math.pow, 2.0))))",
         "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f(10) == 1024.0"),
+    # loky's Executor.map ships partial(_process_chunk, fn): loky's process_executor is
+    # judged as the concurrent.futures.process it forks (@alias), whose _process_chunk is data
+    "loky_map_chunk": (
+        "import functools, math\nfrom joblib.externals.loky.backend.reduction import dumps\n"
+        "from joblib.externals.loky.process_executor import _process_chunk\n"
+        "open(p, 'wb').write(bytes(dumps(functools.partial(_process_chunk, math.sqrt))))",
+        "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f([(16.0,), (4.0,)]) == [4.0, 2.0]"),
     "partial_sqrt": (
         "import pickle, functools, math\npickle.dump(functools.partial(math.sqrt), open(p, 'wb'))",
         "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f(16.0) == 4.0"),
@@ -158,6 +165,11 @@ def _still_refused(marker):
         "loky_partial_os_system": Asm(2).global_("joblib.externals.loky.backend.reduction", "_rebuild_partial")
         .mark().global_("os", "system").mark().push(cmd).tuple_().empty_dict().tuple_().reduce()
         .mark().tuple_().reduce().stop(),
+        # the same trampoline handed os.system, and called by the pickle itself on a chunk
+        "loky_chunk_os_system": Asm(2).global_("joblib.externals.loky.backend.reduction", "_rebuild_partial")
+        .mark().global_("joblib.externals.loky.process_executor", "_process_chunk")
+        .mark().global_("os", "system").tuple_().empty_dict().tuple_().reduce()
+        .mark().mark().mark().push(cmd).tuple_().op(b"l").tuple_().reduce().stop(),
         "memmap_call_creates_file": Asm(2).global_("numpy", "memmap").mark().push(str(marker))
         .push("uint8").push("w+").push(0).mark().push(1).tuple_().tuple_().reduce().stop(),
         "inst_with_mark": b"(S'" + cmd.encode() + b"'\nios\nsystem\n.",
