@@ -83,7 +83,7 @@ typedef struct pya_tls {
 
 extern __thread pya_tls pya_t __attribute__((tls_model("initial-exec")));
 
-bool pya_scope_live(bool *in_import, char *imp);
+bool pya_scope_live(bool *in_import, char *imp, char *outer);
 void pya_scope_clear(void);
 void pya_scope_enter(void);
 void pya_scope_note_module(const char *module);

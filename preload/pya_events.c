@@ -165,14 +165,14 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
     if (r->cat == PYA_OPEN && open_kind == 0) { /* reads pass */
         /* ...but end a finished scope now, so the bytes this open is about to
          * read count as read between loads (a trusted file's next load). */
-        if (!pya_scope_live(NULL, NULL)) pya_scope_clear();
+        if (!pya_scope_live(NULL, NULL, NULL)) pya_scope_clear();
         return 0;
     }
     bool in_import;
-    char imp[SPP_PYA_NAME_MAX];
+    char imp[SPP_PYA_NAME_MAX], outer[SPP_PYA_NAME_MAX];
     /* In scope: inside a wrapped load (exact), on a thread an unpickle
      * started, or under the frame that called the unpickler. */
-    if (!pya_scope_live(&in_import, imp) && !spp_l2_in_scope()) { pya_scope_clear(); return 0; }
+    if (!pya_scope_live(&in_import, imp, outer) && !spp_l2_in_scope()) { pya_scope_clear(); return 0; }
     /* The analyzer judged the bytes in flight safe: every callable they reach
      * is one the knowledge base knows to be data-safe with these arguments, so
      * code, file and import effects are the library's own (scipy's exec of
@@ -196,8 +196,16 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
     if (!detail[0] && r->cat == PYA_PROCESS) /* os.system(bytes), Popen(executable=None) */
         pya_utf8(pya_arg(args, 1), detail, sizeof detail);
     /* A module body executing under an announced import: its own imports,
-     * opens, execs and native loads are how Python imports work. */
-    bool body_of_announced = in_import && pya_body_announced(imp);
+     * opens, execs and native loads are how Python imports work. That holds
+     * for every import nested in it too, whatever started the nested one: an
+     * import the unpickle announced runs installed code with no argument from
+     * the pickle, and when that code imports a module through
+     * importlib.import_module (no `import` event: Debian's distutils shim
+     * loading setuptools inside `import distutils`), the module's .pyc is
+     * unmarshalled and executed by the import machinery on its behalf. A
+     * gadget's own importlib.import_module, marshal.loads or exec outside any
+     * announced import is not covered. */
+    bool body_of_announced = in_import && (pya_body_announced(imp) || (strcmp(outer, imp) && pya_body_announced(outer)));
     if (r->cat == PYA_IMPORT) {
         /* (an import in a scope whose bytes are safe is announced too: its
          * body's own events are how Python imports work) */

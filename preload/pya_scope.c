@@ -23,16 +23,20 @@
 __thread pya_tls pya_t __attribute__((tls_model("initial-exec")));
 
 /* Walk the current thread's frames up to the anchor. If in_import is given,
- * it is set when an import is executing between the event and the anchor, and
- * imp (SPP_PYA_NAME_MAX bytes) receives the module the innermost one imports:
- * the event belongs to that module's body. Without in_import the walk compares
- * identities only (find_class path). */
-bool pya_scope_live(bool *in_import, char *imp) {
+ * it is set when an import is executing between the event and the anchor, imp
+ * (SPP_PYA_NAME_MAX bytes) receives the module the innermost one imports (the
+ * event belongs to that module's body) and outer (optional, same size) the
+ * module the outermost one imports: the import the unpickle itself started,
+ * every other one on the stack running inside it. Without in_import the walk
+ * compares identities only (find_class path). */
+bool pya_scope_live(bool *in_import, char *imp, char *outer) {
     pya_tls *t = &pya_t;
     bool dummy = true;
     if (!in_import) in_import = &dummy; /* true: never describe frames */
     else *in_import = false;
+    bool describe = in_import != &dummy;
     if (imp) imp[0] = 0;
+    if (outer) outer[0] = 0;
     if (!t->anchor) return false;
     spp_pyobj *f = py_PyEval_GetFrame();
     if (!f) return false;
@@ -46,12 +50,13 @@ bool pya_scope_live(bool *in_import, char *imp) {
             if (code) py_Py_DecRef(code);
             break;
         }
-        if (!*in_import) {
+        if (describe && (!*in_import || outer)) {
             pya_where w;
             pya_describe(f, &w);
             if (pya_is_import_frame(&w)) {
+                if (!*in_import && imp) pya_import_frame_name(f, imp, SPP_PYA_NAME_MAX);
+                if (outer) pya_import_frame_name(f, outer, SPP_PYA_NAME_MAX);
                 *in_import = true;
-                if (imp) pya_import_frame_name(f, imp, SPP_PYA_NAME_MAX);
             }
         }
         spp_pyobj *b = pya_back(f);
@@ -190,7 +195,7 @@ bool pya_is_ipc_anchor(spp_pyobj *a) {
 /* Open (or continue) the unpickle scope at a pickle.find_class event. */
 void pya_scope_enter(void) {
     pya_tls *t = &pya_t;
-    if (t->anchor && pya_scope_live(NULL, NULL)) return; /* nested load or next global */
+    if (t->anchor && pya_scope_live(NULL, NULL, NULL)) return; /* nested load or next global */
     pya_scope_clear();
     spp_pyobj *a = pya_find_anchor();
     if (!a) return; /* no Python frame: find_class enforcement only */

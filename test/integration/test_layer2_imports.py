@@ -1,0 +1,103 @@
+"""test_layer2_imports.py - layer 2's behaviour veto and the imports an unpickle makes.
+
+Importing a module inside an unpickle runs the import machinery: it unmarshals the
+module's cached .pyc (marshal.loads in importlib._bootstrap_external._compile_bytecode)
+or compiles its source, then execs the module body. For an import the unpickle announced
+(a global's module, its parents, what their bodies import) those events are the import's
+own. A library whose import loads another top-level module through
+importlib.import_module (no `import` audit event: Debian's distutils shim loads setuptools
+so, inside joblib.backports' `import distutils`, in every spawned joblib worker) runs that
+module inside the announced import: it passes. A gadget's own marshal.loads/exec and its
+importlib.import_module of a module outside any announced import are still refused (the
+payloads are proven to run without the preload).
+
+The loads use an Unpickler over a pipe: its bytes cannot be judged first, so names and
+behaviour decide (a load whose bytes were judged safe has no code veto at all)."""
+import compileall
+import marshal
+import os
+import subprocess
+import textwrap
+
+import pytest
+
+import spgen
+from conftest import LIB, PYTHON, clean_env
+
+pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.so not built")
+
+LOAD = textwrap.dedent("""
+    import pickle, sys
+    sys.path.insert(0, %r)
+    try:
+        o = pickle.Unpickler(sys.stdin.buffer).load()
+        print('LOADED', type(o).__name__)
+    except Exception as e:
+        print('REFUSED', type(e).__name__, e)
+""")
+
+
+def _load(site, data, preload):
+    e = clean_env()
+    if preload:
+        e["LD_PRELOAD"] = LIB
+    return subprocess.run([PYTHON, "-c", LOAD % str(site)], input=data, env=e, capture_output=True,
+                          timeout=300)
+
+
+def _site(tmp_path, pyc):
+    site = tmp_path / "site"
+    (site / "outerlib").mkdir(parents=True)
+    # a library whose import loads another top-level module by name, as a plugin
+    # loader or Debian's distutils shim does
+    (site / "outerlib" / "__init__.py").write_text(
+        "import importlib\n_inner = importlib.import_module('innerlib')\n"
+        "class Record:\n    def __init__(self, v=None):\n        self.v = v\n")
+    (site / "innerlib.py").write_text("import json\nVALUE = json.dumps([1, 2])\n")
+    (site / "gadgets.py").write_text(
+        "import importlib, marshal\n"
+        "def run_code(b):\n    exec(marshal.loads(b))\n"
+        "def load_plugin(name):\n    return importlib.import_module(name)\n")
+    if pyc:
+        assert compileall.compile_dir(str(site), quiet=1)
+    return site
+
+
+@pytest.mark.parametrize("pyc", [True, False], ids=["pyc", "source"])
+def test_import_nested_in_announced_import_passes(tmp_path, pyc):
+    site = _site(tmp_path, pyc)
+    data = spgen.Asm(3).global_("outerlib", "Record").mark().push(7).tuple_().reduce().stop()
+    r = _load(site, data, preload=False)
+    assert b"LOADED Record" in r.stdout, r.stderr
+    r = _load(site, data, preload=True)
+    assert b"LOADED Record" in r.stdout, (r.stdout, r.stderr[-2000:])
+    assert b"safepickle: blocked" not in r.stderr
+
+
+@pytest.mark.parametrize("pyc", [True, False], ids=["pyc", "source"])
+def test_gadget_code_and_imports_still_refused(tmp_path, pyc):
+    site = _site(tmp_path, pyc)
+    marker = tmp_path / "PAYLOAD_RAN"
+    evil = site / "evilplugin.py"
+    evil.write_text("open(%r, 'w').write('x')\n" % str(marker))
+    if pyc:
+        compileall.compile_file(str(evil), quiet=1)
+    code = marshal.dumps(compile("open(%r, 'w').write('x')" % str(marker), "<payload>", "exec"))
+    payloads = {
+        # the gadget unmarshals and runs code itself (marshal.loads outside any import)
+        "marshal_exec": spgen.Asm(3).global_("gadgets", "run_code").mark().push(code).tuple_().reduce().stop(),
+        # the gadget imports a top-level module nothing announced: its body runs
+        "import_module": spgen.Asm(3).global_("gadgets", "load_plugin").mark().push("evilplugin").tuple_()
+        .reduce().stop(),
+        # the same after an announced import with a nested import_module (outerlib's) has
+        # run: that import's leniency ends with it
+        "after_announced": spgen.Asm(3).global_("outerlib", "Record").mark().tuple_().reduce().pop()
+        .global_("gadgets", "load_plugin").mark().push("evilplugin").tuple_().reduce().stop(),
+    }
+    for name, data in payloads.items():
+        r = _load(site, data, preload=False)
+        assert marker.exists(), (name, r.stdout, r.stderr)   # the payload is real
+        marker.unlink()
+        r = _load(site, data, preload=True)
+        assert not marker.exists(), name
+        assert b"REFUSED" in r.stdout and b"safepickle: blocked" in r.stderr, (name, r.stdout, r.stderr[-1500:])
