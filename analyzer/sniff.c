@@ -603,10 +603,15 @@ static int sn_memo_line(sn_walk *w, bool get, size_t len) {
     return SN_GO;
 }
 
-/* GLOBAL / INST: module\nname\n. The module line must be whole and name an
- * importable module. The import happens before the attribute lookup, so the
- * name line only has to decode: and the pure-Python loader (joblib's)
- * imports even when EOF cuts the name line (it takes line[:-1]). */
+/* GLOBAL / INST: module\nname\n. Both loaders decode both lines as UTF-8
+ * (a line that does not decode fails, nothing imported), then call
+ * find_class. A module line that names an importable module is an import;
+ * one that does not fails in the find_class that imports, but a loader's own
+ * find_class (one that maps old names, or returns a stand-in where the import
+ * fails) takes it and reads on: no import there, but the walk goes on, so a
+ * payload behind it is still seen. The import happens before the attribute
+ * lookup, so the name line only has to decode: and the pure-Python loader
+ * (joblib's) imports even when EOF cuts the name line (it takes line[:-1]). */
 static int sn_global_lines(sn_walk *w) {
     size_t len = 0;
     int r = sn_line(w, &len);
@@ -618,19 +623,18 @@ static int sn_global_lines(sn_walk *w) {
         return SN_FAIL;
     }
     if (r != SN_GO) return r;
-    if (!sn_name(w->p + w->pos, len)) return SN_FAIL;
+    if (!sn_utf8(w->p + w->pos, len)) return SN_FAIL;
+    bool named = sn_name(w->p + w->pos, len);
     w->pos += len + 1;
     r = sn_line(w, &len);
     if (r == SN_FAIL) { /* EOF inside the name line: imported, then truncated */
-        w->effect = true;
-        w->imports++;
+        if (named) { w->effect = true; w->imports++; }
         return SN_FAIL;
     }
     if (r != SN_GO) return r;
     if (!sn_utf8(w->p + w->pos, len)) return SN_FAIL;
     w->pos += len + 1;
-    w->effect = true;
-    w->imports++;
+    if (named) { w->effect = true; w->imports++; }
     return SN_GO;
 }
 

@@ -420,3 +420,43 @@ def test_zip_whose_members_no_loader_reaches_is_not_refused(tmp_path):
     r = run_cli("scan", "--format", "json", path)
     f = json.loads(r.stdout)["files"][0]
     assert f["action"] == "allow" and not f["pickle_bearing"], f
+
+
+# ------------------------------------------------------------------ a loader's own find_class
+# A first GLOBAL whose module line decodes but names no importable module: the
+# find_class that imports fails there, but a loader's own find_class (one that
+# maps old names, or returns a stand-in when the import fails) reads on, into
+# a payload. The sniff must not call such a file "no pickle".
+STANDIN = r'''
+import pickle
+class Standin(pickle.BASE):
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except Exception:
+            return object
+with open(P, "rb") as f:
+    Standin(f).load()
+'''
+MODULE_LINES = [b"]x", b"", b"a b", b"my-module", b"os\x00junk", b"\xc3\xa9t\xc3\xa9-1", b"x\ty"]
+# the C loader refuses an empty line before find_class; the pure-Python one does not
+
+
+@pytest.mark.parametrize("line", MODULE_LINES, ids=[repr(x)[2:-1] for x in MODULE_LINES])
+def test_unimportable_first_global_then_payload_is_refused(tmp_path, line):
+    mark = tmp_path / "MARK"
+    gen = ("import builtins, os, pickle, sys\nsys.path.insert(0, %r)\nfrom spgen import Reduce, touch_code\n"
+           "d = pickle.dumps(Reduce(builtins.exec, (touch_code(%r),)), protocol=0)\n"
+           "open(sys.argv[1], 'wb').write(b'c' + %r + b'\\nstub\\n0' + d)\n" % (HERE, str(mark), line))
+    path = str(tmp_path / "standin.pkl")
+    p = subprocess.run([PYTHON, "-c", gen, path], env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    loader = STANDIN.replace("BASE", "_Unpickler" if line == b"" else "Unpickler")
+    res, q = load(path, loader, preload=False)
+    assert mark.exists(), "the stand-in loader did not run the payload: %s\n%s" % (res, q.stderr[-1500:])
+    mark.unlink()
+    res, q = load(path, loader, preload=True)
+    assert not mark.exists(), "payload ran under the preload: %s\n%s" % (res, q.stderr[-1500:])
+    assert res["raised"] == "PermissionError", (res, q.stderr[-1500:])
+    f = json.loads(run_cli("scan", "--format", "json", path).stdout)["files"][0]
+    assert f["pickle_bearing"] and f["verdict"] == "malicious", f
