@@ -297,7 +297,11 @@ void spa_kb_index_digest(uint8_t out[32]) {
 }
 
 bool spa_kb_importable(const char *module) {
-    if (!module || !kb_ovl_ready()) return true;
+    if (!module) return true;
+    if (!module[0] || module[0] == '.' || strchr(module, '/') || strstr(module, "..") ||
+        module[strlen(module) - 1] == '.')
+        return false;
+    if (!kb_ovl_ready()) return true;
     const char *dot = strchr(module, '.');
     size_t tn = dot ? (size_t)(dot - module) : strlen(module);
     if (kb_ovl_get(KBO_MODULE, module, tn)) return true;

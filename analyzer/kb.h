@@ -59,7 +59,10 @@ bool spa_kb_partial(const char *module, const char *name);
 const char *spa_kb_modattr(const char *module, const char *attr);
 /* The environment index (`safepickle kb index`, loaded once from $SAFEPICKLE_KB_INDEX or
  * SPA_KB_INDEX_DEFAULT): a one-line status, and whether MODULE's top level is importable
- * (true when there is no index: nothing is known). */
+ * (true when there is no index: nothing is known). Without an index, a name no import
+ * can find is still not importable: empty, an empty dotted part (".x", "a..b", "x."),
+ * or a '/' (a part is looked up as one directory entry: text such as a log line
+ * "compiler/jvmci/T.java ..." read as a GLOBAL's module line). */
 const char *spa_kb_index_status(void);
 bool spa_kb_importable(const char *module);
 /* Whether that index can be relied on (loads it): absent, unreadable (also: no environment

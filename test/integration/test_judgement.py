@@ -152,6 +152,31 @@ def test_text_files_are_not_references(tmp_path, name):
     assert "safepickle: blocked" not in r.stderr
 
 
+# A log whose lines begin with "c" and hold a path (openjdk's shipped jtreport junit.txt:
+# "compiler/jvmci/.../T.java containers: 4, ...") reads as GLOBALs whose module line has a
+# '/': no import finds such a module, in any environment, so nothing is referenced.
+def test_path_lines_are_not_references(tmp_path):
+    p = tmp_path / "junit.txt"
+    p.write_text("".join("compiler/jvmci/jdk.vm.ci.code.test/src/jdk/vm/ci/code/test/Test%d.java containers: 4, "
+                         "skipped: 0, started: 4, succeeded: 4, failed: 0, aborted: 0; tests: %d, skipped: 0\n"
+                         % (i, i) for i in range(60)))
+    code = textwrap.dedent("""
+        import pickle, sys
+        before = set(sys.modules)
+        try:
+            pickle.load(open(%r, 'rb'))
+        except Exception as e:
+            print('FAILS', type(e).__name__)
+        print('IMPORTED', sorted(set(sys.modules) - before))
+    """) % str(p)
+    r = run_py(code, preload=False)
+    assert "FAILS ModuleNotFoundError" in r.stdout and "IMPORTED []" in r.stdout, r.stdout
+    f = json.loads(run_cli("scan", "--format", "json", p).stdout)["files"][0]
+    assert f["verdict"] == "safe", f["reasons"][:3]
+    r = run_py("print(len(open(%r).read()))" % str(p), preload=True)
+    assert r.returncode == 0 and "safepickle:" not in r.stderr, r.stderr[-1500:]
+
+
 # The same shapes stay refused when they do reach code: a partial binding a dangerous
 # callable (functools' and loky's), numpy.memmap called with a file to create (not as _reconstruct's type), INST
 # with its MARK (the C unpickler then imports and calls). Each payload is proven to run

@@ -245,6 +245,18 @@ static void test_kb_line_table_matches_text(void) {
     T_CHECK(i > 700);
 }
 
+/* Names no import finds, with or without an environment index (a GLOBAL's module line
+ * cut from a log line of paths); names an import may find stay importable. */
+static void test_importable_syntax(void) {
+    const char *never[] = {"", ".os", "os.", "os..path", "compiler/jvmci/T.java containers: 4", "a/b", "json/"};
+    for (size_t i = 0; i < sizeof never / sizeof never[0]; i++)
+        T_CHECK_MSG(!spa_kb_importable(never[i]), "\"%s\"", never[i]);
+    T_CHECK(spa_kb_importable("os"));
+    T_CHECK(spa_kb_importable("os.path"));
+    T_CHECK(spa_kb_importable(NULL)); /* nothing known */
+}
+
 T_MAIN("kb", T_CASE(test_categories), T_CASE(test_canon_and_stdlib), T_CASE(test_hit_details),
+       T_CASE(test_importable_syntax),
        T_CASE(test_judge_global_by_name),
        T_CASE(test_kb_line_table_matches_text))
