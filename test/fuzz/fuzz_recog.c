@@ -75,16 +75,14 @@ static int utf8_ok(const uint8_t *s, size_t n) {
 }
 
 /* GLOBAL and INST ('c', 'i') read two lines after the opcode, decode both as
- * UTF-8 and only then call find_class, which imports the module: CPython
- * certainly stops at one whose lines do not decode, and (with the find_class
- * that imports, the one the sniff assumes) at one whose module line is not an
- * importable name as written: a line the IR's C string cut at an embedded NUL
- * is not one, wherever else its prefix occurs. Past such a GLOBAL the VM, a
- * superset of CPython, reads on; what it imports there is no evidence
- * (fuzz finds: "TixookielibCC\0\xfe..." and "]Tixookiel\xff..." as the
- * module line, an importable module later). Returns 1 importable and written,
- * 0 not importable or not as written (CPython stops), -1 the lines do not
- * decode (CPython stops). */
+ * UTF-8 and only then call find_class: CPython certainly stops at one whose
+ * lines do not decode. Past it the VM, a superset of CPython, reads on; what
+ * it imports there is no evidence (fuzz finds: "TixookielibCC\0\xfe..." and
+ * "]Tixookiel\xff..." as the module line, an importable module later). A
+ * module line that is not an importable name as written (a line the IR's C
+ * string cut at an embedded NUL is not one, wherever else its prefix occurs)
+ * imports nothing, but a loader's own find_class may read on past it.
+ * Returns 1 importable and written, 0 not, -1 the lines do not decode. */
 static int line_import(const uint8_t *p, size_t n, uint64_t off, const char *raw) {
     if (off >= n) return 0;
     const uint8_t *a = p + off + 1, *end = p + n;
@@ -103,10 +101,14 @@ static int vm_imports(const spa_stream *st, const uint8_t *p, size_t n) {
         const spa_ir *e = &st->ir[k];
         if (e->kind == SPA_IR_PERSID) return 0;
         if (e->kind != SPA_IR_IMPORT) continue;
+        /* EXT1/2/4: the VM names copyreg's registry; CPython, whose registry is
+         * empty unless a program fills it, stops there (unregistered code) */
+        if (e->opcode == 0x82 || e->opcode == 0x83 || e->opcode == 0x84) return imp;
         if (e->opcode == 'c' || e->opcode == 'i') {
             const char *raw = e->result && e->result->kind == SPA_V_GLOBAL ? e->result->u.g.raw_module : NULL;
-            if (line_import(p, n, e->off, raw) != 1) return imp; /* CPython stops here */
-            if (importable(e->module)) imp = 1;
+            int li = line_import(p, n, e->off, raw);
+            if (li < 0) return imp; /* CPython stops here */
+            if (li > 0 && importable(e->module)) imp = 1; /* else only a loader's own find_class reads on */
         } else if (importable(e->module) && spelled(p, n, e->module)) {
             imp = 1;
         }
