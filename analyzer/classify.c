@@ -823,6 +823,14 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             return;
         }
         if (t->kind == SPA_T_GLOBAL && spa_kb_partial(t->module, t->name)) { /* functools.partial and its rebuilders */
+            if (args && args->kind == SPA_V_TUPLE && args->n == 0) {
+                /* nothing bound (an argument tuple that is not a literal empty one
+                 * is judged below as an unresolved binding): NEWOBJ's cls.__new__(cls)
+                 * of a binder class (numpy.vectorize) runs none of its code; what its
+                 * BUILD state binds is judged there (a dangerous global in it is a
+                 * reference, a call in it is judged as one) */
+                return;
+            }
             spa_target f;
             spa_resolve(a0, &f, 0);
             if (f.kind == SPA_T_GLOBAL || f.kind == SPA_T_METHOD) {

@@ -2,7 +2,7 @@
  * invokes when it is reached through reflection and trampolines (getattr,
  * inspect.getattr_static, operator.attrgetter/itemgetter/methodcaller/getitem incl. on
  * sys.modules, importlib.import_module, __import__, pkgutil.resolve_name,
- * functools.partial) and follows dotted paths component by component. */
+ * functools.partial and the KB's other @partial binders) and follows dotted paths component by component. */
 #include <stdio.h>
 #include <string.h>
 
@@ -202,7 +202,10 @@ void spa_resolve(const spa_val *v, spa_target *t, int depth) {
             if (!spa_val_text(a0, t->aux, sizeof t->aux)) t->aux[0] = '\0';
             return;
         }
-        if (rs_is(&c, "functools", "partial")) {
+        if (spa_kb_partial(c.module, c.name)) {
+            /* functools.partial and the KB's other binders (@partial: loky's
+             * _rebuild_partial, numpy.vectorize): calling the result calls the
+             * function bound first (nothing resolvable bound: dynamic) */
             spa_target inner;
             spa_resolve(a0, &inner, depth + 1);
             *t = inner;

@@ -77,6 +77,18 @@ BENIGN = {
         "from joblib.externals.loky.process_executor import _process_chunk\n"
         "open(p, 'wb').write(bytes(dumps(functools.partial(_process_chunk, math.sqrt))))",
         "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f([(16.0,), (4.0,)]) == [4.0, 2.0]"),
+    # numpy.vectorize binds a callable, as a partial does: scipy.stats distributions keep
+    # theirs (rv_generic's vecentropy, _ppfvec, ...), pickled as vectorize.__new__ + a
+    # __dict__ state binding a bound method of the distribution (upstream scipy-stats
+    # test_distributions.py::TestFrozen::test_pickling, a pickle.loads: layer 2 too)
+    "scipy_frozen_poisson": (
+        "import pickle, scipy.stats as st\nd_ = st.poisson(3.0)\nd_.random_state = 1234\n"
+        "pickle.dump(d_, open(p, 'wb'))",
+        "import pickle, scipy.stats\nd_ = pickle.loads(open(p, 'rb').read())\nassert d_.ppf(0.5) == 3.0\n"
+        "assert d_.entropy() > 0"),
+    "numpy_vectorize_of_builtin": (
+        "import pickle, math, numpy as np\npickle.dump(np.vectorize(math.floor, otypes='d'), open(p, 'wb'))",
+        "import pickle\nf = pickle.load(open(p, 'rb'))\nassert list(f([1.5, 2.5])) == [1.0, 2.0]"),
     "partial_sqrt": (
         "import pickle, functools, math\npickle.dump(functools.partial(math.sqrt), open(p, 'wb'))",
         "import pickle\nf = pickle.load(open(p, 'rb'))\nassert f(16.0) == 4.0"),
@@ -178,9 +190,17 @@ def test_path_lines_are_not_references(tmp_path):
 
 
 # The same shapes stay refused when they do reach code: a partial binding a dangerous
-# callable (functools' and loky's), numpy.memmap called with a file to create (not as _reconstruct's type), INST
-# with its MARK (the C unpickler then imports and calls). Each payload is proven to run
+# callable (functools', loky's and numpy.vectorize, however built), numpy.memmap called
+# with a file to create (not as _reconstruct's type), INST with its MARK (the C
+# unpickler then imports and calls). Each payload is proven to run
 # without the preload (the marker appears) and is refused with it.
+def _vectorize_newobj(cmd):
+    import pickle
+    import numpy as np
+    from spgen import Reduce
+    return pickle.dumps(Reduce(np.vectorize(os.system), (cmd,)), protocol=2)
+
+
 def _still_refused(marker):
     from spgen import Asm, touch_cmd
     cmd = touch_cmd(marker)
@@ -198,6 +218,11 @@ def _still_refused(marker):
         "memmap_call_creates_file": Asm(2).global_("numpy", "memmap").mark().push(str(marker))
         .push("uint8").push("w+").push(0).mark().push(1).tuple_().tuple_().reduce().stop(),
         "inst_with_mark": b"(S'" + cmd.encode() + b"'\nios\nsystem\n.",
+        # numpy.vectorize binding os.system, then called: built by its constructor, and
+        # as pickle writes one (vectorize.__new__ + BUILD {'pyfunc': os.system})
+        "vectorize_os_system_called": Asm(2).global_("numpy", "vectorize").mark().global_("os", "system")
+        .tuple_().reduce().mark().push(cmd).tuple_().reduce().stop(),
+        "vectorize_newobj_state_called": _vectorize_newobj(cmd),
     }
 
 
