@@ -532,19 +532,18 @@ mismatch:
 }
 
 /* After a read-family call returned bytes from a regular file that was not
- * judged pickle-bearing just before it (ent: the identity judged then, the
- * file empty or not pickle-bearing): those bytes are that judgement's only
- * if the file did not change during the call (a writer can fill an empty
- * file, or put a pickle in place of a text, between the judgement and the
- * read). When its identity differs now, the file is judged again as it is:
+ * judged pickle-bearing (ent: the identity judged just before the call, or
+ * the fd's entry, the identity the last check saw; the file empty or not
+ * pickle-bearing): those bytes are that judgement's only if the file did not
+ * change since (a writer can fill an empty file, or put a pickle in place of a
+ * text, between the judgement and the read). Its identity differs now (the
+ * caller checked, spp_ident_moved), so the file is judged again as it is:
  * refused, the read fails with the refusal; pickle-bearing now, the bytes are
  * checked against that judgement (spp_verify); not pickle-bearing now, the
  * bytes must be this version's, else they came from a version in between that
  * nobody judged and the read fails with EIO. ent_out: the fd's entry after. */
-static int spp_recheck(int fd, int hook, const struct iovec *seg, int cnt, size_t got, int64_t off, uint64_t ent,
+static int spp_recheck(int fd, int hook, const struct iovec *seg, int cnt, size_t got, int64_t off,
                        uint64_t *ent_out) {
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || spp_ident_hash(&st) == (ent & ~SPP_FD_TAGS)) return 0;
     uint64_t now = 0;
     int e = spp_judge_fd_ent(fd, NULL, hook, SPP_AT_USE, &now);
     if (e) {
@@ -594,21 +593,27 @@ typedef struct spp_rargs {
     const struct iovec *seg;
     size_t got;
     int64_t off;
-    uint64_t ent, *ent_out;
+    uint64_t *ent_out;
 } spp_rargs;
 
 static void spp_recheck_cb(void *a) {
     spp_rargs *x = a;
-    x->rc = spp_recheck(x->fd, x->hook, x->seg, x->cnt, x->got, x->off, x->ent, x->ent_out);
+    x->rc = spp_recheck(x->fd, x->hook, x->seg, x->cnt, x->got, x->off, x->ent_out);
+}
+
+/* Has the regular file behind fd another identity than `ent` (the one judged)?
+ * The common answer, no, costs one fstat on the host's stack. */
+static inline bool spp_ident_moved(int fd, uint64_t ent) {
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && spp_ident_hash(&st) != (ent & ~SPP_FD_TAGS);
 }
 
 int spp_recheck_read(int fd, int hook, const struct iovec *iov, int cnt, size_t got, int64_t off, uint64_t *ent) {
-#ifdef SPP_BENCH_NO_VERIFY
-    return 0; /* test/bench/bench_verify.sh only (see verify.c) */
+#if defined(SPP_BENCH_NO_VERIFY) || defined(SPP_BENCH_NO_RECHECK)
+    return 0; /* test/bench/bench_verify.sh only (see verify.c): the recheck's cost on its own */
 #endif
-    if (!got || !*ent) return 0;    /* nothing read, or not a regular file */
-    spp_rargs x = { .fd = fd, .hook = hook, .cnt = cnt, .rc = 0, .seg = iov, .got = got, .off = off, .ent = *ent,
-                    .ent_out = ent };
+    if (!got || !*ent || !spp_ident_moved(fd, *ent)) return 0; /* nothing read, not a regular file, unchanged */
+    spp_rargs x = { .fd = fd, .hook = hook, .cnt = cnt, .rc = 0, .seg = iov, .got = got, .off = off, .ent_out = ent };
     spp_on_altstack(spp_recheck_cb, &x);
     return x.rc;
 }
@@ -631,7 +636,7 @@ int spp_verify_map(int fd, int hook, uint64_t off, size_t len) {
  * the mapping fails; pickle-bearing now, the judged blocks it covers are
  * checked (spp_verify_map). */
 int spp_recheck_map(int fd, int hook, uint64_t off, size_t len, uint64_t *ent) {
-#ifdef SPP_BENCH_NO_VERIFY
+#if defined(SPP_BENCH_NO_VERIFY) || defined(SPP_BENCH_NO_RECHECK)
     return 0; /* test/bench/bench_verify.sh only (see verify.c) */
 #endif
     struct stat st;

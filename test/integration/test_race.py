@@ -493,3 +493,64 @@ def test_file_appended_during_read_no_false_alarm(tmp_path, swap_lib):
     r = subprocess.run([PYTHON, "-c", SWAP_LOAD, str(target), "text"], env=e, capture_output=True, text=True, timeout=120)
     assert r.stdout.startswith("loaded b'line one"), r.stdout + r.stderr[-2000:]
     assert "safepickle:" not in r.stderr, r.stderr[-2000:]
+
+
+BETWEEN_LOAD = r"""
+import ctypes, os, pickle, sys
+path, evil, call = sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3]
+def swap():                 # in place, between two calls, from this process
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC); os.write(fd, evil); os.close(fd)
+try:
+    if call == "fread":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fopen.restype = ctypes.c_void_p
+        libc.fread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+        libc.fseek.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
+        fp = libc.fopen(path.encode(), b"rb")
+        buf = ctypes.create_string_buffer(4096)
+        libc.fread(buf, 1, 8, fp)          # fills the FILE's buffer with the text
+        swap()
+        libc.fseek(fp, 0, 0)               # drops the buffer: the next fread reads the file
+        n = libc.fread(buf, 1, 4096, fp)
+        if n == 0: raise OSError(ctypes.get_errno(), "fread")
+        v = pickle.loads(buf.raw[:n])
+    elif call == "pread":
+        fd = os.open(path, os.O_RDONLY)
+        os.pread(fd, 8, 0)
+        swap()
+        v = pickle.loads(os.pread(fd, 4096, 0))
+    else:
+        with open(path, "rb", buffering=0) as f:
+            f.read(8)
+            swap()
+            f.seek(0)
+            v = pickle.load(f)
+    print("loaded", repr(v)[:60])
+except OSError as e:
+    print("errno%d" % e.errno)
+"""
+
+
+@pytest.mark.parametrize("call", ["read", "pread", "fread"])
+def test_file_changed_between_reads(tmp_path, call):
+    """A file judged not pickle-bearing, read once, then rewritten into a
+    malicious pickle between two reads of the same fd (not during a call):
+    the second read is refused with layer 1 alone and the payload does not
+    run (reads of such an fd are not judged before the call, only checked
+    after it: preload/README.md, "A file that was not pickle-bearing when
+    judged"). Without the preload the same script runs the payload."""
+    marker = tmp_path / "ran"
+    target = tmp_path / "notes.txt"
+    evil = b"cposix\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+    target.write_bytes(b"just some text, no pickle at all\n" * 8)
+    args = [PYTHON, "-c", BETWEEN_LOAD, str(target), evil.hex(), call]
+    e = clean_env(SAFEPICKLE_POLICY=race.policy_file(str(tmp_path), "file"))
+    e["LD_PRELOAD"] = LIB
+    r = subprocess.run(args, env=e, capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "errno13", r.stdout + r.stderr[-2000:]
+    assert not marker.exists()
+    assert "safepickle: blocked" in r.stderr
+    target.write_bytes(b"just some text, no pickle at all\n" * 8)
+    r = subprocess.run(args, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert r.stdout.startswith("loaded"), r.stdout + r.stderr[-2000:]
+    assert marker.exists()
