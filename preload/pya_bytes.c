@@ -27,6 +27,7 @@
 
 #include "containers.h"
 #include "opcodes.h"
+#include "pya_pool.h"
 
 typedef spp_pyobj *(*pyb_fastkw_fn)(spp_pyobj *, spp_pyobj *const *, spp_pyssize, spp_pyobj *);
 typedef spp_pyobj *(*pyb_noargs_fn)(spp_pyobj *, spp_pyobj *);
@@ -330,41 +331,10 @@ static bool pyb_busy_again(void) {
  * When the refused bytes were read by a Pool worker's task queue (the load is
  * called by SimpleQueue.get, called by multiprocessing.pool's worker), the
  * worker is handed, instead of the task, one with the same job and index
- * (read from the message's head: Pool pickles (job, i, func, args, kwds)
+ * (read from the message's head, pya_pool.c: Pool pickles (job, i, func, args, kwds)
  * with protocol >= 2) whose function raises the refusal, so the worker reports
  * the task as failed, the parent's get() raises SafePickleBlocked and the pool
  * goes on. Nothing of the refused message is unpickled. */
-
-/* An int opcode (BININT1/BININT2/BININT) at p[*pos], or NONE when none_ok. */
-static bool pyb_head_int(const uint8_t *p, size_t n, size_t *pos, bool none_ok, long long *v, bool *none) {
-    size_t i = *pos, w;
-    if (i >= n) return false;
-    *none = false;
-    switch (p[i]) {
-    case 'K': w = 1; break;
-    case 'M': w = 2; break;
-    case 'J': w = 4; break;
-    case 'N': if (!none_ok) return false; *none = true; *pos = i + 1; return true;
-    default: return false;
-    }
-    if (w > n - i - 1) return false;
-    uint64_t u = pyb_le(p + i + 1, (int)w);
-    *v = w == 4 ? (long long)(int32_t)(uint32_t)u : (long long)u;
-    *pos = i + 1 + w;
-    return true;
-}
-
-/* job and i of a Pool message: PROTO, FRAME?, MARK (a task's 5-tuple; a
- * result's 3-tuple has none), int, int or None. */
-static bool pyb_pool_head(const uint8_t *p, size_t n, long long *job, long long *idx, bool *idx_none) {
-    size_t pos = 0;
-    bool none;
-    if (n < 2 || p[0] != 0x80) return false;
-    pos = 2;
-    if (pos < n && p[pos] == 0x95) pos += 9; /* FRAME + 8-byte length */
-    if (pos < n && p[pos] == '(') pos++;
-    return pyb_head_int(p, n, &pos, false, job, &none) && pyb_head_int(p, n, &pos, true, idx, idx_none);
-}
 
 static bool pyb_frame_is(spp_pyobj *f, const char *module, const char *func) {
     pya_where w;
@@ -409,7 +379,7 @@ static spp_pyobj *pyb_pool_refused_task(spp_pyobj *data, spa_verdict v) {
     bool none = false, ok = false;
     memset(&b, 0, sizeof b);
     if (py_PyObject_GetBuffer(data, &b, SPP_PYBUF_SIMPLE) == 0) {
-        ok = pyb_pool_head((const uint8_t *)b.buf, (size_t)b.len, &job, &idx, &none);
+        ok = pya_pool_head((const uint8_t *)b.buf, (size_t)b.len, &job, &idx, &none);
         py_PyBuffer_Release(&b);
     }
     int ctx = ok ? pyb_pool_context() : 0;
