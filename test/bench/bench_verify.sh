@@ -8,13 +8,19 @@
 #   plain     no preload
 #   noverify  this preload built with -DSPP_BENCH_NO_VERIFY (no fingerprint, no
 #             check: the preload as it was before verification), cache off
+#   norecheck this preload built with -DSPP_BENCH_NO_RECHECK (verification on,
+#             no recheck after a read of a file judged not pickle-bearing: the
+#             preload as it was before that check), cache off
+#   base      (only with BASE=DIR) the library of another build dir, e.g. main's
+#             before a change, cache off
 #   preload   this build, persistent cache off (every process scans)
 #   warm      this build, persistent cache warm (another process judged the file)
 # Files: a 1 GiB torch zip checkpoint (target: preload/noverify < 1.01) and a
 # 30 MB opcode-dense protocol-4 pickle, 1.3 M memoised tuples (target < 1.03);
-# warm/plain target <= 1.01.
-# Usage: test/bench/bench_verify.sh [RUNS]   (BUILD selects the build dir)
-# Writes its section of test/bench/results.md.
+# warm/plain target <= 1.01. Then the recheck alone on many small reads of a
+# text file (bench_smallreads.c, ns per call, plain / norecheck / base / preload).
+# Usage: test/bench/bench_verify.sh [RUNS]   (BUILD selects the build dir, BASE
+# an optional second one). Writes its section of test/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -23,6 +29,10 @@ LIB=$(realpath "$BUILD/libsafepickle.so")
 NV_BUILD=${NV_BUILD:-build-bench-noverify}
 make --no-print-directory BUILD="$NV_BUILD" CFLAGS="-O2 -g -DSPP_BENCH_NO_VERIFY" "$NV_BUILD/libsafepickle.so" >/dev/null
 NV=$(realpath "$NV_BUILD/libsafepickle.so")
+NR_BUILD=${NR_BUILD:-build-bench-norecheck}
+make --no-print-directory BUILD="$NR_BUILD" CFLAGS="-O2 -g -DSPP_BENCH_NO_RECHECK" "$NR_BUILD/libsafepickle.so" >/dev/null
+NR=$(realpath "$NR_BUILD/libsafepickle.so")
+BASE_LIB=${BASE:+$(realpath "$BASE/libsafepickle.so")}
 make --no-print-directory BUILD="$BUILD" "$BUILD/libspa.a" >/dev/null
 PY=/usr/bin/python3
 work=$(mktemp -d /tmp/sp-bench-verify.XXXXXX)
@@ -40,10 +50,12 @@ with open(os.path.join(d, "dense.pkl"), "wb") as f:
 PYEOF
 cc -O2 -std=gnu11 -D_GNU_SOURCE -Ianalyzer -Ipreload -I"$BUILD/gen" -DSPA_VERSION=\"bench\" -o "$work/bench_fp" \
   test/bench/bench_fp.c "$BUILD/libspa.a" -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
+# the preload acts only where Python runs: a python-* name puts the helper under it
+cc -O2 -o "$work/python-smallreads" test/bench/bench_smallreads.c
 
-"$PY" - "$LIB" "$NV" "$RUNS" "$work" <<'PYEOF'
+"$PY" - "$LIB" "$NV" "$RUNS" "$work" "$NR" "$BASE_LIB" "${BASE:-}" <<'PYEOF'
 import os, re, shutil, statistics, subprocess, sys
-lib, nv, runs, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+lib, nv, runs, work, nr, base_lib, base_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 PY = "/usr/bin/python3"
 base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("SAFEPICKLE_")}
 base["OMP_NUM_THREADS"] = "1"
@@ -51,9 +63,14 @@ warm_dir = os.path.join(work, "cache")
 envs = {
     "plain": base,
     "noverify": dict(base, LD_PRELOAD=nv, SAFEPICKLE_CACHE="off"),
+    "norecheck": dict(base, LD_PRELOAD=nr, SAFEPICKLE_CACHE="off"),
+    "base": dict(base, LD_PRELOAD=base_lib, SAFEPICKLE_CACHE="off"),
     "preload": dict(base, LD_PRELOAD=lib, SAFEPICKLE_CACHE="off"),
     "warm": dict(base, LD_PRELOAD=lib, SAFEPICKLE_CACHE=warm_dir),
 }
+if not base_lib:
+    del envs["base"]
+B = "base" in envs
 CODE = {
     "torch": "import sys, time, torch\nt = time.process_time()\nsd = torch.load(sys.argv[1])\nprint(time.process_time() - t)\n",
     "pickle": "import sys, time, pickle\nt = time.process_time()\nwith open(sys.argv[1], 'rb') as f: x = pickle.load(f)\nprint(time.process_time() - t)\n",
@@ -67,9 +84,19 @@ def sample(kind, path, env):
         raise SystemExit("failed under %s: %s" % (env.get("LD_PRELOAD"), r.stderr[-2000:]))
     return float(r.stdout.split()[-1])
 
-lines = ["runs per side: %d; load average at start: %s; CPU seconds of the load" % (runs, open("/proc/loadavg").read().split()[0]), "",
-         "| case | plain | noverify | preload | warm | preload/noverify (fingerprint cost) | paired spread | preload/plain | warm/plain | paired spread |",
-         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+def pairs(a, b):
+    r = [x / y for x, y in zip(t[a], t[b])]
+    return "**%.3fx** | %.3f-%.3f" % (statistics.median(t[a]) / statistics.median(t[b]), min(r), max(r))
+
+load0 = open("/proc/loadavg").read().split()[0]
+lines = ["runs per side: %d, interleaved (one sample of each side in turn, a fresh process each); CPU seconds of the load "
+         "(user + sys inside the process); the machine is shared and loaded (load average %s at start, {END} at the end), "
+         "so the paired spreads are wide: read the medians" % (runs, load0),
+         "" if not B else "base: %s" % base_dir, "",
+         "| case | plain | noverify | norecheck |%s preload | warm | preload/noverify (fingerprint + recheck) | paired spread | "
+         "preload/norecheck (recheck) | paired spread |%s preload/plain | warm/plain | paired spread |" % (
+             " base |" if B else "", " base/norecheck | paired spread |" if B else ""),
+         "| --- " * (13 + (3 if B else 0)) + "|"]
 for name, kind, path in cases:
     for e in envs.values():       # warm the page cache; the first "warm" sample primes the cache dir
         sample(kind, path, e)
@@ -78,11 +105,10 @@ for name, kind, path in cases:
         for k, e in envs.items():
             t[k].append(sample(kind, path, e))
     med = {k: statistics.median(v) for k, v in t.items()}
-    fp = [c / n for c, n in zip(t["preload"], t["noverify"])]
-    wp = [w / p for w, p in zip(t["warm"], t["plain"])]
-    lines.append("| %s | %.3f s | %.3f s | %.3f s | %.3f s | **%.3fx** | %.3f-%.3f | %.3fx | **%.3fx** | %.3f-%.3f |" % (
-        name, med["plain"], med["noverify"], med["preload"], med["warm"], med["preload"] / med["noverify"],
-        min(fp), max(fp), med["preload"] / med["plain"], med["warm"] / med["plain"], min(wp), max(wp)))
+    lines.append("| %s | %.3f s | %.3f s | %.3f s |%s %.3f s | %.3f s | %s | %s |%s %.3fx | %s |" % (
+        name, med["plain"], med["noverify"], med["norecheck"], " %.3f s |" % med["base"] if B else "",
+        med["preload"], med["warm"], pairs("preload", "noverify"), pairs("preload", "norecheck"),
+        " %s |" % pairs("base", "norecheck") if B else "", med["preload"] / med["plain"], pairs("warm", "plain")))
     if kind == "pickle":
         plain_pickle = med["plain"]
 # the fingerprint's own work, alone (bench_fp.c): hashing while the analyzer
@@ -118,6 +144,33 @@ for (label, rd, first), v in zip(patterns, fp):
 ents = [os.path.getsize(os.path.join(warm_dir, e)) for e in os.listdir(warm_dir) if e.startswith("e-")]
 lines += ["", "fingerprint memory: 16 bytes per 4 KiB judged; persistent cache entries for these two files: %s bytes"
           % ", ".join(str(x) for x in sorted(ents))]
+
+# the recheck alone: many small reads of a text file through one fd
+# (bench_smallreads.c; ns per call, interleaved, medians)
+text = os.path.join(work, "notes.txt")
+with open(text, "w") as f:
+    f.write("just some text, not a pickle\n" * 2300)
+prog = os.path.join(work, "python-smallreads")
+sr_envs = {k: envs[k] for k in ("plain", "norecheck", "base", "preload") if k in envs}
+sr = {k: [] for k in sr_envs}
+for e in sr_envs.values():
+    subprocess.run([prog, text, "20000"], env=e, check=True, capture_output=True)
+for _ in range(runs):
+    for k, e in sr_envs.items():
+        out = subprocess.run([prog, text, "200000"], env=e, check=True, capture_output=True, text=True).stdout
+        sr[k].append([float(x) for x in out.split()])
+lines += ["", "the recheck alone: 200,000 small reads of a 67 KB text file (not pickle-bearing) through one fd, "
+          "CPU ns per call (bench_smallreads.c, user + sys, medians of %d interleaved runs):" % runs, "",
+          "| call | plain | norecheck |%s preload | preload - norecheck | preload/norecheck | paired spread |%s" % (
+              " base |" if B else "", " base - norecheck |" if B else ""),
+          "| --- " * (7 + (2 if B else 0)) + "|"]
+for i, call in enumerate(("read() of 256 B", "pread() of 256 B", "fread() of 64 B (stdio buffer)")):
+    m = {k: statistics.median(v[i] for v in sr[k]) for k in sr}
+    r = [p[i] / n[i] for p, n in zip(sr["preload"], sr["norecheck"])]
+    lines.append("| %s | %.0f | %.0f |%s %.0f | %+.0f | **%.3fx** | %.3f-%.3f |%s" % (
+        call, m["plain"], m["norecheck"], " %.0f |" % m["base"] if B else "", m["preload"], m["preload"] - m["norecheck"],
+        m["preload"] / m["norecheck"], min(r), max(r), " %+.0f |" % (m["base"] - m["norecheck"]) if B else ""))
+lines[0] = lines[0].replace("{END}", open("/proc/loadavg").read().split()[0])
 out = "\n".join(lines)
 print(out)
 res = os.path.join("test", "bench", "results.md")
