@@ -362,7 +362,7 @@ SWAP_LIB = r"""
  * do the read, then (if set) write $SWAP_BACK over it. Raw syscalls only. */
 static void put(const char *from, const char *to) {
     char b[65536];
-    int i = (int)syscall(SYS_openat, AT_FDCWD, from, O_RDONLY), o = (int)syscall(SYS_openat, AT_FDCWD, to, O_WRONLY | O_TRUNC);
+    int i = (int)syscall(SYS_openat, AT_FDCWD, from, O_RDONLY), o = (int)syscall(SYS_openat, AT_FDCWD, to, O_WRONLY | (getenv("SWAP_INPLACE") ? 0 : O_TRUNC));
     long n;
     while ((n = syscall(SYS_read, i, b, sizeof b)) > 0) syscall(SYS_write, o, b, n);
     syscall(SYS_close, i);
@@ -420,7 +420,9 @@ void *mmap64(void *a, size_t len, int prot, int fl, int fd, off_t off) {
 """
 
 SWAP_LOAD = r"""
-import ctypes, mmap, pickle, sys
+import ctypes, mmap, os, pickle, sys
+if os.environ.get("SWAP_FRESH"):       # written just before it is opened (same timestamp tick)
+    with open(sys.argv[1], "wb") as f: f.write(bytes.fromhex(os.environ["SWAP_FRESH"]))
 try:
     if sys.argv[2] == "fread":          # stdio: the swap happens inside fread
         libc = ctypes.CDLL(None, use_errno=True)
@@ -480,6 +482,46 @@ def test_file_changed_between_judgement_and_read(tmp_path, swap_lib, call, befor
     assert r.stdout.strip() == expect, r.stdout + r.stderr[-2000:]
     assert not marker.exists()
     assert "safepickle:" in r.stderr
+
+
+def _multigrain_timestamps(path):
+    """Does a write right after a stat get a new ctime here (Linux >= 6.13
+    multigrain timestamps on ext4, xfs, btrfs, tmpfs)? Coarse timestamps give
+    writes within one tick (~4 ms) the same ctime."""
+    same = 0
+    for _ in range(20):
+        with open(path, "wb") as f:
+            f.write(b"a")
+        a = os.stat(path).st_ctime_ns
+        with open(path, "r+b") as f:
+            f.write(b"b")
+        same += os.stat(path).st_ctime_ns == a
+    return same == 0
+
+
+def test_file_rewritten_in_place_same_size_same_tick(tmp_path, swap_lib):
+    """A text file written just before it is opened (judged not pickle-bearing)
+    is rewritten in place, same size, into a malicious pickle between the
+    judgement and the read, within one timestamp tick of the text's write: the
+    identity (dev, inode, size, mtime, ctime) changes only where the kernel
+    gives a write after a stat a new ctime (multigrain timestamps). There the
+    read is refused; with coarse timestamps this is a known gap (preload/README.md,
+    "Identity rule": a file judged not pickle-bearing has no fingerprint)."""
+    marker = tmp_path / "ran"
+    target, evil = tmp_path / "m.txt", tmp_path / "evil"
+    text = b"just some text, no pickle at all\n" * 8
+    head, tail = b"cposix\nsystem\n(S'touch " + str(marker).encode() + b" #", b"'\ntR."
+    evil.write_bytes(head + b"x" * (len(text) - len(head) - len(tail)) + tail)
+    assert evil.stat().st_size == len(text)
+    if not _multigrain_timestamps(str(tmp_path / "probe")):
+        pytest.xfail("coarse file timestamps: a same-size rewrite within one tick keeps the identity")
+    e = clean_env(SAFEPICKLE_POLICY=race.policy_file(str(tmp_path), "file"), SWAP_TARGET=str(target),
+                  SWAP_SRC=str(evil), SWAP_INPLACE="1", SWAP_FRESH=text.hex())
+    e["LD_PRELOAD"] = LIB + " " + swap_lib
+    r = subprocess.run([PYTHON, "-c", SWAP_LOAD, str(target), "pickle"], env=e, capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.strip() == "errno13", r.stdout + r.stderr[-2000:]
+    assert not marker.exists()
 
 
 def test_file_appended_during_read_no_false_alarm(tmp_path, swap_lib):
