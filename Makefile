@@ -73,7 +73,7 @@ $(BUILD)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc $(BUILD)/gen/kb_modattr.in
 $(BUILD)/gen/opcodes_stack.inc: analyzer/opcodes_stack.awk analyzer/opcodes.def
 	@mkdir -p $(dir $@)
 	awk -f analyzer/opcodes_stack.awk analyzer/opcodes.def > $@.tmp && mv $@.tmp $@
-$(BUILD)/obj/analyzer/opcodes.o: $(BUILD)/gen/opcodes_stack.inc
+$(BUILD)/obj/analyzer/opcodes.o $(BUILD)/obj/analyzer/sniff.o: $(BUILD)/gen/opcodes_stack.inc
 
 $(BUILD)/libspa.a: $(ANALYZER_OBJ)
 	@mkdir -p $(dir $@)

@@ -45,6 +45,8 @@ typedef struct spc_walk_info {
     unsigned ops;   /* opcodes examined */
 } spc_walk_info;
 spc_pk spc_pickle_walk(const uint8_t *p, size_t n, uint64_t total, spc_walk_info *info);
+/* The same without the first-byte shortcut (sn_fails_first): for test_sniff. */
+spc_pk spc_pickle_walk_full(const uint8_t *p, size_t n, uint64_t total, spc_walk_info *info);
 /* Magic tests of formats.def: NO, YES, or WEAK (yes unless the bytes are
  * also a plausible pickle and do not decompress to pickle-bearing content). */
 enum { SPC_M_NO = 0, SPC_M_YES, SPC_M_WEAK };
@@ -71,6 +73,14 @@ spa_format spc_sniff_alt(const uint8_t *p, size_t n, uint64_t total, bool no_zip
 /* The formats (bit 1 << spa_format) whose magic may accept content starting
  * with byte c; the others answer SPC_M_NO whatever follows (sniff.c). */
 uint32_t spc_sniff_first(uint8_t c);
+/* Is the pickle walk the only test spc_sniff_alt can make on p[0..n)? Then it
+ * answers SPA_FMT_PICKLE (no alt) exactly when spc_pickle_walk does not say
+ * SPC_PK_NO, and a caller that walks anyway may skip it (nested.c). */
+bool spc_sniff_pickle_only(const uint8_t *p, size_t n);
+/* ... and does that walk fail at its first byte (spc_pickle_walk: SPC_PK_NO)?
+ * Then spc_sniff_alt says NONE (no alt) and no walk can find a pickle: the
+ * nested-pickle check's cheap "no" for most text. */
+bool spc_sniff_surely_none(const uint8_t *p, size_t n);
 /* What the recogniser found in a random-access content. */
 typedef struct spc_recog {
     spa_format fmt;   /* the head's format (NONE: none) */

@@ -55,6 +55,9 @@ static bool nb_walk_candidate(spc_pk r, const spc_walk_info *wi, size_t n) {
  * magic (zlib, gzip, ...) must decompress to pickle-bearing content. */
 static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, uint64_t total) {
     if (n < 2) return false;
+    spc_walk_info wi;
+    if (spc_sniff_pickle_only(p, n)) /* the sniff would be this walk: walk once */
+        return nb_walk_candidate(spc_pickle_walk(p, n, total, &wi), &wi, n);
     spa_format alt;
     spa_format f = spc_sniff_alt(p, n, total, false, &alt);
     if (f == SPA_FMT_NONE && alt != SPA_FMT_NONE) f = alt; /* a weak magic: probed below */
@@ -71,7 +74,6 @@ static bool nb_candidate(spc_scan *s, const uint8_t *p, size_t n, uint64_t total
     default:
         return true; /* zip, npy, torch legacy, 7z: long magics */
     }
-    spc_walk_info wi;
     /* the whole constant: big arguments are skipped in O(1), the walk is
      * bounded by opcodes, so padding in front cannot hide an import */
     spc_pk r = spc_pickle_walk(p, n, total, &wi);
@@ -146,7 +148,7 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     size_t dn = 0;
     const char *enc = "const";
 
-    if (nb_candidate(s, p, n, v->u.s.len)) {
+    if (!spc_sniff_surely_none(p, n) && nb_candidate(s, p, n, v->u.s.len)) {
         data = p;
         dn = n;
     }

@@ -9,6 +9,7 @@
 
 #include "containers.h"
 #include "opcodes.h"
+#include "opcodes_stack.inc" /* SPA_OPSTK_<NAME>: generated from opcodes.def */
 
 /* ------------------------------------------------------------------ magics */
 /* Each says whether content starting with p[0..n) (total bytes, UINT64_MAX
@@ -238,6 +239,24 @@ static const uint8_t sn_first_op[256] = {
 };
 _Static_assert(SPA_FMT_COUNT <= 16, "sn_first holds one bit per format");
 
+/* Does a walk fail at its first step from the empty start whatever follows
+ * byte c? A byte that is no opcode (sn_ff_op 0), and an opcode without
+ * argument that takes a value or a MARK (2; sn_check's cases for those only
+ * ask for values too, and sn_effect finds none): most text starts so ('t',
+ * 'l', 'e', 's', 'a', ...), and the VM offers every string constant to the
+ * nested-pickle check. From the opcode table's stack effects (the numbers
+ * opcodes_stack.awk derives); test_sniff compares the walk with
+ * spc_pickle_walk_full on every first byte. */
+#define SN_FF4(pop, below, push, stk) (((pop) || ((stk) & SPA_STK_MARK)) && !((stk) & SPA_STK_PUSHMARK))
+#define SN_FF(stack) SN_FF4(stack)
+static const uint8_t sn_ff_op[256] = {
+#define OP(name, byte, kind, argname, proto, before, after) \
+    [byte] = (uint8_t)(1 + (kind == SPA_ARG_NONE && SN_FF(SPA_OPSTK_##name))),
+#include "opcodes.def"
+#undef OP
+};
+static inline bool sn_fails_first(uint8_t c) { return sn_ff_op[c] != 1; }
+
 /* The formats SN_FIRST has a line for. Any other (a formats.def entry added
  * later) is tried whatever the first byte is: the filter may only skip what it
  * knows cannot match, never a format it has not been told about. */
@@ -271,6 +290,18 @@ spa_format spc_sniff_alt(const uint8_t *p, size_t n, uint64_t total, bool no_zip
     }
     if (alt) *alt = weak;
     return SPA_FMT_NONE;
+}
+
+bool spc_sniff_surely_none(const uint8_t *p, size_t n) {
+    /* spc_sniff_pickle_only below 512 bytes (TAR needs them), with tables */
+    return n && n < 512 && !(sn_first[p[0]] & ~SN_BIT(TAR)) && !SN_UNLISTED && sn_fails_first(p[0]);
+}
+
+bool spc_sniff_pickle_only(const uint8_t *p, size_t n) {
+    if (!p || n == 0) return false;
+    uint32_t todo = spc_sniff_first(p[0]) & ~SN_BIT(NONE);
+    if (n < 512) todo &= ~SN_BIT(TAR);
+    return todo == SN_BIT(PICKLE);
 }
 
 spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total) {
@@ -723,6 +754,21 @@ static int sn_step(sn_walk *w) {
 }
 
 spc_pk spc_pickle_walk(const uint8_t *p, size_t n, uint64_t total, spc_walk_info *info) {
+    size_t wn = (total != UINT64_MAX && total < n) ? (size_t)total : n;
+    if (p && wn && sn_fails_first(p[0])) {
+        /* what sn_step's first step reports: failed, no effect, the opcode
+         * byte consumed when it is one */
+        if (info) {
+            memset(info, 0, sizeof *info);
+            info->failed = true;
+            info->end = spa_op_known(p[0]) ? 1 : 0;
+        }
+        return SPC_PK_NO;
+    }
+    return spc_pickle_walk_full(p, n, total, info);
+}
+
+spc_pk spc_pickle_walk_full(const uint8_t *p, size_t n, uint64_t total, spc_walk_info *info) {
     spc_walk_info dummy;
     if (!info) info = &dummy;
     memset(info, 0, sizeof *info);

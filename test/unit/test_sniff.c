@@ -284,7 +284,7 @@ static void test_first_byte_filter(void) {
     static const size_t lens[] = {1, 2, 3, 4, 5, 6, 7, 13, 15, 20, 64, 511, 512, 600};
     static uint8_t b[600];
     uint32_t x = 777;
-    long skipped = 0;
+    long skipped = 0, first_fail = 0, pickle_only = 0, surely_none = 0;
     for (unsigned c = 0; c < 256; c++) {
         uint32_t may = spc_sniff_first((uint8_t)c);
         for (size_t t = 0; t < sizeof tails / sizeof tails[0] + 3 + 8; t++) {
@@ -307,11 +307,35 @@ static void test_first_byte_filter(void) {
                     spa_format f1 = spc_sniff_alt(b, n, total, false, &alt1);
                     spa_format f2 = sniff_every_magic(b, n, total, &alt2);
                     T_CHECK_MSG(f1 == f2 && alt1 == alt2, "byte 0x%02x len %zu: %d/%d vs %d/%d", c, n, f1, alt1, f2, alt2);
+                    /* the walk's first-byte shortcut reports what the full walk does */
+                    spc_walk_info w1, w2;
+                    spc_pk r1 = spc_pickle_walk(b, n, total, &w1), r2 = spc_pickle_walk_full(b, n, total, &w2);
+                    T_CHECK_MSG(r1 == r2 && memcmp(&w1, &w2, sizeof w1) == 0, "walk of byte 0x%02x len %zu", c, n);
+                    if (r1 == SPC_PK_NO && w1.failed && w1.ops == 0) first_fail++;
+                    /* nested.c's cheap "no" */
+                    if (spc_sniff_surely_none(b, n)) {
+                        surely_none++;
+                        T_CHECK_MSG(f1 == SPA_FMT_NONE && alt1 == SPA_FMT_NONE && r2 == SPC_PK_NO,
+                                    "surely-none byte 0x%02x len %zu", c, n);
+                    }
+                    /* nested.c skips the sniff where only the walk can answer */
+                    if (spc_sniff_pickle_only(b, n)) {
+                        pickle_only++;
+                        T_CHECK_MSG(alt1 == SPA_FMT_NONE && (f1 == SPA_FMT_PICKLE) == (r2 != SPC_PK_NO),
+                                    "pickle-only byte 0x%02x len %zu", c, n);
+                    }
                 }
             }
         }
     }
     T_CHECK(skipped > 100000); /* the filter does skip */
+    T_CHECK_MSG(first_fail > 10000 && pickle_only > 10000 && surely_none > 5000, "%ld %ld %ld", first_fail, pickle_only, surely_none); /* the shortcuts do apply */
+    /* text that is also a tar header ("ustar" at 257) is not left to the walk */
+    memset(b, 'x', sizeof b);
+    b[0] = 't';
+    memcpy(b + 257, "ustar", 5);
+    T_CHECK(spc_sniff_pickle_only(b, 511) && !spc_sniff_pickle_only(b, 512));
+    T_CHECK(spc_sniff(b, 512, 512) == SPA_FMT_TAR);
 }
 
 T_MAIN("sniff", T_CASE(test_real_pickles_are_pickles), T_CASE(test_not_pickles),
