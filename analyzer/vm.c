@@ -64,6 +64,8 @@ typedef struct vm {
     spa_limit_id limit;
     bool complete;
     bool fatal;                 /* NOMEM/IO: spa_vm_run returns it */
+    bool halt;                  /* err set or complete: vm_fast's one test after each opcode (set
+                                   wherever those are: vm_fail, vm_limit, vm_nomem, STOP) */
     /* C file-mode framing: see vm_cf_pre */
     bool cfile;                 /* emulate it (second pass) */
     bool frame_cross;           /* a read ran past a frame's end */
@@ -76,10 +78,9 @@ typedef struct vm {
  * are recycled when dropped, so a long stream of plain data runs in constant
  * memory; byte buffers up to 4 KiB are recycled by size class. */
 VM_HOT int vm_cls(size_t n) {
-    size_t c = 16;
-    for (int i = 0; i < VM_NCLS; i++, c <<= 1)
-        if (n <= c) return i;
-    return -1;
+    if (n <= 16) return 0;
+    int c = (64 - __builtin_clzll((unsigned long long)(n - 1))) - 4; /* 16 << c >= n */
+    return c < VM_NCLS ? c : -1;
 }
 
 VM_HOT void *vm_balloc(vm *m, size_t n) {
@@ -105,7 +106,7 @@ VM_HOT void vm_bfree(vm *m, void *p, size_t n) {
 
 static void vm_nomem(vm *m, uint64_t off) {
     if (m->err.code == SPA_OK) m->err = (spa_err){ SPA_E_NOMEM, "out of memory", off };
-    m->fatal = true;
+    m->fatal = m->halt = true;
 }
 
 VM_HOT spa_val *vm_new(vm *m, spa_vkind k, uint8_t op, uint64_t off) {
@@ -187,13 +188,21 @@ static void vm_drop_shared(vm *m, spa_val *v, int depth) {
 
 /* An item of a container being dropped: plain scalars straight back (as in
  * vm_drop), anything else one level deeper. */
+#define VM_KBIT(k) (1u << (k))
+#define VM_PLAIN_SCALAR (VM_KBIT(SPA_V_UNKNOWN) | VM_KBIT(SPA_V_NONE) | VM_KBIT(SPA_V_BOOL) | \
+                         VM_KBIT(SPA_V_INT) | VM_KBIT(SPA_V_FLOAT))
 VM_HOT void vm_drop_item(vm *m, spa_val *v, int depth) {
     if (!v) return;
-    if (v->kind <= SPA_V_FLOAT && v->kind != SPA_V_LONG && v->kind != SPA_V_MARK &&
-        !(v->flags & SPA_VFX_SHARED)) {
-        v->u.seq.items = (spa_val **)(void *)m->free_vals;
-        m->free_vals = v;
-        return;
+    if (!(v->flags & SPA_VFX_SHARED)) {
+        uint32_t kb = VM_KBIT(v->kind);
+        if (kb & (VM_PLAIN_SCALAR | VM_KBIT(SPA_V_STR) | VM_KBIT(SPA_V_BYTES))) {
+            /* (vm_drop_d's str/bytes case, without its checks) */
+            if ((kb & (VM_KBIT(SPA_V_STR) | VM_KBIT(SPA_V_BYTES))) && vm_owns_bytes(m, v))
+                vm_bfree(m, (void *)v->u.s.p, (size_t)v->u.s.kept ? (size_t)v->u.s.kept : 1);
+            v->u.seq.items = (spa_val **)(void *)m->free_vals;
+            m->free_vals = v;
+            return;
+        }
     }
     vm_drop_d(m, v, depth);
 }
@@ -217,6 +226,18 @@ VM_HOT void vm_drop(vm *m, spa_val *v) {
     if (v) vm_drop_item(m, v, 0);
 }
 
+/* vm_drop for vm_fill, whose look-ahead has already asked for v's items. */
+VM_HOT void vm_drop_fetched(vm *m, spa_val *v) {
+    if (v && vm_is_seq(v) && !(v->flags & SPA_VFX_SHARED)) {
+        for (uint32_t i = 0; i < v->n; i++) vm_drop_item(m, v->u.seq.items[i], 1);
+        vm_bfree(m, v->u.seq.items, (size_t)v->u.seq.cap * sizeof(spa_val *));
+        v->u.seq.items = (spa_val **)(void *)m->free_vals;
+        m->free_vals = v;
+        return;
+    }
+    vm_drop(m, v);
+}
+
 /* Referenced from the memo: released when dropped (see vm_drop_shared). */
 static void vm_share(spa_val *v) { if (v) v->flags |= SPA_VFX_SHARED; }
 /* Referenced from the IR or from a second stack slot: kept as it is. */
@@ -229,6 +250,7 @@ static void vm_pin(spa_val *v) {
 /* ================================================================ errors */
 static void vm_fail(vm *m, spa_code c, const char *msg, uint64_t off) {
     if (m->err.code == SPA_OK) m->err = (spa_err){ c, msg, off };
+    m->halt = true;
 }
 
 static void vm_limit(vm *m, spa_limit_id id, const char *msg, uint64_t off) {
@@ -236,6 +258,7 @@ static void vm_limit(vm *m, spa_limit_id id, const char *msg, uint64_t off) {
         m->err = (spa_err){ SPA_E_LIMIT, msg, off };
         m->limit = id;
     }
+    m->halt = true;
 }
 
 /* ================================================================ stack */
@@ -284,8 +307,7 @@ static bool vm_marker(vm *m, size_t *at, uint64_t off) {
 }
 
 /* ================================================================ containers */
-static bool vm_seq_reserve(vm *m, spa_val *c, uint32_t want, uint64_t off) {
-    if (want <= c->u.seq.cap) return true;
+static bool vm_seq_grow(vm *m, spa_val *c, uint32_t want, uint64_t off) {
     uint32_t nc = c->u.seq.cap ? c->u.seq.cap * 2 : 4;
     while (nc < want) nc *= 2;
     spa_val **ni = vm_balloc(m, (size_t)nc * sizeof *ni);
@@ -295,6 +317,10 @@ static bool vm_seq_reserve(vm *m, spa_val *c, uint32_t want, uint64_t off) {
     c->u.seq.items = ni;
     c->u.seq.cap = nc;
     return true;
+}
+
+VM_HOT bool vm_seq_reserve(vm *m, spa_val *c, uint32_t want, uint64_t off) {
+    return want <= c->u.seq.cap || vm_seq_grow(m, c, want, off);
 }
 
 /* Add `k` items (k = 1, or 2 for a dict pair) to container c. Plain items are
@@ -500,7 +526,7 @@ static spa_val **vm_memo_slot(vm *m, uint64_t key) {
  * the stream fails as an internal error (the file is not judged safe). */
 static spa_val *vm_memo_pruned(vm *m, uint64_t off) {
     if (m->err.code == SPA_OK) m->err = (spa_err){ SPA_E_INTERNAL, "memo value pruned by the pre-pass", off };
-    m->fatal = true;
+    m->fatal = m->halt = true;
     return NULL;
 }
 
@@ -1354,23 +1380,29 @@ typedef void vm_handler(vm *m, uint8_t op, uint64_t off);
  * floats, memo traffic), run from their argument bytes b: read by vm_read in
  * their handler, or straight from the reader's window in vm_fast. The width
  * of each is its argument kind in the opcode table. */
+#define VM_ARGW(name, kind)                                                                  \
+    ((SPA_OP_##name == SPA_OP_BININT || SPA_OP_##name == SPA_OP_BININT1 ||                   \
+      SPA_OP_##name == SPA_OP_BININT2 || SPA_OP_##name == SPA_OP_BINFLOAT ||                 \
+      SPA_OP_##name == SPA_OP_BINPUT || SPA_OP_##name == SPA_OP_LONG_BINPUT ||               \
+      SPA_OP_##name == SPA_OP_BINGET || SPA_OP_##name == SPA_OP_LONG_BINGET)                 \
+         ? (kind == SPA_ARG_U1 ? 1 : kind == SPA_ARG_U2 ? 2 : kind == SPA_ARG_F8 ? 8 : 4)    \
+         : 0)
 static const uint8_t vm_argw[256] = {
-#define OP(name, byte, kind, argname, proto, before, after)                                      \
-    [byte] = (SPA_OP_##name == SPA_OP_BININT || SPA_OP_##name == SPA_OP_BININT1 ||               \
-              SPA_OP_##name == SPA_OP_BININT2 || SPA_OP_##name == SPA_OP_BINFLOAT ||             \
-              SPA_OP_##name == SPA_OP_BINPUT || SPA_OP_##name == SPA_OP_LONG_BINPUT ||           \
-              SPA_OP_##name == SPA_OP_BINGET || SPA_OP_##name == SPA_OP_LONG_BINGET)              \
-                 ? (kind == SPA_ARG_U1 ? 1 : kind == SPA_ARG_U2 ? 2 : kind == SPA_ARG_F8 ? 8 : 4) \
-                 : 0,
+#define OP(name, byte, kind, argname, proto, before, after) [byte] = VM_ARGW(name, kind),
 #include "opcodes.def"
 #undef OP
 };
 
-/* Opcodes without an argument that never touch the input (BUILD's hooks may
- * skip raw data): vm_fast runs them in place. From the opcode table. */
-static const uint8_t vm_noarg[256] = {
-#define OP(name, byte, kind, argname, proto, before, after) \
-    [byte] = kind == SPA_ARG_NONE && SPA_OP_##name != SPA_OP_BUILD,
+/* What vm_fast runs in place, per opcode: 0 stops it; VM_FW_STR is
+ * SHORT_BINUNICODE; any other value is 1 + the width of a vm_argw argument,
+ * and 1 is an opcode without argument that never touches the input (BUILD's
+ * hooks may skip raw data). From the opcode table. */
+#define VM_FW_STR 0xffu
+static const uint8_t vm_fastw[256] = {
+#define OP(name, byte, kind, argname, proto, before, after)                                 \
+    [byte] = SPA_OP_##name == SPA_OP_SHORT_BINUNICODE ? VM_FW_STR                            \
+           : VM_ARGW(name, kind) ? 1 + VM_ARGW(name, kind)                                   \
+           : (kind == SPA_ARG_NONE && SPA_OP_##name != SPA_OP_BUILD) ? 1 : 0,
 #include "opcodes.def"
 #undef OP
 };
@@ -1647,7 +1679,19 @@ VM_HOT void load_EMPTY_LIST(vm *m, uint8_t op, uint64_t off) { PUSH(vm_new(m, SP
 static void vm_fill(vm *m, spa_val *t, size_t x, bool pairs, uint64_t off) {
     uint32_t step = pairs ? 2 : 1;
     uint32_t keep = pairs ? 2 * VM_KEEP_PLAIN : VM_KEEP_PLAIN;
-    vm_seq_prereserve(m, t, (m->sp - x) / step * step, off);
+    size_t cnt = (m->sp - x) / step * step;
+    if (t->n + cnt <= keep && cnt && vm_seq_reserve(m, t, t->n + (uint32_t)cnt, off)) {
+        /* all of them kept (a small literal dict or list filled at once):
+         * what vm_seq_add does item by item, in one copy */
+        uint8_t fl = 0;
+        for (size_t i = 0; i < cnt; i++) fl |= (t->u.seq.items[t->n + i] = m->stack[x + i])->flags;
+        t->n += (uint32_t)cnt;
+        t->u.seq.count += cnt;
+        t->flags |= fl & SPA_VFX_HOT;
+        m->sp = x;
+        return;
+    }
+    vm_seq_prereserve(m, t, cnt, off);
     for (size_t i = x; i + step <= m->sp; i += step) {
         spa_val *a = m->stack[i], *b2 = step == 2 ? m->stack[i + 1] : a;
         /* the items are cold by now: fetch a node 8 items ahead, its item
@@ -1665,8 +1709,8 @@ static void vm_fill(vm *m, spa_val *t, size_t x, bool pairs, uint64_t off) {
             /* full container, plain item: count it and let it go */
             t->u.seq.count += step;
             t->flags |= SPA_VF_TRUNC;
-            vm_drop(m, a);
-            if (step == 2) vm_drop(m, b2);
+            vm_drop_fetched(m, a);
+            if (step == 2) vm_drop_fetched(m, b2);
             continue;
         }
         vm_seq_add(m, t, &m->stack[i], step, off);
@@ -1972,7 +2016,7 @@ static void load_PROTO(vm *m, uint8_t op, uint64_t off) {
 static void load_STOP(vm *m, uint8_t op, uint64_t off) {
     POP(v);
     (void)v;
-    m->complete = true;
+    m->complete = m->halt = true;
 }
 
 static void load_FRAME(vm *m, uint8_t op, uint64_t off) {
@@ -2046,25 +2090,27 @@ static size_t vm_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
     const uint8_t *q = p, *pe = p + got, *qe = pe - (VM_FAST_WIN - 1);
     const uint64_t cpos = spa_in_pos_fast(m->in), base = cpos - m->start;
     const uint64_t lim_str = m->lim->v[SPA_LIM_STR];
+    /* no opcode starting max_bytes or more into the stream (off < lim_bytes
+     * below), none past max_ops (checked on entry and after each) */
+    if (base >= lim_bytes || m->nops >= lim_ops) return 0;
+    if (lim_bytes - base < (uint64_t)(qe - p)) qe = p + (lim_bytes - base);
     while (q < qe) {
-        uint64_t at = (uint64_t)(q - p), off = base + at;
-        if (m->nops >= lim_ops || off >= lim_bytes) break;
         uint8_t op = *q;
-        uint64_t w = vm_argw[op];
-        if (op == SPA_OP_SHORT_BINUNICODE) {
+        unsigned c = vm_fastw[op];
+        if (!c) break;
+        uint64_t off = base + (uint64_t)(q - p), w = c - 1u;
+        if (c == VM_FW_STR) {
             w = 1u + q[1];
             if (w > (uint64_t)(pe - q - 1) || q[1] > lim_str || !vm_utf8_ok(q + 2, q[1], false)) break;
-        } else if (!w && !vm_noarg[op]) {
-            break;
         }
         if (w) {   /* the argument [a, e): vm_cf_pre, then vm_cf_post */
-            uint64_t a = cpos + at + 1, e = a + w;
+            uint64_t a = cpos + (off - base) + 1, e = a + w;
             if (a < m->cf_end && e > m->cf_end) break;
             if (e > m->cf_end) m->cf_end = e;
         }
         m->nops++;
         q += 1 + w;
-        if (op == SPA_OP_SHORT_BINUNICODE) {
+        if (c == VM_FW_STR) {
             const uint8_t *d = q - w + 1;
             size_t n = (size_t)w - 1;
             bool owned = !m->stable;
@@ -2081,7 +2127,7 @@ static size_t vm_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
         } else {
             vm_step(m, op, off);
         }
-        if (m->err.code != SPA_OK || m->complete) break;
+        if (m->halt || m->nops >= lim_ops) break;
     }
     return (size_t)(q - p);
 }
