@@ -12,7 +12,7 @@
 #             no recheck after a read of a file judged not pickle-bearing: the
 #             preload as it was before that check), cache off
 #   base      (only with BASE=DIR) the library of another build dir, e.g. main's
-#             before a change, cache off
+#             before a change, cache off (BASE_LABEL names it in the results)
 #   preload   this build, persistent cache off (every process scans)
 #   warm      this build, persistent cache warm (another process judged the file)
 # Files: a 1 GiB torch zip checkpoint (target: preload/noverify < 1.01) and a
@@ -53,7 +53,7 @@ cc -O2 -std=gnu11 -D_GNU_SOURCE -Ianalyzer -Ipreload -I"$BUILD/gen" -DSPA_VERSIO
 # the preload acts only where Python runs: a python-* name puts the helper under it
 cc -O2 -o "$work/python-smallreads" test/bench/bench_smallreads.c
 
-"$PY" - "$LIB" "$NV" "$RUNS" "$work" "$NR" "$BASE_LIB" "${BASE:-}" <<'PYEOF'
+"$PY" - "$LIB" "$NV" "$RUNS" "$work" "$NR" "$BASE_LIB" "${BASE_LABEL:-${BASE:-}}" <<'PYEOF'
 import os, re, shutil, statistics, subprocess, sys
 lib, nv, runs, work, nr, base_lib, base_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 PY = "/usr/bin/python3"
