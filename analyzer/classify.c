@@ -67,6 +67,12 @@ typedef struct cl_ctx {
     uint32_t si;
     const spa_stream *s;
     uint8_t *callsev;    /* per IR entry: severity of that call + 1 (0 = not judged) */
+    /* @tblineno rebuilders (tblib): the stream whose BUILD states are indexed, the
+     * lines and frames its rebuilds judged so far compile, the dearest one's lines */
+    const spa_stream *tb_s;
+    struct cl_tbent *tb_idx; /* BUILD states by target */
+    size_t tb_n;
+    uint64_t tb_spent, tb_max, tb_steps;
 } cl_ctx;
 
 typedef struct cl_judgement {
@@ -687,6 +693,128 @@ static bool cl_benign_reflective(cl_ctx *c, const spa_target *t) {
     return cat == SPA_KB_DATA || (cat == SPA_KB_UNKNOWN && h.how != SPA_KBH_MODATTR);
 }
 
+/* ---- tblib's traceback rebuild (`@tblineno`). unpickle_traceback(frame, lineno, next)
+ * walks the chain `next` starts (tb_next attributes) and, for every frame, compiles
+ * '\n' * (tb_lineno - 1) + 'raise __traceback_maker' and execs it with a copy of the
+ * frame's f_globals: the text is fixed but its length is the line number (a huge one is
+ * a memory and time bomb: 70 ns and one byte a line), a cyclic chain never ends, and a
+ * global named __traceback_maker (or a __builtins__ holding one) would be raised,
+ * instantiating whatever class the pickle put there. The call is data when the chain is
+ * read whole from the stream: every element after the first is an object whose
+ * attributes come from fully recorded BUILD state dicts (tblib.Traceback's: no
+ * __setstate__) or an earlier rebuild's result (a real traceback: its own chain, counted
+ * as the dearest earlier rebuild); no cycle; every tb_lineno a constant; every frame's
+ * f_globals a fully recorded dict of constant names other than those two; and all the
+ * stream's rebuilds together compile at most CL_TB_LINES lines in CL_TB_STEPS frames.
+ * Anything else the analyzer cannot read counts as unbounded. */
+#define CL_TB_LINES (1u << 22) /* about 0.3 s and 4 MiB transient on the shared machine */
+#define CL_TB_STEPS (1u << 16) /* frames compiled per stream */
+
+typedef struct cl_tbent { const spa_val *obj, *state; } cl_tbent;
+
+static int cl_tbent_cmp(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t)((const cl_tbent *)a)->obj, y = (uintptr_t)((const cl_tbent *)b)->obj;
+    return x < y ? -1 : x > y;
+}
+
+static bool cl_str_is(const spa_val *v, const char *s) {
+    size_t n = strlen(s);
+    return v && v->kind == SPA_V_STR && v->u.s.len == n && v->u.s.kept == n && !memcmp(v->u.s.p, s, n);
+}
+
+static bool cl_dict_whole(const spa_val *d) {
+    return d && d->kind == SPA_V_DICT && d->n == d->u.seq.count && !(d->flags & SPA_VF_TRUNC);
+}
+
+/* The BUILD states of the stream, sorted by target (once per stream). */
+static bool cl_tb_index(cl_ctx *c) {
+    if (c->tb_s == c->s) return c->tb_idx != NULL || !c->tb_n;
+    c->tb_s = c->s;
+    c->tb_spent = c->tb_max = c->tb_steps = 0;
+    c->tb_n = 0;
+    c->tb_idx = NULL;
+    for (size_t i = 0; i < c->s->n_ir; i++) c->tb_n += c->s->ir[i].kind == SPA_IR_BUILD;
+    if (!c->tb_n) return true;
+    c->tb_idx = spa_arena_alloc(c->ar, c->tb_n * sizeof *c->tb_idx);
+    if (!c->tb_idx) return false;
+    size_t k = 0;
+    for (size_t i = 0; i < c->s->n_ir; i++)
+        if (c->s->ir[i].kind == SPA_IR_BUILD) c->tb_idx[k++] = (cl_tbent){c->s->ir[i].target, c->s->ir[i].arg};
+    qsort(c->tb_idx, c->tb_n, sizeof *c->tb_idx, cl_tbent_cmp);
+    return true;
+}
+
+/* The attribute `name` an object gets from its BUILD states (the last one that sets it).
+ * Returns false when they cannot be read whole; *v NULL when none sets it. */
+static bool cl_tb_attr(cl_ctx *c, const spa_val *obj, const char *name, const spa_val **v) {
+    *v = NULL;
+    cl_tbent key = {obj, NULL};
+    cl_tbent *e = c->tb_n ? bsearch(&key, c->tb_idx, c->tb_n, sizeof key, cl_tbent_cmp) : NULL;
+    if (!e) return true;
+    while (e > c->tb_idx && e[-1].obj == obj) e--;
+    for (; e < c->tb_idx + c->tb_n && e->obj == obj; e++) {
+        if (!cl_dict_whole(e->state)) return false;
+        for (uint32_t x = 0; x + 1 < e->state->n; x += 2) {
+            const spa_val *k = e->state->u.seq.items[x];
+            if (!k || k->kind != SPA_V_STR || k->u.s.kept != k->u.s.len) return false;
+            if (cl_str_is(k, name)) *v = e->state->u.seq.items[x + 1];
+        }
+    }
+    return true;
+}
+
+/* A frame's f_globals holds no name `raise __traceback_maker` could reach. */
+static bool cl_tb_frame_ok(cl_ctx *c, const spa_val *frame) {
+    const spa_val *g;
+    if (!cl_tb_attr(c, frame, "f_globals", &g)) return false;
+    if (!g) return true;
+    if (!cl_dict_whole(g)) return false;
+    for (uint32_t y = 0; y + 1 < g->n; y += 2) {
+        const spa_val *k = g->u.seq.items[y];
+        if (!k || k->kind != SPA_V_STR || k->u.s.kept != k->u.s.len || cl_str_is(k, "__traceback_maker") ||
+            cl_str_is(k, "__builtins__"))
+            return false;
+    }
+    return true;
+}
+
+static bool cl_tb_lines(const spa_val *v, uint64_t *sum) {
+    if (!v || (v->kind != SPA_V_INT && v->kind != SPA_V_BOOL)) return false;
+    if (v->u.i > 0) *sum += (uint64_t)v->u.i;
+    return *sum <= CL_TB_LINES;
+}
+
+static bool cl_tb_bounded(cl_ctx *c, const spa_val *args, char *why, size_t whyn) {
+    spa_fmt(why, whyn, "its frames cannot be read whole from the stream");
+    if (!cl_tb_index(c)) return false;
+    uint64_t cost = 0, tail = 0;
+    if (!cl_tb_lines(spa_val_item(args, 1), &cost) || !cl_tb_frame_ok(c, spa_val_item(args, 0))) return false;
+    const spa_val *cur = spa_val_item(args, 2);
+    uint64_t steps = 1;
+    while (cur && cur->kind != SPA_V_NONE) {
+        if (++steps > CL_TB_STEPS || c->tb_steps + steps > CL_TB_STEPS) return false; /* a cycle ends here too */
+        if (cur->kind != SPA_V_CALL) return false;
+        const spa_val *fn = cur->u.call.callee;
+        spa_target ft;
+        spa_resolve(fn, &ft, 0);
+        if (ft.kind == SPA_T_GLOBAL && spa_kb_tblineno(ft.module, ft.name)) { tail = c->tb_max; break; }
+        const spa_val *ln, *fr, *nx;
+        if (!cl_tb_attr(c, cur, "tb_lineno", &ln) || !ln || !cl_tb_lines(ln, &cost)) return false;
+        if (!cl_tb_attr(c, cur, "tb_frame", &fr) || !cl_tb_frame_ok(c, fr)) return false;
+        if (!cl_tb_attr(c, cur, "tb_next", &nx)) return false;
+        cur = nx;
+    }
+    cost += tail;
+    if (cost > CL_TB_LINES || c->tb_spent + cost > CL_TB_LINES) {
+        spa_fmt(why, whyn, "its frames would compile more than %u lines", CL_TB_LINES);
+        return false;
+    }
+    c->tb_spent += cost;
+    c->tb_steps += steps;
+    if (cost > c->tb_max) c->tb_max = cost;
+    return true;
+}
+
 static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *callee,
                                  const spa_val *args, const spa_val *bound, int opcode,
                                  int depth, cl_judgement *j) {
@@ -888,6 +1016,30 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
                 cl_judge_value_call(c, base, NULL, depth, &o);
                 cl_merge(j, &o);
             }
+            return;
+        }
+        if (spa_kb_apply(t->module, t->name)) {
+            /* func(*args) now; the other arguments are data it is given */
+            cl_judge_value_call(c, a0, spa_val_item(args, 1), depth, j);
+            if (args && (args->kind == SPA_V_TUPLE || args->kind == SPA_V_LIST) && args->n > 2) {
+                spa_val rest = *args;
+                rest.u.seq.items = args->u.seq.items + 2;
+                rest.n = args->n - 2;
+                rest.u.seq.count = args->u.seq.count - 2;
+                cl_judgement o = {SPA_VERDICT_SAFE, NULL, {0}};
+                cl_args_rules(c, ts, &rest, NULL, SPA_KB_DATA, false, &o);
+                cl_merge(j, &o);
+            }
+            return;
+        }
+        if (spa_kb_tblineno(t->module, t->name)) {
+            char why[120];
+            if (!cl_tb_bounded(c, args, why, sizeof why)) {
+                cl_set(j, SPA_VERDICT_MALICIOUS, "args.resource",
+                       "%s rebuilds a traceback by compiling one line per line number, and %s", call, why);
+                return;
+            }
+            cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, false, j);
             return;
         }
         if (spa_target_is(t, "copyreg", "__newobj__") || spa_target_is(t, "copyreg", "__newobj_ex__")) {

@@ -720,6 +720,14 @@ bool spa_kb_partial(const char *module, const char *name) {
     return kb_directive("@partial", module, name);
 }
 
+bool spa_kb_apply(const char *module, const char *name) {
+    return kb_directive("@apply", module, name);
+}
+
+bool spa_kb_tblineno(const char *module, const char *name) {
+    return kb_directive("@tblineno", module, name);
+}
+
 /* Is there a line `DIRECTIVE MODULE:NAME` (module canonicalised)? */
 static bool kb_directive(const char *dir, const char *module, const char *name) {
     if (!module || !name) return false;

@@ -55,6 +55,14 @@ bool spa_kb_typeref(const char *module, const char *name);
  * (multiprocessing's and loky's _rebuild_partial(func, args, kw)): its first argument is
  * bound, not called; it is judged by what it binds. */
 bool spa_kb_partial(const char *module, const char *name);
+/* A reconstructor that calls its first argument with its second (a tuple) as the
+ * positional arguments (tblib's unpickle_exception(func, args, cause, tb)): judged as
+ * that call (`@apply` lines). */
+bool spa_kb_apply(const char *module, const char *name);
+/* A traceback rebuilder that compiles tb_lineno - 1 newlines before a fixed statement
+ * for every frame of the chain it is given (tblib's unpickle_traceback): judged by the
+ * line numbers the stream gives it (`@tblineno` lines, classify.c cl_tb_bounded). */
+bool spa_kb_tblineno(const char *module, const char *name);
 /* The module MODULE.ATTR is (analyzer/kb/modattr.tsv: tempfile._os -> "os"), or NULL. */
 const char *spa_kb_modattr(const char *module, const char *attr);
 /* The environment index (`safepickle kb index`, loaded once from $SAFEPICKLE_KB_INDEX or
