@@ -815,6 +815,84 @@ static bool cl_tb_bounded(cl_ctx *c, const spa_val *args, char *why, size_t whyn
     return true;
 }
 
+/* ---- joblib's view on a file mapping (`@mapview`): _strided_from_memmap(filename, dtype,
+ * mode, offset, order, shape, strides, total_buffer_len, unlink_on_gc_collect) maps
+ * filename with numpy.memmap (mode "w+" turned into "r+") and, with strides, returns
+ * numpy's as_strided view of the first total_buffer_len items. What it reaches:
+ *  - mode r, c, readonly, copyonwrite: a read-only or private mapping of a file (data);
+ *  - r+, readwrite, w+: a shared writable mapping of a file the bytes name (the loaded
+ *    array writes it, a task function given it can overwrite it, and a file shorter
+ *    than the shape grows); "write" (numpy's name for w+) and anything else creates or
+ *    truncates it: file_write;
+ *  - unlink_on_gc_collect (not read: the analyzer keeps 8 plain items of a tuple): the
+ *    loky resource tracker then unlinks the file when the array is collected, but only a
+ *    file joblib registered there itself (its own temporary memmaps; any other name is a
+ *    KeyError in the tracker), so at worst one of those goes early;
+ *  - strides: as_strided never checks bounds, so a view past the mapping reads and
+ *    writes the process's memory: native, unless every constant proves it inside
+ *    (itemsize from the dtype's type code, numpy.dtype('f8', ...)).
+ * Returns NULL when it is data, else why (and *cat). */
+static int64_t cl_dtype_itemsize(const spa_val *d) {
+    const spa_val *code = d;
+    if (d && d->kind == SPA_V_CALL) {
+        spa_target t;
+        spa_resolve(d->u.call.callee, &t, 0);
+        if (t.kind != SPA_T_GLOBAL || strncmp(t.module, "numpy", 5) || strcmp(t.name, "dtype")) return 0;
+        code = spa_val_item(d->u.call.args, 0);
+    }
+    if (!code || code->kind != SPA_V_STR || code->u.s.kept != code->u.s.len || code->u.s.len < 2 || code->u.s.len > 3)
+        return 0;
+    const uint8_t *p = code->u.s.p;
+    if (!strchr("biufcMm", p[0]) || !p[0]) return 0; /* fixed-size types: setstate keeps their size */
+    int64_t n = 0;
+    for (uint64_t i = 1; i < code->u.s.len; i++) {
+        if (p[i] < '0' || p[i] > '9') return 0;
+        n = n * 10 + (p[i] - '0');
+    }
+    return n;
+}
+
+static bool cl_int_of(const spa_val *v, int64_t *out) {
+    if (!v || (v->kind != SPA_V_INT && v->kind != SPA_V_BOOL)) return false;
+    *out = v->u.i;
+    return true;
+}
+
+static bool cl_strided_inside(const spa_val *args) {
+    const spa_val *shape = spa_val_item(args, 5), *strides = spa_val_item(args, 6);
+    int64_t total, isz = cl_dtype_itemsize(spa_val_item(args, 1));
+    if (isz <= 0 || !cl_int_of(spa_val_item(args, 7), &total) || total < 0) return false;
+    if (!shape || !strides || shape->kind != SPA_V_TUPLE || strides->kind != SPA_V_TUPLE ||
+        shape->n != shape->u.seq.count || strides->n != strides->u.seq.count || shape->n != strides->n || shape->n > 64)
+        return false;
+    __int128 lo = 0, hi = 0;
+    for (uint32_t i = 0; i < shape->n; i++) {
+        int64_t n, st;
+        if (!cl_int_of(shape->u.seq.items[i], &n) || !cl_int_of(strides->u.seq.items[i], &st) || n < 0) return false;
+        if (n == 0) return true; /* an empty view reaches nothing */
+        __int128 ext = (__int128)(n - 1) * st;
+        if (ext < 0) lo += ext; else hi += ext;
+    }
+    return lo >= 0 && hi + isz <= (__int128)total * isz;
+}
+
+static const char *cl_mapview_risk(const spa_val *args, spa_kbcat *cat) {
+    *cat = SPA_KB_FILE_WRITE;
+    if (!args || args->kind != SPA_V_TUPLE || args->n < 8 || args->u.seq.count != 9)
+        return "with arguments the analyzer cannot read";
+    static const char *const ro[] = {"r", "c", "readonly", "copyonwrite"};
+    const spa_val *mode = spa_val_item(args, 2);
+    bool ok = false;
+    for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++) ok |= cl_str_is(mode, ro[i]);
+    if (!ok) return "maps the file it names for writing (the loaded array writes it; a shorter file grows)";
+    const spa_val *strides = spa_val_item(args, 6);
+    if (strides && strides->kind != SPA_V_NONE && !cl_strided_inside(args)) {
+        *cat = SPA_KB_NATIVE;
+        return "makes a strided view the analyzer cannot prove inside the mapping (as_strided reaches the process's memory)";
+    }
+    return NULL;
+}
+
 static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *callee,
                                  const spa_val *args, const spa_val *bound, int opcode,
                                  int depth, cl_judgement *j) {
@@ -1030,6 +1108,17 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
                 cl_args_rules(c, ts, &rest, NULL, SPA_KB_DATA, false, &o);
                 cl_merge(j, &o);
             }
+            return;
+        }
+        if (spa_kb_mapview(t->module, t->name)) {
+            spa_kbcat mc;
+            const char *why = cl_mapview_risk(args, &mc);
+            if (why) {
+                cl_set(j, SPA_VERDICT_MALICIOUS, cl_cat_rule(mc), "calls %s, which %s [%s]", call, why,
+                       spa_kbcat_name(mc));
+                return;
+            }
+            cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, false, j);
             return;
         }
         if (spa_kb_tblineno(t->module, t->name)) {

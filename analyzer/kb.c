@@ -728,6 +728,10 @@ bool spa_kb_tblineno(const char *module, const char *name) {
     return kb_directive("@tblineno", module, name);
 }
 
+bool spa_kb_mapview(const char *module, const char *name) {
+    return kb_directive("@mapview", module, name);
+}
+
 /* Is there a line `DIRECTIVE MODULE:NAME` (module canonicalised)? */
 static bool kb_directive(const char *dir, const char *module, const char *name) {
     if (!module || !name) return false;

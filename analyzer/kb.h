@@ -63,6 +63,10 @@ bool spa_kb_apply(const char *module, const char *name);
  * for every frame of the chain it is given (tblib's unpickle_traceback): judged by the
  * line numbers the stream gives it (`@tblineno` lines, classify.c cl_tb_bounded). */
 bool spa_kb_tblineno(const char *module, const char *name);
+/* joblib's _strided_from_memmap(filename, dtype, mode, offset, order, shape, strides,
+ * total_buffer_len, unlink_on_gc_collect): a view on a file mapping, judged by its mode,
+ * its strides and its unlink flag (`@mapview` lines, classify.c cl_mapview_risk). */
+bool spa_kb_mapview(const char *module, const char *name);
 /* The module MODULE.ATTR is (analyzer/kb/modattr.tsv: tempfile._os -> "os"), or NULL. */
 const char *spa_kb_modattr(const char *module, const char *attr);
 /* The environment index (`safepickle kb index`, loaded once from $SAFEPICKLE_KB_INDEX or
