@@ -1446,6 +1446,18 @@ static spa_code cl_classify_nest(spa_result *r, const spa_policy *p, int nest) {
 
 spa_code spa_classify(spa_result *r, const spa_policy *p) { return cl_classify_nest(r, p, 0); }
 
+bool spa_result_data_only(const spa_result *r) {
+    if (!r || r->verdict == SPA_VERDICT_SAFE) return r != NULL;
+    if (r->verdict != SPA_VERDICT_SUSPICIOUS || !r->n_reasons || r->n_reasons >= CL_MAX_REASONS) return false;
+    for (size_t i = 0; i < r->n_reasons; i++) {
+        const spa_reason *x = &r->reasons[i];
+        if (x->severity == SPA_VERDICT_SAFE) continue;
+        /* args.code_like at suspicious is only ever a data constructor's (cl_args_rules) */
+        if (x->severity != SPA_VERDICT_SUSPICIOUS || !x->rule || strcmp(x->rule, "args.code_like")) return false;
+    }
+    return true;
+}
+
 /* ------------------------------------------------------------------ by name only */
 spa_verdict spa_judge_global(const spa_policy *p, const char *module, const char *name,
                              const char **rule, char *msg, size_t msgsz) {

@@ -418,6 +418,12 @@ spa_code spa_policy_add_trusted(const char *json, size_t n, const char *const *e
 /* ------------------------------------------------------------------ classifier */
 /* Owner: analyzer/classify.c + analyzer/kb.c. Fills r->verdict and reasons. */
 spa_code spa_classify(spa_result *r, const spa_policy *p);
+/* Does a classified result reach only callables the knowledge base knows to be data-safe
+ * with the arguments they are given? True when it is safe, or suspicious only because
+ * data constructors receive code-like text (args.code_like: an exception message quoting
+ * a traceback), every reason kept. Layer 2 lets the libraries' own code run unvetoed in
+ * such a load (preload/README.md, "A veto that does not misfire"). */
+bool spa_result_data_only(const spa_result *r);
 
 typedef enum spa_kbcat {
     SPA_KB_UNKNOWN = 0,     /* not in the knowledge base */

@@ -172,3 +172,25 @@ def test_unbounded_rebuilds_refused(tmp_path):
         _frame(a, "f.py", [])
         a.push(100000).none().tuple_().reduce()
     assert _scan(tmp_path, a.op(b"l").stop()).returncode == 0
+
+
+def test_code_like_message_with_traceback_loads(tmp_path):
+    """A worker error whose message quotes code (a traceback text, as loky's
+    _RemoteTraceback and dask's errors carry) is suspicious only through a data
+    constructor's argument (args.code_like): it reaches only data-safe callables, so tblib's
+    own compile is not vetoed (spa_result_data_only). The same text handed to a function
+    that could run it is still refused (test_gadget_shapes_refused: unpickle_exception is
+    judged as func(*args))."""
+    make = MAKE.replace("raise ValueError('bad value')",
+                        "raise ValueError('Traceback (most recent call last):\\n  File \"w.py\", line 3\\n"
+                        "    os.system(cmd); exec(code)')")
+    data = _run(make).stdout
+    assert data.startswith(b"\x80"), "no pickle made"
+    s = _scan(tmp_path, data)
+    assert "1 suspicious" in s.stdout, s.stdout          # the text is seen
+    r = _run(LOAD % str(tmp_path), data)
+    assert r.stdout.startswith(b"LOADED KeyError"), r
+    plain = r.stdout
+    r = _run(LOAD % str(tmp_path), data, preload=True)
+    assert r.stdout == plain, (r.stdout, r.stderr[-2000:])
+    assert b"safepickle: blocked" not in r.stderr
