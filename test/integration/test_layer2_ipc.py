@@ -181,3 +181,41 @@ def test_refused_pool_task_is_an_error_not_a_hang(tmp_path):
         assert out[k] == "SafePickleBlocked", (out, r.stderr[-3000:])
     assert out["fork_after"] == out["spawn_after"] == [0, 1, 4, 9]
     assert out["marker"] is False
+
+
+DASK_LAMBDA = textwrap.dedent("""
+    import sys, time
+    from distributed import Client, LocalCluster
+    if __name__ == '__main__':
+        t = time.time()
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as c, \\
+                Client(c) as cl:
+            f = cl.submit(lambda x: x + 1, 1)   # shipped by value (cloudpickle: a code object)
+            try:
+                print('RESULT', f.result(timeout=120))
+            except Exception as e:
+                print('ERROR', type(e).__name__, 'SafePickleBlocked' in str(e) or 'SafePickleBlocked' in type(e).__name__)
+        print('SECS %.0f' % (time.time() - t))
+""")
+
+
+def test_dask_worker_refusal_surfaces(tmp_path):
+    """A dask worker refuses a function shipped by value (the default policy refuses code
+    objects); the client gets that refusal as the task's error within seconds, never a
+    wait until its timeout. The worker's report travels through tblib
+    (unpickle_exception(SafePickleBlocked, (message,), ...) with its traceback) and is
+    loaded by the client: the report itself is not refused."""
+    pytest.importorskip("distributed")
+    script = tmp_path / "d.py"
+    script.write_text(DASK_LAMBDA)
+    e = clean_env()
+    r = subprocess.run([PYTHON, str(script)], cwd=str(tmp_path), env=e, capture_output=True, text=True, timeout=300)
+    assert "RESULT 2" in r.stdout, r.stderr[-2000:]       # plainly the lambda runs
+    e["LD_PRELOAD"] = LIB
+    r = subprocess.run([PYTHON, str(script)], cwd=str(tmp_path), env=e, capture_output=True, text=True, timeout=300)
+    assert "ERROR" in r.stdout and "True" in r.stdout, (r.stdout, r.stderr[-3000:])
+    assert int(r.stdout.split("SECS")[1]) < 100, r.stdout    # the error, not the client's 120 s timeout
+    assert "callee.code_exec" in r.stderr                     # the worker's refusal
+    assert "ERROR SafePickleBlocked True" in r.stdout, r.stdout                # its report loads as sent
+    assert not [ln for ln in r.stderr.splitlines()
+                if ln.startswith("safepickle: blocked") and "SafePickleBlocked receives" in ln], r.stderr[-3000:]
