@@ -6,7 +6,7 @@
 #include "internal.h"
 #include "reader.h"
 
-#define SPA_IN_WINDOW   (256u * 1024u)      /* initial window for file/seq sources */
+#define SPA_IN_WINDOW   (128u * 1024u)      /* initial window for file/seq sources */
 #define SPA_IN_MAXWIN   (64u * 1024u * 1024u) /* a peek may never ask for more */
 #define SPA_IN_MINRA    (16u * 1024u)       /* read-ahead after a skip jumped over data */
 #define SPA_IN_FIRSTRA  (64u * 1024u)       /* first read-ahead (then doubled up to the window) */

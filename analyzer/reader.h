@@ -58,6 +58,13 @@ static inline spa_code spa_in_skip_fast(spa_in *in, uint64_t n) {
     }
     return spa_in_skip_slow(in, n);
 }
+/* The bytes left before the end of a random-access input (memory or pread:
+ * its declared size), without reading them; false for a sequential input. */
+static inline bool spa_in_left(const spa_in *in, uint64_t *left) {
+    if (in->rd) return false;
+    *left = in->pos < in->end ? in->end - in->pos : 0;
+    return true;
+}
 /* True when pointers from spa_in_peek stay valid for the scan's lifetime
  * (an in-memory source): the VM then keeps zero-copy views of constants. */
 bool spa_in_stable(const spa_in *in);

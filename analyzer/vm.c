@@ -33,7 +33,8 @@ typedef struct vm_memo {
      * entries of the hash map for keys beyond it) */
     bool prune;
     uint64_t *get, nget;        /* nget bits */
-    uint64_t *def, ndef;        /* ndef bits */
+    uint64_t *def, ndef;        /* ndef bits: keys dbase.. (see vm_def_has) */
+    uint64_t dbase;             /* every key below it is defined */
     size_t npruned;             /* of count */
 } vm_memo;
 
@@ -524,6 +525,7 @@ static spa_val **vm_memo_slot(vm *m, uint64_t key) {
 /* A GET of a key the pre-pass did not see: the pre-pass and the VM read
  * the stream differently, which spa_vm_getkeys rules out. Never guessed at:
  * the stream fails as an internal error (the file is not judged safe). */
+static bool vm_def_has(const vm_memo *mm, uint64_t key);
 static spa_val *vm_memo_pruned(vm *m, uint64_t off) {
     if (m->err.code == SPA_OK) m->err = (spa_err){ SPA_E_INTERNAL, "memo value pruned by the pre-pass", off };
     m->fatal = m->halt = true;
@@ -533,7 +535,7 @@ static spa_val *vm_memo_pruned(vm *m, uint64_t off) {
 VM_HOT spa_val *vm_memo_get(vm *m, uint64_t key, uint8_t op, uint64_t off) {
     spa_val *v = vm_memo_raw(m, key);
     uint64_t w = (uint64_t)(uintptr_t)v;
-    if (!v) return m->memo.prune && vm_bit(m->memo.def, m->memo.ndef, key) ? vm_memo_pruned(m, off) : NULL;
+    if (!v) return m->memo.prune && vm_def_has(&m->memo, key) ? vm_memo_pruned(m, off) : NULL;
     if (v == VM_MEMO_PRUNED) return vm_memo_pruned(m, off);
     if (w & VM_MSTR_BIT) {
         uint64_t kf = (w >> 58) & 0x7;
@@ -583,34 +585,64 @@ VM_HOT spa_val *vm_memo_get(vm *m, uint64_t key, uint8_t op, uint64_t off) {
     return c;
 }
 
-/* memo[key] = v for a key no GET reads: only its definition counts (the
- * distinct-key count that MEMOIZE uses), the value is not kept. Keys below
- * 2 * entries + VM_MEMO_SLACK are bits, any other is a VM_MEMO_PRUNED
- * entry of the hash map; so the bitmap grows as the dense array would. */
-static void vm_memo_def(vm *m, uint64_t key, uint64_t off) {
-    vm_memo *mm = &m->memo;
-    if (vm_bit(mm->def, mm->ndef, key)) return;
-    if (key >= mm->ndef && mm->hcount && vm_hget(mm, key)) return;
-    if (mm->count >= m->lim->v[SPA_LIM_MEMO]) { vm_limit(m, SPA_LIM_MEMO, "memo size limit", off); return; }
-    if (key >= mm->ndef && key < 2 * (uint64_t)mm->count + VM_MEMO_SLACK) {
+/* The definitions of a pruned memo (the distinct-key count that MEMOIZE
+ * uses): bit k of def is key dbase + k, for keys in [dbase, dbase + ndef),
+ * and every key below dbase is defined; keys outside are VM_MEMO_PRUNED
+ * entries of the hash map. Kept keys (vm_memo_put) set their bit too, so
+ * that the bitmap slides up once its first half is all ones: picklers
+ * define keys in order, and a 30 MB pickle's 2 M definitions then take a
+ * few hundred bytes instead of 300 KB. */
+static bool vm_def_has(const vm_memo *mm, uint64_t key) {
+    if (key < mm->dbase) return true;
+    uint64_t k = key - mm->dbase;
+    if (k < mm->ndef && (mm->def[k / 64] >> (k % 64) & 1)) return true;
+    return mm->hcount && vm_hget(mm, key);
+}
+
+static void vm_def_slide(vm_memo *mm) {
+    size_t nw = (size_t)(mm->ndef / 64), f = 0;
+    while (f < nw && mm->def[f] == ~0ull) f++;
+    if (!f || 2 * f < nw) return;
+    memmove(mm->def, mm->def + f, (nw - f) * sizeof *mm->def);
+    memset(mm->def + (nw - f), 0, f * sizeof *mm->def);
+    mm->dbase += 64 * (uint64_t)f;
+}
+
+/* Set the bit of a key (>= dbase), growing the bitmap while the key stays
+ * below 2 * entries + VM_MEMO_SLACK (so it grows as the dense array would).
+ * 1 set, 0 outside the bitmap, -1 out of memory (reported). */
+static int vm_def_set(vm *m, vm_memo *mm, uint64_t key, uint64_t off) {
+    if (key < mm->dbase) return 1;
+    uint64_t k = key - mm->dbase;
+    if (k >= mm->ndef) {
+        if (key >= 2 * (uint64_t)mm->count + VM_MEMO_SLACK) return 0;
         uint64_t nb = mm->ndef ? mm->ndef : 8192;
-        while (nb <= key) nb += nb / 2 + 64;
+        while (nb <= k) nb += nb / 2 + 64;
         nb = (nb + 63) & ~(uint64_t)63;
         uint64_t *nd = realloc(mm->def, (size_t)(nb / 64) * sizeof *nd);
-        if (!nd) { vm_nomem(m, off); return; }
+        if (!nd) { vm_nomem(m, off); return -1; }
         memset(nd + mm->ndef / 64, 0, (size_t)((nb - mm->ndef) / 64) * sizeof *nd);
         mm->def = nd;
         mm->ndef = nb;
     }
-    if (key < mm->ndef) {
-        mm->def[key / 64] |= 1ull << (key % 64);
-        mm->count++;
-        mm->npruned++;
-        return;
+    mm->def[k / 64] |= 1ull << (k % 64);
+    if (mm->def[k / 64] == ~0ull) vm_def_slide(mm);
+    return 1;
+}
+
+/* memo[key] = v for a key no GET reads: only its definition counts, the
+ * value is not kept. */
+static void vm_memo_def(vm *m, uint64_t key, uint64_t off) {
+    vm_memo *mm = &m->memo;
+    if (vm_def_has(mm, key)) return;
+    if (mm->count >= m->lim->v[SPA_LIM_MEMO]) { vm_limit(m, SPA_LIM_MEMO, "memo size limit", off); return; }
+    int r = vm_def_set(m, mm, key, off);
+    if (r < 0) return;
+    if (r == 0) {
+        if (!vm_hroom(m, mm, off)) return;
+        *vm_hslot(mm, key) = VM_MEMO_PRUNED;
+        mm->hcount++;
     }
-    if (!vm_hroom(m, mm, off)) return;
-    *vm_hslot(mm, key) = VM_MEMO_PRUNED;
-    mm->hcount++;
     mm->count++;
     mm->npruned++;
 }
@@ -641,23 +673,28 @@ static void vm_memo_put(vm *m, uint64_t key, spa_val *v, uint64_t off) {
             mm->dlen = key + 1;
         }
         mm->dense[key] = vm_memo_enc(m, v, key);
-        mm->count++;
-        return;
+    } else {
+        if (!vm_hroom(m, mm, off)) return;
+        *vm_hslot(mm, key) = vm_memo_enc(m, v, key);
+        mm->hcount++;
     }
-    if (!vm_hroom(m, mm, off)) return;
-    *vm_hslot(mm, key) = vm_memo_enc(m, v, key);
-    mm->hcount++;
     mm->count++;
+    if (mm->prune) (void)vm_def_set(m, mm, key, off); /* a new key: not below dbase */
 }
 
 /* vm_memo_put, with the common case of a pruned memo inline: a key no GET
  * reads, inside the bitmap, under the entry limit. */
 VM_HOT void vm_memo_put_hot(vm *m, uint64_t key, spa_val *v, uint64_t off) {
     vm_memo *mm = &m->memo;
-    if (mm->prune && key < mm->ndef && !vm_bit(mm->get, mm->nget, key) &&
+    uint64_t k = key - mm->dbase;
+    if (mm->prune && key >= mm->dbase && k < mm->ndef && !mm->hcount && !vm_bit(mm->get, mm->nget, key) &&
         mm->count < m->lim->v[SPA_LIM_MEMO] && key <= m->lim->v[SPA_LIM_MEMO_KEY]) {
-        uint64_t b = 1ull << (key % 64);
-        if (!(mm->def[key / 64] & b)) { mm->def[key / 64] |= b; mm->count++; mm->npruned++; }
+        uint64_t b = 1ull << (k % 64);
+        if (mm->def[k / 64] & b) return;
+        mm->def[k / 64] |= b;
+        mm->count++;
+        mm->npruned++;
+        if (mm->def[k / 64] == ~0ull) vm_def_slide(mm);
         return;
     }
     vm_memo_put(m, key, v, off);
@@ -699,7 +736,12 @@ static bool vm_cf_frame(vm *m, uint64_t len, uint64_t off) {
     const uint8_t *p;
     size_t got;
     size_t want = len > (1u << 26) ? (1u << 26) : (size_t)len;
-    if (spa_in_peek_fast(m->in, want, &p, &got) == SPA_OK && got < want) {
+    uint64_t left;
+    /* a random-access input knows its size: a frame within it is not
+     * peeked (which would make the reader's window hold whole frames) */
+    if (spa_in_left(m->in, &left) && len <= left) {
+        /* not past the end */
+    } else if (spa_in_peek_fast(m->in, want, &p, &got) == SPA_OK && got < want) {
         m->frame_cross = true;
         if (m->cfile) {
             vm_fail(m, SPA_E_TRUNCATED, "FRAME runs past the end (C unpickler)", off);

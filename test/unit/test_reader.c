@@ -168,7 +168,7 @@ static ssize_t whole_read(void *ctx, void *buf, size_t len, uint64_t off) {
 }
 
 static void test_pread_skips_are_not_read(void) {
-    enum { K = 64, GAP = 260 * 1024 };   /* each skip runs past a 256 KiB window */
+    enum { K = 64, GAP = 260 * 1024 };   /* each skip runs past the 128 KiB window */
     size_t n = (size_t)K * GAP;
     uint8_t *d = calloc(n, 1);
     prsrc ps = { d, n, 0 };
@@ -194,7 +194,8 @@ static void test_pread_skips_are_not_read(void) {
         T_EQ_INT(spa_in_skip(in, got), SPA_OK);    /* consume what is buffered */
     }
     uint64_t grown = spa_in_bytes_read(in) - before;
-    T_CHECK_MSG(grown >= 64ull * 128 * 1024, "64 read-through fills pulled only %llu bytes", (unsigned long long)grown);
+    /* 16, 32, 64 KiB, then whole 128 KiB windows */
+    T_CHECK_MSG(grown >= 60ull * 128 * 1024, "64 read-through fills pulled only %llu bytes", (unsigned long long)grown);
     spa_arena_destroy(ar);
     free(d);
 }
