@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static ssize_t spp_plain_src_pread(void *ctx, void *buf, size_t len, uint64_t off) {
@@ -325,6 +326,18 @@ typedef struct spp_slow {
     uint64_t *ent;
 } spp_slow;
 
+/* Did the file change less than SPP_FRESH_NS ago (or, by its clock, in the
+ * future: a file server's)? Then a rewrite within the same timestamp tick
+ * would keep its identity (Linux before 6.13, or a file system without
+ * multigrain timestamps): SPP_FD_FRESH. */
+static bool spp_changed_lately(const struct stat *st) {
+    struct timespec now;
+    if (clock_gettime(CLOCK_REALTIME, &now) != 0) return true;
+    long long d = ((long long)now.tv_sec - (long long)st->st_ctim.tv_sec) * 1000000000ll +
+                  ((long long)now.tv_nsec - (long long)st->st_ctim.tv_nsec);
+    return d < SPP_FRESH_NS;
+}
+
 static void spp_judge_slow(void *arg) {
     spp_slow *x = arg;
     int fd = x->fd, hook = x->hook;
@@ -359,6 +372,7 @@ static void spp_judge_slow(void *arg) {
         return;
     }
     uint64_t e = ident | (c.bearing == SPP_BEARING_TRUSTED ? SPP_FD_TRUSTED : c.bearing ? SPP_FD_BEARING : 0);
+    if (!c.bearing && spp_changed_lately(stp)) e |= SPP_FD_FRESH;
     spp_fdfp_set(fd, c.fp);
     spp_fd_set(fd, e);
     spp_cached_release(&c);
@@ -542,10 +556,22 @@ mismatch:
  * checked against that judgement (spp_verify); not pickle-bearing now, the
  * bytes must be this version's, else they came from a version in between that
  * nobody judged and the read fails with EIO. ent_out: the fd's entry after. */
-static int spp_recheck(int fd, int hook, const struct iovec *seg, int cnt, size_t got, int64_t off,
+static int spp_recheck(int fd, int hook, const struct iovec *seg, int cnt, size_t got, int64_t off, bool moved,
                        uint64_t *ent_out) {
     uint64_t now = 0;
+    if (!moved) { /* SPP_FD_FRESH, same identity: judged afresh, no cache may answer */
+        struct stat st;
+        spp_key k;
+        if (fstat(fd, &st) == 0) {
+            spp_key_from_stat(&k, &st);
+            spp_cache_drop(&k);
+        }
+        spp_fd_set(fd, 0);
+        spp_fdfp_set(fd, NULL);
+    }
+    spp_judge_afresh = !moved;
     int e = spp_judge_fd_ent(fd, NULL, hook, SPP_AT_USE, &now);
+    spp_judge_afresh = false;
     if (e) {
         spp_scrub(seg, cnt, got);
         return e;
@@ -593,12 +619,13 @@ typedef struct spp_rargs {
     const struct iovec *seg;
     size_t got;
     int64_t off;
+    bool moved;
     uint64_t *ent_out;
 } spp_rargs;
 
 static void spp_recheck_cb(void *a) {
     spp_rargs *x = a;
-    x->rc = spp_recheck(x->fd, x->hook, x->seg, x->cnt, x->got, x->off, x->ent_out);
+    x->rc = spp_recheck(x->fd, x->hook, x->seg, x->cnt, x->got, x->off, x->moved, x->ent_out);
 }
 
 /* Has the regular file behind fd another identity than `ent` (the one judged)?
@@ -612,8 +639,11 @@ int spp_recheck_read(int fd, int hook, const struct iovec *iov, int cnt, size_t 
 #if defined(SPP_BENCH_NO_VERIFY) || defined(SPP_BENCH_NO_RECHECK)
     return 0; /* test/bench/bench_verify.sh only (see verify.c): the recheck's cost on its own */
 #endif
-    if (!got || !*ent || !spp_ident_moved(fd, *ent)) return 0; /* nothing read, not a regular file, unchanged */
-    spp_rargs x = { .fd = fd, .hook = hook, .cnt = cnt, .rc = 0, .seg = iov, .got = got, .off = off, .ent_out = ent };
+    if (!got || !*ent) return 0;    /* nothing read, or not a regular file */
+    bool moved = spp_ident_moved(fd, *ent);
+    if (!moved && !(*ent & SPP_FD_FRESH)) return 0; /* unchanged */
+    spp_rargs x = { .fd = fd, .hook = hook, .cnt = cnt, .rc = 0, .seg = iov, .got = got, .off = off, .moved = moved,
+                    .ent_out = ent };
     spp_on_altstack(spp_recheck_cb, &x);
     return x.rc;
 }

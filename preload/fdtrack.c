@@ -27,7 +27,7 @@ uint64_t spp_ident_hash(const struct stat *st) {
     h = spp_mix(h, (uint64_t)st->st_ctim.tv_sec);
     h = spp_mix(h, (uint64_t)st->st_ctim.tv_nsec);
     h &= ~SPP_FD_TAGS;    /* the low bits are tags (spp.h) */
-    return h ? h : 8;     /* 0 means "nothing judged" */
+    return h ? h : SPP_FD_TAGS + 1; /* 0 means "nothing judged" */
 }
 
 void spp_fd_set(int fd, uint64_t ident) {

@@ -119,7 +119,11 @@ uint64_t spp_ident_hash(const struct stat *st);
 #define SPP_FD_TRUSTED 2ull  /* pickle-bearing, allowed and trusted by the policy (sha256 or path) */
 #define SPP_FD_BEARING 4ull  /* pickle-bearing, allowed, NOT trusted */
 #define SPP_FD_CHANGED 8ull  /* its bytes differed from the bytes judged: every read fails (verify.c) */
-#define SPP_FD_TAGS    15ull
+#define SPP_FD_FRESH   16ull /* judged not pickle-bearing within SPP_FRESH_NS of its last change: a
+                              * rewrite in the same timestamp tick keeps the identity, so every read
+                              * is judged again after the call (decide.c, spp_recheck_read) */
+#define SPP_FD_TAGS    31ull
+#define SPP_FRESH_NS   2000000000ll /* 2 s: the coarsest timestamps met (1 s; FAT 2 s), and a jiffy */
 void spp_fd_set(int fd, uint64_t ident);     /* ident 0 forgets */
 uint64_t spp_fd_get(int fd);
 void spp_fd_forget(int fd);

@@ -47,6 +47,10 @@ torch.save({"layer%d.weight" % i: torch.randn(4096, 4096) for i in range(16)}, o
 rows = [(i, i * 0.5, "r%d" % (i % 5000)) for i in range(1_300_000)]
 with open(os.path.join(d, "dense.pkl"), "wb") as f:
     pickle.dump(rows, f, protocol=4)
+# the small reads' text file, written minutes before it is read (a file changed in
+# the last 2 s is judged at every read: SPP_FD_FRESH, preload/README.md)
+with open(os.path.join(d, "notes.txt"), "w") as f:
+    f.write("just some text, not a pickle\n" * 2300)
 PYEOF
 cc -O2 -std=gnu11 -D_GNU_SOURCE -Ianalyzer -Ipreload -I"$BUILD/gen" -DSPA_VERSION=\"bench\" -o "$work/bench_fp" \
   test/bench/bench_fp.c "$BUILD/libspa.a" -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
@@ -148,8 +152,6 @@ lines += ["", "fingerprint memory: 16 bytes per 4 KiB judged; persistent cache e
 # the recheck alone: many small reads of a text file through one fd
 # (bench_smallreads.c; ns per call, interleaved, medians)
 text = os.path.join(work, "notes.txt")
-with open(text, "w") as f:
-    f.write("just some text, not a pickle\n" * 2300)
 prog = os.path.join(work, "python-smallreads")
 sr_envs = {k: envs[k] for k in ("plain", "norecheck", "base", "preload") if k in envs}
 sr = {k: [] for k in sr_envs}

@@ -354,6 +354,7 @@ SWAP_LIB = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 /* Preloaded after libsafepickle.so: its read() is the "real" read the
@@ -384,6 +385,27 @@ static int swap_now(int fd) {
 }
 static void swap_back(void) {
     if (getenv("SWAP_BACK")) put(getenv("SWAP_BACK"), getenv("SWAP_TARGET"));
+}
+/* $SWAP_COARSE: fstat reports whole seconds (a file system with 1 s
+ * timestamps, or coarse ones): safepickle's own fstat calls resolve here. */
+static void coarse(struct stat *st) {
+    if (!getenv("SWAP_COARSE")) return;
+    st->st_mtim.tv_nsec = 0;
+    st->st_ctim.tv_nsec = 0;
+}
+int fstat(int fd, struct stat *st) {
+    static int (*real)(int, struct stat *);
+    if (!real) real = (int (*)(int, struct stat *))dlsym(RTLD_NEXT, "fstat");
+    int r = real(fd, st);
+    if (r == 0) coarse(st);
+    return r;
+}
+int fstat64(int fd, struct stat64 *st) {
+    static int (*real)(int, struct stat64 *);
+    if (!real) real = (int (*)(int, struct stat64 *))dlsym(RTLD_NEXT, "fstat64");
+    int r = real(fd, st);
+    if (r == 0) coarse((struct stat *)st);
+    return r;
 }
 ssize_t read(int fd, void *buf, size_t n) {
     static ssize_t (*real)(int, void *, size_t);
@@ -484,44 +506,49 @@ def test_file_changed_between_judgement_and_read(tmp_path, swap_lib, call, befor
     assert "safepickle:" in r.stderr
 
 
-def _multigrain_timestamps(path):
-    """Does a write right after a stat get a new ctime here (Linux >= 6.13
-    multigrain timestamps on ext4, xfs, btrfs, tmpfs)? Coarse timestamps give
-    writes within one tick (~4 ms) the same ctime."""
-    same = 0
-    for _ in range(20):
-        with open(path, "wb") as f:
-            f.write(b"a")
-        a = os.stat(path).st_ctime_ns
-        with open(path, "r+b") as f:
-            f.write(b"b")
-        same += os.stat(path).st_ctime_ns == a
-    return same == 0
-
-
-def test_file_rewritten_in_place_same_size_same_tick(tmp_path, swap_lib):
+@pytest.mark.parametrize("coarse", [False, True])
+def test_file_rewritten_in_place_same_size_same_tick(tmp_path, swap_lib, coarse):
     """A text file written just before it is opened (judged not pickle-bearing)
     is rewritten in place, same size, into a malicious pickle between the
-    judgement and the read, within one timestamp tick of the text's write: the
-    identity (dev, inode, size, mtime, ctime) changes only where the kernel
-    gives a write after a stat a new ctime (multigrain timestamps). There the
-    read is refused; with coarse timestamps this is a known gap (preload/README.md,
-    "Identity rule": a file judged not pickle-bearing has no fingerprint)."""
+    judgement and the read, within one timestamp tick: with coarse timestamps
+    (simulated: fstat reports whole seconds, as on a file system with 1 s
+    timestamps or Linux before 6.13's jiffies) the identity (dev, inode, size,
+    mtime, ctime) does not change. The file changed less than 2 s before its
+    judgement, so its reads are judged again after the call (SPP_FD_FRESH):
+    the read is refused with layer 1 alone and the payload does not run."""
     marker = tmp_path / "ran"
     target, evil = tmp_path / "m.txt", tmp_path / "evil"
     text = b"just some text, no pickle at all\n" * 8
     head, tail = b"cposix\nsystem\n(S'touch " + str(marker).encode() + b" #", b"'\ntR."
     evil.write_bytes(head + b"x" * (len(text) - len(head) - len(tail)) + tail)
     assert evil.stat().st_size == len(text)
-    if not _multigrain_timestamps(str(tmp_path / "probe")):
-        pytest.xfail("coarse file timestamps: a same-size rewrite within one tick keeps the identity")
-    e = clean_env(SAFEPICKLE_POLICY=race.policy_file(str(tmp_path), "file"), SWAP_TARGET=str(target),
-                  SWAP_SRC=str(evil), SWAP_INPLACE="1", SWAP_FRESH=text.hex())
+    env = dict(SAFEPICKLE_POLICY=race.policy_file(str(tmp_path), "file"), SWAP_TARGET=str(target),
+               SWAP_SRC=str(evil), SWAP_INPLACE="1", SWAP_FRESH=text.hex())
+    if coarse:
+        env["SWAP_COARSE"] = "1"
+    e = clean_env(**env)
     e["LD_PRELOAD"] = LIB + " " + swap_lib
     r = subprocess.run([PYTHON, "-c", SWAP_LOAD, str(target), "pickle"], env=e, capture_output=True, text=True,
                        timeout=120)
     assert r.stdout.strip() == "errno13", r.stdout + r.stderr[-2000:]
     assert not marker.exists()
+
+
+def test_fresh_file_read_in_pieces_no_false_alarm(tmp_path, swap_lib):
+    """A text file written just before it is read in small pieces (every read
+    judged again after the call, SPP_FD_FRESH), with coarse timestamps: the
+    bytes are the file's, no refusal, no safepickle: line."""
+    target = tmp_path / "fresh.txt"
+    code = ("import sys\ndata = b''.join(b'line %d\\n' % i for i in range(500))\n"
+            "open(sys.argv[1], 'wb').write(data)\n"
+            "with open(sys.argv[1], 'rb', buffering=0) as f:\n"
+            "    got = b''.join(iter(lambda: f.read(37), b''))\n"
+            "print('same' if got == data else 'differ')\n")
+    e = clean_env(SWAP_COARSE="1")
+    e["LD_PRELOAD"] = LIB + " " + swap_lib
+    r = subprocess.run([PYTHON, "-c", code, str(target)], env=e, capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "same", r.stdout + r.stderr[-2000:]
+    assert "safepickle:" not in r.stderr, r.stderr[-2000:]
 
 
 def test_file_appended_during_read_no_false_alarm(tmp_path, swap_lib):
