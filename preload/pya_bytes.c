@@ -331,7 +331,8 @@ static bool pyb_busy_again(void) {
 /* multiprocessing.Pool's worker drops a task message it cannot load (it exits
  * on an OSError, which SafePickleBlocked is) and the parent waits for ever.
  * When the refused bytes were read by a Pool worker's task queue (the load is
- * called by SimpleQueue.get, called by multiprocessing.pool's worker), the
+ * called by SimpleQueue.get, or by Connection.recv under joblib's
+ * CustomizablePicklingQueue.get, called by multiprocessing.pool's worker), the
  * worker is handed, instead of the task, one with the same job and index
  * (read from the message's head, pya_pool.c: Pool pickles (job, i, func, args, kwds)
  * with protocol >= 2) whose function raises the refusal, so the worker reports
@@ -355,7 +356,15 @@ static int pyb_pool_context(void) {
             pyb_frame_is(a, "multiprocessing.connection", "recv") ? 2 : 0;
     if (k) {
         spp_pyobj *b = pya_back(a);
-        if (!b || !pyb_frame_is(b, "multiprocessing.pool", k == 1 ? "worker" : "_handle_results")) k = 0;
+        if (k == 2 && b && pyb_frame_is(b, "joblib.pool", "get")) {
+            /* joblib's MemmappingPool: the worker reads its task through
+             * CustomizablePicklingQueue.get, a closure over Connection.recv */
+            spp_pyobj *w = pya_back(b);
+            k = w && pyb_frame_is(w, "multiprocessing.pool", "worker") ? 1 : 0;
+            if (w) py_Py_DecRef(w);
+        } else if (!b || !pyb_frame_is(b, "multiprocessing.pool", k == 1 ? "worker" : "_handle_results")) {
+            k = 0;
+        }
         if (b) py_Py_DecRef(b);
     }
     py_Py_DecRef(a);

@@ -219,3 +219,48 @@ def test_dask_worker_refusal_surfaces(tmp_path):
     assert "ERROR SafePickleBlocked True" in r.stdout, r.stdout                # its report loads as sent
     assert not [ln for ln in r.stderr.splitlines()
                 if ln.startswith("safepickle: blocked") and "SafePickleBlocked receives" in ln], r.stderr[-3000:]
+
+
+JOBLIB_WPLUS = textwrap.dedent("""
+    import sys, time, numpy as np
+    from joblib.pool import MemmappingPool
+    def inplace(args):
+        a, i = args
+        a[i] *= 2
+    if __name__ == '__main__':
+        t = time.time()
+        a = np.memmap(sys.argv[1], dtype='float64', shape=(4,), mode='w+')
+        a[:] = 1.0
+        p = MemmappingPool(2, max_nbytes=2)
+        try:
+            p.map(inplace, [(a, i) for i in range(4)])
+            print('RESULT', a.tolist())
+        except Exception as e:
+            print('ERROR', type(e).__name__)
+        finally:
+            p.terminate()
+        print('SECS %.0f' % (time.time() - t))
+""")
+
+
+def test_joblib_memmapping_pool_refusal_surfaces(tmp_path):
+    """joblib's MemmappingPool (its multiprocessing backend) ships a w+ memmap as
+    _strided_from_memmap(..., 'w+', ...): a writable mapping of a file the bytes name,
+    refused by design (test_memmap_views.py). The worker reads its task through
+    CustomizablePicklingQueue.get (a closure over Connection.recv), so the Pool task
+    substitute applies there too: map() raises SafePickleBlocked at once instead of
+    hanging for ever."""
+    script = tmp_path / "m.py"
+    script.write_text(JOBLIB_WPLUS)
+    e = clean_env()
+    r = subprocess.run([PYTHON, str(script), str(tmp_path / "a.mmap")], cwd=str(tmp_path), env=e,
+                       capture_output=True, text=True, timeout=120)
+    assert "RESULT [2.0, 2.0, 2.0, 2.0]" in r.stdout, r.stderr[-2000:]
+    e["LD_PRELOAD"] = LIB
+    try:
+        r = subprocess.run([PYTHON, str(script), str(tmp_path / "b.mmap")], cwd=str(tmp_path), env=e,
+                           capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the pool hung on the refused task")
+    assert "ERROR SafePickleBlocked" in r.stdout, (r.stdout, r.stderr[-2000:])
+    assert int(r.stdout.split("SECS")[1]) < 60, r.stdout
