@@ -16,8 +16,10 @@
  * METH_KEYWORDS): no libffi. See preload/README.md "Bytes first". */
 #include "pya.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +30,7 @@
 #include "containers.h"
 #include "opcodes.h"
 #include "pya_pool.h"
+#include "sha256.h"
 
 typedef spp_pyobj *(*pyb_fastkw_fn)(spp_pyobj *, spp_pyobj *const *, spp_pyssize, spp_pyobj *);
 typedef spp_pyobj *(*pyb_noargs_fn)(spp_pyobj *, spp_pyobj *);
@@ -70,6 +73,65 @@ static bool pyb_first_time(const spa_reason *d) {
     return true;
 }
 
+/* ================================================================ verdict cache */
+/* Bytes judged and allowed (nothing to report) are remembered by their digest,
+ * so loading the same bytes again (a cached object, a task broadcast to a
+ * pool, a deepcopy through pickle) costs one hashing pass, not a scan. The
+ * digest is SHA-256 over the length and the keyed NH hash of every 4 KiB
+ * block (spp_fp_hash: layer 1's verification key, random per process, never
+ * seen by whoever writes the bytes): two different buffers share an entry
+ * only if NH collides on a block they differ in (at most 2^-64 over the key)
+ * or SHA-256 collides. Only allowed verdicts are kept: a refusal or a warning
+ * is judged and reported again every time. The policy is fixed for the life
+ * of the process, so a verdict never outlives the policy that gave it. The
+ * bytes hashed are the bytes the unpickler reads (pyb_judge_data). */
+#define PYB_VC_SLOTS 64 /* direct-mapped on the digest's first byte */
+
+typedef struct pyb_vc_ent {
+    uint8_t d[32];
+    uint8_t verdict; /* spa_verdict */
+    bool used;
+} pyb_vc_ent;
+
+static pyb_vc_ent pyb_vc[PYB_VC_SLOTS];
+static pthread_mutex_t pyb_vc_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t pyb_vc_once = PTHREAD_ONCE_INIT;
+static void pyb_vc_prepare(void) { pthread_mutex_lock(&pyb_vc_mu); }
+static void pyb_vc_parent(void) { pthread_mutex_unlock(&pyb_vc_mu); }
+static void pyb_vc_child(void) { pthread_mutex_init(&pyb_vc_mu, NULL); }
+static void pyb_vc_init(void) { (void)pthread_atfork(pyb_vc_prepare, pyb_vc_parent, pyb_vc_child); }
+
+static void pyb_digest(const uint8_t *p, size_t n, uint8_t d[32]) {
+    spa_sha256 s;
+    uint64_t len = n;
+    spa_sha256_init(&s);
+    spa_sha256_update(&s, &len, sizeof len);
+    for (size_t o = 0; o < n; o += SPP_FP_BLOCK) {
+        spp_h128 h = spp_fp_hash(p + o, n - o < SPP_FP_BLOCK ? n - o : SPP_FP_BLOCK);
+        spa_sha256_update(&s, &h, sizeof h);
+    }
+    spa_sha256_final(&s, d);
+}
+
+static bool pyb_vc_get(const uint8_t d[32], spa_verdict *v) {
+    pthread_once(&pyb_vc_once, pyb_vc_init);
+    pthread_mutex_lock(&pyb_vc_mu);
+    const pyb_vc_ent *e = &pyb_vc[d[0] % PYB_VC_SLOTS];
+    bool hit = e->used && memcmp(e->d, d, 32) == 0;
+    if (hit) *v = (spa_verdict)e->verdict;
+    pthread_mutex_unlock(&pyb_vc_mu);
+    return hit;
+}
+
+static void pyb_vc_put(const uint8_t d[32], spa_verdict v) {
+    pthread_mutex_lock(&pyb_vc_mu);
+    pyb_vc_ent *e = &pyb_vc[d[0] % PYB_VC_SLOTS];
+    memcpy(e->d, d, 32);
+    e->verdict = (uint8_t)v;
+    e->used = true;
+    pthread_mutex_unlock(&pyb_vc_mu);
+}
+
 /* Scan and classify on the preload's stack (spp_on_altstack). */
 typedef struct pyb_scan_arg {
     const uint8_t *p;
@@ -97,6 +159,9 @@ static int pyb_judge(const uint8_t *p, size_t n, const char *call, spa_verdict *
     *v = SPA_VERDICT_COUNT;
     const spa_policy *pol = spp_policy();
     if (!pol || !pol->layer_audit_hook || pol->mode == SPA_MODE_OFF) return 0;
+    uint8_t dg[32];
+    pyb_digest(p, n, dg);
+    if (pyb_vc_get(dg, v)) return 0; /* these bytes were judged and allowed */
     /* the analyzer runs on the preload's own stack: the host thread's may be
      * as small as 32 KiB (SPP_HOST_STACK_BUDGET, test_audit) */
     pyb_scan_arg sa = { p, n, pol, NULL, SPA_E_INTERNAL };
@@ -117,7 +182,9 @@ static int pyb_judge(const uint8_t *p, size_t n, const char *call, spa_verdict *
      * safe there (its warning, if any, is reported as judged) */
     *v = c == SPA_OK && spa_result_data_only(r) ? SPA_VERDICT_SAFE : verdict;
     int rc = 0;
-    if (act != SPA_ACT_ALLOW) {
+    if (act == SPA_ACT_ALLOW) {
+        if (c == SPA_OK) pyb_vc_put(dg, verdict); /* a failed scan (no memory) is judged again */
+    } else {
         /* A trusted file's bytes (read on this thread, still open) keep their
          * trust here as in the name check; trust stays bound to its globals. */
         bool trusted = !spp_feed.scope && spp_feed_peek();
@@ -143,6 +210,41 @@ static int pyb_judge_buffer(spp_pyobj *o, spp_pyssize from, const char *call, sp
     int rc = pyb_judge((const uint8_t *)b.buf + off, (size_t)b.len - off, call, v);
     py_PyBuffer_Release(&b);
     return rc < 0 ? -1 : 1;
+}
+
+/* Is o exactly a bytes object (not a subclass)? Its bytes cannot change. */
+static bool pyb_exact_bytes(spp_pyobj *o) {
+    static spp_pyobj *bytes_type;
+    if (!bytes_type) bytes_type = (spp_pyobj *)dlsym(RTLD_DEFAULT, "PyBytes_Type");
+    spp_pyobj *t = py_PyObject_Type(o);
+    if (!t) { py_PyErr_Clear(); return false; }
+    bool exact = bytes_type && t == bytes_type;
+    py_Py_DecRef(t);
+    return exact;
+}
+
+/* The argument of pickle.loads, judged as the bytes the unpickler will read.
+ * A bytes object cannot change and is judged in place. Any other buffer (a
+ * bytearray, a memoryview, an mmap, an object exporting its own buffer) can
+ * change after it is judged - another thread, another process writing a
+ * shared mapping, code the load itself runs (the C unpickler reads its input
+ * buffer in place, all along the load) - or hand out other bytes on its next
+ * export: it is copied once into a new bytes object (*copy, a new reference),
+ * the copy is judged and the caller unpickles the copy. Returns 1 judged, 0
+ * not a buffer, -1 blocked, -2 no memory for the copy (MemoryError set). */
+static int pyb_judge_data(spp_pyobj *o, const char *call, spa_verdict *v, spp_pyobj **copy) {
+    *copy = NULL;
+    if (pyb_exact_bytes(o)) return pyb_judge_buffer(o, 0, call, v);
+    spp_pybuffer b;
+    memset(&b, 0, sizeof b);
+    if (py_PyObject_GetBuffer(o, &b, SPP_PYBUF_SIMPLE) != 0) {
+        py_PyErr_Clear();
+        return 0;
+    }
+    *copy = py_PyBytes_FromStringAndSize((const char *)b.buf, b.len);
+    py_PyBuffer_Release(&b);
+    if (!*copy) return -2;
+    return pyb_judge_buffer(*copy, 0, call, v);
 }
 
 /* ================================================================ sources */
@@ -425,16 +527,39 @@ static spp_pyobj *pyb_pool_refused_task(spp_pyobj *data, spa_verdict v) {
     return task;
 }
 
+/* loads(data, ...) with data in place of its first argument, the keywords
+ * unchanged (vectorcall: nargs positional values, then one per keyword name). */
+static spp_pyobj *pyb_loads_data(spp_pyobj *m, spp_pyobj *data, spp_pyobj *const *args, spp_pyssize nargs,
+                                 spp_pyobj *kw, spa_verdict v) {
+    spp_pyobj *a2[16], *res;
+    spp_pyssize nkw = kw ? py_PyTuple_Size(kw) : 0;
+    if (nargs < 1 || nargs + nkw > 16) {
+        py_PyErr_SetString(*py_PyExc_OSError, "safepickle: too many arguments");
+        return NULL;
+    }
+    a2[0] = data;
+    for (spp_pyssize i = 1; i < nargs + nkw; i++) a2[i] = args[i];
+    PYB_RUN(v, pyb_orig_loads(m, a2, nargs, kw));
+    return res;
+}
+
 static spp_pyobj *pyb_w_loads(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize nargs, spp_pyobj *kw) {
     spa_verdict v = SPA_VERDICT_COUNT;
+    spp_pyobj *copy = NULL;
     if (nargs >= 1 && pyb_busy_enter()) {
-        int rc = pyb_judge_buffer(args[0], 0, "pickle.loads", &v);
+        int rc = pyb_judge_data(args[0], "pickle.loads", &v, &copy);
         if (rc < 0) {
-            spp_pyobj *task = pyb_pool_refused_task(args[0], v);
+            spp_pyobj *task = rc == -1 ? pyb_pool_refused_task(copy ? copy : args[0], v) : NULL;
             pya_t.busy = 0;
+            if (copy) py_Py_DecRef(copy);
             return task;
         }
         pya_t.busy = 0;
+    }
+    if (copy) { /* the unpickler reads the bytes judged, not the buffer that may change */
+        spp_pyobj *res = pyb_loads_data(m, copy, args, nargs, kw, v);
+        py_Py_DecRef(copy);
+        return res;
     }
     spp_pyobj *res;
     PYB_RUN(v, pyb_orig_loads(m, args, nargs, kw));
@@ -477,12 +602,7 @@ static spp_pyobj *pyb_w_load(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize n
     if (k == PYB_BLOCKED) return NULL;
     if (k == PYB_STREAM) {
         /* load(stream) == loads(the pickle read from it): same keywords. */
-        spp_pyobj *a2[16];
-        spp_pyssize nkw = kw ? py_PyTuple_Size(kw) : 0;
-        if (nargs + nkw > 16) { py_Py_DecRef(data); py_PyErr_SetString(*py_PyExc_OSError, "safepickle: too many arguments"); return NULL; }
-        a2[0] = data;
-        for (spp_pyssize i = 1; i < nargs + nkw; i++) a2[i] = args[i];
-        PYB_RUN(v, pyb_orig_loads(m, a2, nargs, kw));
+        res = pyb_loads_data(m, data, args, nargs, kw, v);
         py_Py_DecRef(data);
         return res;
     }

@@ -101,7 +101,8 @@ typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
     X(spp_pyobj *, PyImport_AddModule, (const char *), 1)                          \
     X(void, PyErr_SetObject, (spp_pyobj *, spp_pyobj *), 1)                         \
     X(spp_pyobj *, PyLong_FromLongLong, (long long), 1)                             \
-    X(spp_pyobj *, PyDict_New, (void), 1)
+    X(spp_pyobj *, PyDict_New, (void), 1)                                           \
+    X(spp_pyobj *, PyObject_Type, (spp_pyobj *), 1)
 
 /* Data symbols: pointers to `PyObject *` variables. */
 #define SPP_PYAPI_DATA(X)          \
