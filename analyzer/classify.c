@@ -278,6 +278,16 @@ static int cl_code_like(const uint8_t *p, size_t n) {
     return shell;
 }
 
+/* out = a + sep + b, truncated as spa_fmt("%s%s%s") would (sep may be ""): the
+ * cached lookups below run once per global and call, so no vsnprintf there. */
+static void cl_cat(char *out, size_t n, const char *a, const char *sep, const char *b) {
+    if (!n) return;
+    size_t k = 0;
+    for (const char *parts[3] = {a, sep, b}, **q = parts; q < parts + 3; q++)
+        for (const char *s = *q; *s && k + 1 < n; s++) out[k++] = *s;
+    out[k] = '\0';
+}
+
 /* Judge module.name through a per-result cache of distinct pairs (hostile files repeat or
  * multiply globals; each KB lookup scans the tables). Past CL_MAX_KB_LOOKUPS distinct
  * pairs nothing more is judged: the result becomes unscannable (limit max_kb_lookups). */
@@ -310,8 +320,8 @@ static spa_kbcat cl_judge_name(cl_ctx *c, const char *m, const char *n, spa_kbhi
             if (e->hash == hv && !strcmp(e->m, m) && !strcmp(e->n, n)) {
                 memset(h, 0, sizeof *h);
                 h->cat = e->cat; h->how = e->how; h->stdlib = e->stdlib;
-                spa_fmt(h->key, sizeof h->key, "%s", e->key);
-                spa_fmt(h->path, sizeof h->path, "%s.%s", m, n);
+                cl_cat(h->key, sizeof h->key, e->key, "", "");
+                cl_cat(h->path, sizeof h->path, m, ".", n);
                 return e->cat;
             }
         }
@@ -553,7 +563,7 @@ static spa_kbcat cl_kb(cl_ctx *c, const spa_target *t, const spa_val *key, spa_k
             memset(h, 0, sizeof *h);
             h->cat = e->cat; h->how = e->how; h->stdlib = e->stdlib;
             memcpy(h->key, e->key, sizeof h->key);
-            spa_fmt(h->path, sizeof h->path, "%s.%s", t->module, t->name);
+            cl_cat(h->path, sizeof h->path, t->module, ".", t->name);
             return e->cat;
         }
         spa_kbcat cat = cl_judge_name(c, t->module, t->name, h);
@@ -577,9 +587,10 @@ static void cl_judge_value_call(cl_ctx *c, const spa_val *fn, const spa_val *arg
 }
 
 /* Apply the argument rules (code-like strings, dangerous callables as arguments). */
-static void cl_args_rules(cl_ctx *c, const char *desc, const spa_val *args, const spa_val *bound,
+static void cl_args_rules(cl_ctx *c, const spa_target *dt, const spa_val *args, const spa_val *bound,
                           spa_kbcat cat, bool skip_first_global, cl_judgement *j) {
     cl_argscan a = {0};
+    char desc[300]; /* the callee (cl_target_str of dt), rendered only for a message */
     if (args) {
         if (skip_first_global && (args->kind == SPA_V_TUPLE || args->kind == SPA_V_LIST)) {
             for (uint32_t i = 1; i < args->n && args->u.seq.items; i++)
@@ -591,6 +602,7 @@ static void cl_args_rules(cl_ctx *c, const char *desc, const spa_val *args, cons
         }
     }
     if (bound) cl_scan_args(c, bound, 0, &a);
+    if (a.danger || a.code) cl_target_str(desc, sizeof desc, dt);
     if (a.danger) {
         cl_judgement o;
         cl_set(&o, SPA_VERDICT_MALICIOUS, "args.dangerous_callable",
@@ -893,16 +905,33 @@ static const char *cl_mapview_risk(const spa_val *args, spa_kbcat *cat) {
     return NULL;
 }
 
+/* The text of a call, "module.name(arg, ...)", rendered at its first use: most
+ * calls are judged safe and say nothing. */
+typedef struct cl_calltxt {
+    const spa_target *t;
+    const spa_val *args;
+    bool done;
+    char s[CL_MAX_MSG];
+} cl_calltxt;
+
+static const char *cl_calltxt_get(cl_calltxt *x) {
+    if (!x->done) {
+        char ts[300];
+        cl_target_str(ts, sizeof ts, x->t);
+        cl_render_call(x->s, sizeof x->s, ts, x->args);
+        x->done = true;
+    }
+    return x->s;
+}
+
 static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *callee,
                                  const spa_val *args, const spa_val *bound, int opcode,
                                  int depth, cl_judgement *j) {
     memset(j, 0, sizeof *j);
     j->sev = SPA_VERDICT_SAFE;
-    char ts[300], call[CL_MAX_MSG];
-    cl_target_str(ts, sizeof ts, t);
-    cl_render_call(call, sizeof call, ts, args);
+    cl_calltxt ct = {t, args, false, {0}}; /* the call's text, for messages */
     if (depth > 8) {
-        cl_set(j, SPA_VERDICT_MALICIOUS, "call.unresolved", "call chain too deep at %s", call);
+        cl_set(j, SPA_VERDICT_MALICIOUS, "call.unresolved", "call chain too deep at %s", cl_calltxt_get(&ct));
         return;
     }
     if (t->aux[0] == 'p' && !strcmp(t->aux, "partial") && t->bound) {
@@ -912,7 +941,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
     switch (t->kind) {
     case SPA_T_DYNAMIC:
         cl_set(j, SPA_VERDICT_MALICIOUS, "call.unresolved",
-               "calls a value the analyzer cannot resolve: %s", call);
+               "calls a value the analyzer cannot resolve: %s", cl_calltxt_get(&ct));
         return;
     case SPA_T_NONE:
         return; /* calling a literal raises TypeError before anything runs */
@@ -924,7 +953,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
         return;
     case SPA_T_OBJECT:
         cl_set(j, t->via_reflection ? SPA_VERDICT_MALICIOUS : SPA_VERDICT_SUSPICIOUS,
-               "call.call_result", "calls the result of another call: %s", call);
+               "call.call_result", "calls the result of another call: %s", cl_calltxt_get(&ct));
         return;
     case SPA_T_GETTER: {
         /* attrgetter(...)(obj) / itemgetter(...)(obj): what it reaches */
@@ -952,7 +981,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
         } else {
             r.kind = SPA_T_METHOD;
         }
-        cl_judge_reference(c, &r, call, j);
+        cl_judge_reference(c, &r, cl_calltxt_get(&ct), j);
         return;
     }
     case SPA_T_METHODCALLER: {
@@ -961,7 +990,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
         spa_resolve(spa_val_item(args, 0), &base, 0);
         memset(&m, 0, sizeof m);
         if (!t->aux[0] || base.kind == SPA_T_DYNAMIC) {
-            cl_set(j, SPA_VERDICT_MALICIOUS, "call.unresolved", "methodcaller on a value the analyzer cannot resolve: %s", call);
+            cl_set(j, SPA_VERDICT_MALICIOUS, "call.unresolved", "methodcaller on a value the analyzer cannot resolve: %s", cl_calltxt_get(&ct));
             return;
         }
         if (base.kind == SPA_T_MODULE) {
@@ -995,7 +1024,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
     /* explicit policy rules first */
     int pr = spa_policy_global_rule(c->p, t->module, t->name);
     if (pr < 0) {
-        cl_set(j, SPA_VERDICT_MALICIOUS, "policy.deny", "calls %s, denied by the policy", call);
+        cl_set(j, SPA_VERDICT_MALICIOUS, "policy.deny", "calls %s, denied by the policy", cl_calltxt_get(&ct));
         return;
     }
     if (pr > 0) return;
@@ -1018,14 +1047,14 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             fake.u.call.callee = callee;
             fake.u.call.args = args;
             spa_resolve(&fake, &r, 0);
-            cl_judge_reference(c, &r, call, j);
-            cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, false, j);
+            cl_judge_reference(c, &r, cl_calltxt_get(&ct), j);
+            cl_args_rules(c, t, args, NULL, SPA_KB_DATA, false, j);
             return;
         }
         if (spa_target_is(t, "operator", "attrgetter") || spa_target_is(t, "operator", "itemgetter") ||
             spa_target_is(t, "operator", "methodcaller")) {
             /* building the getter does nothing; calling it is judged where it happens */
-            cl_args_rules(c, ts, args, NULL, SPA_KB_UNKNOWN, false, j);
+            cl_args_rules(c, t, args, NULL, SPA_KB_UNKNOWN, false, j);
             return;
         }
         if (t->kind == SPA_T_GLOBAL && spa_kb_partial(t->module, t->name)) { /* functools.partial and its rebuilders */
@@ -1051,15 +1080,15 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
                     char fs[300];
                     cl_target_str(fs, sizeof fs, &f);
                     cl_set(j, SPA_VERDICT_MALICIOUS, "partial.dangerous",
-                           "%s binds %s (%s)", call, fs, fpr < 0 ? "denied by the policy" : spa_kbcat_name(fc));
+                           "%s binds %s (%s)", cl_calltxt_get(&ct), fs, fpr < 0 ? "denied by the policy" : spa_kbcat_name(fc));
                     return;
                 }
             } else if (f.kind == SPA_T_DYNAMIC || f.kind == SPA_T_MODULE || f.kind == SPA_T_SYSMODULES) {
-                cl_judge_reference(c, &f, call, j);
-                if (j->sev == SPA_VERDICT_SAFE) cl_set(j, SPA_VERDICT_SUSPICIOUS, "reflect.dynamic", "%s binds an unresolved callable", call);
+                cl_judge_reference(c, &f, cl_calltxt_get(&ct), j);
+                if (j->sev == SPA_VERDICT_SAFE) cl_set(j, SPA_VERDICT_SUSPICIOUS, "reflect.dynamic", "%s binds an unresolved callable", cl_calltxt_get(&ct));
                 return;
             }
-            cl_args_rules(c, ts, args, NULL, SPA_KB_UNKNOWN, true, j);
+            cl_args_rules(c, t, args, NULL, SPA_KB_UNKNOWN, true, j);
             return;
         }
         if (spa_target_is(t, "builtins", "map") || spa_target_is(t, "builtins", "filter") ||
@@ -1068,7 +1097,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             cl_judge_value_call(c, a0, spa_val_item(args, 1), depth, j);
             if (j->sev != SPA_VERDICT_SAFE && j->rule) {
                 char tmp[CL_MAX_MSG];
-                spa_fmt(tmp, sizeof tmp, "%s, through %s", j->msg, call);
+                spa_fmt(tmp, sizeof tmp, "%s, through %s", j->msg, cl_calltxt_get(&ct));
                 spa_fmt(j->msg, sizeof j->msg, "%s", tmp);
             }
             return;
@@ -1077,7 +1106,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             spa_target_is(t, "torch._tensor", "_rebuild_from_type")) {
             cl_judge_value_call(c, a0, spa_val_item(args, 2), depth, j);
             cl_judgement o = {SPA_VERDICT_SAFE, NULL, {0}};
-            cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, true, &o);
+            cl_args_rules(c, t, args, NULL, SPA_KB_DATA, true, &o);
             cl_merge(j, &o);
             return;
         }
@@ -1105,7 +1134,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
                 rest.n = args->n - 2;
                 rest.u.seq.count = args->u.seq.count - 2;
                 cl_judgement o = {SPA_VERDICT_SAFE, NULL, {0}};
-                cl_args_rules(c, ts, &rest, NULL, SPA_KB_DATA, false, &o);
+                cl_args_rules(c, t, &rest, NULL, SPA_KB_DATA, false, &o);
                 cl_merge(j, &o);
             }
             return;
@@ -1114,27 +1143,27 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             spa_kbcat mc;
             const char *why = cl_mapview_risk(args, &mc);
             if (why) {
-                cl_set(j, SPA_VERDICT_MALICIOUS, cl_cat_rule(mc), "calls %s, which %s [%s]", call, why,
+                cl_set(j, SPA_VERDICT_MALICIOUS, cl_cat_rule(mc), "calls %s, which %s [%s]", cl_calltxt_get(&ct), why,
                        spa_kbcat_name(mc));
                 return;
             }
-            cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, false, j);
+            cl_args_rules(c, t, args, NULL, SPA_KB_DATA, false, j);
             return;
         }
         if (spa_kb_tblineno(t->module, t->name)) {
             char why[120];
             if (!cl_tb_bounded(c, args, why, sizeof why)) {
                 cl_set(j, SPA_VERDICT_MALICIOUS, "args.resource",
-                       "%s rebuilds a traceback by compiling one line per line number, and %s", call, why);
+                       "%s rebuilds a traceback by compiling one line per line number, and %s", cl_calltxt_get(&ct), why);
                 return;
             }
-            cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, false, j);
+            cl_args_rules(c, t, args, NULL, SPA_KB_DATA, false, j);
             return;
         }
         if (spa_target_is(t, "copyreg", "__newobj__") || spa_target_is(t, "copyreg", "__newobj_ex__")) {
             cl_judge_value_call(c, a0, NULL, depth, j);
             cl_judgement o = {SPA_VERDICT_SAFE, NULL, {0}};
-            cl_args_rules(c, ts, args, NULL, SPA_KB_DATA, true, &o);
+            cl_args_rules(c, t, args, NULL, SPA_KB_DATA, true, &o);
             cl_merge(j, &o);
             return;
         }
@@ -1142,7 +1171,7 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
 
     /* ---- ndarray.__new__(subtype, ...): the subtype's own constructors never run */
     if (cat == SPA_KB_DATA && !reflective && t->kind == SPA_T_GLOBAL && spa_kb_typearg(t->module, t->name)) {
-        cl_args_rules(c, ts, args, bound, cat, true, j);
+        cl_args_rules(c, t, args, bound, cat, true, j);
         return;
     }
 
@@ -1159,21 +1188,19 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
         if (t->kind != SPA_T_GLOBAL || reflective || !spa_kb_nested_loader(t->module, t->name)) {
             /* a nested load the author chose: malicious whatever it loads */
             cl_set(j, SPA_VERDICT_MALICIOUS, "callee.deserialize",
-                   "%s is a nested load (content judged %s: %s)", call, spa_verdict_name(nv), why);
+                   "%s is a nested load (content judged %s: %s)", cl_calltxt_get(&ct), spa_verdict_name(nv), why);
             return;
         }
         if (nv == SPA_VERDICT_SAFE) return;
         cl_set(j, nv, nv == SPA_VERDICT_MALICIOUS ? "nested.malicious" :
                       nv == SPA_VERDICT_UNSCANNABLE ? "nested.unscannable" : "nested.suspicious",
-               "%s loads nested content judged %s: %s", call, spa_verdict_name(nv), why);
+               "%s loads nested content judged %s: %s", cl_calltxt_get(&ct), spa_verdict_name(nv), why);
         return;
     }
 
     /* ---- everything else by category */
-    char desc[CL_MAX_MSG];
-    spa_fmt(desc, sizeof desc, "%s", call);
     if (cat == SPA_KB_DATA) {
-        cl_args_rules(c, ts, args, bound, cat, false, j);
+        cl_args_rules(c, t, args, bound, cat, false, j);
         return;
     }
     if (cat == SPA_KB_UNKNOWN) {
@@ -1184,18 +1211,18 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
              * anything else reached through reflection is refused by default */
             bool benign = cl_benign_reflective(c, t);
             cl_set(j, benign ? SPA_VERDICT_SUSPICIOUS : SPA_VERDICT_MALICIOUS, "call.reflective_result",
-                   "calls %s, reached through reflection (%s)", call,
+                   "calls %s, reached through reflection (%s)", cl_calltxt_get(&ct),
                    benign ? "a classmethod of a class unknown to the knowledge base"
                           : "not a constructor of a class known to be safe");
         } else if (!cls) {
             cl_set(j, SPA_VERDICT_SUSPICIOUS, "callee.unknown_function",
-                   "calls %s, a function unknown to the knowledge base", call);
+                   "calls %s, a function unknown to the knowledge base", cl_calltxt_get(&ct));
         }
-        cl_args_rules(c, ts, args, bound, SPA_KB_UNKNOWN, false, j);
+        cl_args_rules(c, t, args, bound, SPA_KB_UNKNOWN, false, j);
         return;
     }
     cl_set(j, SPA_VERDICT_MALICIOUS, reflective ? "call.reflective_result" : cl_cat_rule(cat),
-           "calls %s%s [%s, KB %s]", call, reflective ? " reached through reflection" : "",
+           "calls %s%s [%s, KB %s]", cl_calltxt_get(&ct), reflective ? " reached through reflection" : "",
            spa_kbcat_name(cat), h.key[0] ? h.key : "-");
 }
 
@@ -1205,12 +1232,10 @@ static void cl_judge_call(cl_ctx *c, const spa_ir *e, cl_judgement *j) {
     spa_resolve(callee, &t, 0);
     cl_judge_target_call(c, &t, callee, e->arg, NULL, e->opcode, 0, j);
     if (e->kwargs && j->sev != SPA_VERDICT_MALICIOUS) {
-        char ts[300];
-        cl_target_str(ts, sizeof ts, &t);
         cl_judgement o = {SPA_VERDICT_SAFE, NULL, {0}};
         spa_kbhit h;
         spa_kbcat cat = t.kind == SPA_T_GLOBAL ? cl_judge_name(c, t.module, t.name, &h) : SPA_KB_UNKNOWN;
-        cl_args_rules(c, ts, e->kwargs, NULL, cat, false, &o);
+        cl_args_rules(c, &t, e->kwargs, NULL, cat, false, &o);
         cl_merge(j, &o);
     }
 }

@@ -351,19 +351,22 @@ static bool kb_fnmatch(const char *pat, size_t pn, const char *s) {
 }
 
 /* ------------------------------------------------------------------ modules */
+/* Called for every global and call the classifier judges (and by the VM for
+ * every GLOBAL): a walk of the directive lines that looks no further than a
+ * first byte for the modules no alias starts with, and no vsnprintf unless an
+ * alias applies. */
 const char *spa_kb_canon(const char *module, char *buf, size_t n) {
     if (!n) return buf;
-    kb_cur c;
-    kb_line l;
-    kb_begin_dir(&c);
-    while (kb_next(&c, &l)) {
-        if (l.nf < 3 || !kb_eq(l.f[0], l.fl[0], "@alias")) continue;
-        if (!kb_prefix(module, l.f[1], l.fl[1]) || !strchr("\0.", module[l.fl[1]])) continue;
-        if (strncmp(module, l.f[1], l.fl[1])) continue;
-        spa_fmt(buf, n, "%.*s%s", (int)l.fl[2], l.f[2], module + l.fl[1]);
+    for (size_t i = 0; i < sizeof kb_dlines / sizeof kb_dlines[0]; i++) {
+        const kb_line *l = &kb_dlines[i];
+        if (l->nf < 3 || (l->fl[1] && l->f[1][0] != module[0]) || !kb_eq(l->f[0], l->fl[0], "@alias")) continue;
+        if (!kb_prefix(module, l->f[1], l->fl[1])) continue;
+        spa_fmt(buf, n, "%.*s%s", (int)l->fl[2], l->f[2], module + l->fl[1]);
         return buf;
     }
-    spa_fmt(buf, n, "%s", module);
+    size_t k = 0; /* buf = module, truncated as spa_fmt would */
+    for (; module[k] && k + 1 < n; k++) buf[k] = module[k];
+    buf[k] = '\0';
     return buf;
 }
 
@@ -732,20 +735,23 @@ bool spa_kb_mapview(const char *module, const char *name) {
     return kb_directive("@mapview", module, name);
 }
 
-/* Is there a line `DIRECTIVE MODULE:NAME` (module canonicalised)? */
+/* Is there a line `DIRECTIVE MODULE:NAME` (module canonicalised)? The classifier
+ * asks for every call it judges: the NAME part is compared first and the
+ * module canonicalised only for a line whose NAME matches. */
 static bool kb_directive(const char *dir, const char *module, const char *name) {
     if (!module || !name) return false;
     char cm[200];
-    spa_kb_canon(module, cm, sizeof cm);
-    size_t ml = strlen(cm), nl = strlen(name);
-    kb_cur c;
-    kb_line l;
-    kb_begin_dir(&c);
-    while (kb_next(&c, &l)) {
-        if (l.nf < 2 || !kb_eq(l.f[0], l.fl[0], dir)) continue;
-        if (l.fl[1] == ml + 1 + nl && !memcmp(l.f[1], cm, ml) && l.f[1][ml] == ':' &&
-            !memcmp(l.f[1] + ml + 1, name, nl))
-            return true;
+    size_t dl = strlen(dir), nl = strlen(name), ml = SIZE_MAX; /* SIZE_MAX: cm not made yet */
+    for (size_t i = 0; i < sizeof kb_dlines / sizeof kb_dlines[0]; i++) {
+        const kb_line *l = &kb_dlines[i];
+        size_t fl = l->fl[1];
+        if (l->nf < 2 || l->fl[0] != dl || memcmp(l->f[0], dir, dl) != 0) continue;
+        if (fl < nl + 1 || l->f[1][fl - nl - 1] != ':' || memcmp(l->f[1] + fl - nl, name, nl) != 0) continue;
+        if (ml == SIZE_MAX) {
+            spa_kb_canon(module, cm, sizeof cm);
+            ml = strlen(cm);
+        }
+        if (fl == ml + 1 + nl && !memcmp(l->f[1], cm, ml)) return true;
     }
     return false;
 }
