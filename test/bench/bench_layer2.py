@@ -1,7 +1,9 @@
 """bench_layer2.py - helper of bench_layer2.sh: layer 2 with bytes first, side
 by side in one run, configurations interleaved, RUNS fresh /usr/bin/python3
 per cell. Reports medians (ms) and the ratio of medians against no preload,
-and writes them to test/bench/results.md (section bench:bench_layer2).
+and writes them to test/bench/results.md (section bench:bench_layer2). With a
+third argument (BASE: an older libsafepickle.so) that library is a third
+configuration, interleaved with the others, and gets its own ratio column.
 Workloads:
   loads_100k_objects   pickle.loads of 100 000 small objects (one scan of the bytes)
   import_torch         import torch (thousands of audit events, no unpickle)
@@ -9,6 +11,8 @@ Workloads:
                        of a user module): the analyzer's max_kb_lookups stops the judgement
                        and on_limit refuses (time to the refusal), as layer 1 does for a file
   loads_findclass      50 000 un-memoised GLOBAL collections.OrderedDict + REDUCE
+  loads_same_bytes     the same 10 000-object pickle loaded 20 times in one process
+                       (bytes judged and allowed are remembered by digest)
 """
 import json
 import os
@@ -20,6 +24,7 @@ import tempfile
 import textwrap
 
 LIB, RUNS = sys.argv[1], int(sys.argv[2])
+BASE = sys.argv[3] if len(sys.argv) > 3 else None
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = "/usr/bin/python3"
 
@@ -59,6 +64,12 @@ WORKLOADS = {
         body = b"(" + b"ccollections\\nOrderedDict\\n)R" * 50000 + b"l."
         print(json.dumps(timed(lambda: pickle.loads(body))))
     """),
+    "loads_same_bytes": TIMED + textwrap.dedent("""
+        import datetime
+        data = [{"i": i, "s": str(i), "t": (i, 1.5), "d": datetime.date(2024, 1, 1 + i % 28)} for i in range(10000)]
+        blob = pickle.dumps(data, protocol=4)
+        print(json.dumps(timed(lambda: [pickle.loads(blob) for _ in range(20)])))
+    """),
 }
 
 
@@ -90,6 +101,8 @@ def main():
     base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("SAFEPICKLE_")}
     base["OMP_NUM_THREADS"] = "1"
     configs = {"no preload": base, "preload": dict(base, LD_PRELOAD=LIB, SAFEPICKLE_LOG="none")}
+    if BASE:
+        configs["base"] = dict(base, LD_PRELOAD=BASE, SAFEPICKLE_LOG="none")
     with tempfile.TemporaryDirectory() as d:
         make_distinct(d)
         res = {(w, c): [] for w in WORKLOADS for c in configs}
@@ -104,13 +117,23 @@ def main():
                     ms, ok = json.loads(r.stdout.strip().splitlines()[-1])
                     res[(w, c)].append(ms)
                     outcome[(w, c)] = ok
-    lines = ["runs per cell: %d, interleaved; load average at the end: %s" % (
-        RUNS, " ".join(open("/proc/loadavg").read().split()[:3])), "",
-        "| workload | no preload, ms (median) | preload, ms (median) | preload / no preload | outcome with the preload |",
-        "| --- | --- | --- | --- | --- |"]
+    lines = ["runs per cell: %d, interleaved; load average at the end: %s%s" % (
+        RUNS, " ".join(open("/proc/loadavg").read().split()[:3]),
+        "; base: %s" % os.path.basename(os.path.dirname(BASE)) if BASE else ""), ""]
+    if BASE:
+        lines += ["| workload | no preload, ms (median) | base, ms (median) | preload, ms (median) | base / no preload "
+                  "| preload / no preload | outcome with the preload |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    else:
+        lines += ["| workload | no preload, ms (median) | preload, ms (median) | preload / no preload "
+                  "| outcome with the preload |", "| --- | --- | --- | --- | --- |"]
     for w in WORKLOADS:
         a, b = statistics.median(res[(w, "no preload")]), statistics.median(res[(w, "preload")])
-        lines.append("| %s | %.1f | %.1f | %.2f | %s |" % (w, a, b, b / a, outcome[(w, "preload")]))
+        if BASE:
+            c = statistics.median(res[(w, "base")])
+            lines.append("| %s | %.1f | %.1f | %.1f | %.2f | %.2f | %s |" % (w, a, c, b, c / a, b / a,
+                                                                          outcome[(w, "preload")]))
+        else:
+            lines.append("| %s | %.1f | %.1f | %.2f | %s |" % (w, a, b, b / a, outcome[(w, "preload")]))
     text = "\n".join(lines) + "\n"
     print(text)
     write_results(text)
