@@ -146,6 +146,7 @@ static void pyb_scan_alt(void *arg) {
     spa_scan_opts o;
     spa_scan_opts_default(&o);
     o.limits = a->pol->limits;
+    o.alloc = spp_scan_alloc(); /* large arena chunks on huge pages: far fewer faults */
     o.name = "<bytes>";
     a->r = NULL;
     a->c = spc_scan_as(&o, a->p, a->n, SPA_FMT_PICKLE, &a->r);

@@ -366,6 +366,10 @@ void spp_audit_init(void);
  * through this, so hooks stay within SPP_HOST_STACK_BUDGET of the host's. */
 void spp_on_altstack(void (*fn)(void *), void *arg);
 
+/* The allocator a scan's arena runs on (scanmem.c): large blocks on
+ * transparent huge pages, the rest from malloc. */
+const spa_alloc *spp_scan_alloc(void);
+
 /* errno-safe, stdio-free stderr write (never blocks: a pipe that does not take
  * data now loses the line; at most PIPE_BUF bytes in one write on a pipe). */
 void spp_write_stderr(const char *s, size_t n);
