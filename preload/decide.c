@@ -534,6 +534,14 @@ static int spp_verify(int fd, int hook, const struct iovec *seg, int cnt, size_t
         if (e) { spp_scrub(seg, cnt, got); return e; }
         fp = spp_fdfp_get(fd, NULL);
         touched = false;
+        if (!fp && cnt > 0 && seg[0].iov_base) {
+            /* not pickle-bearing now (emptied, or text): the bytes returned must
+             * be this version's, else they came from one in between that nobody
+             * judged (a malicious pickle written and replaced during the read) */
+            if (spp_fd_same_bytes(fd, seg, cnt, got, (uint64_t)off, &bad)) return 0;
+            return spp_changed(fd, hook, seg, cnt, got, "changed while it was read", bad,
+                               "are not the bytes of the version judged after the read");
+        }
         if (!fp || !spp_check_segs(fp, fd, seg, cnt, got, (uint64_t)off, &touched, &bad)) {
             if (fp && touched) spp_fdfp_delivered(fd, fp);
             spp_fp_unref(fp);

@@ -482,6 +482,8 @@ def swap_lib(tmp_path_factory):
     ("fread", "text", None, "errno13"),        # the same through stdio
     ("fread", "text", "text", "errno5"),
     ("mmap", "text", None, "errno13"),         # text when judged, a pickle when mapped
+    ("pickle", "benign", "text", "errno5"),    # a benign pickle when judged, the malicious one during the
+                                               # first read, text after it (judged afresh: not pickle-bearing)
 ])
 def test_file_changed_between_judgement_and_read(tmp_path, swap_lib, call, before, back, expect):
     """A file judged not pickle-bearing (empty, or text) just before a read
@@ -493,7 +495,8 @@ def test_file_changed_between_judgement_and_read(tmp_path, swap_lib, call, befor
     target, evil, text = tmp_path / "m.pkl", tmp_path / "evil", tmp_path / "text"
     evil.write_bytes(b"cposix\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
     text.write_bytes(b"just some text, no pickle at all\n" * 8)
-    target.write_bytes(b"" if before == "empty" else text.read_bytes())
+    benign = b"\x80\x02X" + len(b"b" * 40).to_bytes(4, "little") + b"b" * 40 + b"."
+    target.write_bytes(b"" if before == "empty" else benign if before == "benign" else text.read_bytes())
     env = {"SAFEPICKLE_POLICY": race.policy_file(str(tmp_path), "file"), "SWAP_TARGET": str(target),
            "SWAP_SRC": str(evil)}
     if back:
