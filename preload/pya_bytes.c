@@ -184,7 +184,7 @@ static int pyb_judge(const uint8_t *p, size_t n, const char *call, spa_verdict *
     *v = c == SPA_OK && spa_result_data_only(r) ? SPA_VERDICT_SAFE : verdict;
     int rc = 0;
     if (act == SPA_ACT_ALLOW) {
-        if (c == SPA_OK) pyb_vc_put(dg, verdict); /* a failed scan (no memory) is judged again */
+        if (c == SPA_OK) pyb_vc_put(dg, *v); /* what the veto saw; a failed scan (no memory) is judged again */
     } else {
         /* A trusted file's bytes (read on this thread, still open) keep their
          * trust here as in the name check; trust stays bound to its globals. */

@@ -194,3 +194,35 @@ def test_code_like_message_with_traceback_loads(tmp_path):
     r = _run(LOAD % str(tmp_path), data, preload=True)
     assert r.stdout == plain, (r.stdout, r.stderr[-2000:])
     assert b"safepickle: blocked" not in r.stderr
+
+
+def test_code_like_message_loads_again_when_allowed(tmp_path):
+    """The in-memory verdict cache keeps what the veto saw: under a policy that allows
+    suspicious loads, the second load of the same bytes (a cache hit) lets tblib's own
+    compile run as the first did (the cache held the raw 'suspicious' and the veto refused
+    the second load)."""
+    make = MAKE.replace("raise ValueError('bad value')",
+                        "raise ValueError('Traceback (most recent call last):\\n  File \"w.py\", line 3\\n"
+                        "    os.system(cmd); exec(code)')")
+    data = _run(make).stdout
+    assert data.startswith(b"\x80"), "no pickle made"
+    assert "1 suspicious" in _scan(tmp_path, data).stdout
+    pol = tmp_path / "allow.json"
+    pol.write_text('{"schema": 1, "actions": {"suspicious": "allow"}}')
+    twice = textwrap.dedent("""
+        import pickle, sys, traceback
+        data = sys.stdin.buffer.read()
+        for _ in range(2):
+            try:
+                e = pickle.loads(data)
+                print('LOADED', type(e).__name__, len(traceback.extract_tb(e.__traceback__)))
+            except Exception as x:
+                print('REFUSED', type(x).__name__, x)
+    """)
+    e = clean_env()
+    r = subprocess.run([PYTHON, "-c", twice], input=data, env=e, capture_output=True, timeout=120)
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(b"LOADED KeyError") and lines[1] == lines[0], r
+    e.update(LD_PRELOAD=LIB, SAFEPICKLE_POLICY=str(pol))
+    q = subprocess.run([PYTHON, "-c", twice], input=data, env=e, capture_output=True, timeout=120)
+    assert q.stdout == r.stdout, (q.stdout, q.stderr[-2000:])
