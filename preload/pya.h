@@ -29,6 +29,9 @@ SPP_PYAPI_FUNCS(PYA_FN_DECL)
 #define PYA_DATA_DECL(name, req) extern spp_pyobj **py_##name;
 SPP_PYAPI_DATA(PYA_DATA_DECL)
 #undef PYA_DATA_DECL
+#define PYA_OBJ_DECL(name, req) extern spp_pyobj *py_##name;
+SPP_PYAPI_OBJS(PYA_OBJ_DECL)
+#undef PYA_OBJ_DECL
 
 /* ---------------------------------------------------------------- helpers (pya_frames.c) */
 void pya_copy(char *dst, size_t n, const char *src);

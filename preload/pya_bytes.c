@@ -16,7 +16,6 @@
  * METH_KEYWORDS): no libffi. See preload/README.md "Bytes first". */
 #include "pya.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -215,11 +214,9 @@ static int pyb_judge_buffer(spp_pyobj *o, spp_pyssize from, const char *call, sp
 
 /* Is o exactly a bytes object (not a subclass)? Its bytes cannot change. */
 static bool pyb_exact_bytes(spp_pyobj *o) {
-    static spp_pyobj *bytes_type;
-    if (!bytes_type) bytes_type = (spp_pyobj *)dlsym(RTLD_DEFAULT, "PyBytes_Type");
     spp_pyobj *t = py_PyObject_Type(o);
     if (!t) { py_PyErr_Clear(); return false; }
-    bool exact = bytes_type && t == bytes_type;
+    bool exact = t == py_PyBytes_Type;
     py_Py_DecRef(t);
     return exact;
 }

@@ -3,7 +3,6 @@
  * frame is, which frames belong to the unpickler, the frame that called it. */
 #include "pya.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -68,19 +67,11 @@ spp_pyobj *pya_arg(spp_pyobj *args, spp_pyssize i) {
     return o;
 }
 
-spp_pyobj *pya_none(void) {
-    static spp_pyobj *none;
-    if (!none) none = (spp_pyobj *)dlsym(RTLD_DEFAULT, "_Py_NoneStruct");
-    return none;
-}
+spp_pyobj *pya_none(void) { return py__Py_NoneStruct; }
 
 bool pya_is_none(spp_pyobj *o) { return o == pya_none(); }
 
-spp_pyobj *pya_false(void) {
-    static spp_pyobj *f;
-    if (!f) f = (spp_pyobj *)dlsym(RTLD_DEFAULT, "_Py_FalseStruct");
-    return f;
-}
+spp_pyobj *pya_false(void) { return py__Py_FalseStruct; }
 
 /* ================================================================ frames */
 /* All return new references (or NULL with no exception left behind). */

@@ -109,4 +109,10 @@ typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
     X(PyExc_PermissionError, 1)    \
     X(PyExc_OSError, 1)
 
+/* Objects: the address of a static object (None, False, a built-in type). */
+#define SPP_PYAPI_OBJS(X)          \
+    X(_Py_NoneStruct, 0)           \
+    X(_Py_FalseStruct, 0)          \
+    X(PyBytes_Type, 0)
+
 #endif /* SPP_PYAPI_H */

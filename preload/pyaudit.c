@@ -19,6 +19,9 @@ SPP_PYAPI_FUNCS(PYA_FN_PTR)
 #define PYA_DATA_PTR(name, req) spp_pyobj **py_##name;
 SPP_PYAPI_DATA(PYA_DATA_PTR)
 #undef PYA_DATA_PTR
+#define PYA_OBJ_PTR(name, req) spp_pyobj *py_##name;
+SPP_PYAPI_OBJS(PYA_OBJ_PTR)
+#undef PYA_OBJ_PTR
 
 static atomic_int pya_state; /* 0 not tried, 1 trying, 2 registered, 3 off */
 
@@ -44,6 +47,11 @@ static bool pya_resolve(void) {
     if ((req) && !py_##name) ok = false;
     SPP_PYAPI_DATA(PYA_DATA_RES)
 #undef PYA_DATA_RES
+#define PYA_OBJ_RES(name, req)                                          \
+    py_##name = (spp_pyobj *)dlsym(RTLD_DEFAULT, #name);                \
+    if ((req) && !py_##name) ok = false;
+    SPP_PYAPI_OBJS(PYA_OBJ_RES)
+#undef PYA_OBJ_RES
     return ok;
 }
 
