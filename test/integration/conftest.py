@@ -20,6 +20,20 @@ CLI = os.path.join(BUILD, "safepickle")
 LIB = os.path.join(BUILD, "libsafepickle.so")
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 CORPUS = os.path.join(SHARED, "corpus", "public")
+# The public corpus files whose label we disagree with: file -> (our verdict, why). The
+# same list, with the same reasons, is analyzer/README.md's table (section classifier);
+# test_public_corpus (files) and test_runtime (in memory) fail on any other disagreement.
+CORPUS_EXPLAINED = {
+    "picklescan/benign_password_protected.zip": (
+        "unscannable", "encrypted zip member: no loader can read it without the password and neither can we; "
+        "content we cannot examine is reported unscannable, never passed as clean (threats.md A10)"),
+    "modelaudit/dill_func.pkl": (
+        "malicious", "label is `unknown`: the file rebuilds a function from a code object "
+        "(dill._dill._create_code), which is code execution"),
+    "picklescan/malicious13b.pkl": (
+        "safe", "_pickle.loads of one bytes constant, b'I12345\\n.' (@rawload: judged by the stream it holds): "
+        "it loads the integer 12345 and runs nothing"),
+}
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

@@ -19,7 +19,7 @@ import pytest
 import rtcorpus
 import rtpolicy
 import spgen
-from conftest import CORPUS, LIB, PYTHON, clean_env
+from conftest import CORPUS, CORPUS_EXPLAINED, LIB, PYTHON, clean_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -568,7 +568,8 @@ def test_public_corpus_in_memory(tmp_path):
     """Other projects' labelled samples (../shared/corpus/public), read into
     memory and loaded from bytes under layer 2 alone: no benign sample is
     refused, and every malicious one whose stream pickle.loads reads can call
-    anything (a GLOBAL/REDUCE/... opcode) is refused or fails to load."""
+    anything (a GLOBAL/REDUCE/... opcode) is refused or fails to load, unless the file's
+    judgement is an explained disagreement with its label, `safe` (CORPUS_EXPLAINED)."""
     e = clean_env(SAFEPICKLE_POLICY=rtpolicy.write(tmp_path, layer_file=False, layer_audit_hook=True),
                   LD_PRELOAD=LIB)
     r = subprocess.run([PYTHON, "-c", PUBLIC_LOADER, CORPUS], env=e, capture_output=True, text=True,
@@ -576,7 +577,8 @@ def test_public_corpus_in_memory(tmp_path):
     res = rtcorpus.parse_result(r.stdout)
     fp = {f: v for f, v in res.items() if v[0] == "benign" and v[1] == "refused"}
     assert not fp, fp
-    missed = {f: v for f, v in res.items() if v[0] == "malicious" and v[1] == "loaded" and v[2] != 0}
+    missed = {f: v for f, v in res.items() if v[0] == "malicious" and v[1] == "loaded" and v[2] != 0
+              and CORPUS_EXPLAINED.get(f, ("",))[0] != "safe"}
     assert not missed, missed
     assert sum(v[1] == "refused" for v in res.values() if v[0] == "malicious") >= 40, res
 
