@@ -270,6 +270,15 @@ static int pyb_call_bool(spp_pyobj *o, const char *meth) {
 static bool pyb_layer1_file(spp_pyobj *f, spa_verdict *v) {
     const spa_policy *pol = spp_policy();
     if (!pol || !pol->layer_file || !py_PyObject_HasAttrString(f, "fileno")) return false;
+    if (py_PyObject_HasAttrString(f, "rollover")) {
+        /* tempfile.SpooledTemporaryFile: fileno() would move it to disk;
+         * while it is in memory it is judged like any in-memory stream */
+        spp_pyobj *rolled = pya_getattr(f, "_rolled");
+        int on_disk = rolled ? py_PyObject_IsTrue(rolled) : 1;
+        if (rolled) py_Py_DecRef(rolled);
+        py_PyErr_Clear();
+        if (on_disk == 0) return false;
+    }
     long fd = pyb_call_long(f, "fileno");
     struct stat st;
     if (fd < 0 || fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
@@ -286,36 +295,218 @@ static bool pyb_layer1_file(spp_pyobj *f, spa_verdict *v) {
 typedef enum pyb_kind { PYB_NONE, PYB_JUDGED, PYB_STREAM, PYB_BLOCKED } pyb_kind;
 
 /* Judge what a file object holds from its current position, without moving
- * it: a BytesIO through its buffer, another seekable object by reading the
- * rest and seeking back. A non-seekable object is a stream (PYB_STREAM): the
- * caller reads exactly one pickle from it. */
-static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, spa_verdict *v) {
+ * it. A regular file behind fileno() has layer 1's verdict. Another seekable
+ * object (an io.BytesIO, a BufferedReader over one, an in-memory
+ * SpooledTemporaryFile) is read to its end and sought back; the bytes read
+ * are judged and handed to the caller (*snap, a new reference to a bytes
+ * object, *base its position) so that the unpickler can be held to them
+ * (pyb_pin). A non-seekable object is a stream (PYB_STREAM): the caller reads
+ * exactly one pickle from it. */
+static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, spa_verdict *v, spp_pyobj **snap, long *base) {
     *v = SPA_VERDICT_COUNT;
+    *snap = NULL;
+    *base = 0;
     if (!f || pya_is_none(f)) return PYB_NONE;
-    if (py_PyObject_HasAttrString(f, "getbuffer")) { /* io.BytesIO */
-        long pos = pyb_call_long(f, "tell");
-        spp_pyobj *view = py_PyObject_CallMethod(f, "getbuffer", NULL);
-        if (view) {
-            int rc = pyb_judge_buffer(view, pos, call, v);
-            py_Py_DecRef(view);
-            if (rc) return rc < 0 ? PYB_BLOCKED : PYB_JUDGED;
-        } else {
-            py_PyErr_Clear();
-        }
-    }
     int seekable = py_PyObject_HasAttrString(f, "seekable") ? pyb_call_bool(f, "seekable") : 0;
     if (seekable <= 0) return py_PyObject_HasAttrString(f, "read") ? PYB_STREAM : PYB_NONE;
     if (pyb_layer1_file(f, v)) return PYB_JUDGED;
     long pos = pyb_call_long(f, "tell");
     if (pos < 0) return PYB_STREAM;
+    /* a BytesIO read from 0 to its end hands out its own bytes object: no copy */
     spp_pyobj *data = py_PyObject_CallMethod(f, "read", NULL);
     spp_pyobj *back = py_PyObject_CallMethod(f, "seek", "l", pos);
     if (back) py_Py_DecRef(back);
     else py_PyErr_Clear();
     if (!data) { py_PyErr_Clear(); return PYB_NONE; }
-    int rc = pyb_judge_buffer(data, 0, call, v);
+    spp_pyobj *copy = NULL;
+    int rc = pyb_judge_data(data, call, v, &copy);
+    if (copy) {
+        py_Py_DecRef(data);
+        data = copy;
+    }
+    if (rc == 1) {
+        *snap = data;
+        *base = pos;
+        return PYB_JUDGED;
+    }
     py_Py_DecRef(data);
-    return rc < 0 ? PYB_BLOCKED : rc ? PYB_JUDGED : PYB_NONE;
+    return rc < 0 ? PYB_BLOCKED : PYB_NONE;
+}
+
+/* ---------------------------------------------------------------- pinned streams */
+/* The unpickler of an in-memory stream reads the stream as it goes, after its
+ * bytes were judged: code holding the stream (another thread, a find_class or
+ * persistent_load override, a __setstate__ of an earlier object) could
+ * rewrite it in between. So the unpickler is handed, in place of the file's
+ * read, readinto, readline and peek, functions that call them and check what
+ * they return against the bytes judged (the pin), at the place the unpickler
+ * has reached in them; the first byte that differs refuses the load. The
+ * file's own methods are called, with the same arguments in the same order,
+ * so the stream is left exactly as without the preload. The pure-Python
+ * unpickler (joblib's NumpyUnpickler) shares its file with code that reads
+ * array bytes from it between pickle opcodes: for it a forward move of the
+ * file is followed (its position, from tell(), must lie in the bytes judged). */
+enum { PYB_RD, PYB_RDINTO, PYB_RDLINE, PYB_PEEK, PYB_NMETH };
+static const char *const pyb_meth[PYB_NMETH] = {"read", "readinto", "readline", "peek"};
+#define PYB_PIN_NAME "safepickle.pin"
+#define PYB_OBJ_HEAD (2 * sizeof(void *)) /* PyObject_HEAD: refcount, type */
+
+typedef struct pyb_pin {
+    spp_pyobj *snap, *file, *orig[PYB_NMETH];
+    const uint8_t *p;
+    size_t n, e;  /* the bytes judged; how far the unpickler has read into them */
+    long base;    /* the file's position when they were judged */
+    bool jumps;   /* follow forward moves of the file (pickle._Unpickler) */
+    bool off;     /* a difference was reported and allowed (monitor mode) */
+    const char *call;
+    spp_pyobj *et, *ev, *tb; /* the refusal: raised again if the unpickler replaced it */
+} pyb_pin;
+
+static void pyb_pin_free(spp_pyobj *cap) {
+    pyb_pin *pin = py_PyCapsule_GetPointer(cap, PYB_PIN_NAME);
+    if (!pin) { py_PyErr_Clear(); return; }
+    if (pin->snap) py_Py_DecRef(pin->snap);
+    if (pin->file) py_Py_DecRef(pin->file);
+    spp_pyobj *o[] = {pin->orig[0], pin->orig[1], pin->orig[2], pin->orig[3], pin->et, pin->ev, pin->tb};
+    for (size_t i = 0; i < sizeof o / sizeof *o; i++)
+        if (o[i]) py_Py_DecRef(o[i]);
+    free(pin);
+}
+
+/* The C unpickler turns an UnpicklingError met while reading an opcode into
+ * EOFError ("Ran out of input"), which a reader loop takes for the end of its
+ * data: a load that failed after the pin refused it raises the refusal. */
+static void pyb_pin_reraise(pyb_pin *pin, spp_pyobj *res) {
+    if (res || !pin || !pin->ev) return;
+    py_PyErr_Clear();
+    py_PyErr_Restore(pin->et, pin->ev, pin->tb); /* steals them */
+    pin->et = pin->ev = pin->tb = NULL;
+}
+
+/* Do the len bytes at b, just read (advance) or peeked, continue the bytes judged? */
+static int pyb_pin_check(pyb_pin *pin, const uint8_t *b, size_t len, bool advance) {
+    if (len == 0 || pin->off) return 0;
+    if (pin->e <= pin->n && len <= pin->n - pin->e && memcmp(pin->p + pin->e, b, len) == 0) {
+        if (advance) pin->e += len;
+        return 0;
+    }
+    if (pin->jumps) {
+        long t = pyb_call_long(pin->file, "tell");
+        long q = t - pin->base - (advance ? (long)len : 0);
+        if (t >= 0 && q >= (long)pin->e && (size_t)q <= pin->n && len <= pin->n - (size_t)q &&
+            memcmp(pin->p + q, b, len) == 0) {
+            pin->e = (size_t)q + (advance ? len : 0);
+            return 0;
+        }
+    }
+    const spa_policy *pol = spp_policy();
+    spa_action act = spa_policy_act(pol, SPA_ACT_BLOCK);
+    spa_reason why = {SPA_VERDICT_UNSCANNABLE, "runtime.stream_changed",
+                      "the stream changed after its bytes were judged (the unpickler read other bytes)",
+                      "<stream>", (uint64_t)pin->base + pin->e};
+    if (pya_report_bytes(act, SPA_VERDICT_UNSCANNABLE, pin->call, &why, 1, NULL, false, false) < 0) {
+        if (!pin->ev) {
+            py_PyErr_Fetch(&pin->et, &pin->ev, &pin->tb);
+            spp_pyobj *keep[] = {pin->et, pin->ev, pin->tb};
+            for (int i = 0; i < 3; i++)
+                if (keep[i]) py_Py_IncRef(keep[i]);
+            py_PyErr_Restore(pin->et, pin->ev, pin->tb);
+        }
+        return -1;
+    }
+    pin->off = true;
+    return 0;
+}
+
+/* The file's method `which`, called with the unpickler's arguments; what it
+ * returns is checked against the pin and handed back unchanged. */
+static spp_pyobj *pyb_pin_call(spp_pyobj *cap, spp_pyobj *args, spp_pyobj *kw, int which) {
+    pyb_pin *pin = py_PyCapsule_GetPointer(cap, PYB_PIN_NAME);
+    if (!pin || !pin->orig[which]) return NULL;
+    spp_pyobj *r = py_PyObject_Call(pin->orig[which], args, kw);
+    if (!r || pin->off) return r;
+    spp_pyobj *src = which == PYB_RDINTO ? pya_arg(args, 0) : r;
+    long got = -1;
+    if (which == PYB_RDINTO) {
+        got = pya_is_none(r) ? 0 : py_PyLong_AsLong(r);
+        if (got < 0) py_PyErr_Clear();
+    }
+    spp_pybuffer b;
+    memset(&b, 0, sizeof b);
+    int rc;
+    if (!src || (which == PYB_RDINTO && got < 0) || py_PyObject_GetBuffer(src, &b, SPP_PYBUF_SIMPLE) != 0) {
+        py_PyErr_Clear(); /* not bytes: never the bytes judged */
+        rc = pyb_pin_check(pin, (const uint8_t *)"", 1, false) < 0 ? -1 : 0;
+        if (rc == 0) pin->off = true;
+    } else {
+        size_t len = which == PYB_RDINTO ? ((size_t)got < (size_t)b.len ? (size_t)got : (size_t)b.len) : (size_t)b.len;
+        rc = pyb_pin_check(pin, b.buf, len, which != PYB_PEEK);
+        py_PyBuffer_Release(&b);
+    }
+    if (rc < 0) {
+        py_Py_DecRef(r);
+        return NULL;
+    }
+    return r;
+}
+
+static spp_pyobj *pyb_pin_read(spp_pyobj *c, spp_pyobj *a, spp_pyobj *k) { return pyb_pin_call(c, a, k, PYB_RD); }
+static spp_pyobj *pyb_pin_readinto(spp_pyobj *c, spp_pyobj *a, spp_pyobj *k) { return pyb_pin_call(c, a, k, PYB_RDINTO); }
+static spp_pyobj *pyb_pin_readline(spp_pyobj *c, spp_pyobj *a, spp_pyobj *k) { return pyb_pin_call(c, a, k, PYB_RDLINE); }
+static spp_pyobj *pyb_pin_peek(spp_pyobj *c, spp_pyobj *a, spp_pyobj *k) { return pyb_pin_call(c, a, k, PYB_PEEK); }
+static spp_pymethoddef pyb_pin_defs[PYB_NMETH] = {
+    {"read", (void *)pyb_pin_read, SPP_METH_VARARGS | SPP_METH_KEYWORDS, NULL},
+    {"readinto", (void *)pyb_pin_readinto, SPP_METH_VARARGS | SPP_METH_KEYWORDS, NULL},
+    {"readline", (void *)pyb_pin_readline, SPP_METH_VARARGS | SPP_METH_KEYWORDS, NULL},
+    {"peek", (void *)pyb_pin_peek, SPP_METH_VARARGS | SPP_METH_KEYWORDS, NULL},
+};
+
+/* A pin on the bytes judged (steals snap) for the file's methods in orig
+ * (borrowed; NULL: the unpickler does not use that one); the functions that
+ * stand for them go to proxy[] (new references, NULL where orig is), the pin
+ * to *out (valid while they live). Returns false with an exception set (no
+ * memory): the load must not run. */
+static bool pyb_pin_new(spp_pyobj *file, spp_pyobj *snap, long base, bool jumps, const char *call,
+                        spp_pyobj *const orig[PYB_NMETH], spp_pyobj *proxy[PYB_NMETH], pyb_pin **out) {
+    pyb_pin *pin = calloc(1, sizeof *pin);
+    *out = NULL;
+    spp_pyobj *cap = pin ? py_PyCapsule_New(pin, PYB_PIN_NAME, pyb_pin_free) : NULL;
+    memset(proxy, 0, PYB_NMETH * sizeof *proxy);
+    if (!cap) {
+        free(pin);
+        py_Py_DecRef(snap);
+        if (!py_PyErr_Occurred()) py_PyErr_SetString(*py_PyExc_OSError, "safepickle: no memory to pin a stream");
+        return false;
+    }
+    pin->snap = snap; /* exactly a bytes object (pyb_judge_data): its bytes cannot change nor move */
+    spp_pybuffer b;
+    memset(&b, 0, sizeof b);
+    if (py_PyObject_GetBuffer(snap, &b, SPP_PYBUF_SIMPLE) == 0) {
+        pin->p = b.buf;
+        pin->n = (size_t)b.len;
+        py_PyBuffer_Release(&b);
+    } else {
+        py_PyErr_Clear(); /* nothing to compare with: every read differs */
+    }
+    pin->file = file;
+    py_Py_IncRef(file);
+    pin->base = base;
+    pin->jumps = jumps;
+    pin->call = call;
+    bool ok = true;
+    for (int i = 0; i < PYB_NMETH && ok; i++) {
+        if (!orig[i]) continue;
+        pin->orig[i] = orig[i];
+        py_Py_IncRef(orig[i]);
+        proxy[i] = py_PyCFunction_NewEx(&pyb_pin_defs[i], cap, NULL);
+        ok = proxy[i] != NULL;
+    }
+    py_Py_DecRef(cap); /* the proxies hold it: *out lives as long as they do */
+    if (!ok)
+        for (int i = 0; i < PYB_NMETH; i++)
+            if (proxy[i]) { py_Py_DecRef(proxy[i]); proxy[i] = NULL; }
+    if (ok) *out = pin;
+    return ok;
 }
 
 /* ---------------------------------------------------------------- streams */
@@ -525,10 +716,11 @@ static spp_pyobj *pyb_pool_refused_task(spp_pyobj *data, spa_verdict v) {
     return task;
 }
 
-/* loads(data, ...) with data in place of its first argument, the keywords
- * unchanged (vectorcall: nargs positional values, then one per keyword name). */
-static spp_pyobj *pyb_loads_data(spp_pyobj *m, spp_pyobj *data, spp_pyobj *const *args, spp_pyssize nargs,
-                                 spp_pyobj *kw, spa_verdict v) {
+/* fn(data, ...) (the original loads or load) with data in place of its first
+ * argument, the keywords unchanged (vectorcall: nargs positional values, then
+ * one per keyword name). */
+static spp_pyobj *pyb_call_with(pyb_fastkw_fn fn, spp_pyobj *m, spp_pyobj *data, spp_pyobj *const *args,
+                                spp_pyssize nargs, spp_pyobj *kw, spa_verdict v) {
     spp_pyobj *a2[16], *res;
     spp_pyssize nkw = kw ? py_PyTuple_Size(kw) : 0;
     if (nargs < 1 || nargs + nkw > 16) {
@@ -537,7 +729,7 @@ static spp_pyobj *pyb_loads_data(spp_pyobj *m, spp_pyobj *data, spp_pyobj *const
     }
     a2[0] = data;
     for (spp_pyssize i = 1; i < nargs + nkw; i++) a2[i] = args[i];
-    PYB_RUN(v, pyb_orig_loads(m, a2, nargs, kw));
+    PYB_RUN(v, fn(m, a2, nargs, kw));
     return res;
 }
 
@@ -555,7 +747,7 @@ static spp_pyobj *pyb_w_loads(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize 
         pya_t.busy = 0;
     }
     if (copy) { /* the unpickler reads the bytes judged, not the buffer that may change */
-        spp_pyobj *res = pyb_loads_data(m, copy, args, nargs, kw, v);
+        spp_pyobj *res = pyb_call_with(pyb_orig_loads, m, copy, args, nargs, kw, v);
         py_Py_DecRef(copy);
         return res;
     }
@@ -565,11 +757,14 @@ static spp_pyobj *pyb_w_loads(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize 
 }
 
 /* Judge what a load from file object f will run. PYB_STREAM: *data receives
- * the one pickle read from the stream (judged), for the caller to load. */
-static pyb_kind pyb_guard_file(spp_pyobj *f, const char *call, spa_verdict *v, spp_pyobj **data) {
+ * the one pickle read from the stream (judged), for the caller to load.
+ * PYB_JUDGED from an in-memory stream: *snap, *base as pyb_judge_file. */
+static pyb_kind pyb_guard_file(spp_pyobj *f, const char *call, spa_verdict *v, spp_pyobj **data,
+                               spp_pyobj **snap, long *base) {
     *data = NULL;
+    *snap = NULL;
     if (!pyb_busy_enter()) return PYB_NONE;
-    pyb_kind k = pyb_judge_file(f, call, v);
+    pyb_kind k = pyb_judge_file(f, call, v, snap, base);
     if (k == PYB_STREAM) {
         pyb_buf b = {0};
         pyb_read_pickle(f, &b);
@@ -593,82 +788,224 @@ static pyb_kind pyb_guard_file(spp_pyobj *f, const char *call, spa_verdict *v, s
     return k;
 }
 
+/* A stand-in for file f that the C unpickler reads through the pin: an
+ * object with the same read, readinto, readline and peek attributes as f
+ * (those f has), each checking what f's returns (types.SimpleNamespace).
+ * Steals snap. NULL with an exception set. */
+static spp_pyobj *pyb_pinned_file(spp_pyobj *f, spp_pyobj *snap, long base, const char *call, pyb_pin **pin) {
+    spp_pyobj *orig[PYB_NMETH] = {0}, *proxy[PYB_NMETH];
+    for (int i = 0; i < PYB_NMETH; i++)
+        if (py_PyObject_HasAttrString(f, pyb_meth[i])) orig[i] = pya_getattr(f, pyb_meth[i]);
+    bool ok = pyb_pin_new(f, snap, base, false, call, orig, proxy, pin);
+    spp_pyobj *types = ok ? py_PyImport_ImportModule("types") : NULL;
+    spp_pyobj *cls = types ? pya_getattr(types, "SimpleNamespace") : NULL;
+    spp_pyobj *kw = cls ? py_PyDict_New() : NULL, *args = kw ? py_PyTuple_Pack(0) : NULL, *ns = NULL;
+    for (int i = 0; i < PYB_NMETH && args; i++)
+        if (proxy[i] && py_PyDict_SetItemString(kw, pyb_meth[i], proxy[i]) != 0) { py_Py_DecRef(args); args = NULL; }
+    if (args) ns = py_PyObject_Call(cls, args, kw);
+    if (ok && !ns && !py_PyErr_Occurred()) py_PyErr_SetString(*py_PyExc_OSError, "safepickle: cannot pin a stream");
+    spp_pyobj *tmp[] = {types, cls, kw, args};
+    for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++)
+        if (tmp[i]) py_Py_DecRef(tmp[i]);
+    for (int i = 0; i < PYB_NMETH; i++) {
+        if (orig[i]) py_Py_DecRef(orig[i]);
+        if (proxy[i]) py_Py_DecRef(proxy[i]);
+    }
+    return ns;
+}
+
 static spp_pyobj *pyb_w_load(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize nargs, spp_pyobj *kw) {
     spa_verdict v = SPA_VERDICT_COUNT;
-    spp_pyobj *data = NULL, *res;
-    pyb_kind k = nargs >= 1 ? pyb_guard_file(args[0], "pickle.load", &v, &data) : PYB_NONE;
+    spp_pyobj *data = NULL, *snap = NULL, *res;
+    long base = 0;
+    pyb_kind k = nargs >= 1 ? pyb_guard_file(args[0], "pickle.load", &v, &data, &snap, &base) : PYB_NONE;
     if (k == PYB_BLOCKED) return NULL;
     if (k == PYB_STREAM) {
         /* load(stream) == loads(the pickle read from it): same keywords. */
-        res = pyb_loads_data(m, data, args, nargs, kw, v);
+        res = pyb_call_with(pyb_orig_loads, m, data, args, nargs, kw, v);
         py_Py_DecRef(data);
+        return res;
+    }
+    if (snap) { /* an in-memory stream: the unpickler reads it through the pin */
+        pyb_pin *pin;
+        spp_pyobj *pinned = pyb_pinned_file(args[0], snap, base, "pickle.load", &pin);
+        if (!pinned) return NULL;
+        res = pyb_call_with(pyb_orig_load, m, pinned, args, nargs, kw, v);
+        pyb_pin_reraise(pin, res);
+        py_Py_DecRef(pinned);
         return res;
     }
     PYB_RUN(v, pyb_orig_load(m, args, nargs, kw));
     return res;
 }
 
-/* The file an Unpickler reads: the object its bound `read` method belongs
- * to, found among the unpickler's references (gc.get_referents). New
- * reference or NULL. */
-static spp_pyobj *pyb_unpickler_file(spp_pyobj *self) {
+/* The file an Unpickler reads and the bound methods of it the unpickler holds
+ * (read, readinto, readline, peek: meth[], new references, NULL where it has
+ * none), found among the unpickler's references (gc.get_referents) by name and
+ * by the object they are bound to. The file: new reference or NULL. */
+static spp_pyobj *pyb_unpickler_io(spp_pyobj *self, spp_pyobj *meth[PYB_NMETH]) {
     spp_pyobj *gc = py_PyImport_ImportModule("gc");
     spp_pyobj *refs = gc ? py_PyObject_CallMethod(gc, "get_referents", "O", self) : NULL;
     if (gc) py_Py_DecRef(gc);
-    spp_pyobj *file = NULL;
+    spp_pyobj *file = NULL, *owner[PYB_NMETH] = {0};
+    memset(meth, 0, PYB_NMETH * sizeof *meth);
     spp_pyssize n = refs ? py_PyList_Size(refs) : 0;
-    for (spp_pyssize i = 0; i < n && !file; i++) {
+    for (spp_pyssize i = 0; i < n; i++) {
         spp_pyobj *o = py_PyList_GetItem(refs, i); /* borrowed */
         char nm[16];
         spp_pyobj *name = o ? pya_getattr(o, "__name__") : NULL;
-        bool is_read = name && pya_utf8(name, nm, sizeof nm) && strcmp(nm, "read") == 0;
+        int which = -1;
+        for (int j = 0; name && j < PYB_NMETH && which < 0; j++)
+            if (pya_utf8(name, nm, sizeof nm) && strcmp(nm, pyb_meth[j]) == 0) which = j;
         if (name) py_Py_DecRef(name);
-        if (is_read) {
-            file = pya_getattr(o, "__self__");
-            if (file && pya_is_none(file)) { py_Py_DecRef(file); file = NULL; }
-        }
+        if (which < 0 || meth[which]) continue;
+        owner[which] = pya_getattr(o, "__self__");
+        meth[which] = o;
+        py_Py_IncRef(o);
+    }
+    if (owner[PYB_RD] && !pya_is_none(owner[PYB_RD])) {
+        file = owner[PYB_RD];
+        py_Py_IncRef(file);
+    }
+    for (int j = 0; j < PYB_NMETH; j++) {
+        if (meth[j] && (!file || owner[j] != file)) { py_Py_DecRef(meth[j]); meth[j] = NULL; }
+        if (owner[j]) py_Py_DecRef(owner[j]);
     }
     if (refs) py_Py_DecRef(refs);
     py_PyErr_Clear();
     return file;
 }
 
-/* Unpickler.load: judged through the file it reads. Over a stream the bytes
- * cannot be handed back to this unpickler, so the load is judged by names
- * and behaviour only (README, "Bytes first", limits). */
-static spa_verdict pyb_guard_unpickler(spp_pyobj *self, bool *blocked) {
+/* The C Unpickler holds its file's bound methods in pointer slots of its own
+ * object (inside _pickle.Unpickler's basic size). They are found by the
+ * identity of the objects found above, each exactly once, never by a layout;
+ * while the load runs the slots hold the pin's functions instead. */
+typedef struct pyb_swap {
+    spp_pyobj **slot[PYB_NMETH];
+    spp_pyobj *orig[PYB_NMETH], *proxy[PYB_NMETH];
+    spp_pyobj *dict; /* pickle._Unpickler: the instance's __dict__ */
+    pyb_pin *pin;
+    bool on;
+} pyb_swap;
+
+static long pyb_unpickler_size(void) {
+    static atomic_long size;
+    long s = atomic_load(&size);
+    if (s > 0) return s;
+    spp_pyobj *mod = py_PyImport_ImportModule("_pickle");
+    spp_pyobj *cls = mod ? pya_getattr(mod, "Unpickler") : NULL;
+    spp_pyobj *bs = cls ? pya_getattr(cls, "__basicsize__") : NULL;
+    s = bs ? py_PyLong_AsLong(bs) : -1;
+    spp_pyobj *tmp[] = {mod, cls, bs};
+    for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++)
+        if (tmp[i]) py_Py_DecRef(tmp[i]);
+    py_PyErr_Clear();
+    if (s > (long)PYB_OBJ_HEAD && s < 65536) atomic_store(&size, s);
+    return s;
+}
+
+static bool pyb_find_slots(spp_pyobj *self, spp_pyobj *const meth[PYB_NMETH], spp_pyobj **slot[PYB_NMETH]) {
+    long size = pyb_unpickler_size();
+    if (size <= (long)PYB_OBJ_HEAD || !meth[PYB_RD] || !meth[PYB_RDLINE]) return false;
+    spp_pyobj **w = (spp_pyobj **)self;
+    for (int j = 0; j < PYB_NMETH; j++) {
+        slot[j] = NULL;
+        if (!meth[j]) continue;
+        for (size_t i = PYB_OBJ_HEAD / sizeof *w; i < (size_t)size / sizeof *w; i++) {
+            if (w[i] != meth[j]) continue;
+            if (slot[j]) return false; /* twice: not a slot we can tell */
+            slot[j] = &w[i];
+        }
+        if (!slot[j]) return false;
+    }
+    return true;
+}
+
+/* Unpickler.load: judged through the file it reads, and held to the bytes
+ * judged (*sw, when the file is an in-memory stream). Over a non-seekable
+ * stream the bytes cannot be handed back to this unpickler, so the load is
+ * judged by names and behaviour only (README, "Bytes first", limits). */
+static spa_verdict pyb_guard_unpickler(spp_pyobj *self, bool *blocked, pyb_swap *sw) {
     spa_verdict v = SPA_VERDICT_COUNT;
+    spp_pyobj *meth[PYB_NMETH], *snap = NULL;
+    long base = 0;
     *blocked = false;
+    memset(sw, 0, sizeof *sw);
     if (!pyb_busy_enter()) return v;
-    spp_pyobj *f = pyb_unpickler_file(self);
+    spp_pyobj *f = pyb_unpickler_io(self, meth);
     pya_t.busy = 0;
     if (!f) return v;
     if (pyb_busy_again()) {
-        pyb_kind k = pyb_judge_file(f, "pickle.Unpickler.load", &v);
+        pyb_kind k = pyb_judge_file(f, "pickle.Unpickler.load", &v, &snap, &base);
         pya_t.busy = 0;
         *blocked = k == PYB_BLOCKED;
         if (k == PYB_STREAM) v = SPA_VERDICT_COUNT;
     }
+    if (snap && !pyb_find_slots(self, meth, sw->slot)) {
+        static atomic_int said;
+        static const char m[] = "safepickle: layer 2 cannot find where an Unpickler holds its file's methods in this "
+                                "Python; a stream rewritten during Unpickler.load is not detected\n";
+        if (!atomic_exchange(&said, 1)) spp_write_stderr(m, sizeof m - 1);
+        py_Py_DecRef(snap);
+    } else if (snap) {
+        if (pyb_pin_new(f, snap, base, false, "pickle.Unpickler.load", meth, sw->proxy, &sw->pin)) {
+            /* the slot's reference to the file's method is ours until restored; the
+             * slot gets one to the proxy, and we keep ours (its address stays taken) */
+            for (int j = 0; j < PYB_NMETH; j++) {
+                if (!sw->slot[j]) continue;
+                sw->orig[j] = *sw->slot[j];
+                py_Py_IncRef(sw->proxy[j]);
+                *sw->slot[j] = sw->proxy[j];
+            }
+            sw->on = true;
+        } else {
+            *blocked = true; /* no memory to pin: the exception is set */
+        }
+    }
+    for (int j = 0; j < PYB_NMETH; j++)
+        if (meth[j]) py_Py_DecRef(meth[j]);
     py_Py_DecRef(f);
     return v;
 }
 
+/* Give the unpickler its file's methods back, unless the load re-initialised
+ * it (then its slots hold what it set, and the originals are dropped). */
+static void pyb_unswap(pyb_swap *sw, spp_pyobj *res) {
+    pyb_pin_reraise(sw->pin, res);
+    for (int j = 0; j < PYB_NMETH; j++) {
+        if (sw->on && sw->slot[j]) {
+            if (*sw->slot[j] == sw->proxy[j]) {
+                *sw->slot[j] = sw->orig[j];
+                py_Py_DecRef(sw->proxy[j]); /* the slot's */
+            } else {
+                py_Py_DecRef(sw->orig[j]);
+            }
+        }
+        if (sw->proxy[j]) py_Py_DecRef(sw->proxy[j]); /* ours */
+    }
+    memset(sw, 0, sizeof *sw);
+}
+
 static spp_pyobj *pyb_w_uload_noargs(spp_pyobj *self, spp_pyobj *unused) {
     bool blocked;
-    spa_verdict v = pyb_guard_unpickler(self, &blocked);
+    pyb_swap sw;
+    spa_verdict v = pyb_guard_unpickler(self, &blocked, &sw);
     if (blocked) return NULL;
     spp_pyobj *res;
     PYB_RUN(v, ((pyb_noargs_fn)pyb_orig_uload)(self, unused));
+    pyb_unswap(&sw, res);
     return res;
 }
 
 static spp_pyobj *pyb_w_uload_meth(spp_pyobj *self, void *cls, spp_pyobj *const *args, size_t nargsf,
                                    spp_pyobj *kw) {
     bool blocked;
-    spa_verdict v = pyb_guard_unpickler(self, &blocked);
+    pyb_swap sw;
+    spa_verdict v = pyb_guard_unpickler(self, &blocked, &sw);
     if (blocked) return NULL;
     spp_pyobj *res;
     PYB_RUN(v, ((pyb_methkw_fn)pyb_orig_uload)(self, cls, args, nargsf, kw));
+    pyb_unswap(&sw, res);
     return res;
 }
 
@@ -676,21 +1013,78 @@ static spp_pyobj *pyb_w_uload_meth(spp_pyobj *self, void *cls, spp_pyobj *const 
 /* The pure-Python unpickler (pickle._Unpickler, and through it joblib's and
  * pandas' subclasses) runs Python code, not a C method: its class gets a
  * `load` that is an instance method around a C function holding the original
- * function, so `unpickler.load()` judges the file it reads first. */
+ * function, so `unpickler.load()` judges the file it reads first. Over an
+ * in-memory stream, the instance's _file_read and _file_readline (what its
+ * load reads through) are the pin's functions while the load runs; they
+ * follow forward moves of the file (joblib reads array bytes from it). */
+static const char *const pyb_py_attr[PYB_NMETH] = {"_file_read", NULL, "_file_readline", NULL};
+
+/* Over an in-memory stream (snap, stolen): the instance's _file_read and
+ * _file_readline become the pin's functions (sw: what to restore). False with
+ * an exception set: the load must not run. */
+static bool pyb_pyload_pin(spp_pyobj *self, spp_pyobj *f, spp_pyobj *snap, long base, pyb_swap *sw) {
+    spp_pyobj *d = pya_getattr(self, "__dict__");
+    spp_pyobj *orig[PYB_NMETH] = {0};
+    for (int j = 0; d && j < PYB_NMETH; j++)
+        if (pyb_py_attr[j]) orig[j] = py_PyDict_GetItemString(d, pyb_py_attr[j]); /* borrowed */
+    py_PyErr_Clear();
+    if (!d || !orig[PYB_RD] || !orig[PYB_RDLINE]) {
+        if (d) py_Py_DecRef(d);
+        py_Py_DecRef(snap);
+        return true; /* its load reads nothing we can stand in for: judged, not pinned */
+    }
+    bool ok = pyb_pin_new(f, snap, base, true, "pickle._Unpickler.load", orig, sw->proxy, &sw->pin);
+    for (int j = 0; ok && j < PYB_NMETH; j++) {
+        if (!sw->proxy[j]) continue;
+        sw->orig[j] = orig[j];
+        py_Py_IncRef(orig[j]);
+        sw->on = true;
+        if (py_PyDict_SetItemString(d, pyb_py_attr[j], sw->proxy[j]) != 0) ok = false;
+    }
+    sw->dict = d;
+    return ok;
+}
+
+/* Put back what the load read through, unless it was set to something else.
+ * The load's exception, if any, is kept. */
+static void pyb_pyload_unpin(pyb_swap *sw, spp_pyobj *res) {
+    spp_pyobj *et = NULL, *ev = NULL, *tb = NULL;
+    pyb_pin_reraise(sw->pin, res);
+    py_PyErr_Fetch(&et, &ev, &tb);
+    for (int j = 0; j < PYB_NMETH; j++) {
+        spp_pyobj *now = sw->dict && sw->orig[j] ? py_PyDict_GetItemString(sw->dict, pyb_py_attr[j]) : NULL;
+        if (now && now == sw->proxy[j] && py_PyDict_SetItemString(sw->dict, pyb_py_attr[j], sw->orig[j]) != 0)
+            py_PyErr_Clear();
+        if (sw->orig[j]) py_Py_DecRef(sw->orig[j]);
+        if (sw->proxy[j]) py_Py_DecRef(sw->proxy[j]);
+    }
+    if (sw->dict) py_Py_DecRef(sw->dict);
+    memset(sw, 0, sizeof *sw);
+    py_PyErr_Restore(et, ev, tb);
+}
+
 static spp_pyobj *pyb_w_pyload(spp_pyobj *orig, spp_pyobj *self) {
     spa_verdict v = SPA_VERDICT_COUNT;
+    pyb_swap sw;
+    memset(&sw, 0, sizeof sw);
     if (pyb_busy_enter()) {
         spp_pyobj *rd = pya_getattr(self, "_file_read");
-        spp_pyobj *f = rd ? pya_getattr(rd, "__self__") : NULL;
+        spp_pyobj *f = rd ? pya_getattr(rd, "__self__") : NULL, *snap = NULL;
+        long base = 0;
         if (rd) py_Py_DecRef(rd);
-        pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", &v) : PYB_NONE;
-        if (f) py_Py_DecRef(f);
+        pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", &v, &snap, &base) : PYB_NONE;
         pya_t.busy = 0;
-        if (k == PYB_BLOCKED) return NULL;
+        bool ok = !snap || pyb_pyload_pin(self, f, snap, base, &sw);
+        if (f) py_Py_DecRef(f);
+        if (k == PYB_BLOCKED || !ok) {
+            pyb_pyload_unpin(&sw, NULL);
+            return NULL;
+        }
         if (k == PYB_STREAM) v = SPA_VERDICT_COUNT; /* judged by names and behaviour */
     }
     spp_pyobj *res;
     PYB_RUN(v, py_PyObject_CallFunctionObjArgs(orig, self, NULL));
+    pyb_pyload_unpin(&sw, res);
     return res;
 }
 
@@ -754,8 +1148,6 @@ static spp_pymethoddef *pyb_def(spp_pyobj *o, size_t off, const char *name) {
     if (!d || !pyb_writable(d, sizeof *d) || !d->ml_name || strcmp(d->ml_name, name) != 0) return NULL;
     return d;
 }
-
-#define PYB_OBJ_HEAD (2 * sizeof(void *))
 
 static bool pyb_patch(spp_pyobj *mod) {
     spp_pyobj *loads = pya_getattr(mod, "loads"), *load = pya_getattr(mod, "load");

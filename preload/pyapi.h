@@ -8,8 +8,10 @@
 #include <sys/types.h>
 
 /* Opaque: we never touch an object's fields, only call exported functions
- * (one exception, pya_bytes.c: the method-definition pointer of a builtin
- * function and of a method descriptor, checked by name before use). */
+ * (two exceptions, pya_bytes.c: the method-definition pointer of a builtin
+ * function and of a method descriptor, checked by name before use; and the
+ * slots where a C Unpickler holds its file's bound methods, found by the
+ * identity of those objects, never by a layout). */
 typedef struct spp_pyobj spp_pyobj;
 typedef ssize_t spp_pyssize;
 
@@ -102,7 +104,13 @@ typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
     X(void, PyErr_SetObject, (spp_pyobj *, spp_pyobj *), 1)                         \
     X(spp_pyobj *, PyLong_FromLongLong, (long long), 1)                             \
     X(spp_pyobj *, PyDict_New, (void), 1)                                           \
-    X(spp_pyobj *, PyObject_Type, (spp_pyobj *), 1)
+    X(spp_pyobj *, PyObject_Type, (spp_pyobj *), 1)                                 \
+    X(spp_pyobj *, PyObject_Call, (spp_pyobj *, spp_pyobj *, spp_pyobj *), 1)       \
+    X(spp_pyobj *, PyCapsule_New, (void *, const char *, void (*)(spp_pyobj *)), 1) \
+    X(void *, PyCapsule_GetPointer, (spp_pyobj *, const char *), 1)                 \
+    X(spp_pyobj *, PyDict_GetItemString, (spp_pyobj *, const char *), 1)            \
+    X(void, PyErr_Fetch, (spp_pyobj **, spp_pyobj **, spp_pyobj **), 1)             \
+    X(void, PyErr_Restore, (spp_pyobj *, spp_pyobj *, spp_pyobj *), 1)
 
 /* Data symbols: pointers to `PyObject *` variables. */
 #define SPP_PYAPI_DATA(X)          \

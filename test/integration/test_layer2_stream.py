@@ -1,0 +1,176 @@
+"""test_layer2_stream.py - layer 2, bytes first over an in-memory stream: the
+unpickler reads the very bytes that were judged, and the caller's stream is
+left exactly where it would be without the preload.
+
+- A stream rewritten during the load. `pickle.load(f)`, `Unpickler(f).load()`
+  (and a subclass) and `pickle._Unpickler(f).load()` over a seekable in-memory
+  stream (an io.BytesIO, an io.BufferedReader over one, an in-memory
+  tempfile.SpooledTemporaryFile) judge the bytes from f's position, then the
+  unpickler reads f as it goes. Code holding the stream (another thread, a
+  find_class or persistent_load override, a __setstate__ of an earlier
+  object) that rewrites it during the load used to make the unpickler read
+  bytes nobody judged, under the safe verdict of the bytes before: here the
+  program's own audit hook rewrites the tail, at the load's first find_class,
+  into a builtins.exec call (through the buffer of the BytesIO, or with
+  seek/write). Without the preload the payload runs; with it every read the
+  unpickler makes is checked against the bytes judged and the load is refused
+  at the first byte that differs. Against the tree before the fix the payload
+  ran under the preload in every case.
+- The host's stream state. Several pickles in one buffer (protocols 0 to 5,
+  frames, out-of-band-size bytes read with readinto, a memo shared by two
+  dumps of one Pickler), followed by other bytes, loaded one by one by every
+  entry point: the objects, the stream position after each load and the rest
+  of the stream are the same with and without the preload; so is joblib.load
+  of a BytesIO holding arrays, whose unpickler reads the array bytes from the
+  file itself between its pickle opcodes."""
+import os
+import subprocess
+import textwrap
+
+import pytest
+
+from conftest import LIB, PYTHON, clean_env
+
+pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.so not built")
+
+
+def run(tmp_path, body, *, preload=True):
+    script = tmp_path / "l2stream.py"
+    script.write_text(body)
+    e = clean_env()
+    if preload:
+        e["LD_PRELOAD"] = LIB
+    return subprocess.run([PYTHON, str(script)], cwd=str(tmp_path), env=e, capture_output=True,
+                          text=True, timeout=300)
+
+
+# A protocol-0 list [OrderedDict(), list(<pad>), list(<text>)] and the same
+# bytes with the last call turned into builtins.exec(<code>) (same length).
+# The rewritten part lies past 200,000 bytes: beyond any read-ahead (the C
+# unpickler peeks 128 KiB from a BufferedReader).
+ENTRIES = {
+    "load": "pickle.load(f)",
+    "unpickler": "pickle.Unpickler(f).load()",
+    "subclass": "type('Mine', (pickle.Unpickler,), {})(f).load()",
+    "pyunpickler": "pickle._Unpickler(f).load()",
+}
+STREAMS = ("bytesio", "buffered", "spooled")
+REWRITES = ("view", "write")
+
+REWRITE = textwrap.dedent("""
+    import io, os, pickle, sys, tempfile
+    DIR = %(dir)r
+    PAD = 200000
+    def body(fn, text):
+        return b"cbuiltins\\n" + fn + b"\\n(V" + text.encode() + b"\\ntR"
+    HEAD = b"(ccollections\\nOrderedDict\\n(tR" + body(b"list", "p" * PAD)
+    def code(mark):
+        return "open(%%r, 'w').close()" %% mark
+    state = {}
+    def hook(ev, args):
+        if ev == "pickle.find_class" and state.get("armed"):
+            state["armed"] = False
+            raw, evil = state["raw"], state["evil"]
+            if state["how"] == "view":
+                raw.getbuffer()[len(HEAD):len(HEAD) + len(evil)] = evil
+            else:
+                pos = raw.tell(); raw.seek(len(HEAD)); raw.write(evil); raw.seek(pos)
+    sys.addaudithook(hook)
+    for entry, call in sorted(%(entries)r.items()):
+        for stream in %(streams)r:
+            for how in %(rewrites)r:
+                mark = os.path.join(DIR, "ran_%%s_%%s_%%s" %% (entry, stream, how))
+                evil = body(b"exec", code(mark))
+                benign = HEAD + body(b"list", "a" * (len(evil) - len(body(b"list", "")))) + b"l."
+                assert len(body(b"list", "a" * (len(evil) - len(body(b"list", ""))))) == len(evil)
+                raw = io.BytesIO(benign)
+                if stream == "buffered":
+                    f = io.BufferedReader(raw)
+                elif stream == "spooled":
+                    f = tempfile.SpooledTemporaryFile(max_size=10 ** 7); f.write(benign); f.seek(0)
+                    raw = f._file
+                else:
+                    f = raw
+                state.update(armed=True, raw=raw, evil=evil, how=how)
+                try:
+                    r = eval(call)
+                    out = "loaded %%r" %% (r[-1][:3],)
+                except Exception as e:
+                    out = "refused %%s" %% type(e).__name__
+                print(entry, stream, how, out, os.path.exists(mark))
+""")
+
+
+def test_stream_rewritten_during_load(tmp_path):
+    code = REWRITE % {"dir": str(tmp_path), "entries": ENTRIES, "streams": STREAMS, "rewrites": REWRITES}
+    cases = ["ran_%s_%s_%s" % (e, s, h) for e in ENTRIES for s in STREAMS for h in REWRITES]
+    ctl = run(tmp_path, code, preload=False)
+    assert ctl.returncode == 0, ctl.stderr
+    missing = [c for c in cases if not (tmp_path / c).exists()]
+    assert not missing, "control: the rewritten tail must run without the preload: %s\n%s" % (missing, ctl.stdout)
+    for c in cases:
+        os.unlink(tmp_path / c)
+    r = run(tmp_path, code)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ran = [c for c in cases if (tmp_path / c).exists()]
+    assert not ran, "the unpickler read bytes that were never judged: %s\n%s\n%s" % (ran, r.stdout, r.stderr[-3000:])
+    lines = r.stdout.split("\n")
+    assert sum("refused SafePickleBlocked False" in line for line in lines) == len(cases), r.stdout + r.stderr[-3000:]
+    assert r.stderr.count("changed after its bytes were judged") == len(cases), r.stderr[-3000:]
+
+
+POSITIONS = textwrap.dedent("""
+    import io, pickle, sys, tempfile
+    objs = [([1, 2], 0), ({"a": (1, 2.5)}, 2), ("x" * 70000, 4), (b"y" * 300000, 4),
+            (bytearray(b"z" * 200000), 5), ({"k": [None, True]}, 3), (list(range(50)), 1)]
+    parts = [pickle.dumps(o, protocol=p) for o, p in objs]
+    out = io.BytesIO(); pk = pickle.Pickler(out, protocol=2)
+    shared = ["s" * 10]
+    pk.dump(shared); pk.dump([shared, shared])   # the second refers to the first's memo
+    tail = b"not a pickle"
+    data = b"".join(parts) + out.getvalue() + tail
+    def streams():
+        yield "bytesio", io.BytesIO(data)
+        yield "buffered", io.BufferedReader(io.BytesIO(data), 4096)
+        s = tempfile.SpooledTemporaryFile(max_size=10 ** 8); s.write(data); s.seek(0)
+        yield "spooled", s
+    def show(o):
+        return repr(o)[:24] + "/%d" % len(repr(o))
+    for name, f in streams():
+        res = [show(pickle.load(f)) + "@%d" % f.tell() for _ in parts]
+        for _ in range(2):  # the second needs the first's memo: a load of its own fails
+            try:
+                res.append(show(pickle.load(f)) + "@%d" % f.tell())
+            except Exception as e:
+                res.append(type(e).__name__ + "@%d" % f.tell())
+        print(name, "load", res, f.read(), getattr(f, "_rolled", None))
+    for kind in (pickle.Unpickler, pickle._Unpickler, type("Mine", (pickle.Unpickler,), {})):
+        for name, f in streams():
+            res = []
+            for _ in parts:
+                res.append(show(kind(f).load()) + "@%d" % f.tell())
+            u = kind(f)
+            res += [show(u.load()) + "@%d" % f.tell() for _ in range(2)]
+            try:
+                u.load()
+            except Exception as e:
+                res.append(type(e).__name__ + "@%d" % f.tell())
+            print(name, kind.__name__, res, f.read(), getattr(f, "_rolled", None))
+    import joblib, numpy as np
+    b = io.BytesIO()
+    joblib.dump({"a": np.arange(1000), "b": [np.ones((20, 30)), "t"], "c": np.array([1, "x"], dtype=object)}, b)
+    b.write(b"after")
+    b.seek(0)
+    d = joblib.load(b)
+    print("joblib", d["a"].sum(), d["b"][0].shape, list(d["c"]), b.tell(), b.read())
+""")
+
+
+def test_stream_position_and_objects_unchanged(tmp_path):
+    a = run(tmp_path, POSITIONS, preload=False)
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = run(tmp_path, POSITIONS)
+    assert b.returncode == 0, b.stderr[-3000:]
+    assert "safepickle" not in b.stderr, b.stderr[-3000:]
+    assert a.stdout == b.stdout, (a.stdout, b.stdout)
+    assert a.stdout.count("ot a pickle'") == 12, a.stdout
