@@ -472,6 +472,7 @@ static spa_verdict cl_rawload(cl_ctx *c, const spa_val *args, char *why, size_t 
     spa_scan_opts_default(&o);
     if (c->p) o.limits = c->p->limits;
     o.name = c->s && c->s->loc ? c->s->loc : "nested";
+    o.opens_judged = c->r->opens_judged; /* loaded in the same process */
     spa_result *sub = NULL;
     if (spc_scan_as(&o, a->u.s.p, (size_t)a->u.s.len, SPA_FMT_PICKLE, &sub) != SPA_OK || !sub)
         return SPA_VERDICT_UNSCANNABLE;
@@ -522,6 +523,7 @@ static spa_verdict cl_nested_content(cl_ctx *c, const spa_val *arg, char *why, s
     spa_scan_opts_default(&o);
     if (c->p) o.limits = c->p->limits;
     o.name = c->s && c->s->loc ? c->s->loc : "nested";
+    o.opens_judged = c->r->opens_judged; /* loaded in the same process */
     spa_result *sub = NULL;
     spa_err e = {SPA_OK, NULL, 0};
     if (spa_scan_mem(&o, p ? p : (const uint8_t *)"", n, &sub, &e) != SPA_OK || !sub) {
@@ -905,6 +907,83 @@ static const char *cl_mapview_risk(const spa_val *args, spa_kbcat *cat) {
     return NULL;
 }
 
+/* ---- joblib's temporary memmap (`@fileload`): load_temporary_memmap(filename, mmap_mode,
+ * unlink_on_gc_collect) (joblib/numpy_pickle.py) is joblib.load(filename, mmap_mode), a
+ * nested load of a file by path, then a weakref finalizer when unlink is true. joblib's
+ * memmapping reducer sends it for an array over max_nbytes, naming a file it dumped as
+ * ROOT/joblib_memmapping_folder_<pid>_<id>_<context>/<pid>-<thread id>-<uuid hex>.pkl.
+ * What it reaches, argument by argument:
+ *  - filename: the file joblib.load opens by name, in the loading process. Its content
+ *    is not in these bytes; it is judged where it is opened, by layer 1 (the preload's
+ *    open hooks, the full analyzer). So this shape is data only when the caller says the
+ *    process judges its opens (r->opens_judged); otherwise callee.deserialize, saying why.
+ *    The name must be joblib's: absolute, every component non-empty and not "." or "..",
+ *    the parent joblib_memmapping_folder_<[A-Za-z0-9_-]+>, the file <digits>-<digits>-<32
+ *    hex>.pkl. ROOT is free (Parallel's temp_folder is the caller's choice: /dev/shm,
+ *    $JOBLIB_TEMP_FOLDER, the temp dir or any folder); the name bounds the shape, the
+ *    judgement of the file at its open is what guards the load;
+ *  - mmap_mode: "r" (joblib's default) and "c" map the arrays read-only or private.
+ *    "r+" and "w+" (joblib.load turns it into "r+") map the array data of the file the
+ *    bytes name writable and shared: through a symbolic link planted in a folder of that
+ *    name (anyone can make one in /dev/shm), a file of the victim's, and the task function
+ *    the same message carries, with arguments it chooses, writes it; numpy's "readwrite"
+ *    is r+ and its "write" (w+, which joblib passes through) truncates the file:
+ *    file_write. Any other value (None reads it into memory, which joblib never sends
+ *    here) stays a nested load;
+ *  - unlink_on_gc_collect (a bool): the finalizer sends MAYBE_UNLINK to loky's resource
+ *    tracker, which unlinks only a name joblib registered there itself (any other is a
+ *    KeyError in the tracker's loop), so at worst one of joblib's own temporary files
+ *    goes early.
+ * Returns NULL when it is data, else why (and *cat). */
+static bool cl_fileload_name(const uint8_t *p, uint64_t n) {
+    if (n < 2 || n > 4096 || p[0] != '/' || memchr(p, '\0', n)) return false;
+    const uint8_t *c[2] = {NULL, NULL}; /* the last two components */
+    uint64_t cl[2] = {0, 0};
+    for (uint64_t i = 1, st = 1; i <= n; i++) {
+        if (i < n && p[i] != '/') continue;
+        uint64_t l = i - st;
+        if (!l || (l == 1 && p[st] == '.') || (l == 2 && p[st] == '.' && p[st + 1] == '.')) return false;
+        c[0] = c[1], cl[0] = cl[1];
+        c[1] = p + st, cl[1] = l;
+        st = i + 1;
+    }
+    static const char pre[] = "joblib_memmapping_folder_";
+    size_t pl = sizeof pre - 1;
+    if (!c[0] || cl[0] <= pl || memcmp(c[0], pre, pl)) return false;
+    for (uint64_t i = pl; i < cl[0]; i++)
+        if (!isalnum(c[0][i]) && c[0][i] != '_' && c[0][i] != '-') return false;
+    /* <digits>-<digits>-<32 hex>.pkl */
+    const uint8_t *f = c[1];
+    uint64_t fl = cl[1], i = 0;
+    for (int part = 0; part < 2; part++) {
+        uint64_t d = i;
+        while (i < fl && isdigit(f[i])) i++;
+        if (i == d || i >= fl || f[i] != '-') return false;
+        i++;
+    }
+    if (fl - i != 36) return false;
+    for (uint64_t k = 0; k < 32; k++)
+        if (!isxdigit(f[i + k]) || isupper(f[i + k])) return false;
+    return !memcmp(f + i + 32, ".pkl", 4);
+}
+
+static const char *cl_fileload_risk(const cl_ctx *c, const spa_val *args, spa_kbcat *cat) {
+    *cat = SPA_KB_DESERIALIZE;
+    const spa_val *fn = spa_val_item(args, 0), *mode = spa_val_item(args, 1), *unlink = spa_val_item(args, 2);
+    if (!args || args->kind != SPA_V_TUPLE || args->n != 3 || args->u.seq.count != 3 || !fn ||
+        fn->kind != SPA_V_STR || fn->u.s.kept != fn->u.s.len || !unlink || unlink->kind != SPA_V_BOOL)
+        return "arguments outside joblib's shape (a constant name, a mode, a bool)";
+    if (!cl_fileload_name(fn->u.s.p, fn->u.s.len))
+        return "a name not of joblib's temporary memmaps";
+    if (cl_str_is(mode, "r+") || cl_str_is(mode, "w+") || cl_str_is(mode, "readwrite") || cl_str_is(mode, "write")) {
+        *cat = SPA_KB_FILE_WRITE;
+        return "mapped writable (a task given the array writes the file)";
+    }
+    if (!cl_str_is(mode, "r") && !cl_str_is(mode, "c")) return "a mode other than r or c";
+    if (!c->r->opens_judged) return "its content judged only at its open by layer 1, not active here";
+    return NULL;
+}
+
 /* The text of a call, "module.name(arg, ...)", rendered at its first use: most
  * calls are judged safe and say nothing. */
 typedef struct cl_calltxt {
@@ -1145,6 +1224,19 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             if (why) {
                 cl_set(j, SPA_VERDICT_MALICIOUS, cl_cat_rule(mc), "calls %s, which %s [%s]", cl_calltxt_get(&ct), why,
                        spa_kbcat_name(mc));
+                return;
+            }
+            cl_args_rules(c, t, args, NULL, SPA_KB_DATA, false, j);
+            return;
+        }
+        if (spa_kb_fileload(t->module, t->name)) {
+            spa_kbcat fc;
+            const char *why = bound ? "with arguments bound by a partial" : cl_fileload_risk(c, args, &fc);
+            if (bound) fc = SPA_KB_DESERIALIZE;
+            if (why) {
+                cl_set(j, SPA_VERDICT_MALICIOUS, cl_cat_rule(fc),
+                       "%s loads a file by path: %s [%s]", cl_calltxt_get(&ct), why,
+                       spa_kbcat_name(fc));
                 return;
             }
             cl_args_rules(c, t, args, NULL, SPA_KB_DATA, false, j);

@@ -735,6 +735,10 @@ bool spa_kb_mapview(const char *module, const char *name) {
     return kb_directive("@mapview", module, name);
 }
 
+bool spa_kb_fileload(const char *module, const char *name) {
+    return kb_directive("@fileload", module, name);
+}
+
 /* Is there a line `DIRECTIVE MODULE:NAME` (module canonicalised)? The classifier
  * asks for every call it judges: the NAME part is compared first and the
  * module canonicalised only for a line whose NAME matches. */

@@ -67,6 +67,11 @@ bool spa_kb_tblineno(const char *module, const char *name);
  * total_buffer_len, unlink_on_gc_collect): a view on a file mapping, judged by its mode,
  * its strides and its unlink flag (`@mapview` lines, classify.c cl_mapview_risk). */
 bool spa_kb_mapview(const char *module, const char *name);
+/* joblib's load_temporary_memmap(filename, mmap_mode, unlink_on_gc_collect): a nested load
+ * of a file by path (joblib.load), left to the judgement of that file at its open only in
+ * a process whose opens are judged (spa_scan_opts.opens_judged) and only in joblib's own
+ * shape (`@fileload` lines, classify.c cl_fileload_risk). */
+bool spa_kb_fileload(const char *module, const char *name);
 /* The module MODULE.ATTR is (analyzer/kb/modattr.tsv: tempfile._os -> "os"), or NULL. */
 const char *spa_kb_modattr(const char *module, const char *attr);
 /* The environment index (`safepickle kb index`, loaded once from $SAFEPICKLE_KB_INDEX or

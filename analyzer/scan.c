@@ -214,6 +214,7 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
         return sc_err(err, SPA_E_NOMEM, "out of memory finishing the result");
     }
     r->bytes_read = s.bytes_read;
+    r->opens_judged = o->opens_judged;
     r->format = s.top_fmt;
     if (s.pickle_bearing || r->n_streams > 0) r->pickle_bearing = true;
     *out = r;

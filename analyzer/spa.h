@@ -292,6 +292,7 @@ typedef struct spa_result {
     spa_note *notes;
     size_t n_notes;
     uint64_t bytes_read;  /* bytes pulled from the source (for the streaming benchmark) */
+    bool opens_judged;    /* spa_scan_opts.opens_judged, read by spa_classify */
     /* set by spa_classify */
     bool classified;
     spa_verdict verdict;
@@ -310,6 +311,13 @@ typedef struct spa_scan_opts {
     spa_limits limits;
     const spa_alloc *alloc; /* NULL: malloc */
     const char *name;       /* display name used as the root of provenance strings */
+    /* The process that loads this content judges every file it opens with the full
+     * analyzer (the preload's layer 1 acts in it: spp_active, preload/init.c, is the one
+     * owner of that fact and the only setter). Then a nested load of a file by path in a
+     * proven shape (`@fileload` in the KB, classify.c cl_fileload_risk) is left to that
+     * judgement at its open. false (the default; the CLI, the Python package): such a
+     * load stays `callee.deserialize`, since nothing will judge the file it names. */
+    bool opens_judged;
 } spa_scan_opts;
 
 void spa_scan_opts_default(spa_scan_opts *o);

@@ -132,6 +132,7 @@ static bool spp_judge_once(int fd, const struct stat *st, const char *hint, int 
     spa_scan_opts_default(&o);
     o.limits = pol->limits;
     o.name = path;
+    o.opens_judged = spp_active; /* this process's opens are judged (layer 1 is this code) */
     if (!transient) spp_debug_scan_note(path);
     spa_result *r = NULL;
     spa_err err = {0};

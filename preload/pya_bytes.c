@@ -147,6 +147,8 @@ static void pyb_scan_alt(void *arg) {
     o.limits = a->pol->limits;
     o.alloc = spp_scan_alloc(); /* large arena chunks on huge pages: far fewer faults */
     o.name = "<bytes>";
+    /* a file the load opens by name is judged at that open when layer 1 acts here */
+    o.opens_judged = spp_active;
     a->r = NULL;
     a->c = spc_scan_as(&o, a->p, a->n, SPA_FMT_PICKLE, &a->r);
     if (a->c == SPA_OK && a->r) a->c = spa_classify(a->r, a->pol);
