@@ -28,6 +28,8 @@ What each test shows:
   preload layer 1 refuses its open (no marker).
 - test_writable_mode_writes: r+ and w+ really write the file plainly; under the preload
   they are refused and the file is unchanged.
+- test_shareable_memory_predicate: has_shareable_memory mapped over arrays in loky workers
+  (joblib's tests do) loads under the preload.
 """
 import json
 import os
@@ -105,6 +107,28 @@ def test_parallel_auto_memmapping(backend):
         else:
             assert pre.stdout.strip() == b"RESULT True", (mode, pre.stdout, pre.stderr[-2000:])
             assert b"safepickle: blocked" not in pre.stderr, pre.stderr[-2000:]
+
+
+SHAREABLE = textwrap.dedent("""
+    import numpy as np
+    from joblib import Parallel, delayed
+    from joblib._memmapping_reducer import has_shareable_memory
+    a = np.arange(20000.0)
+    try:
+        print('RESULT', Parallel(n_jobs=2, max_nbytes=1000)(delayed(has_shareable_memory)(x) for x in (a, a[:10])))
+    except Exception as e:
+        print('FAILED', type(e).__name__, str(e)[:300])
+""")
+
+
+def test_shareable_memory_predicate():
+    """joblib's own tests map has_shareable_memory over arrays in workers: a predicate
+    (it follows .base to an mmap), data in a module otherwise judged file_write."""
+    plain = _run(SHAREABLE)
+    assert plain.stdout.strip() == b"RESULT [True, False]", (plain.stdout, plain.stderr[-1500:])
+    pre = _run(SHAREABLE, preload=True)
+    assert pre.stdout.strip() == b"RESULT [True, False]", (pre.stdout, pre.stderr[-2000:])
+    assert b"safepickle: blocked" not in pre.stderr
 
 
 LOADS = textwrap.dedent("""
