@@ -19,12 +19,15 @@ struct spa_scan_ctx {
     const spa_vm_hooks *hooks;
     bool streams_limited;
     bool vm_general;            /* tests: no VM fast loop (spa_ctx_set_vm_general) */
+    bool vm_nokinds;            /* tests: no kinds-only VM path (spa_ctx_set_vm_nokinds) */
     uint64_t vm_bytes;          /* stream bytes examined so far (max_bytes) */
 };
 
 uint64_t *spa_ctx_vm_bytes(spa_scan_ctx *sc) { return &sc->vm_bytes; }
 void spa_ctx_set_vm_general(spa_scan_ctx *sc, bool general) { sc->vm_general = general; }
 bool spa_ctx_vm_general(const spa_scan_ctx *sc) { return sc->vm_general; }
+void spa_ctx_set_vm_nokinds(spa_scan_ctx *sc, bool nokinds) { sc->vm_nokinds = nokinds; }
+bool spa_ctx_vm_nokinds(const spa_scan_ctx *sc) { return sc->vm_nokinds; }
 
 
 spa_scan_ctx *spa_ctx_create(const spa_scan_opts *o) {
@@ -36,6 +39,8 @@ spa_scan_ctx *spa_ctx_create(const spa_scan_opts *o) {
     if (o) {
         sc->lim = o->limits;
         sc->name = o->name ? spa_arena_strndup(ar, o->name, strlen(o->name)) : NULL;
+        sc->vm_general = o->vm_path == SPA_VM_PATH_GENERAL;
+        sc->vm_nokinds = o->vm_path != 0;
     } else {
         spa_limits_default(&sc->lim);
     }

@@ -48,6 +48,9 @@ void spa_ctx_set_hooks(spa_scan_ctx *sc, const struct spa_vm_hooks *h);
  * fast loop, so the two can be checked to give the same result. */
 void spa_ctx_set_vm_general(spa_scan_ctx *sc, bool general);
 bool spa_ctx_vm_general(const spa_scan_ctx *sc);
+/* tests: no kinds-only path (the fast loop stays; see vm.c "kinds") */
+void spa_ctx_set_vm_nokinds(spa_scan_ctx *sc, bool nokinds);
+bool spa_ctx_vm_nokinds(const spa_scan_ctx *sc);
 const struct spa_vm_hooks *spa_ctx_hooks(const spa_scan_ctx *sc);
 /* Turn the context into a result (the result takes the arena). */
 spa_result *spa_ctx_finish(spa_scan_ctx *sc, spa_format fmt, uint64_t bytes_read);
@@ -77,6 +80,10 @@ typedef struct spa_vm_hooks {
     bool (*opaque)(void *ud, const uint8_t *p, size_t n, uint64_t len);
     void *ud;
     size_t on_const_min;  /* constants with fewer kept bytes are not offered to on_const */
+    /* The VM's kinds-only path (vm.c): true only when on_const(v) would
+     * surely return UINT32_MAX and change nothing. NULL: never (that path
+     * then leaves every stream with an offered constant to the general one). */
+    bool (*const_inert)(void *ud, const spa_val *v);
 } spa_vm_hooks;
 
 /* Run one pickle stream from the current position of `in` until STOP, error

@@ -136,23 +136,22 @@ bool spc_nested_opaque(void *ud, const uint8_t *p, size_t n, uint64_t len) {
     return true;
 }
 
-uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint32_t depth,
-                             uint32_t parent_stream) {
-    spc_scan *s = ud;
-    if (!v || (v->kind != SPA_V_STR && v->kind != SPA_V_BYTES) || !v->u.s.p) return UINT32_MAX;
+/* What spc_nested_on_const would scan of constant v: the bytes (and their
+ * encoding) when it is nested content, false when not. Its only effects are
+ * on the scan arena (a decoded candidate is kept there) and s->fatal. */
+static bool nb_find(spc_scan *s, const spa_val *v, const uint8_t **data, size_t *dn, const char **enc) {
+    if (!v || (v->kind != SPA_V_STR && v->kind != SPA_V_BYTES) || !v->u.s.p) return false;
     size_t n = (size_t)v->u.s.kept;
-    if (n < SPC_NESTED_MIN) return UINT32_MAX;
+    if (n < SPC_NESTED_MIN) return false;
     const uint8_t *p = v->u.s.p;
     bool trunc = v->u.s.kept < v->u.s.len;
-    const uint8_t *data = NULL;
-    size_t dn = 0;
-    const char *enc = "const";
-
+    *data = NULL;
+    *enc = "const";
     if (!spc_sniff_surely_none(p, n) && nb_candidate(s, p, n, v->u.s.len)) {
-        data = p;
-        dn = n;
+        *data = p;
+        *dn = n;
     }
-    if (!data && v->kind == SPA_V_STR) {
+    if (!*data && v->kind == SPA_V_STR) {
         bool ascii = true;
         size_t i = 0;
         for (; ascii && n - i >= 8; i += 8) { /* a word at a time */
@@ -161,17 +160,38 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
             ascii = !(w & 0x8080808080808080ull);
         }
         for (; i < n && ascii; i++) ascii = p[i] < 0x80;
-        if (!ascii && nb_decoded(s, p, n, trunc, nb_latin1, SPC_NESTED_PROBE, &data, &dn))
-            enc = "latin1";
+        if (!ascii && nb_decoded(s, p, n, trunc, nb_latin1, SPC_NESTED_PROBE, data, dn))
+            *enc = "latin1";
     }
-    if (!data && n >= 16 && spa_dec_hex_digit(p[0]) >= 0 && spa_dec_hexlike(p, n) &&
-        nb_decoded(s, p, n, trunc, nb_hex, SPC_NESTED_PROBE & ~(size_t)1, &data, &dn))
-        enc = "hex";
-    if (!data && n >= 16 && spa_dec_b64_digit(p[0]) >= 0 && spa_dec_mostly_b64(p, n) &&
-        nb_decoded(s, p, n, trunc, nb_b64, SPC_NESTED_PROBE & ~(size_t)3, &data, &dn))
-        enc = "base64";
-    if (s->fatal) return UINT32_MAX;
-    if (!data) return UINT32_MAX;
+    if (!*data && n >= 16 && spa_dec_hex_digit(p[0]) >= 0 && spa_dec_hexlike(p, n) &&
+        nb_decoded(s, p, n, trunc, nb_hex, SPC_NESTED_PROBE & ~(size_t)1, data, dn))
+        *enc = "hex";
+    if (!*data && n >= 16 && spa_dec_b64_digit(p[0]) >= 0 && spa_dec_mostly_b64(p, n) &&
+        nb_decoded(s, p, n, trunc, nb_b64, SPC_NESTED_PROBE & ~(size_t)3, data, dn))
+        *enc = "base64";
+    return !s->fatal && *data;
+}
+
+/* The VM's kinds-only path asks first: true when spc_nested_on_const would
+ * surely scan nothing of v (no stream, no note, no change to the scan), so
+ * the constant need not exist as a value. False (the VM then runs the
+ * stream on its general path, which calls spc_nested_on_const) otherwise. */
+bool spc_nested_const_inert(void *ud, const spa_val *v) {
+    spc_scan *s = ud;
+    const uint8_t *data;
+    size_t dn = 0;
+    const char *enc;
+    return !nb_find(s, v, &data, &dn, &enc) && !s->fatal;
+}
+
+uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint32_t depth,
+                             uint32_t parent_stream) {
+    spc_scan *s = ud;
+    const uint8_t *data = NULL;
+    size_t dn = 0;
+    const char *enc = "const";
+    if (!nb_find(s, v, &data, &dn, &enc)) return UINT32_MAX;
+    bool trunc = v->u.s.kept < v->u.s.len;
 
     const spa_stream *ps = parent_stream != UINT32_MAX ? spa_ctx_stream(sc, parent_stream) : NULL;
     const char *ploc = ps && ps->loc ? ps->loc : (s->cur_loc ? s->cur_loc : "<input>");

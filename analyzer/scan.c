@@ -159,6 +159,7 @@ void spa_scan_opts_default(spa_scan_opts *o) {
     spa_limits_default(&o->limits);
     o->alloc = NULL;
     o->name = NULL;
+    o->vm_path = 0;
 }
 
 /* Scan src; force != SPA_FMT_COUNT skips sniffing the outermost content and
@@ -186,6 +187,7 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
     h->on_const = spc_nested_on_const;
     h->opaque = spc_nested_opaque;
     h->on_const_min = SPC_NESTED_MIN;
+    h->const_inert = spc_nested_const_inert;
     h->ud = &s;
     spa_ctx_set_hooks(sc, h);
 

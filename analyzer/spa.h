@@ -318,7 +318,11 @@ typedef struct spa_scan_opts {
      * judgement at its open. false (the default; the CLI, the Python package): such a
      * load stays `callee.deserialize`, since nothing will judge the file it names. */
     bool opens_judged;
+    int vm_path;            /* tests: 0 = every VM path (default); SPA_VM_PATH_FAST: no kinds-only
+                               path; SPA_VM_PATH_GENERAL: neither it nor the fast loop (vm.c) */
 } spa_scan_opts;
+#define SPA_VM_PATH_FAST    1
+#define SPA_VM_PATH_GENERAL 2
 
 void spa_scan_opts_default(spa_scan_opts *o);
 spa_code spa_scan_src(const spa_scan_opts *o, const spa_src *src, spa_result **out, spa_err *err);

@@ -48,6 +48,10 @@ typedef struct vm {
     uint64_t start;             /* content offset of the stream's first byte */
     bool stable;                /* zero-copy input */
     bool general;               /* no fast loop (spa_ctx_set_vm_general) */
+    bool nokinds;               /* no kinds-only path (spa_ctx_set_vm_nokinds) */
+    bool kbail;                 /* the kinds-only path gave the stream to the general one */
+    uint8_t *kst;               /* the kinds-only path's stack (VK_*; m->sp is its depth) */
+    size_t kcap;
     const uint8_t *mem_lo, *mem_hi; /* stable input range (to tell zero-copy views) */
     int proto;                  /* current protocol (find_class mapping) */
     int max_proto;
@@ -1289,6 +1293,7 @@ static void vm_resync(vm *m, uint64_t off) {
 
 /* ================================================================ the loop */
 static void vm_exec(vm *m);
+static bool vk_try(vm *m, bool cfile);
 
 /* Every stream gets a pre-pass (spa_vm_getkeys) so that the memo keeps
  * only what a GET reads back: a 30 MB data-only pickle memoises millions of
@@ -1350,6 +1355,7 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
     m.lim_stack = m.lim->v[SPA_LIM_STACK];
     m.stable = spa_in_stable(in);
     m.general = spa_ctx_vm_general(sc);
+    m.nokinds = spa_ctx_vm_nokinds(sc);
     if (m.stable) {
         const uint8_t *p;
         size_t got;
@@ -1357,7 +1363,7 @@ static spa_code vm_run_mode(spa_scan_ctx *sc, spa_in *in, const char *loc, uint3
         else m.stable = false;
     }
     if (depth > m.lim->v[SPA_LIM_NEST]) vm_limit(&m, SPA_LIM_NEST, "nesting depth limit", 0);
-    else {
+    else if (!vk_try(&m, cfile)) {
         vm_prune_setup(&m, cfile);
         if (!m.fatal) vm_exec(&m);
     }
@@ -1601,40 +1607,69 @@ static void load_STRING(vm *m, uint8_t op, uint64_t off) {
 }
 
 /* The counted str/bytes opcodes: the length (its width and signedness are
- * the argument kind in the opcode table), then the data. */
-static void vm_load_counted(vm *m, uint8_t op, uint64_t off) {
+ * the argument kind in the opcode table), then the data (vm_data: *d, its
+ * length *n, the *kept prefix, *owned, *opaque); false with m->err set. */
+static bool vm_counted_arg(vm *m, uint8_t op, uint64_t off, const uint8_t **d, uint64_t *n, uint64_t *kept,
+                           bool *owned, bool *opaque) {
     uint8_t b[8];
     const spa_opinfo *oi = spa_op_info(op);
-    uint64_t n;
-    if (oi->kind == SPA_ARG_CNT1) { if (!vm_read(m, b, 1, off)) return; n = b[0]; }
+    if (oi->kind == SPA_ARG_CNT1) { if (!vm_read(m, b, 1, off)) return false; *n = b[0]; }
     else if (oi->kind == SPA_ARG_CNT8) {
-        if (!vm_read(m, b, 8, off)) return;
-        n = vm_le(b, 8);
-        if (n > (uint64_t)INT64_MAX) { vm_fail(m, SPA_E_BAD_ARG, "length exceeds system's maximum size", off); return; }
+        if (!vm_read(m, b, 8, off)) return false;
+        *n = vm_le(b, 8);
+        if (*n > (uint64_t)INT64_MAX) { vm_fail(m, SPA_E_BAD_ARG, "length exceeds system's maximum size", off); return false; }
     } else {
-        if (!vm_read(m, b, 4, off)) return;
-        n = vm_le(b, 4);
-        if (oi->kind == SPA_ARG_CNT4S && (n & 0x80000000u)) {
+        if (!vm_read(m, b, 4, off)) return false;
+        *n = vm_le(b, 4);
+        if (oi->kind == SPA_ARG_CNT4S && (*n & 0x80000000u)) {
             vm_fail(m, SPA_E_BAD_ARG, "BINSTRING pickle has negative byte count", off);
-            return;
+            return false;
         }
     }
-    const uint8_t *d;
-    uint64_t kept;
-    bool owned, opaque;
     bool lin = op == SPA_OP_BINBYTES || op == SPA_OP_SHORT_BINBYTES || op == SPA_OP_BINBYTES8 ||
                op == SPA_OP_BYTEARRAY8;
-    if (!vm_data(m, n, &d, &kept, &owned, off, lin, &opaque)) return;
+    if (!vm_data(m, *n, d, kept, owned, off, lin, opaque)) return false;
     bool uni = op == SPA_OP_BINUNICODE || op == SPA_OP_SHORT_BINUNICODE || op == SPA_OP_BINUNICODE8;
-    if (uni && !vm_utf8_ok(d, kept, kept < n)) {
-        if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
+    if (uni && !vm_utf8_ok(*d, *kept, *kept < *n)) {
+        if (*owned) vm_bfree(m, (void *)*d, *kept ? (size_t)*kept : 1);
         vm_fail(m, SPA_E_BAD_ARG, "invalid UTF-8 in unicode argument", off);
-        return;
+        return false;
     }
-    spa_val *v = vm_text_val(m, uni ? SPA_V_STR : SPA_V_BYTES, op, off, d, n, kept, owned);
-    if (v && (op == SPA_OP_BINSTRING || op == SPA_OP_SHORT_BINSTRING)) v->flags |= SPA_VF_PY2STR;
-    if (v && op == SPA_OP_BYTEARRAY8) v->flags |= SPA_VF_BYTEARRAY;
-    if (v && opaque) v->opcode |= SPA_VOP_OPAQUE;
+    return true;
+}
+
+/* The fields of a counted str/bytes opcode's value past vm_new's (the
+ * general path's node and the kinds-only path's probe share them). */
+static void vm_counted_set(spa_val *v, uint8_t op, const uint8_t *d, uint64_t n, uint64_t kept, bool opaque) {
+    v->u.s.p = d;
+    v->u.s.len = n;
+    v->u.s.kept = kept;
+    if (kept < n) v->flags |= SPA_VF_TRUNC;
+    if (op == SPA_OP_BINSTRING || op == SPA_OP_SHORT_BINSTRING) v->flags |= SPA_VF_PY2STR;
+    if (op == SPA_OP_BYTEARRAY8) v->flags |= SPA_VF_BYTEARRAY;
+    if (opaque) v->opcode |= SPA_VOP_OPAQUE;
+}
+
+static spa_vkind vm_counted_kind(uint8_t op) {
+    return op == SPA_OP_BINUNICODE || op == SPA_OP_SHORT_BINUNICODE || op == SPA_OP_BINUNICODE8 ? SPA_V_STR
+                                                                                                : SPA_V_BYTES;
+}
+
+/* The value of a counted str/bytes opcode. */
+static spa_val *vm_counted_val(vm *m, uint8_t op, uint64_t off, const uint8_t *d, uint64_t n, uint64_t kept,
+                               bool owned, bool opaque) {
+    spa_val *v = vm_new(m, vm_counted_kind(op), op, off);
+    if (!v) { if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1); return NULL; }
+    vm_counted_set(v, op, d, n, kept, opaque);
+    return v;
+}
+
+static void vm_load_counted(vm *m, uint8_t op, uint64_t off) {
+    const uint8_t *d;
+    uint64_t n, kept;
+    bool owned, opaque;
+    if (!vm_counted_arg(m, op, off, &d, &n, &kept, &owned, &opaque)) return;
+    spa_val *v = vm_counted_val(m, op, off, d, n, kept, owned, opaque);
     PUSH(v);
     vm_on_const(m, v);
 }
@@ -2204,3 +2239,414 @@ static void vm_exec(vm *m) {
     }
 }
 
+
+/* ================================================================ kinds-only path
+ * A stream of plain data (no import, call, BUILD, persistent id, nothing the
+ * classifier reads) is judged by what the general path records for it: no
+ * IR, where it stops, its protocol and opcode count. None of that needs the
+ * values, only their number and, for APPEND(S)/SETITEM(S)/ADDITEMS, whether
+ * the target is a literal list/dict/set (anything else is a `mutate`). So
+ * every stream first runs here on a stack of kinds (one byte per value, no
+ * nodes), with the memo reduced to its definitions (the pruned memo's bits:
+ * MEMOIZE's count and a GET's "not found" stay exact; a GET pushes VK_ANY).
+ * It gives up (vk_bail) at anything else: an opcode outside the set below
+ * (GLOBAL, STACK_GLOBAL, INST, OBJ, REDUCE, NEWOBJ(_EX), BUILD, EXT*,
+ * PERSID, BINPERSID, the text opcodes, buffers), an error or limit of any
+ * kind, an add onto anything but its literal container, and a str/bytes
+ * constant that the nested-content hook would not surely pass over
+ * (hooks->const_inert, the decision part of on_const, with no side effect).
+ * Then the stream runs again from its start on the general path (the
+ * reader rewinds; the memo pre-pass runs then), so a stream it completes is
+ * exactly one for which the general path records no IR and no error, and
+ * its report is the same. Everything it reads goes through the general
+ * path's own reads (vm_read, vm_data, vm_counted_arg) or, in vk_fast, the
+ * same window checks as vm_fast (frame crossings, max_str). Tests compare
+ * the three paths' reports (spa_ctx_set_vm_nokinds / _general). */
+enum { VK_ANY = 0, VK_LIST, VK_DICT, VK_SET, VK_OTHER };
+
+/* What vk_fast does per opcode (cls 0: leave it to vk_step); k: the kind
+ * pushed (PUSH, MARKED), the items taken (TUPLEN, ADD) or the target's kind
+ * (ADDS); w: the argument's width (vm_argw's, from the opcode table) */
+enum { VKC_NO = 0, VKC_PUSH, VKC_PUSHA, VKC_PUT, VKC_MEMOIZE, VKC_GET, VKC_MARK, VKC_TUPLEN, VKC_MARKED,
+       VKC_ADD, VKC_ADDS, VKC_SSTR, VKC_POP, VKC_DUP, VKC_STOP };
+typedef struct vk_op { uint8_t cls, k, want, w; } vk_op;
+static const vk_op vk_ops[256] = {
+#define OP(name, byte, kind, argname, proto, before, after)                                  \
+    [byte] = { SPA_OP_##name == SPA_OP_NONE || SPA_OP_##name == SPA_OP_NEWTRUE ||             \
+               SPA_OP_##name == SPA_OP_NEWFALSE || SPA_OP_##name == SPA_OP_EMPTY_TUPLE ||      \
+               SPA_OP_##name == SPA_OP_EMPTY_LIST || SPA_OP_##name == SPA_OP_EMPTY_DICT ||     \
+               SPA_OP_##name == SPA_OP_EMPTY_SET ? VKC_PUSH                                    \
+             : SPA_OP_##name == SPA_OP_BININT || SPA_OP_##name == SPA_OP_BININT1 ||            \
+               SPA_OP_##name == SPA_OP_BININT2 || SPA_OP_##name == SPA_OP_BINFLOAT ? VKC_PUSHA \
+             : SPA_OP_##name == SPA_OP_BINPUT || SPA_OP_##name == SPA_OP_LONG_BINPUT ? VKC_PUT \
+             : SPA_OP_##name == SPA_OP_MEMOIZE ? VKC_MEMOIZE                                   \
+             : SPA_OP_##name == SPA_OP_BINGET || SPA_OP_##name == SPA_OP_LONG_BINGET ? VKC_GET \
+             : SPA_OP_##name == SPA_OP_MARK ? VKC_MARK                                         \
+             : SPA_OP_##name == SPA_OP_TUPLE1 || SPA_OP_##name == SPA_OP_TUPLE2 ||             \
+               SPA_OP_##name == SPA_OP_TUPLE3 ? VKC_TUPLEN                                     \
+             : SPA_OP_##name == SPA_OP_TUPLE || SPA_OP_##name == SPA_OP_FROZENSET ||           \
+               SPA_OP_##name == SPA_OP_LIST || SPA_OP_##name == SPA_OP_DICT ? VKC_MARKED       \
+             : SPA_OP_##name == SPA_OP_APPEND || SPA_OP_##name == SPA_OP_SETITEM ? VKC_ADD     \
+             : SPA_OP_##name == SPA_OP_APPENDS || SPA_OP_##name == SPA_OP_SETITEMS ||          \
+               SPA_OP_##name == SPA_OP_ADDITEMS ? VKC_ADDS                                     \
+             : SPA_OP_##name == SPA_OP_SHORT_BINUNICODE || SPA_OP_##name == SPA_OP_SHORT_BINBYTES || \
+               SPA_OP_##name == SPA_OP_SHORT_BINSTRING ? VKC_SSTR                              \
+             : SPA_OP_##name == SPA_OP_POP ? VKC_POP                                           \
+             : SPA_OP_##name == SPA_OP_DUP ? VKC_DUP                                           \
+             : SPA_OP_##name == SPA_OP_STOP ? VKC_STOP : VKC_NO,                               \
+               SPA_OP_##name == SPA_OP_EMPTY_LIST || SPA_OP_##name == SPA_OP_LIST ? VK_LIST    \
+             : SPA_OP_##name == SPA_OP_EMPTY_DICT || SPA_OP_##name == SPA_OP_DICT ? VK_DICT    \
+             : SPA_OP_##name == SPA_OP_EMPTY_SET ? VK_SET                                      \
+             : SPA_OP_##name == SPA_OP_TUPLE1 || SPA_OP_##name == SPA_OP_APPEND ||             \
+               SPA_OP_##name == SPA_OP_APPENDS || SPA_OP_##name == SPA_OP_ADDITEMS ? 1         \
+             : SPA_OP_##name == SPA_OP_TUPLE2 || SPA_OP_##name == SPA_OP_SETITEM ||            \
+               SPA_OP_##name == SPA_OP_SETITEMS ? 2                                            \
+             : SPA_OP_##name == SPA_OP_TUPLE3 ? 3                                              \
+             : SPA_OP_##name == SPA_OP_BINGET || SPA_OP_##name == SPA_OP_LONG_BINGET ? VK_ANY : VK_OTHER, \
+               SPA_OP_##name == SPA_OP_APPEND || SPA_OP_##name == SPA_OP_APPENDS ? VK_LIST     \
+             : SPA_OP_##name == SPA_OP_SETITEM || SPA_OP_##name == SPA_OP_SETITEMS ? VK_DICT   \
+             : SPA_OP_##name == SPA_OP_ADDITEMS ? VK_SET : 0,                                  \
+               VM_ARGW(name, kind) },
+#include "opcodes.def"
+#undef OP
+};
+
+static void vk_bail(vm *m) { m->kbail = m->halt = true; }
+
+static bool vk_push(vm *m, uint8_t k) {
+    if (m->sp >= m->lim_stack) { vk_bail(m); return false; }
+    if (m->sp == m->kcap) {
+        size_t nc = m->kcap * 2;
+        uint8_t *ns = realloc(m->kst, nc);
+        if (!ns) { vk_bail(m); return false; }
+        m->kst = ns;
+        m->kcap = nc;
+    }
+    m->kst[m->sp++] = k;
+    return true;
+}
+
+/* Would on_const pass over this constant (d[0..kept) of n bytes) without a
+ * trace? Asked of the node the general path would offer (as vm_new and
+ * vm_counted_set make it), on the stack. */
+static bool vk_inert(vm *m, uint8_t op, uint64_t off, const uint8_t *d, uint64_t n, uint64_t kept, bool opaque) {
+    const spa_vm_hooks *h = m->hooks;
+    if (!h || !h->on_const || kept < h->on_const_min) return true;
+    if (!h->const_inert) return false;
+    spa_val v;
+    memset(&v, 0, sizeof v);
+    v.kind = (uint8_t)vm_counted_kind(op);
+    v.opcode = op;
+    v.off = off;
+    vm_counted_set(&v, op, d, n, kept, opaque);
+    return h->const_inert(h->ud, &v);
+}
+
+/* A counted str/bytes opcode (not BYTEARRAY8), its reads as vm_load_counted's. */
+static void vk_counted(vm *m, uint8_t op, uint64_t off) {
+    const uint8_t *d;
+    uint64_t n, kept;
+    bool owned, opaque;
+    if (!vm_counted_arg(m, op, off, &d, &n, &kept, &owned, &opaque)) return;
+    bool inert = vk_inert(m, op, off, d, n, kept, opaque);
+    if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
+    if (inert) (void)vk_push(m, VK_OTHER);
+    else vk_bail(m);
+}
+
+/* APPEND(S), SETITEM(S), ADDITEMS: vm_add_items's checks; only a literal
+ * target of the opcode's kind is run here. */
+static void vk_add(vm *m, uint8_t op, uint64_t off) {
+    const vk_op *o = &vk_ops[op];
+    size_t x, k = o->cls == VKC_ADD ? o->k : 0;
+    if (k) {
+        if (m->sp < k || m->sp - k <= vm_fence(m)) { vk_bail(m); return; }
+        x = m->sp - k;
+    } else if (!vm_marker(m, &x, off)) {
+        return;
+    }
+    if (x > m->sp || x <= vm_fence(m)) { vk_bail(m); return; }
+    if (x == m->sp) return;
+    if ((o->want == VK_DICT && (m->sp - x) % 2) || m->kst[x - 1] != o->want) { vk_bail(m); return; }
+    m->sp = x;
+}
+
+/* One opcode (consumed) with the general path's reads; anything this path
+ * does not run, or that would fail, ends in vk_bail (or m->err). */
+static void vk_step(vm *m, uint8_t op, uint64_t off) {
+    const vk_op *o = &vk_ops[op];
+    uint8_t b[8];
+    size_t at;
+    switch (op) {
+    case SPA_OP_PROTO: load_PROTO(m, op, off); return;
+    case SPA_OP_FRAME: load_FRAME(m, op, off); return;
+    case SPA_OP_MARK: load_MARK(m, op, off); return;
+    case SPA_OP_SHORT_BINUNICODE: case SPA_OP_BINUNICODE: case SPA_OP_BINUNICODE8:
+    case SPA_OP_SHORT_BINBYTES: case SPA_OP_BINBYTES: case SPA_OP_BINBYTES8:
+    case SPA_OP_SHORT_BINSTRING: case SPA_OP_BINSTRING:
+        vk_counted(m, op, off);
+        return;
+    case SPA_OP_LONG1: case SPA_OP_LONG4: {
+        int w = op == SPA_OP_LONG1 ? 1 : 4;
+        if (!vm_read(m, b, (size_t)w, off)) return;
+        int64_t n = w == 1 ? (int64_t)b[0] : (int64_t)(int32_t)(uint32_t)vm_le(b, 4);
+        const uint8_t *d;
+        uint64_t kept;
+        bool owned, opaque;
+        if (n < 0) break;
+        if (!vm_data(m, (uint64_t)n, &d, &kept, &owned, off, false, &opaque)) return;
+        if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
+        (void)vk_push(m, VK_OTHER);
+        return;
+    }
+    default: break;
+    }
+    uint64_t key = 0;
+    if (vm_argw[op]) {
+        if (!vm_read(m, b, vm_argw[op], off)) return;
+        key = vm_le(b, vm_argw[op]);
+    }
+    switch (o->cls) {
+    case VKC_PUSH: case VKC_PUSHA: (void)vk_push(m, o->k); return;
+    case VKC_PUT: case VKC_MEMOIZE:
+        if (m->sp <= vm_fence(m)) break;
+        vm_memo_put_hot(m, o->cls == VKC_PUT ? key : m->memo.count, NULL, off);
+        return;
+    case VKC_GET:
+        if (!vm_def_has(&m->memo, key)) break;
+        (void)vk_push(m, VK_ANY);
+        return;
+    case VKC_TUPLEN:
+        if (m->sp < o->k || m->sp - o->k < vm_fence(m)) break;
+        m->sp -= o->k;
+        (void)vk_push(m, VK_OTHER);
+        return;
+    case VKC_MARKED:
+        if (!vm_marker(m, &at, off)) return;
+        if (o->k == VK_DICT && (m->sp - at) % 2) break;
+        m->sp = at;
+        (void)vk_push(m, o->k);
+        return;
+    case VKC_ADD: case VKC_ADDS: vk_add(m, op, off); return;
+    case VKC_POP:
+        if (m->nmarks && m->marks[m->nmarks - 1] == m->sp) { m->nmarks--; return; }
+        if (m->sp <= vm_fence(m)) break;
+        m->sp--;
+        return;
+    case VKC_DUP:
+        if (m->sp <= vm_fence(m)) break;
+        (void)vk_push(m, m->kst[m->sp - 1]);
+        return;
+    case VKC_STOP:
+        if (m->sp <= vm_fence(m)) break;
+        m->sp--;
+        m->complete = m->halt = true;
+        return;
+    default: break;   /* POP_MARK below */
+    }
+    if (op == SPA_OP_POP_MARK) {
+        if (vm_marker(m, &at, off)) m->sp = at;
+        return;
+    }
+    vk_bail(m);
+}
+
+/* Is s[0..n) ASCII (so UTF-8)? Reads whole words only inside [s, end). */
+VM_HOT bool vk_ascii(const uint8_t *s, size_t n, const uint8_t *end) {
+    uint64_t w0, w1;
+    if (n > 16 || (size_t)(end - s) < 16) return false;
+    memcpy(&w0, s, 8);
+    memcpy(&w1, s + 8, 8);
+    uint64_t m0 = n >= 8 ? ~0ull : (1ull << (8 * n)) - 1, m1 = n >= 16 ? ~0ull : n <= 8 ? 0 : (1ull << (8 * (n - 8))) - 1;
+    return !(((w0 & m0) | (w1 & m1)) & 0x8080808080808080ull);
+}
+
+/* vm_fast for the kinds-only path: the opcodes of vk_ops from the reader's
+ * window, the stack and its fence in registers. It stops, with nothing of
+ * the opcode consumed, where vm_fast would (an argument past the window or
+ * across the C unpickler's frame buffer, a short string over max_str, a
+ * limit) and at anything vk_step must decide (a MARK that needs room,
+ * FRAME, PROTO, long strings, ...); what would fail gives up (vk_bail).
+ * Returns the bytes consumed. */
+#define VK_ARG(wid)                                                                          \
+    do {   /* the argument [a, e): vm_cf_pre, then vm_cf_post */                           \
+        uint64_t a_ = cpos1 + (uint64_t)(q - p), e_ = a_ + (wid);                            \
+        if (e_ > cf_end) {                                                                   \
+            if (a_ < cf_end) goto out;                                                       \
+            cf_end = e_;                                                                     \
+        }                                                                                    \
+    } while (0)
+static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uint64_t lim_bytes) {
+    const uint8_t *q = p, *pe = p + got, *qe = pe - (VM_FAST_WIN - 1);
+    const uint64_t cpos = spa_in_pos_fast(m->in), base = cpos - m->start, cpos1 = cpos + 1;
+    const uint64_t lim_str = m->lim->v[SPA_LIM_STR], lim_marks = m->lim->v[SPA_LIM_MARKS];
+    if (base >= lim_bytes || m->nops >= lim_ops) return 0;
+    if (lim_bytes - base < (uint64_t)(qe - p)) qe = p + (lim_bytes - base);
+    /* an opcode takes a byte at least: no opcode count test inside */
+    if (lim_ops - m->nops < (uint64_t)(qe - p)) qe = p + (lim_ops - m->nops);
+    size_t sp = m->sp, room = m->kcap < m->lim_stack ? m->kcap : (size_t)m->lim_stack, fence = vm_fence(m);
+    uint8_t *ks = m->kst;
+    uint64_t nops = m->nops, cf_end = m->cf_end;
+    const vm_memo *mm = &m->memo;
+    while (q < qe && sp < room) {
+        uint8_t op = *q;
+        const vk_op o = vk_ops[op];
+        uint64_t w = o.w, key;
+        size_t x;
+        switch (o.cls) {
+        case VKC_NO: goto out;
+        case VKC_PUSHA: VK_ARG(w); /* fall through */
+        case VKC_PUSH: ks[sp++] = o.k; break;
+        case VKC_PUT:
+            VK_ARG(w);
+            if (sp <= fence) goto bail;
+            vm_memo_put_hot(m, vm_le(q + 1, (int)w), NULL, base + (uint64_t)(q - p));
+            if (m->halt) goto bail;
+            break;
+        case VKC_MEMOIZE:
+            if (sp <= fence) goto bail;
+            vm_memo_put_hot(m, mm->count, NULL, base + (uint64_t)(q - p));
+            if (m->halt) goto bail;
+            break;
+        case VKC_GET:
+            VK_ARG(w);
+            key = vm_le(q + 1, (int)w);
+            if (key >= mm->dbase && !vm_def_has(mm, key)) goto bail;
+            ks[sp++] = VK_ANY;
+            break;
+        case VKC_MARK:
+            if (m->nmarks >= lim_marks || m->nmarks == m->mcap) goto out;
+            m->marks[m->nmarks++] = fence = sp;
+            break;
+        case VKC_TUPLEN:
+            if (sp < o.k || sp - o.k < fence) goto bail;
+            sp -= o.k;
+            ks[sp++] = VK_OTHER;
+            break;
+        case VKC_MARKED:
+            if (!m->nmarks) goto bail;
+            x = m->marks[--m->nmarks];
+            fence = vm_fence(m);
+            if (o.k == VK_DICT && (sp - x) % 2) goto bail;
+            sp = x;
+            ks[sp++] = o.k;
+            break;
+        case VKC_ADD:
+            if (sp < o.k || sp - o.k <= fence || ks[sp - o.k - 1] != o.want) goto bail;
+            sp -= o.k;
+            break;
+        case VKC_ADDS:
+            if (!m->nmarks) goto bail;
+            x = m->marks[--m->nmarks];
+            fence = vm_fence(m);
+            if (x > sp || x <= fence) goto bail;
+            if (x == sp) break;
+            if ((o.want == VK_DICT && (sp - x) % 2) || ks[x - 1] != o.want) goto bail;
+            sp = x;
+            break;
+        case VKC_SSTR:
+            w = 1u + q[1];
+            if (w > (uint64_t)(pe - q - 1) || q[1] > lim_str) goto out;
+            VK_ARG(w);
+            if (op == SPA_OP_SHORT_BINUNICODE && !vk_ascii(q + 2, q[1], pe) && !vm_utf8_ok(q + 2, q[1], false))
+                goto bail;
+            if (!vk_inert(m, op, base + (uint64_t)(q - p), q + 2, q[1], q[1], false)) goto bail;
+            ks[sp++] = VK_OTHER;
+            break;
+        case VKC_POP:
+            if (m->nmarks && fence == sp) { m->nmarks--; fence = vm_fence(m); }
+            else if (sp > fence) sp--;
+            else goto bail;
+            break;
+        case VKC_DUP:
+            if (sp <= fence) goto bail;
+            ks[sp] = ks[sp - 1];
+            sp++;
+            break;
+        case VKC_STOP:
+            if (sp <= fence) goto bail;
+            sp--;
+            m->complete = m->halt = true;
+            nops++;
+            q++;
+            goto out;
+        }
+        nops++;
+        q += 1 + w;
+    }
+out:
+    m->sp = sp;
+    m->nops = nops;
+    m->cf_end = cf_end;
+    return (size_t)(q - p);
+bail:
+    vk_bail(m);
+    goto out;
+}
+
+/* vm_exec for the kinds-only path: every limit, error or end of input is a
+ * vk_bail (the general path then reports it). */
+static void vk_exec(vm *m) {
+    uint64_t used = *spa_ctx_vm_bytes(m->sc);
+    const uint64_t lim_ops = m->lim->v[SPA_LIM_OPS];
+    const uint64_t lim_bytes = used < m->lim->v[SPA_LIM_BYTES] ? m->lim->v[SPA_LIM_BYTES] - used : 0;
+    spa_in *in = m->in;
+    for (;;) {
+        const uint8_t *p;
+        size_t got;
+        spa_code c = spa_in_peek_fast(in, VM_FAST_WIN, &p, &got);
+        if (c == SPA_OK && got >= VM_FAST_WIN) {
+            size_t k = vk_fast(m, p, got, lim_ops, lim_bytes);
+            if (k) spa_in_skip_fast(in, k);
+            if (m->halt) return;
+        }
+        uint64_t off = spa_in_pos_fast(in) - m->start;
+        if (m->nops >= lim_ops || off >= lim_bytes) { vk_bail(m); return; }
+        c = spa_in_peek_fast(in, 1, &p, &got);
+        if (c != SPA_OK || !got) { vk_bail(m); return; }
+        uint8_t op = p[0];
+        spa_in_skip_fast(in, 1);
+        m->nops++;
+        vk_step(m, op, off);
+        if (m->halt) return;
+    }
+}
+
+/* Run the stream on the kinds-only path when it can be re-run (not the
+ * C-file-frames pass, not a sequential input, not general-only). True when
+ * that is the stream's result (it completed without a doubt, or the rewind
+ * failed: then an internal error); false: the general path runs it from the
+ * start, with the state it would have had. */
+static bool vk_try(vm *m, bool cfile) {
+    if (cfile || m->general || m->nokinds || m->in->rd) return false;
+    m->kst = malloc(256);
+    if (!m->kst) return false;
+    m->kcap = 256;
+    m->memo.prune = true;   /* no GET key kept: every definition only counted */
+    vk_exec(m);
+    free(m->kst);
+    m->kst = NULL;
+    m->kcap = 0;
+    if (!m->kbail && m->complete && m->err.code == SPA_OK && !m->nir) return true;
+    free(m->memo.keys);
+    free(m->memo.vals);
+    free(m->memo.dense);
+    free(m->memo.get);
+    free(m->memo.def);
+    memset(&m->memo, 0, sizeof m->memo);
+    m->sp = m->nmarks = 0;
+    m->nops = 0;
+    m->proto = 0;
+    m->max_proto = -1;
+    m->err = (spa_err){ SPA_OK, NULL, 0 };
+    m->limit = SPA_LIM_COUNT;
+    m->complete = m->fatal = m->halt = m->kbail = false;
+    m->cf_end = 0;
+    m->frame_cross = false;
+    if (!spa_in_rewind(m->in, m->start)) {   /* cannot happen: a pread or memory input */
+        vm_fail(m, SPA_E_INTERNAL, "reader rewind after the kinds-only pass failed", 0);
+        m->fatal = true;
+        return true;
+    }
+    return false;
+}

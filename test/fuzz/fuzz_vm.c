@@ -2,8 +2,9 @@
  * input through the VM over a zero-copy memory reader or a bounded pread
  * window (chosen by the input's length parity), with default or tiny limits,
  * then renders the result as JSON, text and the explain listing. The same
- * input is run again through the VM's general path only (no fast loop): the
- * two JSON reports must be equal, or the harness aborts. */
+ * input is run again through the VM's fast loop without its kinds-only path
+ * and through its general path only (neither): the three JSON reports must
+ * be equal, or the harness aborts. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,7 @@ static ssize_t fz_pread(void *ctx, void *buf, size_t len, uint64_t off) {
 
 /* Run the input; returns the JSON report (malloc'd) and renders the rest when
  * `render`. */
-static char *fz_run(const uint8_t *data, size_t size, bool general, bool render) {
+static char *fz_run(const uint8_t *data, size_t size, int vm_path, bool render) {
     spa_scan_opts o;
     memset(&o, 0, sizeof o);
     spa_limits_default(&o.limits);
@@ -40,7 +41,8 @@ static char *fz_run(const uint8_t *data, size_t size, bool general, bool render)
     }
     spa_scan_ctx *sc = spa_ctx_create(&o);
     if (!sc) return NULL;
-    spa_ctx_set_vm_general(sc, general);
+    spa_ctx_set_vm_general(sc, vm_path == SPA_VM_PATH_GENERAL);
+    spa_ctx_set_vm_nokinds(sc, vm_path != 0);
     fz_src fs = { data, size };
     spa_src src;
     if (size % 2) spa_src_mem(&src, data, size);
@@ -70,13 +72,20 @@ static char *fz_run(const uint8_t *data, size_t size, bool general, bool render)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char *fast = fz_run(data, size, false, true);
-    char *general = fz_run(data, size, true, false);
+    char *kinds = fz_run(data, size, 0, true);
+    char *fast = fz_run(data, size, SPA_VM_PATH_FAST, false);
+    char *general = fz_run(data, size, SPA_VM_PATH_GENERAL, false);
     if (fast && general && strcmp(fast, general) != 0) {
         fprintf(stderr, "fuzz_vm: the fast loop and the general path give different reports\n%s\n%s\n", fast,
                 general);
         abort();
     }
+    if (kinds && general && strcmp(kinds, general) != 0) {
+        fprintf(stderr, "fuzz_vm: the kinds-only path and the general path give different reports\n%s\n%s\n",
+                kinds, general);
+        abort();
+    }
+    free(kinds);
     free(fast);
     free(general);
     return 0;

@@ -43,8 +43,9 @@ def corpus(tmp_path_factory):
         return d, json.load(f)
 
 
-def run_vm(vmjson, d, names, fd=False, general=False):
-    args = [vmjson] + (["--fd"] if fd else []) + (["--general"] if general else []) + ["--list"]
+def run_vm(vmjson, d, names, fd=False, general=False, nokinds=False, scan=False):
+    args = ([vmjson] + (["--fd"] if fd else []) + (["--general"] if general else []) +
+            (["--nokinds"] if nokinds else []) + (["--scan"] if scan else []) + ["--list"])
     p = subprocess.run(args, input="\n".join(os.path.join(d, n) for n in names), capture_output=True,
                        text=True, timeout=600, check=True)
     res = {}
@@ -98,14 +99,33 @@ def test_every_global_cpython_resolves_is_in_our_ir(corpus, vmjson, fd):
 @pytest.mark.parametrize("fd", [False, True], ids=["zero-copy", "windowed"])
 def test_fast_loop_gives_the_general_paths_report(corpus, vmjson, fd):
     """The VM's fast loop (hot opcodes decoded straight from the reader's
-    window) is an optimisation only: over the whole corpus, the full report
-    (every IR entry, value, error and offset) equals the general path's."""
+    window) and its kinds-only path (data-only streams run on a stack of
+    kinds, no values) are optimisations only: over the whole corpus, the full
+    report (every IR entry, value, error and offset) of the default VM (both),
+    of the fast loop alone and of the general path alone are the same."""
     d, rec = corpus
-    fast = run_vm(vmjson, d, sorted(rec), fd=fd)
+    kinds = run_vm(vmjson, d, sorted(rec), fd=fd)
+    fast = run_vm(vmjson, d, sorted(rec), fd=fd, nokinds=True)
     general = run_vm(vmjson, d, sorted(rec), fd=fd, general=True)
-    assert set(fast) == set(general) == set(rec)
+    assert set(kinds) == set(fast) == set(general) == set(rec)
     diff = [n for n in rec if fast[n] != general[n]]
     assert not diff, "fast loop and general path differ on %d files, e.g. %r" % (len(diff), diff[:5])
+    diff = [n for n in rec if kinds[n] != general[n]]
+    assert not diff, "kinds-only path and general path differ on %d files, e.g. %r" % (len(diff), diff[:5])
+
+
+def test_kinds_only_path_gives_the_general_paths_scan_report(corpus, vmjson):
+    """The same over the whole scan (spa_scan_mem), where the nested-content
+    hook runs on every str/bytes constant: the kinds-only path asks its
+    decision (const_inert) and leaves a stream with a nested pickle, base64
+    or container constant to the general path; the reports (bytes_read left
+    out) are the same for every file."""
+    d, rec = corpus
+    kinds = run_vm(vmjson, d, sorted(rec), scan=True)
+    general = run_vm(vmjson, d, sorted(rec), general=True, scan=True)
+    assert set(kinds) == set(general) == set(rec)
+    diff = [n for n in rec if kinds[n] != general[n]]
+    assert not diff, "kinds-only path and general path differ on %d files, e.g. %r" % (len(diff), diff[:5])
 
 
 def test_threat_constructions_complete_or_fail_like_cpython(corpus, vmjson):
