@@ -758,6 +758,31 @@ static spp_pyobj *pyb_w_loads(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize 
     return res;
 }
 
+/* One pickle read from stream f (through its STOP, pyb_read_pickle) and
+ * judged: PYB_STREAM with *data its bytes (new reference), or PYB_BLOCKED
+ * with the exception set. Called with this thread busy. */
+static pyb_kind pyb_stream_take(spp_pyobj *f, const char *call, spa_verdict *v, spp_pyobj **data) {
+    pyb_kind k = PYB_STREAM;
+    pyb_buf b = {0};
+    *data = NULL;
+    pyb_read_pickle(f, &b);
+    if (b.limit) {
+        const spa_policy *pol = spp_policy();
+        spa_action act = pol ? spa_policy_act(pol, pol->on_limit) : SPA_ACT_BLOCK;
+        static const spa_reason lim = {SPA_VERDICT_UNSCANNABLE, "runtime.limit",
+                                       "pickle stream too large to judge in memory", "<stream>", 0};
+        if (pya_report_bytes(act, SPA_VERDICT_UNSCANNABLE, call, &lim, 1, NULL, false, false) < 0) k = PYB_BLOCKED;
+    } else if (pyb_judge(b.p ? b.p : (const uint8_t *)"", b.n, call, v) < 0) {
+        k = PYB_BLOCKED;
+    }
+    if (k == PYB_STREAM) {
+        *data = py_PyBytes_FromStringAndSize((const char *)(b.p ? b.p : (uint8_t *)""), (spp_pyssize)b.n);
+        if (!*data) k = PYB_BLOCKED; /* MemoryError stays set */
+    }
+    free(b.p);
+    return k;
+}
+
 /* Judge what a load from file object f will run. PYB_STREAM: *data receives
  * the one pickle read from the stream (judged), for the caller to load.
  * PYB_JUDGED from an in-memory stream: *snap, *base as pyb_judge_file. */
@@ -767,27 +792,48 @@ static pyb_kind pyb_guard_file(spp_pyobj *f, const char *call, spa_verdict *v, s
     *snap = NULL;
     if (!pyb_busy_enter()) return PYB_NONE;
     pyb_kind k = pyb_judge_file(f, call, v, snap, base);
-    if (k == PYB_STREAM) {
-        pyb_buf b = {0};
-        pyb_read_pickle(f, &b);
-        if (b.limit) {
-            const spa_policy *pol = spp_policy();
-            spa_action act = pol ? spa_policy_act(pol, pol->on_limit) : SPA_ACT_BLOCK;
-            static const spa_reason lim = {SPA_VERDICT_UNSCANNABLE, "runtime.limit",
-                                           "pickle stream too large to judge in memory", "<stream>", 0};
-            if (pya_report_bytes(act, SPA_VERDICT_UNSCANNABLE, call, &lim, 1, NULL, false, false) < 0)
-                k = PYB_BLOCKED;
-        } else if (pyb_judge(b.p ? b.p : (const uint8_t *)"", b.n, call, v) < 0) {
-            k = PYB_BLOCKED;
-        }
-        if (k == PYB_STREAM) {
-            *data = py_PyBytes_FromStringAndSize((const char *)(b.p ? b.p : (uint8_t *)""), (spp_pyssize)b.n);
-            if (!*data) k = PYB_BLOCKED; /* MemoryError stays set */
-        }
-        free(b.p);
-    }
+    if (k == PYB_STREAM) k = pyb_stream_take(f, call, v, data);
     pya_t.busy = 0;
     return k;
+}
+
+/* The bound read, readinto and readline of an io.BytesIO over data (new
+ * references into m[]; peek stays NULL: the unpickler then reads without
+ * read-ahead). False with an exception set. */
+static bool pyb_bytesio_methods(spp_pyobj *data, spp_pyobj *m[PYB_NMETH]) {
+    memset(m, 0, PYB_NMETH * sizeof *m);
+    spp_pyobj *io = py_PyImport_ImportModule("io");
+    spp_pyobj *bio = io ? py_PyObject_CallMethod(io, "BytesIO", "O", data) : NULL;
+    bool ok = bio != NULL;
+    for (int j = 0; ok && j < PYB_NMETH; j++)
+        if (j != PYB_PEEK) ok = (m[j] = py_PyObject_GetAttrString(bio, pyb_meth[j])) != NULL;
+    if (io) py_Py_DecRef(io);
+    if (bio) py_Py_DecRef(bio);
+    if (!ok) {
+        for (int j = 0; j < PYB_NMETH; j++)
+            if (m[j]) { py_Py_DecRef(m[j]); m[j] = NULL; }
+        if (!py_PyErr_Occurred()) py_PyErr_SetString(*py_PyExc_OSError, "safepickle: cannot hand the bytes back");
+    }
+    return ok;
+}
+
+/* Does the unpickler keep its file itself among its attributes (not only the
+ * file's methods)? Then it may read the file between opcodes (joblib's
+ * NumpyUnpickler reads array bytes from its file_handle), and the stream
+ * cannot be read ahead of it. */
+static bool pyb_keeps_file(spp_pyobj *self, spp_pyobj *f) {
+    spp_pyobj *d = pya_getattr(self, "__dict__");
+    spp_pyobj *vals = d ? py_PyObject_CallMethod(d, "values", NULL) : NULL;
+    spp_pyobj *bi = vals ? py_PyImport_ImportModule("builtins") : NULL;
+    spp_pyobj *lst = bi ? py_PyObject_CallMethod(bi, "list", "O", vals) : NULL;
+    bool keeps = false;
+    for (spp_pyssize i = 0, n = lst ? py_PyList_Size(lst) : 0; i < n && !keeps; i++)
+        keeps = py_PyList_GetItem(lst, i) == f;
+    spp_pyobj *tmp[] = {d, vals, bi, lst};
+    for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++)
+        if (tmp[i]) py_Py_DecRef(tmp[i]);
+    py_PyErr_Clear();
+    return keeps;
 }
 
 /* A stand-in for file f that the C unpickler reads through the pin: an
@@ -923,14 +969,41 @@ static bool pyb_find_slots(spp_pyobj *self, spp_pyobj *const meth[PYB_NMETH], sp
     return true;
 }
 
+/* Put `now[j]` (new references, NULL allowed) into the unpickler's slots in
+ * place of its file's methods; the slots' references to those are kept in sw. */
+static void pyb_swap_in(pyb_swap *sw, spp_pyobj *now[PYB_NMETH]) {
+    for (int j = 0; j < PYB_NMETH; j++) {
+        sw->proxy[j] = now[j]; /* ours: its address stays taken while swapped */
+        if (!sw->slot[j]) continue;
+        sw->orig[j] = *sw->slot[j];
+        if (now[j]) py_Py_IncRef(now[j]);
+        *sw->slot[j] = now[j]; /* the slot's */
+    }
+    sw->on = true;
+}
+
+static bool pyb_slots_or_say(spp_pyobj *self, spp_pyobj *const meth[PYB_NMETH], pyb_swap *sw) {
+    if (pyb_find_slots(self, meth, sw->slot)) return true;
+    static atomic_int said;
+    static const char m[] = "safepickle: layer 2 cannot find where an Unpickler holds its file's methods in this "
+                            "Python; Unpickler.load is not held to the bytes judged (in-memory streams) and is "
+                            "judged by names and behaviour (other streams)\n";
+    if (!atomic_exchange(&said, 1)) spp_write_stderr(m, sizeof m - 1);
+    memset(sw->slot, 0, sizeof sw->slot);
+    return false;
+}
+
 /* Unpickler.load: judged through the file it reads, and held to the bytes
- * judged (*sw, when the file is an in-memory stream). Over a non-seekable
- * stream the bytes cannot be handed back to this unpickler, so the load is
- * judged by names and behaviour only (README, "Bytes first", limits). */
+ * judged (*sw): an in-memory stream through the pin; another stream (a pipe,
+ * a socket file, stdin) gives one pickle, read through its STOP and judged,
+ * which the unpickler is handed instead of the stream (as pickle.load does).
+ * An unpickler that keeps its stream for its own reads, or whose slots cannot
+ * be found, is judged by names and behaviour (README, "Bytes first"). */
 static spa_verdict pyb_guard_unpickler(spp_pyobj *self, bool *blocked, pyb_swap *sw) {
     spa_verdict v = SPA_VERDICT_COUNT;
-    spp_pyobj *meth[PYB_NMETH], *snap = NULL;
+    spp_pyobj *meth[PYB_NMETH], *snap = NULL, *data = NULL, *now[PYB_NMETH];
     long base = 0;
+    pyb_kind k = PYB_NONE;
     *blocked = false;
     memset(sw, 0, sizeof *sw);
     if (!pyb_busy_enter()) return v;
@@ -938,31 +1011,23 @@ static spa_verdict pyb_guard_unpickler(spp_pyobj *self, bool *blocked, pyb_swap 
     pya_t.busy = 0;
     if (!f) return v;
     if (pyb_busy_again()) {
-        pyb_kind k = pyb_judge_file(f, "pickle.Unpickler.load", &v, &snap, &base);
+        k = pyb_judge_file(f, "pickle.Unpickler.load", &v, &snap, &base);
+        if (k == PYB_STREAM && !pyb_keeps_file(self, f) && pyb_slots_or_say(self, meth, sw))
+            k = pyb_stream_take(f, "pickle.Unpickler.load", &v, &data);
+        else if (k == PYB_STREAM)
+            v = SPA_VERDICT_COUNT;
         pya_t.busy = 0;
         *blocked = k == PYB_BLOCKED;
-        if (k == PYB_STREAM) v = SPA_VERDICT_COUNT;
     }
-    if (snap && !pyb_find_slots(self, meth, sw->slot)) {
-        static atomic_int said;
-        static const char m[] = "safepickle: layer 2 cannot find where an Unpickler holds its file's methods in this "
-                                "Python; a stream rewritten during Unpickler.load is not detected\n";
-        if (!atomic_exchange(&said, 1)) spp_write_stderr(m, sizeof m - 1);
-        py_Py_DecRef(snap);
+    if (data) {
+        if (pyb_bytesio_methods(data, now)) pyb_swap_in(sw, now);
+        else *blocked = true;
+        py_Py_DecRef(data);
+    } else if (snap && pyb_slots_or_say(self, meth, sw)) {
+        if (pyb_pin_new(f, snap, base, false, "pickle.Unpickler.load", meth, now, &sw->pin)) pyb_swap_in(sw, now);
+        else *blocked = true; /* no memory to pin: the exception is set */
     } else if (snap) {
-        if (pyb_pin_new(f, snap, base, false, "pickle.Unpickler.load", meth, sw->proxy, &sw->pin)) {
-            /* the slot's reference to the file's method is ours until restored; the
-             * slot gets one to the proxy, and we keep ours (its address stays taken) */
-            for (int j = 0; j < PYB_NMETH; j++) {
-                if (!sw->slot[j]) continue;
-                sw->orig[j] = *sw->slot[j];
-                py_Py_IncRef(sw->proxy[j]);
-                *sw->slot[j] = sw->proxy[j];
-            }
-            sw->on = true;
-        } else {
-            *blocked = true; /* no memory to pin: the exception is set */
-        }
+        py_Py_DecRef(snap);
     }
     for (int j = 0; j < PYB_NMETH; j++)
         if (meth[j]) py_Py_DecRef(meth[j]);
@@ -971,15 +1036,18 @@ static spa_verdict pyb_guard_unpickler(spp_pyobj *self, bool *blocked, pyb_swap 
 }
 
 /* Give the unpickler its file's methods back, unless the load re-initialised
- * it (then its slots hold what it set, and the originals are dropped). */
+ * it (its read slot no longer holds ours: then its slots hold what it set,
+ * and the originals are dropped). */
 static void pyb_unswap(pyb_swap *sw, spp_pyobj *res) {
     pyb_pin_reraise(sw->pin, res);
+    bool reinit = sw->on && *sw->slot[PYB_RD] != sw->proxy[PYB_RD];
     for (int j = 0; j < PYB_NMETH; j++) {
         if (sw->on && sw->slot[j]) {
-            if (*sw->slot[j] == sw->proxy[j]) {
+            spp_pyobj *cur = *sw->slot[j];
+            if (!reinit && cur == sw->proxy[j]) {
                 *sw->slot[j] = sw->orig[j];
-                py_Py_DecRef(sw->proxy[j]); /* the slot's */
-            } else {
+                if (cur) py_Py_DecRef(cur); /* the slot's */
+            } else if (sw->orig[j]) {
                 py_Py_DecRef(sw->orig[j]);
             }
         }
@@ -1021,29 +1089,62 @@ static spp_pyobj *pyb_w_uload_meth(spp_pyobj *self, void *cls, spp_pyobj *const 
  * follow forward moves of the file (joblib reads array bytes from it). */
 static const char *const pyb_py_attr[PYB_NMETH] = {"_file_read", NULL, "_file_readline", NULL};
 
-/* Over an in-memory stream (snap, stolen): the instance's _file_read and
- * _file_readline become the pin's functions (sw: what to restore). False with
- * an exception set: the load must not run. */
-static bool pyb_pyload_pin(spp_pyobj *self, spp_pyobj *f, spp_pyobj *snap, long base, pyb_swap *sw) {
+/* What the instance's load reads through (_file_read, _file_readline;
+ * borrowed into orig[]) and its __dict__ (new reference), or NULL when it has
+ * not both (its load then reads nothing we can stand in for). */
+static spp_pyobj *pyb_pyload_io(spp_pyobj *self, spp_pyobj *orig[PYB_NMETH]) {
+    memset(orig, 0, PYB_NMETH * sizeof *orig);
     spp_pyobj *d = pya_getattr(self, "__dict__");
-    spp_pyobj *orig[PYB_NMETH] = {0};
     for (int j = 0; d && j < PYB_NMETH; j++)
         if (pyb_py_attr[j]) orig[j] = py_PyDict_GetItemString(d, pyb_py_attr[j]); /* borrowed */
     py_PyErr_Clear();
-    if (!d || !orig[PYB_RD] || !orig[PYB_RDLINE]) {
-        if (d) py_Py_DecRef(d);
-        py_Py_DecRef(snap);
-        return true; /* its load reads nothing we can stand in for: judged, not pinned */
-    }
-    bool ok = pyb_pin_new(f, snap, base, true, "pickle._Unpickler.load", orig, sw->proxy, &sw->pin);
-    for (int j = 0; ok && j < PYB_NMETH; j++) {
-        if (!sw->proxy[j]) continue;
+    if (d && orig[PYB_RD] && orig[PYB_RDLINE]) return d;
+    if (d) py_Py_DecRef(d);
+    return NULL;
+}
+
+/* The instance's _file_read and _file_readline become now[] (new references,
+ * kept in sw with what they replace). False with an exception set. */
+static bool pyb_pyload_swap(spp_pyobj *d, spp_pyobj *const orig[PYB_NMETH], spp_pyobj *now[PYB_NMETH], pyb_swap *sw) {
+    bool ok = true;
+    sw->dict = d;
+    sw->on = true;
+    for (int j = 0; j < PYB_NMETH; j++) {
+        sw->proxy[j] = now[j];
+        if (!pyb_py_attr[j] || !now[j] || !ok) continue;
         sw->orig[j] = orig[j];
         py_Py_IncRef(orig[j]);
-        sw->on = true;
-        if (py_PyDict_SetItemString(d, pyb_py_attr[j], sw->proxy[j]) != 0) ok = false;
+        if (py_PyDict_SetItemString(d, pyb_py_attr[j], now[j]) != 0) ok = false;
     }
-    sw->dict = d;
+    return ok;
+}
+
+/* Over an in-memory stream (snap, stolen): held to the bytes judged through
+ * the pin. Over another stream: one pickle read and judged (*k becomes
+ * PYB_BLOCKED when refused), and the load reads those bytes, unless the
+ * unpickler keeps the stream for its own reads. False with an exception set:
+ * the load must not run. */
+static bool pyb_pyload_hold(spp_pyobj *self, spp_pyobj *f, spp_pyobj *snap, long base, pyb_kind *k, spa_verdict *v,
+                            pyb_swap *sw) {
+    spp_pyobj *orig[PYB_NMETH], *now[PYB_NMETH] = {0}, *data = NULL;
+    spp_pyobj *d = (snap || *k == PYB_STREAM) ? pyb_pyload_io(self, orig) : NULL;
+    bool ok = true;
+    if (d && snap) {
+        ok = pyb_pin_new(f, snap, base, true, "pickle._Unpickler.load", orig, now, &sw->pin);
+        snap = NULL;
+    } else if (d && !pyb_keeps_file(self, f) && pyb_busy_again()) {
+        *k = pyb_stream_take(f, "pickle._Unpickler.load", v, &data);
+        pya_t.busy = 0;
+        ok = *k != PYB_BLOCKED && pyb_bytesio_methods(data, now);
+    } else {
+        if (*k == PYB_STREAM) *v = SPA_VERDICT_COUNT; /* judged by names and behaviour */
+        if (d) py_Py_DecRef(d);
+        d = NULL;
+    }
+    if (snap) py_Py_DecRef(snap);
+    if (data) py_Py_DecRef(data);
+    if (d && ok) return pyb_pyload_swap(d, orig, now, sw);
+    if (d) py_Py_DecRef(d);
     return ok;
 }
 
@@ -1076,13 +1177,12 @@ static spp_pyobj *pyb_w_pyload(spp_pyobj *orig, spp_pyobj *self) {
         if (rd) py_Py_DecRef(rd);
         pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", &v, &snap, &base) : PYB_NONE;
         pya_t.busy = 0;
-        bool ok = !snap || pyb_pyload_pin(self, f, snap, base, &sw);
+        bool ok = k == PYB_BLOCKED || pyb_pyload_hold(self, f, snap, base, &k, &v, &sw);
         if (f) py_Py_DecRef(f);
         if (k == PYB_BLOCKED || !ok) {
             pyb_pyload_unpin(&sw, NULL);
             return NULL;
         }
-        if (k == PYB_STREAM) v = SPA_VERDICT_COUNT; /* judged by names and behaviour */
     }
     spp_pyobj *res;
     PYB_RUN(v, py_PyObject_CallFunctionObjArgs(orig, self, NULL));

@@ -11,8 +11,9 @@ module inside the announced import: it passes. A gadget's own marshal.loads/exec
 importlib.import_module of a module outside any announced import are still refused (the
 payloads are proven to run without the preload).
 
-The loads use an Unpickler over a pipe: its bytes cannot be judged first, so names and
-behaviour decide (a load whose bytes were judged safe has no code veto at all)."""
+The loads use an Unpickler over a pipe that keeps the pipe among its attributes (as
+joblib's does): its bytes are not read ahead and judged first, so names and behaviour
+decide (a load whose bytes were judged safe has no code veto at all)."""
 import compileall
 import marshal
 import os
@@ -29,8 +30,12 @@ pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.s
 LOAD = textwrap.dedent("""
     import pickle, sys
     sys.path.insert(0, %r)
+    class Keeper(pickle.Unpickler):
+        def __init__(self, f):
+            super().__init__(f)
+            self.f = f
     try:
-        o = pickle.Unpickler(sys.stdin.buffer).load()
+        o = Keeper(sys.stdin.buffer).load()
         print('LOADED', type(o).__name__)
     except Exception as e:
         print('REFUSED', type(e).__name__, e)

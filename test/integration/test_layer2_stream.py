@@ -174,3 +174,42 @@ def test_stream_position_and_objects_unchanged(tmp_path):
     assert "safepickle" not in b.stderr, b.stderr[-3000:]
     assert a.stdout == b.stdout, (a.stdout, b.stdout)
     assert a.stdout.count("ot a pickle'") == 12, a.stdout
+
+
+PIPES = textwrap.dedent("""
+    import io, os, pickle, threading
+    objs = [([1, 2], 0), ({"a": (1, 2.5)}, 2), ("x" * 70000, 4), (b"y" * 300000, 4),
+            (bytearray(b"z" * 200000), 5), ({"k": [None, True]}, 3), (list(range(50)), 1)]
+    parts = [pickle.dumps(o, protocol=p) for o, p in objs]
+    out = io.BytesIO(); pk = pickle.Pickler(out, protocol=2)
+    shared = ["s" * 10]
+    pk.dump(shared); pk.dump([shared, shared])   # the second refers to the first's memo
+    data = b"".join(parts) + out.getvalue() + b"not a pickle"
+    def pipe(buffering):
+        r, w = os.pipe()
+        threading.Thread(target=lambda: (os.write(w, data), os.close(w))).start()
+        return open(r, "rb", buffering=buffering)
+    def show(o):
+        return repr(o)[:24] + "/%d" % len(repr(o))
+    for kind in (pickle.Unpickler, pickle._Unpickler, type("Mine", (pickle.Unpickler,), {})):
+        for buffering in (-1, 1 << 16):   # BufferedReaders (they have peek)
+            f = pipe(buffering)
+            res = [show(kind(f).load()) for _ in parts]
+            u = kind(f)
+            res += [show(u.load()) for _ in range(2)]
+            print(kind.__name__, buffering, res, f.read())
+""")
+
+
+def test_stream_unpickler_over_pipe_unchanged(tmp_path):
+    """Unpickler(stream).load() over a pipe reads one pickle, judged, then
+    unpickles it: the objects and what is left in the pipe after each load are
+    the same as without the preload (several pickles, frames, readinto-sized
+    bytes, a memo shared by two loads of one Unpickler)."""
+    a = run(tmp_path, PIPES, preload=False)
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = run(tmp_path, PIPES)
+    assert b.returncode == 0, b.stderr[-3000:]
+    assert "safepickle" not in b.stderr, b.stderr[-3000:]
+    assert a.stdout == b.stdout, (a.stdout, b.stdout)
+    assert a.stdout.count("b'not a pickle'") == 6, a.stdout

@@ -361,9 +361,13 @@ def test_overlong_global_name_refused(tmp_path, marker):
     r, _ = run_script(tmp_path, MALICIOUS_CASES["pickle_loads"], policy=dict(layer_file=False, layer_audit_hook=True))
     spgen.assert_marker_absent(marker)
     assert "<bytes>@" in r.stderr and "(pickle.loads;" in r.stderr, r.stderr[-1500:]  # bytes first
-    # An Unpickler over a pipe is judged by names and behaviour: the name limit holds there.
+    # An Unpickler that keeps its pipe for its own reads (as joblib's does) is judged by
+    # names and behaviour: the name limit holds there.
     pipe = ("import os, pickle\n" + UNMASK + "rd, wr = os.pipe(); os.write(wr, blob); os.close(wr)\n"
-            "pickle.Unpickler(os.fdopen(rd, 'rb')).load()  # LOAD\n")
+            "class Keeper(pickle.Unpickler):\n"
+            "    def __init__(self, f):\n"
+            "        super().__init__(f); self.f = f\n"
+            "Keeper(os.fdopen(rd, 'rb')).load()  # LOAD\n")
     r, _ = run_script(tmp_path, pipe, preload=False)
     assert os.path.exists(str(marker)), "control: the long name did not resolve from a pipe"
     os.unlink(str(marker))
