@@ -28,8 +28,8 @@ What each test shows:
   preload layer 1 refuses its open (no marker).
 - test_writable_mode_writes: r+ and w+ really write the file plainly; under the preload
   they are refused and the file is unchanged.
-- test_shareable_memory_predicate: has_shareable_memory mapped over arrays in loky workers
-  (joblib's tests do) loads under the preload.
+  The same run maps has_shareable_memory over arrays in the workers (joblib's tests do): a
+  predicate, data in a module otherwise judged file_write.
 """
 import json
 import os
@@ -82,53 +82,44 @@ def _ltm(path, mode, unlink, extra=(), n=None):
 
 
 PARALLEL = textwrap.dedent("""
-    import sys, numpy as np
-    from joblib import Parallel, delayed
-    backend, mode = sys.argv[1], sys.argv[2]
-    a = np.arange(20000.0)
-    try:
-        out = Parallel(n_jobs=2, backend=backend, max_nbytes=1000, mmap_mode=mode)(
-            delayed(np.sum)(a[i:]) for i in range(4))
-        print('RESULT', out == [float(a[i:].sum()) for i in range(4)])
-    except Exception as e:
-        print('FAILED', type(e).__name__, str(e)[:300])
-""")
-
-
-@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
-def test_parallel_auto_memmapping(backend):
-    for mode in ("r", "c", "r+"):
-        plain = _run(PARALLEL, args=(backend, mode))
-        assert plain.stdout.strip() == b"RESULT True", (mode, plain.stdout, plain.stderr[-1500:])
-        pre = _run(PARALLEL, preload=True, args=(backend, mode))
-        if mode == "r+":
-            assert b"RESULT True" not in pre.stdout, pre.stdout
-            assert b"load_temporary_memmap" in pre.stderr and b"callee.file_write" in pre.stderr, pre.stderr[-2000:]
-        else:
-            assert pre.stdout.strip() == b"RESULT True", (mode, pre.stdout, pre.stderr[-2000:])
-            assert b"safepickle: blocked" not in pre.stderr, pre.stderr[-2000:]
-
-
-SHAREABLE = textwrap.dedent("""
-    import numpy as np
+    import json, numpy as np
     from joblib import Parallel, delayed
     from joblib._memmapping_reducer import has_shareable_memory
     a = np.arange(20000.0)
-    try:
-        print('RESULT', Parallel(n_jobs=2, max_nbytes=1000)(delayed(has_shareable_memory)(x) for x in (a, a[:10])))
-    except Exception as e:
-        print('FAILED', type(e).__name__, str(e)[:300])
+    out = {}
+    # r+ last: a refused batch breaks the pool (loky starts a new one for the next call)
+    for backend in ("loky", "multiprocessing"):
+        for mode in ("r", "c", "r+"):
+            try:
+                got = Parallel(n_jobs=2, backend=backend, max_nbytes=1000, mmap_mode=mode)(
+                    delayed(np.sum)(a[i:]) for i in range(4))
+                out[backend + " " + mode] = 'RESULT %s' % (got == [float(a[i:].sum()) for i in range(4)])
+            except Exception as e:
+                out[backend + " " + mode] = 'FAILED %s %s' % (type(e).__name__, str(e)[:300])
+        try:
+            got = Parallel(n_jobs=2, backend=backend, max_nbytes=1000)(
+                delayed(has_shareable_memory)(x) for x in (a, a[:10]))
+            out[backend + " shareable"] = 'RESULT %s' % (got == [True, False])
+        except Exception as e:
+            out[backend + " shareable"] = 'FAILED %s %s' % (type(e).__name__, str(e)[:300])
+    print(json.dumps(out))
 """)
 
 
-def test_shareable_memory_predicate():
-    """joblib's own tests map has_shareable_memory over arrays in workers: a predicate
-    (it follows .base to an mmap), data in a module otherwise judged file_write."""
-    plain = _run(SHAREABLE)
-    assert plain.stdout.strip() == b"RESULT [True, False]", (plain.stdout, plain.stderr[-1500:])
-    pre = _run(SHAREABLE, preload=True)
-    assert pre.stdout.strip() == b"RESULT [True, False]", (pre.stdout, pre.stderr[-2000:])
-    assert b"safepickle: blocked" not in pre.stderr
+def test_parallel_auto_memmapping():
+    """Every backend x mode in one process per run (loky reuses its workers)."""
+    plain = _run(PARALLEL, timeout=300)
+    want = {"%s %s" % (b, m): "RESULT True" for b in ("loky", "multiprocessing") for m in ("r", "c", "r+", "shareable")}
+    assert json.loads(plain.stdout) == want, (plain.stdout, plain.stderr[-1500:])
+    pre = _run(PARALLEL, preload=True, timeout=300)
+    got = json.loads(pre.stdout)
+    for k, v in want.items():
+        if k.endswith("r+"):
+            # file_write by design: the worker refuses the batch
+            assert v != got[k], (k, got[k])
+        else:
+            assert got[k] == v, (k, got[k], pre.stderr[-2000:])
+    assert b"load_temporary_memmap" in pre.stderr and b"callee.file_write" in pre.stderr, pre.stderr[-2000:]
 
 
 LOADS = textwrap.dedent("""
@@ -272,29 +263,30 @@ def test_malicious_nested_file(tmp_path):
     roots = [str(tmp_path)]
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         roots.append("/dev/shm")
-    made = []
+    made, cases = [], {}
     try:
-        for root in roots:
+        for ri, root in enumerate(roots):
             d = _folder(root)
             made.append(d)
-            p = os.path.join(d, "%d-%d-%s.pkl" % (os.getpid(), 7, HEX))
-            marker = tmp_path / "PAYLOAD_RAN"
-            with open(p, "wb") as f:
-                f.write(_payload_pickle(marker))
             for mode in ("r", "c"):
                 for unlink in (False, True):
-                    data = _ltm(p, mode, unlink)
-                    if marker.exists():
-                        marker.unlink()
-                    plain = _run(LOADS, json.dumps({"x": data.hex()}).encode())
-                    assert marker.exists(), ("the payload must run without the preload", root, mode, plain.stdout)
-                    marker.unlink()
-                    pre = _run(LOADS, json.dumps({"x": data.hex()}).encode(), preload=True)
-                    got = json.loads(pre.stdout)["x"]
-                    assert not marker.exists(), (root, mode, unlink, got)
-                    # refused by layer 1 at the nested file's open (the bytes were allowed)
-                    assert got.startswith("REFUSED PermissionError") and p in got, (root, mode, got)
-                    assert ("safepickle: blocked %s" % p).encode() in pre.stderr, pre.stderr[-2000:]
+                    name = "%d_%s_%s" % (ri, mode, unlink)
+                    marker = tmp_path / ("PAYLOAD_RAN_" + name)
+                    p = os.path.join(d, "%d-%d-%s.pkl" % (os.getpid(), len(cases), HEX))
+                    with open(p, "wb") as f:
+                        f.write(_payload_pickle(marker))
+                    cases[name] = (p, marker, _ltm(p, mode, unlink))
+        data = json.dumps({k: v[2].hex() for k, v in cases.items()}).encode()
+        pre = _run(LOADS, data, preload=True)
+        got = json.loads(pre.stdout)
+        for name, (p, marker, _) in cases.items():
+            assert not marker.exists(), (name, got[name])
+            # refused by layer 1 at the nested file's open (the bytes were allowed)
+            assert got[name].startswith("REFUSED PermissionError") and p in got[name], (name, got[name])
+            assert ("safepickle: blocked %s" % p).encode() in pre.stderr, pre.stderr[-2000:]
+        _run(LOADS, data)
+        for name, (p, marker, _) in cases.items():
+            assert marker.exists(), ("the payload must run without the preload", name)
     finally:
         for d in made:
             shutil.rmtree(d, ignore_errors=True)
