@@ -152,6 +152,68 @@ static void test_nested(void) {
     free(src);
 }
 
+/* @fileload: joblib's load_temporary_memmap(name, mode, unlink) is data only where the
+ * caller says the process judges its opens (the preload's layer 1), in joblib's shape;
+ * the same bytes stay callee.deserialize for the CLI, and nested bytes inherit the flag. */
+static spa_verdict fileload_verdict(const char *p, size_t n, bool judged, const char **rule) {
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    o.opens_judged = judged;
+    spa_result *r = NULL;
+    spa_err e;
+    if (spa_scan_mem(&o, (const uint8_t *)p, n, &r, &e) != SPA_OK || !r) return SPA_VERDICT_COUNT;
+    T_EQ_INT(spa_classify(r, NULL), SPA_OK);
+    spa_verdict v = r->verdict;
+    static char rl[64];
+    snprintf(rl, sizeof rl, "%s", r->n_reasons ? r->reasons[0].rule : "-");
+    if (getenv("T_DEBUG")) for (size_t i = 0; i < r->n_reasons; i++) fprintf(stderr, "  %s\n", r->reasons[i].msg);
+    *rule = rl;
+    spa_result_free(r);
+    return v;
+}
+
+static void test_fileload(void) {
+#define LTM(name, mode, flag) "\x80\x04" "cjoblib.numpy_pickle\nload_temporary_memmap\n(V" name "\nV" mode "\n" flag "tR."
+#define GOOD "/dev/shm/joblib_memmapping_folder_12_ab_cd/12-140-0123456789abcdef0123456789abcdef.pkl"
+    static const struct { const char *src; size_t n; spa_verdict judged; const char *rule; } cases[] = {
+        {LTM(GOOD, "r", "\x88"), sizeof LTM(GOOD, "r", "\x88") - 1, SPA_VERDICT_SAFE, NULL},
+        {LTM(GOOD, "c", "\x89"), sizeof LTM(GOOD, "c", "\x89") - 1, SPA_VERDICT_SAFE, NULL},
+        {LTM(GOOD, "r+", "\x89"), sizeof LTM(GOOD, "r+", "\x89") - 1, SPA_VERDICT_MALICIOUS, "callee.file_write"},
+        {LTM(GOOD, "w+", "\x89"), sizeof LTM(GOOD, "w+", "\x89") - 1, SPA_VERDICT_MALICIOUS, "callee.file_write"},
+        {LTM(GOOD, "readonly", "\x89"), sizeof LTM(GOOD, "readonly", "\x89") - 1, SPA_VERDICT_MALICIOUS, "callee.deserialize"},
+        {LTM(GOOD, "r", "I1\n"), sizeof LTM(GOOD, "r", "I1\n") - 1, SPA_VERDICT_MALICIOUS, "callee.deserialize"},
+        {LTM("/etc/passwd", "r", "\x89"), sizeof LTM("/etc/passwd", "r", "\x89") - 1, SPA_VERDICT_MALICIOUS, "callee.deserialize"},
+        {LTM("/dev/shm/joblib_memmapping_folder_1/../12-1-0123456789abcdef0123456789abcdef.pkl", "r", "\x89"),
+         sizeof LTM("/dev/shm/joblib_memmapping_folder_1/../12-1-0123456789abcdef0123456789abcdef.pkl", "r", "\x89") - 1,
+         SPA_VERDICT_MALICIOUS, "callee.deserialize"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *rule;
+        spa_verdict v = fileload_verdict(cases[i].src, cases[i].n, true, &rule);
+        T_CHECK_MSG(v == cases[i].judged, "case %zu: %s with opens judged", i, spa_verdict_name(v));
+        if (cases[i].rule) T_CHECK_MSG(!strcmp(rule, cases[i].rule), "case %zu: rule %s", i, rule);
+        v = fileload_verdict(cases[i].src, cases[i].n, false, &rule);
+        T_CHECK_MSG(v == SPA_VERDICT_MALICIOUS, "case %zu: %s without", i, spa_verdict_name(v));
+    }
+    /* nested under @rawload (pickle.loads of a bytes constant): the same process, the same flag */
+    static const char inner[] = LTM(GOOD, "r", "\x89");
+    char outer[400];
+    size_t in = sizeof inner - 1, on = 0;
+    static const char pre[] = "\x80\x03" "c_pickle\nloads\nC";
+    memcpy(outer, pre, sizeof pre - 1);
+    on = sizeof pre - 1;
+    outer[on++] = (char)in;
+    memcpy(outer + on, inner, in);
+    on += in;
+    memcpy(outer + on, "\x85R.", 3);
+    on += 3;
+    const char *rule;
+    T_EQ_INT(fileload_verdict(outer, on, true, &rule), SPA_VERDICT_SAFE);
+    T_EQ_INT(fileload_verdict(outer, on, false, &rule), SPA_VERDICT_MALICIOUS);
+#undef LTM
+#undef GOOD
+}
+
 static void test_reason_fields(void) {
     static const char src[] = "(dS'w'\nI1\nscos\nsystem\n(S'touch /tmp/m'\ntR.";
     spa_result *r = scan_cls(src, sizeof src - 1, NULL);
@@ -291,5 +353,5 @@ static void test_decoder_calls(void) {
     CASE(TC_LOAD_B64("b64decode", "\x26", "gAJ-jcG9zaXgKc3lzdGVtClgCAAAAaWSFUi4=_"), SPA_VERDICT_MALICIOUS, "nested.malicious");
 }
 
-T_MAIN("classify", T_CASE(test_lookup_limit), T_CASE(test_decoder_calls), T_CASE(test_calls), T_CASE(test_reflection), T_CASE(test_structural), T_CASE(test_nested),
+T_MAIN("classify", T_CASE(test_fileload), T_CASE(test_lookup_limit), T_CASE(test_decoder_calls), T_CASE(test_calls), T_CASE(test_reflection), T_CASE(test_structural), T_CASE(test_nested),
        T_CASE(test_reason_fields), T_CASE(test_policy_rules), T_CASE(test_hand_built_ir))
