@@ -57,9 +57,20 @@ def _run(code, data=None, preload=False, args=(), env=None, cwd=None, timeout=18
                           timeout=timeout, cwd=cwd)
 
 
+MADE = []  # folders made outside tmp_path (/dev/shm): removed after each test
+
+
+@pytest.fixture(autouse=True)
+def _remove_made():
+    yield
+    while MADE:
+        shutil.rmtree(MADE.pop(), ignore_errors=True)
+
+
 def _folder(root):
     d = os.path.join(str(root), "joblib_memmapping_folder_%d_%s_%s" % (os.getpid(), uuid.uuid4().hex, uuid.uuid4().hex))
     os.makedirs(d)
+    MADE.append(d)
     return d
 
 
