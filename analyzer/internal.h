@@ -80,10 +80,12 @@ typedef struct spa_vm_hooks {
     bool (*opaque)(void *ud, const uint8_t *p, size_t n, uint64_t len);
     void *ud;
     size_t on_const_min;  /* constants with fewer kept bytes are not offered to on_const */
-    /* The VM's kinds-only path (vm.c): true only when on_const(v) would
-     * surely return UINT32_MAX and change nothing. NULL: never (that path
-     * then leaves every stream with an offered constant to the general one). */
-    bool (*const_inert)(void *ud, const spa_val *v);
+    /* The VM's kinds-only path (vm.c): true only when on_const would surely
+     * return UINT32_MAX and change nothing for a str/bytes value of kind k,
+     * kept bytes p[0..kept) of len (all on_const may read of it). NULL:
+     * never (that path then leaves every stream with an offered constant to
+     * the general one). */
+    bool (*const_inert)(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len);
 } spa_vm_hooks;
 
 /* Run one pickle stream from the current position of `in` until STOP, error

@@ -136,22 +136,33 @@ bool spc_nested_opaque(void *ud, const uint8_t *p, size_t n, uint64_t len) {
     return true;
 }
 
-/* What spc_nested_on_const would scan of constant v: the bytes (and their
- * encoding) when it is nested content, false when not. Its only effects are
- * on the scan arena (a decoded candidate is kept there) and s->fatal. */
-static bool nb_find(spc_scan *s, const spa_val *v, const uint8_t **data, size_t *dn, const char **enc) {
-    if (!v || (v->kind != SPA_V_STR && v->kind != SPA_V_BYTES) || !v->u.s.p) return false;
-    size_t n = (size_t)v->u.s.kept;
+/* What spc_nested_on_const would scan of a str/bytes constant of kind k
+ * (its first kept bytes p, of len): the bytes (and their encoding) when it
+ * is nested content, false when not. Its only effects are on the scan arena
+ * (a decoded candidate is kept there) and s->fatal. */
+static inline bool nb_find(spc_scan *s, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len,
+                           const uint8_t **data, size_t *dn, const char **enc) {
+    if ((k != SPA_V_STR && k != SPA_V_BYTES) || !p) return false;
+    size_t n = (size_t)kept;
     if (n < SPC_NESTED_MIN) return false;
-    const uint8_t *p = v->u.s.p;
-    bool trunc = v->u.s.kept < v->u.s.len;
+    bool trunc = kept < len;
     *data = NULL;
     *enc = "const";
-    if (!spc_sniff_surely_none(p, n) && nb_candidate(s, p, n, v->u.s.len)) {
+    bool none = spc_sniff_surely_none(p, n);
+    if (none && n < 16) {
+        /* below, only the latin1 reading of non-ASCII text is left (hex and
+         * base64 need 16 characters): the common short constant ends here */
+        _Static_assert(SPC_NESTED_MIN >= 8, "two words cover 8..15 bytes");
+        uint64_t w0, w1;
+        memcpy(&w0, p, 8);
+        memcpy(&w1, p + n - 8, 8);
+        if (k == SPA_V_BYTES || !((w0 | w1) & 0x8080808080808080ull)) return false;
+    }
+    if (!none && nb_candidate(s, p, n, len)) {
         *data = p;
         *dn = n;
     }
-    if (!*data && v->kind == SPA_V_STR) {
+    if (!*data && k == SPA_V_STR) {
         bool ascii = true;
         size_t i = 0;
         for (; ascii && n - i >= 8; i += 8) { /* a word at a time */
@@ -172,16 +183,17 @@ static bool nb_find(spc_scan *s, const spa_val *v, const uint8_t **data, size_t 
     return !s->fatal && *data;
 }
 
-/* The VM's kinds-only path asks first: true when spc_nested_on_const would
- * surely scan nothing of v (no stream, no note, no change to the scan), so
- * the constant need not exist as a value. False (the VM then runs the
- * stream on its general path, which calls spc_nested_on_const) otherwise. */
-bool spc_nested_const_inert(void *ud, const spa_val *v) {
+/* The VM's kinds-only path asks first (with what on_const reads of the
+ * value it would be offered): true when spc_nested_on_const would surely
+ * scan nothing (no stream, no note, no change to the scan), so the constant
+ * need not exist as a value. False (the VM then runs the stream on its
+ * general path, which calls spc_nested_on_const) otherwise. */
+bool spc_nested_const_inert(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len) {
     spc_scan *s = ud;
     const uint8_t *data;
     size_t dn = 0;
     const char *enc;
-    return !nb_find(s, v, &data, &dn, &enc) && !s->fatal;
+    return !nb_find(s, k, p, kept, len, &data, &dn, &enc) && !s->fatal;
 }
 
 uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint32_t depth,
@@ -190,7 +202,8 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     const uint8_t *data = NULL;
     size_t dn = 0;
     const char *enc = "const";
-    if (!nb_find(s, v, &data, &dn, &enc)) return UINT32_MAX;
+    if (!v || !nb_find(s, (spa_vkind)v->kind, v->u.s.p, v->u.s.kept, v->u.s.len, &data, &dn, &enc))
+        return UINT32_MAX;
     bool trunc = v->u.s.kept < v->u.s.len;
 
     const spa_stream *ps = parent_stream != UINT32_MAX ? spa_ctx_stream(sc, parent_stream) : NULL;

@@ -2327,19 +2327,12 @@ static bool vk_push(vm *m, uint8_t k) {
 }
 
 /* Would on_const pass over this constant (d[0..kept) of n bytes) without a
- * trace? Asked of the node the general path would offer (as vm_new and
- * vm_counted_set make it), on the stack. */
-static bool vk_inert(vm *m, uint8_t op, uint64_t off, const uint8_t *d, uint64_t n, uint64_t kept, bool opaque) {
+ * trace? Asked with what it reads of the node the general path would offer
+ * (vm_counted_val's kind and bytes). */
+VM_HOT bool vk_inert(vm *m, uint8_t op, const uint8_t *d, uint64_t n, uint64_t kept) {
     const spa_vm_hooks *h = m->hooks;
     if (!h || !h->on_const || kept < h->on_const_min) return true;
-    if (!h->const_inert) return false;
-    spa_val v;
-    memset(&v, 0, sizeof v);
-    v.kind = (uint8_t)vm_counted_kind(op);
-    v.opcode = op;
-    v.off = off;
-    vm_counted_set(&v, op, d, n, kept, opaque);
-    return h->const_inert(h->ud, &v);
+    return h->const_inert && h->const_inert(h->ud, vm_counted_kind(op), d, kept, n);
 }
 
 /* A counted str/bytes opcode (not BYTEARRAY8), its reads as vm_load_counted's. */
@@ -2348,7 +2341,7 @@ static void vk_counted(vm *m, uint8_t op, uint64_t off) {
     uint64_t n, kept;
     bool owned, opaque;
     if (!vm_counted_arg(m, op, off, &d, &n, &kept, &owned, &opaque)) return;
-    bool inert = vk_inert(m, op, off, d, n, kept, opaque);
+    bool inert = vk_inert(m, op, d, n, kept);
     if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
     if (inert) (void)vk_push(m, VK_OTHER);
     else vk_bail(m);
@@ -2451,6 +2444,24 @@ static void vk_step(vm *m, uint8_t op, uint64_t off) {
     vk_bail(m);
 }
 
+/* vm_memo_put_hot's common case on the kinds-only path (no key is kept, so
+ * no GET bitmap to ask): a new key inside the definition bitmap, under the
+ * limits, is one bit; anything else takes vm_memo_put. */
+VM_HOT void vk_memo_def(vm *m, uint64_t key, uint64_t lim_memo, uint64_t lim_key, uint64_t off) {
+    vm_memo *mm = &m->memo;
+    uint64_t k = key - mm->dbase;
+    if (key >= mm->dbase && k < mm->ndef && !mm->hcount && mm->count < lim_memo && key <= lim_key) {
+        uint64_t b = 1ull << (k % 64), *wd = &mm->def[k / 64];
+        if (*wd & b) return;
+        *wd |= b;
+        mm->count++;
+        mm->npruned++;
+        if (*wd == ~0ull) vm_def_slide(mm);
+        return;
+    }
+    vm_memo_put(m, key, NULL, off);
+}
+
 /* Is s[0..n) ASCII (so UTF-8)? Reads whole words only inside [s, end). */
 VM_HOT bool vk_ascii(const uint8_t *s, size_t n, const uint8_t *end) {
     uint64_t w0, w1;
@@ -2480,6 +2491,7 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
     const uint8_t *q = p, *pe = p + got, *qe = pe - (VM_FAST_WIN - 1);
     const uint64_t cpos = spa_in_pos_fast(m->in), base = cpos - m->start, cpos1 = cpos + 1;
     const uint64_t lim_str = m->lim->v[SPA_LIM_STR], lim_marks = m->lim->v[SPA_LIM_MARKS];
+    const uint64_t lim_memo = m->lim->v[SPA_LIM_MEMO], lim_key = m->lim->v[SPA_LIM_MEMO_KEY];
     if (base >= lim_bytes || m->nops >= lim_ops) return 0;
     if (lim_bytes - base < (uint64_t)(qe - p)) qe = p + (lim_bytes - base);
     /* an opcode takes a byte at least: no opcode count test inside */
@@ -2494,18 +2506,19 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
         uint64_t w = o.w, key;
         size_t x;
         switch (o.cls) {
+        default: __builtin_unreachable();
         case VKC_NO: goto out;
         case VKC_PUSHA: VK_ARG(w); /* fall through */
         case VKC_PUSH: ks[sp++] = o.k; break;
         case VKC_PUT:
             VK_ARG(w);
             if (sp <= fence) goto bail;
-            vm_memo_put_hot(m, vm_le(q + 1, (int)w), NULL, base + (uint64_t)(q - p));
+            vk_memo_def(m, vm_le(q + 1, (int)w), lim_memo, lim_key, base + (uint64_t)(q - p));
             if (m->halt) goto bail;
             break;
         case VKC_MEMOIZE:
             if (sp <= fence) goto bail;
-            vm_memo_put_hot(m, mm->count, NULL, base + (uint64_t)(q - p));
+            vk_memo_def(m, mm->count, lim_memo, lim_key, base + (uint64_t)(q - p));
             if (m->halt) goto bail;
             break;
         case VKC_GET:
@@ -2550,7 +2563,7 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
             VK_ARG(w);
             if (op == SPA_OP_SHORT_BINUNICODE && !vk_ascii(q + 2, q[1], pe) && !vm_utf8_ok(q + 2, q[1], false))
                 goto bail;
-            if (!vk_inert(m, op, base + (uint64_t)(q - p), q + 2, q[1], q[1], false)) goto bail;
+            if (!vk_inert(m, op, q + 2, q[1], q[1])) goto bail;
             ks[sp++] = VK_OTHER;
             break;
         case VKC_POP:
