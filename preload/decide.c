@@ -16,10 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static ssize_t spp_plain_src_pread(void *ctx, void *buf, size_t len, uint64_t off) {
-    return spp_fd_pread((int)(intptr_t)ctx, buf, len, off);
-}
-
 #define SPP_HASH_CHUNK 65536u /* bytes per pread while hashing a file for trusted_sha256 */
 #define SPP_JUDGE_TRIES 3      /* judgements of a file whose bytes change under the scan, then fail mode */
 
@@ -88,20 +84,25 @@ static bool spp_judge_once(int fd, const struct stat *st, const char *hint, int 
     out->verdict = SPA_VERDICT_SAFE;
     out->action = SPA_ACT_ALLOW;
 
-    /* THE recogniser, the one `safepickle scan` uses (head and tail), over
-     * the plain real pread: content that is not pickle-bearing (a sysfs file
-     * that changes at every read) is not fingerprinted. The scan below
-     * recognises again through the fingerprinting source, and every byte the
-     * analyzer reads there is fingerprinted on its way (verify.c). */
-    spa_src plain = { .pread = spp_plain_src_pread, .ctx = (void *)(intptr_t)fd, .size = (uint64_t)st->st_size,
-                      .mem = NULL };
+    /* THE recogniser, the one `safepickle scan` uses (head and tail), through
+     * the fingerprinting source in its soft mode: the blocks it reads are
+     * fingerprinted, so a "not pickle-bearing" judgement is verified on the
+     * reads that return those bytes (SPP_FD_RECOG), but its reads never fail
+     * (a sysfs file shorter than its size, or one that changes at every read,
+     * is then not fingerprinted: fb->shortf, fb->volat). The scan below
+     * recognises again through the same source, strict: every byte the
+     * analyzer reads is fingerprinted on its way and must equal what the
+     * recogniser saw (verify.c). */
     spa_src src = { .pread = spp_fpb_pread, .ctx = fb, .size = (uint64_t)st->st_size, .mem = NULL };
     static SPP_TLS uint8_t *scratch;
     if (!scratch) scratch = malloc(SPA_RECOG_SCRATCH); /* NULL: the recogniser reads in small chunks */
     spa_format fmt = SPA_FMT_NONE;
     int read_errno = 0;
     bool transient = false;
-    if (spa_recognise(&plain, scratch, scratch ? SPA_RECOG_SCRATCH : 0, &fmt) != SPA_OK) {
+    fb->soft = true;
+    spa_code rc = spa_recognise(&src, scratch, scratch ? SPA_RECOG_SCRATCH : 0, &fmt);
+    fb->soft = false;
+    if (rc != SPA_OK) {
         /* a read that failed is not "not pickle-bearing": judged as an
          * internal error below (the policy's fail mode), never cached */
         read_errno = errno;
@@ -234,6 +235,20 @@ static void spp_judge_failmode(int fd, const char *hint, int hook, spp_cached *o
     out->ex = spp_expl_make(&ev);
 }
 
+/* Content judged not pickle-bearing: the fingerprint of the bytes that
+ * judgement read (the recogniser's head and tail, or all a scan that found no
+ * stream read), so that a change under the same identity (a shared mapping)
+ * is seen by the reads that return them (SPP_FD_RECOG). None when nothing was
+ * read whole (a file shorter than its size: a pseudo file, or one truncated
+ * since its fstat, whose identity then differs); a file whose bytes changed
+ * between two of the recogniser's reads (or no memory for the fingerprint)
+ * gets out->fresh: every read is judged again after the call (SPP_FD_FRESH). */
+static void spp_none_fp(spp_fpb *fb, const struct stat *st, spp_cached *out) {
+    if (fb->shortf || fb->n == 0) return;
+    if (!fb->volat) out->fp = spp_fpb_finish(fb, st);
+    if (!out->fp) out->fresh = 1;
+}
+
 /* Judge the content of fd, fingerprinting the bytes the judgement relied on
  * (out->fp for allowed pickle-bearing content). A file whose bytes change
  * while it is judged is judged again, up to SPP_JUDGE_TRIES times, then the
@@ -249,6 +264,7 @@ static bool spp_judge_full(int fd, const struct stat *st, const char *hint, int 
             return true;
         }
         if (!fb.changed) {
+            if (!out->bearing && !transient) spp_none_fp(&fb, st, out);
             if (out->bearing) {
                 spp_strong_of_fd(fd, &out->strong);
                 if (out->action != SPA_ACT_BLOCK) out->fp = spp_fpb_finish(&fb, st);
@@ -373,7 +389,12 @@ static void spp_judge_slow(void *arg) {
         return;
     }
     uint64_t e = ident | (c.bearing == SPP_BEARING_TRUSTED ? SPP_FD_TRUSTED : c.bearing ? SPP_FD_BEARING : 0);
-    if (!c.bearing && spp_changed_lately(stp)) e |= SPP_FD_FRESH;
+    /* not pickle-bearing: the bytes the judgement read are verified (SPP_FD_RECOG:
+     * a change under the same identity, a shared mapping's, is seen there); with
+     * no fingerprint of them, or an fd past the table (judged before each call),
+     * a change within the timestamp tick is caught by judging again (SPP_FD_FRESH) */
+    if (!c.bearing && c.fp && fd < SPP_FD_MAX) e |= SPP_FD_RECOG;
+    else if (!c.bearing && (c.fresh || spp_changed_lately(stp))) e |= SPP_FD_FRESH;
     spp_fdfp_set(fd, c.fp);
     spp_fd_set(fd, e);
     spp_cached_release(&c);
@@ -587,6 +608,11 @@ static int spp_recheck(int fd, int hook, const struct iovec *seg, int cnt, size_
     }
     *ent_out = now;
     if (now & (SPP_FD_TRUSTED | SPP_FD_BEARING)) return spp_verify(fd, hook, seg, cnt, got, off);
+    if (now & SPP_FD_RECOG) { /* the bytes the new judgement read must be the ones returned */
+        e = spp_verify(fd, hook, seg, cnt, got, off);
+        *ent_out = spp_fd_get(fd);
+        if (e || (*ent_out & (SPP_FD_TRUSTED | SPP_FD_BEARING))) return e;
+    }
     if (off < 0) {
         off_t cur = lseek(fd, 0, SEEK_CUR);
         if (cur < 0 || (uint64_t)cur < got)
@@ -650,7 +676,15 @@ int spp_recheck_read(int fd, int hook, const struct iovec *iov, int cnt, size_t 
 #endif
     if (!got || !*ent) return 0;    /* nothing read, or not a regular file */
     bool moved = spp_ident_moved(fd, *ent);
-    if (!moved && !(*ent & SPP_FD_FRESH)) return 0; /* unchanged */
+    if (!moved && !(*ent & (SPP_FD_FRESH | SPP_FD_RECOG))) return 0; /* unchanged */
+    if (!moved && !(*ent & SPP_FD_FRESH)) {
+        /* the same identity: the bytes returned from those the "not pickle-bearing"
+         * judgement read must be the bytes it read (a shared mapping's writer
+         * changes them under the same identity) */
+        int e = spp_verify_alt(fd, hook, iov, cnt, got, off);
+        *ent = spp_fd_get(fd);
+        return e;
+    }
     spp_rargs x = { .fd = fd, .hook = hook, .cnt = cnt, .rc = 0, .seg = iov, .got = got, .off = off, .moved = moved,
                     .ent_out = ent };
     spp_on_altstack(spp_recheck_cb, &x);
@@ -679,10 +713,12 @@ int spp_recheck_map(int fd, int hook, uint64_t off, size_t len, uint64_t *ent) {
     return 0; /* test/bench/bench_verify.sh only (see verify.c) */
 #endif
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || spp_ident_hash(&st) == (*ent & ~SPP_FD_TAGS)) return 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    if (spp_ident_hash(&st) == (*ent & ~SPP_FD_TAGS))   /* the same identity: the bytes judged, if any */
+        return (*ent & SPP_FD_RECOG) ? spp_verify_map(fd, hook, off, len) : 0;
     uint64_t now = 0;
     int e = spp_judge_fd_ent(fd, NULL, hook, SPP_AT_USE, &now);
     if (e) return e;
     *ent = now;
-    return (now & (SPP_FD_TRUSTED | SPP_FD_BEARING)) ? spp_verify_map(fd, hook, off, len) : 0;
+    return (now & (SPP_FD_TRUSTED | SPP_FD_BEARING | SPP_FD_RECOG)) ? spp_verify_map(fd, hook, off, len) : 0;
 }

@@ -98,7 +98,7 @@ static inline bool spp_use_plain(int fd, uint64_t *ent) {
     return false; /* test/bench/bench_verify.sh only: the preload as it was before the recheck */
 #endif
     uint64_t s = spp_fd_get(fd);
-    if (!s || (s & SPP_FD_TAGS)) return false;
+    if (!s || (s & SPP_FD_TAGS & ~SPP_FD_RECOG)) return false;
     *ent = s;
     return true;
 }

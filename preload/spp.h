@@ -122,7 +122,11 @@ uint64_t spp_ident_hash(const struct stat *st);
 #define SPP_FD_FRESH   16ull /* judged not pickle-bearing within SPP_FRESH_NS of its last change: a
                               * rewrite in the same timestamp tick keeps the identity, so every read
                               * is judged again after the call (decide.c, spp_recheck_read) */
-#define SPP_FD_TAGS    31ull
+#define SPP_FD_RECOG   32ull /* judged not pickle-bearing, and the bytes that judgement read (the
+                              * recogniser's head and tail, or a scan that found no stream) are
+                              * fingerprinted: reads of them are verified like a pickle-bearing fd's
+                              * (a shared mapping changes bytes under the same identity) */
+#define SPP_FD_TAGS    63ull
 #define SPP_FRESH_NS   2000000000ll /* 2 s: the coarsest timestamps met (1 s; FAT 2 s), and a jiffy */
 void spp_fd_set(int fd, uint64_t ident);     /* ident 0 forgets */
 uint64_t spp_fd_get(int fd);
@@ -174,6 +178,8 @@ typedef struct spp_fpb {
     spp_fpb_ent *e;
     size_t n, cap;
     bool changed, oom;          /* a block read twice differed; out of memory */
+    bool soft;                  /* the recogniser reads (spp_fpb_pread never fails them): */
+    bool shortf, volat;         /*   a block could not be read whole; a block read twice differed */
 } spp_fpb;
 void spp_fp_seed(const uint8_t seed[32]);   /* before the first hash: shared key (pcache.c) */
 spp_h128 spp_fp_hash(const uint8_t *p, size_t n);
@@ -272,9 +278,12 @@ typedef struct spp_cached {
     uint8_t bearing;     /* pickle-bearing content: 0 no, 1 yes, SPP_BEARING_TRUSTED yes and trusted */
     uint8_t reported;    /* a warning was already written for this identity */
     spp_strong strong;   /* pickle-bearing entries: the rest of the identity */
-    spp_fp *fp;          /* allowed pickle-bearing content: the bytes judged (a reference) */
+    spp_fp *fp;          /* allowed content: the bytes judged (a reference); for content not
+                          * pickle-bearing, the bytes the recogniser read (SPP_FD_RECOG) */
     spp_expl *ex;        /* pickle-bearing: what the judgement said, to report again (a reference) */
     uint8_t persist;     /* a finished judgement (not an internal error): may be kept on disk */
+    uint8_t fresh;       /* not pickle-bearing, but no fingerprint of the bytes judged (they changed
+                          * while judged, or no memory): every read is judged again (SPP_FD_FRESH) */
 } spp_cached;
 /* Drop the references a spp_cached holds (from spp_cache_get). */
 void spp_cached_release(spp_cached *c);

@@ -626,3 +626,91 @@ def test_file_changed_between_reads(tmp_path, call):
     r = subprocess.run(args, env=clean_env(), capture_output=True, text=True, timeout=120)
     assert r.stdout.startswith("loaded"), r.stdout + r.stderr[-2000:]
     assert marker.exists()
+
+
+
+MAPPED = r"""
+import json, mmap, os, pickle, sys, time
+import io, torch
+d, pause = sys.argv[1], float(sys.argv[2])
+CASES = [("torch", "buffered"), ("pickle", "buffered"), ("pickle", "raw"), ("pickle", "mmap")]
+def versions(kind, marker):
+    # (the version judged at open, the version the loader reads): the same size
+    if kind == "torch":
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("touch '%s'" % marker,))
+        b = io.BytesIO()
+        torch.save({"w": torch.zeros(4), "s": "a" * 300000, "e": Evil()}, b)
+        final = b.getvalue()
+        eocd = final.rindex(b"PK\x05\x06")
+        # torn, as a writer copying it in leaves it: no end record yet (zipfile finds none)
+        return final[:eocd] + b"\0" * 4 + final[eocd + 4:], final
+    core = b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
+    judged = b"just some text, no pickle at all\n" * 64
+    final = b"S'" + b"z" * (len(judged) - len(core) - 5) + b"'\n0" + core   # a string, POP, the call
+    assert len(final) == len(judged)
+    return judged, final
+maps = []
+for i, (kind, call) in enumerate(CASES):
+    p = os.path.join(d, "target%d" % i)
+    judged, final = versions(kind, os.path.join(d, "ran%d" % i))
+    with open(p, "wb") as f:
+        f.write(judged)
+    m = mmap.mmap(os.open(p, os.O_RDWR), 0, mmap.MAP_SHARED)
+    m[:] = judged          # the writer's pages are dirty now: its next writes change no time
+    maps.append((p, m, final))
+time.sleep(pause)          # older than the 2 s "changed lately" window (SPP_FD_FRESH)
+def ident(p):
+    s = os.stat(p)
+    return (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+out = []
+for i, (kind, call) in enumerate(CASES):
+    p, m, final = maps[i]
+    before = ident(p)
+    f = open(p, "rb", buffering=0 if call == "raw" else -1)   # judged here: not pickle-bearing
+    m[:] = final           # completed through the shared mapping
+    same = ident(p) == before
+    try:
+        if kind == "torch":
+            v = torch.load(f)
+        elif call == "mmap":
+            v = pickle.loads(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        else:
+            v = pickle.load(f)
+        res = "loaded"
+    except OSError as e:
+        res = "errno%d" % e.errno
+    out.append({"case": kind + "/" + call, "res": res, "same_identity": same,
+                "ran": os.path.exists(os.path.join(d, "ran%d" % i))})
+print(json.dumps(out))
+"""
+
+
+def test_not_bearing_then_changed_through_shared_mapping(tmp_path):
+    """A file judged NOT pickle-bearing at open - a torch zip torn by a writer
+    mid-copy (no end record yet), or a text - is completed into a malicious
+    torch checkpoint / pickle through a shared mapping whose pages were
+    already dirty, after the open and before the loader reads (read through
+    a buffered file, a raw one, or a mapping): size, mtime and ctime stay the
+    same, so the identity does not change (race.py's `torch mmap file`
+    payloads). The bytes that judgement read are fingerprinted
+    (SPP_FD_RECOG), so each load fails (refused, or EIO) with layer 1 alone
+    and no payload runs; without the preload every payload runs."""
+    e = clean_env(SAFEPICKLE_POLICY=race.policy_file(str(tmp_path), "file"))
+    e["LD_PRELOAD"] = LIB
+    r = subprocess.run([PYTHON, "-c", MAPPED, str(tmp_path), "2.2"], env=e, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(out) == 4 and all(o["same_identity"] for o in out), out   # the shape: only the bytes change
+    assert not any(o["ran"] for o in out), (out, r.stderr[-2000:])
+    assert all(o["res"] in ("errno13", "errno5") for o in out), (out, r.stderr[-2000:])
+    assert r.stderr.count("safepickle:") >= 4, r.stderr[-2000:]
+    # the control: without the preload the same script runs every payload
+    for f in tmp_path.glob("ran*"):
+        f.unlink()
+    r = subprocess.run([PYTHON, "-c", MAPPED, str(tmp_path), "0"], env=clean_env(), capture_output=True,
+                       text=True, timeout=300)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert all(o["ran"] and o["res"] == "loaded" for o in out), (out, r.stderr[-2000:])
