@@ -390,11 +390,12 @@ static void spp_judge_slow(void *arg) {
     }
     uint64_t e = ident | (c.bearing == SPP_BEARING_TRUSTED ? SPP_FD_TRUSTED : c.bearing ? SPP_FD_BEARING : 0);
     /* not pickle-bearing: the bytes the judgement read are verified (SPP_FD_RECOG:
-     * a change under the same identity, a shared mapping's, is seen there); with
-     * no fingerprint of them, or an fd past the table (judged before each call),
-     * a change within the timestamp tick is caught by judging again (SPP_FD_FRESH) */
+     * a change under the same identity, a shared mapping's, is seen there); a file
+     * changed lately (or with no fingerprint because it changed while judged) is
+     * also judged again after every read (SPP_FD_FRESH): a write of this process
+     * within the same timestamp tick is a new version, judged, not a mismatch */
     if (!c.bearing && c.fp && fd < SPP_FD_MAX) e |= SPP_FD_RECOG;
-    else if (!c.bearing && (c.fresh || spp_changed_lately(stp))) e |= SPP_FD_FRESH;
+    if (!c.bearing && (c.fresh || spp_changed_lately(stp))) e |= SPP_FD_FRESH;
     spp_fdfp_set(fd, c.fp);
     spp_fd_set(fd, e);
     spp_cached_release(&c);

@@ -6,6 +6,9 @@
 #   3. per-call cost of a pass-through open+close (and open+read+close), in ns,
 #      in an untargeted process and in a targeted one (a copy named python-*).
 #   4. start-up of an untargeted process (/bin/true, 100 execs per sample).
+# With BASE=DIR (another build dir, e.g. main's before a change; BASE_LABEL names
+# it), 1. and 3. also run that library in the same interleaved rounds and print
+# this build's ratio to it (the change's own cost).
 # Usage: test/bench/bench_preload.sh [RUNS]   (BUILD selects the build dir)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,13 +29,16 @@ torch.save(sd, sys.argv[1])
 PYEOF
 echo "checkpoint: $(stat -c %s "$work/ckpt.pt") bytes; runs per side: $RUNS; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-"$PY" - "$LIB" "$RUNS" "$work" <<'PYEOF'
+BASE_LIB=${BASE:+$(realpath "$BASE/libsafepickle.so")}
+[ -n "$BASE_LIB" ] && echo "base: ${BASE_LABEL:-$BASE}"
+"$PY" - "$LIB" "$RUNS" "$work" "$BASE_LIB" <<'PYEOF'
 import os, statistics, subprocess, sys, time
-lib, runs, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+lib, runs, work, base_lib = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 PY = "/usr/bin/python3"
 base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("SAFEPICKLE_")}
 base["OMP_NUM_THREADS"] = "1"
 pre = dict(base, LD_PRELOAD=lib)
+old = dict(base, LD_PRELOAD=base_lib) if base_lib else None
 
 def wall(cmd, env):
     t = time.perf_counter()
@@ -52,13 +58,24 @@ def report(name, a, b, unit, target=None):
         line += "  target <= %.2fx: %s" % (target, "met" if mb / ma <= target else "NOT MET")
     print(line)
 
+def vs_base(name, c, b, unit):
+    """this build (b) against the BASE library (c), same rounds"""
+    mc, mb = statistics.median(c), statistics.median(b)
+    pair = sorted(y / x for x, y in zip(c, b))
+    print("  %-42s base %9.4f %s  this %9.4f %s  this/base(median) %.3fx  paired median %.3fx (%.3f-%.3f)" % (
+        name, mc, unit, mb, unit, mb / mc, statistics.median(pair), pair[0], pair[-1]))
+
 # 1. import torch (wall time of the whole process), interleaved
-a, b = [], []
+a, b, c = [], [], []
 wall([PY, "-c", "import torch"], base); wall([PY, "-c", "import torch"], pre)  # warm the page cache
 for _ in range(runs):
     a.append(wall([PY, "-c", "import torch"], base))
     b.append(wall([PY, "-c", "import torch"], pre))
+    if old:
+        c.append(wall([PY, "-c", "import torch"], old))
 report("python3 -c 'import torch' (s)", a, b, "s", 1.02)
+if old:
+    vs_base("import torch vs base (s)", c, b, "s")
 
 # 2. torch.load of the 64 MiB checkpoint, timed inside a fresh process
 code = ("import sys, time, torch\nt = time.perf_counter()\nsd = torch.load(sys.argv[1])\n"
@@ -82,12 +99,18 @@ pyoc = os.path.join(work, "python-openclose")
 subprocess.run(["cp", oc, pyoc], check=True)
 for label, prog, env in (("untargeted process (pure pass-through)", oc, pre),
                          ("targeted process (python-* name)", pyoc, pre)):
-    a1, b1, a2, b2 = [], [], [], []
+    a1, b1, a2, b2, c1, c2 = [], [], [], [], [], []
     for _ in range(max(3, runs // 2)):
         x = inner([prog, small, n], base); y = inner([prog, small, n], env)
         a1.append(x[0]); b1.append(y[0]); a2.append(x[1]); b2.append(y[1])
+        if old:
+            z = inner([prog, small, n], old)
+            c1.append(z[0]); c2.append(z[1])
     report("open+close, " + label + " (ns)", a1, b1, "ns")
     report("open+read+close, " + label + " (ns)", a2, b2, "ns")
+    if old:
+        vs_base("open+close vs base (ns)", c1, b1, "ns")
+        vs_base("open+read+close vs base (ns)", c2, b2, "ns")
     print("  -> added per open+close: %.0f ns" % (statistics.median(b1) - statistics.median(a1)))
 
 # 4. start-up cost in a process the preload does not act in (loading the library

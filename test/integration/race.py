@@ -10,7 +10,9 @@ the preload loads it again and again:
   truncate  open with O_TRUNC, then write the other version
   rename    write a temporary file, then rename it over the path
   append    the benign file, then the malicious stream appended, then cut back
-  mmap      memcpy the other version through a MAP_SHARED mapping (pages stay dirty)
+  mmap      memcpy the other version through a MAP_SHARED mapping (pages stay dirty,
+            so no time changes; written back every 2.5 s, after which the next
+            write gives the file a new identity)
 
 Every payload appends one line to a marker file, so the marker's line count is
 the number of payloads that ran. Without the preload the same races run
@@ -86,6 +88,7 @@ import mmap, os, sys, time
 path, mode, good, bad, stop = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 g = open(good, "rb").read(); b = open(bad, "rb").read()
 m = None
+synced = 0.0
 if mode == "mmap":
     fd = os.open(path, os.O_RDWR)
     m = mmap.mmap(fd, len(g), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -111,6 +114,14 @@ while not os.path.exists(stop):
         os.close(fd)
     elif mode == "mmap":
         m[:] = data
+        # Every 2.5 s write the pages back (msync): the next write through the
+        # mapping then updates mtime and ctime, a new identity that the loader
+        # judges afresh, which then stays for 2.5 s, beyond the preload's 2 s
+        # "changed lately" window. Without it the identity never changes and
+        # the verdict cache answers every open with the verdict of the first
+        # version judged: a refusal pins every later load to a refusal.
+        if i % 16 == 0 and time.monotonic() - synced > 2.5:
+            m.flush(); synced = time.monotonic()
     if i % 64 == 0: time.sleep(0.0005)
 """
 

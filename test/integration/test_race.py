@@ -714,3 +714,29 @@ def test_not_bearing_then_changed_through_shared_mapping(tmp_path):
                        text=True, timeout=300)
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert all(o["ran"] and o["res"] == "loaded" for o in out), (out, r.stderr[-2000:])
+
+
+def test_own_rewrite_same_tick_no_false_alarm(tmp_path, swap_lib):
+    """A process writes a text file, reads it, writes other text of the same
+    size over it and reads it back, all within one timestamp tick (coarse
+    timestamps simulated: the identity does not change). The second version
+    is a new version of a file changed lately, judged again after the read
+    (SPP_FD_FRESH), not a mismatch with the first judgement's fingerprint
+    (SPP_FD_RECOG): no refusal, no safepickle: line."""
+    target = tmp_path / "own.txt"
+    code = ("import os, sys\np = sys.argv[1]\nout = []\n"
+            "with open(p, 'w+b', buffering=0) as f:\n"
+            "    for i in range(5):\n"
+            "        f.seek(0); f.write(b'version %d of some text, not a pickle\\n' % i * 50)\n"
+            "        f.seek(0); out.append(f.read() == b'version %d of some text, not a pickle\\n' % i * 50)\n"
+            "fd = os.open(p, os.O_RDWR)\n"
+            "for i in range(5):\n"
+            "    t = b'versiox %d of some text, not a pickle\\n' % i * 50   # the same size\n"
+            "    os.pwrite(fd, t, 0)\n"
+            "    out.append(os.pread(fd, 10000, 0) == t)\n"
+            "print(out)\n")
+    e = clean_env(SWAP_COARSE="1")
+    e["LD_PRELOAD"] = LIB + " " + swap_lib
+    r = subprocess.run([PYTHON, "-c", code, str(target)], env=e, capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == str([True] * 10), r.stdout + r.stderr[-2000:]
+    assert "safepickle:" not in r.stderr, r.stderr[-2000:]

@@ -226,6 +226,67 @@ static void test_verified_copy_is_sound(void) {
     close(fd2);
 }
 
+/* The recogniser's reads (soft mode, decide.c: a "not pickle-bearing"
+ * judgement is fingerprinted by them): never failed, but a block that cannot
+ * be read whole (the file is shorter than its size: a sysfs file) or that is
+ * read twice with other bytes is noted; clean, they give the fingerprint of
+ * the head and tail blocks, against which a later read of a byte changed
+ * there (a shared mapping's write, same identity) fails; and the strict scan
+ * that follows must see the bytes the recogniser saw. */
+static void test_soft_recogniser_reads(void) {
+    static uint8_t content[TV_SIZE];
+    int fd = tv_file(content);
+    struct stat st;
+    T_CHECK(fstat(fd, &st) == 0);
+    uint8_t buf[2 * SPP_FP_BLOCK];
+    spp_fpb b;
+    /* head and tail, as spa_recognise reads them: blocks 0, 9, 10 */
+    spp_fpb_init(&b, fd, (uint64_t)st.st_size);
+    b.soft = true;
+    T_CHECK(spp_fpb_pread(&b, buf, 512, 0) == 512);
+    T_CHECK(spp_fpb_pread(&b, buf, 22, TV_SIZE - 22) == 22);
+    T_CHECK(spp_fpb_pread(&b, buf, 4000, TV_SIZE - 4000) == 4000);
+    T_CHECK(!b.shortf && !b.volat && !b.changed);
+    spp_fp *fp = spp_fpb_finish(&b, &st);
+    spp_fpb_free(&b);
+    T_CHECK(fp && fp->n_blocks == 3 && fp->n_runs == 2);
+    bool touched = false;
+    uint64_t bad = 0;
+    T_EQ_INT(spp_fp_check(fp, fd, content, TV_SIZE, 0, &touched, &bad), 0);
+    touched = false;   /* the middle is not what the judgement read */
+    T_EQ_INT(spp_fp_check(fp, fd, content + 4 * SPP_FP_BLOCK, 100, 4 * SPP_FP_BLOCK, &touched, &bad), 0);
+    T_CHECK(!touched);
+    uint64_t x = TV_SIZE - 3000;      /* the tail changes under the same size */
+    tv_poke(fd, x, (uint8_t)(content[x] ^ 1));
+    content[x] ^= 1;
+    T_EQ_INT(spp_fp_check(fp, fd, content + x - 10, 20, x - 10, &touched, &bad), 1);
+    T_EQ_INT(spp_fp_check(fp, fd, content, TV_SIZE, 0, &touched, &bad), 1);
+    spp_fp_unref(fp);
+
+    /* a block read twice with other bytes: noted (volat), not failed; the
+     * strict reads after it compare with the first bytes seen */
+    spp_fpb_init(&b, fd, (uint64_t)st.st_size);
+    b.soft = true;
+    T_CHECK(spp_fpb_pread(&b, buf, 512, 0) == 512);
+    tv_poke(fd, 1000, (uint8_t)(content[1000] ^ 2));
+    T_CHECK(spp_fpb_pread(&b, buf, 100, 2000) == 100);
+    T_CHECK(b.volat && !b.changed && !b.shortf);
+    b.soft = false;
+    T_CHECK(spp_fpb_pread(&b, buf, 512, 0) == -1);
+    T_CHECK(b.changed);
+    spp_fpb_free(&b);
+
+    /* shorter than its size says (a pseudo file): noted (shortf), bytes returned */
+    spp_fpb_init(&b, fd, (uint64_t)st.st_size + 3 * SPP_FP_BLOCK);
+    b.soft = true;
+    T_CHECK(spp_fpb_pread(&b, buf, 22, TV_SIZE + 100) == 0);
+    T_CHECK(spp_fpb_pread(&b, buf, 200, TV_SIZE - 100) == 100);
+    T_CHECK(b.shortf && !b.changed);
+    spp_fpb_free(&b);
+    close(fd);
+}
+
 T_MAIN("preload_verify", T_CASE(test_hash_keyed_and_length_bound), T_CASE(test_records_only_blocks_read),
        T_CASE(test_block_reread_with_other_bytes), T_CASE(test_fd_table_refs),
-       T_CASE(test_unaligned_reads_read_each_block_once), T_CASE(test_verified_copy_is_sound))
+       T_CASE(test_unaligned_reads_read_each_block_once), T_CASE(test_verified_copy_is_sound),
+       T_CASE(test_soft_recogniser_reads))
