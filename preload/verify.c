@@ -258,6 +258,62 @@ static bool spp_fpb_put(spp_fpb *b, uint64_t blk, spp_h128 h) {
     return true;
 }
 
+/* Hash and record whole block blk (bytes p, blen long) in soft mode. */
+static void spp_fpb_soft_put(spp_fpb *b, uint64_t blk, const uint8_t *p, size_t blen) {
+    if (!spp_fpb_put(b, blk, spp_fp_hash(p, blen))) b->volat = true;
+}
+
+/* The recogniser's reads (soft mode): never failed, and read by whole blocks,
+ * so no edge is completed by a second pread: a block the request covers only
+ * in part is read whole into the thread's scratch and the part asked for is
+ * copied out; whole blocks are read straight into buf. Every byte returned is
+ * in a block hashed from the same read. A block that cannot be read whole (the
+ * file is shorter than its size: a sysfs file) is returned as read, noted
+ * (shortf), not hashed; a block read twice with other bytes is noted (volat). */
+static ssize_t spp_fpb_soft_pread(spp_fpb *b, uint8_t *buf, size_t len, uint64_t off) {
+    uint64_t end = off + len;
+    size_t done = 0;
+    while (off + done < end) {
+        uint64_t pos = off + done, blk = pos / SPP_FP_BLOCK, bs = blk * SPP_FP_BLOCK;
+        size_t blen = b->size - bs < SPP_FP_BLOCK ? (size_t)(b->size - bs) : SPP_FP_BLOCK;
+        if (pos == bs && bs + blen <= end) {             /* whole blocks from here, straight into buf */
+            uint64_t wend = end == b->size ? end : end / SPP_FP_BLOCK * SPP_FP_BLOCK;
+            ssize_t r = spp_raw_pread(b->fd, buf + done, (size_t)(wend - pos), pos);
+            if (r <= 0) return done ? (ssize_t)done : r;
+            size_t k = 0;                                /* the whole blocks in what came back */
+            while (k < (size_t)r) {
+                size_t l = b->size - (pos + k) < SPP_FP_BLOCK ? (size_t)(b->size - (pos + k)) : SPP_FP_BLOCK;
+                if (k + l > (size_t)r) break;
+                spp_fpb_soft_put(b, (pos + k) / SPP_FP_BLOCK, buf + done + k, l);
+                k += l;
+            }
+            if (k == 0) { b->shortf = true; return (ssize_t)(done + (size_t)r); } /* shorter than its size */
+            done += k;
+            continue;
+        }
+        uint8_t *t = spp_scratch();                      /* part of a block: the whole block, then the part */
+        if (!t) b->oom = true;
+        size_t got = 0;
+        while (t && got < blen) {
+            ssize_t r = spp_raw_pread(b->fd, t + got, blen - got, bs + got);
+            if (r < 0 && got == 0 && done == 0) return r;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+        if (!t) {                                        /* no memory: read as asked, nothing recorded */
+            ssize_t r = spp_raw_pread(b->fd, buf + done, (size_t)(end - pos), pos);
+            return r < 0 && done == 0 ? r : (ssize_t)(done + (r > 0 ? (size_t)r : 0));
+        }
+        size_t want = (size_t)((end < bs + blen ? end : bs + blen) - pos), have = 0;
+        if (got > pos - bs) have = got - (size_t)(pos - bs) < want ? got - (size_t)(pos - bs) : want;
+        memcpy(buf + done, t + (pos - bs), have);
+        done += have;
+        if (got < blen) { b->shortf = true; return (ssize_t)done; }
+        spp_fpb_soft_put(b, blk, t, blen);
+    }
+    return (ssize_t)done;
+}
+
 /* The analyzer's pread: the real pread, then every block the bytes fall in is
  * hashed (edges completed by reading the rest of the block). A block read
  * twice with different bytes fails the read: the scan stops and the file is
@@ -266,6 +322,13 @@ ssize_t spp_fpb_pread(void *ctx, void *buf, size_t len, uint64_t off) {
     spp_fpb *b = ctx;
     if (off >= b->size) return 0;
     if (len > b->size - off) len = (size_t)(b->size - off);
+#ifndef SPP_BENCH_NO_VERIFY
+    if (b->soft) {
+        ssize_t s = spp_fpb_soft_pread(b, buf, len, off);
+        if (s > 0) b->bytes += (uint64_t)s;
+        return s;
+    }
+#endif
     ssize_t r = spp_raw_pread(b->fd, buf, len, off);
 #ifdef SPP_BENCH_NO_VERIFY
     /* test/bench/bench_verify.sh only: the library without fingerprints, to
@@ -279,11 +342,6 @@ ssize_t spp_fpb_pread(void *ctx, void *buf, size_t len, uint64_t off) {
         uint64_t bs = blk * SPP_FP_BLOCK;
         size_t blen = b->size - bs < SPP_FP_BLOCK ? (size_t)(b->size - bs) : SPP_FP_BLOCK;
         spp_h128 h;
-        if (b->soft) { /* the recogniser's reads: noted, never failed (a sysfs file shorter than its size) */
-            if (!spp_block_hash(b->fd, buf, (size_t)r, off, blk, blen, &h)) b->shortf = true;
-            else if (!spp_fpb_put(b, blk, h)) b->volat = true;
-            continue;
-        }
         if (!spp_block_hash(b->fd, buf, (size_t)r, off, blk, blen, &h) || !spp_fpb_put(b, blk, h)) {
             b->changed = true;
             errno = EIO;

@@ -5,7 +5,11 @@
 #   2. torch.load of a 64 MiB checkpoint, fresh process (target <= 1.05x)
 #   3. per-call cost of a pass-through open+close (and open+read+close), in ns,
 #      in an untargeted process and in a targeted one (a copy named python-*).
+#   3b. open+read+close of every .py/.pyc file under torch/ (the reads of an
+#      import, none pickle-bearing), CPU ns per file inside the process.
 #   4. start-up of an untargeted process (/bin/true, 100 execs per sample).
+# import torch is also timed in CPU (user + sys of the process, wait4): on the
+# shared machine wall time moves with the others' load.
 # With BASE=DIR (another build dir, e.g. main's before a change; BASE_LABEL names
 # it), 1. and 3. also run that library in the same interleaved rounds and print
 # this build's ratio to it (the change's own cost).
@@ -45,6 +49,15 @@ def wall(cmd, env):
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
 
+def wall_cpu(cmd, env):
+    """wall time and CPU time (user + sys, from wait4) of a whole process"""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    _, st, ru = os.wait4(p.pid, 0)
+    if st:
+        raise SystemExit("%s failed: %d" % (cmd, st))
+    return time.perf_counter() - t, ru.ru_utime + ru.ru_stime
+
 def inner(cmd, env):
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.split()
     return [float(x) for x in out]
@@ -65,17 +78,18 @@ def vs_base(name, c, b, unit):
     print("  %-42s base %9.4f %s  this %9.4f %s  this/base(median) %.3fx  paired median %.3fx (%.3f-%.3f)" % (
         name, mc, unit, mb, unit, mb / mc, statistics.median(pair), pair[0], pair[-1]))
 
-# 1. import torch (wall time of the whole process), interleaved
-a, b, c = [], [], []
+# 1. import torch (wall and CPU time of the whole process), interleaved
+a, b, c, ac, bc, cc = [], [], [], [], [], []
 wall([PY, "-c", "import torch"], base); wall([PY, "-c", "import torch"], pre)  # warm the page cache
 for _ in range(runs):
-    a.append(wall([PY, "-c", "import torch"], base))
-    b.append(wall([PY, "-c", "import torch"], pre))
-    if old:
-        c.append(wall([PY, "-c", "import torch"], old))
+    for env, w, u in ((base, a, ac), (pre, b, bc)) + (((old, c, cc),) if old else ()):
+        x, y = wall_cpu([PY, "-c", "import torch"], env)
+        w.append(x); u.append(y)
 report("python3 -c 'import torch' (s)", a, b, "s", 1.02)
+report("python3 -c 'import torch', CPU user+sys (s)", ac, bc, "s", 1.02)
 if old:
     vs_base("import torch vs base (s)", c, b, "s")
+    vs_base("import torch vs base, CPU (s)", cc, bc, "s")
 
 # 2. torch.load of the 64 MiB checkpoint, timed inside a fresh process
 code = ("import sys, time, torch\nt = time.perf_counter()\nsd = torch.load(sys.argv[1])\n"
@@ -112,6 +126,28 @@ for label, prog, env in (("untargeted process (pure pass-through)", oc, pre),
         vs_base("open+close vs base (ns)", c1, b1, "ns")
         vs_base("open+read+close vs base (ns)", c2, b2, "ns")
     print("  -> added per open+close: %.0f ns" % (statistics.median(b1) - statistics.median(a1)))
+
+# 3b. the reads of an import, alone: open, read whole and close every .py and .pyc
+# file under torch/ (none pickle-bearing), CPU time inside the process, ns per file
+rd = ("import os, sys, time, torch\nfs = []\n"
+      "for dp, dn, fn in os.walk(os.path.dirname(torch.__file__)):\n"
+      "    fs += [os.path.join(dp, f) for f in fn if f.endswith(('.py', '.pyc'))]\n"
+      "t = time.process_time()\n"
+      "for p in fs:\n"
+      "    with open(p, 'rb') as f: f.read()\n"
+      "print((time.process_time() - t) / len(fs) * 1e9, len(fs))\n")
+a, b, c = [], [], []
+inner([PY, "-c", rd], base)
+for _ in range(runs):
+    x = inner([PY, "-c", rd], base); a.append(x[0])
+    b.append(inner([PY, "-c", rd], pre)[0])
+    if old:
+        c.append(inner([PY, "-c", rd], old)[0])
+print("read every .py/.pyc under torch/ once: %d files" % x[1])
+report("open+read+close of torch's .py/.pyc, CPU (ns per file)", a, b, "ns")
+if old:
+    vs_base("the same vs base (ns per file)", c, b, "ns")
+    print("  -> this change per file: %+.0f ns" % (statistics.median(b) - statistics.median(c)))
 
 # 4. start-up cost in a process the preload does not act in (loading the library
 # and its dependencies, resolving the hooks, parsing the policy)

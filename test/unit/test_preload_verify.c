@@ -240,12 +240,22 @@ static void test_soft_recogniser_reads(void) {
     T_CHECK(fstat(fd, &st) == 0);
     uint8_t buf[2 * SPP_FP_BLOCK];
     spp_fpb b;
-    /* head and tail, as spa_recognise reads them: blocks 0, 9, 10 */
+    /* head and tail, as spa_recognise reads them: blocks 0, 9, 10, each request
+     * one pread (a part of a block is read as the whole block, no second pread
+     * completes it), and the bytes returned are the file's */
     spp_fpb_init(&b, fd, (uint64_t)st.st_size);
     b.soft = true;
+    real_pread64 = tv_count_pread;
+    tv_preads = 0;
     T_CHECK(spp_fpb_pread(&b, buf, 512, 0) == 512);
+    T_CHECK(memcmp(buf, content, 512) == 0);
     T_CHECK(spp_fpb_pread(&b, buf, 22, TV_SIZE - 22) == 22);
-    T_CHECK(spp_fpb_pread(&b, buf, 4000, TV_SIZE - 4000) == 4000);
+    T_CHECK(memcmp(buf, content + TV_SIZE - 22, 22) == 0);
+    T_EQ_INT(tv_preads, 2);
+    T_CHECK(spp_fpb_pread(&b, buf, 4000, TV_SIZE - 4000) == 4000);   /* part of block 9, all of 10 */
+    T_CHECK(memcmp(buf, content + TV_SIZE - 4000, 4000) == 0);
+    T_EQ_INT(tv_preads, 4);
+    real_pread64 = NULL;
     T_CHECK(!b.shortf && !b.volat && !b.changed);
     spp_fp *fp = spp_fpb_finish(&b, &st);
     spp_fpb_free(&b);
@@ -269,11 +279,20 @@ static void test_soft_recogniser_reads(void) {
     b.soft = true;
     T_CHECK(spp_fpb_pread(&b, buf, 512, 0) == 512);
     tv_poke(fd, 1000, (uint8_t)(content[1000] ^ 2));
+    content[1000] ^= 2;
     T_CHECK(spp_fpb_pread(&b, buf, 100, 2000) == 100);
     T_CHECK(b.volat && !b.changed && !b.shortf);
     b.soft = false;
     T_CHECK(spp_fpb_pread(&b, buf, 512, 0) == -1);
     T_CHECK(b.changed);
+    spp_fpb_free(&b);
+
+    /* a whole file read from 0 (a small file's tail is all of it): whole blocks, one pread */
+    spp_fpb_init(&b, fd, (uint64_t)st.st_size);
+    b.soft = true;
+    static uint8_t all[TV_SIZE];
+    T_CHECK(spp_fpb_pread(&b, all, TV_SIZE, 0) == TV_SIZE);
+    T_CHECK(memcmp(all, content, TV_SIZE) == 0 && b.n == 11 && !b.shortf);
     spp_fpb_free(&b);
 
     /* shorter than its size says (a pseudo file): noted (shortf), bytes returned */
