@@ -240,12 +240,12 @@ static void spp_judge_failmode(int fd, const char *hint, int hook, spp_cached *o
  * stream read), so that a change under the same identity (a shared mapping)
  * is seen by the reads that return them (SPP_FD_RECOG). None when nothing was
  * read whole (a file shorter than its size: a pseudo file, or one truncated
- * since its fstat, whose identity then differs); a file whose bytes changed
- * between two of the recogniser's reads (or no memory for the fingerprint)
- * gets out->fresh: every read is judged again after the call (SPP_FD_FRESH). */
+ * since its fstat, whose identity then differs); no memory for it: out->fresh,
+ * every read is judged again after the call (SPP_FD_FRESH). (Bytes that changed
+ * between two of the recogniser's reads are judged again: spp_judge_full.) */
 static void spp_none_fp(spp_fpb *fb, const struct stat *st, spp_cached *out) {
     if (fb->shortf || fb->n == 0) return;
-    if (!fb->volat) out->fp = spp_fpb_finish(fb, st);
+    out->fp = spp_fpb_finish(fb, st);
     if (!out->fp) out->fresh = 1;
 }
 
@@ -262,6 +262,16 @@ static bool spp_judge_full(int fd, const struct stat *st, const char *hint, int 
         if (transient && !fb.changed) { /* unreadable: judged by the fail mode, not cached */
             spp_fpb_free(&fb);
             return true;
+        }
+        if (!fb.changed && !transient && !out->bearing && fb.volat && !fb.shortf) {
+            /* not pickle-bearing, on bytes that changed between the recogniser's
+             * reads: judged again, for a fingerprint of one version; changing
+             * at every try, the fail mode (a verdict on a mix of versions with
+             * nothing to verify the reads against would let any through) */
+            spp_fpb_free(&fb);
+            spp_cached_release(out);
+            if (t + 1 >= SPP_JUDGE_TRIES) break;
+            continue;
         }
         if (!fb.changed) {
             if (!out->bearing && !transient) spp_none_fp(&fb, st, out);

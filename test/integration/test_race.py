@@ -373,6 +373,7 @@ static int done;
 /* the first call on the target's fd: swap now (1), else 0 */
 static int swap_now(int fd) {
     const char *t = getenv("SWAP_TARGET");
+    if (getenv("SWAP_FLIP")) return 0;   /* pread64 below does the swapping */
     char l[64], p[4096];
     snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
     ssize_t k = t && !done && fd >= 0 ? readlink(l, p, sizeof p - 1) : -1;
@@ -405,6 +406,24 @@ int fstat64(int fd, struct stat64 *st) {
     if (!real) real = (int (*)(int, struct stat64 *))dlsym(RTLD_NEXT, "fstat64");
     int r = real(fd, st);
     if (r == 0) coarse((struct stat *)st);
+    return r;
+}
+/* $SWAP_FLIP: after every pread64 of the target (safepickle's recogniser
+ * reads with the real pread64, which resolves here), write the other of
+ * $SWAP_SRC / $SWAP_BACK over it: each of its reads sees another version. */
+ssize_t pread64(int fd, void *buf, size_t n, off_t off) {
+    static ssize_t (*real)(int, void *, size_t, off_t);
+    static int flip;
+    if (!real) real = (ssize_t (*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread64");
+    ssize_t r = real(fd, buf, n, off);
+    const char *t = getenv("SWAP_TARGET");
+    char l[64], p[4096];
+    snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
+    ssize_t k = t && getenv("SWAP_FLIP") ? readlink(l, p, sizeof p - 1) : -1;
+    if (k > 0) {
+        p[k] = 0;
+        if (strcmp(p, t) == 0) put((flip ^= 1) ? getenv("SWAP_SRC") : getenv("SWAP_BACK"), t);
+    }
     return r;
 }
 ssize_t read(int fd, void *buf, size_t n) {
@@ -740,3 +759,24 @@ def test_own_rewrite_same_tick_no_false_alarm(tmp_path, swap_lib):
     r = subprocess.run([PYTHON, "-c", code, str(target)], env=e, capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == str([True] * 10), r.stdout + r.stderr[-2000:]
     assert "safepickle:" not in r.stderr, r.stderr[-2000:]
+
+
+def test_not_bearing_changing_while_judged_fails_closed(tmp_path, swap_lib):
+    """A file whose bytes change between the recogniser's reads (a library
+    preloaded after ours writes the other of two texts of the same size over
+    it after each of safepickle's preads) would be judged "not pickle-bearing"
+    on a mix of versions with nothing to verify later reads against: it is
+    judged again, and changing at every try, refused under the fail mode
+    (block), like pickle-bearing content that keeps changing."""
+    target, a, b = tmp_path / "t.txt", tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"first text, no pickle in it at all\n" * 300)
+    b.write_bytes(b"other text, no pickle in it either\n" * 300)
+    assert a.stat().st_size == b.stat().st_size > 2 * 4096
+    target.write_bytes(a.read_bytes())
+    e = clean_env(SAFEPICKLE_POLICY=race.policy_file(str(tmp_path), "file"), SWAP_TARGET=str(target),
+                  SWAP_SRC=str(b), SWAP_BACK=str(a), SWAP_INPLACE="1", SWAP_FLIP="1")
+    e["LD_PRELOAD"] = LIB + " " + swap_lib
+    r = subprocess.run([PYTHON, "-c", SWAP_LOAD, str(target), "text"], env=e, capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.strip() == "errno13", r.stdout + r.stderr[-2000:]
+    assert "changed while it was being judged" in r.stderr, r.stderr[-2000:]
