@@ -718,19 +718,33 @@ static spp_pyobj *pyb_pool_refused_task(spp_pyobj *data, spa_verdict v) {
     return task;
 }
 
-/* fn(data, ...) (the original loads or load) with data in place of its first
- * argument, the keywords unchanged (vectorcall: nargs positional values, then
- * one per keyword name). */
-static spp_pyobj *pyb_call_with(pyb_fastkw_fn fn, spp_pyobj *m, spp_pyobj *data, spp_pyobj *const *args,
-                                spp_pyssize nargs, spp_pyobj *kw, spa_verdict v) {
+/* Where the argument `name` (the first parameter) is in a vectorcall: 0 when
+ * passed by position, nargs + i when by keyword (pickle.load(file=f), and
+ * loads(data=...) where a Python accepts it), -1 when absent. */
+static spp_pyssize pyb_arg_at(spp_pyssize nargs, spp_pyobj *kw, const char *name) {
+    if (nargs >= 1) return 0;
+    spp_pyssize nkw = kw ? py_PyTuple_Size(kw) : 0;
+    for (spp_pyssize i = 0; i < nkw; i++) {
+        char nm[16];
+        spp_pyobj *k = py_PyTuple_GetItem(kw, i); /* borrowed */
+        if (k && pya_utf8(k, nm, sizeof nm) && strcmp(nm, name) == 0) return nargs + i;
+    }
+    py_PyErr_Clear();
+    return -1;
+}
+
+/* fn(...) (the original loads or load) with data in place of the argument at
+ * index `at` (pyb_arg_at), the others unchanged (vectorcall: nargs positional
+ * values, then one per keyword name). */
+static spp_pyobj *pyb_call_with(pyb_fastkw_fn fn, spp_pyobj *m, spp_pyobj *data, spp_pyssize at,
+                                spp_pyobj *const *args, spp_pyssize nargs, spp_pyobj *kw, spa_verdict v) {
     spp_pyobj *a2[16], *res;
     spp_pyssize nkw = kw ? py_PyTuple_Size(kw) : 0;
-    if (nargs < 1 || nargs + nkw > 16) {
+    if (at < 0 || at >= nargs + nkw || nargs + nkw > 16) {
         py_PyErr_SetString(*py_PyExc_OSError, "safepickle: too many arguments");
         return NULL;
     }
-    a2[0] = data;
-    for (spp_pyssize i = 1; i < nargs + nkw; i++) a2[i] = args[i];
+    for (spp_pyssize i = 0; i < nargs + nkw; i++) a2[i] = i == at ? data : args[i];
     PYB_RUN(v, fn(m, a2, nargs, kw));
     return res;
 }
@@ -738,10 +752,11 @@ static spp_pyobj *pyb_call_with(pyb_fastkw_fn fn, spp_pyobj *m, spp_pyobj *data,
 static spp_pyobj *pyb_w_loads(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize nargs, spp_pyobj *kw) {
     spa_verdict v = SPA_VERDICT_COUNT;
     spp_pyobj *copy = NULL;
-    if (nargs >= 1 && pyb_busy_enter()) {
-        int rc = pyb_judge_data(args[0], "pickle.loads", &v, &copy);
+    spp_pyssize at = pyb_arg_at(nargs, kw, "data");
+    if (at >= 0 && pyb_busy_enter()) {
+        int rc = pyb_judge_data(args[at], "pickle.loads", &v, &copy);
         if (rc < 0) {
-            spp_pyobj *task = rc == -1 ? pyb_pool_refused_task(copy ? copy : args[0], v) : NULL;
+            spp_pyobj *task = rc == -1 ? pyb_pool_refused_task(copy ? copy : args[at], v) : NULL;
             pya_t.busy = 0;
             if (copy) py_Py_DecRef(copy);
             return task;
@@ -749,7 +764,7 @@ static spp_pyobj *pyb_w_loads(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize 
         pya_t.busy = 0;
     }
     if (copy) { /* the unpickler reads the bytes judged, not the buffer that may change */
-        spp_pyobj *res = pyb_call_with(pyb_orig_loads, m, copy, args, nargs, kw, v);
+        spp_pyobj *res = pyb_call_with(pyb_orig_loads, m, copy, at, args, nargs, kw, v);
         py_Py_DecRef(copy);
         return res;
     }
@@ -866,19 +881,29 @@ static spp_pyobj *pyb_w_load(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize n
     spa_verdict v = SPA_VERDICT_COUNT;
     spp_pyobj *data = NULL, *snap = NULL, *res;
     long base = 0;
-    pyb_kind k = nargs >= 1 ? pyb_guard_file(args[0], "pickle.load", &v, &data, &snap, &base) : PYB_NONE;
+    spp_pyssize at = pyb_arg_at(nargs, kw, "file");
+    pyb_kind k = at >= 0 ? pyb_guard_file(args[at], "pickle.load", &v, &data, &snap, &base) : PYB_NONE;
     if (k == PYB_BLOCKED) return NULL;
-    if (k == PYB_STREAM) {
+    if (k == PYB_STREAM && at == 0) {
         /* load(stream) == loads(the pickle read from it): same keywords. */
-        res = pyb_call_with(pyb_orig_loads, m, data, args, nargs, kw, v);
+        res = pyb_call_with(pyb_orig_loads, m, data, 0, args, nargs, kw, v);
         py_Py_DecRef(data);
+        return res;
+    }
+    if (k == PYB_STREAM) { /* load(file=stream): load(file=an io.BytesIO of it) */
+        spp_pyobj *io = py_PyImport_ImportModule("io");
+        spp_pyobj *bio = io ? py_PyObject_CallMethod(io, "BytesIO", "O", data) : NULL;
+        res = bio ? pyb_call_with(pyb_orig_load, m, bio, at, args, nargs, kw, v) : NULL;
+        spp_pyobj *tmp[] = {io, bio, data};
+        for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++)
+            if (tmp[i]) py_Py_DecRef(tmp[i]);
         return res;
     }
     if (snap) { /* an in-memory stream: the unpickler reads it through the pin */
         pyb_pin *pin;
-        spp_pyobj *pinned = pyb_pinned_file(args[0], snap, base, "pickle.load", &pin);
+        spp_pyobj *pinned = pyb_pinned_file(args[at], snap, base, "pickle.load", &pin);
         if (!pinned) return NULL;
-        res = pyb_call_with(pyb_orig_load, m, pinned, args, nargs, kw, v);
+        res = pyb_call_with(pyb_orig_load, m, pinned, at, args, nargs, kw, v);
         pyb_pin_reraise(pin, res);
         py_Py_DecRef(pinned);
         return res;
