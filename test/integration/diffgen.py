@@ -168,6 +168,10 @@ def benign_objects():
     rec.append(rec)
     objs.append(rec)
     objs.append({"k%d" % i: i for i in range(50)})
+    # plain data big enough for the VM's fast loops (9 bytes of window): the
+    # kinds-only path runs these (and their mutants) at protocols 4-5
+    objs.append([(i, -i * 7, "s%d" % i, i * 0.25, b"b%d" % i, None, True, 2 ** (i + 60)) for i in range(40)])
+    objs.append({"k%d" % i: [i, {"n": (i, i + 1)}, {i, i + 1}, frozenset((i,)), [], ()] for i in range(30)})
     return objs
 
 
