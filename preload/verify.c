@@ -270,6 +270,7 @@ static void spp_fpb_soft_put(spp_fpb *b, uint64_t blk, const uint8_t *p, size_t 
  * in a block hashed from the same read. A block that cannot be read whole (the
  * file is shorter than its size: a sysfs file) is returned as read, noted
  * (shortf), not hashed; a block read twice with other bytes is noted (volat). */
+__attribute__((unused)) /* unused only in the SPP_BENCH_NO_VERIFY bench build */
 static ssize_t spp_fpb_soft_pread(spp_fpb *b, uint8_t *buf, size_t len, uint64_t off) {
     uint64_t end = off + len;
     size_t done = 0;
