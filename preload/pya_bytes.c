@@ -977,19 +977,25 @@ static long pyb_unpickler_size(void) {
     return s;
 }
 
+/* The one slot of the unpickler (within size bytes) that holds o. */
+static bool pyb_find_slots_one(spp_pyobj *self, spp_pyobj *o, long size, spp_pyobj ***slot) {
+    spp_pyobj **w = (spp_pyobj **)self;
+    *slot = NULL;
+    if (size <= (long)PYB_OBJ_HEAD) return false;
+    for (size_t i = PYB_OBJ_HEAD / sizeof *w; i < (size_t)size / sizeof *w; i++) {
+        if (w[i] != o) continue;
+        if (*slot) return false; /* twice: not a slot we can tell */
+        *slot = &w[i];
+    }
+    return *slot != NULL;
+}
+
 static bool pyb_find_slots(spp_pyobj *self, spp_pyobj *const meth[PYB_NMETH], spp_pyobj **slot[PYB_NMETH]) {
     long size = pyb_unpickler_size();
-    if (size <= (long)PYB_OBJ_HEAD || !meth[PYB_RD] || !meth[PYB_RDLINE]) return false;
-    spp_pyobj **w = (spp_pyobj **)self;
+    if (!meth[PYB_RD] || !meth[PYB_RDLINE]) return false;
     for (int j = 0; j < PYB_NMETH; j++) {
         slot[j] = NULL;
-        if (!meth[j]) continue;
-        for (size_t i = PYB_OBJ_HEAD / sizeof *w; i < (size_t)size / sizeof *w; i++) {
-            if (w[i] != meth[j]) continue;
-            if (slot[j]) return false; /* twice: not a slot we can tell */
-            slot[j] = &w[i];
-        }
-        if (!slot[j]) return false;
+        if (meth[j] && !pyb_find_slots_one(self, meth[j], size, &slot[j])) return false;
     }
     return true;
 }
@@ -1018,6 +1024,61 @@ static bool pyb_slots_or_say(spp_pyobj *self, spp_pyobj *const meth[PYB_NMETH], 
     return false;
 }
 
+/* An object with read and readline attributes (types.SimpleNamespace), the
+ * stream an unpickler reads when its read is not a method of a file (a
+ * function, a lambda): new reference or NULL. */
+static spp_pyobj *pyb_namespace(spp_pyobj *read, spp_pyobj *readline) {
+    spp_pyobj *types = py_PyImport_ImportModule("types");
+    spp_pyobj *cls = types ? pya_getattr(types, "SimpleNamespace") : NULL;
+    spp_pyobj *kw = cls ? py_PyDict_New() : NULL, *args = kw ? py_PyTuple_Pack(0) : NULL, *ns = NULL;
+    if (args && py_PyDict_SetItemString(kw, "read", read) == 0 && py_PyDict_SetItemString(kw, "readline", readline) == 0)
+        ns = py_PyObject_Call(cls, args, kw);
+    spp_pyobj *tmp[] = {types, cls, kw, args};
+    for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++)
+        if (tmp[i]) py_Py_DecRef(tmp[i]);
+    py_PyErr_Clear();
+    return ns;
+}
+
+/* Is o one of the callables in refs? */
+static bool pyb_in_refs(spp_pyobj *refs, spp_pyobj *o) {
+    for (spp_pyssize i = 0, n = py_PyList_Size(refs); i < n; i++)
+        if (py_PyList_GetItem(refs, i) == o) return py_PyObject_HasAttrString(o, "__call__");
+    return false;
+}
+
+/* A C Unpickler whose read is not a method named `read` of a file (a
+ * function, a lambda): its file's methods are the callables among its
+ * references in four slots in a row, read, readinto, readline, peek (their
+ * order in _pickle.c, CPython 3.8 to 3.13), read and readline set, found by
+ * identity, exactly one such row. meth[] as pyb_unpickler_io; returns the
+ * stream as pyb_namespace, or NULL. */
+static spp_pyobj *pyb_unpickler_anon(spp_pyobj *self, spp_pyobj *meth[PYB_NMETH]) {
+    spp_pyobj *gc = py_PyImport_ImportModule("gc");
+    spp_pyobj *refs = gc ? py_PyObject_CallMethod(gc, "get_referents", "O", self) : NULL, *ns = NULL;
+    spp_pyobj **row = NULL;
+    long size = pyb_unpickler_size();
+    int rows = 0;
+    memset(meth, 0, PYB_NMETH * sizeof *meth);
+    for (spp_pyssize i = 0, n = refs ? py_PyList_Size(refs) : 0; i < n && rows < 2; i++) {
+        spp_pyobj **s = NULL, *o = py_PyList_GetItem(refs, i);
+        if (!o || !pyb_in_refs(refs, o) || !pyb_find_slots_one(self, o, size, &s)) continue;
+        if ((char *)(s + PYB_PEEK + 1) > (char *)self + size || !s[PYB_RDLINE] || !pyb_in_refs(refs, s[PYB_RDLINE]))
+            continue;
+        if ((s[PYB_RDINTO] && !pyb_in_refs(refs, s[PYB_RDINTO])) || (s[PYB_PEEK] && !pyb_in_refs(refs, s[PYB_PEEK])))
+            continue;
+        row = s;
+        rows++;
+    }
+    if (rows == 1) ns = pyb_namespace(row[PYB_RD], row[PYB_RDLINE]);
+    for (int j = 0; ns && j < PYB_NMETH; j++)
+        if ((meth[j] = row[j])) py_Py_IncRef(meth[j]);
+    if (gc) py_Py_DecRef(gc);
+    if (refs) py_Py_DecRef(refs);
+    py_PyErr_Clear();
+    return ns;
+}
+
 /* Unpickler.load: judged through the file it reads, and held to the bytes
  * judged (*sw): an in-memory stream through the pin; another stream (a pipe,
  * a socket file, stdin) gives one pickle, read through its STOP and judged,
@@ -1033,6 +1094,7 @@ static spa_verdict pyb_guard_unpickler(spp_pyobj *self, bool *blocked, pyb_swap 
     memset(sw, 0, sizeof *sw);
     if (!pyb_busy_enter()) return v;
     spp_pyobj *f = pyb_unpickler_io(self, meth);
+    if (!f) f = pyb_unpickler_anon(self, meth);
     pya_t.busy = 0;
     if (!f) return v;
     if (pyb_busy_again()) {
@@ -1199,6 +1261,13 @@ static spp_pyobj *pyb_w_pyload(spp_pyobj *orig, spp_pyobj *self) {
         spp_pyobj *rd = pya_getattr(self, "_file_read");
         spp_pyobj *f = rd ? pya_getattr(rd, "__self__") : NULL, *snap = NULL;
         long base = 0;
+        if (rd && (!f || !py_PyObject_HasAttrString(f, "read"))) {
+            /* its read is not a method of a file (a function): the stream is what it reads through */
+            spp_pyobj *rl = pya_getattr(self, "_file_readline");
+            if (f) py_Py_DecRef(f);
+            f = rl ? pyb_namespace(rd, rl) : NULL;
+            if (rl) py_Py_DecRef(rl);
+        }
         if (rd) py_Py_DecRef(rd);
         pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", &v, &snap, &base) : PYB_NONE;
         pya_t.busy = 0;

@@ -90,6 +90,8 @@ DRIVERS = {
     "pickle.load.keyword.pipe": "pickle.load(file=pipe(blob))",
     "pickle.load.pipe": "pickle.load(pipe(blob))",
     "pickle.Unpickler.pipe": "pickle.Unpickler(pipe(blob)).load()",
+    "pickle.Unpickler.functions": "pickle.Unpickler(functions(pipe(blob))).load()",
+    "pickle._Unpickler.functions": "pickle._Unpickler(functions(pipe(blob))).load()",
     "pickle._Unpickler.pipe": "pickle._Unpickler(pipe(blob)).load()",
     "pandas.pickle_compat.pipe": "pandas.compat.pickle_compat.Unpickler(pipe(blob)).load()",
     "distributed.protocol.pickle": textwrap.dedent("""\
@@ -98,13 +100,16 @@ DRIVERS = {
 }
 
 DRIVER_SCRIPT = textwrap.dedent("""
-    import io, os, sys, pickle, shelve, threading, multiprocessing, multiprocessing.reduction
+    import io, os, sys, pickle, shelve, threading, types, multiprocessing, multiprocessing.reduction
     import numpy, pandas, pandas.compat.pickle_compat, joblib, torch, jinja2
     def pipe(data):
         \"\"\"A non-seekable stream: the read end of a pipe, fed by a thread.\"\"\"
         r, w = os.pipe()
         threading.Thread(target=lambda: (os.write(w, data), os.close(w))).start()
         return open(r, "rb")
+    def functions(f):
+        \"\"\"A stream whose read and readline are functions, not methods of a file.\"\"\"
+        return types.SimpleNamespace(read=lambda *a: f.read(*a), readline=lambda *a: f.readline(*a))
     DRIVERS = %(drivers)r
     DIR = %(dir)r
     for name in sorted(DRIVERS):
