@@ -31,12 +31,12 @@ PY = "/usr/bin/python3"
 TIMED = textwrap.dedent("""
     import json, pickle, time
     def timed(f):
-        t = time.perf_counter()
+        c, t = time.process_time(), time.perf_counter()
         try:
             f(); ok = "loaded"
         except Exception as e:
             ok = type(e).__name__
-        return (time.perf_counter() - t) * 1000, ok
+        return (time.process_time() - c) * 1000, (time.perf_counter() - t) * 1000, ok
 """)
 
 WORKLOADS = {
@@ -49,9 +49,9 @@ WORKLOADS = {
     """),
     "import_torch": textwrap.dedent("""
         import json, time
-        t = time.perf_counter()
+        c, t = time.process_time(), time.perf_counter()
         import torch
-        print(json.dumps([(time.perf_counter() - t) * 1000, "imported"]))
+        print(json.dumps([(time.process_time() - c) * 1000, (time.perf_counter() - t) * 1000, "imported"]))
     """),
     "distinct_globals": TIMED + textwrap.dedent("""
         import sys
@@ -105,7 +105,7 @@ def main():
         configs["base"] = dict(base, LD_PRELOAD=BASE, SAFEPICKLE_LOG="none")
     with tempfile.TemporaryDirectory() as d:
         make_distinct(d)
-        res = {(w, c): [] for w in WORKLOADS for c in configs}
+        res = {(w, c): [] for w in WORKLOADS for c in configs}     # (cpu ms, wall ms) per run
         outcome = {}
         for _ in range(RUNS):
             for w, code in WORKLOADS.items():
@@ -114,26 +114,28 @@ def main():
                                        text=True, timeout=900)
                     if r.returncode != 0:
                         sys.exit("%s / %s failed: %s" % (w, c, r.stderr[-2000:]))
-                    ms, ok = json.loads(r.stdout.strip().splitlines()[-1])
-                    res[(w, c)].append(ms)
+                    cpu, wall, ok = json.loads(r.stdout.strip().splitlines()[-1])
+                    res[(w, c)].append((cpu, wall))
                     outcome[(w, c)] = ok
-    lines = ["runs per cell: %d, interleaved; load average at the end: %s%s" % (
-        RUNS, " ".join(open("/proc/loadavg").read().split()[:3]),
-        "; base: %s" % os.path.basename(os.path.dirname(BASE)) if BASE else ""), ""]
-    if BASE:
-        lines += ["| workload | no preload, ms (median) | base, ms (median) | preload, ms (median) | base / no preload "
-                  "| preload / no preload | outcome with the preload |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    else:
-        lines += ["| workload | no preload, ms (median) | preload, ms (median) | preload / no preload "
-                  "| outcome with the preload |", "| --- | --- | --- | --- | --- |"]
+    med = lambda w, c, k: statistics.median(x[k] for x in res[(w, c)])
+
+    def ratio(w, c):
+        """median CPU ratio against no preload, the paired per-run spread, and the wall ratio"""
+        pairs = [p[0] / q[0] for p, q in zip(res[(w, c)], res[(w, "no preload")])]
+        return "**%.2f** (%.2f-%.2f) | %.2f" % (med(w, c, 0) / med(w, "no preload", 0), min(pairs), max(pairs),
+                                                  med(w, c, 1) / med(w, "no preload", 1))
+    lines = ["runs per cell: %d, interleaved (one process per run); times measured inside the process around "
+             "the workload: CPU = time.process_time() (user + sys of every thread), wall = time.perf_counter(); "
+             "ratios are medians of CPU time, spread = min-max of the per-run ratios; load average at the end: %s%s" % (
+                 RUNS, " ".join(open("/proc/loadavg").read().split()[:3]),
+                 "; base: %s" % os.path.basename(os.path.dirname(BASE)) if BASE else ""), ""]
+    sides = [c for c in configs if c != "no preload"]
+    lines.append("| workload | no preload, CPU ms | " + " | ".join(
+        "%s, CPU ms | %s / no preload, CPU (spread) | wall" % (c, c) for c in sides) + " | outcome with the preload |")
+    lines.append("| --- " * (3 + 3 * len(sides)) + "|")
     for w in WORKLOADS:
-        a, b = statistics.median(res[(w, "no preload")]), statistics.median(res[(w, "preload")])
-        if BASE:
-            c = statistics.median(res[(w, "base")])
-            lines.append("| %s | %.1f | %.1f | %.1f | %.2f | %.2f | %s |" % (w, a, c, b, c / a, b / a,
-                                                                          outcome[(w, "preload")]))
-        else:
-            lines.append("| %s | %.1f | %.1f | %.2f | %s |" % (w, a, b, b / a, outcome[(w, "preload")]))
+        lines.append("| %s | %.1f | " % (w, med(w, "no preload", 0)) + " | ".join(
+            "%.1f | %s" % (med(w, c, 0), ratio(w, c)) for c in sides) + " | %s |" % outcome[(w, "preload")])
     text = "\n".join(lines) + "\n"
     print(text)
     write_results(text)
