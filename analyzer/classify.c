@@ -456,8 +456,9 @@ static const uint8_t *cl_decode(cl_ctx *c, const spa_val *call, size_t *outn) {
 /* `@rawload` (pickle.loads): the one nested load judged by its content, when the call
  * is exactly what a pickler writes for an object reduced to loads(dumps(obj)) (joblib's
  * array reducer): called on its own global, no partial, no reflection, one argument,
- * an immutable bytes constant kept whole (not a bytearray, which SETITEM/APPENDS can
- * change before the call, not a Python 2 string, which the loader may decode to str).
+ * an immutable bytes constant kept whole, or whole in the input's memory (SPA_VF_WHOLE:
+ * a result over max_str in layer 2's bytes); not a bytearray (which SETITEM/APPENDS can
+ * change before the call), not a Python 2 string (which the loader may decode to str).
  * Those bytes are read as loads reads them, one raw pickle stream from byte 0 (never
  * through the container sniff, which could pick a zip/tar reading of a polyglot).
  * Returns SAFE only when that stream and all nested under it are safe. */
@@ -465,7 +466,11 @@ static spa_verdict cl_rawload(cl_ctx *c, const spa_val *args, char *why, size_t 
     const spa_val *a = spa_val_item(args, 0);
     if (!args || args->kind != SPA_V_TUPLE || args->n != 1 || args->u.seq.count != 1 || !a ||
         a->kind != SPA_V_BYTES || (a->flags & (SPA_VF_BYTEARRAY | SPA_VF_PY2STR)) ||
-        (a->opcode & SPA_VOP_OPAQUE) || a->u.s.kept < a->u.s.len || a->u.s.len > CL_NESTED_MAX)
+        (a->opcode & SPA_VOP_OPAQUE) || a->u.s.len > (uint64_t)SIZE_MAX)
+        return SPA_VERDICT_MALICIOUS;
+    /* the bytes whole: kept whole (max_str), or all of them in the input's memory
+     * (SPA_VF_WHOLE: zero-copy, so no bound but the nested scan's own limits) */
+    if (!(a->flags & SPA_VF_WHOLE) && (a->u.s.kept < a->u.s.len || a->u.s.len > CL_NESTED_MAX))
         return SPA_VERDICT_MALICIOUS;
     if (c->nest >= CL_MAX_NEST) return SPA_VERDICT_UNSCANNABLE;
     spa_scan_opts o;

@@ -157,7 +157,7 @@ spa_build_act spc_joblib_after_build(void *ud, spa_scan_ctx *sc, const spa_val *
 uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint32_t depth,
                              uint32_t parent_stream);
 bool spc_nested_opaque(void *ud, const uint8_t *p, size_t n, uint64_t len);
-bool spc_nested_const_inert(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len);
+bool spc_nested_const_inert(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len, bool whole);
 /* Helpers exposed for unit tests. */
 bool spc_joblib_itemsize(const char *descr, size_t n, uint64_t *itemsize, bool *object);
 

@@ -82,10 +82,11 @@ typedef struct spa_vm_hooks {
     size_t on_const_min;  /* constants with fewer kept bytes are not offered to on_const */
     /* The VM's kinds-only path (vm.c): true only when on_const would surely
      * return UINT32_MAX and change nothing for a str/bytes value of kind k,
-     * kept bytes p[0..kept) of len (all on_const may read of it). NULL:
-     * never (that path then leaves every stream with an offered constant to
-     * the general one). */
-    bool (*const_inert)(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len);
+     * kept bytes p[0..kept) of len, all of them at p when whole (the value
+     * would be SPA_VF_WHOLE; all on_const may read of it). NULL: never (that
+     * path then leaves every stream with an offered constant to the general
+     * one). */
+    bool (*const_inert)(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len, bool whole);
 } spa_vm_hooks;
 
 /* Run one pickle stream from the current position of `in` until STOP, error

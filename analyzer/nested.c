@@ -137,15 +137,19 @@ bool spc_nested_opaque(void *ud, const uint8_t *p, size_t n, uint64_t len) {
 }
 
 /* What spc_nested_on_const would scan of a str/bytes constant of kind k
- * (its first kept bytes p, of len): the bytes (and their encoding) when it
- * is nested content, false when not. Its only effects are on the scan arena
- * (a decoded candidate is kept there) and s->fatal. */
-static inline bool nb_find(spc_scan *s, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len,
+ * (its first kept bytes p, of len; all len at p when whole, SPA_VF_WHOLE):
+ * the bytes (and their encoding) when it is nested content, false when not.
+ * A whole constant is read raw to its end (zero-copy: a pickle.loads of a
+ * pickle over max_str, joblib's reduction of a large array); the decoded
+ * readings, which copy, stay on the kept prefix. Its only effects are on the
+ * scan arena (a decoded candidate is kept there) and s->fatal. */
+static inline bool nb_find(spc_scan *s, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len, bool whole,
                            const uint8_t **data, size_t *dn, const char **enc) {
     if ((k != SPA_V_STR && k != SPA_V_BYTES) || !p) return false;
     size_t n = (size_t)kept;
     if (n < SPC_NESTED_MIN) return false;
     bool trunc = kept < len;
+    if (whole && len > (uint64_t)SIZE_MAX) whole = false;
     *data = NULL;
     *enc = "const";
     bool none = spc_sniff_surely_none(p, n);
@@ -158,9 +162,9 @@ static inline bool nb_find(spc_scan *s, spa_vkind k, const uint8_t *p, uint64_t 
         memcpy(&w1, p + n - 8, 8);
         if (k == SPA_V_BYTES || !((w0 | w1) & 0x8080808080808080ull)) return false;
     }
-    if (!none && nb_candidate(s, p, n, len)) {
+    if (!none && nb_candidate(s, p, whole ? (size_t)len : n, len)) {
         *data = p;
-        *dn = n;
+        *dn = whole ? (size_t)len : n;
     }
     if (!*data && k == SPA_V_STR) {
         bool ascii = true;
@@ -188,12 +192,12 @@ static inline bool nb_find(spc_scan *s, spa_vkind k, const uint8_t *p, uint64_t 
  * scan nothing (no stream, no note, no change to the scan), so the constant
  * need not exist as a value. False (the VM then runs the stream on its
  * general path, which calls spc_nested_on_const) otherwise. */
-bool spc_nested_const_inert(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len) {
+bool spc_nested_const_inert(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len, bool whole) {
     spc_scan *s = ud;
     const uint8_t *data;
     size_t dn = 0;
     const char *enc;
-    return !nb_find(s, k, p, kept, len, &data, &dn, &enc) && !s->fatal;
+    return !nb_find(s, k, p, kept, len, whole, &data, &dn, &enc) && !s->fatal;
 }
 
 uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint32_t depth,
@@ -202,9 +206,10 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
     const uint8_t *data = NULL;
     size_t dn = 0;
     const char *enc = "const";
-    if (!v || !nb_find(s, (spa_vkind)v->kind, v->u.s.p, v->u.s.kept, v->u.s.len, &data, &dn, &enc))
+    if (!v || !nb_find(s, (spa_vkind)v->kind, v->u.s.p, v->u.s.kept, v->u.s.len, (v->flags & SPA_VF_WHOLE) != 0,
+                       &data, &dn, &enc))
         return UINT32_MAX;
-    bool trunc = v->u.s.kept < v->u.s.len;
+    bool trunc = data == v->u.s.p ? dn < v->u.s.len : v->u.s.kept < v->u.s.len; /* read raw, or decoded */
 
     const spa_stream *ps = parent_stream != UINT32_MAX ? spa_ctx_stream(sc, parent_stream) : NULL;
     const char *ploc = ps && ps->loc ? ps->loc : (s->cur_loc ? s->cur_loc : "<input>");

@@ -142,6 +142,9 @@ typedef enum spa_vkind {
 #define SPA_VF_READONLY  0x08u /* READONLY_BUFFER applied */
 #define SPA_VF_BYTEARRAY 0x10u /* SPA_V_BYTES created by BYTEARRAY8 */
 #define SPA_VF_PY2STR    0x20u /* SPA_V_BYTES from STRING/BINSTRING/SHORT_BINSTRING */
+#define SPA_VF_WHOLE     0x40u /* a counted str/bytes with kept < len whose p holds all len bytes:
+                               * zero-copy over an input in memory (spa_scan_mem, layer 2's
+                               * bytes), which outlives the result; never for an opaque constant */
 
 typedef struct spa_val spa_val;
 struct spa_val {

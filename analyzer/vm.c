@@ -1638,6 +1638,14 @@ static bool vm_counted_arg(vm *m, uint8_t op, uint64_t off, const uint8_t **d, u
     return true;
 }
 
+/* A counted str/bytes argument kept in part (kept < n) whose data lies whole
+ * in the input's memory: vm_data over a stable input points into it, zero-copy,
+ * and has checked that all n bytes are there (SPA_VF_WHOLE; not for an opaque
+ * constant, which no nested reading accepts). */
+static bool vm_whole(const vm *m, bool owned, bool opaque, uint64_t kept, uint64_t n) {
+    return m->stable && !owned && !opaque && kept < n;
+}
+
 /* The fields of a counted str/bytes opcode's value past vm_new's (the
  * general path's node and the kinds-only path's probe share them). */
 static void vm_counted_set(spa_val *v, uint8_t op, const uint8_t *d, uint64_t n, uint64_t kept, bool opaque) {
@@ -1661,6 +1669,7 @@ static spa_val *vm_counted_val(vm *m, uint8_t op, uint64_t off, const uint8_t *d
     spa_val *v = vm_new(m, vm_counted_kind(op), op, off);
     if (!v) { if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1); return NULL; }
     vm_counted_set(v, op, d, n, kept, opaque);
+    if (vm_whole(m, owned, opaque, kept, n)) v->flags |= SPA_VF_WHOLE;
     return v;
 }
 
@@ -2329,10 +2338,10 @@ static bool vk_push(vm *m, uint8_t k) {
 /* Would on_const pass over this constant (d[0..kept) of n bytes) without a
  * trace? Asked with what it reads of the node the general path would offer
  * (vm_counted_val's kind and bytes). */
-VM_HOT bool vk_inert(vm *m, uint8_t op, const uint8_t *d, uint64_t n, uint64_t kept) {
+VM_HOT bool vk_inert(vm *m, uint8_t op, const uint8_t *d, uint64_t n, uint64_t kept, bool whole) {
     const spa_vm_hooks *h = m->hooks;
     if (!h || !h->on_const || kept < h->on_const_min) return true;
-    return h->const_inert && h->const_inert(h->ud, vm_counted_kind(op), d, kept, n);
+    return h->const_inert && h->const_inert(h->ud, vm_counted_kind(op), d, kept, n, whole);
 }
 
 /* A counted str/bytes opcode (not BYTEARRAY8), its reads as vm_load_counted's. */
@@ -2341,7 +2350,7 @@ static void vk_counted(vm *m, uint8_t op, uint64_t off) {
     uint64_t n, kept;
     bool owned, opaque;
     if (!vm_counted_arg(m, op, off, &d, &n, &kept, &owned, &opaque)) return;
-    bool inert = vk_inert(m, op, d, n, kept);
+    bool inert = vk_inert(m, op, d, n, kept, vm_whole(m, owned, opaque, kept, n));
     if (owned) vm_bfree(m, (void *)d, kept ? (size_t)kept : 1);
     if (inert) (void)vk_push(m, VK_OTHER);
     else vk_bail(m);
@@ -2563,7 +2572,7 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
             VK_ARG(w);
             if (op == SPA_OP_SHORT_BINUNICODE && !vk_ascii(q + 2, q[1], pe) && !vm_utf8_ok(q + 2, q[1], false))
                 goto bail;
-            if (!vk_inert(m, op, q + 2, q[1], q[1])) goto bail;
+            if (!vk_inert(m, op, q + 2, q[1], q[1], false)) goto bail;
             ks[sp++] = VK_OTHER;
             break;
         case VKC_POP:

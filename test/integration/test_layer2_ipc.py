@@ -29,6 +29,9 @@ WORK = textwrap.dedent("""
             return (os.system, ("touch marker",))
     def make_touch():
         return Touch()
+    def big(i, n=3 << 20):
+        import numpy
+        return numpy.full(n, i, dtype=numpy.uint8)
 """)
 
 FRAMEWORKS = textwrap.dedent("""
@@ -109,6 +112,45 @@ def test_gridsearch_n_jobs_identical_under_preload(tmp_path):
     out = out_of(r)
     assert out[:2] == plain[:2], r.stderr[-3000:]
     assert out[2] != "ran" and out[3] is False, (out, r.stderr[-3000:])
+    assert "safepickle: blocked" in r.stderr
+
+
+LARGE = textwrap.dedent("""
+    import json, os, pickle, warnings
+    warnings.simplefilter("ignore")
+    if __name__ == "__main__":
+        import work
+        from joblib import Parallel, delayed
+        out = {}
+        for b in ("loky", "multiprocessing"):
+            # results over max_str (1 MiB): joblib ships each as pickle.loads(<3 MiB bytes>)
+            r = Parallel(n_jobs=2, backend=b)(delayed(work.big)(i) for i in range(3))
+            out[b] = [[int(a[0]), int(a[-1]), len(a)] for a in r]
+        # the same shape, its payload past the first MiB of the nested stream
+        try:
+            Parallel(n_jobs=2)(delayed(len)([work.Shipped(pickle.dumps(["a" * (3 << 19), work.Touch()]))])
+                               for _ in range(2))
+            out["payload"] = "ran"
+        except Exception as e:
+            out["payload"] = type(e).__name__
+        out["marker"] = os.path.exists("marker")
+        print("OUT " + json.dumps(out, sort_keys=True))
+""")
+
+
+def test_results_over_max_str_identical_under_preload(tmp_path):
+    """A worker's result array over 1 MiB reaches the parent as pickle.loads(<bytes>) of a
+    stream longer than max_str: in memory those bytes are judged whole (SPA_VF_WHOLE), so
+    the results match a plain run (they were refused: BrokenProcessPool), and a payload
+    placed past the first MiB of such a stream (which runs plainly) is still refused."""
+    plain = out_of(run(tmp_path, LARGE, preload=False))
+    assert plain["payload"] == "ran" and plain["marker"] is True
+    os.remove(str(tmp_path / "marker"))
+    r = run(tmp_path, LARGE, preload=True)
+    out = out_of(r)
+    for b in ("loky", "multiprocessing"):
+        assert out[b] == plain[b], r.stderr[-3000:]
+    assert out["payload"] != "ran" and out["marker"] is False, (out, r.stderr[-3000:])
     assert "safepickle: blocked" in r.stderr
 
 

@@ -152,6 +152,70 @@ static void test_nested(void) {
     free(src);
 }
 
+/* @rawload of a pickle over max_str (joblib's reduction of a result array over 1 MiB,
+ * pickle.loads(<bytes>)): over an input in memory (layer 2's bytes) the constant lies
+ * whole in it (SPA_VF_WHOLE), so the stream loads reads is judged to its end; a payload
+ * past the first MiB is still found. Over a pread source (a file) only max_str is kept,
+ * and the same bytes stay a nested load nobody judged whole. */
+static ssize_t rl_pread(void *ctx, void *buf, size_t len, uint64_t off) {
+    const spa_src *m = ctx;
+    if (off >= m->size) return 0;
+    if (len > m->size - off) len = (size_t)(m->size - off);
+    memcpy(buf, m->mem + off, len);
+    return (ssize_t)len;
+}
+
+static char *rl_outer(size_t pad, bool payload, size_t *n) {
+    /* inner: PROTO 4, BINUNICODE of pad 'a', POP, then STOP or os.system('id') */
+    static const char evil[] = "cos\nsystem\n(S'id'\ntR.";
+    size_t in = 2 + 5 + pad + 1 + (payload ? sizeof evil - 1 : 4);
+    char *o = malloc(in + 64);
+    size_t k = 0;
+    static const char pre[] = "\x80\x04" "c_pickle\nloads\nB";
+    memcpy(o, pre, sizeof pre - 1);
+    k = sizeof pre - 1;
+    for (int i = 0; i < 4; i++) o[k++] = (char)((in >> (8 * i)) & 0xff);
+    o[k++] = '\x80'; o[k++] = 4; o[k++] = 'X';
+    for (int i = 0; i < 4; i++) o[k++] = (char)((pad >> (8 * i)) & 0xff);
+    memset(o + k, 'a', pad);
+    k += pad;
+    o[k++] = '0';
+    if (payload) { memcpy(o + k, evil, sizeof evil - 1); k += sizeof evil - 1; }
+    else { memcpy(o + k, "K\x01" "0.", 4); k += 4; }
+    memcpy(o + k, "\x85R.", 3);
+    *n = k + 3;
+    return o;
+}
+
+static void test_rawload_whole(void) {
+    size_t pad = (3u << 20) / 2, n; /* 1.5 MiB: past max_str */
+    char *ok = rl_outer(pad, false, &n);
+    spa_result *r = scan_cls(ok, n, NULL);
+    T_CHECK_MSG(r && r->verdict == SPA_VERDICT_SAFE, "whole in memory: %s (%s)", r ? spa_verdict_name(r->verdict) : "-",
+                r && r->n_reasons ? r->reasons[0].msg : "");
+    spa_result_free(r);
+    /* a pread source: max_str kept, so not judged whole */
+    spa_src mem = {.pread = NULL, .ctx = NULL, .size = n, .mem = (const uint8_t *)ok};
+    spa_src src = {.pread = rl_pread, .ctx = &mem, .size = n, .mem = NULL};
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    spa_err e;
+    r = NULL;
+    T_EQ_INT(spa_scan_src(&o, &src, &r, &e), SPA_OK);
+    if (r) {
+        T_EQ_INT(spa_classify(r, NULL), SPA_OK);
+        T_CHECK(r->verdict == SPA_VERDICT_MALICIOUS && has_rule(r, "callee.deserialize", SPA_VERDICT_MALICIOUS));
+        spa_result_free(r);
+    }
+    free(ok);
+    char *bad = rl_outer(pad, true, &n);
+    r = scan_cls(bad, n, NULL);
+    T_CHECK(r && r->verdict == SPA_VERDICT_MALICIOUS);
+    T_CHECK(r && has_rule(r, "callee.deserialize", SPA_VERDICT_MALICIOUS));
+    spa_result_free(r);
+    free(bad);
+}
+
 /* @fileload: joblib's load_temporary_memmap(name, mode, unlink) is data only where the
  * caller says the process judges its opens (the preload's layer 1), in joblib's shape;
  * the same bytes stay callee.deserialize for the CLI, and nested bytes inherit the flag. */
@@ -353,5 +417,5 @@ static void test_decoder_calls(void) {
     CASE(TC_LOAD_B64("b64decode", "\x26", "gAJ-jcG9zaXgKc3lzdGVtClgCAAAAaWSFUi4=_"), SPA_VERDICT_MALICIOUS, "nested.malicious");
 }
 
-T_MAIN("classify", T_CASE(test_fileload), T_CASE(test_lookup_limit), T_CASE(test_decoder_calls), T_CASE(test_calls), T_CASE(test_reflection), T_CASE(test_structural), T_CASE(test_nested),
+T_MAIN("classify", T_CASE(test_fileload), T_CASE(test_lookup_limit), T_CASE(test_decoder_calls), T_CASE(test_calls), T_CASE(test_reflection), T_CASE(test_structural), T_CASE(test_nested), T_CASE(test_rawload_whole),
        T_CASE(test_reason_fields), T_CASE(test_policy_rules), T_CASE(test_hand_built_ir))
