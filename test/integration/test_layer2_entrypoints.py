@@ -19,10 +19,14 @@ Attackers read our code, so the entry points are enumerated, not picked:
 - test_reflective_payload_through_every_entry_point: the reflective walk of
   test_layer2_escapes (builtins.getattr, operator.getitem and an ordinary
   stdlib class, walking through __init__.__globals__ to os.mkfifo on a
-  marker: only harmless-looking globals) is fed, as bytes or as an in-memory
-  stream, to every driven entry point. Without the preload every payload runs
-  (proof that the entry point is reachable and unpickles); with it none runs
-  and each is refused."""
+  marker: only harmless-looking globals) and the same walk to os.write on a
+  file the program holds open (no audit event, no libc veto: only the bytes
+  give it away) are fed, as bytes, an in-memory stream, a pipe, a stream whose
+  read is a function, or a keyword argument, to every driven entry point.
+  Without the preload every payload runs (proof that the entry point is
+  reachable and unpickles); with it none runs and each is refused. Before this
+  test 9 of these ran under the preload (Unpickler over a pipe or a function
+  stream, pandas' Unpickler over a pipe, pickle.load(file=...))."""
 import ast
 import os
 import re
@@ -126,6 +130,18 @@ DRIVER_SCRIPT = textwrap.dedent("""
             ran = os.path.exists(os.path.join(DIR, "ran." + name)) if kind == "walk" else \
                 open(os.path.join(DIR, "log." + name), "rb").read() == b"PWNED"
             print(name, kind, out, ran, flush=True)
+    import importlib, _pickle
+    for m in %(mods)r:
+        importlib.import_module(m)
+    def subs(c):
+        for s in c.__subclasses__():
+            yield s
+            yield from subs(s)
+    print("WRAPPER", type(pickle._Unpickler.__dict__["load"]).__name__, type(_pickle.Unpickler.load).__name__)
+    for base in (_pickle.Unpickler, pickle._Unpickler):
+        for c in sorted(set(subs(base)), key=lambda c: c.__module__ + "." + c.__qualname__):
+            own = [b.__qualname__ for b in c.__mro__[:c.__mro__.index(base)] if "load" in vars(b)]
+            print("CLASS", c.__module__ + "." + c.__qualname__, "overrides" if own else "inherits")
 """)
 
 
@@ -139,36 +155,77 @@ def run(tmp_path, body, *, preload=True):
                           text=True, timeout=600)
 
 
-def test_reflective_payload_through_every_entry_point(tmp_path):
+def reflective_write_pickle(module, cls, osname, fd, data):
+    """The reflective walk ending in os.write(fd, data): a write to a file the
+    program already holds open raises no audit event and no libc veto, so only
+    the bytes give it away."""
+    a = spgen.Asm(3)
+    a.global_("builtins", "getattr").mark()
+    a.global_("operator", "getitem").mark()
+    a.global_("builtins", "getattr").mark()
+    a.global_("builtins", "getattr").mark().global_(module, cls).str_("__init__").tuple_().reduce()
+    a.str_("__globals__").tuple_().reduce()
+    a.str_(osname).tuple_().reduce()
+    a.str_("write").tuple_().reduce()
+    a.mark().int_(fd).bytes_(data).tuple_().reduce()
+    return a.stop()
+
+
+@pytest.fixture(scope="module")
+def driven(tmp_path_factory):
+    """One program feeds every entry point both payloads (and lists the Unpickler
+    classes): run without the preload (control), then with it. Returns the control's
+    output lines with which payloads ran, and the preloaded run."""
+    tmp = tmp_path_factory.mktemp("entry")
+    module, cls, osname = reflective_classes(1)[0]
+    for name in DRIVERS:
+        walk = reflective_pickle(tmp / ("ran." + name), module, cls, osname, proto=2)
+        write = reflective_write_pickle(module, cls, osname, 100, b"PWNED")
+        (tmp / ("walk." + name)).write_bytes(bytes(b ^ 0x5A for b in walk))
+        (tmp / ("write." + name)).write_bytes(bytes(b ^ 0x5A for b in write))
+    body = DRIVER_SCRIPT % {"drivers": DRIVERS, "dir": str(tmp), "mods": UNPICKLER_MODULES}
+    ctl = run(tmp, body, preload=False)
+    for n in DRIVERS:
+        if (tmp / ("ran." + n)).exists():
+            os.unlink(tmp / ("ran." + n))
+    r = run(tmp, body)
+    r.ran = [n for n in DRIVERS if (tmp / ("ran." + n)).exists()]
+    return ctl, r
+
+
+def test_reflective_payload_through_every_entry_point(driven):
     """Two payloads per entry point, both only getattr/operator.getitem and an
     ordinary stdlib class: the walk to os.mkfifo on a marker, and the walk to
     os.write on a file the program holds open (fd 100), an effect with no audit
     event and no libc veto that only a judgement of the bytes stops. Before the
-    fix the second ran under the preload through every Unpickler over a pipe and
-    through pickle.load(file=...) (a keyword argument was not judged)."""
-    module, cls, osname = reflective_classes(1)[0]
-    for name in DRIVERS:
-        walk = reflective_pickle(tmp_path / ("ran." + name), module, cls, osname, proto=2)
-        write = reflective_write_pickle(module, cls, osname, 100, b"PWNED")
-        (tmp_path / ("walk." + name)).write_bytes(bytes(b ^ 0x5A for b in walk))
-        (tmp_path / ("write." + name)).write_bytes(bytes(b ^ 0x5A for b in write))
-    body = DRIVER_SCRIPT % {"drivers": DRIVERS, "dir": str(tmp_path)}
-    ctl = run(tmp_path, body, preload=False)
+    fixes the second ran under the preload through every Unpickler over a pipe,
+    through a stream whose read is a function and through pickle.load(file=...)."""
+    ctl, r = driven
     assert ctl.returncode == 0, ctl.stderr[-3000:]
-    missing = [line for line in ctl.stdout.splitlines() if not line.endswith(" True")]
-    assert ctl.stdout.count(" True") == 2 * len(DRIVERS) and not missing, \
+    got = [line for line in ctl.stdout.splitlines() if line.split(" ")[0] in DRIVERS]
+    missing = [line for line in got if not line.endswith(" True")]
+    assert len(got) == 2 * len(DRIVERS) and not missing, \
         "control: both payloads must run through every entry point:\n%s\n%s" % (ctl.stdout, ctl.stderr[-3000:])
-    for n in DRIVERS:
-        os.unlink(tmp_path / ("ran." + n))
-    r = run(tmp_path, body)
     assert r.returncode == 0, r.stderr[-3000:]
-    ran = [line for line in r.stdout.splitlines() if line.endswith(" True")]
+    lines = [line for line in r.stdout.splitlines() if line.split(" ")[0] in DRIVERS]
+    ran = [line for line in lines if line.endswith(" True")] + r.ran
     assert not ran, "payload ran under the preload:\n%s\n%s" % ("\n".join(ran), r.stderr[-3000:])
-    lines = r.stdout.splitlines()
     assert len(lines) == 2 * len(DRIVERS) and not [x for x in lines if " loaded " in x], r.stdout
     # refused, not merely failed (numpy.load re-raises the refusal as UnpicklingError)
     assert r.stderr.count("safepickle: blocked") >= 2 * len(DRIVERS), r.stdout + r.stderr[-3000:]
-    spgen.assert_marker_absent(tmp_path / "PAYLOAD_RAN")
+
+
+def test_unpickler_classes_are_wrapped(driven):
+    """Every Unpickler class the packages define (once imported) reaches the wrapped
+    load: pickle._Unpickler's load is the preload's (an instancemethod around the
+    original) and no subclass overrides it. A subclass with its own load would be
+    judged by names and behaviour only: it must be driven or listed here."""
+    _, r = driven
+    lines = r.stdout.splitlines()
+    assert "WRAPPER instancemethod method_descriptor" in lines, r.stdout[-2000:]
+    classes = dict(line.split(" ")[1:3] for line in lines if line.startswith("CLASS "))
+    assert "joblib.numpy_pickle.NumpyUnpickler" in classes and "pandas.compat.pickle_compat.Unpickler" in classes
+    assert not [c for c, how in classes.items() if how != "inherits"], classes
 
 
 # ------------------------------------------------------------------ the class, enumerated
@@ -309,53 +366,7 @@ def test_every_unpickle_call_site_is_classified():
         assert how in DRIVERS or how.split(":")[0] in ("file", "bootstrap", "not run", "restricted"), (k, how)
 
 
-CLASSES = textwrap.dedent("""
-    import importlib, pickle, _pickle, warnings
-    warnings.simplefilter("ignore")
-    for m in %(mods)r:
-        importlib.import_module(m)
-    def subs(c):
-        for s in c.__subclasses__():
-            yield s
-            yield from subs(s)
-    print("wrapper", type(pickle._Unpickler.__dict__["load"]).__name__, type(_pickle.Unpickler.load).__name__)
-    for base in (_pickle.Unpickler, pickle._Unpickler):
-        for c in sorted(set(subs(base)), key=lambda c: c.__module__ + "." + c.__qualname__):
-            own = [b.__qualname__ for b in c.__mro__[:c.__mro__.index(base)] if "load" in vars(b)]
-            print(c.__module__ + "." + c.__qualname__, "overrides" if own else "inherits")
-""")
 UNPICKLER_MODULES = ("shelve", "multiprocessing.reduction", "joblib.numpy_pickle", "joblib.numpy_pickle_compat",
                      "pandas.compat.pickle_compat", "pandas.io.pickle", "torch.serialization",
                      "torch.package.package_importer", "torch.utils.show_pickle", "distributed.protocol.pickle",
                      "joblib.externals.cloudpickle", "joblib.externals.loky.backend.reduction")
-
-
-def test_unpickler_classes_are_wrapped(tmp_path):
-    """Every Unpickler class the packages define (once imported) reaches the wrapped
-    load: pickle._Unpickler's load is the preload's (an instancemethod around the
-    original) and no subclass overrides it. A subclass with its own load would be
-    judged by names and behaviour only: it must be driven or listed here."""
-    r = run(tmp_path, CLASSES % {"mods": UNPICKLER_MODULES})
-    assert r.returncode == 0, r.stderr[-3000:]
-    lines = r.stdout.splitlines()
-    assert lines[0] == "wrapper instancemethod method_descriptor", lines[0]
-    classes = dict(line.rsplit(" ", 1) for line in lines[1:])
-    assert "joblib.numpy_pickle.NumpyUnpickler" in classes and "pandas.compat.pickle_compat.Unpickler" in classes
-    assert not [c for c, how in classes.items() if how != "inherits"], classes
-
-
-# ------------------------------------------------------------------ an effect with no audit event
-def reflective_write_pickle(module, cls, osname, fd, data):
-    """The reflective walk ending in os.write(fd, data): a write to a file the
-    program already holds open raises no audit event and no libc veto, so only
-    the bytes give it away."""
-    a = spgen.Asm(3)
-    a.global_("builtins", "getattr").mark()
-    a.global_("operator", "getitem").mark()
-    a.global_("builtins", "getattr").mark()
-    a.global_("builtins", "getattr").mark().global_(module, cls).str_("__init__").tuple_().reduce()
-    a.str_("__globals__").tuple_().reduce()
-    a.str_(osname).tuple_().reduce()
-    a.str_("write").tuple_().reduce()
-    a.mark().int_(fd).bytes_(data).tuple_().reduce()
-    return a.stop()
