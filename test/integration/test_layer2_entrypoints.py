@@ -25,7 +25,7 @@ Attackers read our code, so the entry points are enumerated, not picked:
   read is a function, or a keyword argument, to every driven entry point.
   Without the preload every payload runs (proof that the entry point is
   reachable and unpickles); with it none runs and each is refused. Before this
-  test 9 of these ran under the preload (Unpickler over a pipe or a function
+  test 7 of these ran under the preload (Unpickler over a pipe or a function
   stream, pandas' Unpickler over a pipe, pickle.load(file=...))."""
 import ast
 import os
