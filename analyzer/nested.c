@@ -136,6 +136,20 @@ bool spc_nested_opaque(void *ud, const uint8_t *p, size_t n, uint64_t len) {
     return true;
 }
 
+/* A constant of n >= SPC_NESTED_MIN bytes of kind k (str or bytes) that no
+ * reading below accepts, known from its first byte and two words: shorter
+ * than 16 bytes (hex and base64 need 16 characters), it fails the pickle
+ * walk's first step, and it is bytes or ASCII text (only the latin1 reading
+ * of non-ASCII text is left). The common short constant ends here. */
+static inline bool nb_short_none(spa_vkind k, const uint8_t *p, size_t n) {
+    _Static_assert(SPC_NESTED_MIN >= 8, "two words cover 8..15 bytes");
+    if (n < SPC_NESTED_MIN || n >= 16 || !spc_sniff_surely_none(p, n)) return false;
+    uint64_t w0, w1;
+    memcpy(&w0, p, 8);
+    memcpy(&w1, p + n - 8, 8);
+    return k == SPA_V_BYTES || !((w0 | w1) & 0x8080808080808080ull);
+}
+
 /* What spc_nested_on_const would scan of a str/bytes constant of kind k
  * (its first kept bytes p, of len; all len at p when whole, SPA_VF_WHOLE):
  * the bytes (and their encoding) when it is nested content, false when not.
@@ -152,16 +166,8 @@ static inline bool nb_find(spc_scan *s, spa_vkind k, const uint8_t *p, uint64_t 
     if (whole && len > (uint64_t)SIZE_MAX) whole = false;
     *data = NULL;
     *enc = "const";
+    if (nb_short_none(k, p, n)) return false;
     bool none = spc_sniff_surely_none(p, n);
-    if (none && n < 16) {
-        /* below, only the latin1 reading of non-ASCII text is left (hex and
-         * base64 need 16 characters): the common short constant ends here */
-        _Static_assert(SPC_NESTED_MIN >= 8, "two words cover 8..15 bytes");
-        uint64_t w0, w1;
-        memcpy(&w0, p, 8);
-        memcpy(&w1, p + n - 8, 8);
-        if (k == SPA_V_BYTES || !((w0 | w1) & 0x8080808080808080ull)) return false;
-    }
     if (!none && nb_candidate(s, p, whole ? (size_t)len : n, len)) {
         *data = p;
         *dn = whole ? (size_t)len : n;
@@ -192,12 +198,18 @@ static inline bool nb_find(spc_scan *s, spa_vkind k, const uint8_t *p, uint64_t 
  * scan nothing (no stream, no note, no change to the scan), so the constant
  * need not exist as a value. False (the VM then runs the stream on its
  * general path, which calls spc_nested_on_const) otherwise. */
-bool spc_nested_const_inert(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len, bool whole) {
-    spc_scan *s = ud;
+static __attribute__((noinline)) bool nb_inert(spc_scan *s, spa_vkind k, const uint8_t *p, uint64_t kept,
+                                               uint64_t len, bool whole) {
     const uint8_t *data;
     size_t dn = 0;
     const char *enc;
     return !nb_find(s, k, p, kept, len, whole, &data, &dn, &enc) && !s->fatal;
+}
+
+bool spc_nested_const_inert(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len, bool whole) {
+    spc_scan *s = ud;
+    if ((k == SPA_V_STR || k == SPA_V_BYTES) && p && nb_short_none(k, p, (size_t)kept)) return !s->fatal;
+    return nb_inert(s, k, p, kept, len, whole);
 }
 
 uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint32_t depth,

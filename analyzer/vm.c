@@ -2472,13 +2472,20 @@ VM_HOT void vk_memo_def(vm *m, uint64_t key, uint64_t lim_memo, uint64_t lim_key
 }
 
 /* Is s[0..n) ASCII (so UTF-8)? Reads whole words only inside [s, end). */
+static const uint64_t vk_hi[17][2] = {   /* the top bits of bytes 0..n-1 of two words */
+#define VK_M(k) (0x8080808080808080ull >> (4 * (8 - (k))) >> (4 * (8 - (k))))   /* k of 0..8 bytes */
+#define VK_HI(n) { VK_M((n) < 8 ? (n) : 8), VK_M((n) <= 8 ? 0 : (n) - 8) }
+    VK_HI(0), VK_HI(1), VK_HI(2), VK_HI(3), VK_HI(4), VK_HI(5), VK_HI(6), VK_HI(7), VK_HI(8),
+    VK_HI(9), VK_HI(10), VK_HI(11), VK_HI(12), VK_HI(13), VK_HI(14), VK_HI(15), VK_HI(16),
+#undef VK_HI
+#undef VK_M
+};
 VM_HOT bool vk_ascii(const uint8_t *s, size_t n, const uint8_t *end) {
     uint64_t w0, w1;
     if (n > 16 || (size_t)(end - s) < 16) return false;
     memcpy(&w0, s, 8);
     memcpy(&w1, s + 8, 8);
-    uint64_t m0 = n >= 8 ? ~0ull : (1ull << (8 * n)) - 1, m1 = n >= 16 ? ~0ull : n <= 8 ? 0 : (1ull << (8 * (n - 8))) - 1;
-    return !(((w0 & m0) | (w1 & m1)) & 0x8080808080808080ull);
+    return !((w0 & vk_hi[n][0]) | (w1 & vk_hi[n][1]));
 }
 
 /* vm_fast for the kinds-only path: the opcodes of vk_ops from the reader's
@@ -2509,6 +2516,11 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
     uint8_t *ks = m->kst;
     uint64_t nops = m->nops, cf_end = m->cf_end;
     const vm_memo *mm = &m->memo;
+    /* vk_inert, with the hook's fields at hand */
+    const spa_vm_hooks *h = m->hooks;
+    bool (*const inert)(void *, spa_vkind, const uint8_t *, uint64_t, uint64_t, bool) = h ? h->const_inert : NULL;
+    void *const ud = h ? h->ud : NULL;
+    const size_t on_min = h && h->on_const ? h->on_const_min : SIZE_MAX;
     while (q < qe && sp < room) {
         uint8_t op = *q;
         const vk_op o = vk_ops[op];
@@ -2572,7 +2584,7 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
             VK_ARG(w);
             if (op == SPA_OP_SHORT_BINUNICODE && !vk_ascii(q + 2, q[1], pe) && !vm_utf8_ok(q + 2, q[1], false))
                 goto bail;
-            if (!vk_inert(m, op, q + 2, q[1], q[1], false)) goto bail;
+            if (q[1] >= on_min && (!inert || !inert(ud, vm_counted_kind(op), q + 2, q[1], q[1], false))) goto bail;
             ks[sp++] = VK_OTHER;
             break;
         case VKC_POP:
