@@ -87,9 +87,10 @@ static bool spp_judge_once(int fd, const struct stat *st, const char *hint, int 
     /* THE recogniser, the one `safepickle scan` uses (head and tail), through
      * the fingerprinting source in its soft mode: the blocks it reads are
      * fingerprinted, so a "not pickle-bearing" judgement is verified on the
-     * reads that return those bytes (SPP_FD_RECOG), but its reads never fail
-     * (a sysfs file shorter than its size, or one that changes at every read,
-     * is then not fingerprinted: fb->shortf, fb->volat). The scan below
+     * reads that return those bytes (SPP_FD_RECOG), but its reads never fail:
+     * a sysfs file shorter than its size is then not fingerprinted (fb->shortf),
+     * one whose bytes change between two reads is judged again (fb->volat,
+     * spp_judge_full). The scan below
      * recognises again through the same source, strict: every byte the
      * analyzer reads is fingerprinted on its way and must equal what the
      * recogniser saw (verify.c). */
@@ -401,8 +402,8 @@ static void spp_judge_slow(void *arg) {
     uint64_t e = ident | (c.bearing == SPP_BEARING_TRUSTED ? SPP_FD_TRUSTED : c.bearing ? SPP_FD_BEARING : 0);
     /* not pickle-bearing: the bytes the judgement read are verified (SPP_FD_RECOG:
      * a change under the same identity, a shared mapping's, is seen there); a file
-     * changed lately (or with no fingerprint because it changed while judged) is
-     * also judged again after every read (SPP_FD_FRESH): a write of this process
+     * changed lately (or with no memory for a fingerprint) is also judged again
+     * after every read (SPP_FD_FRESH): a write of this process
      * within the same timestamp tick is a new version, judged, not a mismatch */
     if (!c.bearing && c.fp && fd < SPP_FD_MAX) e |= SPP_FD_RECOG;
     if (!c.bearing && (c.fresh || spp_changed_lately(stp))) e |= SPP_FD_FRESH;

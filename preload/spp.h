@@ -178,7 +178,7 @@ typedef struct spp_fpb {
     spp_fpb_ent *e;
     size_t n, cap;
     bool changed, oom;          /* a block read twice differed; out of memory */
-    bool soft;                  /* the recogniser reads (spp_fpb_pread never fails them): */
+    bool soft;                  /* the recogniser reads (spp_fpb_pread never fails them, reads whole blocks): */
     bool shortf, volat;         /*   a block could not be read whole; a block read twice differed */
 } spp_fpb;
 void spp_fp_seed(const uint8_t seed[32]);   /* before the first hash: shared key (pcache.c) */
@@ -282,8 +282,8 @@ typedef struct spp_cached {
                           * pickle-bearing, the bytes the recogniser read (SPP_FD_RECOG) */
     spp_expl *ex;        /* pickle-bearing: what the judgement said, to report again (a reference) */
     uint8_t persist;     /* a finished judgement (not an internal error): may be kept on disk */
-    uint8_t fresh;       /* not pickle-bearing, but no fingerprint of the bytes judged (they changed
-                          * while judged, or no memory): every read is judged again (SPP_FD_FRESH) */
+    uint8_t fresh;       /* not pickle-bearing, but no memory for the fingerprint of the bytes
+                          * judged: every read is judged again (SPP_FD_FRESH) */
 } spp_cached;
 /* Drop the references a spp_cached holds (from spp_cache_get). */
 void spp_cached_release(spp_cached *c);
