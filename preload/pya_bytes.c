@@ -295,6 +295,9 @@ static bool pyb_layer1_file(spp_pyobj *f, spa_verdict *v) {
 }
 
 typedef enum pyb_kind { PYB_NONE, PYB_JUDGED, PYB_STREAM, PYB_BLOCKED } pyb_kind;
+typedef struct pyb_buf { uint8_t *p; size_t n, cap; bool eof, limit; } pyb_buf;
+static void pyb_read_pickle_ahead(spp_pyobj *f, pyb_buf *b, size_t *end);
+static bool pyb_limit_refused(const char *call);
 
 /* Judge what a file object holds from its current position, without moving
  * it. A regular file behind fileno() has layer 1's verdict. Another seekable
@@ -304,7 +307,8 @@ typedef enum pyb_kind { PYB_NONE, PYB_JUDGED, PYB_STREAM, PYB_BLOCKED } pyb_kind
  * object, *base its position) so that the unpickler can be held to them
  * (pyb_pin). A non-seekable object is a stream (PYB_STREAM): the caller reads
  * exactly one pickle from it. */
-static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, spa_verdict *v, spp_pyobj **snap, long *base) {
+static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, bool one, spa_verdict *v, spp_pyobj **snap,
+                               long *base) {
     *v = SPA_VERDICT_COUNT;
     *snap = NULL;
     *base = 0;
@@ -314,8 +318,25 @@ static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, spa_verdict *v, s
     if (pyb_layer1_file(f, v)) return PYB_JUDGED;
     long pos = pyb_call_long(f, "tell");
     if (pos < 0) return PYB_STREAM;
-    /* a BytesIO read from 0 to its end hands out its own bytes object: no copy */
-    spp_pyobj *data = py_PyObject_CallMethod(f, "read", NULL);
+    spp_pyobj *data = NULL;
+    if (one) {
+        /* the one pickle this load reads: a buffer of many pickles loaded one by
+         * one costs each load its own pickle, not the rest of the buffer */
+        pyb_buf b = {0};
+        size_t end = 0;
+        pyb_read_pickle_ahead(f, &b, &end);
+        if (!b.limit) data = py_PyBytes_FromStringAndSize((const char *)(b.p ? b.p : (uint8_t *)""), (spp_pyssize)end);
+        free(b.p);
+        if (b.limit) {
+            spp_pyobj *back = py_PyObject_CallMethod(f, "seek", "l", pos);
+            if (back) py_Py_DecRef(back);
+            else py_PyErr_Clear();
+            return pyb_limit_refused(call) ? PYB_BLOCKED : PYB_NONE;
+        }
+    } else {
+        /* a BytesIO read from 0 to its end hands out its own bytes object: no copy */
+        data = py_PyObject_CallMethod(f, "read", NULL);
+    }
     spp_pyobj *back = py_PyObject_CallMethod(f, "seek", "l", pos);
     if (back) py_Py_DecRef(back);
     else py_PyErr_Clear();
@@ -387,6 +408,9 @@ static void pyb_pin_reraise(pyb_pin *pin, spp_pyobj *res) {
 
 /* Do the len bytes at b, just read (advance) or peeked, continue the bytes judged? */
 static int pyb_pin_check(pyb_pin *pin, const uint8_t *b, size_t len, bool advance) {
+    /* a peek (read-ahead, not consumed) may reach past the one pickle judged:
+     * what lies past its STOP is not read by this load */
+    if (!advance && pin->e <= pin->n && len > pin->n - pin->e) len = pin->n - pin->e;
     if (len == 0 || pin->off) return 0;
     if (pin->e <= pin->n && len <= pin->n - pin->e && memcmp(pin->p + pin->e, b, len) == 0) {
         if (advance) pin->e += len;
@@ -517,8 +541,6 @@ static bool pyb_pin_new(spp_pyobj *file, spp_pyobj *snap, long base, bool jumps,
  * A malformed stream ends the read; the unpickler then fails on the same bytes. */
 #define PYB_STREAM_MAX ((size_t)1 << 31) /* beyond: the policy's on_limit */
 
-typedef struct pyb_buf { uint8_t *p; size_t n, cap; bool eof, limit; } pyb_buf;
-
 static bool pyb_read(spp_pyobj *f, pyb_buf *b, size_t want, bool line) {
     while (want > 0 || line) {
         size_t chunk = want > ((size_t)1 << 20) ? ((size_t)1 << 20) : want;
@@ -561,31 +583,66 @@ static uint64_t pyb_le(const uint8_t *p, int n) {
     return x;
 }
 
-static void pyb_read_pickle(spp_pyobj *f, pyb_buf *b) {
+/* Walk the opcodes of one pickle in p[0..n) from *at, the offset of the next
+ * opcode: 1 at its STOP (*at just past it), 0 when the next opcode is not all
+ * there (*need more bytes, or *line: a line), -1 where the unpickler fails too
+ * (not an opcode, a negative length; *limit: a length over PYB_STREAM_MAX). */
+static int pyb_walk(const uint8_t *p, size_t n, size_t *at, size_t *need, bool *line, bool *limit) {
     static const int width[] = {[SPA_ARG_U1] = 1, [SPA_ARG_U2] = 2, [SPA_ARG_S4] = 4, [SPA_ARG_U4] = 4,
                                 [SPA_ARG_U8] = 8, [SPA_ARG_F8] = 8, [SPA_ARG_CNT1] = 1, [SPA_ARG_CNT4] = 4,
                                 [SPA_ARG_CNT4S] = 4, [SPA_ARG_CNT8] = 8};
+    *need = 0;
+    *line = false;
     for (;;) {
-        if (!pyb_read(f, b, 1, false)) return;
-        uint8_t op = b->p[b->n - 1];
-        if (op == SPA_OP_STOP) return;
+        size_t i = *at;
+        if (i >= n) { *need = 1; return 0; }
+        uint8_t op = p[i];
+        if (op == SPA_OP_STOP) { *at = i + 1; return 1; }
         const spa_opinfo *oi = spa_op_info(op);
-        if (!oi) return; /* not an opcode: the unpickler fails here too */
+        if (!oi) return -1; /* not an opcode: the unpickler fails here too */
         int k = oi->kind;
         if (k == SPA_ARG_LINE || k == SPA_ARG_LINE2) {
-            if (!pyb_read(f, b, 0, true)) return;
-            if (k == SPA_ARG_LINE2 && !pyb_read(f, b, 0, true)) return;
+            const uint8_t *e = memchr(p + i + 1, '\n', n - i - 1);
+            if (e && k == SPA_ARG_LINE2) e = memchr(e + 1, '\n', (size_t)(p + n - e - 1));
+            if (!e) { *line = true; return 0; }
+            *at = (size_t)(e - p) + 1;
             continue;
         }
-        if (k == SPA_ARG_NONE) continue;
-        int w = width[k];
-        if (!pyb_read(f, b, (size_t)w, false)) return;
-        if (k < SPA_ARG_CNT1 || op == SPA_OP_FRAME) continue; /* a frame's body is opcodes */
-        uint64_t len = pyb_le(b->p + b->n - w, w);
-        if (k == SPA_ARG_CNT4S && (len & 0x80000000u)) return;
-        if (len > PYB_STREAM_MAX) { b->limit = true; return; }
-        if (len && !pyb_read(f, b, (size_t)len, false)) return;
+        if (k == SPA_ARG_NONE) { *at = i + 1; continue; }
+        size_t w = (size_t)width[k];
+        if (n - i - 1 < w) { *need = w - (n - i - 1); return 0; }
+        if (k < SPA_ARG_CNT1 || op == SPA_OP_FRAME) { *at = i + 1 + w; continue; } /* a frame's body is opcodes */
+        uint64_t len = pyb_le(p + i + 1, (int)w);
+        if (k == SPA_ARG_CNT4S && (len & 0x80000000u)) return -1;
+        if (len > PYB_STREAM_MAX) { *limit = true; return -1; }
+        if (n - i - 1 - w < len) { *need = (size_t)len - (n - i - 1 - w); return 0; }
+        *at = i + 1 + w + (size_t)len;
     }
+}
+
+/* Read exactly one pickle from f, never a byte more: what each next opcode
+ * needs, then its argument. */
+static void pyb_read_pickle(spp_pyobj *f, pyb_buf *b) {
+    size_t at = 0, need;
+    bool line;
+    while (pyb_walk(b->p, b->n, &at, &need, &line, &b->limit) == 0)
+        if (!(line ? pyb_read(f, b, 0, true) : pyb_read(f, b, need, false))) return;
+}
+
+/* One pickle from a seekable f, read in growing chunks (a file in memory:
+ * reading past its STOP costs nothing but the copy; the caller seeks back):
+ * *end is where it ends in b (b->n when it does not end). */
+static void pyb_read_pickle_ahead(spp_pyobj *f, pyb_buf *b, size_t *end) {
+    size_t at = 0, need, chunk = 8192;
+    bool line;
+    int r;
+    bool more = true;
+    while ((r = pyb_walk(b->p, b->n, &at, &need, &line, &b->limit)) == 0 && more) {
+        size_t want = need > chunk ? need : chunk;
+        more = pyb_read(f, b, want, false); /* false at the end: what it read is walked once more */
+        if (chunk < ((size_t)16 << 20)) chunk *= 2;
+    }
+    *end = r == 1 ? at : b->n;
 }
 
 /* ================================================================ the wrappers */
@@ -773,6 +830,16 @@ static spp_pyobj *pyb_w_loads(spp_pyobj *m, spp_pyobj *const *args, spp_pyssize 
     return res;
 }
 
+/* A pickle too large to judge in memory (PYB_STREAM_MAX): the policy's
+ * on_limit. True when refused (the exception is set). */
+static bool pyb_limit_refused(const char *call) {
+    const spa_policy *pol = spp_policy();
+    spa_action act = pol ? spa_policy_act(pol, pol->on_limit) : SPA_ACT_BLOCK;
+    static const spa_reason lim = {SPA_VERDICT_UNSCANNABLE, "runtime.limit",
+                                   "pickle stream too large to judge in memory", "<stream>", 0};
+    return pya_report_bytes(act, SPA_VERDICT_UNSCANNABLE, call, &lim, 1, NULL, false, false) < 0;
+}
+
 /* One pickle read from stream f (through its STOP, pyb_read_pickle) and
  * judged: PYB_STREAM with *data its bytes (new reference), or PYB_BLOCKED
  * with the exception set. Called with this thread busy. */
@@ -782,11 +849,7 @@ static pyb_kind pyb_stream_take(spp_pyobj *f, const char *call, spa_verdict *v, 
     *data = NULL;
     pyb_read_pickle(f, &b);
     if (b.limit) {
-        const spa_policy *pol = spp_policy();
-        spa_action act = pol ? spa_policy_act(pol, pol->on_limit) : SPA_ACT_BLOCK;
-        static const spa_reason lim = {SPA_VERDICT_UNSCANNABLE, "runtime.limit",
-                                       "pickle stream too large to judge in memory", "<stream>", 0};
-        if (pya_report_bytes(act, SPA_VERDICT_UNSCANNABLE, call, &lim, 1, NULL, false, false) < 0) k = PYB_BLOCKED;
+        if (pyb_limit_refused(call)) k = PYB_BLOCKED;
     } else if (pyb_judge(b.p ? b.p : (const uint8_t *)"", b.n, call, v) < 0) {
         k = PYB_BLOCKED;
     }
@@ -806,7 +869,7 @@ static pyb_kind pyb_guard_file(spp_pyobj *f, const char *call, spa_verdict *v, s
     *data = NULL;
     *snap = NULL;
     if (!pyb_busy_enter()) return PYB_NONE;
-    pyb_kind k = pyb_judge_file(f, call, v, snap, base);
+    pyb_kind k = pyb_judge_file(f, call, true, v, snap, base);
     if (k == PYB_STREAM) k = pyb_stream_take(f, call, v, data);
     pya_t.busy = 0;
     return k;
@@ -1098,7 +1161,7 @@ static spa_verdict pyb_guard_unpickler(spp_pyobj *self, bool *blocked, pyb_swap 
     pya_t.busy = 0;
     if (!f) return v;
     if (pyb_busy_again()) {
-        k = pyb_judge_file(f, "pickle.Unpickler.load", &v, &snap, &base);
+        k = pyb_judge_file(f, "pickle.Unpickler.load", true, &v, &snap, &base);
         if (k == PYB_STREAM && !pyb_keeps_file(self, f) && pyb_slots_or_say(self, meth, sw))
             k = pyb_stream_take(f, "pickle.Unpickler.load", &v, &data);
         else if (k == PYB_STREAM)
@@ -1269,7 +1332,11 @@ static spp_pyobj *pyb_w_pyload(spp_pyobj *orig, spp_pyobj *self) {
             if (rl) py_Py_DecRef(rl);
         }
         if (rd) py_Py_DecRef(rd);
-        pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", &v, &snap, &base) : PYB_NONE;
+        /* an unpickler that keeps its file reads it between opcodes (joblib's
+         * NumpyUnpickler reads array bytes inline): all the rest is judged, and
+         * the pin follows its moves; otherwise the one pickle this load reads */
+        bool one = f && !pyb_keeps_file(self, f);
+        pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", one, &v, &snap, &base) : PYB_NONE;
         pya_t.busy = 0;
         bool ok = k == PYB_BLOCKED || pyb_pyload_hold(self, f, snap, base, &k, &v, &sw);
         if (f) py_Py_DecRef(f);

@@ -11,6 +11,8 @@ Workloads:
                        of a user module): the analyzer's max_kb_lookups stops the judgement
                        and on_limit refuses (time to the refusal), as layer 1 does for a file
   loads_findclass      50 000 un-memoised GLOBAL collections.OrderedDict + REDUCE
+  stream_5000_pickles  pickle.load 5 000 times from one io.BytesIO of 5 000 small pickles
+                       (each load judges the one pickle it reads)
   loads_same_bytes     the same 10 000-object pickle loaded 20 times in one process
                        (bytes judged and allowed are remembered by digest)
 """
@@ -63,6 +65,14 @@ WORKLOADS = {
     "loads_findclass": TIMED + textwrap.dedent("""
         body = b"(" + b"ccollections\\nOrderedDict\\n)R" * 50000 + b"l."
         print(json.dumps(timed(lambda: pickle.loads(body))))
+    """),
+    "stream_5000_pickles": TIMED + textwrap.dedent("""
+        import io
+        buf = io.BytesIO(b"".join(pickle.dumps({"i": i, "s": "x" * 200}, protocol=4) for i in range(5000)))
+        def all_of_it():
+            for _ in range(5000):
+                pickle.load(buf)
+        print(json.dumps(timed(all_of_it)))
     """),
     "loads_same_bytes": TIMED + textwrap.dedent("""
         import datetime

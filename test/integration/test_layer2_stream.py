@@ -216,3 +216,49 @@ def test_stream_unpickler_over_pipe_unchanged(tmp_path):
     assert "safepickle" not in b.stderr, b.stderr[-3000:]
     assert a.stdout == b.stdout, (a.stdout, b.stdout)
     assert a.stdout.count("b'not a pickle'") == 9, a.stdout
+
+
+ONE_BY_ONE = textwrap.dedent("""
+    import io, os, pickle, sys
+    class Touch:
+        def __reduce__(self):
+            return (os.system, ("touch " + sys.argv[1],))
+    good = pickle.dumps({"first": list(range(10))}, protocol=4)
+    data = good + pickle.dumps(Touch(), protocol=2)
+    loads = {"load": lambda f: pickle.load(f), "unpickler": lambda f: pickle.Unpickler(f).load(),
+             "pyunpickler": lambda f: pickle._Unpickler(f).load()}
+    for name, ld in loads.items():
+        for kind in ("bytesio", "buffered"):
+            f = io.BytesIO(data) if kind == "bytesio" else io.BufferedReader(io.BytesIO(data), 4096)
+            out = []
+            for _ in range(2):
+                try:
+                    out.append(repr(ld(f)))
+                except Exception as e:
+                    out.append(type(e).__name__)
+            print("|".join([name, kind, out[0], out[1]]))
+""")
+
+
+def test_stream_judged_one_pickle_at_a_time(tmp_path):
+    """A load from an in-memory stream reads one pickle, and that pickle is what
+    is judged, not all the rest of the buffer: a benign pickle followed by a
+    payload loads as without the preload (it was refused for the payload after
+    it, and judging the rest made a buffer of n pickles loaded one by one cost
+    n times the buffer), and the payload's own load is refused: the marker is
+    never made."""
+    marker = tmp_path / "ran"
+    script = tmp_path / "one.py"
+    script.write_text(ONE_BY_ONE)
+    plain = subprocess.run([PYTHON, str(script), str(marker)], cwd=str(tmp_path), env=clean_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and marker.exists(), plain.stderr[-3000:]
+    marker.unlink()
+    r = subprocess.run([PYTHON, str(script), str(marker)], cwd=str(tmp_path), env=clean_env(LD_PRELOAD=LIB),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not marker.exists(), r.stdout + r.stderr[-3000:]
+    first = [line.split("|")[:3] for line in plain.stdout.splitlines()]
+    assert [line.split("|")[:3] for line in r.stdout.splitlines()] == first, (plain.stdout, r.stdout, r.stderr[-3000:])
+    assert len(first) == 6 and all(f[2] == repr({"first": list(range(10))}) for f in first), plain.stdout
+    assert all(line.split("|")[3] == "SafePickleBlocked" for line in r.stdout.splitlines()), r.stdout
