@@ -319,20 +319,16 @@ static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, bool one, spa_ver
     long pos = pyb_call_long(f, "tell");
     if (pos < 0) return PYB_STREAM;
     spp_pyobj *data = NULL;
+    bool limit = false;
     if (one) {
         /* the one pickle this load reads: a buffer of many pickles loaded one by
          * one costs each load its own pickle, not the rest of the buffer */
         pyb_buf b = {0};
         size_t end = 0;
         pyb_read_pickle_ahead(f, &b, &end);
-        if (!b.limit) data = py_PyBytes_FromStringAndSize((const char *)(b.p ? b.p : (uint8_t *)""), (spp_pyssize)end);
+        limit = b.limit;
+        if (!limit) data = py_PyBytes_FromStringAndSize((const char *)(b.p ? b.p : (uint8_t *)""), (spp_pyssize)end);
         free(b.p);
-        if (b.limit) {
-            spp_pyobj *back = py_PyObject_CallMethod(f, "seek", "l", pos);
-            if (back) py_Py_DecRef(back);
-            else py_PyErr_Clear();
-            return pyb_limit_refused(call) ? PYB_BLOCKED : PYB_NONE;
-        }
     } else {
         /* a BytesIO read from 0 to its end hands out its own bytes object: no copy */
         data = py_PyObject_CallMethod(f, "read", NULL);
@@ -340,6 +336,7 @@ static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, bool one, spa_ver
     spp_pyobj *back = py_PyObject_CallMethod(f, "seek", "l", pos);
     if (back) py_Py_DecRef(back);
     else py_PyErr_Clear();
+    if (limit) return pyb_limit_refused(call) ? PYB_BLOCKED : PYB_NONE;
     if (!data) { py_PyErr_Clear(); return PYB_NONE; }
     spp_pyobj *copy = NULL;
     int rc = pyb_judge_data(data, call, v, &copy);
@@ -1272,17 +1269,17 @@ static bool pyb_pyload_swap(spp_pyobj *d, spp_pyobj *const orig[PYB_NMETH], spp_
 /* Over an in-memory stream (snap, stolen): held to the bytes judged through
  * the pin. Over another stream: one pickle read and judged (*k becomes
  * PYB_BLOCKED when refused), and the load reads those bytes, unless the
- * unpickler keeps the stream for its own reads. False with an exception set:
- * the load must not run. */
-static bool pyb_pyload_hold(spp_pyobj *self, spp_pyobj *f, spp_pyobj *snap, long base, pyb_kind *k, spa_verdict *v,
-                            pyb_swap *sw) {
+ * unpickler keeps the stream for its own reads (keeps: pyb_keeps_file, asked
+ * once by the caller). False with an exception set: the load must not run. */
+static bool pyb_pyload_hold(spp_pyobj *self, spp_pyobj *f, bool keeps, spp_pyobj *snap, long base, pyb_kind *k,
+                            spa_verdict *v, pyb_swap *sw) {
     spp_pyobj *orig[PYB_NMETH], *now[PYB_NMETH] = {0}, *data = NULL;
     spp_pyobj *d = (snap || *k == PYB_STREAM) ? pyb_pyload_io(self, orig) : NULL;
     bool ok = true;
     if (d && snap) {
         ok = pyb_pin_new(f, snap, base, true, "pickle._Unpickler.load", orig, now, &sw->pin);
         snap = NULL;
-    } else if (d && !pyb_keeps_file(self, f) && pyb_busy_again()) {
+    } else if (d && !keeps && pyb_busy_again()) {
         *k = pyb_stream_take(f, "pickle._Unpickler.load", v, &data);
         pya_t.busy = 0;
         ok = *k != PYB_BLOCKED && pyb_bytesio_methods(data, now);
@@ -1335,10 +1332,10 @@ static spp_pyobj *pyb_w_pyload(spp_pyobj *orig, spp_pyobj *self) {
         /* an unpickler that keeps its file reads it between opcodes (joblib's
          * NumpyUnpickler reads array bytes inline): all the rest is judged, and
          * the pin follows its moves; otherwise the one pickle this load reads */
-        bool one = f && !pyb_keeps_file(self, f);
-        pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", one, &v, &snap, &base) : PYB_NONE;
+        bool keeps = f && pyb_keeps_file(self, f);
+        pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", !keeps, &v, &snap, &base) : PYB_NONE;
         pya_t.busy = 0;
-        bool ok = k == PYB_BLOCKED || pyb_pyload_hold(self, f, snap, base, &k, &v, &sw);
+        bool ok = k == PYB_BLOCKED || pyb_pyload_hold(self, f, keeps, snap, base, &k, &v, &sw);
         if (f) py_Py_DecRef(f);
         if (k == PYB_BLOCKED || !ok) {
             pyb_pyload_unpin(&sw, NULL);
