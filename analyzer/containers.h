@@ -81,6 +81,9 @@ bool spc_sniff_pickle_only(const uint8_t *p, size_t n);
  * Then spc_sniff_alt says NONE (no alt) and no walk can find a pickle: the
  * nested-pickle check's cheap "no" for most text. */
 bool spc_sniff_surely_none(const uint8_t *p, size_t n);
+/* spc_sniff_surely_none holds for every content of 1 to 511 bytes that
+ * starts with byte c (and for no content that starts with another). */
+bool spc_sniff_none_first(uint8_t c);
 /* What the recogniser found in a random-access content. */
 typedef struct spc_recog {
     spa_format fmt;   /* the head's format (NONE: none) */
@@ -158,6 +161,11 @@ uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint3
                              uint32_t parent_stream);
 bool spc_nested_opaque(void *ud, const uint8_t *p, size_t n, uint64_t len);
 bool spc_nested_const_inert(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len, bool whole);
+/* spa_vm_hooks.const_short of the hooks above: gate[c] is the bound below
+ * which spc_nested_const_inert says true, without a call, for every
+ * constant of SPC_NESTED_MIN or more bytes starting with byte c that is
+ * bytes or all-ASCII text (0: no such length) */
+void spc_nested_gate(uint8_t gate[256]);
 /* Helpers exposed for unit tests. */
 bool spc_joblib_itemsize(const char *descr, size_t n, uint64_t *itemsize, bool *object);
 

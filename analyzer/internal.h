@@ -87,6 +87,12 @@ typedef struct spa_vm_hooks {
      * path then leaves every stream with an offered constant to the general
      * one). */
     bool (*const_inert)(void *ud, spa_vkind k, const uint8_t *p, uint64_t kept, uint64_t len, bool whole);
+    /* const_inert's answer for short constants, as data the kinds-only
+     * path reads without a call (NULL: none): const_inert says true for
+     * every constant of n >= on_const_min bytes, starting with byte c, that
+     * is bytes or all-ASCII text, when n < const_short[c]. The hook's owner
+     * fills it (nested.c, spc_nested_gate). */
+    const uint8_t *const_short;
 } spa_vm_hooks;
 
 /* Run one pickle stream from the current position of `in` until STOP, error

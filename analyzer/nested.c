@@ -141,9 +141,16 @@ bool spc_nested_opaque(void *ud, const uint8_t *p, size_t n, uint64_t len) {
  * than 16 bytes (hex and base64 need 16 characters), it fails the pickle
  * walk's first step, and it is bytes or ASCII text (only the latin1 reading
  * of non-ASCII text is left). The common short constant ends here. */
+#define NB_SHORT 16u
+/* The lengths (from SPC_NESTED_MIN) below which a constant starting with
+ * byte c is decided by nb_short_none: NB_SHORT, or none (0). */
+static inline size_t nb_short_end(uint8_t c) {
+    return spc_sniff_none_first(c) ? NB_SHORT : 0;
+}
+
 static inline bool nb_short_none(spa_vkind k, const uint8_t *p, size_t n) {
-    _Static_assert(SPC_NESTED_MIN >= 8, "two words cover 8..15 bytes");
-    if (n < SPC_NESTED_MIN || n >= 16 || !spc_sniff_surely_none(p, n)) return false;
+    _Static_assert(SPC_NESTED_MIN >= 8 && NB_SHORT <= 16, "two words cover 8..15 bytes");
+    if (n < SPC_NESTED_MIN || n >= nb_short_end(p[0])) return false;
     uint64_t w0, w1;
     memcpy(&w0, p, 8);
     memcpy(&w1, p + n - 8, 8);
@@ -210,6 +217,11 @@ bool spc_nested_const_inert(void *ud, spa_vkind k, const uint8_t *p, uint64_t ke
     spc_scan *s = ud;
     if ((k == SPA_V_STR || k == SPA_V_BYTES) && p && nb_short_none(k, p, (size_t)kept)) return !s->fatal;
     return nb_inert(s, k, p, kept, len, whole);
+}
+
+void spc_nested_gate(uint8_t gate[256]) {
+    _Static_assert(NB_SHORT <= UINT8_MAX, "a byte holds the bound");
+    for (unsigned c = 0; c < 256; c++) gate[c] = (uint8_t)nb_short_end((uint8_t)c);
 }
 
 uint32_t spc_nested_on_const(void *ud, spa_scan_ctx *sc, const spa_val *v, uint32_t depth,

@@ -179,7 +179,8 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
     spc_scan s;
     spc_scan_init(&s, sc, src, o->alloc, sc_dispatch);
     spa_vm_hooks *h = spa_arena_calloc(s.ar, sizeof *h);
-    if (!h) {
+    uint8_t *gate = spa_arena_alloc(s.ar, 256);
+    if (!h || !gate) {
         spa_ctx_destroy(sc);
         return sc_err(err, SPA_E_NOMEM, "out of memory");
     }
@@ -188,6 +189,8 @@ static spa_code sc_scan(const spa_scan_opts *o, const spa_src *src, spa_format f
     h->opaque = spc_nested_opaque;
     h->on_const_min = SPC_NESTED_MIN;
     h->const_inert = spc_nested_const_inert;
+    spc_nested_gate(gate);
+    h->const_short = gate;
     h->ud = &s;
     spa_ctx_set_hooks(sc, h);
 

@@ -292,9 +292,13 @@ spa_format spc_sniff_alt(const uint8_t *p, size_t n, uint64_t total, bool no_zip
     return SPA_FMT_NONE;
 }
 
-bool spc_sniff_surely_none(const uint8_t *p, size_t n) {
+bool spc_sniff_none_first(uint8_t c) {
     /* spc_sniff_pickle_only below 512 bytes (TAR needs them), with tables */
-    return n && n < 512 && !(sn_first[p[0]] & ~SN_BIT(TAR)) && !SN_UNLISTED && sn_fails_first(p[0]);
+    return !(sn_first[c] & ~SN_BIT(TAR)) && !SN_UNLISTED && sn_fails_first(c);
+}
+
+bool spc_sniff_surely_none(const uint8_t *p, size_t n) {
+    return n && n < 512 && spc_sniff_none_first(p[0]);
 }
 
 bool spc_sniff_pickle_only(const uint8_t *p, size_t n) {

@@ -2515,12 +2515,34 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
     size_t sp = m->sp, room = m->kcap < m->lim_stack ? m->kcap : (size_t)m->lim_stack, fence = vm_fence(m);
     uint8_t *ks = m->kst;
     uint64_t nops = m->nops, cf_end = m->cf_end;
-    const vm_memo *mm = &m->memo;
+    vm_memo *const mm = &m->memo;
+    /* vk_memo_def's fast case in registers: the count, and the keys that
+     * are one bit of the definition bitmap (VK_MEMO_LOAD); written back
+     * (VK_MEMO_SYNC) before anything else reads the memo */
+    uint64_t mcount, mbase, mspan, mspan_m, *mdef;
+#define VK_MEMO_LOAD()                                                                          \
+    do {                                                                                        \
+        mcount = mm->count;                                                                     \
+        mbase = mm->dbase;                                                                      \
+        mdef = mm->def;                                                                         \
+        /* keys in [mbase, mbase + mspan): inside the bitmap and <= max_memo_key */             \
+        mspan = mm->hcount || lim_key < mbase ? 0 : lim_key - mbase < mm->ndef ? lim_key - mbase + 1 : mm->ndef; \
+        /* ... and for MEMOIZE (key = count) under max_memo too */                            \
+        mspan_m = lim_memo <= mbase ? 0 : lim_memo - mbase < mspan ? lim_memo - mbase : mspan;  \
+    } while (0)
+#define VK_MEMO_SYNC()                                                                          \
+    do {                                                                                        \
+        mm->npruned += mcount - mm->count;                                                      \
+        mm->count = mcount;                                                                     \
+    } while (0)
+    VK_MEMO_LOAD();
     /* vk_inert, with the hook's fields at hand */
+    static const uint8_t vk_nogate[256];
     const spa_vm_hooks *h = m->hooks;
     bool (*const inert)(void *, spa_vkind, const uint8_t *, uint64_t, uint64_t, bool) = h ? h->const_inert : NULL;
     void *const ud = h ? h->ud : NULL;
     const size_t on_min = h && h->on_const ? h->on_const_min : SIZE_MAX;
+    const uint8_t *const gate = inert && h->const_short ? h->const_short : vk_nogate;
     while (q < qe && sp < room) {
         uint8_t op = *q;
         const vk_op o = vk_ops[op];
@@ -2534,14 +2556,35 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
         case VKC_PUT:
             VK_ARG(w);
             if (sp <= fence) goto bail;
-            vk_memo_def(m, vm_le(q + 1, (int)w), lim_memo, lim_key, base + (uint64_t)(q - p));
+            key = vm_le(q + 1, (int)w);
+            if (key - mbase < mspan && mcount < lim_memo) goto def;
+            VK_MEMO_SYNC();
+            vk_memo_def(m, key, lim_memo, lim_key, base + (uint64_t)(q - p));
+            VK_MEMO_LOAD();
             if (m->halt) goto bail;
             break;
         case VKC_MEMOIZE:
             if (sp <= fence) goto bail;
-            vk_memo_def(m, mm->count, lim_memo, lim_key, base + (uint64_t)(q - p));
-            if (m->halt) goto bail;
+            key = mcount;
+            if (key - mbase >= mspan_m) {
+                VK_MEMO_SYNC();
+                vk_memo_def(m, key, lim_memo, lim_key, base + (uint64_t)(q - p));
+                VK_MEMO_LOAD();
+                if (m->halt) goto bail;
+                break;
+            }
+        def: {   /* vk_memo_def's fast case: a new key is one bit */
+            uint64_t k = key - mbase, b = 1ull << (k % 64), *wd = &mdef[k / 64];
+            if (*wd & b) break;
+            *wd |= b;
+            mcount++;
+            if (*wd == ~0ull) {
+                VK_MEMO_SYNC();
+                vm_def_slide(mm);
+                VK_MEMO_LOAD();
+            }
             break;
+        }
         case VKC_GET:
             VK_ARG(w);
             key = vm_le(q + 1, (int)w);
@@ -2578,15 +2621,20 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
             if ((o.want == VK_DICT && (sp - x) % 2) || ks[x - 1] != o.want) goto bail;
             sp = x;
             break;
-        case VKC_SSTR:
-            w = 1u + q[1];
-            if (w > (uint64_t)(pe - q - 1) || q[1] > lim_str) goto out;
+        case VKC_SSTR: {
+            size_t n = q[1];
+            w = 1u + n;
+            if (w > (uint64_t)(pe - q - 1) || n > lim_str) goto out;
             VK_ARG(w);
-            if (op == SPA_OP_SHORT_BINUNICODE && !vk_ascii(q + 2, q[1], pe) && !vm_utf8_ok(q + 2, q[1], false))
+            /* bytes, or text known to be ASCII: what const_short speaks for */
+            bool plain = vm_counted_kind(op) != SPA_V_STR || vk_ascii(q + 2, n, pe);
+            if (!plain && !vm_utf8_ok(q + 2, n, false)) goto bail;
+            if (n >= on_min && !(plain && n < gate[q[2]]) &&
+                (!inert || !inert(ud, vm_counted_kind(op), q + 2, n, n, false)))
                 goto bail;
-            if (q[1] >= on_min && (!inert || !inert(ud, vm_counted_kind(op), q + 2, q[1], q[1], false))) goto bail;
             ks[sp++] = VK_OTHER;
             break;
+        }
         case VKC_POP:
             if (m->nmarks && fence == sp) { m->nmarks--; fence = vm_fence(m); }
             else if (sp > fence) sp--;
@@ -2609,6 +2657,7 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
         q += 1 + w;
     }
 out:
+    VK_MEMO_SYNC();
     m->sp = sp;
     m->nops = nops;
     m->cf_end = cf_end;
@@ -2616,6 +2665,8 @@ out:
 bail:
     vk_bail(m);
     goto out;
+#undef VK_MEMO_LOAD
+#undef VK_MEMO_SYNC
 }
 
 /* vm_exec for the kinds-only path: every limit, error or end of input is a

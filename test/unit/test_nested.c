@@ -345,7 +345,63 @@ static void test_opaque_payloads_are_not_kept(void) {
     free(b);
 }
 
+/* ------------------------------------------------------------ the VM's gate */
+/* spc_nested_gate (the VM's spa_vm_hooks.const_short) speaks for
+ * spc_nested_const_inert: every bytes constant, and every all-ASCII text
+ * constant, of SPC_NESTED_MIN to gate[c] - 1 bytes starting with byte c is
+ * inert, over every first byte with tails that complete a format's magic, a
+ * pickle that imports, base64- and hex-like text, zeros, 0xff and random
+ * bytes. The gate does apply (most text), and not where a short nested
+ * pickle can start: "cos\nsystem\n." (12 bytes) is not inert. */
+static void test_const_short_gate(void) {
+    static const char *const tails[] = {
+        "K\x03\x04", "NUMPY\x01", "\x8b\x08", "Zh9", "7zXZ\x00", "ZIP", "\xb5\x2f\xfd", "\x2a\x4d\x18",
+        "\x22\x4d\x18", "F0000000000000", "z\xbc\xaf\x27\x1c", "ar!\x1a\x07", "\x02\x8a\x0a\x6c\xfc\x9c",
+        "19547037146038", "\x9c", "os\nsystem\n.", "\x04\x95\x10\x00\x00.", "N.", "K\x01.", "AJjb3MKc3lzdGVt",
+        "0a0b0c0d0e0f0a0b", "\x00", "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+    };
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    spa_scan_ctx *sc = spa_ctx_create(&o);
+    uint8_t b[32];
+    spa_src src;
+    spa_src_mem(&src, b, sizeof b);
+    spc_scan s;
+    spc_scan_init(&s, sc, &src, NULL, NULL);
+    uint8_t gate[256];
+    spc_nested_gate(gate);
+    uint32_t x = 4242;
+    long gated = 0, checked = 0;
+    for (unsigned c = 0; c < 256; c++) {
+        T_CHECK_MSG(gate[c] == 0 || gate[c] > SPC_NESTED_MIN, "gate[0x%02x] = %u", c, gate[c]);
+        gated += gate[c] > SPC_NESTED_MIN;
+        for (size_t t = 0; t < sizeof tails / sizeof tails[0] + 8; t++) {
+            memset(b, 0, sizeof b);
+            if (t < sizeof tails / sizeof tails[0]) memcpy(b + 1, tails[t], strlen(tails[t]));
+            else
+                for (size_t i = 1; i < sizeof b; i++) {
+                    x = x * 1103515245u + 12345u;
+                    b[i] = (uint8_t)(t % 2 ? x >> 16 : 'a' + (x >> 16) % 26); /* bytes, or ASCII text */
+                }
+            b[0] = (uint8_t)c;
+            for (size_t n = SPC_NESTED_MIN; n < gate[c]; n++) {
+                bool ascii = true;
+                for (size_t i = 0; i < n; i++) ascii = ascii && b[i] < 0x80;
+                T_CHECK_MSG(spc_nested_const_inert(&s, SPA_V_BYTES, b, n, n, true), "bytes 0x%02x tail %zu len %zu", c, t, n);
+                if (ascii)
+                    T_CHECK_MSG(spc_nested_const_inert(&s, SPA_V_STR, b, n, n, true), "str 0x%02x tail %zu len %zu", c, t, n);
+                checked++;
+            }
+        }
+    }
+    T_CHECK_MSG(gated > 100 && gate['t'] && gate['a'], "%ld first bytes gated", gated);
+    T_CHECK(checked > 10000);
+    static const char imp[] = "cos\nsystem\n.";
+    T_CHECK(!gate['c'] && !spc_nested_const_inert(&s, SPA_V_STR, (const uint8_t *)imp, sizeof imp - 1, sizeof imp - 1, true));
+    spa_ctx_destroy(sc);
+}
+
 T_MAIN("nested", T_CASE(test_encodings), T_CASE(test_compressed_constant), T_CASE(test_harmless_strings_are_not_nested),
        T_CASE(test_random_constants_are_not_nested), T_CASE(test_padding_does_not_hide), T_CASE(test_depth_limit),
        T_CASE(test_joblib_itemsize), T_CASE(test_joblib_skip),
-       T_CASE(test_opaque_judgement), T_CASE(test_opaque_payloads_are_not_kept))
+       T_CASE(test_opaque_judgement), T_CASE(test_opaque_payloads_are_not_kept), T_CASE(test_const_short_gate))

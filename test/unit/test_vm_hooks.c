@@ -27,7 +27,7 @@ static spa_result *run_hooked(const uint8_t *p, size_t n, hk *h) {
     memset(&o, 0, sizeof o);
     spa_limits_default(&o.limits);
     spa_scan_ctx *sc = spa_ctx_create(&o);
-    spa_vm_hooks hooks = { hk_build, hk_const, NULL, h, 0, NULL };
+    spa_vm_hooks hooks = { hk_build, hk_const, NULL, h, 0, NULL, NULL };
     spa_ctx_set_hooks(sc, &hooks);
     spa_src src;
     spa_src_mem(&src, p, n);

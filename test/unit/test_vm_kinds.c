@@ -174,17 +174,26 @@ static void test_the_rest_goes_to_the_general_path(void) {
     kp_same(B("\x8c\x05" "hello\x94h\x00\x86."), &lim, "max_str");
 }
 
-/* The whole scan (nested-content hook on): a pickle, and the base64 of one,
- * inside plain data are found, with the same report on every path */
+/* The whole scan (nested-content hook on): a pickle, the base64 of one, and
+ * a pickle short enough for the fast loop's gate (spa_vm_hooks.const_short,
+ * 8 to 15 bytes, as bytes and as text) inside plain data are found, with the
+ * same report on every path */
 static void test_nested_constants_still_found(void) {
     static const char inner[] = "\x80\x02\x63os\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.";
     static const char b64[] = "gAJjb3MKc3lzdGVtCnEAWAIAAABpZHEBhXECUnEDLg==";
+    static const char shrt[] = "cos\nsystem\n.";
+    static const struct { uint8_t op; const char *s; size_t n; } v4[] = {
+        { 'C', inner, sizeof inner - 1 }, { 0x8c, b64, sizeof b64 - 1 },
+        { 'C', shrt, sizeof shrt - 1 }, { 0x8c, shrt, sizeof shrt - 1 }, { 'U', shrt, sizeof shrt - 1 },
+    };
     uint8_t buf[512];
-    for (int v = 0; v < 2; v++) {
+    for (size_t v = 0; v < sizeof v4 / sizeof v4[0]; v++) {
         size_t n = 0;
         memcpy(buf + n, "\x80\x04]\x94(K\x01", 7); n += 7;
-        if (v == 0) { buf[n++] = 'C'; buf[n++] = (uint8_t)(sizeof inner - 1); memcpy(buf + n, inner, sizeof inner - 1); n += sizeof inner - 1; }
-        else { buf[n++] = 0x8c; buf[n++] = (uint8_t)(sizeof b64 - 1); memcpy(buf + n, b64, sizeof b64 - 1); n += sizeof b64 - 1; }
+        buf[n++] = v4[v].op;
+        buf[n++] = (uint8_t)v4[v].n;
+        memcpy(buf + n, v4[v].s, v4[v].n);
+        n += v4[v].n;
         memcpy(buf + n, "\x94K\x02" "e.", 5); n += 5;
         char *rep[3];
         for (int path = 0; path < 3; path++) {
