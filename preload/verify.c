@@ -336,7 +336,29 @@ ssize_t spp_fpb_pread(void *ctx, void *buf, size_t len, uint64_t off) {
      * measure their cost on its own; never a build anyone runs */
     return r;
 #endif
-    if (r <= 0) return r;
+    if (r < 0) return r;
+    if ((size_t)r < len) {
+        /* Fewer bytes than the size judged holds at off: the file is shorter
+         * now than at its fstat (cut back, as an appending writer's ftruncate
+         * does). Judged on these bytes, the analyzer would see the file end
+         * here, and the bytes after them (appended again before the loader
+         * reads) would be in no judged block: the file changed under the scan.
+         * (A regular file's pread is short only at its end; read on once to
+         * be sure.) */
+        size_t got = (size_t)r;
+        while (got < len) {
+            ssize_t k = spp_raw_pread(b->fd, (uint8_t *)buf + got, len - got, off + got);
+            if (k <= 0) break;
+            got += (size_t)k;
+        }
+        if (got < len) {
+            b->changed = true;
+            errno = EIO;
+            return -1;
+        }
+        r = (ssize_t)got;
+    }
+    if (r == 0) return 0;
     b->bytes += (uint64_t)r;
     uint64_t end = off + (uint64_t)r;
     for (uint64_t blk = off / SPP_FP_BLOCK; blk * SPP_FP_BLOCK < end; blk++) {

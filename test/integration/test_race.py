@@ -373,7 +373,7 @@ static int done;
 /* the first call on the target's fd: swap now (1), else 0 */
 static int swap_now(int fd) {
     const char *t = getenv("SWAP_TARGET");
-    if (getenv("SWAP_FLIP")) return 0;   /* pread64 below does the swapping */
+    if (getenv("SWAP_FLIP") || getenv("SWAP_CUT")) return 0;   /* pread64 below does the swapping */
     char l[64], p[4096];
     snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
     ssize_t k = t && !done && fd >= 0 ? readlink(l, p, sizeof p - 1) : -1;
@@ -411,19 +411,38 @@ int fstat64(int fd, struct stat64 *st) {
 /* $SWAP_FLIP: after every pread64 of the target (safepickle's recogniser
  * reads with the real pread64, which resolves here), write the other of
  * $SWAP_SRC / $SWAP_BACK over it: each of its reads sees another version. */
-ssize_t pread64(int fd, void *buf, size_t n, off_t off) {
-    static ssize_t (*real)(int, void *, size_t, off_t);
-    static int flip;
-    if (!real) real = (ssize_t (*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread64");
-    ssize_t r = real(fd, buf, n, off);
+/* $SWAP_CUT=LEN:K: the K-th (from 0) pread64 of the target whose range
+ * reaches past LEN runs with the target cut to LEN bytes (ftruncate), and
+ * $SWAP_SRC is written back over it right after (an appending writer's
+ * ftruncate and append, both inside one of safepickle's reads); then the
+ * file $SWAP_CUT_DONE is created. */
+static int is_target(int fd) {
     const char *t = getenv("SWAP_TARGET");
     char l[64], p[4096];
     snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
-    ssize_t k = t && getenv("SWAP_FLIP") ? readlink(l, p, sizeof p - 1) : -1;
-    if (k > 0) {
-        p[k] = 0;
-        if (strcmp(p, t) == 0) put((flip ^= 1) ? getenv("SWAP_SRC") : getenv("SWAP_BACK"), t);
+    ssize_t k = t ? readlink(l, p, sizeof p - 1) : -1;
+    if (k <= 0) return 0;
+    p[k] = 0;
+    return strcmp(p, t) == 0;
+}
+ssize_t pread64(int fd, void *buf, size_t n, off_t off) {
+    static ssize_t (*real)(int, void *, size_t, off_t);
+    static int flip, cuts;
+    if (!real) real = (ssize_t (*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread64");
+    const char *cut = getenv("SWAP_CUT");
+    long long len = cut ? atoll(cut) : 0;
+    int nth = cut && strchr(cut, ':') ? atoi(strchr(cut, ':') + 1) : 0;
+    if (cut && off + (long long)n > len && is_target(fd) && cuts++ == nth) {
+        int o = (int)syscall(SYS_openat, AT_FDCWD, getenv("SWAP_TARGET"), O_WRONLY);
+        syscall(SYS_ftruncate, o, len);
+        syscall(SYS_close, o);
+        ssize_t r = real(fd, buf, n, off);
+        put(getenv("SWAP_SRC"), getenv("SWAP_TARGET"));
+        if (getenv("SWAP_CUT_DONE")) syscall(SYS_close, (int)syscall(SYS_openat, AT_FDCWD, getenv("SWAP_CUT_DONE"), O_WRONLY | O_CREAT, 0600));
+        return r;
     }
+    ssize_t r = real(fd, buf, n, off);
+    if (getenv("SWAP_FLIP") && is_target(fd)) put((flip ^= 1) ? getenv("SWAP_SRC") : getenv("SWAP_BACK"), getenv("SWAP_TARGET"));
     return r;
 }
 ssize_t read(int fd, void *buf, size_t n) {
@@ -780,3 +799,52 @@ def test_not_bearing_changing_while_judged_fails_closed(tmp_path, swap_lib):
                        timeout=120)
     assert r.stdout.strip() == "errno13", r.stdout + r.stderr[-2000:]
     assert "changed while it was being judged" in r.stderr, r.stderr[-2000:]
+
+
+MULTI_LOAD = r"""
+import os, pickle, sys
+try:
+    with open(sys.argv[1], "rb") as f:
+        out = []
+        while True:                     # every stream in the file, as a multi-pickle reader does
+            try: out.append(pickle.load(f))
+            except EOFError: break
+    print("loaded", len(out))
+except OSError as e:
+    print("errno%d" % e.errno)
+"""
+
+
+@pytest.mark.parametrize("cut", [196668, 200704, 262144])
+def test_file_shorter_during_scan_then_appended_again(tmp_path, swap_lib, cut):
+    """The append race (race.py pickle append file): a benign pickle with a
+    malicious one appended (G+B) is judged, and during one of the scan's reads
+    the writer cuts the file back (ftruncate, here to G's end, to a block
+    boundary after it, or to G plus part of B ending on a block boundary) and
+    appends B again right after. The read returned fewer bytes than the size
+    judged, so the analyzer saw the file end inside or before B: judged on
+    those bytes alone it was safe, and the loader, reading G+B again, got B
+    from blocks no judgement read (the payload ran, cut at G's end, on the
+    code before). For each read of the judgement that reaches past the cut in
+    turn, the recogniser's and the scan's (every one, whatever the analyzer's
+    read pattern is), the payload must not run."""
+    marker, done = tmp_path / "ran", tmp_path / "cut"
+    g, b = race._raw_pair(str(marker))
+    target, full = tmp_path / "t.pkl", tmp_path / "full"
+    full.write_bytes(g + b)
+    for nth in range(200):
+        target.write_bytes(g + b)
+        if done.exists():
+            done.unlink()
+        e = clean_env(SAFEPICKLE_POLICY=race.policy_file(str(tmp_path), "file"), SAFEPICKLE_CACHE="off",
+                      SWAP_TARGET=str(target), SWAP_SRC=str(full), SWAP_INPLACE="1", SWAP_CUT="%d:%d" % (cut, nth),
+                      SWAP_CUT_DONE=str(done))
+        e["LD_PRELOAD"] = LIB + " " + swap_lib
+        r = subprocess.run([PYTHON, "-c", MULTI_LOAD, str(target)], env=e, capture_output=True, text=True,
+                           timeout=120)
+        assert not marker.exists(), (nth, r.stdout, r.stderr[-2000:])
+        assert r.stdout.strip() in ("errno13", "errno5"), (nth, r.stdout, r.stderr[-2000:])
+        assert "safepickle:" in r.stderr, (nth, r.stderr[-2000:])
+        if not done.exists():       # no more reads past the cut: every one was tried
+            break
+    assert 4 < nth < 199, nth
