@@ -21,6 +21,10 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -Ianalyzer 
               -D_GNU_SOURCE -DSPA_VERSION=\"$(VERSION)\" \
               -DSPA_KB_INDEX_DEFAULT=\"$(PREFIX)/share/safepickle/kb-index.tsv\"
 LIBS     := -lcjson -lz -llzma -lbz2 -lzstd -llz4 -lm
+# The CLI links none of the decompression libraries: it loads each at its first
+# use (analyzer/cli/codecs_dl.c), and packs its relative relocations (DT_RELR,
+# glibc >= 2.36), which are most of a PIE's start-up pages (analyzer/README.md, "Memory")
+CLI_LIBS := -Wl,-z,pack-relative-relocs -lcjson -lm
 PRELOAD_LIBS := $(LIBS) -ldl -lpthread
 
 ANALYZER_SRC := $(wildcard analyzer/*.c) $(wildcard analyzer/*.S)
@@ -80,7 +84,7 @@ $(BUILD)/libspa.a: $(ANALYZER_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/safepickle: $(CLI_OBJ) $(BUILD)/libspa.a
-	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libspa.a $(LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libspa.a $(CLI_LIBS)
 
 # The analyzer as a shared library with a flat C ABI (capi.h), for the Python package.
 $(BUILD)/libspa.so: $(ANALYZER_OBJ) analyzer/capi.map
@@ -237,7 +241,7 @@ $(DEB_BIN)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc $(BUILD)/gen/kb_modattr.
 $(DEB_BIN)/libspa.a: $(DEB_ANALYZER_OBJ)
 	rm -f $@ && ar rcs $@ $^
 $(DEB_BIN)/safepickle: $(DEB_CLI_OBJ) $(DEB_BIN)/libspa.a
-	$(CC) $(ALL_CFLAGS) -o $@ $(DEB_CLI_OBJ) $(DEB_BIN)/libspa.a $(LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(DEB_CLI_OBJ) $(DEB_BIN)/libspa.a $(CLI_LIBS)
 $(DEB_BIN)/libspa.so: $(DEB_ANALYZER_OBJ) analyzer/capi.map
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(DEB_ANALYZER_OBJ) -Wl,--version-script=analyzer/capi.map -Wl,-z,now $(LIBS)
 $(DEB_BIN)/libsafepickle.so: $(PRELOAD_OBJ) $(DEB_BIN)/libspa.a preload/exports.map

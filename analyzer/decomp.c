@@ -4,18 +4,11 @@
  * through a bounded window. Two named limits stop a bomb: decompressed bytes
  * per wrapper (max_decomp_bytes) and output/input ratio (max_decomp_ratio,
  * once the output passes SPC_DEC_RATIO_FLOOR). */
-#include <bzlib.h>
 #include <inttypes.h>
-#define LZ4F_STATIC_LINKING_ONLY /* LZ4F_createDecompressionContext_advanced: custom allocator */
-#include <lz4frame.h>
-#include <lzma.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createDStream_advanced: custom allocator */
-#include <zstd.h>
-#include <zstd_errors.h>
 
+#include "codecs.h" /* the libraries' functions, called through d->cx */
 #include "containers.h"
 
 #define SPC_DEC_IN_CHUNK    (16u * 1024u)     /* compressed bytes offered per call */
@@ -37,6 +30,8 @@ struct spc_dec {
     bool done, ended;      /* done: no more output; ended: last member/frame ended cleanly */
     bool live;             /* decoder state initialised */
     bool init_nomem;       /* the decoder could not get memory to start */
+    const spc_codecs *cx;  /* the library functions (codecs.h); NULL: its library is unusable */
+    const char *cx_why;    /* ... and why */
     uint64_t alone_left;   /* .lzma: uncompressed bytes still to come (UINT64_MAX: unknown) */
     bool capped;           /* an LZMA dictionary was capped at SPC_XZ_MEMLIMIT */
     bool xz_blocks;        /* an xz stream, read block by block (dec_xz_block) */
@@ -216,18 +211,18 @@ static int dec_xz_block(spc_dec *d) {
     d->xzb.check = (lzma_check)d->xz_check;
     d->xzb.header_size = hs;
     d->xzb.filters = d->xzf;
-    lzma_ret r = lzma_block_header_decode(&d->xzb, d->lz.allocator, p);
+    lzma_ret r = d->cx->lzma_block_header_decode(&d->xzb, d->lz.allocator, p);
     if (r != LZMA_OK) return r == LZMA_MEM_ERROR ? -3 : -1;
     for (size_t i = 0; d->xzf[i].id != LZMA_VLI_UNKNOWN; i++)
         if (d->xzf[i].id == LZMA_FILTER_LZMA2) dec_cap_dict(d, d->xzf[i].options);
     d->xzb.ignore_check = true; /* output reaches the loader before its check */
-    r = lzma_block_decoder(&d->lz, &d->xzb);
+    r = d->cx->lzma_block_decoder(&d->lz, &d->xzb);
     for (size_t i = 0; d->xzf[i].id != LZMA_VLI_UNKNOWN; i++) {
         dec_lz_free(d, d->xzf[i].options);
         d->xzf[i].options = NULL;
     }
     if (r != LZMA_OK) return r == LZMA_MEM_ERROR ? -3 : -1;
-    if (!dec_skip(d, hs)) { lzma_end(&d->lz); return -1; }
+    if (!dec_skip(d, hs)) { d->cx->lzma_end(&d->lz); return -1; }
     return 1;
 }
 
@@ -254,7 +249,7 @@ static bool dec_lzip_start(spc_dec *d, const uint8_t *p, size_t got) {
     unsigned b2 = p[5] & 0x1fu, fr = p[5] >> 5;
     if (b2 < 12 || b2 > 29 || (b2 == 12 && fr)) return false;
     lzma_options_lzma opt;
-    if (lzma_lzma_preset(&opt, 0)) return false;
+    if (d->cx->lzma_lzma_preset(&opt, 0)) return false;
     opt.dict_size = (1u << b2) - fr * (1u << (b2 - 4));
     opt.lc = 3;
     opt.lp = 0;
@@ -263,14 +258,29 @@ static bool dec_lzip_start(spc_dec *d, const uint8_t *p, size_t got) {
     lzma_filter f[2] = {{LZMA_FILTER_LZMA1, &opt}, {LZMA_VLI_UNKNOWN, NULL}};
     d->lz_trailer = p[4] ? 20 : 12;
     dec_lz_reset(d, d->s->alloc);
-    lzma_ret lr = lzma_raw_decoder(&d->lz, f);
+    lzma_ret lr = d->cx->lzma_raw_decoder(&d->lz, f);
     if (lr != LZMA_OK) { d->init_nomem = lr == LZMA_MEM_ERROR; return false; }
-    if (!dec_skip(d, 6)) { lzma_end(&d->lz); return false; }
+    if (!dec_skip(d, 6)) { d->cx->lzma_end(&d->lz); return false; }
     return true;
+}
+
+/* The library that decodes a format. */
+static spc_codec_id dec_codec(int fmt) {
+    switch (fmt) {
+    case SPA_FMT_BZ2: return SPC_CODEC_BZ2;
+    case SPA_FMT_XZ: case SPC_FMT_ZIP_LZMA: return SPC_CODEC_LZMA;
+    case SPA_FMT_ZSTD: return SPC_CODEC_ZSTD;
+    case SPA_FMT_LZ4: return SPC_CODEC_LZ4;
+    default: return SPC_CODEC_ZLIB;
+    }
 }
 
 static bool dec_init(spc_dec *d) {
     const spa_alloc *al = d->s->alloc;
+    if (!d->cx) {
+        d->cx = spc_codecs_get(dec_codec(d->fmt), &d->cx_why);
+        if (!d->cx) return false;
+    }
     switch (d->fmt) {
     case SPA_FMT_GZIP: case SPA_FMT_ZLIB: case SPA_FMT_ZIP: case SPA_FMT_JOBLIB:
         /* gzip: the member header is read as gzip.py reads it (zlib's own
@@ -279,13 +289,14 @@ static bool dec_init(spc_dec *d) {
         if (d->fmt == SPA_FMT_GZIP && !dec_gzip_header(d)) return false;
         memset(&d->z, 0, sizeof d->z);
         if (al) { d->z.zalloc = dec_zalloc; d->z.zfree = dec_zfree; d->z.opaque = (void *)(uintptr_t)al; }
-        int zr = inflateInit2(&d->z, (d->fmt == SPA_FMT_ZIP || d->fmt == SPA_FMT_GZIP) ? -15 : 15 + 32);
+        int zr = d->cx->inflateInit2_(&d->z, (d->fmt == SPA_FMT_ZIP || d->fmt == SPA_FMT_GZIP) ? -15 : 15 + 32,
+                                     ZLIB_VERSION, (int)sizeof(z_stream));
         if (zr != Z_OK) { d->init_nomem = zr == Z_MEM_ERROR; return false; }
         break;
     case SPA_FMT_BZ2:
         memset(&d->bz, 0, sizeof d->bz);
         if (al) { d->bz.bzalloc = dec_bzalloc; d->bz.bzfree = dec_zfree; d->bz.opaque = (void *)(uintptr_t)al; }
-        int br = BZ2_bzDecompressInit(&d->bz, 0, 0);
+        int br = d->cx->BZ2_bzDecompressInit(&d->bz, 0, 0);
         if (br != BZ_OK) { d->init_nomem = br == BZ_MEM_ERROR; return false; }
         break;
     case SPA_FMT_XZ: {
@@ -307,15 +318,15 @@ static bool dec_init(spc_dec *d) {
          * decoded as raw LZMA1 with the dictionary capped */
         if (got < 13 || spc_magic_xz(p, got, UINT64_MAX) == SPC_M_NO) return false;
         lzma_filter f[2] = {{LZMA_FILTER_LZMA1, NULL}, {LZMA_VLI_UNKNOWN, NULL}};
-        if (lzma_properties_decode(&f[0], NULL, p, 5) != LZMA_OK) return false;
+        if (d->cx->lzma_properties_decode(&f[0], NULL, p, 5) != LZMA_OK) return false;
         dec_cap_dict(d, f[0].options);
         uint64_t usize = 0;
         for (int i = 12; i >= 5; i--) usize = usize << 8 | p[i];
         dec_lz_reset(d, al);
-        lzma_ret lr = lzma_raw_decoder(&d->lz, f);
+        lzma_ret lr = d->cx->lzma_raw_decoder(&d->lz, f);
         free(f[0].options);
         if (lr != LZMA_OK) { d->init_nomem = lr == LZMA_MEM_ERROR; return false; }
-        if (spa_in_skip(d->in, 13) != SPA_OK) { lzma_end(&d->lz); return false; }
+        if (spa_in_skip(d->in, 13) != SPA_OK) { d->cx->lzma_end(&d->lz); return false; }
         d->in_bytes += 13;
         d->alone_left = usize; /* UINT64_MAX: unknown, an end marker ends it */
         break;
@@ -328,40 +339,40 @@ static bool dec_init(spc_dec *d) {
         lzma_filter f[2];
         f[0].id = LZMA_FILTER_LZMA1;
         f[0].options = NULL;
-        if (lzma_properties_decode(&f[0], NULL, p + 4, 5) != LZMA_OK) return false; /* malloc'd: freed below */
+        if (d->cx->lzma_properties_decode(&f[0], NULL, p + 4, 5) != LZMA_OK) return false; /* malloc'd: freed below */
         lzma_options_lzma *opt = f[0].options;
         /* zipfile's decoder takes any dictionary size (it only costs memory) */
         dec_cap_dict(d, opt);
         f[1].id = LZMA_VLI_UNKNOWN;
         f[1].options = NULL;
         dec_lz_reset(d, al);
-        lzma_ret r = lzma_raw_decoder(&d->lz, f);
+        lzma_ret r = d->cx->lzma_raw_decoder(&d->lz, f);
         free(f[0].options);
         if (r != LZMA_OK) { d->init_nomem = r == LZMA_MEM_ERROR; return false; }
-        if (spa_in_skip(d->in, 9) != SPA_OK) { lzma_end(&d->lz); return false; }
+        if (spa_in_skip(d->in, 9) != SPA_OK) { d->cx->lzma_end(&d->lz); return false; }
         d->in_bytes += 9;
         break;
     }
     case SPA_FMT_ZSTD:
         if (al) {
             ZSTD_customMem cm = {dec_salloc, dec_zfree, (void *)(uintptr_t)al};
-            d->zs = ZSTD_createDStream_advanced(cm);
+            d->zs = d->cx->ZSTD_createDStream_advanced(cm);
         } else {
-            d->zs = ZSTD_createDStream();
+            d->zs = d->cx->ZSTD_createDStream();
         }
         if (!d->zs) { d->init_nomem = true; return false; }
-        if (ZSTD_isError(ZSTD_initDStream(d->zs))) return false;
+        if (d->cx->ZSTD_isError(d->cx->ZSTD_initDStream(d->zs))) return false;
         d->zs_fresh = true;
         /* a loader that does not verify a frame's checksum reads on past a
          * wrong one (python-zstandard through pandas did): never stop there */
-        ZSTD_DCtx_setParameter(d->zs, ZSTD_d_forceIgnoreChecksum, ZSTD_d_ignoreChecksum);
+        d->cx->ZSTD_DCtx_setParameter(d->zs, ZSTD_d_forceIgnoreChecksum, ZSTD_d_ignoreChecksum);
         break;
     case SPA_FMT_LZ4:
         if (al) {
             LZ4F_CustomMem cm = {dec_salloc, NULL, dec_zfree, (void *)(uintptr_t)al};
-            d->l4 = LZ4F_createDecompressionContext_advanced(cm, LZ4F_VERSION);
+            d->l4 = d->cx->LZ4F_createDecompressionContext_advanced(cm, LZ4F_VERSION);
             if (!d->l4) { d->init_nomem = true; return false; }
-        } else if (LZ4F_isError(LZ4F_createDecompressionContext(&d->l4, LZ4F_VERSION))) {
+        } else if (d->cx->LZ4F_isError(d->cx->LZ4F_createDecompressionContext(&d->l4, LZ4F_VERSION))) {
             d->init_nomem = true;
             return false;
         }
@@ -376,11 +387,11 @@ static bool dec_init(spc_dec *d) {
 static void dec_fini(spc_dec *d) {
     if (!d->live) return;
     switch (d->fmt) {
-    case SPA_FMT_GZIP: case SPA_FMT_ZLIB: case SPA_FMT_ZIP: case SPA_FMT_JOBLIB: inflateEnd(&d->z); break;
-    case SPA_FMT_BZ2: BZ2_bzDecompressEnd(&d->bz); break;
-    case SPA_FMT_XZ: case SPC_FMT_ZIP_LZMA: lzma_end(&d->lz); break;
-    case SPA_FMT_ZSTD: ZSTD_freeDStream(d->zs); d->zs = NULL; break;
-    case SPA_FMT_LZ4: LZ4F_freeDecompressionContext(d->l4); d->l4 = NULL; break;
+    case SPA_FMT_GZIP: case SPA_FMT_ZLIB: case SPA_FMT_ZIP: case SPA_FMT_JOBLIB: d->cx->inflateEnd(&d->z); break;
+    case SPA_FMT_BZ2: d->cx->BZ2_bzDecompressEnd(&d->bz); break;
+    case SPA_FMT_XZ: case SPC_FMT_ZIP_LZMA: d->cx->lzma_end(&d->lz); break;
+    case SPA_FMT_ZSTD: d->cx->ZSTD_freeDStream(d->zs); d->zs = NULL; break;
+    case SPA_FMT_LZ4: d->cx->LZ4F_freeDecompressionContext(d->l4); d->l4 = NULL; break;
     default: break;
     }
     d->live = false;
@@ -398,7 +409,12 @@ spc_dec *spc_dec_open(spc_scan *s, spa_in *in, spa_format fmt) {
     d->max_ratio = s->lim->v[SPA_LIM_DECOMP_RATIO];
     if (!dec_init(d)) {
         dec_fini(d);
-        if (d->init_nomem) {
+        if (!d->cx) {
+            /* a library that will not load: the data cannot be read, which
+             * fails the whole open, as running out of memory does */
+            dec_error(d, SPA_E_UNSUPPORTED, d->cx_why);
+            spc_fail(s, SPA_E_UNSUPPORTED, d->cx_why, 0);
+        } else if (d->init_nomem) {
             dec_error(d, SPA_E_NOMEM, "out of memory starting the decompressor");
             spc_fail(s, SPA_E_NOMEM, "out of memory starting the decompressor", 0);
         } else {
@@ -467,7 +483,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         d->z.next_out = out;
         d->z.avail_out = (uInt)(cap > UINT32_MAX ? UINT32_MAX : cap);
         uInt ai = d->z.avail_in, ao = d->z.avail_out;
-        int r = inflate(&d->z, Z_NO_FLUSH);
+        int r = d->cx->inflate(&d->z, Z_NO_FLUSH);
         *used = ai - d->z.avail_in;
         *made = ao - d->z.avail_out;
         if (r == Z_MEM_ERROR) return -3;
@@ -482,7 +498,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         d->bz.next_out = (char *)out;
         d->bz.avail_out = (unsigned)(cap > UINT32_MAX ? UINT32_MAX : cap);
         unsigned ai = d->bz.avail_in, ao = d->bz.avail_out;
-        int r = BZ2_bzDecompress(&d->bz);
+        int r = d->cx->BZ2_bzDecompress(&d->bz);
         *used = ai - d->bz.avail_in;
         *made = ao - d->bz.avail_out;
         if (r == BZ_MEM_ERROR) return -3;
@@ -498,7 +514,7 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
         d->lz.avail_in = n;
         d->lz.next_out = out;
         d->lz.avail_out = cap;
-        lzma_ret r = lzma_code(&d->lz, n ? LZMA_RUN : LZMA_FINISH);
+        lzma_ret r = d->cx->lzma_code(&d->lz, n ? LZMA_RUN : LZMA_FINISH);
         *used = n - d->lz.avail_in;
         *made = cap - d->lz.avail_out;
         if (sized) {
@@ -522,20 +538,20 @@ static int dec_step(spc_dec *d, const uint8_t *p, size_t n, uint8_t *out, size_t
          * makes us take it too. */
         ZSTD_inBuffer ib = {p, n, 0};
         ZSTD_outBuffer ob = {out, d->zs_fresh && cap > 1 ? 1 : cap, 0};
-        size_t r = ZSTD_decompressStream(d->zs, &ob, &ib);
+        size_t r = d->cx->ZSTD_decompressStream(d->zs, &ob, &ib);
         *used = ib.pos;
         *made = ob.pos;
-        if (ZSTD_isError(r)) return ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? -3 : -1;
+        if (d->cx->ZSTD_isError(r)) return d->cx->ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? -3 : -1;
         if (ob.pos) d->zs_fresh = false;
         if (r == 0) d->zs_fresh = true;
         return r == 0 ? 1 : 0; /* 0: a frame is complete (another may follow) */
     }
     case SPA_FMT_LZ4: {
         size_t dst = cap, src = n;
-        size_t r = LZ4F_decompress(d->l4, out, &dst, p, &src, NULL);
+        size_t r = d->cx->LZ4F_decompress(d->l4, out, &dst, p, &src, NULL);
         *used = src;
         *made = dst;
-        if (LZ4F_isError(r)) return LZ4F_getErrorCode(r) == LZ4F_ERROR_allocation_failed ? -3 : -1;
+        if (d->cx->LZ4F_isError(r)) return d->cx->LZ4F_getErrorCode(r) == LZ4F_ERROR_allocation_failed ? -3 : -1;
         return r == 0 ? 1 : 0;
     }
     default:
@@ -593,7 +609,7 @@ ssize_t spc_dec_read(void *vd, void *buf, size_t len) {
         d->in_bytes += used;
         produced += made;
         if (r == 2) { /* an xz block ended: the next one, or the index */
-            lzma_end(&d->lz);
+            d->cx->lzma_end(&d->lz);
             int b = dec_xz_block(d);
             if (b == -3) r = -3;
             else if (b < 0) { dec_error(d, SPA_E_FORMAT, "corrupt xz block header or index"); break; }
