@@ -68,14 +68,34 @@ static inline uint64_t spp_ld64(const uint8_t *p) {
     return v;
 }
 
+/* Test hook (test_preload_verify.c defines it before including this file):
+ * told the length of every block hashed, so a test can count the hashing a
+ * check does. Nothing in the library. */
+#ifndef SPP_FP_HASH_NOTE
+#define SPP_FP_HASH_NOTE(n) ((void)0)
+#endif
+
+/* One NH step: 16 bytes at p with key words k[0], k[1]. */
+#define SPP_NH_STEP(p, k) ((unsigned __int128)(spp_ld64(p) + (k)[0]) * (spp_ld64((p) + 8) + (k)[1]))
+
 spp_h128 spp_fp_hash(const uint8_t *p, size_t n) {
     pthread_once(&spp_nh_once, spp_nh_init);
     if (n > SPP_FP_BLOCK) n = SPP_FP_BLOCK;
+    SPP_FP_HASH_NOTE(n);
     const uint64_t *k = spp_nh_key;
+    /* 64 bytes per turn: 0.56 instructions per byte instead of 0.75 (the
+     * loop's own, once per step); the same sum mod 2^128, so the same hash
+     * (test_preload_verify.c checks it against the definition) */
     unsigned __int128 acc = 0;
     size_t i = 0;
+    for (; i + 64 <= n; i += 64, k += 8) {
+        acc += SPP_NH_STEP(p + i, k);
+        acc += SPP_NH_STEP(p + i + 16, k + 2);
+        acc += SPP_NH_STEP(p + i + 32, k + 4);
+        acc += SPP_NH_STEP(p + i + 48, k + 6);
+    }
     for (; i + 16 <= n; i += 16, k += 2)
-        acc += (unsigned __int128)(spp_ld64(p + i) + k[0]) * (spp_ld64(p + i + 8) + k[1]);
+        acc += SPP_NH_STEP(p + i, k);
     if (i < n) {
         uint8_t t[16] = {0};
         memcpy(t, p + i, n - i);

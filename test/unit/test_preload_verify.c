@@ -3,6 +3,9 @@
  * test): the keyed hash, which blocks a scan's reads record, a block read twice
  * with other bytes, and reads that match, differ, straddle blocks, fall outside
  * the judged ranges or past the judged size. */
+#include <stddef.h>
+static unsigned long tv_hashed;     /* bytes verify.c hashed (its test hook) */
+#define SPP_FP_HASH_NOTE(n) (tv_hashed += (n))
 #include "../../preload/verify.c"
 
 #include <fcntl.h>
@@ -59,6 +62,66 @@ static void test_hash_keyed_and_length_bound(void) {
     }
     /* a trailing zero is not the same block as a shorter one */
     T_CHECK(!spp_h_eq(spp_fp_hash(a, 100), spp_fp_hash(a, 101)));
+}
+
+/* spp_fp_hash is NH as defined (the comment above it): the sum over 16-byte
+ * steps, the zero-padded last step, the length term; for every length a block
+ * can have (its loop is unrolled: any step it skipped or took twice shows). */
+static spp_h128 tv_nh_definition(const uint8_t *p, size_t n) {
+    unsigned __int128 acc = 0;
+    for (size_t i = 0, w = 0; i < n; i += 16, w += 2) {
+        uint8_t t[16] = {0};
+        memcpy(t, p + i, n - i < 16 ? n - i : 16);
+        acc += (unsigned __int128)(spp_ld64(t) + spp_nh_key[w]) * (spp_ld64(t + 8) + spp_nh_key[w + 1]);
+    }
+    acc += (unsigned __int128)((uint64_t)n + spp_nh_key[SPP_FP_KEYW - 2]) * spp_nh_key[SPP_FP_KEYW - 1];
+    spp_h128 h = { (uint64_t)acc, (uint64_t)(acc >> 64) };
+    return h;
+}
+
+static void test_hash_is_nh_definition(void) {
+    static uint8_t b[SPP_FP_BLOCK];
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (size_t i = 0; i < sizeof b; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        b[i] = (uint8_t)x;
+    }
+    (void)spp_fp_hash(b, 0); /* the key */
+    for (size_t n = 0; n <= SPP_FP_BLOCK; n++)
+        T_CHECK_MSG(spp_h_eq(spp_fp_hash(b, n), tv_nh_definition(b, n)), "length %zu", n);
+}
+
+/* A torch checkpoint's storages are not judged (only data.pkl and the zip
+ * records are): a read of them is one range lookup, no hashing and no pread;
+ * a read that returns judged blocks whole hashes those blocks and nothing
+ * else. Counted through verify.c's test hook, not timed. */
+static void test_reads_outside_judged_do_no_hashing(void) {
+    static uint8_t content[TV_SIZE];
+    int fd = tv_file(content);
+    const uint64_t reads[][2] = { { 0, 30 }, { 5 * SPP_FP_BLOCK + 10, 20 }, { TV_SIZE - 50, 50 } };
+    spp_fp *fp = tv_judge(fd, reads, 3);
+    T_CHECK(fp && fp->n_blocks == 3);    /* blocks 0, 5, 10 */
+    bool touched = false;
+    uint64_t bad = 0;
+    real_pread64 = tv_count_pread;
+    tv_preads = 0;
+    tv_hashed = 0;
+    /* the storages: blocks 1-4 and 6-9, in one read each, and in pieces */
+    T_EQ_INT(spp_fp_check(fp, fd, content + SPP_FP_BLOCK, 4 * SPP_FP_BLOCK, SPP_FP_BLOCK, &touched, &bad), 0);
+    T_EQ_INT(spp_fp_check(fp, fd, content + 6 * SPP_FP_BLOCK, 4 * SPP_FP_BLOCK, 6 * SPP_FP_BLOCK, &touched, &bad), 0);
+    for (uint64_t off = SPP_FP_BLOCK + 7; off + 1000 < 5 * SPP_FP_BLOCK; off += 1000)
+        T_EQ_INT(spp_fp_check(fp, fd, content + off, 1000, off, &touched, &bad), 0);
+    T_CHECK(!touched);
+    T_EQ_INT(tv_hashed, 0);
+    T_EQ_INT(tv_preads, 0);
+    /* blocks 0-9 whole: block 0 and block 5 hashed from the loader's buffer, no pread */
+    T_EQ_INT(spp_fp_check(fp, fd, content, 10 * SPP_FP_BLOCK, 0, &touched, &bad), 0);
+    T_CHECK(touched);
+    T_EQ_INT(tv_hashed, 2 * SPP_FP_BLOCK);
+    T_EQ_INT(tv_preads, 0);
+    real_pread64 = NULL;
+    spp_fp_unref(fp);
+    close(fd);
 }
 
 static void test_records_only_blocks_read(void) {
@@ -305,7 +368,8 @@ static void test_soft_recogniser_reads(void) {
     close(fd);
 }
 
-T_MAIN("preload_verify", T_CASE(test_hash_keyed_and_length_bound), T_CASE(test_records_only_blocks_read),
+T_MAIN("preload_verify", T_CASE(test_hash_keyed_and_length_bound), T_CASE(test_hash_is_nh_definition),
+       T_CASE(test_reads_outside_judged_do_no_hashing), T_CASE(test_records_only_blocks_read),
        T_CASE(test_block_reread_with_other_bytes), T_CASE(test_fd_table_refs),
        T_CASE(test_unaligned_reads_read_each_block_once), T_CASE(test_verified_copy_is_sound),
        T_CASE(test_soft_recogniser_reads))
