@@ -2496,16 +2496,16 @@ VM_HOT bool vk_ascii(const uint8_t *s, size_t n, const uint8_t *end) {
  * FRAME, PROTO, long strings, ...); what would fail gives up (vk_bail).
  * Returns the bytes consumed. */
 #define VK_ARG(wid)                                                                          \
-    do {   /* the argument [a, e): vm_cf_pre, then vm_cf_post */                           \
-        uint64_t a_ = cpos1 + (uint64_t)(q - p), e_ = a_ + (wid);                            \
-        if (e_ > cf_end) {                                                                   \
-            if (a_ < cf_end) goto out;                                                       \
-            cf_end = e_;                                                                     \
+    do {   /* the argument [a, e) in the window: vm_cf_pre, then vm_cf_post */               \
+        uintptr_t a_ = (uintptr_t)q + 1, e_ = a_ + (wid);                                    \
+        if (e_ > cfp) {                                                                      \
+            if (a_ < cfp) goto out;                                                          \
+            cfp = e_;                                                                        \
         }                                                                                    \
     } while (0)
 static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uint64_t lim_bytes) {
     const uint8_t *q = p, *pe = p + got, *qe = pe - (VM_FAST_WIN - 1);
-    const uint64_t cpos = spa_in_pos_fast(m->in), base = cpos - m->start, cpos1 = cpos + 1;
+    const uint64_t cpos = spa_in_pos_fast(m->in), base = cpos - m->start;
     const uint64_t lim_str = m->lim->v[SPA_LIM_STR], lim_marks = m->lim->v[SPA_LIM_MARKS];
     const uint64_t lim_memo = m->lim->v[SPA_LIM_MEMO], lim_key = m->lim->v[SPA_LIM_MEMO_KEY];
     if (base >= lim_bytes || m->nops >= lim_ops) return 0;
@@ -2514,7 +2514,14 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
     if (lim_ops - m->nops < (uint64_t)(qe - p)) qe = p + (lim_ops - m->nops);
     size_t sp = m->sp, room = m->kcap < m->lim_stack ? m->kcap : (size_t)m->lim_stack, fence = vm_fence(m);
     uint8_t *ks = m->kst;
-    uint64_t nops = m->nops, cf_end = m->cf_end;
+    uint64_t nops = m->nops;
+    /* the C unpickler's buffer end (m->cf_end) as a window address: an
+     * argument starts at cpos + 1 or later, so an end before that acts as
+     * cpos + 1 (VK_ARG then moves it to the argument's end, as it would),
+     * and one past the window as pe + 1 (no argument here reaches it) */
+    const uint64_t cf0 = m->cf_end > cpos + 1 ? m->cf_end : cpos + 1;
+    const uintptr_t cfp0 = cf0 - cpos > got ? (uintptr_t)pe + 1 : (uintptr_t)p + (uintptr_t)(cf0 - cpos);
+    uintptr_t cfp = cfp0;
     vm_memo *const mm = &m->memo;
     /* vk_memo_def's fast case in registers: the count, and the keys that
      * are one bit of the definition bitmap (VK_MEMO_LOAD); written back
@@ -2543,124 +2550,146 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
     void *const ud = h ? h->ud : NULL;
     const size_t on_min = h && h->on_const ? h->on_const_min : SIZE_MAX;
     const uint8_t *const gate = inert && h->const_short ? h->const_short : vk_nogate;
-    while (q < qe && sp < room) {
-        uint8_t op = *q;
-        const vk_op o = vk_ops[op];
-        uint64_t w = o.w, key;
-        size_t x;
-        switch (o.cls) {
-        default: __builtin_unreachable();
-        case VKC_NO: goto out;
-        case VKC_PUSHA: VK_ARG(w); /* fall through */
-        case VKC_PUSH: ks[sp++] = o.k; break;
-        case VKC_PUT:
-            VK_ARG(w);
-            if (sp <= fence) goto bail;
-            key = vm_le(q + 1, (int)w);
-            if (key - mbase < mspan && mcount < lim_memo) goto def;
-            VK_MEMO_SYNC();
-            vk_memo_def(m, key, lim_memo, lim_key, base + (uint64_t)(q - p));
-            VK_MEMO_LOAD();
-            if (m->halt) goto bail;
-            break;
-        case VKC_MEMOIZE:
-            if (sp <= fence) goto bail;
-            key = mcount;
-            if (key - mbase >= mspan_m) {
+    for (;;) {
+        /* an opcode takes a byte at least and pushes one kind at most: below
+         * qlim the stack has room, without a test per opcode */
+        if (q >= qe || sp >= room) break;
+        const uint8_t *qlim = room - sp < (size_t)(qe - q) ? q + (room - sp) : qe;
+        while (q < qlim) {
+            uint8_t op = *q;
+            uint64_t w, key;
+            size_t x;
+            switch (vk_ops[op].cls) {
+            default: __builtin_unreachable();
+            case VKC_NO: goto out;
+            case VKC_PUSHA:
+                w = vk_ops[op].w;
+                VK_ARG(w);
+                ks[sp++] = VK_OTHER;
+                q += w;
+                break;
+            case VKC_PUSH: ks[sp++] = vk_ops[op].k; break;
+            case VKC_PUT:
+                w = vk_ops[op].w;
+                VK_ARG(w);
+                if (sp <= fence) goto bail;
+                key = vm_le(q + 1, (int)w);
+                q += w;
+                if (key - mbase < mspan && mcount < lim_memo) goto def;
                 VK_MEMO_SYNC();
-                vk_memo_def(m, key, lim_memo, lim_key, base + (uint64_t)(q - p));
+                vk_memo_def(m, key, lim_memo, lim_key, base + (uint64_t)(q - w - p));
                 VK_MEMO_LOAD();
-                if (m->halt) goto bail;
+                if (m->halt) { q -= w; goto bail; }
+                break;
+            case VKC_MEMOIZE:
+                if (sp <= fence) goto bail;
+                key = mcount;
+                if (key - mbase >= mspan_m) {
+                    VK_MEMO_SYNC();
+                    vk_memo_def(m, key, lim_memo, lim_key, base + (uint64_t)(q - p));
+                    VK_MEMO_LOAD();
+                    if (m->halt) goto bail;
+                    break;
+                }
+            def: {   /* vk_memo_def's fast case: a new key is one bit */
+                uint64_t k = key - mbase, b = 1ull << (k % 64), *wd = &mdef[k / 64];
+                if (*wd & b) break;
+                *wd |= b;
+                mcount++;
+                if (*wd == ~0ull) {
+                    VK_MEMO_SYNC();
+                    vm_def_slide(mm);
+                    VK_MEMO_LOAD();
+                }
                 break;
             }
-        def: {   /* vk_memo_def's fast case: a new key is one bit */
-            uint64_t k = key - mbase, b = 1ull << (k % 64), *wd = &mdef[k / 64];
-            if (*wd & b) break;
-            *wd |= b;
-            mcount++;
-            if (*wd == ~0ull) {
-                VK_MEMO_SYNC();
-                vm_def_slide(mm);
-                VK_MEMO_LOAD();
+            case VKC_GET:
+                w = vk_ops[op].w;
+                VK_ARG(w);
+                key = vm_le(q + 1, (int)w);
+                if (key >= mm->dbase && !vm_def_has(mm, key)) goto bail;
+                ks[sp++] = VK_ANY;
+                q += w;
+                break;
+            case VKC_MARK:
+                if (m->nmarks >= lim_marks || m->nmarks == m->mcap) goto out;
+                m->marks[m->nmarks++] = fence = sp;
+                break;
+            case VKC_TUPLEN:
+                x = vk_ops[op].k;
+                if (sp < x || sp - x < fence) goto bail;
+                sp -= x;
+                ks[sp++] = VK_OTHER;
+                break;
+            case VKC_MARKED: {
+                uint8_t k = vk_ops[op].k;
+                if (!m->nmarks) goto bail;
+                x = m->marks[--m->nmarks];
+                fence = vm_fence(m);
+                if (k == VK_DICT && (sp - x) % 2) goto bail;
+                sp = x;
+                ks[sp++] = k;
+                break;
             }
-            break;
-        }
-        case VKC_GET:
-            VK_ARG(w);
-            key = vm_le(q + 1, (int)w);
-            if (key >= mm->dbase && !vm_def_has(mm, key)) goto bail;
-            ks[sp++] = VK_ANY;
-            break;
-        case VKC_MARK:
-            if (m->nmarks >= lim_marks || m->nmarks == m->mcap) goto out;
-            m->marks[m->nmarks++] = fence = sp;
-            break;
-        case VKC_TUPLEN:
-            if (sp < o.k || sp - o.k < fence) goto bail;
-            sp -= o.k;
-            ks[sp++] = VK_OTHER;
-            break;
-        case VKC_MARKED:
-            if (!m->nmarks) goto bail;
-            x = m->marks[--m->nmarks];
-            fence = vm_fence(m);
-            if (o.k == VK_DICT && (sp - x) % 2) goto bail;
-            sp = x;
-            ks[sp++] = o.k;
-            break;
-        case VKC_ADD:
-            if (sp < o.k || sp - o.k <= fence || ks[sp - o.k - 1] != o.want) goto bail;
-            sp -= o.k;
-            break;
-        case VKC_ADDS:
-            if (!m->nmarks) goto bail;
-            x = m->marks[--m->nmarks];
-            fence = vm_fence(m);
-            if (x > sp || x <= fence) goto bail;
-            if (x == sp) break;
-            if ((o.want == VK_DICT && (sp - x) % 2) || ks[x - 1] != o.want) goto bail;
-            sp = x;
-            break;
-        case VKC_SSTR: {
-            size_t n = q[1];
-            w = 1u + n;
-            if (w > (uint64_t)(pe - q - 1) || n > lim_str) goto out;
-            VK_ARG(w);
-            /* bytes, or text known to be ASCII: what const_short speaks for */
-            bool plain = vm_counted_kind(op) != SPA_V_STR || vk_ascii(q + 2, n, pe);
-            if (!plain && !vm_utf8_ok(q + 2, n, false)) goto bail;
-            if (n >= on_min && !(plain && n < gate[q[2]]) &&
-                (!inert || !inert(ud, vm_counted_kind(op), q + 2, n, n, false)))
-                goto bail;
-            ks[sp++] = VK_OTHER;
-            break;
-        }
-        case VKC_POP:
-            if (m->nmarks && fence == sp) { m->nmarks--; fence = vm_fence(m); }
-            else if (sp > fence) sp--;
-            else goto bail;
-            break;
-        case VKC_DUP:
-            if (sp <= fence) goto bail;
-            ks[sp] = ks[sp - 1];
-            sp++;
-            break;
-        case VKC_STOP:
-            if (sp <= fence) goto bail;
-            sp--;
-            m->complete = m->halt = true;
+            case VKC_ADD: {
+                const vk_op o = vk_ops[op];
+                if (sp < o.k || sp - o.k <= fence || ks[sp - o.k - 1] != o.want) goto bail;
+                sp -= o.k;
+                break;
+            }
+            case VKC_ADDS: {
+                uint8_t want = vk_ops[op].want;
+                if (!m->nmarks) goto bail;
+                x = m->marks[--m->nmarks];
+                fence = vm_fence(m);
+                if (x > sp || x <= fence) goto bail;
+                if (x == sp) break;
+                if ((want == VK_DICT && (sp - x) % 2) || ks[x - 1] != want) goto bail;
+                sp = x;
+                break;
+            }
+            case VKC_SSTR: {
+                size_t n = q[1];
+                w = 1u + n;
+                if (w > (uint64_t)(pe - q - 1) || n > lim_str) goto out;
+                VK_ARG(w);
+                /* bytes, or text known to be ASCII: what const_short speaks for */
+                bool plain = vm_counted_kind(op) != SPA_V_STR || vk_ascii(q + 2, n, pe);
+                if (!plain && !vm_utf8_ok(q + 2, n, false)) goto bail;
+                if (n >= on_min && !(plain && n < gate[q[2]]) &&
+                    (!inert || !inert(ud, vm_counted_kind(op), q + 2, n, n, false)))
+                    goto bail;
+                ks[sp++] = VK_OTHER;
+                q += w;
+                break;
+            }
+            case VKC_POP:
+                if (m->nmarks && fence == sp) { m->nmarks--; fence = vm_fence(m); }
+                else if (sp > fence) sp--;
+                else goto bail;
+                break;
+            case VKC_DUP:
+                if (sp <= fence) goto bail;
+                ks[sp] = ks[sp - 1];
+                sp++;
+                break;
+            case VKC_STOP:
+                if (sp <= fence) goto bail;
+                sp--;
+                m->complete = m->halt = true;
+                nops++;
+                q++;
+                goto out;
+            }
             nops++;
             q++;
-            goto out;
         }
-        nops++;
-        q += 1 + w;
     }
 out:
     VK_MEMO_SYNC();
     m->sp = sp;
     m->nops = nops;
-    m->cf_end = cf_end;
+    if (cfp != cfp0) m->cf_end = cpos + (uint64_t)(cfp - (uintptr_t)p);
     return (size_t)(q - p);
 bail:
     vk_bail(m);
