@@ -71,6 +71,19 @@ def run_py(code, *, preload=True, cwd=None, env=None, timeout=300, args=()):
                           text=True, timeout=timeout)
 
 
+def run_py_file(tmp_path, body, *, name, preload=True, env=None, stdin=None, text=True, timeout=300):
+    """Write `body` to tmp_path/name and run it with /usr/bin/python3 in tmp_path, under
+    the preload if asked (env: extra variables, stdin: its input, text: str or bytes
+    out). Returns the CompletedProcess."""
+    script = tmp_path / name
+    script.write_text(body)
+    e = clean_env(**(env or {}))
+    if preload:
+        e["LD_PRELOAD"] = LIB
+    return subprocess.run([PYTHON, str(script)], cwd=str(tmp_path), env=e, input=stdin, capture_output=True,
+                          text=text, timeout=timeout)
+
+
 def run_cli(*args, env=None, timeout=300, input=None):
     e = clean_env(**(env or {}))
     return subprocess.run([CLI, *map(str, args)], env=e, capture_output=True, text=True,

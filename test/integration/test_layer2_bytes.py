@@ -19,12 +19,11 @@ smuggle other bytes through.
   other bytes of the same length, are judged again and refused. A refusal is
   never cached: the same malicious bytes are refused every time."""
 import os
-import subprocess
 import textwrap
 
 import pytest
 
-from conftest import LIB, PYTHON, clean_env
+from conftest import LIB, run_py_file
 
 pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.so not built")
 
@@ -32,13 +31,7 @@ PAD = 5000  # the rewritten part lies past the first 4 KiB block
 
 
 def run(tmp_path, body, *, preload=True):
-    script = tmp_path / "l2bytes.py"
-    script.write_text(body)
-    e = clean_env()
-    if preload:
-        e["LD_PRELOAD"] = LIB
-    return subprocess.run([PYTHON, str(script)], cwd=str(tmp_path), env=e, capture_output=True,
-                          text=True, timeout=300)
+    return run_py_file(tmp_path, body, name="l2bytes.py", preload=preload)
 
 
 # A protocol-0 list: [OrderedDict(), list(<text>)], and the same bytes with the

@@ -30,14 +30,12 @@ Attackers read our code, so the entry points are enumerated, not picked:
 import ast
 import os
 import re
-import subprocess
 import textwrap
 
 import pytest
 
-import spgen
-from conftest import LIB, PYTHON, clean_env
-from test_layer2_escapes import reflective_classes, reflective_pickle
+from conftest import LIB, run_py_file
+from test_layer2_escapes import reflective_classes, reflective_pickle, reflective_walk
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.so not built")
@@ -146,29 +144,14 @@ DRIVER_SCRIPT = textwrap.dedent("""
 
 
 def run(tmp_path, body, *, preload=True):
-    script = tmp_path / "entry.py"
-    script.write_text(body)
-    e = clean_env()
-    if preload:
-        e["LD_PRELOAD"] = LIB
-    return subprocess.run([PYTHON, str(script)], cwd=str(tmp_path), env=e, capture_output=True,
-                          text=True, timeout=600)
+    return run_py_file(tmp_path, body, name="entry.py", preload=preload, timeout=600)
 
 
 def reflective_write_pickle(module, cls, osname, fd, data):
     """The reflective walk ending in os.write(fd, data): a write to a file the
     program already holds open raises no audit event and no libc veto, so only
     the bytes give it away."""
-    a = spgen.Asm(3)
-    a.global_("builtins", "getattr").mark()
-    a.global_("operator", "getitem").mark()
-    a.global_("builtins", "getattr").mark()
-    a.global_("builtins", "getattr").mark().global_(module, cls).str_("__init__").tuple_().reduce()
-    a.str_("__globals__").tuple_().reduce()
-    a.str_(osname).tuple_().reduce()
-    a.str_("write").tuple_().reduce()
-    a.mark().int_(fd).bytes_(data).tuple_().reduce()
-    return a.stop()
+    return reflective_walk(3, module, cls, osname, "write").mark().int_(fd).bytes_(data).tuple_().reduce().stop()
 
 
 @pytest.fixture(scope="module")

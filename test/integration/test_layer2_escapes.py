@@ -27,20 +27,16 @@ import textwrap
 import pytest
 
 import spgen
-from conftest import LIB, PYTHON, clean_env
+from conftest import LIB, PYTHON, clean_env, run_py_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.so not built")
 
 
 def run(tmp_path, body, *, preload=True, stdin=None, env=None):
-    script = tmp_path / "escape.py"
-    script.write_text("import sys; sys.path[:0] = [%r, %r]\n" % (str(tmp_path), HERE) + body)
-    e = clean_env(**(env or {}))
-    if preload:
-        e["LD_PRELOAD"] = LIB
-    return subprocess.run([PYTHON, str(script)], cwd=str(tmp_path), env=e, input=stdin,
-                          capture_output=True, timeout=300)
+    """Output as bytes (stdin may be a pickle)."""
+    return run_py_file(tmp_path, "import sys; sys.path[:0] = [%r, %r]\n" % (str(tmp_path), HERE) + body,
+                       name="escape.py", preload=preload, env=env, stdin=stdin, text=False)
 
 
 def refused(r):
@@ -79,10 +75,9 @@ def reflective_classes(n=3):
     return rows[:n]
 
 
-def reflective_pickle(marker, module, cls, osname, proto=2):
-    """getattr(getitem(getattr(getattr(cls, '__init__'), '__globals__'), osname), 'mkfifo')(marker):
-    the walk ends in an effect that raises no audit event, so no behaviour veto
-    on a name or an event stops it; only the bytes give it away."""
+def reflective_walk(proto, module, cls, osname, fn):
+    """An Asm that has pushed getattr(getitem(getattr(getattr(cls, '__init__'),
+    '__globals__'), osname), fn), ready for its call's MARK and arguments."""
     a = spgen.Asm(proto)
     a.global_("builtins", "getattr").mark()
     a.global_("operator", "getitem").mark()
@@ -90,9 +85,15 @@ def reflective_pickle(marker, module, cls, osname, proto=2):
     a.global_("builtins", "getattr").mark().global_(module, cls).str_("__init__").tuple_().reduce()
     a.str_("__globals__").tuple_().reduce()
     a.str_(osname).tuple_().reduce()
-    a.str_("mkfifo").tuple_().reduce()
-    a.mark().str_(str(marker)).tuple_().reduce()
-    return a.stop()
+    a.str_(fn).tuple_().reduce()
+    return a
+
+
+def reflective_pickle(marker, module, cls, osname, proto=2):
+    """getattr(getitem(getattr(getattr(cls, '__init__'), '__globals__'), osname), 'mkfifo')(marker):
+    the walk ends in an effect that raises no audit event, so no behaviour veto
+    on a name or an event stops it; only the bytes give it away."""
+    return reflective_walk(proto, module, cls, osname, "mkfifo").mark().str_(str(marker)).tuple_().reduce().stop()
 
 
 ENTRY_POINTS = {

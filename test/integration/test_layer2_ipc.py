@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import LIB, PYTHON, clean_env
+from conftest import LIB, PYTHON, clean_env, run_py_file
 
 pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.so not built")
 
@@ -79,12 +79,8 @@ GRIDSEARCH = textwrap.dedent("""
 
 def run(tmp_path, body, preload, timeout=600):
     (tmp_path / "work.py").write_text(WORK)
-    (tmp_path / "main.py").write_text(body)
-    e = clean_env(PYTHONPATH=str(tmp_path))
-    if preload:
-        e["LD_PRELOAD"] = LIB
-    return subprocess.run([PYTHON, str(tmp_path / "main.py")], cwd=str(tmp_path), env=e, capture_output=True,
-                          text=True, timeout=timeout)
+    return run_py_file(tmp_path, body, name="main.py", preload=preload, env={"PYTHONPATH": str(tmp_path)},
+                       timeout=timeout)
 
 
 def out_of(r):

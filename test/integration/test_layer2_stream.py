@@ -29,19 +29,13 @@ import textwrap
 
 import pytest
 
-from conftest import LIB, PYTHON, clean_env
+from conftest import LIB, PYTHON, clean_env, run_py_file
 
 pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.so not built")
 
 
 def run(tmp_path, body, *, preload=True):
-    script = tmp_path / "l2stream.py"
-    script.write_text(body)
-    e = clean_env()
-    if preload:
-        e["LD_PRELOAD"] = LIB
-    return subprocess.run([PYTHON, str(script)], cwd=str(tmp_path), env=e, capture_output=True,
-                          text=True, timeout=300)
+    return run_py_file(tmp_path, body, name="l2stream.py", preload=preload)
 
 
 # A protocol-0 list [OrderedDict(), list(<pad>), list(<text>)] and the same
