@@ -1,7 +1,8 @@
 /* cmd_doctor.c - `safepickle doctor [--pid PID]`: reports what is installed
  * (CLI, preload library, whether it loads and blocks in a probe python3), which
- * policy is active and whether it is valid, Jupyter kernelspecs that use the
- * preload, and whether the preload is mapped in a given process. */
+ * policy is active and whether it is valid, whether the decompression libraries
+ * load, Jupyter kernelspecs that use the preload, and whether the preload is
+ * mapped in a given process. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "codecs.h"
 #include "kb.h"
 #include "deploy.h"
 #include "protect.h"
@@ -94,6 +96,28 @@ static spa_policy *doc_policy(doc_state *s, const char *path, const char *origin
     else
         printf("  kb index    %s%s\n", spa_kb_index_status(), p->require_index ? " (required by the policy)" : "");
     return p;
+}
+
+/* The decompression libraries, which the CLI loads at a scan's first use of
+ * each (cli/codecs_dl.c): one that does not load makes every file of its
+ * format an error of `scan`, found here before a scan meets one. */
+static void doc_codecs(doc_state *s) {
+    static const char *const soname[SPC_CODEC_COUNT] = {
+#define DOC_SONAME(id, so, name) [id] = so,
+        SPC_CODEC_LIBS(DOC_SONAME)
+#undef DOC_SONAME
+    };
+    int ok = 0;
+    for (int i = 0; i < SPC_CODEC_COUNT; i++) {
+        const char *why = NULL;
+        if (spc_codecs_get((spc_codec_id)i, &why)) ok++;
+        else doc_problem(s, "%s: every file compressed with it is an error of scan", why);
+    }
+    if (ok == SPC_CODEC_COUNT) {
+        printf("  codecs     ");
+        for (int i = 0; i < SPC_CODEC_COUNT; i++) printf(" %s", soname[i]);
+        printf(": load\n");
+    }
 }
 
 /* Run argv with LD_PRELOAD=lib (other variables kept; NULL: LD_PRELOAD removed, so
@@ -569,6 +593,7 @@ int cmd_doctor(int argc, char **argv) {
     printf("safepickle doctor\n  cli         %s (version %s)\n", self, SPA_VERSION);
     char lib[PATH_MAX] = "";
     doc_library(&s, lib, sizeof lib);
+    doc_codecs(&s);
     const char *envpol = getenv("SAFEPICKLE_POLICY");
     spa_policy *pol = envpol && *envpol ? doc_policy(&s, envpol, "from SAFEPICKLE_POLICY")
                                         : doc_policy(&s, NULL, "SAFEPICKLE_POLICY unset");

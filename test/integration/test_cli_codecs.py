@@ -7,7 +7,8 @@ maps none of them (analyzer/README.md, "Memory"). This checks that:
     one thread or two;
   * a library that does not load, or lacks a function, fails that file loudly
     (an error, exit 2, the reason on stderr), never "no pickle here", and the
-    other files of the run are still judged."""
+    other files of the run are still judged;
+  * `safepickle doctor` says whether each library loads."""
 import bz2
 import gzip
 import json
@@ -147,3 +148,13 @@ def test_a_library_that_does_not_load_fails_the_file_loudly(files, tmp_path, kin
     r = run_cli("scan", "--format", "json", *paths)
     assert r.returncode == 1 and [x.get("verdict") for x in json.loads(r.stdout)["files"]] == \
         ["malicious", "safe", "malicious", "malicious"], r.stdout
+
+
+def test_doctor_says_whether_each_library_loads(tmp_path):
+    r = run_cli("doctor")
+    line = [x for x in r.stdout.splitlines() if x.strip().startswith("codecs ")]
+    assert len(line) == 1 and line[0].endswith(": load") and all(s in line[0] for s in sonames()), r.stdout
+    r = run_cli("doctor", env={"LD_LIBRARY_PATH": fake_library(tmp_path / "lib", "no_functions")})
+    assert r.returncode == 1
+    assert "PROBLEM: the zstd library (libzstd.so.1) lacks ZSTD_" in r.stdout, r.stdout
+    assert not [x for x in r.stdout.splitlines() if x.strip().startswith("codecs ")]
