@@ -605,6 +605,9 @@ static bool vm_def_has(const vm_memo *mm, uint64_t key) {
 
 static void vm_def_slide(vm_memo *mm) {
     size_t nw = (size_t)(mm->ndef / 64), f = 0;
+    /* it slides once the first half (words 0 .. ceil(nw / 2) - 1) is all
+     * ones: while the last word of that half is not, nothing to scan */
+    if (!nw || mm->def[(nw + 1) / 2 - 1] != ~0ull) return;
     while (f < nw && mm->def[f] == ~0ull) f++;
     if (!f || 2 * f < nw) return;
     memmove(mm->def, mm->def + f, (nw - f) * sizeof *mm->def);
