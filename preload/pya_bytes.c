@@ -266,9 +266,11 @@ static int pyb_call_bool(spp_pyobj *o, const char *meth) {
     return b;
 }
 
-/* A file whose bytes layer 1 already judges: a regular file behind fileno(),
- * with the file hooks on. Its verdict is layer 1's, from the verdict cache
- * (SPA_VERDICT_COUNT when it is no longer cached: the veto stays strict). */
+/* A file whose bytes layer 1 judged pickle-bearing and allowed: a regular
+ * file behind fileno(), with the file hooks on, whose verdict is still in
+ * the verdict cache. Its verdict is layer 1's. Anything else (judged not
+ * pickle-bearing, which an unpickler reading it contradicts; no longer
+ * cached) is not taken from layer 1. */
 static bool pyb_layer1_file(spp_pyobj *f, spa_verdict *v) {
     const spa_policy *pol = spp_policy();
     if (!pol || !pol->layer_file || !py_PyObject_HasAttrString(f, "fileno")) return false;
@@ -287,11 +289,12 @@ static bool pyb_layer1_file(spp_pyobj *f, spa_verdict *v) {
     spp_key k;
     spp_key_from_stat(&k, &st);
     spp_cached c;
+    bool judged = false;
     if (spp_cache_get(&k, &c)) {
-        if (c.bearing && c.action != SPA_ACT_BLOCK) *v = (spa_verdict)c.verdict;
+        if ((judged = c.bearing && c.action != SPA_ACT_BLOCK)) *v = (spa_verdict)c.verdict;
         spp_cached_release(&c);
     }
-    return true;
+    return judged;
 }
 
 typedef enum pyb_kind { PYB_NONE, PYB_JUDGED, PYB_STREAM, PYB_BLOCKED } pyb_kind;
@@ -315,8 +318,13 @@ static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, bool one, spa_ver
     if (!f || pya_is_none(f)) return PYB_NONE;
     int seekable = py_PyObject_HasAttrString(f, "seekable") ? pyb_call_bool(f, "seekable") : 0;
     if (seekable <= 0) return py_PyObject_HasAttrString(f, "read") ? PYB_STREAM : PYB_NONE;
-    if (pyb_layer1_file(f, v)) return PYB_JUDGED;
     long pos = pyb_call_long(f, "tell");
+    /* Layer 1 judged the file from its first byte, as an unpickler reads it
+     * from there: its verdict stands for a load that starts at 0. A load
+     * that starts elsewhere (a seek to an offset, a pickle after another
+     * format's header, inside a string constant or after bytes no unpickler
+     * gets past) may read a stream layer 1 never examined: judged here. */
+    if (pos == 0 && pyb_layer1_file(f, v)) return PYB_JUDGED;
     if (pos < 0) return PYB_STREAM;
     spp_pyobj *data = NULL;
     bool limit = false;
