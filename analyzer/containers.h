@@ -84,6 +84,17 @@ bool spc_sniff_surely_none(const uint8_t *p, size_t n);
 /* spc_sniff_surely_none holds for every content of 1 to 511 bytes that
  * starts with byte c (and for no content that starts with another). */
 bool spc_sniff_none_first(uint8_t c);
+/* Must the raw pickle reading at offset 0 be examined too, beside the
+ * reading as f (the head's format after weak readings are settled)? Yes
+ * when f is a container whose reader does not itself unpickle offset 0
+ * (everything but NONE, PICKLE and TORCH_LEGACY) and the head is a
+ * plausible pickle by the walk (spc_pickle_walk != SPC_PK_NO): zip's "PK"
+ * is PERSID, a tar header starts with any file name, a zstd skippable frame
+ * with 'P'/'U'/'V', an .lzma header with LONG1, ... CPython's unpicklers
+ * read the same bytes from 0 whatever a container loader makes of them.
+ * The walk fails at the first bytes of most containers (gzip, xz, npy,
+ * torch zips whose name length is no '\n'), so this costs one short walk. */
+bool spc_sniff_also_pickle(spa_format f, const uint8_t *p, size_t n, uint64_t total);
 /* What the recogniser found in a random-access content. */
 typedef struct spc_recog {
     spa_format fmt;   /* the head's format (NONE: none) */

@@ -205,6 +205,64 @@ spa_in *spc_in_chunked(spc_scan *s, const spa_src *src, uint64_t off, uint64_t n
     return spa_in_from_seq(spc_rd(s), ct_chunked_read, c);
 }
 
+struct spc_tee {
+    spa_in *in;
+    spa_arena *ar;
+    uint8_t *buf;
+    size_t len, cap, rpos;
+    bool replay, over;
+};
+
+static ssize_t ct_tee_read(void *ctx, void *out, size_t want) {
+    spc_tee *t = ctx;
+    if (t->replay && t->rpos < t->len) {
+        size_t k = t->len - t->rpos < want ? t->len - t->rpos : want;
+        memcpy(out, t->buf + t->rpos, k);
+        t->rpos += k;
+        return (ssize_t)k;
+    }
+    if (want > SPC_READ_CHUNK) want = SPC_READ_CHUNK;
+    const uint8_t *p;
+    size_t got;
+    if (spa_in_peek(t->in, want, &p, &got) != SPA_OK) return -1;
+    if (got > want) got = want;
+    if (got == 0) return 0;
+    if (!t->replay) {
+        if (t->len + got > SPC_TEE_MAX) { t->over = true; return 0; }
+        if (t->len + got > t->cap) {
+            size_t ncap = t->cap ? t->cap * 2 : 1u << 16;
+            while (ncap < t->len + got) ncap *= 2;
+            uint8_t *nb = spa_arena_alloc(t->ar, ncap); /* the old block stays in the arena */
+            if (!nb) return -1;
+            if (t->len) memcpy(nb, t->buf, t->len);
+            t->buf = nb;
+            t->cap = ncap;
+        }
+        memcpy(t->buf + t->len, p, got);
+        t->len += got;
+    }
+    memcpy(out, p, got);
+    if (spa_in_skip(t->in, got) != SPA_OK) return -1;
+    return (ssize_t)got;
+}
+
+spa_in *spc_tee_open(spc_scan *s, spa_in *in, spc_tee **out) {
+    spc_tee *t = spa_arena_calloc(spc_rd(s), sizeof *t);
+    *out = t;
+    if (!t) return NULL;
+    t->in = in;
+    t->ar = spc_rd(s);
+    return spa_in_from_seq(spc_rd(s), ct_tee_read, t);
+}
+
+spa_in *spc_tee_replay(spc_scan *s, spc_tee *t) {
+    t->replay = true;
+    t->rpos = 0;
+    return spa_in_from_seq(spc_rd(s), ct_tee_read, t);
+}
+
+bool spc_tee_over(const spc_tee *t) { return t->over; }
+
 spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **out, size_t *outn,
                       bool *over) {
     size_t cap = 1u << 16, n = 0;

@@ -113,6 +113,16 @@ spa_code spc_pread_full(const spa_src *src, void *buf, size_t n, uint64_t off);
 spa_in *spc_in_chunked(spc_scan *s, const spa_src *src, uint64_t off, uint64_t n);
 /* A bounded sequential view of the next `n` bytes of `in`. */
 spa_in *spc_in_sub(spc_scan *s, spa_in *in, uint64_t n);
+/* Two readings of one sequential content (a raw pickle at 0 and a
+ * container, spc_sniff_also_pickle): spc_tee_open gives a reader over `in`
+ * that keeps what it reads (at most SPC_TEE_MAX bytes; past that it ends,
+ * and spc_tee_over says so); spc_tee_replay then gives a reader that reads
+ * those bytes again, then the rest of `in`. */
+#define SPC_TEE_MAX (16u << 20)
+typedef struct spc_tee spc_tee;
+spa_in *spc_tee_open(spc_scan *s, spa_in *in, spc_tee **t);
+spa_in *spc_tee_replay(spc_scan *s, spc_tee *t);
+bool spc_tee_over(const spc_tee *t);
 /* Pull all of `in` into an arena buffer of at most max bytes. */
 spa_code spc_in_slurp(spc_scan *s, spa_in *in, uint64_t max, const uint8_t **p, size_t *n,
                       bool *over);

@@ -89,6 +89,33 @@ static spa_format sc_settle(spc_scan *s, spa_format fmt, spa_format alt, const u
     return spc_dec_probe(s, p, got, alt) != SPA_FMT_NONE ? alt : fmt;
 }
 
+/* The raw pickle reading at offset 0 of content the dispatch reads as a
+ * container too (spc_sniff_also_pickle). A random-access content gets a
+ * second reader from 0; a sequential one (a decompressor's output, a tar
+ * member) is read through a tee that the container's reader then replays
+ * (c->in is replaced). Its streams are named <loc>!pickle@0. */
+static spa_code sc_also_pickle(spc_scan *s, spc_content *c) {
+    spc_content pc = *c;
+    pc.loc = spa_ctx_loc(s->sc, "%s!%s@0", c->loc, spc_fmt_tag(SPA_FMT_PICKLE));
+    if (!pc.loc) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_E_NOMEM; }
+    if (c->src && !c->in) {
+        pc.in = NULL; /* a reader of its own from 0 */
+        return spc_pickle_reader(s, &pc, SPA_FMT_PICKLE, NULL);
+    }
+    spc_tee *t;
+    pc.in = spc_tee_open(s, c->in, &t);
+    if (!pc.in) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_E_NOMEM; }
+    spa_code rc = spc_pickles(s, pc.in, c->size, pc.loc, c->depth, c->parent, 0, NULL);
+    if (rc != SPA_OK || s->fatal) return rc;
+    if (spc_tee_over(t))
+        spc_note(s, SPA_NOTE_UNSCANNABLE, pc.loc, SPA_E_LIMIT,
+                 "a raw pickle at 0 of a container read past the replay buffer: not examined whole", 0,
+                 SPA_LIM_COUNT, NULL);
+    c->in = spc_tee_replay(s, t);
+    if (!c->in) { spc_fail(s, SPA_E_NOMEM, "out of memory", 0); return SPA_E_NOMEM; }
+    return SPA_OK;
+}
+
 /* The dispatch of content by its bytes (content.h's spc_dispatch calls it). */
 static spa_code sc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream) {
     if (s->fatal) return s->fatal_err.code;
@@ -132,7 +159,15 @@ static spa_code sc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream)
         also_zip = false;
     }
     if (c->depth == 0) s->top_fmt = fmt;
-    spa_code rc = spc_read_as(s, c, fmt, first_stream);
+    spa_code rc;
+    if (spc_sniff_also_pickle(fmt, p, got, c->size)) {
+        /* a container whose head is also a plausible pickle: an unpickler
+         * reads the raw stream at 0 whatever the container's loader makes
+         * of the bytes; both readings are examined (sniff.c) */
+        rc = sc_also_pickle(s, c);
+        if (rc != SPA_OK || s->fatal) return s->fatal ? s->fatal_err.code : rc;
+    }
+    rc = spc_read_as(s, c, fmt, first_stream);
     if (rc == SPA_OK && !s->fatal && also_zip) {
         /* bytes before a zip: zipfile (numpy, pandas) reads the zip, another
          * loader may read the head's format; both are scanned */

@@ -308,6 +308,12 @@ bool spc_sniff_pickle_only(const uint8_t *p, size_t n) {
     return todo == SN_BIT(PICKLE);
 }
 
+bool spc_sniff_also_pickle(spa_format f, const uint8_t *p, size_t n, uint64_t total) {
+    /* PICKLE and TORCH_LEGACY readers start with spc_pickles at offset 0 */
+    if (f == SPA_FMT_NONE || f == SPA_FMT_PICKLE || f == SPA_FMT_TORCH_LEGACY) return false;
+    return p && n && spc_pickle_walk(p, n, total, NULL) != SPC_PK_NO;
+}
+
 spa_format spc_sniff(const uint8_t *p, size_t n, uint64_t total) {
     return spc_sniff_alt(p, n, total, false, NULL);
 }
@@ -387,7 +393,10 @@ spa_code spc_recognise(const spa_src *src, uint64_t size, bool file, uint8_t *he
      * member as a zip with data before it) and a zip magic is enough */
     bool no_zip = file && !tail;
     spa_format f = spc_sniff_alt(head, got, size, no_zip, &r->alt);
-    if ((f == SPA_FMT_PICKLE || r->alt != SPA_FMT_NONE) && got == SPC_HEAD_SMALL && size > got) {
+    /* a plausible pickle (also one a container's head allows: scan.c reads
+     * both, spc_sniff_also_pickle) is walked over SPC_HEAD bytes */
+    if ((f == SPA_FMT_PICKLE || r->alt != SPA_FMT_NONE || spc_sniff_also_pickle(f, head, got, size)) &&
+        got == SPC_HEAD_SMALL && size > got) {
         size_t more;
         want = size < SPC_HEAD ? (size_t)size : SPC_HEAD;
         if (sn_pread(src, head + got, want - got, got, &more) != SPA_OK) return SPA_E_IO;
@@ -538,6 +547,33 @@ static bool sn_utf8(const uint8_t *s, size_t n) {
     return true;
 }
 
+/* The part of an unfinished line in the window (no '\n' before w->n):
+ * could it still decode once its end arrives? PERSID's line must be ASCII
+ * (both loaders: "persistent IDs in protocol 0 must be ASCII strings"),
+ * GLOBAL/INST's strict UTF-8 (a sequence cut by the window's end may still
+ * complete). A container's head (a zip's "PK" is PERSID, a tar's name may
+ * start with 'c') is decided here instead of at its first newline. */
+static bool sn_line_prefix_ok(const sn_walk *w, bool ascii) {
+    const uint8_t *s = w->p + w->pos;
+    size_t n = w->n - w->pos;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < 0x80) continue;
+        if (ascii) return false;
+        size_t k = sn_utf8_cont(s, n, i);
+        if (k == 0) {
+            /* a valid lead whose continuation bytes run past the window */
+            uint8_t c = s[i];
+            size_t want = (c >= 0xc2 && c <= 0xdf) ? 1 : (c >= 0xe0 && c <= 0xef) ? 2 : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
+            if (want == 0 || want <= n - 1 - i) return false;
+            for (size_t j = i + 1; j < n; j++)
+                if ((s[j] & 0xc0) != 0x80) return false;
+            return true;
+        }
+        i += k;
+    }
+    return true;
+}
+
 static void sn_memo_def(sn_walk *w, uint64_t key) {
     if (key < 256) {
         if (!(w->memo[key >> 3] & (1u << (key & 7)))) w->memo_n++;
@@ -657,11 +693,13 @@ static int sn_global_lines(sn_walk *w) {
         if (rest >= 2 && sn_name(w->p + w->pos, rest - 1)) { w->effect = true; w->imports++; }
         return SN_FAIL;
     }
+    if (r == SN_WINDOW && !sn_line_prefix_ok(w, false)) return SN_FAIL;
     if (r != SN_GO) return r;
     if (!sn_utf8(w->p + w->pos, len)) return SN_FAIL;
     bool named = sn_name(w->p + w->pos, len);
     w->pos += len + 1;
     r = sn_line(w, &len);
+    if (r == SN_WINDOW && !sn_line_prefix_ok(w, false)) return SN_FAIL; /* both lines decode before the import */
     if (r == SN_FAIL) { /* EOF inside the name line: imported, then truncated */
         if (named) { w->effect = true; w->imports++; }
         return SN_FAIL;
@@ -698,7 +736,12 @@ static int sn_check(sn_walk *w, uint8_t op, uint64_t k, bool *done) {
         if (b < 2 || (s[0] != '\'' && s[0] != '"') || s[b - 1] != s[0]) return SN_FAIL;
         w->pos += len + 1;
         break;
-    case SPA_OP_UNICODE: case SPA_OP_PERSID: /* PERSID's result may be a str */
+    case SPA_OP_PERSID: /* the id must be ASCII (both loaders); the result may be a str */
+        for (size_t i = 0; i < len; i++)
+            if (s[i] >= 0x80) return SN_FAIL;
+        w->pos += len + 1;
+        break;
+    case SPA_OP_UNICODE:
         w->pos += len + 1;
         break;
     case SPA_OP_GET: case SPA_OP_PUT:
@@ -743,6 +786,8 @@ static int sn_step(sn_walk *w) {
     uint64_t k;
     bool done;
     int r = sn_skip_arg(w, oi, &k);
+    if (r == SN_WINDOW && op == SPA_OP_PERSID && !sn_line_prefix_ok(w, true))
+        r = SN_FAIL; /* the id cannot be ASCII whatever follows */
     if (r == SN_GO) r = sn_check(w, op, k, &done);
     if (r != SN_GO || done) return r;
     if ((r = sn_effect(w, oi)) != SN_GO) return r;
