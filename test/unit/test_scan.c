@@ -173,6 +173,88 @@ static void test_safetensors(void) {
     spa_result_free(r);
 }
 
+/* A tar whose first member's name is a malicious protocol-0 pickle: tarfile reads
+ * the tar, pickle.load reads the name. n: the tar's size (512 + 512 + 1024). */
+static uint8_t *tar_polyglot(size_t *n) {
+    static const char pk[] = "cposix\nsystem\n(S'echo x'\ntR.";
+    uint8_t *t = calloc(1, 2048);
+    memcpy(t, pk, sizeof pk - 1);
+    memcpy(t + 100, "0000644", 7);
+    memcpy(t + 124, "00000000005", 11); /* size 5 */
+    memcpy(t + 257, "ustar", 5);
+    memset(t + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) sum += t[i];
+    snprintf((char *)t + 148, 8, "%06o", sum);
+    memcpy(t + 512, "hello", 5);
+    *n = 2048;
+    return t;
+}
+
+static bool raw_payload(const spa_result *r) {
+    for (size_t i = 0; r && i < r->n_streams; i++)
+        for (size_t k = 0; k < r->streams[i].n_ir; k++)
+            if (r->streams[i].ir[k].kind == SPA_IR_IMPORT && !strcmp(r->streams[i].ir[k].name, "system") &&
+                strstr(r->streams[i].loc, "!pickle@0"))
+                return true;
+    return false;
+}
+
+/* A container whose head is also a plausible pickle is read both ways: the raw
+ * stream at 0 (random access: a second reader; sequential, inside a gzip: the
+ * tee, then the tar reader replays it and still finds the member). */
+static void test_polyglot_both_readings(void) {
+    size_t n;
+    uint8_t *t = tar_polyglot(&n);
+    T_CHECK(spc_sniff(t, n, n) == SPA_FMT_TAR);
+    spa_scan_opts o;
+    spa_scan_opts_default(&o);
+    spa_result *r = NULL;
+    spa_err e;
+    T_EQ_INT(spa_scan_mem(&o, t, n, &r, &e), SPA_OK);
+    T_CHECK(r && r->format == SPA_FMT_TAR && raw_payload(r));
+    spa_result_free(r);
+    /* the same tar gzipped: the decompressed content is sequential */
+    uint8_t gz[4096];
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY);
+    z.next_in = t; z.avail_in = (uInt)n; z.next_out = gz; z.avail_out = sizeof gz;
+    deflate(&z, Z_FINISH);
+    size_t gn = sizeof gz - z.avail_out;
+    deflateEnd(&z);
+    /* a pickle member in the tar after the polyglot header: the replayed reading finds it */
+    T_EQ_INT(spa_scan_mem(&o, gz, gn, &r, &e), SPA_OK);
+    T_CHECK(r && r->format == SPA_FMT_GZIP && raw_payload(r));
+    spa_result_free(r);
+    /* a tar with a pickle member behind a polyglot head, gzipped: both streams */
+    uint8_t *t2 = calloc(1, 4096);
+    memcpy(t2, t, 512);
+    static const char inner[] = "cposix\nsystem\n(S'echo y'\ntR.";
+    memcpy(t2 + 124, "00000000034", 11); /* 28 bytes */
+    memset(t2 + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) sum += t2[i];
+    snprintf((char *)t2 + 148, 8, "%06o", sum);
+    memcpy(t2 + 512, inner, sizeof inner - 1);
+    memset(&z, 0, sizeof z);
+    deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY);
+    z.next_in = t2; z.avail_in = 2048; z.next_out = gz; z.avail_out = sizeof gz;
+    deflate(&z, Z_FINISH);
+    gn = sizeof gz - z.avail_out;
+    deflateEnd(&z);
+    T_EQ_INT(spa_scan_mem(&o, gz, gn, &r, &e), SPA_OK);
+    size_t raw = 0, mem = 0;
+    for (size_t i = 0; r && i < r->n_streams; i++) {
+        if (strstr(r->streams[i].loc, "!pickle@0")) raw++;
+        else if (strstr(r->streams[i].loc, "!gzip@0!cposix")) mem++; /* the member, named by its name */
+    }
+    T_CHECK_MSG(raw == 1 && mem == 1, "raw %zu member %zu", raw, mem);
+    spa_result_free(r);
+    free(t2);
+    free(t);
+}
+
 static void test_misuse(void) {
     spa_scan_opts o;
     spa_scan_opts_default(&o);
@@ -189,4 +271,5 @@ static void test_misuse(void) {
     spa_scan_opts_default(NULL);
 }
 
-T_MAIN("scan", T_CASE(test_allocation_failures), T_CASE(test_safetensors), T_CASE(test_misuse))
+T_MAIN("scan", T_CASE(test_allocation_failures), T_CASE(test_safetensors), T_CASE(test_polyglot_both_readings),
+       T_CASE(test_misuse))

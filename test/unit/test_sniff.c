@@ -338,7 +338,72 @@ static void test_first_byte_filter(void) {
     T_CHECK(spc_sniff(b, 512, 512) == SPA_FMT_TAR);
 }
 
+/* The raw reading at 0 beside a container's (spc_sniff_also_pickle), and the walk's
+ * line rules it relies on: PERSID's id must be ASCII, GLOBAL's lines UTF-8, decided
+ * before the newline when the window already shows the bad byte. */
+static void test_also_pickle(void) {
+    uint8_t b[4096];
+    static const char pk[] = "cposix\nsystem\n(S'echo x'\ntR.";
+    /* zip local header + "\n": PERSID "K\3\4", then the payload */
+    memset(b, 0, sizeof b);
+    memcpy(b, "PK\x03\x04\n", 5);
+    memcpy(b + 5, pk, sizeof pk - 1);
+    T_CHECK(ts_sniff(b, 600) == SPA_FMT_ZIP);
+    T_CHECK(spc_sniff_also_pickle(SPA_FMT_ZIP, b, 600, UINT64_MAX));
+    T_CHECK(!spc_sniff_also_pickle(SPA_FMT_PICKLE, b, 600, UINT64_MAX));
+    T_CHECK(!spc_sniff_also_pickle(SPA_FMT_NONE, b, 600, UINT64_MAX));
+    T_CHECK(!spc_sniff_also_pickle(SPA_FMT_TORCH_LEGACY, b, 600, UINT64_MAX));
+    /* torch.save's local header: zeros, name length 16, the name, then binary: the id is not ASCII */
+    memset(b, 0, sizeof b);
+    memcpy(b, "PK\x03\x04\0\0\x08\x08", 8);
+    b[26] = 16;
+    memcpy(b + 30, "archive/data.pklFB\x0c\0ZZZZZZZZZZZZ\x80\x02}q\0", 38);
+    for (size_t i = 68; i < sizeof b; i++) b[i] = (uint8_t)(i * 7 + 11) == '\n' ? 'x' : (uint8_t)(i * 7 + 11);
+    T_CHECK(!spc_sniff_also_pickle(SPA_FMT_ZIP, b, sizeof b, UINT64_MAX));
+    T_EQ_INT(spc_pickle_walk(b, sizeof b, UINT64_MAX, NULL), SPC_PK_NO);
+    /* all-ASCII id without a newline in the window: undecided (MAYBE), so read */
+    memset(b, 'a', sizeof b);
+    memcpy(b, "PK\x03\x04", 4);
+    T_EQ_INT(spc_pickle_walk(b, sizeof b, UINT64_MAX, NULL), SPC_PK_MAYBE);
+    T_CHECK(spc_sniff_also_pickle(SPA_FMT_ZIP, b, sizeof b, UINT64_MAX));
+    T_EQ_INT(spc_pickle_plausible((const uint8_t *)"P\xc3\xa9\n.", 5, 5), SPC_PK_NO);
+    T_EQ_INT(spc_pickle_plausible((const uint8_t *)"Pabc\n.", 6, 6), SPC_PK_YES);
+    /* GLOBAL: a module line that is not UTF-8 fails before its newline; a cut sequence waits */
+    memset(b, 'a', sizeof b);
+    b[0] = 'c'; b[100] = 0xff;
+    T_EQ_INT(spc_pickle_walk(b, sizeof b, UINT64_MAX, NULL), SPC_PK_NO);
+    b[100] = 'a'; b[sizeof b - 1] = 0xe2;
+    T_EQ_INT(spc_pickle_walk(b, sizeof b, UINT64_MAX, NULL), SPC_PK_MAYBE);
+    b[sizeof b - 2] = 0xe2; /* a lead followed by a lead: bad */
+    T_EQ_INT(spc_pickle_walk(b, sizeof b, UINT64_MAX, NULL), SPC_PK_NO);
+    /* bz2: 'B' BINBYTES of >= 389 MB: undecided when the size is unknown or large, no when small */
+    memset(b, 0x5a, sizeof b);
+    memcpy(b, "BZh91AY&SY", 10);
+    T_CHECK(ts_sniff(b, 512) == SPA_FMT_BZ2);
+    T_CHECK(spc_sniff_also_pickle(SPA_FMT_BZ2, b, 512, UINT64_MAX));
+    T_CHECK(spc_sniff_also_pickle(SPA_FMT_BZ2, b, 512, 1ull << 32));
+    T_CHECK(!spc_sniff_also_pickle(SPA_FMT_BZ2, b, 512, 512));
+    /* magics whose first byte cannot start a pickle that gets anywhere */
+    static const struct { const char *m; size_t n; spa_format f; } no[] = {
+        {"\x1f\x8b\x08\x00", 4, SPA_FMT_GZIP}, {"\x93NUMPY\x01\x00", 8, SPA_FMT_NPY},
+        {"\xfd" "7zXZ\x00", 6, SPA_FMT_XZ}, {"\x5d\x00\x00\x80\x00", 5, SPA_FMT_XZ},
+        {"LZIP\x01", 5, SPA_FMT_XZ}, {"\x28\xb5\x2f\xfd", 4, SPA_FMT_ZSTD},
+        {"\x04\x22\x4d\x18", 4, SPA_FMT_LZ4}, {"ZF0x000000000000000", 19, SPA_FMT_JOBLIB},
+        {"7z\xbc\xaf\x27\x1c", 6, SPA_FMT_UNSCANNABLE}, {"Rar!\x1a\x07", 6, SPA_FMT_UNSCANNABLE},
+    };
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+        memset(b, '\n', 64);
+        memcpy(b, no[i].m, no[i].n);
+        T_CHECK_MSG(!spc_sniff_also_pickle(no[i].f, b, 64, UINT64_MAX), "%zu", i);
+    }
+    /* a zstd skippable frame starting with 'V' (UNICODE line) is one */
+    memset(b, 0, 64);
+    memcpy(b, "V\x2a\x4d\x18\x20\0\0\0x\n", 10);
+    memcpy(b + 10, pk, sizeof pk - 1);
+    T_CHECK(ts_sniff(b, 64) == SPA_FMT_ZSTD && spc_sniff_also_pickle(SPA_FMT_ZSTD, b, 64, UINT64_MAX));
+}
+
 T_MAIN("sniff", T_CASE(test_real_pickles_are_pickles), T_CASE(test_not_pickles),
        T_CASE(test_prefixes_never_overread), T_CASE(test_walk_definite_failures),
        T_CASE(test_container_magics), T_CASE(test_sniff_src), T_CASE(test_random_bytes),
-       T_CASE(test_first_byte_filter))
+       T_CASE(test_first_byte_filter), T_CASE(test_also_pickle))
