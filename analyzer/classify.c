@@ -1028,6 +1028,16 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
                "calls a value the analyzer cannot resolve: %s", cl_calltxt_get(&ct));
         return;
     case SPA_T_NONE:
+        /* a persistent id is whatever the loader's persistent_load returns for an id
+         * the file chooses: calling it calls an object nobody can name from the
+         * bytes (the extension registry's codes are the same case); no benign
+         * format calls one (torch hands its storages to a rebuild function) */
+        if (t->origin && t->origin->kind == SPA_V_PERSID) {
+            cl_set(j, SPA_VERDICT_MALICIOUS, "call.unresolved",
+                   "calls the object the loader's persistent_load returns for a persistent id: %s",
+                   cl_calltxt_get(&ct));
+            return;
+        }
         return; /* calling a literal raises TypeError before anything runs */
     case SPA_T_MODULE:
         cl_set(j, SPA_VERDICT_MALICIOUS, "reflect.module", "calls the module object %s", t->module);

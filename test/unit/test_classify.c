@@ -100,6 +100,15 @@ static void test_structural(void) {
     CASE(ext, SPA_VERDICT_SUSPICIOUS, "opcode.ext_registry");
     static const char extcall[] = "\x80\x02\x82\x05)R.";
     CASE(extcall, SPA_VERDICT_MALICIOUS, "call.unresolved");
+    /* calling what persistent_load returns (REDUCE, NEWOBJ, OBJ): unresolved; handing it
+     * to a rebuild function (torch's storages) is data */
+    static const char pcall[] = "\x80\x02X\x02\x00\x00\x00idQ)R.";
+    CASE(pcall, SPA_VERDICT_MALICIOUS, "call.unresolved");
+    CASE("Pid\n(S'x'\ntR.", SPA_VERDICT_MALICIOUS, "call.unresolved");
+    static const char pnew[] = "\x80\x02X\x02\x00\x00\x00idQ)\x81.";
+    CASE(pnew, SPA_VERDICT_MALICIOUS, "call.unresolved");
+    CASE("(Pid\no.", SPA_VERDICT_MALICIOUS, "call.unresolved");
+    CASE("ctorch._utils\n_rebuild_tensor_v2\n(P0\nI0\n(I4\nt(I1\ntI00\ntR.", SPA_VERDICT_SAFE, NULL);
     /* code objects */
     CASE("ctypes\nFunctionType\n(cmarshal\nloads\n(S'x'\ntR(dtR.", SPA_VERDICT_MALICIOUS, "callee.code_exec");
     /* copyreg._reconstructor of a user class (protocol 0/1 objects) is data, of a process class not */
