@@ -12,6 +12,7 @@ PKGS=(
   python3-zstandard python3-lz4 bzip2 xz-utils zstd lz4 git tar
   python3-jsonschema python3-yaml pre-commit systemd
   python3-pytest-timeout python3-dask python3-distributed
+  valgrind strace  # test/bench/bench_verify.sh: instructions and system calls of a load, counted
 )
 
 missing=()
