@@ -151,7 +151,13 @@ static spa_code sc_dispatch(spc_scan *s, spc_content *c, uint32_t *first_stream)
     }
     /* a safetensors header first: its length's low bytes can look like a
      * pickle opcode or a weak magic (0x78 zlib, 1f 8b gzip, 5d 00 00 lzma) */
-    if (sc_is_safetensors(s, c, p, got)) return SPA_OK;
+    if (sc_is_safetensors(s, c, p, got)) {
+        /* its length's bytes may also start a pickle whose arguments run into the
+         * JSON (BINUNICODE 'X' as the low byte, cJSON takes raw newlines in
+         * strings): pickle.load reads that stream whatever the header says */
+        if (p && got && spc_pickle_walk(p, got, c->size, NULL) != SPC_PK_NO) return sc_also_pickle(s, c);
+        return SPA_OK;
+    }
     fmt = sc_settle(s, fmt, alt, p, got);
     if (s->fatal) return s->fatal_err.code;
     if (fmt == SPA_FMT_NONE && also_zip) {

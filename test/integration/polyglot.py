@@ -4,7 +4,8 @@ A file can be a valid container (zipfile, tarfile, lzma, zstd open it) and, read
 offset 0 by an unpickler, a malicious pickle at the same time. For every format of
 analyzer/formats.def (the one table of formats; read from there, not copied) this module
 either builds such a polyglot or says why the format's magic cannot start a pickle that
-runs anything:
+runs anything; plus the one reading the scan decides by bytes outside the table
+(safetensors: a JSON header after a u64 length):
 
     cases(marker_dir) -> [Poly]     every format of the table, in table order
 
@@ -106,6 +107,27 @@ def xz_poly(marker):
     return z + b"0" + payload(marker)  # POP the long
 
 
+def safetensors_poly(marker):
+    """Not a formats.def entry but a reading the scan also decides by bytes: a
+    safetensors file (u64 header length, JSON header) whose length's low byte is 'X'
+    (BINUNICODE): its length (the next 3 bytes) runs the string over the JSON's start
+    into a metadata value holding the payload (a raw newline in a JSON string: cJSON
+    takes it; safetensors' own parser does not, but pickle.load needs no parser)."""
+    pay = payload(marker)
+    pre = b'{"__metadata__":{"a":"'
+    post = b'"},"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    for pad in range(0, 1 << 16):
+        strlen = 8 + len(pre) + pad - 5  # BINUNICODE's data: bytes 5 .. the payload
+        body = pre + b"x" * pad + pay + post
+        n = 0x58 | (strlen << 8)
+        if n >= len(body):
+            body += b" " * (n - len(body))
+            break
+    f = struct.pack("<Q", len(body)) + body + b"\0\0\0\0"
+    assert f[0] == 0x58
+    return f
+
+
 def _gz(data):
     import gzip
     return gzip.compress(data, mtime=0)
@@ -174,6 +196,9 @@ def cases(marker_dir=None):
         else:
             raise AssertionError("formats.def has %r: decide whether its magic can start a "
                                  "pickle and add it to polyglot.py" % fmt)
+    out.append(Poly("safetensors", "safetensors_x", safetensors_poly(m("safetensors_x")),
+                    opens="import json, struct; b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; "
+                          "print(sorted(json.loads(b[8:8 + n], strict=False)))"))
     return out
 
 

@@ -2,7 +2,7 @@
 
 polyglot.py builds, for every format of the recogniser's table (analyzer/formats.def),
 a container/pickle polyglot when the format's magic can start a pickle, or says why
-not. Here, with the real libraries:
+not (and a safetensors/pickle polyglot: the scan's one reading outside the table). Here, with the real libraries:
   - every "not possible" claim: the magic followed by the payload is refused by both
     CPython unpicklers (C Unpickler and pickle._Unpickler, with persistent_load and
     find_class overrides) at offset 0, before anything is imported or called;
@@ -86,7 +86,7 @@ LOADS = textwrap.dedent(r'''
 
 
 def test_every_format_decided(tmp_path):
-    cases = polyglot.cases(tmp_path)
+    cases = [c for c in polyglot.cases(tmp_path) if c.fmt != "safetensors"]
     assert [c.fmt for c in cases] == polyglot.table()
     built = {c.fmt for c in cases if c.data is not None}
     assert {"zip", "tar", "zstd", "xz"} <= built
