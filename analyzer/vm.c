@@ -776,6 +776,26 @@ VM_HOT bool vm_read(vm *m, void *dst, size_t n, uint64_t off) {
     return true;
 }
 
+/* A line longer than the window: does the input end before any newline? Then
+ * both loaders read it to EOF and fail there (truncated), and nothing after it
+ * can be hidden: no limit is needed. A random-access input is searched through a
+ * second reader, in windows (no more kept than one); a sequential one cannot be
+ * searched without consuming it, and keeps the limit. A container's head read as
+ * a raw pickle (a safetensors length byte 'P'/'V'/'c', a tar or zip of ASCII)
+ * often holds such a line. */
+static bool vm_no_newline_to_eof(vm *m) {
+    spa_in *r = spa_in_reopen(m->ar, m->in, spa_in_pos_fast(m->in));
+    if (!r) return false;
+    for (;;) {
+        const uint8_t *p;
+        size_t got;
+        if (spa_in_peek(r, 1u << 16, &p, &got) != SPA_OK) return false;
+        if (got == 0) return true;
+        if (memchr(p, '\n', got)) return false;
+        if (spa_in_skip(r, got) != SPA_OK) return false;
+    }
+}
+
 /* One newline-terminated line. On success (*p, *n) is the line without '\n'
  * (valid until the next read) and the line is consumed. If EOF comes first,
  * (*p, *n) is the remaining input, *nl is false, nothing is consumed and
@@ -809,6 +829,7 @@ static spa_code vm_line(vm *m, const uint8_t **p, size_t *n, bool *nl, uint64_t 
         }
         if (got < want || m->stable) { *n = got; return SPA_E_TRUNCATED; }
         if (want >= maxw) {
+            if (vm_no_newline_to_eof(m)) { *n = got; return SPA_E_TRUNCATED; }
             vm_limit(m, SPA_LIM_STR, "text line longer than max_str", off);
             return SPA_E_LIMIT;
         }
