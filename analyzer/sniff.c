@@ -574,6 +574,30 @@ static bool sn_line_prefix_ok(const sn_walk *w, bool ascii) {
     return true;
 }
 
+/* An unfinished line of a one-line opcode: can the line it starts still be
+ * accepted? PERSID: ASCII; INT/LONG/FLOAT/GET/PUT: int()/float() text (the
+ * characters sn_numeric allows, and whitespace); STRING: a leading quote. */
+static bool sn_open_line_ok(const sn_walk *w, uint8_t op) {
+    const uint8_t *s = w->p + w->pos;
+    size_t n = w->n - w->pos;
+    switch (op) {
+    case SPA_OP_PERSID:
+        return sn_line_prefix_ok(w, true);
+    case SPA_OP_STRING:
+        return n == 0 || s[0] == '\'' || s[0] == '"';
+    case SPA_OP_INT: case SPA_OP_LONG: case SPA_OP_FLOAT: case SPA_OP_GET: case SPA_OP_PUT:
+        for (size_t i = 0; i < n; i++) {
+            uint8_t c = s[i];
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+                  c == '+' || c == '-' || c == '.' || sn_space(c)))
+                return false;
+        }
+        return true;
+    default:
+        return true;
+    }
+}
+
 static void sn_memo_def(sn_walk *w, uint64_t key) {
     if (key < 256) {
         if (!(w->memo[key >> 3] & (1u << (key & 7)))) w->memo_n++;
@@ -786,8 +810,7 @@ static int sn_step(sn_walk *w) {
     uint64_t k;
     bool done;
     int r = sn_skip_arg(w, oi, &k);
-    if (r == SN_WINDOW && op == SPA_OP_PERSID && !sn_line_prefix_ok(w, true))
-        r = SN_FAIL; /* the id cannot be ASCII whatever follows */
+    if (r == SN_WINDOW && !sn_open_line_ok(w, op)) r = SN_FAIL; /* fails whatever follows */
     if (r == SN_GO) r = sn_check(w, op, k, &done);
     if (r != SN_GO || done) return r;
     if ((r = sn_effect(w, oi)) != SN_GO) return r;
