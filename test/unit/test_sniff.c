@@ -376,6 +376,17 @@ static void test_also_pickle(void) {
     T_EQ_INT(spc_pickle_walk(b, sizeof b, UINT64_MAX, NULL), SPC_PK_MAYBE);
     b[sizeof b - 2] = 0xe2; /* a lead followed by a lead: bad */
     T_EQ_INT(spc_pickle_walk(b, sizeof b, UINT64_MAX, NULL), SPC_PK_NO);
+    /* int()/float() lines and STRING are decided before their newline too (a
+     * safetensors length's low byte then zeros and JSON); text that can still be
+     * a number, or a quoted string, waits */
+    for (const char *op = "ILFgpS"; *op; op++) {
+        memset(b, '1', sizeof b);
+        b[0] = (uint8_t)*op;
+        b[1] = *op == 'S' ? '\'' : '1';
+        T_CHECK_MSG(spc_pickle_walk(b, sizeof b, UINT64_MAX, NULL) == SPC_PK_MAYBE, "%c", *op);
+        b[1] = 0x01;
+        T_CHECK_MSG(spc_pickle_walk(b, sizeof b, UINT64_MAX, NULL) == SPC_PK_NO, "%c", *op);
+    }
     /* bz2: 'B' BINBYTES of >= 389 MB: undecided when the size is unknown or large, no when small */
     memset(b, 0x5a, sizeof b);
     memcpy(b, "BZh91AY&SY", 10);
