@@ -101,6 +101,8 @@ def test_not_possible_claims_hold(tmp_path):
     md.mkdir()
     samples = {c.name: c.sample.hex() for c in polyglot.cases(md) if c.sample is not None}
     assert {"npy", "gzip", "lz4", "joblib", "unscannable"} <= set(samples)
+    # the table's "unscannable" holds rar too ('R' = REDUCE on the empty stack)
+    samples["rar"] = (b"Rar!\x1a\x07\x00\n" + polyglot.payload("rar.ran")).hex()
     code = textwrap.dedent(r'''
         import io, json, os, pickle, sys
         samples, md = json.loads(sys.argv[1]), sys.argv[2]
