@@ -2527,30 +2527,20 @@ VM_HOT bool vk_ascii(const uint8_t *s, size_t n, const uint8_t *end) {
             cfp = e_;                                                                        \
         }                                                                                    \
     } while (0)
-static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uint64_t lim_bytes) {
-    const uint8_t *q = p, *pe = p + got, *qe = pe - (VM_FAST_WIN - 1);
-    const uint64_t cpos = spa_in_pos_fast(m->in), base = cpos - m->start;
-    const uint64_t lim_str = m->lim->v[SPA_LIM_STR], lim_marks = m->lim->v[SPA_LIM_MARKS];
-    const uint64_t lim_memo = m->lim->v[SPA_LIM_MEMO], lim_key = m->lim->v[SPA_LIM_MEMO_KEY];
-    if (base >= lim_bytes || m->nops >= lim_ops) return 0;
-    if (lim_bytes - base < (uint64_t)(qe - p)) qe = p + (lim_bytes - base);
-    /* an opcode takes a byte at least: no opcode count test inside */
-    if (lim_ops - m->nops < (uint64_t)(qe - p)) qe = p + (lim_ops - m->nops);
-    size_t sp = m->sp, room = m->kcap < m->lim_stack ? m->kcap : (size_t)m->lim_stack, fence = vm_fence(m);
-    uint8_t *ks = m->kst;
-    uint64_t nops = m->nops;
-    /* the C unpickler's buffer end (m->cf_end) as a window address: an
-     * argument starts at cpos + 1 or later, so an end before that acts as
-     * cpos + 1 (VK_ARG then moves it to the argument's end, as it would),
-     * and one past the window as pe + 1 (no argument here reaches it) */
-    const uint64_t cf0 = m->cf_end > cpos + 1 ? m->cf_end : cpos + 1;
-    const uintptr_t cfp0 = cf0 - cpos > got ? (uintptr_t)pe + 1 : (uintptr_t)p + (uintptr_t)(cf0 - cpos);
-    uintptr_t cfp = cfp0;
-    vm_memo *const mm = &m->memo;
-    /* vk_memo_def's fast case in registers: the count, and the keys that
-     * are one bit of the definition bitmap (VK_MEMO_LOAD); written back
-     * (VK_MEMO_SYNC) before anything else reads the memo */
-    uint64_t mcount, mbase, mspan, mspan_m, *mdef;
+/* A short counted string of vk_fast (n bytes at s): valid, and inert for the
+ * nested-content hook (gated without a call below const_short's bound for
+ * bytes, or text known to be ASCII)? */
+static inline __attribute__((always_inline)) bool vk_sstr_ok(
+    uint8_t op, const uint8_t *s, size_t n, const uint8_t *pe, size_t on_min, const uint8_t *gate,
+    bool (*inert)(void *, spa_vkind, const uint8_t *, uint64_t, uint64_t, bool), void *ud) {
+    bool plain = vm_counted_kind(op) != SPA_V_STR || vk_ascii(s, n, pe);
+    if (!plain && !vm_utf8_ok(s, n, false)) return false;
+    return n < on_min || (plain && n < gate[s[0]]) || (inert && inert(ud, vm_counted_kind(op), s, n, n, false));
+}
+
+/* vk_fast's memo in registers: the count, and the keys that are one bit of
+ * the definition bitmap (VK_MEMO_LOAD); written back (VK_MEMO_SYNC) before
+ * anything else reads the memo. They name vk_fast's locals. */
 #define VK_MEMO_LOAD()                                                                          \
     do {                                                                                        \
         mcount = mm->count;                                                                     \
@@ -2566,9 +2556,71 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
         mm->npruned += mcount - mm->count;                                                      \
         mm->count = mcount;                                                                     \
     } while (0)
+/* a definition off the fast case: written back, defined, read again */
+#define VK_MEMO_DEF_SLOW(key, off)                                                              \
+    do {                                                                                        \
+        VK_MEMO_SYNC();                                                                         \
+        vk_memo_def(m, key, lim_memo, lim_key, off);                                            \
+        VK_MEMO_LOAD();                                                                         \
+    } while (0)
+/* the bitmap's first word is full: written back, slid, read again */
+#define VK_MEMO_SLIDE()                                                                         \
+    do {                                                                                        \
+        VK_MEMO_SYNC();                                                                         \
+        vm_def_slide(mm);                                                                       \
+        VK_MEMO_LOAD();                                                                         \
+    } while (0)
+/* The MARK-consuming classes, in vk_fast's locals (a macro, not a function:
+ * the stack height and fence must stay in registers in the hot loop).
+ * Marked containers (LIST, DICT, TUPLE, FROZENSET): the items down to the
+ * mark become one of kind k. */
+#define VK_MARKED(k_)                                                                           \
+    do {                                                                                        \
+        uint8_t k = (k_);                                                                       \
+        if (!m->nmarks) goto bail;                                                              \
+        x = m->marks[--m->nmarks];                                                              \
+        fence = vm_fence(m);                                                                    \
+        if (k == VK_DICT && (sp - x) % 2) goto bail;                                            \
+        sp = x;                                                                                 \
+        ks[sp++] = k;                                                                           \
+    } while (0)
+/* APPENDS, SETITEMS, ADDITEMS: the items down to the mark go into the
+ * container below it, which must be of kind want. */
+#define VK_ADDS(want_)                                                                          \
+    do {                                                                                        \
+        uint8_t want = (want_);                                                                 \
+        if (!m->nmarks) goto bail;                                                              \
+        x = m->marks[--m->nmarks];                                                              \
+        fence = vm_fence(m);                                                                    \
+        if (x > sp || x <= fence) goto bail;                                                    \
+        if (x == sp) break;                                                                     \
+        if ((want == VK_DICT && (sp - x) % 2) || ks[x - 1] != want) goto bail;                  \
+        sp = x;                                                                                 \
+    } while (0)
+static const uint8_t vk_nogate[256]; /* no const_short: every constant is asked */
+static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uint64_t lim_bytes) {
+    const uint8_t *q = p, *pe = p + got, *qe = pe - (VM_FAST_WIN - 1);
+    const uint64_t cpos = spa_in_pos_fast(m->in), base = cpos - m->start;
+    const uint64_t lim_str = m->lim->v[SPA_LIM_STR], lim_marks = m->lim->v[SPA_LIM_MARKS];
+    const uint64_t lim_memo = m->lim->v[SPA_LIM_MEMO], lim_key = m->lim->v[SPA_LIM_MEMO_KEY];
+    if (base >= lim_bytes || m->nops >= lim_ops) return 0;
+    if (lim_bytes - base < (uint64_t)(qe - p)) qe = p + (lim_bytes - base);
+    /* an opcode takes a byte at least: no opcode count test inside */
+    if (lim_ops - m->nops < (uint64_t)(qe - p)) qe = p + (lim_ops - m->nops);
+    size_t sp = m->sp, room = m->kcap < m->lim_stack ? m->kcap : (size_t)m->lim_stack, fence = vm_fence(m);
+    uint8_t *ks = m->kst;
+    uint64_t nops = m->nops;
+    /* the C unpickler's buffer end (m->cf_end) as a window address: one before
+     * cpos + 1 acts as cpos + 1 (VK_ARG moves it to the argument's end, as it
+     * would), one past the window as pe + 1 (no argument here reaches it) */
+    const uint64_t cf0 = m->cf_end > cpos + 1 ? m->cf_end : cpos + 1;
+    const uintptr_t cfp0 = cf0 - cpos > got ? (uintptr_t)pe + 1 : (uintptr_t)p + (uintptr_t)(cf0 - cpos);
+    uintptr_t cfp = cfp0;
+    vm_memo *const mm = &m->memo;
+    /* vk_memo_def's fast case in registers (VK_MEMO_LOAD, VK_MEMO_SYNC) */
+    uint64_t mcount, mbase, mspan, mspan_m, *mdef;
     VK_MEMO_LOAD();
     /* vk_inert, with the hook's fields at hand */
-    static const uint8_t vk_nogate[256];
     const spa_vm_hooks *h = m->hooks;
     bool (*const inert)(void *, spa_vkind, const uint8_t *, uint64_t, uint64_t, bool) = h ? h->const_inert : NULL;
     void *const ud = h ? h->ud : NULL;
@@ -2600,18 +2652,14 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
                 key = vm_le(q + 1, (int)w);
                 q += w;
                 if (key - mbase < mspan && mcount < lim_memo) goto def;
-                VK_MEMO_SYNC();
-                vk_memo_def(m, key, lim_memo, lim_key, base + (uint64_t)(q - w - p));
-                VK_MEMO_LOAD();
+                VK_MEMO_DEF_SLOW(key, base + (uint64_t)(q - w - p));
                 if (m->halt) { q -= w; goto bail; }
                 break;
             case VKC_MEMOIZE:
                 if (sp <= fence) goto bail;
                 key = mcount;
                 if (key - mbase >= mspan_m) {
-                    VK_MEMO_SYNC();
-                    vk_memo_def(m, key, lim_memo, lim_key, base + (uint64_t)(q - p));
-                    VK_MEMO_LOAD();
+                    VK_MEMO_DEF_SLOW(key, base + (uint64_t)(q - p));
                     if (m->halt) goto bail;
                     break;
                 }
@@ -2620,11 +2668,7 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
                 if (*wd & b) break;
                 *wd |= b;
                 mcount++;
-                if (*wd == ~0ull) {
-                    VK_MEMO_SYNC();
-                    vm_def_slide(mm);
-                    VK_MEMO_LOAD();
-                }
+                if (*wd == ~0ull) VK_MEMO_SLIDE();
                 break;
             }
             case VKC_GET:
@@ -2645,39 +2689,23 @@ static size_t vk_fast(vm *m, const uint8_t *p, size_t got, uint64_t lim_ops, uin
                 sp -= x;
                 ks[sp++] = VK_OTHER;
                 break;
-            case VKC_MARKED: {
-                uint8_t k = vk_ops[op].k;
-                if (!m->nmarks) goto bail;
-                x = m->marks[--m->nmarks];
-                fence = vm_fence(m);
-                if (k == VK_DICT && (sp - x) % 2) goto bail;
-                sp = x;
-                ks[sp++] = k;
+            case VKC_MARKED:
+                VK_MARKED(vk_ops[op].k);
                 break;
-            }
             case VKC_ADD: {
                 const vk_op o = vk_ops[op];
                 if (sp < o.k || sp - o.k <= fence || ks[sp - o.k - 1] != o.want) goto bail;
                 sp -= o.k;
                 break;
             }
-            case VKC_ADDS: {
-                uint8_t want = vk_ops[op].want;
-                if (!m->nmarks) goto bail;
-                x = m->marks[--m->nmarks];
-                fence = vm_fence(m);
-                if (x > sp || x <= fence) goto bail;
-                if (x == sp) break;
-                if ((want == VK_DICT && (sp - x) % 2) || ks[x - 1] != want) goto bail;
-                sp = x;
+            case VKC_ADDS:
+                VK_ADDS(vk_ops[op].want);
                 break;
-            }
             case VKC_SSTR: {
                 size_t n = q[1];
                 w = 1u + n;
                 if (w > (uint64_t)(pe - q - 1) || n > lim_str) goto out;
                 VK_ARG(w);
-                /* bytes, or text known to be ASCII: what const_short speaks for */
                 bool plain = vm_counted_kind(op) != SPA_V_STR || vk_ascii(q + 2, n, pe);
                 if (!plain && !vm_utf8_ok(q + 2, n, false)) goto bail;
                 if (n >= on_min && !(plain && n < gate[q[2]]) &&
@@ -2718,9 +2746,13 @@ out:
 bail:
     vk_bail(m);
     goto out;
+}
 #undef VK_MEMO_LOAD
 #undef VK_MEMO_SYNC
-}
+#undef VK_MEMO_DEF_SLOW
+#undef VK_MEMO_SLIDE
+#undef VK_MARKED
+#undef VK_ADDS
 
 /* vm_exec for the kinds-only path: every limit, error or end of input is a
  * vk_bail (the general path then reports it). */
