@@ -2527,17 +2527,6 @@ VM_HOT bool vk_ascii(const uint8_t *s, size_t n, const uint8_t *end) {
             cfp = e_;                                                                        \
         }                                                                                    \
     } while (0)
-/* A short counted string of vk_fast (n bytes at s): valid, and inert for the
- * nested-content hook (gated without a call below const_short's bound for
- * bytes, or text known to be ASCII)? */
-static inline __attribute__((always_inline)) bool vk_sstr_ok(
-    uint8_t op, const uint8_t *s, size_t n, const uint8_t *pe, size_t on_min, const uint8_t *gate,
-    bool (*inert)(void *, spa_vkind, const uint8_t *, uint64_t, uint64_t, bool), void *ud) {
-    bool plain = vm_counted_kind(op) != SPA_V_STR || vk_ascii(s, n, pe);
-    if (!plain && !vm_utf8_ok(s, n, false)) return false;
-    return n < on_min || (plain && n < gate[s[0]]) || (inert && inert(ud, vm_counted_kind(op), s, n, n, false));
-}
-
 /* vk_fast's memo in registers: the count, and the keys that are one bit of
  * the definition bitmap (VK_MEMO_LOAD); written back (VK_MEMO_SYNC) before
  * anything else reads the memo. They name vk_fast's locals. */
