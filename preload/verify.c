@@ -363,20 +363,14 @@ ssize_t spp_fpb_pread(void *ctx, void *buf, size_t len, uint64_t off) {
          * does). Judged on these bytes, the analyzer would see the file end
          * here, and the bytes after them (appended again before the loader
          * reads) would be in no judged block: the file changed under the scan.
-         * (A regular file's pread is short only at its end; read on once to
-         * be sure.) */
-        size_t got = (size_t)r;
-        while (got < len) {
-            ssize_t k = spp_raw_pread(b->fd, (uint8_t *)buf + got, len - got, off + got);
-            if (k <= 0) break;
-            got += (size_t)k;
-        }
-        if (got < len) {
+         * (A regular file's pread is short only at its end, or from an
+         * O_DIRECT bounce: the rest is read on.) */
+        if (!spp_pread_all(b->fd, (uint8_t *)buf + r, len - (size_t)r, off + (uint64_t)r)) {
             b->changed = true;
             errno = EIO;
             return -1;
         }
-        r = (ssize_t)got;
+        r = (ssize_t)len;
     }
     if (r == 0) return 0;
     b->bytes += (uint64_t)r;
