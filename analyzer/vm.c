@@ -2559,6 +2559,13 @@ VM_HOT bool vk_ascii(const uint8_t *s, size_t n, const uint8_t *end) {
         vm_def_slide(mm);                                                                       \
         VK_MEMO_LOAD();                                                                         \
     } while (0)
+/* the top mark into x (none: give up), the fence read again */
+#define VK_POP_MARK()                                                                           \
+    do {                                                                                        \
+        if (!m->nmarks) goto bail;                                                              \
+        x = m->marks[--m->nmarks];                                                              \
+        fence = vm_fence(m);                                                                    \
+    } while (0)
 /* The MARK-consuming classes, in vk_fast's locals (a macro, not a function:
  * the stack height and fence must stay in registers in the hot loop).
  * Marked containers (LIST, DICT, TUPLE, FROZENSET): the items down to the
@@ -2566,9 +2573,7 @@ VM_HOT bool vk_ascii(const uint8_t *s, size_t n, const uint8_t *end) {
 #define VK_MARKED(k_)                                                                           \
     do {                                                                                        \
         uint8_t k = (k_);                                                                       \
-        if (!m->nmarks) goto bail;                                                              \
-        x = m->marks[--m->nmarks];                                                              \
-        fence = vm_fence(m);                                                                    \
+        VK_POP_MARK();                                                                          \
         if (k == VK_DICT && (sp - x) % 2) goto bail;                                            \
         sp = x;                                                                                 \
         ks[sp++] = k;                                                                           \
@@ -2578,9 +2583,7 @@ VM_HOT bool vk_ascii(const uint8_t *s, size_t n, const uint8_t *end) {
 #define VK_ADDS(want_)                                                                          \
     do {                                                                                        \
         uint8_t want = (want_);                                                                 \
-        if (!m->nmarks) goto bail;                                                              \
-        x = m->marks[--m->nmarks];                                                              \
-        fence = vm_fence(m);                                                                    \
+        VK_POP_MARK();                                                                          \
         if (x > sp || x <= fence) goto bail;                                                    \
         if (x == sp) break;                                                                     \
         if ((want == VK_DICT && (sp - x) % 2) || ks[x - 1] != want) goto bail;                  \
@@ -2742,6 +2745,7 @@ bail:
 #undef VK_MEMO_SLIDE
 #undef VK_MARKED
 #undef VK_ADDS
+#undef VK_POP_MARK
 
 /* vm_exec for the kinds-only path: every limit, error or end of input is a
  * vk_bail (the general path then reports it). */
