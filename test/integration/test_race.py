@@ -369,17 +369,22 @@ static void put(const char *from, const char *to) {
     syscall(SYS_close, i);
     syscall(SYS_close, o);
 }
+/* Does fd name $SWAP_TARGET? */
+static int is_target(int fd) {
+    const char *t = getenv("SWAP_TARGET");
+    char l[64], p[4096];
+    snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
+    ssize_t k = t ? readlink(l, p, sizeof p - 1) : -1;
+    if (k <= 0) return 0;
+    p[k] = 0;
+    return strcmp(p, t) == 0;
+}
 static int done;
 /* the first call on the target's fd: swap now (1), else 0 */
 static int swap_now(int fd) {
     const char *t = getenv("SWAP_TARGET");
     if (getenv("SWAP_FLIP") || getenv("SWAP_CUT")) return 0;   /* pread64 below does the swapping */
-    char l[64], p[4096];
-    snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
-    ssize_t k = t && !done && fd >= 0 ? readlink(l, p, sizeof p - 1) : -1;
-    if (k <= 0) return 0;
-    p[k] = 0;
-    if (strcmp(p, t) != 0) return 0;
+    if (done || fd < 0 || !is_target(fd)) return 0;
     done = 1;
     put(getenv("SWAP_SRC"), t);
     return 1;
@@ -416,15 +421,6 @@ int fstat64(int fd, struct stat64 *st) {
  * $SWAP_SRC is written back over it right after (an appending writer's
  * ftruncate and append, both inside one of safepickle's reads); then the
  * file $SWAP_CUT_DONE is created. */
-static int is_target(int fd) {
-    const char *t = getenv("SWAP_TARGET");
-    char l[64], p[4096];
-    snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
-    ssize_t k = t ? readlink(l, p, sizeof p - 1) : -1;
-    if (k <= 0) return 0;
-    p[k] = 0;
-    return strcmp(p, t) == 0;
-}
 ssize_t pread64(int fd, void *buf, size_t n, off_t off) {
     static ssize_t (*real)(int, void *, size_t, off_t);
     static int flip, cuts;
