@@ -138,7 +138,8 @@ integration: all
 # which runs the short fixed-count version in test_race.py). Resumable: counts
 # are kept per chunk in RACE_STATE for this build of the library, and a run
 # stopped at any point continues where it stopped; RACE_SHARD=I/N runs every
-# Nth configuration (test/README.md). `make race-report`: the counts so far.
+# Nth configuration (test/README.md). `make race-report`: the counts so far, also
+# written to test/bench/results.md (section bench:race).
 RACE_LOADS ?= 100000
 RACE_SHARD ?= 1/1
 RACE_STATE ?= $(BUILD)/race-state.jsonl
@@ -147,7 +148,7 @@ race: build
 	  --shard $(RACE_SHARD) --state $(abspath $(RACE_STATE))
 race-report:
 	cd test/integration && SAFEPICKLE_BUILD=$(abspath $(BUILD)) $(PYTHON) race.py report $(RACE_LOADS) \
-	  --state $(abspath $(RACE_STATE))
+	  --state $(abspath $(RACE_STATE)) --results $(abspath test/bench/results.md)
 
 # The long container differential run (make test runs 10,000 mutants per
 # family with a fixed seed; this runs 100,000 with another seed, and loads

@@ -18,12 +18,13 @@ Workloads:
 """
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
+
+from results import write_section
 
 LIB, RUNS = sys.argv[1], int(sys.argv[2])
 BASE = sys.argv[3] if len(sys.argv) > 3 else None
@@ -95,18 +96,6 @@ def make_distinct(d, n=200000):
         f.write(bytes(x ^ 0x5A for x in b))
 
 
-def write_results(text):
-    path = os.path.join(HERE, "results.md")
-    old = open(path).read() if os.path.exists(path) else "# Benchmark results (written by the bench scripts)\n"
-    sec = "<!-- bench:bench_layer2 -->\n" + text + "<!-- /bench:bench_layer2 -->\n"
-    if "<!-- bench:bench_layer2 -->" in old:
-        new = re.sub(r"<!-- bench:bench_layer2 -->.*?<!-- /bench:bench_layer2 -->\n", lambda m: sec, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n" + sec
-    with open(path, "w") as f:
-        f.write(new)
-
-
 def main():
     base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("SAFEPICKLE_")}
     base["OMP_NUM_THREADS"] = "1"
@@ -148,7 +137,7 @@ def main():
             "%.1f | %s" % (med(w, c, 0), ratio(w, c)) for c in sides) + " | %s |" % outcome[(w, "preload")])
     text = "\n".join(lines) + "\n"
     print(text)
-    write_results(text)
+    write_section("bench_layer2", text)
 
 
 if __name__ == "__main__":

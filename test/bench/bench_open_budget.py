@@ -18,15 +18,15 @@ import gzip
 import io
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import zipfile
 
+from results import write_section
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results.md")
 BUILD = sys.argv[1]
 MEMBERS = int(sys.argv[2]) if len(sys.argv) > 2 else 500
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
@@ -120,18 +120,6 @@ def main():
     ] + rows + [""])
     print(text)
     write_section("open_budget", text)
-
-
-def write_section(name, text):
-    start, end = "<!-- bench:%s -->" % name, "<!-- /bench:%s -->" % name
-    old = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n\nWritten by the bench scripts; each owns the section between its markers.\n"
-    block = "%s\n%s\n%s" % (start, text.rstrip("\n"), end)
-    if start in old and end in old:
-        new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    with open(RESULTS, "w") as f:
-        f.write(new)
 
 
 if __name__ == "__main__":

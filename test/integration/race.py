@@ -23,7 +23,9 @@ prints one JSON object: {"loads", "ok", "refused", "payloads", ...};
     race.py all [LOADS] [--state FILE] [--shard I/N] [--chunk C]
                               (make race: every configuration, 100000 loads each,
                                resumable from FILE, split into shards)
-    race.py report [LOADS] [--state FILE]   (the per-configuration counts so far)"""
+    race.py report [LOADS] [--state FILE] [--results results.md]
+                              (the per-configuration counts so far; make race-report
+                               also writes them to test/bench/results.md)"""
 import json
 import os
 import subprocess
@@ -89,6 +91,7 @@ path, mode, good, bad, stop = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 g = open(good, "rb").read(); b = open(bad, "rb").read()
 m = None
 synced = 0.0
+parent = os.getppid()
 if mode == "mmap":
     fd = os.open(path, os.O_RDWR)
     m = mmap.mmap(fd, len(g), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -122,7 +125,9 @@ while not os.path.exists(stop):
         # version judged: a refusal pins every later load to a refusal.
         if i % 16 == 0 and time.monotonic() - synced > 2.5:
             m.flush(); synced = time.monotonic()
-    if i % 64 == 0: time.sleep(0.0005)
+    if i % 64 == 0:
+        time.sleep(0.0005)
+        if os.getppid() != parent: break   # race.py was killed: no writer left spinning (the loader stops too)
 """
 
 LOADER = r"""
@@ -146,7 +151,10 @@ else:
                 except EOFError: return out
 ok = refused = other = 0
 errs = {}
-for _ in range(n):
+parent = os.getppid()
+for i in range(n):
+    if i % 256 == 0 and os.getppid() != parent:
+        sys.exit(3)    # race.py was killed: nobody will read the counts
     try:
         load(); ok += 1
     except (PermissionError, OSError) as e:
@@ -254,11 +262,14 @@ def shard_of(spec):
     return [c for k, c in enumerate(CONFIGS) if k % n == i - 1]
 
 
-def report(state, target, lib):
+def report(state, target, lib, results=None):
     """Per-configuration counts from the state file; exit status 1 if any
-    payload ran, 2 if a configuration has fewer than target loads."""
+    payload ran, 2 if a configuration has fewer than target loads. With
+    results (a results.md), the counts also become its bench:race section."""
     tot = read_state(state, lib)
     total = bad = short = 0
+    md = ["| loader | writer | layers | racing loads | loaded | refused | other errors | payloads |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     print("%-7s %-9s %-5s %9s %9s %9s %7s %8s" % ("loader", "writer", "layer", "loads", "ok", "refused", "other", "payloads"))
     for c in CONFIGS:
         t = tot.get(c, {"loads": 0, "ok": 0, "refused": 0, "other_errors": 0, "payloads": 0})
@@ -267,8 +278,22 @@ def report(state, target, lib):
         short += t["loads"] < target
         print("%-7s %-9s %-5s %9d %9d %9d %7d %8d%s" % (c + (t["loads"], t["ok"], t["refused"], t["other_errors"], t["payloads"],
                                                          "" if t["loads"] >= target else "  (short of %d)" % target)))
+        md.append("| %s | %s | %s | %d%s | %d | %d | %d | **%d** |" % (
+            c + (t["loads"], "" if t["loads"] >= target else " (short of %d)" % target, t["ok"], t["refused"],
+                 t["other_errors"], t["payloads"])))
     print("total: %d racing loads, %d payloads; %d of %d configurations short of %d loads (library %s, state %s)" % (
         total, bad, short, len(CONFIGS), target, lib, state))
+    if results:
+        sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+        from results import write_section
+        write_section("race", "\n".join([
+            "## Writers racing loaders (`make race`, then `make race-report`; test/integration/race.py)", "",
+            "Each configuration: a writer process flips the file between a benign and a malicious version "
+            "of the same size while a loader process under the preload loads it again and again "
+            "(test/README.md, \"The race target\"). `payloads`: marker lines the malicious version wrote. "
+            "Total: %d racing loads, **%d payloads**; %d of %d configurations short of %d loads. "
+            "Library sha256 %s... (the counts of another build are not summed)." % (
+                total, bad, short, len(CONFIGS), target, lib), ""] + md), stamp=True, path=results)
     return 1 if bad else 2 if short else 0
 
 
@@ -306,9 +331,10 @@ def main(argv):
         ap.add_argument("--state", default=os.path.join(BUILD, "race-state.jsonl"))
         ap.add_argument("--shard", default="1/1")
         ap.add_argument("--chunk", type=int, default=5000)
+        ap.add_argument("--results", default=None, help="report: also write the counts to this results.md")
         a = ap.parse_args(argv[1:])
         if argv[0] == "report":
-            return report(a.state, a.loads, lib_id())
+            return report(a.state, a.loads, lib_id(), a.results)
         return run_all(a.loads, a.state, a.shard, a.chunk)
     loader, mode, layers, loads = argv[0], argv[1], argv[2], int(argv[3])
     res = run(loader, mode, layers, loads, preload="--no-preload" not in argv)

@@ -28,6 +28,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+from results import read_section, write_section  # noqa: E402  (the one writer of results.md)
+
 DIST = "/usr/lib/python3/dist-packages"
 PYTHON = "/usr/bin/python3"
 
@@ -251,24 +254,17 @@ def audit_summary(path):
 
 
 RESULTS = os.path.join(HERE, "..", "bench", "results.md")
-BEGIN, END = "<!-- bench:upstream -->", "<!-- /bench:upstream -->"
 COLS = ["suite", "tests", "plain passed/failed/skipped", "differences", "expected (malicious/policy/known-fp)",
         "unexpected", "hung or timed out (plain/preload)", "plain s", "preload s", "measured"]
 
 
 def write_results(path, rows, a):
     """Rewrites only this script's section of results.md; rows of suites not run this time stay."""
-    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
     old = {}
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        body, tail = rest.split(END, 1)
-        for line in body.splitlines():
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) == len(COLS) and cells[0] not in ("suite", "") and not cells[0].startswith("-"):
-                old[cells[0]] = cells
-    else:
-        head, tail = text.rstrip("\n") + "\n\n", "\n"
+    for line in (read_section("upstream", path) or "").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == len(COLS) and cells[0] not in ("suite", "") and not cells[0].startswith("-"):
+            old[cells[0]] = cells
     old.update(rows)
     order = [s[0] for s in SUITES]
     lines = ["", "## Upstream suites, plain and under the preload (`make upstream`, test/upstream/upstream.py)",
@@ -282,9 +278,7 @@ def write_results(path, rows, a):
              "| " + " | ".join(COLS) + " |", "|" + "---|" * len(COLS)]
     for name in sorted(old, key=lambda n: (order.index(n) if n in order else len(order), n)):
         lines.append("| " + " | ".join(old[name]) + " |")
-    lines.append("")
-    with open(path, "w") as f:
-        f.write(head + BEGIN + "\n".join(lines) + "\n" + END + tail)
+    write_section("upstream", "\n".join(lines) + "\n", path=path)
 
 
 def git_head():
