@@ -266,14 +266,11 @@ static int pyb_call_bool(spp_pyobj *o, const char *meth) {
     return b;
 }
 
-/* A file whose bytes layer 1 judged pickle-bearing and allowed: a regular
- * file behind fileno(), with the file hooks on, whose verdict is still in
- * the verdict cache. Its verdict is layer 1's. Anything else (judged not
- * pickle-bearing, which an unpickler reading it contradicts; no longer
- * cached) is not taken from layer 1. */
-static bool pyb_layer1_file(spp_pyobj *f, spa_verdict *v) {
+/* The regular file behind f's fileno(), or -1 (none, not regular, the file
+ * hooks off). */
+static int pyb_regular_fd(spp_pyobj *f) {
     const spa_policy *pol = spp_policy();
-    if (!pol || !pol->layer_file || !py_PyObject_HasAttrString(f, "fileno")) return false;
+    if (!pol || !pol->layer_file || !py_PyObject_HasAttrString(f, "fileno")) return -1;
     if (py_PyObject_HasAttrString(f, "rollover")) {
         /* tempfile.SpooledTemporaryFile: fileno() would move it to disk;
          * while it is in memory it is judged like any in-memory stream */
@@ -281,11 +278,21 @@ static bool pyb_layer1_file(spp_pyobj *f, spa_verdict *v) {
         int on_disk = rolled ? py_PyObject_IsTrue(rolled) : 1;
         if (rolled) py_Py_DecRef(rolled);
         py_PyErr_Clear();
-        if (on_disk == 0) return false;
+        if (on_disk == 0) return -1;
     }
     long fd = pyb_call_long(f, "fileno");
     struct stat st;
-    if (fd < 0 || fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    if (fd < 0 || fd > INT32_MAX || fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
+    return (int)fd;
+}
+
+/* A file whose bytes layer 1 judged pickle-bearing and allowed: the regular
+ * file fd, whose verdict is still in the verdict cache. Its verdict is layer
+ * 1's. Anything else (judged not pickle-bearing, which an unpickler reading
+ * it contradicts; no longer cached) is not taken from layer 1. */
+static bool pyb_layer1_file(int fd, spa_verdict *v) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return false;
     spp_key k;
     spp_key_from_stat(&k, &st);
     spp_cached c;
@@ -295,6 +302,74 @@ static bool pyb_layer1_file(spp_pyobj *f, spa_verdict *v) {
         spp_cached_release(&c);
     }
     return judged;
+}
+
+/* Is o a plain file object: exactly an io.FileIO, or exactly an
+ * io.BufferedReader/BufferedRandom over one? Its tell() is then the
+ * file's own position (a subclass may count it otherwise). */
+static bool pyb_plain_file(spp_pyobj *o) {
+    static const char *const names[] = {"FileIO", "BufferedReader", "BufferedRandom"};
+    spp_pyobj *io = py_PyImport_ImportModule("io");
+    spp_pyobj *t = io ? py_PyObject_Type(o) : NULL;
+    int which = -1;
+    for (int i = 0; t && which < 0 && i < 3; i++) {
+        spp_pyobj *c = pya_getattr(io, names[i]);
+        if (c == t) which = i;
+        if (c) py_Py_DecRef(c);
+    }
+    bool plain = which == 0;
+    if (which > 0) { /* a buffered file: plain when its raw file is */
+        spp_pyobj *raw = pya_getattr(o, "raw");
+        spp_pyobj *rt = raw ? py_PyObject_Type(raw) : NULL;
+        spp_pyobj *fio = rt ? pya_getattr(io, "FileIO") : NULL;
+        plain = fio && rt == fio;
+        spp_pyobj *tmp[] = {raw, rt, fio};
+        for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++)
+            if (tmp[i]) py_Py_DecRef(tmp[i]);
+    }
+    if (t) py_Py_DecRef(t);
+    if (io) py_Py_DecRef(io);
+    py_PyErr_Clear();
+    return plain;
+}
+
+/* Does f read the regular file fd from the file's start when its tell() is
+ * 0? A plain file does (its tell() is the file's position). Any other object
+ * that forwards fileno() - gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile,
+ * joblib's compressor files, an io.BufferedReader over one, a subclass of a
+ * file - counts tell() in its own bytes, from where the file it wraps stood
+ * when it was made: made over a file positioned after a header or another
+ * stream, it says "offset 0" while it reads a stream layer 1 never examined
+ * (test_layer2_wrappers.py). Its chain of wrapped files (fileobj, _fp, _file,
+ * file, f, raw) is followed down to a plain file of fd, whose own position must
+ * be 0 (nothing of the stream read yet, so it starts at the file's start);
+ * with no such chain, fd's offset must be 0. */
+static bool pyb_reads_from_start(spp_pyobj *f, int fd) {
+    static const char *const attrs[] = {"fileobj", "_fp", "_file", "file", "f", "raw"};
+    if (pyb_plain_file(f)) return true;
+    spp_pyobj *o = f;
+    py_Py_IncRef(o);
+    for (int depth = 0; depth < 8; depth++) {
+        spp_pyobj *next = NULL;
+        for (size_t i = 0; !next && i < sizeof attrs / sizeof *attrs; i++) {
+            next = pya_getattr(o, attrs[i]);
+            py_PyErr_Clear();
+            if (next && (pya_is_none(next) || next == o || !py_PyObject_HasAttrString(next, "read"))) {
+                py_Py_DecRef(next);
+                next = NULL;
+            }
+        }
+        py_Py_DecRef(o);
+        if (!next) break;
+        if (pyb_plain_file(next)) {
+            bool start = pyb_call_long(next, "fileno") == fd && pyb_call_long(next, "tell") == 0;
+            py_Py_DecRef(next);
+            return start;
+        }
+        o = next;
+        if (depth == 7) py_Py_DecRef(o);
+    }
+    return lseek(fd, 0, SEEK_CUR) == 0;
 }
 
 typedef enum pyb_kind { PYB_NONE, PYB_JUDGED, PYB_STREAM, PYB_BLOCKED } pyb_kind;
@@ -310,8 +385,8 @@ static bool pyb_limit_refused(const char *call);
  * object, *base its position) so that the unpickler can be held to them
  * (pyb_pin). A non-seekable object is a stream (PYB_STREAM): the caller reads
  * exactly one pickle from it. */
-static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, bool one, spa_verdict *v, spp_pyobj **snap,
-                               long *base) {
+static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, bool one, bool stream_ok, spa_verdict *v,
+                               spp_pyobj **snap, long *base) {
     *v = SPA_VERDICT_COUNT;
     *snap = NULL;
     *base = 0;
@@ -319,12 +394,21 @@ static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, bool one, spa_ver
     int seekable = py_PyObject_HasAttrString(f, "seekable") ? pyb_call_bool(f, "seekable") : 0;
     if (seekable <= 0) return py_PyObject_HasAttrString(f, "read") ? PYB_STREAM : PYB_NONE;
     long pos = pyb_call_long(f, "tell");
+    /* A wrapper over a regular file that does not read it from the file's
+     * start (pyb_reads_from_start; any wrapper past its own 0 has moved its
+     * file) is read as a stream: one pickle through its STOP, judged, never
+     * sought back (a decompressing wrapper seeks back by rewinding its file
+     * to the file's absolute start). Not for an unpickler that keeps its file
+     * (stream_ok false): it is read ahead and pinned, as any seekable object. */
+    int fd = pyb_regular_fd(f);
+    bool from_start = fd >= 0 && pyb_reads_from_start(f, fd);
+    if (fd >= 0 && stream_ok && (!from_start || (pos != 0 && !pyb_plain_file(f)))) return PYB_STREAM;
     /* Layer 1 judged the file from its first byte, as an unpickler reads it
      * from there: its verdict stands for a load that starts at 0. A load
      * that starts elsewhere (a seek to an offset, a pickle after another
      * format's header, inside a string constant or after bytes no unpickler
      * gets past) may read a stream layer 1 never examined: judged here. */
-    if (pos == 0 && pyb_layer1_file(f, v)) return PYB_JUDGED;
+    if (pos == 0 && from_start && pyb_layer1_file(fd, v)) return PYB_JUDGED;
     if (pos < 0) return PYB_STREAM;
     spp_pyobj *data = NULL;
     bool limit = false;
@@ -874,7 +958,7 @@ static pyb_kind pyb_guard_file(spp_pyobj *f, const char *call, spa_verdict *v, s
     *data = NULL;
     *snap = NULL;
     if (!pyb_busy_enter()) return PYB_NONE;
-    pyb_kind k = pyb_judge_file(f, call, true, v, snap, base);
+    pyb_kind k = pyb_judge_file(f, call, true, true, v, snap, base);
     if (k == PYB_STREAM) k = pyb_stream_take(f, call, v, data);
     pya_t.busy = 0;
     return k;
@@ -1166,7 +1250,7 @@ static spa_verdict pyb_guard_unpickler(spp_pyobj *self, bool *blocked, pyb_swap 
     pya_t.busy = 0;
     if (!f) return v;
     if (pyb_busy_again()) {
-        k = pyb_judge_file(f, "pickle.Unpickler.load", true, &v, &snap, &base);
+        k = pyb_judge_file(f, "pickle.Unpickler.load", true, !pyb_keeps_file(self, f), &v, &snap, &base);
         if (k == PYB_STREAM && !pyb_keeps_file(self, f) && pyb_slots_or_say(self, meth, sw))
             k = pyb_stream_take(f, "pickle.Unpickler.load", &v, &data);
         else if (k == PYB_STREAM)
@@ -1341,7 +1425,7 @@ static spp_pyobj *pyb_w_pyload(spp_pyobj *orig, spp_pyobj *self) {
          * NumpyUnpickler reads array bytes inline): all the rest is judged, and
          * the pin follows its moves; otherwise the one pickle this load reads */
         bool keeps = f && pyb_keeps_file(self, f);
-        pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", !keeps, &v, &snap, &base) : PYB_NONE;
+        pyb_kind k = f ? pyb_judge_file(f, "pickle._Unpickler.load", !keeps, !keeps, &v, &snap, &base) : PYB_NONE;
         pya_t.busy = 0;
         bool ok = k == PYB_BLOCKED || pyb_pyload_hold(self, f, keeps, snap, base, &k, &v, &sw);
         if (f) py_Py_DecRef(f);
