@@ -27,6 +27,13 @@ pickle.load, pickle.Unpickler.load and pickle._Unpickler.load:
   and sought it back to 0, which a decompressing wrapper does by rewinding
   the underlying file to its absolute start: the load failed with
   BadGzipFile (and the like) under the preload only.
+- test_joblib_load_of_file_object_after_stream_refused and
+  test_library_loaders_over_wrappers: the libraries do it themselves.
+  joblib.load(f) and pandas.read_pickle(f, compression=...) of a file object
+  standing after a benign pickle wrap f in their own decompressing files: the
+  payload ran with both layers on (6 joblib compressors, 3 pandas ones);
+  numpy.load of an object array through such a wrapper failed under the
+  preload only.
 - test_wrapper_from_start_uses_layer1: the common case (a wrapper over a file
   at its start, joblib.load of a compressed file) keeps layer 1's verdict:
   a benign file loads, a malicious one is refused at its open."""
@@ -270,3 +277,67 @@ def test_joblib_load_of_file_object_after_stream_refused(tmp_path):
     assert not ran, ("payload ran under the preload", ran, out, err[-3000:])
     assert all(v.startswith("error") for v in out.values()), out
     assert err.count("safepickle: blocked") >= len(built), err[-3000:]
+
+
+LIBRARIES = r"""
+import bz2, gzip, io, json, lzma, os, pickle, sys
+import numpy as np
+import pandas as pd
+d, mode = sys.argv[1], sys.argv[2]
+class Evil:
+    def __init__(self, m): self.m = m
+    def __reduce__(self): return (exec, ("open(%r, 'w').close()" % self.m,))
+head = pickle.dumps({"model": [1, 2, 3]}, protocol=4)
+COMP = {"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}
+arr = np.array([{"k": 1}, [1, 2], "s"], dtype=object)
+out = {}
+for comp, fn in COMP.items():
+    p, q = os.path.join(d, "pd." + comp), os.path.join(d, "np." + comp)
+    if mode == "build":
+        open(p, "wb").write(head + fn(pickle.dumps(Evil(os.path.join(d, "ran.pd." + comp)), protocol=4)))
+        b = io.BytesIO(); np.save(b, arr, allow_pickle=True)
+        open(q, "wb").write(b"MYFORMAT v1\n" + fn(b.getvalue()))
+        continue
+    try:   # pandas.read_pickle of a file object standing after a benign pickle: pandas wraps it itself
+        with open(p, "rb") as f:
+            pickle.load(f)
+            out["pd." + comp] = repr(pd.read_pickle(f, compression=comp))
+    except Exception as e:
+        out["pd." + comp] = "error " + type(e).__name__
+    try:   # numpy.load of an object array through a decompressing file made after a header (benign)
+        with open(q, "rb") as f:
+            f.read(len(b"MYFORMAT v1\n"))
+            w = {"gzip": lambda: gzip.GzipFile(fileobj=f), "bz2": lambda: bz2.BZ2File(f),
+                 "xz": lambda: lzma.LZMAFile(f)}[comp]()
+            out["np." + comp] = repr(np.load(w, allow_pickle=True).tolist())
+    except Exception as e:
+        out["np." + comp] = "error " + type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def test_library_loaders_over_wrappers(tmp_path):
+    """pandas.read_pickle(f, compression=...) of a file object standing after a
+    benign pickle wraps f in gzip/bz2/lzma itself: the payload ran with both
+    layers on. numpy.load of an object array through a decompressing file
+    made after a header failed under the preload only (BadGzipFile and the
+    like), now it loads the same array."""
+    def run(mode, preload):
+        e = clean_env(LD_PRELOAD=LIB) if preload else clean_env()
+        r = subprocess.run([PYTHON, "-c", LIBRARIES, str(tmp_path), mode], env=e, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return (json.loads(r.stdout.strip().splitlines()[-1]) if mode == "load" else None), r.stderr
+    run("build", False)
+    plain, perr = run("load", False)
+    ran = sorted(p for p in os.listdir(tmp_path) if p.startswith("ran."))
+    assert len(ran) == 3 and all(not plain["np." + c].startswith("error") for c in ("gzip", "bz2", "xz")), \
+        (ran, plain, perr[-2000:])
+    for p in ran:
+        os.unlink(tmp_path / p)
+    pre, err = run("load", True)
+    ran = sorted(p for p in os.listdir(tmp_path) if p.startswith("ran."))
+    assert not ran, ("payload ran under the preload", ran, pre, err[-3000:])
+    assert all(pre[k].startswith("error") for k in pre if k.startswith("pd.")), pre
+    assert {k: v for k, v in pre.items() if k.startswith("np.")} == \
+        {k: v for k, v in plain.items() if k.startswith("np.")}, (pre, plain, err[-2000:])
