@@ -113,6 +113,7 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev, s
 void pya_bytes_install(const char *trigger); /* "pickle", "_pickle" or NULL */
 bool pya_bytes_installed(void);
 bool pya_bytes_c_done(void); /* _pickle's entry points are wrapped (or could not be) */
+void pya_bytes_python_again(void); /* a later interpreter's `import pickle`: wrap its pickle._Unpickler */
 
 /* ---------------------------------------------------------------- report (pya_report.c) */
 int pya_decide(spa_action act, spa_verdict v, const char *what, const char *event,

@@ -1443,32 +1443,60 @@ static spp_pyobj *pyb_w_pyload(spp_pyobj *orig, spp_pyobj *self) {
 static spp_pymethoddef pyb_pyload_def = {"load", (void *)pyb_w_pyload, SPP_METH_O, NULL};
 static atomic_int pyb_py_state; /* 0 not yet, 1 patched, 2 not patchable */
 
-/* Patch pickle._Unpickler.load once the pure-Python class exists. */
-static void pyb_patch_python(void) {
-    if (atomic_load(&pyb_py_state) != 0) return;
+/* Wrap this interpreter's pickle._Unpickler.load, if its pickle module is
+ * loaded and the class does not hold the wrapper yet (an instancemethod
+ * there is ours: the class's own load is a plain function). 1 wrapped now
+ * or before, 0 no pickle module yet, -1 not patchable. */
+static int pyb_patch_python_here(void) {
     spp_pyobj *name = py_PyUnicode_FromString("pickle");
     spp_pyobj *mod = name ? py_PyImport_GetModule(name) : NULL;
     if (name) py_Py_DecRef(name);
     spp_pyobj *cls = mod && !pya_is_none(mod) ? pya_getattr(mod, "_Unpickler") : NULL;
     if (mod) py_Py_DecRef(mod);
     py_PyErr_Clear();
-    if (!cls) return; /* not loaded yet: the next import event tries again */
+    if (!cls) return 0; /* not loaded yet: the next import event tries again */
     spp_pyobj *dict = pya_getattr(cls, "__dict__");
     spp_pyobj *orig = dict ? py_PyMapping_GetItemString(dict, "load") : NULL;
     py_PyErr_Clear();
-    spp_pyobj *fn = orig ? py_PyCFunction_NewEx(&pyb_pyload_def, orig, NULL) : NULL;
+    spp_pyobj *inner = orig ? pya_getattr(orig, "__func__") : NULL;
+    bool done = inner != NULL;
+    spp_pyobj *fn = orig && !done ? py_PyCFunction_NewEx(&pyb_pyload_def, orig, NULL) : NULL;
     spp_pyobj *meth = fn ? py_PyInstanceMethod_New(fn) : NULL;
-    bool ok = meth && py_PyObject_SetAttrString(cls, "load", meth) == 0;
+    bool ok = done || (meth && py_PyObject_SetAttrString(cls, "load", meth) == 0);
     py_PyErr_Clear();
-    spp_pyobj *all[] = {cls, dict, orig, fn, meth};
+    spp_pyobj *all[] = {cls, dict, orig, inner, fn, meth};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i]) py_Py_DecRef(all[i]);
-    atomic_store(&pyb_py_state, ok ? 1 : 2);
-    if (!ok) {
-        static const char m[] = "safepickle: layer 2 cannot wrap pickle._Unpickler.load; pure-Python unpickles "
-                                "are judged by names and behaviour only\n";
-        spp_write_stderr(m, sizeof m - 1);
-    }
+    return ok ? 1 : -1;
+}
+
+static void pyb_say_python_unwrapped(void) {
+    static const char m[] = "safepickle: layer 2 cannot wrap pickle._Unpickler.load; pure-Python unpickles "
+                            "are judged by names and behaviour only\n";
+    spp_write_stderr(m, sizeof m - 1);
+}
+
+/* Patch pickle._Unpickler.load once the pure-Python class exists. */
+static void pyb_patch_python(void) {
+    if (atomic_load(&pyb_py_state) != 0) return;
+    int r = pyb_patch_python_here();
+    if (r == 0) return;
+    atomic_store(&pyb_py_state, r > 0 ? 1 : 2);
+    if (r < 0) pyb_say_python_unwrapped();
+}
+
+/* A sub-interpreter has a pickle module and a pickle._Unpickler class of its
+ * own (the C unpickler's methods are static and wrapped once for all): at
+ * its `import pickle` (before the body runs) we import it ourselves and wrap
+ * its class too. Before, pickle._loads, pickle._Unpickler and every subclass
+ * (joblib's, pandas', torch.package's) ran unjudged in a sub-interpreter
+ * (test_layer2_subinterpreters.py). */
+void pya_bytes_python_again(void) {
+    if (atomic_load(&pyb_py_state) != 1) return; /* not yet (the main path) or not patchable */
+    spp_pyobj *pk = py_PyImport_ImportModule("pickle");
+    if (pk) py_Py_DecRef(pk);
+    py_PyErr_Clear();
+    if (pyb_patch_python_here() < 0) pyb_say_python_unwrapped();
 }
 
 /* ================================================================ install */

@@ -108,6 +108,18 @@ static int pya_hook(const char *ev, spp_pyobj *args, void *ud) {
                 errno = saved;
             }
         }
+    } else if (!fc && ev[0] == 'i' && strcmp(ev, "import") == 0) {
+        /* a sub-interpreter's own pickle module (pya_bytes_python_again) */
+        char mod[8];
+        const spa_policy *pp = spp_policy();
+        if (pya_utf8(pya_arg(args, 0), mod, sizeof mod) && !strcmp(mod, "pickle") && pp && pp->layer_audit_hook &&
+            pp->mode != SPA_MODE_OFF && !py_PyErr_Occurred()) {
+            int saved = errno;
+            t->busy = 1;
+            pya_bytes_python_again();
+            t->busy = 0;
+            errno = saved;
+        }
     }
     if (!fc && !teardown && !t->anchor && !spp_l2_in_scope()) return 0;
     const pya_evrule *r = NULL;
