@@ -372,13 +372,14 @@ static size_t spp_after_fread_unjudged(FILE *fp, int fd, int hook, void *ptr, si
 /* A thread created inside an unpickle's scope inherits it until it ends: the
  * new thread starts in a trampoline that marks it (spp_l2.tainted) with the
  * creator's verdict. Outside a scope this is a straight pass-through. */
-typedef struct spp_tramp { void *(*start)(void *); void *arg; uint8_t verdict; } spp_tramp;
+typedef struct spp_tramp { void *(*start)(void *); void *arg; uint8_t verdict; bool resolved; } spp_tramp;
 
 static void *spp_thread_tramp(void *p) {
     spp_tramp t = *(spp_tramp *)p;
     free(p);
     spp_l2.tainted = true;
     spp_l2.verdict = t.verdict;
+    spp_l2.resolved = t.resolved;
     return t.start(t.arg);
 }
 
@@ -391,6 +392,7 @@ static void *spp_thread_tramp(void *p) {
         if (!t_) return EAGAIN; /* never an unscoped thread from inside a scope */ \
         t_->start = start; t_->arg = arg; \
         t_->verdict = spp_l2.verdict; \
+        t_->resolved = spp_l2.resolved; \
         int r_ = f(th, ta, spp_thread_tramp, t_); \
         if (r_ != 0) free(t_); \
         return r_; \

@@ -49,6 +49,7 @@ SPP_TLS spp_l2_t spp_l2;
 static void pyb_leave(const spp_l2_t *saved) {
     spp_l2.in_load = saved->in_load;
     spp_l2.verdict = saved->verdict;
+    spp_l2.resolved = saved->resolved;
     if (!spp_l2.in_load && !pya_t.busy) pya_scope_clear();
 }
 
@@ -740,6 +741,7 @@ static void pyb_read_pickle_ahead(spp_pyobj *f, pyb_buf *b, size_t *end) {
     do {                                                                       \
         spp_l2_t saved_ = spp_l2;                                              \
         spp_l2.in_load++;                                                      \
+        if (spp_l2.in_load == 1) spp_l2.resolved = false;                      \
         if (spp_l2.in_load == 1 || (v) == SPA_VERDICT_COUNT ||                 \
             (spp_l2.verdict != SPA_VERDICT_COUNT && (v) > spp_l2.verdict))     \
             spp_l2.verdict = (uint8_t)(v);                                     \

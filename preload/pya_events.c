@@ -177,8 +177,12 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
      * is one the knowledge base knows to be data-safe with these arguments, so
      * code, file and import effects are the library's own (scipy's exec of
      * generated methods, numpy's ast.literal_eval, tempfile). Process,
-     * network, native and state effects are vetoed all the same. */
-    bool safe_bytes = spp_l2.verdict == SPA_VERDICT_SAFE && spp_l2_in_scope();
+     * network, native and state effects are vetoed all the same. Only once
+     * the load resolved a global through pickle's find_class (spp_l2.resolved):
+     * an unpickler whose find_class imports from elsewhere - torch.package's
+     * PackageUnpickler builds a module from the archive's own source - runs
+     * code that is no installed library's (test_package_importer.py). */
+    bool safe_bytes = spp_l2.verdict == SPA_VERDICT_SAFE && spp_l2.resolved && spp_l2_in_scope();
     if (safe_bytes && (r->cat == PYA_CODE || r->cat == PYA_FILE_WRITE || r->cat == PYA_OPEN)) return 0;
     /* ...and a local IPC connection (an AF_UNIX address is a str or bytes
      * path, never a host tuple): torch DataLoader workers pass tensors as file
@@ -235,7 +239,8 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
 int spp_l2_veto(spp_veto_kind kind, const char *call, const char *arg) {
     const spa_policy *p = spp_policy();
     if (!p || !p->layer_audit_hook || !p->runtime_behaviour || p->mode == SPA_MODE_OFF) return 0;
-    if ((kind == SPP_VETO_FILE || kind == SPP_VETO_LOCAL_NET) && spp_l2.verdict == SPA_VERDICT_SAFE) return 0;
+    if ((kind == SPP_VETO_FILE || kind == SPP_VETO_LOCAL_NET) && spp_l2.verdict == SPA_VERDICT_SAFE && spp_l2.resolved)
+        return 0;
     if (kind == SPP_VETO_LOCAL_NET) kind = SPP_VETO_NETWORK;
     if (pya_t.busy || (pya_t.anchor && pya_t.trusted && !spp_feed.taint)) return 0;
     spa_action act = spa_policy_act(p, SPA_ACT_BLOCK);

@@ -89,6 +89,7 @@ static int pya_hook(const char *ev, spp_pyobj *args, void *ud) {
     /* Fast path: no unpickle on this thread and not a find_class. */
     if (t->busy || !ev) return 0;
     bool fc = ev[0] == 'p' && strcmp(ev, "pickle.find_class") == 0;
+    if (fc && spp_l2.in_load > 0) spp_l2.resolved = true;
     bool teardown = ev[0] == 'c' && strcmp(ev, "cpython._PySys_ClearAuditHooks") == 0;
     if (!pya_bytes_installed() && (fc || (ev[0] == 'i' && strcmp(ev, "import") == 0))) {
         /* Bytes first: wrap _pickle at the first import of pickle or _pickle,

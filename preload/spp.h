@@ -225,11 +225,14 @@ int spp_verify_map(int fd, int hook, uint64_t off, size_t len);
  * verdict is the worst verdict the analyzer gave their bytes
  * (SPA_VERDICT_COUNT: not judged), tainted marks a thread created while an
  * unpickle was in flight (pthread_create hook): it stays in scope until it
- * ends. */
+ * ends. resolved: the load raised a `pickle.find_class` event, so its globals
+ * come through the interpreter's own import system (an unpickler whose
+ * find_class imports from elsewhere, torch.package's, never raises it). */
 typedef struct spp_l2 {
     int in_load;
     uint8_t verdict;
     bool tainted;
+    bool resolved; /* the outermost load in flight resolved a global through pickle's find_class */
 } spp_l2_t;
 extern SPP_TLS spp_l2_t spp_l2;
 /* Is the calling thread inside an unpickle (or started by one)? */

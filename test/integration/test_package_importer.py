@@ -16,14 +16,14 @@ a file write is enough to plant code for later (a `.pth` in site-packages).
 
 This is the "Python source" exclusion of README.md's threat model, reached
 through a pickle loader from the pickle-bearing file itself, not through a
-file planted beside it. The test is expected to fail until one of:
-- the analyzer reads a torch.package archive's layout (`.data/extern_modules`
-  and the `.py` members) and calls a global of a module whose source is in
-  the archive code execution (the file says so; the CLI would agree), or
-- layer 2 keeps the code and file-write vetoes for a load whose unpickler
-  resolves globals through an importer other than the interpreter's.
-It is marked xfail(strict=True): it reports XFAIL while the payload runs and
-fails (XPASS) once a fix stops it, so the mark must then be removed."""
+file planted beside it. Fixed in layer 2: the `safe` relaxation holds only for
+a load that resolved a global through pickle's own find_class (it raises the
+`pickle.find_class` audit event; PackageUnpickler.find_class never does), so
+the archive module's `compile`/`exec` meets the code veto and the load is
+refused. Cost to benign loads: a torch.package archive whose pickles name a
+module interned in it (torch.package's purpose) is refused as well; one whose
+pickles name only extern modules (torch, the stdlib) loads as before.
+"""
 import os
 import subprocess
 
@@ -63,8 +63,6 @@ def _load(path, preload):
     return subprocess.run([PYTHON, "-c", LOAD, str(path)], env=e, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (s8-rt-io): torch.package runs the archive's module source "
-                                       "under a safe verdict; see the module docstring")
 def test_archive_module_source_does_not_run(tmp_path):
     marker = tmp_path / "ran"
     subprocess.run([PYTHON, "-c", BUILD, str(tmp_path), str(marker)], env=clean_env(), check=True, timeout=300)
@@ -74,3 +72,27 @@ def test_archive_module_source_does_not_run(tmp_path):
     os.unlink(marker)
     r = _load(tmp_path / "model.pt", True)
     assert not marker.exists(), ("the archive's module ran under the preload", r.stdout, r.stderr[-2000:])
+    assert "error" in r.stdout and "safepickle: blocked" in r.stderr and "runtime.code" in r.stderr, \
+        (r.stdout, r.stderr[-2000:])
+
+
+EXTERN_ONLY = r"""
+import sys, torch
+from torch.package import PackageExporter, PackageImporter
+p = sys.argv[1]
+with PackageExporter(p) as e:
+    e.extern("torch.**")
+    e.save_pickle("model", "model.pkl", {"w": torch.arange(4.0), "names": ["a", "b"], "n": 3})
+print(PackageImporter(p).load_pickle("model", "model.pkl"))
+"""
+
+
+def test_extern_only_package_loads_the_same(tmp_path):
+    e = clean_env()
+    plain = subprocess.run([PYTHON, "-c", EXTERN_ONLY, str(tmp_path / "a.pt")], env=e, capture_output=True,
+                           text=True, timeout=300)
+    pre = subprocess.run([PYTHON, "-c", EXTERN_ONLY, str(tmp_path / "b.pt")], env=clean_env(LD_PRELOAD=LIB),
+                         capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and "tensor" in plain.stdout, plain.stderr[-2000:]
+    assert pre.returncode == 0 and pre.stdout == plain.stdout, (pre.stdout, pre.stderr[-2000:])
+    assert "safepickle:" not in pre.stderr, pre.stderr[-2000:]
