@@ -14,7 +14,8 @@ static and shared, so pickle.loads in the same sub-interpreter was refused.
 
 Each pure-Python entry point, in a fresh sub-interpreter: without the preload
 the payload writes (the shape works); with it nothing is written and each
-load is refused; a benign pickle loads the same object."""
+load is refused; a benign pickle loads the same object. The same holds in one
+interpreter for a pickle module imported again (test_pickle_imported_again)."""
 import os
 import subprocess
 
@@ -82,3 +83,37 @@ def test_subinterpreter_pure_python_unpickler(tmp_path):
     assert all(pre[n + ".benign"] == plain[n + ".benign"] and pre[n + ".benign"].startswith("loaded")
                for n in ENTRIES), (pre, plain)
     assert err.count("safepickle: blocked") >= len(ENTRIES), err[-3000:]
+
+
+AGAIN = r"""
+import os, sys, io
+victim, blob = sys.argv[1], bytes.fromhex(sys.argv[2])
+fd = os.open(victim, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.dup2(fd, 100)
+import pickle
+del sys.modules["pickle"]
+import pickle                      # a second pickle module, with a pickle._Unpickler class of its own
+try:
+    pickle._Unpickler(io.BytesIO(blob)).load()
+    print("loaded")
+except Exception as e:
+    print("error", type(e).__name__)
+print("wrote", os.fstat(100).st_size > 0)
+"""
+
+
+def test_pickle_imported_again(tmp_path):
+    """The same class in one interpreter: `del sys.modules['pickle']` and
+    `import pickle` again make a new pickle._Unpickler, which ran unwrapped
+    (the payload wrote) before the wrap was done at every import of pickle."""
+    module, cls, osname = reflective_classes(1)[0]
+    blob = bytes(reflective_write_pickle(module, cls, osname, 100, b"PWNED"))
+    out = {}
+    for preload in (False, True):
+        e = clean_env(LD_PRELOAD=LIB) if preload else clean_env()
+        r = subprocess.run([PYTHON, "-c", AGAIN, str(tmp_path / "victim"), blob.hex()], env=e, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out[preload] = (r.stdout.split(), r.stderr)
+    assert out[False][0] == ["loaded", "wrote", "True"], out[False]
+    assert out[True][0] == ["error", "SafePickleBlocked", "wrote", "False"], out[True]
