@@ -5,7 +5,8 @@ and each must open under the preload (allowed).
 
     installed.py [--sample N] [--seed S] [--cli build/safepickle] [--preload build/libsafepickle.so]
 
---sample takes a fixed-seed sample (what `make test` runs); without it every file is used.
+--sample takes a fixed-seed sample (what `make test` runs); without it every file is used,
+and the counts also go to test/bench/results.md (section bench:installed).
 Prints the counts (files, pickle-bearing, verdicts, refused opens) and every exception."""
 import argparse
 import json
@@ -17,6 +18,8 @@ import sysconfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+from results import write_section  # noqa: E402  (the one writer of results.md)
 
 
 def shipped_files():
@@ -93,6 +96,18 @@ def main():
         print("  FLAGGED %s: %s %s" % f)
     for p in refused:
         print("  REFUSED " + p)
+    if not a.sample:
+        import hashlib
+        lib = hashlib.sha256(open(a.preload, "rb").read()).hexdigest()[:16]
+        write_section("installed", "\n".join([
+            "## Every installed file (`make installed-files`, test/upstream/installed.py)", "",
+            "Every regular file the installed Debian packages list (/var/lib/dpkg/info/*.list) and every file "
+            "of the Python installations' stdlib and site-packages: scanned by `safepickle scan` (none may be "
+            "malicious, suspicious or unscannable), then opened and read under the preload (none may be refused).", "",
+            "| files | pickle-bearing | verdicts | flagged | refused opens | library |",
+            "| --- | --- | --- | --- | --- | --- |",
+            "| %d | %d | %s | **%d** | **%d** | %s |" % (len(files), bearing, ", ".join(
+                "%s %d" % kv for kv in sorted(verdicts.items())), len(flagged), len(refused), lib)]), stamp=True)
     return 1 if flagged or refused else 0
 
 
