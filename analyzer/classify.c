@@ -651,6 +651,30 @@ static const char *cl_cat_rule(spa_kbcat cat) {
     }
 }
 
+/* getattr(obj, 'name') (or inspect.getattr_static) where obj is built by a call of a class
+ * the knowledge base knows as data, directly or through copyreg's reconstructors
+ * (protocol 0-2 objects): the class's module into cm and "Class.name" into nm. */
+static bool cl_bound_method(const spa_val *ga, char *cm, size_t cmn, char *nm, size_t nmn) {
+    if (!ga || ga->kind != SPA_V_CALL) return false;
+    spa_target g;
+    spa_resolve(ga->u.call.callee, &g, 0);
+    if (!spa_target_is(&g, "builtins", "getattr") && !spa_target_is(&g, "inspect", "getattr_static")) return false;
+    const spa_val *obj = spa_val_item(ga->u.call.args, 0), *attr = spa_val_item(ga->u.call.args, 1);
+    char a[128];
+    if (!obj || obj->kind != SPA_V_CALL || !spa_val_text(attr, a, sizeof a)) return false;
+    spa_target k;
+    spa_resolve(obj->u.call.callee, &k, 0);
+    if (spa_target_is(&k, "copyreg", "__newobj__") || spa_target_is(&k, "copyreg", "__newobj_ex__") ||
+        spa_target_is(&k, "copyreg", "_reconstructor"))
+        spa_resolve(spa_val_item(obj->u.call.args, 0), &k, 0);
+    if (k.kind != SPA_T_GLOBAL || k.via_reflection) return false;
+    spa_kbhit h;
+    if (spa_kb_judge(k.module, k.name, &h) != SPA_KB_DATA || h.how == SPA_KBH_MODULE) return false;
+    spa_fmt(cm, cmn, "%s", k.module);
+    int w = spa_fmt(nm, nmn, "%s.%s", k.name, a);
+    return w > 0 && (size_t)w < nmn;
+}
+
 /* Judge a reference to a global-like target that is obtained but not (yet) called. */
 static void cl_judge_reference(cl_ctx *c, const spa_target *t, const char *how, cl_judgement *j) {
     char ts[300];
@@ -667,7 +691,26 @@ static void cl_judge_reference(cl_ctx *c, const spa_target *t, const char *how, 
         cl_set(j, SPA_VERDICT_SUSPICIOUS, "reflect.dynamic", "%s with a name the analyzer cannot see", how);
         return;
     }
-    if (t->kind != SPA_T_GLOBAL) { j->sev = SPA_VERDICT_SAFE; j->rule = NULL; return; } /* bound method */
+    if (t->kind == SPA_T_METHOD) {
+        /* a bound method: harmless as such (benign pickles hold obj.method), unless the
+         * object is an instance of a class the KB knows as data and the method acts
+         * (PosixPath(p).unlink): handed over, it is called by whoever holds it (iter's
+         * consumers, BUILD's __setstate__ lookup, a worker running a task) */
+        char cm[160], nm[300];
+        if (cl_bound_method(t->origin, cm, sizeof cm, nm, sizeof nm)) {
+            spa_kbhit h;
+            spa_kbcat cat = cl_judge_name(c, cm, nm, &h);
+            if (cl_cat_binds_danger(cat) && spa_policy_global_rule(c->p, cm, nm) <= 0) {
+                cl_set(j, SPA_VERDICT_MALICIOUS, "reflect.getattr", "%s reaches the bound method %s.%s (%s, via KB %s)",
+                       how, cm, nm, spa_kbcat_name(cat), h.key);
+                return;
+            }
+        }
+        j->sev = SPA_VERDICT_SAFE;
+        j->rule = NULL;
+        return;
+    }
+    if (t->kind != SPA_T_GLOBAL) { j->sev = SPA_VERDICT_SAFE; j->rule = NULL; return; }
     if (!t->from_module) {
         /* an attribute of a class or function (enum members, classmethods): a reference
          * that is judged when called; only dunder traversal is reflection by itself */
@@ -1185,8 +1228,33 @@ static void cl_judge_target_call(cl_ctx *c, const spa_target *t, const spa_val *
             cl_args_rules(c, t, args, NULL, SPA_KB_UNKNOWN, true, j);
             return;
         }
+        uint64_t nargs = args && args->kind == SPA_V_TUPLE ? args->u.seq.count : 0;
+        if (spa_target_is(t, "builtins", "iter") && nargs >= 2) {
+            /* iter(f, sentinel): every consumer (list, tuple, set, deque, ...) calls f()
+             * until it returns the sentinel */
+            spa_val none;
+            memset(&none, 0, sizeof none);
+            none.kind = SPA_V_TUPLE;
+            cl_judge_value_call(c, a0, &none, depth, j);
+            if (j->sev != SPA_VERDICT_SAFE && j->rule) {
+                char tmp[CL_MAX_MSG];
+                spa_fmt(tmp, sizeof tmp, "%s, through %s", j->msg, cl_calltxt_get(&ct));
+                spa_fmt(j->msg, sizeof j->msg, "%s", tmp);
+            }
+            return;
+        }
+        if (spa_target_is(t, "builtins", "type") && nargs != 1 && args && args->kind == SPA_V_TUPLE) {
+            /* type(name, bases, namespace) creates a class: the bases' metaclass and
+             * __init_subclass__ run, and every callable of the namespace becomes a method
+             * the unpickler (__setstate__, extend, add) and the program call */
+            cl_set(j, SPA_VERDICT_MALICIOUS, "callee.code_exec",
+                   "%s creates a class (its bases' hooks run; its namespace's callables become methods)",
+                   cl_calltxt_get(&ct));
+            return;
+        }
         if (spa_target_is(t, "builtins", "map") || spa_target_is(t, "builtins", "filter") ||
-            spa_target_is(t, "itertools", "starmap") || spa_target_is(t, "functools", "reduce")) {
+            spa_target_is(t, "itertools", "starmap") || spa_target_is(t, "functools", "reduce") ||
+            spa_target_is(t, "concurrent.futures.process", "_process_chunk")) {
             /* the function runs on every item once a consumer (list, tuple, ...) forces it */
             cl_judge_value_call(c, a0, spa_val_item(args, 1), depth, j);
             if (j->sev != SPA_VERDICT_SAFE && j->rule) {
@@ -1360,6 +1428,71 @@ static void cl_collect(const spa_val *v, const void **set, size_t *n, size_t cap
         for (uint32_t i = 0; i < v->n && v->u.seq.items; i++) cl_collect(v->u.seq.items[i], set, n, cap, depth + 1);
 }
 
+/* ---- state that outlives the object being filled. BUILD and the container opcodes
+ * normally fill an object the stream has just made; two shapes reach further:
+ * - the object is one the process shares (`@shared` in the KB: an enum member, a cached
+ *   logger, the class type(x) returns): its change is a change of the program;
+ * - the state stores a callable under a name the unpickler itself looks up on the object
+ *   (BUILD calls obj.__setstate__(state), APPEND/APPENDS obj.extend or obj.append,
+ *   ADDITEMS obj.add): the next such opcode calls it with the stream's arguments. Also one
+ *   dict deeper, for classes whose __getattr__ reads a dict of the state (torch's
+ *   Module: _modules, _parameters, _buffers). */
+static bool cl_shared_result(const spa_val *v, char *out, size_t n) {
+    if (!v || v->kind != SPA_V_CALL) return false;
+    spa_target k;
+    spa_resolve(v->u.call.callee, &k, 0);
+    if (k.kind != SPA_T_GLOBAL || !spa_kb_shared(k.module, k.name)) return false;
+    spa_fmt(out, n, "%s.%s", k.module, k.name);
+    return true;
+}
+
+/* a value that may be called: a global, a bound method or attribute reached through
+ * reflection, a getter, a partial, anything unresolved; not a literal, not an instance
+ * built by a call */
+static bool cl_callable_value(const spa_val *v) {
+    if (!v) return false;
+    switch (v->kind) {
+    case SPA_V_GLOBAL: case SPA_V_UNKNOWN: case SPA_V_PERSID: return true;
+    case SPA_V_CALL: {
+        spa_target t;
+        spa_resolve(v, &t, 0);
+        return t.kind != SPA_T_OBJECT && t.kind != SPA_T_NONE;
+    }
+    default: return false;
+    }
+}
+
+static const char *cl_planted(const spa_val *st, int depth) {
+    static const char *const names[] = {"__setstate__", "extend", "append", "add"};
+    if (!st || depth > 2 || !st->u.seq.items) return NULL;
+    if (st->kind == SPA_V_TUPLE) { /* (dict state, slot state) */
+        for (uint32_t i = 0; i < st->n && i < 2; i++) {
+            const spa_val *x = st->u.seq.items[i];
+            const char *r = x && x->kind == SPA_V_DICT ? cl_planted(x, depth + 1) : NULL;
+            if (r) return r;
+        }
+        return NULL;
+    }
+    if (st->kind != SPA_V_DICT) return NULL;
+    for (uint32_t i = 0; i + 1 < st->n; i += 2) {
+        const spa_val *k = st->u.seq.items[i], *v = st->u.seq.items[i + 1];
+        char key[16];
+        if (spa_val_text(k, key, sizeof key)) {
+            for (size_t q = 0; q < sizeof names / sizeof *names; q++) {
+                if (strcmp(key, names[q])) continue;
+                /* no instance dict holds __setstate__; the list names only with a callable */
+                if (q == 0 ? (v && (v->kind == SPA_V_CALL || cl_callable_value(v))) : cl_callable_value(v))
+                    return names[q];
+            }
+        }
+        if (v && v->kind == SPA_V_DICT && depth < 2) {
+            const char *r = cl_planted(v, depth + 1);
+            if (r) return r;
+        }
+    }
+    return NULL;
+}
+
 static void cl_stream(cl_ctx *c, uint32_t si) {
     if (c->sstate[si]) return;
     c->sstate[si] = 1;
@@ -1428,6 +1561,8 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
         case SPA_IR_BUILD:
         case SPA_IR_MUTATE: {
             const char *what = e->kind == SPA_IR_BUILD ? "BUILD" : "a container opcode";
+            char sh[300];
+            const char *pl;
             spa_target t;
             spa_resolve(e->target, &t, 0);
             if (used) cl_collect(e->target, used, &nused, cap, 0);
@@ -1441,6 +1576,19 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
                 cl_target_str(ts, sizeof ts, &t);
                 cl_set(&j, SPA_VERDICT_MALICIOUS, e->kind == SPA_IR_BUILD ? "state.build_global" : "state.mutate_global",
                        "%s modifies %s, reached through reflection (module state poisoning)", what, ts);
+            } else if (cl_shared_result(e->target, sh, sizeof sh)) {
+                cl_set(&j, SPA_VERDICT_MALICIOUS, e->kind == SPA_IR_BUILD ? "state.build_global" : "state.mutate_global",
+                       "%s modifies the object %s() returns, which the process shares (an enum member, a "
+                       "cached object, a class)", what, sh);
+            } else if (e->kind == SPA_IR_BUILD && (pl = cl_planted(e->arg, 0)) != NULL) {
+                cl_set(&j, SPA_VERDICT_MALICIOUS, "state.build_method",
+                       "BUILD stores a callable as the attribute %s, which the unpickler looks up on the object "
+                       "and calls with the stream's arguments", pl);
+            } else if (e->opcode == SPA_OP_ADDITEMS) {
+                /* picklers write ADDITEMS only onto the set EMPTY_SET made: onto anything
+                 * else it calls that object's add */
+                cl_set(&j, SPA_VERDICT_MALICIOUS, "state.build_method",
+                       "ADDITEMS calls the add attribute of an object that is not a set the stream made");
             }
             break;
         }

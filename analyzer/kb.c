@@ -735,6 +735,10 @@ bool spa_kb_mapview(const char *module, const char *name) {
     return kb_directive("@mapview", module, name);
 }
 
+bool spa_kb_shared(const char *module, const char *name) {
+    return kb_directive("@shared", module, name);
+}
+
 bool spa_kb_fileload(const char *module, const char *name) {
     return kb_directive("@fileload", module, name);
 }

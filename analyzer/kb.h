@@ -48,6 +48,10 @@ bool spa_kb_raw_loader(const char *module, const char *name);
  * through a base's __new__ (ndarray.__new__(subtype, ...)), never running the class's own
  * constructors: that argument is not a callable handed over (numpy.memmap is fine there). */
 bool spa_kb_typearg(const char *module, const char *name);
+/* `@shared MODULE:NAME`: a data callable whose result is an object the process shares (an
+ * enum member, a cached logger, the class type(x) returns): BUILD or a container opcode
+ * on that result modifies process state, not a new instance (classify.c). */
+bool spa_kb_shared(const char *module, const char *name);
 /* `@typeref MODULE:NAME`: a class benign pickles name only as such a type argument; by
  * name alone (spa_judge_global) it is a reference, not a call. */
 bool spa_kb_typeref(const char *module, const char *name);
