@@ -71,7 +71,11 @@ $(BUILD)/gen/kb_lines.inc: analyzer/kb_lines.awk $(wildcard analyzer/kb/*.tsv)
 $(BUILD)/gen/kb_modattr.inc: analyzer/kb/modattr.tsv
 	@mkdir -p $(dir $@)
 	LC_ALL=C awk -F '\t' '$$1 == "@modattr" { printf "KBM(\"%s\", \"%s\")\n", $$2, $$3 }' $< | LC_ALL=C sort > $@.tmp && mv $@.tmp $@
-$(BUILD)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc $(BUILD)/gen/kb_modattr.inc
+# Re-exported callables judged as their definition (analyzer/kb/reexport.tsv, test/kbgen.py).
+$(BUILD)/gen/kb_reexport.inc: analyzer/kb/reexport.tsv
+	@mkdir -p $(dir $@)
+	LC_ALL=C awk -F '\t' '$$1 == "@reexport" { printf "KBR(\"%s\", \"%s\")\n", $$2, $$3 }' $< | LC_ALL=C sort > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc $(BUILD)/gen/kb_modattr.inc $(BUILD)/gen/kb_reexport.inc
 
 # The opcodes' stack effects as numbers, derived from opcodes.def's pickletools names.
 $(BUILD)/gen/opcodes_stack.inc: analyzer/opcodes_stack.awk analyzer/opcodes.def
@@ -238,7 +242,7 @@ DEB_CLI_OBJ := $(filter-out $(BUILD)/obj/analyzer/cli/cmd_kb.o,$(CLI_OBJ)) $(DEB
 $(DEB_BIN)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -DSPA_KB_INDEX_DEFAULT=%,$(ALL_CFLAGS)) -DSPA_KB_INDEX_DEFAULT=\"$(DEB_KB_INDEX)\" $(DEPFLAGS) -c $< -o $@
-$(DEB_BIN)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc $(BUILD)/gen/kb_modattr.inc
+$(DEB_BIN)/obj/analyzer/kb.o: $(BUILD)/gen/kb_lines.inc $(BUILD)/gen/kb_modattr.inc $(BUILD)/gen/kb_reexport.inc
 $(DEB_BIN)/libspa.a: $(DEB_ANALYZER_OBJ)
 	rm -f $@ && ar rcs $@ $^
 $(DEB_BIN)/safepickle: $(DEB_CLI_OBJ) $(DEB_BIN)/libspa.a

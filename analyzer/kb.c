@@ -90,6 +90,23 @@ const char *spa_kb_modattr(const char *module, const char *attr) {
     return kb_ovl_ready() ? kb_ovl_get(KBO_MODATTR, key, (size_t)n) : NULL;
 }
 
+/* Re-exported callables, "MODULE:NAME" -> "DEFMODULE:QUALNAME", sorted (C locale) at build
+ * time from analyzer/kb/reexport.tsv (test/kbgen.py): numpy.lib.save is numpy.save. */
+static const struct kb_reexport_ent { const char *key, *target; } kb_reexports[] = {
+#define KBR(k, t) { k, t },
+#include "kb_reexport.inc"
+#undef KBR
+};
+
+static const char *kb_reexport(const char *module, const char *name) {
+    char key[256];
+    int n = spa_fmt(key, sizeof key, "%s:%s", module, name);
+    if (n < 0 || (size_t)n >= sizeof key || !(sizeof kb_reexports / sizeof *kb_reexports)) return NULL;
+    const struct kb_reexport_ent *e = bsearch(key, kb_reexports, sizeof kb_reexports / sizeof *kb_reexports,
+                                              sizeof *kb_reexports, kb_modattr_cmp);
+    return e ? e->target : NULL;
+}
+
 /* ------------------------------------------------------------------ environment index */
 /* The overlay `safepickle kb index` writes (analyzer/cli/kbindex.py): loaded once per process
  * from $SAFEPICKLE_KB_INDEX (empty: none) or SPA_KB_INDEX_DEFAULT, then read-only - the one
@@ -516,6 +533,37 @@ static bool kb_step_modattr(const char *module, const char *cm, const char *name
     return false;
 }
 
+/* 1c. the first name component is a callable bound here but defined elsewhere
+ * (reexport.tsv): judged as its definition when the KB judges that other than data */
+static bool kb_step_reexport(const char *module, const char *cm, const char *name, size_t nl, spa_kbhit *hit,
+                             int depth) {
+    if (!nl) return false;
+    const char *dot = strchr(name, '.');
+    char first[128];
+    size_t fn = dot ? (size_t)(dot - name) : nl;
+    if (fn >= sizeof first) return false;
+    memcpy(first, name, fn);
+    first[fn] = '\0';
+    const char *tgt = kb_reexport(cm, first);
+    if (!tgt && strcmp(module, cm)) tgt = kb_reexport(module, first);
+    const char *colon = tgt ? strchr(tgt, ':') : NULL;
+    if (!colon) return false;
+    char tm[160], tn[256];
+    if ((size_t)(colon - tgt) >= sizeof tm) return false;
+    memcpy(tm, tgt, (size_t)(colon - tgt));
+    tm[colon - tgt] = '\0';
+    int w = spa_fmt(tn, sizeof tn, "%s%s", colon + 1, dot ? dot : "");
+    if (w < 0 || (size_t)w >= sizeof tn) return false;
+    spa_kbhit sub;
+    memset(&sub, 0, sizeof sub);
+    spa_kbcat c = kb_judge_depth(tm, tn, &sub, depth + 1);
+    if (c == SPA_KB_DATA || c == SPA_KB_UNKNOWN) return false;
+    spa_fmt(hit->key, sizeof hit->key, "@reexport %s:%s=%s", cm, first, tgt);
+    hit->how = sub.how == SPA_KBH_EFFECT ? SPA_KBH_EXACT : sub.how;
+    hit->cat = c;
+    return true;
+}
+
 /* 2. exact module:name entries (longest module wins) */
 static bool kb_step_exact(const char *path, spa_kbhit *hit) {
     {
@@ -649,7 +697,8 @@ static spa_kbcat kb_judge_depth(const char *module, const char *name, spa_kbhit 
 
     /* 1, 1b, 2, 3: the module's import effect, module-valued attributes, exact
      * entries, dunder attributes */
-    if (kb_step_effect(cm, hit) || kb_step_modattr(module, cm, name, nl, hit, depth) || kb_step_exact(path, hit) ||
+    if (kb_step_effect(cm, hit) || kb_step_modattr(module, cm, name, nl, hit, depth) ||
+        kb_step_reexport(module, cm, name, nl, hit, depth) || kb_step_exact(path, hit) ||
         kb_step_dunder(name, hit))
         return hit->cat;
 

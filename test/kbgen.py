@@ -20,6 +20,13 @@ analyzer/kb/modattr.tsv lists every module-valued attribute of the standard libr
 (`@modattr MODULE:ATTR TARGET`: tempfile._os is os), found by importing each module (a
 development-time tool; modules whose import acts are skipped). The KB judges such an
 attribute as the module it is.
+
+analyzer/kb/reexport.tsv lists every callable bound under a module the KB judges data
+wholesale (numpy, pandas, decimal, ...) but defined where the KB judges it otherwise
+(`@reexport numpy.lib:save numpy:save`), found by importing those modules and asking the
+built CLI ($SAFEPICKLE_BUILD/safepickle, default build/) for the verdict of a call of each
+definition; the KB judges such a name as its definition. --check compares it too when
+the CLI is built.
 """
 import os
 import sys
@@ -29,6 +36,7 @@ KB = os.path.join(os.path.dirname(HERE), "analyzer", "kb", "stdlib.tsv")
 MARK = "# ---------------------------------------------------------------- section 2 (test/kbgen.py --update)"
 MARK3 = "# ---------------------------------------------------------------- section 3: shipped with the interpreter, not in sys.stdlib_module_names (test/kbgen.py --update)"
 MODATTR = os.path.join(os.path.dirname(HERE), "analyzer", "kb", "modattr.tsv")
+CLI = os.path.join(os.environ.get("SAFEPICKLE_BUILD", os.path.join(os.path.dirname(HERE), "build")), "safepickle")
 # importing these acts (opens a browser, prints, starts Tk) or needs a display
 SKIP_IMPORT = {"antigravity", "this", "idlelib", "turtledemo", "tkinter", "turtle", "__hello__",
                "__phello__", "_tkinter", "lib2to3", "pydoc_data", "sitecustomize", "test"}
@@ -45,8 +53,8 @@ def parse(path=KB):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split("\t")
-        if parts[0] in ("@import_effect", "@verb", "@modattr"):
-            continue
+        if parts[0].startswith("@") and parts[0] != "@alias":
+            continue        # @import_effect, @verb, @partial, @typeref, @shared, ... name no module
         if parts[0] == "@alias":
             if len(parts) < 3:
                 raise SystemExit("%s:%d: @alias needs FROM and TO" % (path, ln))
@@ -134,6 +142,111 @@ def write_modattr():
     return rows
 
 
+REEXPORT = os.path.join(os.path.dirname(HERE), "analyzer", "kb", "reexport.tsv")
+ML = os.path.join(os.path.dirname(HERE), "analyzer", "kb", "ml.tsv")
+
+
+def data_module_keys():
+    """Module keys the KB judges data wholesale (numpy, pandas, decimal, ...), both files."""
+    out = []
+    for path in (KB, ML):
+        for line in open(path, encoding="utf-8"):
+            p = line.rstrip("\n").split("\t")
+            if len(p) >= 2 and p[1] == "data" and ":" not in p[0] and not p[0].startswith(("#", "@", "*")):
+                out.append(p[0])
+    return out
+
+
+def reexport_candidates():
+    """(access module, name, defining module, qualname) for every callable bound in a module
+    under a data module key (its submodules once imported too) that is defined elsewhere:
+    numpy.lib.save is numpy.save, pandas.HDFStore is pandas.io.pytables.HDFStore."""
+    import importlib
+    import io
+    import contextlib
+    import types
+    import warnings
+    warnings.simplefilter("ignore")
+    keys = data_module_keys()
+    for k in keys:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                importlib.import_module(k)
+        except BaseException:
+            pass
+    rows = set()
+    for mn, m in sorted(sys.modules.items()):
+        if not isinstance(m, types.ModuleType) or not any(mn == k or mn.startswith(k + ".") for k in keys):
+            continue
+        try:
+            names = sorted(set(vars(m)) | set(dir(m)))    # dir(): a module __getattr__'s names too
+        except BaseException:
+            continue
+        for a in names:
+            if a.startswith("__"):
+                continue
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    v = getattr(m, a)
+                if isinstance(v, types.ModuleType) or not callable(v):
+                    continue
+                cm, cq = getattr(v, "__module__", None), getattr(v, "__qualname__", None)
+            except BaseException:
+                continue
+            if not isinstance(cm, str) or not isinstance(cq, str) or "<" in cq or (cm, cq) == (mn, a):
+                continue
+            if "\t" in a + cm + cq or "\n" in a + cm + cq:
+                continue
+            rows.add((mn, a, cm, cq))
+    return sorted(rows)
+
+
+def reexports(cli):
+    """The candidates whose definition the KB judges by a category other than data or
+    unknown, asked of the built analyzer (CLI) with a call of the definition: those the
+    KB must judge as their definition wherever they are reached."""
+    import json
+    import struct
+    import subprocess
+    import tempfile
+    rows = reexport_candidates()
+    out = []
+
+    def s_(x):
+        b = x.encode()
+        return b"X" + struct.pack("<I", len(b)) + b
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for k, (mn, a, cm, cq) in enumerate(rows):
+            p = os.path.join(d, "%d.pkl" % k)
+            with open(p, "wb") as f:
+                f.write(b"\x80\x04" + s_(cm) + s_(cq) + b"\x93)R.")
+            paths.append(p)
+        verdict = {}
+        for i in range(0, len(paths), 500):
+            r = subprocess.run([cli, "scan", "--format", "json", *paths[i:i + 500]], capture_output=True, text=True)
+            for f in json.loads(r.stdout)["files"]:
+                verdict[f["path"]] = [x["rule"] for x in f["reasons"]]
+        for k, row in enumerate(rows):
+            rules = verdict.get(paths[k], [])
+            if any(r.startswith("callee.") and r not in ("callee.unknown_function", "callee.data") for r in rules):
+                out.append(row)
+    return out
+
+
+def write_reexport(cli):
+    rows = reexports(cli)
+    with open(REEXPORT, "w", encoding="utf-8") as f:
+        f.write("# reexport.tsv - callables bound under a module the KB judges data wholesale but defined\n"
+                "# where the KB judges them otherwise (generated by /usr/bin/python3 test/kbgen.py --update\n"
+                "# with the built CLI; do not edit by hand).\n"
+                "# @reexport MODULE:NAME DEFMODULE:QUALNAME: MODULE.NAME is DEFMODULE.QUALNAME; the KB judges\n"
+                "# it (and a name walked through it) as that definition when that is not data.\n")
+        for mn, a, cm, cq in rows:
+            f.write("@reexport\t%s:%s\t%s:%s\n" % (mn, a, cm, cq))
+    return rows
+
+
 def main(argv):
     mods, aliases, names, lines = parse()
     miss = missing(mods, aliases)
@@ -157,6 +270,8 @@ def main(argv):
         with open(KB, "w", encoding="utf-8") as f:
             f.write("\n".join(out) + "\n")
         rows = write_modattr()
+        rx = write_reexport(CLI)
+        print("reexport.tsv: %d re-exported callables judged as their definition" % len(rx))
         print("section 2: %d modules; %d stdlib modules in total; section 3: %d shipped modules; "
               "modattr.tsv: %d module-valued attributes" % (len(allm), len(sys.stdlib_module_names),
                                                            len(ship), len(rows)))
@@ -171,6 +286,13 @@ def main(argv):
         if want - have:
             print("modattr.tsv lacks %d module-valued attributes, e.g. %s"
                   % (len(want - have), sorted(want - have)[:5]))
+            return 1
+    if os.path.exists(REEXPORT) and os.path.exists(CLI):
+        have = {tuple(l.rstrip("\n").split("\t")[1:3]) for l in open(REEXPORT, encoding="utf-8")
+                if l.startswith("@reexport\t")}
+        want = {("%s:%s" % (m, a), "%s:%s" % (c, q)) for m, a, c, q in reexports(CLI)}
+        if want - have:
+            print("reexport.tsv lacks %d re-exported callables, e.g. %s" % (len(want - have), sorted(want - have)[:5]))
             return 1
     if miss:
         print("not covered (%d of %d): %s" % (len(miss), total, " ".join(miss)))
