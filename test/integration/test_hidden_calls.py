@@ -27,8 +27,6 @@ import re
 import struct
 import subprocess
 
-import pytest
-
 from conftest import LIB, PYTHON, clean_env, run_cli
 
 KB = [os.path.join(os.path.dirname(__file__), "..", "..", "analyzer", "kb", f) for f in ("stdlib.tsv", "ml.tsv")]

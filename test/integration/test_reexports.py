@@ -10,7 +10,6 @@ names: it imports every module under a data module key, takes every callable bou
 whose `__module__`/`__qualname__` name another place, and asks the CLI for the verdict of
 a call by each path: where the definition is refused, the re-export must be too.
 """
-import importlib
 import json
 import os
 import struct
@@ -112,7 +111,7 @@ def test_reexported_writer_and_state_setter_run_and_are_refused(tmp_path):
     q.write_bytes(_call("numpy.core", "seterr", _s("ignore")))
     code = ("import pickle, numpy\nfor p in %r:\n    try:\n        pickle.load(open(p, 'rb'))\n"
             "    except BaseException as e:\n        print(type(e).__name__)\nprint('ERR', numpy.geterr()['divide'])\n"
-            % [str(p), str(q)])
+            % ([str(p), str(q)],))
     plain = subprocess.run([PYTHON, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=300)
     assert os.path.exists(str(out) + ".npy"), plain.stdout + plain.stderr
     assert "ERR ignore" in plain.stdout, plain.stdout + plain.stderr
