@@ -1437,13 +1437,28 @@ static void cl_collect(const spa_val *v, const void **set, size_t *n, size_t cap
  *   ADDITEMS obj.add): the next such opcode calls it with the stream's arguments. Also one
  *   dict deeper, for classes whose __getattr__ reads a dict of the state (torch's
  *   Module: _modules, _parameters, _buffers). */
-static bool cl_shared_result(const spa_val *v, char *out, size_t n) {
-    if (!v || v->kind != SPA_V_CALL) return false;
+static bool cl_shared_callee(const spa_val *callee, char *out, size_t n) {
     spa_target k;
-    spa_resolve(v->u.call.callee, &k, 0);
+    spa_resolve(callee, &k, 0);
     if (k.kind != SPA_T_GLOBAL || !spa_kb_shared(k.module, k.name)) return false;
     spa_fmt(out, n, "%s.%s", k.module, k.name);
     return true;
+}
+
+static bool cl_shared_result(const spa_val *v, char *out, size_t n) {
+    if (!v || v->kind != SPA_V_CALL) return false;
+    if (cl_shared_callee(v->u.call.callee, out, n)) return true;
+    /* copyreg's reconstructors call the class's (or the base's) __new__, which for an
+     * enum class returns its existing member: __newobj__(cls, *args),
+     * __newobj_ex__(cls, args, kwargs), _reconstructor(cls, base, state) */
+    spa_target k;
+    spa_resolve(v->u.call.callee, &k, 0);
+    const spa_val *a = v->u.call.args;
+    if (spa_target_is(&k, "copyreg", "__newobj__") || spa_target_is(&k, "copyreg", "__newobj_ex__"))
+        return cl_shared_callee(spa_val_item(a, 0), out, n);
+    if (spa_target_is(&k, "copyreg", "_reconstructor"))
+        return cl_shared_callee(spa_val_item(a, 1), out, n) || cl_shared_callee(spa_val_item(a, 0), out, n);
+    return false;
 }
 
 /* a value that may be called: a global, a bound method or attribute reached through

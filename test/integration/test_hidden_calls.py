@@ -228,7 +228,7 @@ for key in json.loads(sys.argv[1]):
             delattr(r1, "_safepickle_rt")
         except BaseException:
             continue
-        out.append((key, list(a)))
+        out.append((key, list(a), isinstance(f, type)))
         break
 print(json.dumps(out))
 '''
@@ -374,19 +374,26 @@ def test_shared_objects_are_not_changed(tmp_path):
     print("data callables returning a shared object:", rows)
     assert len(rows) >= 10, rows            # enum members, logging.getLogger
     items = []
-    for k, (key, args) in enumerate(rows):
+    for k, (key, args, is_class) in enumerate(rows):
         m, n = key.split(":")
-        obj = call(g_(m, n), *map(const, args))
-        for site, state in (("dict", d_(s_("_safepickle_rt"), const(1))),
-                            ("slots", t_(b"N", d_(s_("_safepickle_rt"), const(1))))):
-            p = tmp_path / ("shared_%d_%s.pkl" % (k, site))
-            p.write_bytes(P(obj + state + b"b"))
-            check = ("getattr(getattr(__import__(%r, fromlist=['_']), %r)(*%r), '_safepickle_rt', None) == 1"
-                     % (m, n, tuple(args)))
-            items.append(("%s%r via %s" % (key, tuple(args), site), str(p), check))
-    # one process per site: a change made by one load must not answer the next one's check
-    _prove_and_refuse([x for x in items if x[0].endswith("dict")])
-    _prove_and_refuse([x for x in items if x[0].endswith("slots")])
+        cargs = list(map(const, args))
+        makers = [("call", call(g_(m, n), *cargs))]
+        if is_class:    # a class's __new__ reached as picklers reach it: the enum's member again
+            makers += [("NEWOBJ", g_(m, n) + t_(*cargs) + b"\x81"),
+                       ("copyreg.__newobj__", call(g_("copyreg", "__newobj__"), g_(m, n), *cargs)),
+                       ("copyreg.__newobj_ex__", call(g_("copyreg", "__newobj_ex__"), g_(m, n), t_(*cargs), b"}")),
+                       ("copyreg._reconstructor", call(g_("copyreg", "_reconstructor"), g_(m, n), g_(m, n), *cargs))]
+        for how, obj in makers:
+            for site, state in (("dict", d_(s_("_safepickle_rt"), const(1))),
+                                ("slots", t_(b"N", d_(s_("_safepickle_rt"), const(1))))):
+                p = tmp_path / ("shared_%d_%s_%s.pkl" % (k, how, site))
+                p.write_bytes(P(obj + state + b"b"))
+                check = ("getattr(getattr(__import__(%r, fromlist=['_']), %r)(*%r), '_safepickle_rt', None) == 1"
+                         % (m, n, tuple(args)))
+                items.append(("%s%r by %s via %s" % (key, tuple(args), how, site), str(p), check))
+    # one process per shape: a change made by one load must not answer the next one's check
+    for shape in sorted({x[0].split(" by ")[1] for x in items}):
+        _prove_and_refuse([x for x in items if x[0].endswith(" by " + shape)])
 
 
 def test_classes_of_data_objects_are_not_changed(tmp_path):
