@@ -1480,8 +1480,9 @@ static bool cl_callable_value(const spa_val *v) {
 static const char *cl_planted(const spa_val *st, int depth) {
     static const char *const names[] = {"__setstate__", "extend", "append", "add"};
     if (!st || depth > 2 || !st->u.seq.items) return NULL;
-    if (st->kind == SPA_V_TUPLE) { /* (dict state, slot state) */
-        for (uint32_t i = 0; i < st->n && i < 2; i++) {
+    if (st->kind == SPA_V_TUPLE) { /* (dict state, slot state); a partial's (func, args, kwds, dict):
+                                    * partial(Class, extend=f)() stores f as the instance's extend */
+        for (uint32_t i = 0; i < st->n && i < 4; i++) {
             const spa_val *x = st->u.seq.items[i];
             const char *r = x && x->kind == SPA_V_DICT ? cl_planted(x, depth + 1) : NULL;
             if (r) return r;

@@ -10,8 +10,10 @@ under the real loader without the preload, then must be refused by the scan and 
 - Names the unpickler looks up on the object it fills (BUILD: `__setstate__`,
   APPEND/APPENDS: `extend`/`append`, ADDITEMS: `add`; read from Lib/pickle.py), planted
   by an earlier BUILD in the instance dict, in the slot state, one dict deeper for a
-  class whose `__getattr__` reads its state (torch's Module `_modules`), or on the class
-  (`type(obj)`): the next opcode calls the planted callable with the stream's arguments.
+  class whose `__getattr__` reads its state (torch's Module `_modules`), on the class
+  (`type(obj)`), or as a keyword a partial binds for a constructor that stores it
+  (`partial(Namespace, extend=f)()`): the next opcode calls the planted callable with the
+  stream's arguments.
 - Shared objects: a data callable whose result the process shares (an enum member,
   `logging.getLogger`, `type(obj)`): BUILD on it changes the program, not a new object.
   Found by calling every `data` callable of the KB twice and comparing identities.
@@ -334,7 +336,7 @@ def test_unpickler_lookups_cannot_be_planted(tmp_path):
     lookups = _pickle_lookups()
     print("names the unpickler looks up:", lookups)
     assert {nm for _, nm in lookups} >= {"__setstate__", "append", "extend", "add"}, lookups
-    for site in ("dict", "slots", "getattr_dict", "class"):
+    for site in ("dict", "slots", "getattr_dict", "class", "partial_kwargs"):
         # one process per site: a plant on the class stays for the next loads
         _plant_site(tmp_path, lookups, site)
 
@@ -356,6 +358,9 @@ def _plant_site(tmp_path, lookups, site):
             elif site == "getattr_dict":
                 body = module + d_(s_("_parameters"), b"}", s_("_buffers"), b"}",
                                    s_("_modules"), d_(s_(nm), fn)) + b"b"
+            elif site == "partial_kwargs":   # partial(Namespace, NAME=fn)(): Namespace's __init__ sets it
+                part = call(g_("functools", "partial"), g_("argparse", "Namespace"))
+                body = call(part + t_(g_("argparse", "Namespace"), b")", d_(s_(nm), fn), b"N") + b"b")
             else:   # on the class itself: type(obj), then a fresh instance
                 body = (call(g_("builtins", "type"), ns) + t_(b"N", d_(s_(nm), fn)) + b"b" + b"0" + ns)
             p = tmp_path / ("plant_%d_%s_%s.pkl" % (k, site, what))
