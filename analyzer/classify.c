@@ -667,7 +667,9 @@ static bool cl_bound_method(const spa_val *ga, char *cm, size_t cmn, char *nm, s
     if (spa_target_is(&k, "copyreg", "__newobj__") || spa_target_is(&k, "copyreg", "__newobj_ex__") ||
         spa_target_is(&k, "copyreg", "_reconstructor"))
         spa_resolve(spa_val_item(obj->u.call.args, 0), &k, 0);
-    if (k.kind != SPA_T_GLOBAL || k.via_reflection) return false;
+    /* a class: a function's result (logging.getLogger(name)) is an object of a class the
+     * call does not name, whose methods the KB's module key does not describe */
+    if (k.kind != SPA_T_GLOBAL || k.via_reflection || !cl_classlike(k.name)) return false;
     spa_kbhit h;
     if (spa_kb_judge(k.module, k.name, &h) != SPA_KB_DATA || h.how == SPA_KBH_MODULE) return false;
     spa_fmt(cm, cmn, "%s", k.module);

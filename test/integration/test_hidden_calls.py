@@ -505,3 +505,26 @@ def test_bound_methods_that_act_are_references(tmp_path):
     allowed = [(n, v[p]) for n, p in paths if v[p][1] != "block"]
     print("%d references, %d allowed" % (len(paths), len(allowed)))
     assert not allowed, allowed[:20]
+
+
+def test_benign_bound_methods_stay_safe(tmp_path):
+    """Bound methods the real pickler writes as getattr(obj, 'name'): of a logger (an object
+    of a class getLogger does not name) and the reading methods of paths stay safe and
+    load under the preload (the bound-method rule above refused them at first)."""
+    make = r'''
+import collections, logging, pathlib, pickle, sys
+objs = {"logger": logging.getLogger("x").info, "exists": pathlib.Path(sys.argv[2]).exists,
+        "read_text": pathlib.PosixPath(sys.argv[2]).read_text, "joinpath": pathlib.PurePosixPath("a").joinpath,
+        "keys": collections.OrderedDict().keys}
+for k, v in objs.items():
+    open("%s/%s.pkl" % (sys.argv[1], k), "wb").write(pickle.dumps({"cb": v}, 4))
+'''
+    r = subprocess.run([PYTHON, "-c", make, str(tmp_path), str(tmp_path / "f")], env=clean_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    paths = sorted(str(p) for p in tmp_path.glob("*.pkl"))
+    v = _scan(paths)
+    bad = [(os.path.basename(p), v[p]) for p in paths if v[p][0] != "safe"]
+    assert not bad, bad
+    res = _load_all([(p, "") for p in paths], preload=True)
+    assert all(res[p][0] is None for p in paths), res
