@@ -1511,6 +1511,39 @@ static const char *cl_planted(const spa_val *st, int depth) {
     return NULL;
 }
 
+/* BUILD and the container opcodes applied to a non-literal target */
+static void cl_judge_state(const spa_ir *e, cl_judgement *j) {
+    const char *what = e->kind == SPA_IR_BUILD ? "BUILD" : "a container opcode";
+    const char *rule = e->kind == SPA_IR_BUILD ? "state.build_global" : "state.mutate_global";
+    char sh[300];
+    const char *pl;
+    spa_target t;
+    spa_resolve(e->target, &t, 0);
+    if (e->target && e->target->kind == SPA_V_GLOBAL) {
+        cl_set(j, SPA_VERDICT_MALICIOUS, rule, "%s modifies the global %s.%s itself (module state poisoning)", what,
+               e->target->u.g.module ? e->target->u.g.module : "?", e->target->u.g.name ? e->target->u.g.name : "?");
+    } else if (t.kind == SPA_T_MODULE || t.kind == SPA_T_SYSMODULES ||
+               (t.via_reflection && (t.kind == SPA_T_GLOBAL || t.kind == SPA_T_METHOD))) {
+        char ts[300];
+        cl_target_str(ts, sizeof ts, &t);
+        cl_set(j, SPA_VERDICT_MALICIOUS, rule, "%s modifies %s, reached through reflection (module state poisoning)",
+               what, ts);
+    } else if (cl_shared_result(e->target, sh, sizeof sh)) {
+        cl_set(j, SPA_VERDICT_MALICIOUS, rule,
+               "%s modifies the object %s() returns, which the process shares (an enum member, a "
+               "cached object, a class)", what, sh);
+    } else if (e->kind == SPA_IR_BUILD && (pl = cl_planted(e->arg, 0)) != NULL) {
+        cl_set(j, SPA_VERDICT_MALICIOUS, "state.build_method",
+               "BUILD stores a callable as the attribute %s, which the unpickler looks up on the object "
+               "and calls with the stream's arguments", pl);
+    } else if (e->opcode == SPA_OP_ADDITEMS) {
+        /* picklers write ADDITEMS only onto the set EMPTY_SET made: onto anything
+         * else it calls that object's add */
+        cl_set(j, SPA_VERDICT_MALICIOUS, "state.build_method",
+               "ADDITEMS calls the add attribute of an object that is not a set the stream made");
+    }
+}
+
 static void cl_stream(cl_ctx *c, uint32_t si) {
     if (c->sstate[si]) return;
     c->sstate[si] = 1;
@@ -1577,39 +1610,10 @@ static void cl_stream(cl_ctx *c, uint32_t si) {
             }
             break;
         case SPA_IR_BUILD:
-        case SPA_IR_MUTATE: {
-            const char *what = e->kind == SPA_IR_BUILD ? "BUILD" : "a container opcode";
-            char sh[300];
-            const char *pl;
-            spa_target t;
-            spa_resolve(e->target, &t, 0);
+        case SPA_IR_MUTATE:
             if (used) cl_collect(e->target, used, &nused, cap, 0);
-            if (e->target && e->target->kind == SPA_V_GLOBAL) {
-                cl_set(&j, SPA_VERDICT_MALICIOUS, e->kind == SPA_IR_BUILD ? "state.build_global" : "state.mutate_global",
-                       "%s modifies the global %s.%s itself (module state poisoning)", what,
-                       e->target->u.g.module ? e->target->u.g.module : "?", e->target->u.g.name ? e->target->u.g.name : "?");
-            } else if (t.kind == SPA_T_MODULE || t.kind == SPA_T_SYSMODULES ||
-                       (t.via_reflection && (t.kind == SPA_T_GLOBAL || t.kind == SPA_T_METHOD))) {
-                char ts[300];
-                cl_target_str(ts, sizeof ts, &t);
-                cl_set(&j, SPA_VERDICT_MALICIOUS, e->kind == SPA_IR_BUILD ? "state.build_global" : "state.mutate_global",
-                       "%s modifies %s, reached through reflection (module state poisoning)", what, ts);
-            } else if (cl_shared_result(e->target, sh, sizeof sh)) {
-                cl_set(&j, SPA_VERDICT_MALICIOUS, e->kind == SPA_IR_BUILD ? "state.build_global" : "state.mutate_global",
-                       "%s modifies the object %s() returns, which the process shares (an enum member, a "
-                       "cached object, a class)", what, sh);
-            } else if (e->kind == SPA_IR_BUILD && (pl = cl_planted(e->arg, 0)) != NULL) {
-                cl_set(&j, SPA_VERDICT_MALICIOUS, "state.build_method",
-                       "BUILD stores a callable as the attribute %s, which the unpickler looks up on the object "
-                       "and calls with the stream's arguments", pl);
-            } else if (e->opcode == SPA_OP_ADDITEMS) {
-                /* picklers write ADDITEMS only onto the set EMPTY_SET made: onto anything
-                 * else it calls that object's add */
-                cl_set(&j, SPA_VERDICT_MALICIOUS, "state.build_method",
-                       "ADDITEMS calls the add attribute of an object that is not a set the stream made");
-            }
+            cl_judge_state(e, &j);
             break;
-        }
         case SPA_IR_DISCARD: {
             const spa_val *v = e->target;
             if (v && v->kind == SPA_V_CALL && v->u.call.ir < s->n_ir && c->callsev &&
