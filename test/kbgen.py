@@ -25,8 +25,8 @@ analyzer/kb/reexport.tsv lists every callable bound under a module the KB judges
 wholesale (numpy, pandas, decimal, ...) but defined where the KB judges it otherwise
 (`@reexport numpy.lib:save numpy:save`), found by importing those modules and asking the
 built CLI ($SAFEPICKLE_BUILD/safepickle, default build/) for the verdict of a call of each
-definition; the KB judges such a name as its definition. --check compares it too when
-the CLI is built.
+definition; the KB judges such a name as its definition. --check compares it too (and
+exits 2 when the CLI is not built). test/integration/test_kb_tables.py runs --check.
 """
 import os
 import sys
@@ -287,13 +287,17 @@ def main(argv):
             print("modattr.tsv lacks %d module-valued attributes, e.g. %s"
                   % (len(want - have), sorted(want - have)[:5]))
             return 1
-    if os.path.exists(REEXPORT) and os.path.exists(CLI):
+    if os.path.exists(REEXPORT):
+        if not os.path.exists(CLI):
+            print("cannot check reexport.tsv: no built CLI at %s (make build, or set SAFEPICKLE_BUILD)" % CLI)
+            return 2
         have = {tuple(l.rstrip("\n").split("\t")[1:3]) for l in open(REEXPORT, encoding="utf-8")
                 if l.startswith("@reexport\t")}
         want = {("%s:%s" % (m, a), "%s:%s" % (c, q)) for m, a, c, q in reexports(CLI)}
         if want - have:
             print("reexport.tsv lacks %d re-exported callables, e.g. %s" % (len(want - have), sorted(want - have)[:5]))
             return 1
+        print("reexport.tsv: all %d re-exports the CLI judges other than data are listed" % len(want))
     if miss:
         print("not covered (%d of %d): %s" % (len(miss), total, " ".join(miss)))
         return 1
