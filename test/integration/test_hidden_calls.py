@@ -161,6 +161,12 @@ def resolve(key):
         return o
     except BaseException:
         return None
+def classes(keys):
+    """(key, class) for the keys that name a Python class"""
+    for key in keys:
+        f = resolve(key)
+        if isinstance(f, type):
+            yield key, f
 '''
 
 # every data callable, with a counting callable at each position of 1-3 arguments and
@@ -239,10 +245,7 @@ print(json.dumps(out))
 # and builds from no arguments: type(Class()) is that class
 ENUM_CLASSES = RESOLVE + r'''
 out = []
-for key in json.loads(sys.argv[1]):
-    f = resolve(key)
-    if not isinstance(f, type):
-        continue
+for key, f in classes(json.loads(sys.argv[1])):
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             o = f()
@@ -445,10 +448,7 @@ def tree(d):
             out.add((q, st.st_size, st.st_mode, st.st_mtime_ns))
     return out
 out = []
-for key in json.loads(sys.argv[1]):
-    f = resolve(key)
-    if not isinstance(f, type):
-        continue
+for key, f in classes(json.loads(sys.argv[1])):
     try:
         names = [n for n in dir(f) if not n.startswith("_") and callable(getattr(f, n, None))]
     except BaseException:

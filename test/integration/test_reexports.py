@@ -20,6 +20,8 @@ from conftest import LIB, PYTHON, clean_env, run_cli
 HERE = os.path.dirname(os.path.abspath(__file__))
 KB = [os.path.join(HERE, "..", "..", "analyzer", "kb", f) for f in ("stdlib.tsv", "ml.tsv")]
 
+# Deliberately not test/kbgen.py's reexports(), though the walk is alike: this is the
+# oracle that reexport.tsv (which kbgen writes) is checked against.
 ENUM = r'''
 import contextlib, importlib, io, json, sys, types, warnings
 warnings.simplefilter("ignore")
