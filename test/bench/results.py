@@ -4,9 +4,11 @@ the READMEs link to. Each script owns one section, between <!-- bench:NAME --> a
 
     write_section(name, body, stamp=False, path=RESULTS)  body becomes section NAME
     read_section(name, path=RESULTS) -> str or None       a section's body (to merge rows)
+    lib_digest(path) -> str                                how a section names the library it measured
 
 From a shell (results.sh): `python3 results.py NAME [--stamp] < body.md`."""
 import datetime
+import hashlib
 import os
 import re
 import sys
@@ -26,6 +28,12 @@ def read_section(name, path=RESULTS):
         return None
     m = _pat(name).search(open(path).read())
     return m.group(1) if m else None
+
+
+def lib_digest(path):
+    """The first 16 hex digits of the file's SHA-256: the library a figure is for."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 def write_section(name, body, stamp=False, path=RESULTS):

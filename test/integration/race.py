@@ -37,6 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from conftest import BUILD, LIB, PYTHON, clean_env  # noqa: E402
 
+sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+from results import lib_digest, write_section  # noqa: E402  (the one writer of results.md)
+
 LOADERS = ("pickle", "torch", "joblib", "pandas")
 MODES = ("inplace", "truncate", "rename", "append", "mmap")
 LAYERS = ("both", "file")
@@ -218,9 +221,7 @@ CONFIGS = [(lo, mo, la) for lo in LOADERS for mo in MODES for la in LAYERS]
 
 def lib_id():
     """The library the counts are for: results of another build are not resumed."""
-    import hashlib
-    with open(LIB, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+    return lib_digest(LIB)
 
 
 def read_state(path, lib):
@@ -284,8 +285,6 @@ def report(state, target, lib, results=None):
     print("total: %d racing loads, %d payloads; %d of %d configurations short of %d loads (library %s, state %s)" % (
         total, bad, short, len(CONFIGS), target, lib, state))
     if results:
-        sys.path.insert(0, os.path.join(HERE, "..", "bench"))
-        from results import write_section
         write_section("race", "\n".join([
             "## Writers racing loaders (`make race`, then `make race-report`; test/integration/race.py)", "",
             "Each configuration: a writer process flips the file between a benign and a malicious version "

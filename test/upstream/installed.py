@@ -19,7 +19,7 @@ import sysconfig
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))
-from results import write_section  # noqa: E402  (the one writer of results.md)
+from results import lib_digest, write_section  # noqa: E402  (the one writer of results.md)
 
 
 def shipped_files():
@@ -97,8 +97,7 @@ def main():
     for p in refused:
         print("  REFUSED " + p)
     if not a.sample:
-        import hashlib
-        lib = hashlib.sha256(open(a.preload, "rb").read()).hexdigest()[:16]
+        lib = lib_digest(a.preload)
         write_section("installed", "\n".join([
             "## Every installed file (`make installed-files`, test/upstream/installed.py)", "",
             "Every regular file the installed Debian packages list (/var/lib/dpkg/info/*.list) and every file "
