@@ -245,6 +245,25 @@ def read_state(path, lib):
     return tot
 
 
+def recovered(path, lib):
+    """{source: loads} of this library's records that carry a `recovered` field:
+    counts that were not run against this state file but carried into it from
+    an earlier record (a state file lost with its machine, re-entered from the
+    results.md section its report wrote). The report names them."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r.get("lib") == lib and r.get("recovered"):
+                out[r["recovered"]] = out.get(r["recovered"], 0) + r["loads"]
+    return out
+
+
 def append_state(path, rec):
     """One chunk's counts, one line, one write (shards may share the file)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -284,6 +303,11 @@ def report(state, target, lib, results=None):
                  t["other_errors"], t["payloads"])))
     print("total: %d racing loads, %d payloads; %d of %d configurations short of %d loads (library %s, state %s)" % (
         total, bad, short, len(CONFIGS), target, lib, state))
+    carried = recovered(state, lib)
+    for src, n in sorted(carried.items()):
+        print("  of which %d loads carried from %s" % (n, src))
+    note = "".join(" Of these, %d loads were carried into the state file from %s." % (n, src)
+                   for src, n in sorted(carried.items()))
     if results:
         write_section("race", "\n".join([
             "## Writers racing loaders (`make race`, then `make race-report`; test/integration/race.py)", "",
@@ -291,8 +315,8 @@ def report(state, target, lib, results=None):
             "of the same size while a loader process under the preload loads it again and again "
             "(test/README.md, \"The race target\"). `payloads`: marker lines the malicious version wrote. "
             "Total: %d racing loads, **%d payloads**; %d of %d configurations short of %d loads. "
-            "Library sha256 %s... (the counts of another build are not summed)." % (
-                total, bad, short, len(CONFIGS), target, lib), ""] + md), stamp=True, path=results)
+            "Library sha256 %s... (the counts of another build are not summed).%s" % (
+                total, bad, short, len(CONFIGS), target, lib, note), ""] + md), stamp=True, path=results)
     return 1 if bad else 2 if short else 0
 
 
