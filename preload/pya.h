@@ -66,6 +66,7 @@ bool pya_is_library_file(const char *file);
 spp_pyobj *pya_find_anchor(void);
 bool pya_is_import_frame(const pya_where *w);
 void pya_import_frame_name(spp_pyobj *f, char *buf, size_t n);
+bool pya_import_by_unpickler(bool import_event);
 
 /* ---------------------------------------------------------------- scope (pya_scope.c) */
 typedef struct pya_tls {
@@ -114,6 +115,7 @@ void pya_bytes_install(const char *trigger); /* "pickle", "_pickle" or NULL */
 bool pya_bytes_installed(void);
 bool pya_bytes_c_done(void); /* _pickle's entry points are wrapped (or could not be) */
 void pya_bytes_python_again(void); /* a later interpreter's `import pickle`: wrap its pickle._Unpickler */
+int pya_bytes_python_replaced(void); /* a find_class outside every wrapped load: pickle._Unpickler replaced? */
 
 /* ---------------------------------------------------------------- report (pya_report.c) */
 int pya_decide(spa_action act, spa_verdict v, const char *what, const char *event,

@@ -344,10 +344,11 @@ static bool pyb_plain_file(spp_pyobj *o) {
  * (test_layer2_wrappers.py). Its chain of wrapped files (fileobj, _fp, _file,
  * file, f, raw) is followed down to a plain file of fd, whose own position must
  * be 0 (nothing of the stream read yet, so it starts at the file's start);
- * with no such chain, fd's offset must be 0. */
-static bool pyb_reads_from_start(spp_pyobj *f, int fd) {
+ * with no such chain, fd's offset must be 0. plain: pyb_plain_file(f), which
+ * the caller has already asked. */
+static bool pyb_reads_from_start(spp_pyobj *f, int fd, bool plain) {
     static const char *const attrs[] = {"fileobj", "_fp", "_file", "file", "f", "raw"};
-    if (pyb_plain_file(f)) return true;
+    if (plain) return true;
     spp_pyobj *o = f;
     py_Py_IncRef(o);
     for (int depth = 0; depth < 8; depth++) {
@@ -402,8 +403,9 @@ static pyb_kind pyb_judge_file(spp_pyobj *f, const char *call, bool one, bool st
      * to the file's absolute start). Not for an unpickler that keeps its file
      * (stream_ok false): it is read ahead and pinned, as any seekable object. */
     int fd = pyb_regular_fd(f);
-    bool from_start = fd >= 0 && pyb_reads_from_start(f, fd);
-    if (fd >= 0 && stream_ok && (!from_start || (pos != 0 && !pyb_plain_file(f)))) return PYB_STREAM;
+    bool plain = fd >= 0 && pyb_plain_file(f);
+    bool from_start = fd >= 0 && pyb_reads_from_start(f, fd, plain);
+    if (fd >= 0 && stream_ok && (!from_start || (pos != 0 && !plain))) return PYB_STREAM;
     /* Layer 1 judged the file from its first byte, as an unpickler reads it
      * from there: its verdict stands for a load that starts at 0. A load
      * that starts elsewhere (a seek to an offset, a pickle after another
@@ -1447,8 +1449,8 @@ static atomic_int pyb_py_state; /* 0 not yet, 1 patched, 2 not patchable */
 
 /* Wrap this interpreter's pickle._Unpickler.load, if its pickle module is
  * loaded and the class does not hold the wrapper yet (an instancemethod
- * there is ours: the class's own load is a plain function). 1 wrapped now
- * or before, 0 no pickle module yet, -1 not patchable. */
+ * there is ours: the class's own load is a plain function). 2 wrapped now,
+ * 1 wrapped before, 0 no pickle module yet, -1 not patchable. */
 static int pyb_patch_python_here(void) {
     spp_pyobj *name = py_PyUnicode_FromString("pickle");
     spp_pyobj *mod = name ? py_PyImport_GetModule(name) : NULL;
@@ -1469,7 +1471,7 @@ static int pyb_patch_python_here(void) {
     spp_pyobj *all[] = {cls, dict, orig, inner, fn, meth};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i]) py_Py_DecRef(all[i]);
-    return ok ? 1 : -1;
+    return !ok ? -1 : done ? 1 : 2;
 }
 
 static void pyb_say_python_unwrapped(void) {
@@ -1499,6 +1501,30 @@ void pya_bytes_python_again(void) {
     if (pk) py_Py_DecRef(pk);
     py_PyErr_Clear();
     if (pyb_patch_python_here() < 0) pyb_say_python_unwrapped();
+}
+
+/* A pickle.find_class outside every wrapped load, once pickle._Unpickler was
+ * wrapped: the class may have been replaced since. importlib.reload(pickle)
+ * runs the module body again with no import event after the new class
+ * exists, and pure-Python loads (pickle._loads, pickle._Unpickler and its
+ * subclasses made after the reload) then ran with their bytes unjudged. The
+ * new class is wrapped for the loads that follow; the load in progress,
+ * whose bytes nobody judged, is refused (-1, exception set) as unscannable
+ * (test_layer2_subinterpreters.py, test_pickle_reloaded). */
+int pya_bytes_python_replaced(void) {
+    if (atomic_load(&pyb_py_state) != 1) return 0;
+    int r = pyb_patch_python_here();
+    if (r < 0) pyb_say_python_unwrapped();
+    if (r != 2) return 0;
+    const spa_policy *pol = spp_policy();
+    spa_action act = pol ? spa_policy_act(pol, SPA_ACT_BLOCK) : SPA_ACT_BLOCK;
+    static const spa_reason why = {SPA_VERDICT_UNSCANNABLE, "runtime.unwrapped",
+                                   "pickle._Unpickler was replaced after layer 2 wrapped it (importlib.reload(pickle)?): "
+                                   "the bytes of this load were not judged; later loads are",
+                                   "<stream>", 0};
+    return pya_report_bytes(act, SPA_VERDICT_UNSCANNABLE, "pickle._Unpickler.load", &why, 1, NULL, false, false) < 0
+               ? -1
+               : 0;
 }
 
 /* ================================================================ install */

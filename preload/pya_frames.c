@@ -185,3 +185,75 @@ bool pya_is_import_frame(const pya_where *w) {
 /* The module a `_find_and_load(name, import_)` frame is importing (its first
  * argument, read from the frame's locals). */
 void pya_import_frame_name(spp_pyobj *f, char *buf, size_t n) { pya_frame_str(f, "f_locals", "name", buf, n); }
+
+/* A frame of the import machinery between an import's caller and its
+ * _find_and_load: importlib.import_module and the frozen bootstrap. */
+static bool pya_is_importlib_frame(const pya_where *w) {
+    return strncmp(w->file, "<frozen importlib.", 18) == 0 || pya_ends_with(w->file, "/importlib/__init__.py");
+}
+
+/* Is a find_class frame a method of an unpickler: is the type of its `self` a
+ * subclass of the C unpickler (_pickle.Unpickler) or the stdlib's pure-Python
+ * one (pickle._Unpickler)? By the type's MRO (not isinstance, which asks the
+ * object's own __class__): a pickle gets such an object only by constructing
+ * an unpickler, itself code_exec to the KB. */
+static bool pya_self_is_unpickler(spp_pyobj *f) {
+    static const char *const cls[][2] = {{"_pickle", "Unpickler"}, {"pickle", "_Unpickler"}};
+    spp_pyobj *loc = pya_getattr(f, "f_locals");
+    spp_pyobj *obj = loc ? py_PyMapping_GetItemString(loc, "self") : NULL;
+    spp_pyobj *self = obj ? py_PyObject_Type(obj) : NULL;
+    py_PyErr_Clear();
+    bool yes = false;
+    for (size_t i = 0; self && !yes && i < sizeof cls / sizeof cls[0]; i++) {
+        spp_pyobj *name = py_PyUnicode_FromString(cls[i][0]);
+        spp_pyobj *mod = name ? py_PyImport_GetModule(name) : NULL; /* no import */
+        if (name) py_Py_DecRef(name);
+        spp_pyobj *c = mod && !pya_is_none(mod) ? pya_getattr(mod, cls[i][1]) : NULL;
+        if (mod) py_Py_DecRef(mod);
+        py_PyErr_Clear();
+        if (c) {
+            yes = py_PyObject_IsSubclass(self, c) == 1;
+            py_PyErr_Clear();
+            py_Py_DecRef(c);
+        }
+    }
+    spp_pyobj *all[] = {self, obj, loc};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]) py_Py_DecRef(all[i]);
+    return yes;
+}
+
+/* Does the current event belong to an import that an unpickler's own
+ * find_class override started: `importlib.import_module(module)` or
+ * `__import__(module)` of the module a global names, the way pickle's own
+ * find_class imports it (which announces it with its `pickle.find_class`
+ * event; an override that does not call it raises none)? True when, walking
+ * up, the outermost import's caller (past importlib's own frames) is a
+ * `find_class` method of an unpickler instance. import_event: the event is the
+ * `import` event that `__import__` raises before any import frame exists.
+ * The names were judged with the bytes (layer 1 or bytes first); what runs is
+ * the body of an installed module, as with pickle's own find_class. */
+bool pya_import_by_unpickler(bool import_event) {
+    spp_pyobj *f = py_PyEval_GetFrame();
+    if (!f) return false;
+    py_Py_IncRef(f);
+    bool importing = import_event, yes = false;
+    for (int i = 0; f && f != pya_t.anchor && i < SPP_PYA_MAX_FRAMES; i++) { /* not past the load's caller */
+        pya_where w;
+        pya_describe(f, &w);
+        if (pya_is_import_frame(&w)) {
+            importing = true;
+        } else if (importing && !pya_is_importlib_frame(&w)) {
+            if (strcmp(w.func, "find_class") == 0 && pya_self_is_unpickler(f)) {
+                yes = true;
+                break;
+            }
+            importing = false; /* an import some other code started: an outer one may still be find_class's */
+        }
+        spp_pyobj *b = pya_back(f);
+        py_Py_DecRef(f);
+        f = b;
+    }
+    if (f) py_Py_DecRef(f);
+    return yes;
+}

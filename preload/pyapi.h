@@ -105,6 +105,7 @@ typedef int (*spp_py_audit_hook)(const char *event, spp_pyobj *args, void *ud);
     X(spp_pyobj *, PyLong_FromLongLong, (long long), 1)                             \
     X(spp_pyobj *, PyDict_New, (void), 1)                                           \
     X(spp_pyobj *, PyObject_Type, (spp_pyobj *), 1)                                 \
+    X(int, PyObject_IsSubclass, (spp_pyobj *, spp_pyobj *), 1)                      \
     X(spp_pyobj *, PyObject_Call, (spp_pyobj *, spp_pyobj *, spp_pyobj *), 1)       \
     X(spp_pyobj *, PyCapsule_New, (void *, const char *, void (*)(spp_pyobj *)), 1) \
     X(void *, PyCapsule_GetPointer, (spp_pyobj *, const char *), 1)                 \

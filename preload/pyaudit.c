@@ -109,6 +109,17 @@ static int pya_hook(const char *ev, spp_pyobj *args, void *ud) {
                 errno = saved;
             }
         }
+    } else if (fc && spp_l2.in_load == 0) {
+        /* pickle._Unpickler replaced after it was wrapped (importlib.reload) */
+        const spa_policy *pp = spp_policy();
+        if (pp && pp->layer_audit_hook && pp->mode != SPA_MODE_OFF && !py_PyErr_Occurred()) {
+            int saved = errno;
+            t->busy = 1;
+            int rc = pya_bytes_python_replaced();
+            t->busy = 0;
+            errno = saved;
+            if (rc < 0) return -1;
+        }
     } else if (!fc && ev[0] == 'i' && strcmp(ev, "import") == 0) {
         /* a sub-interpreter's own pickle module (pya_bytes_python_again) */
         char mod[8];

@@ -106,3 +106,97 @@ def test_gadget_code_and_imports_still_refused(tmp_path, pyc):
         r = _load(site, data, preload=True)
         assert not marker.exists(), name
         assert b"REFUSED" in r.stdout and b"safepickle: blocked" in r.stderr, (name, r.stdout, r.stderr[-1500:])
+
+
+# An unpickler whose find_class override imports the global's module itself, as
+# renaming and allow-list unpicklers do, raises no pickle.find_class event: nothing
+# announced its import, and the import machinery's marshal.loads/exec of the module
+# were refused (a benign load failed under the preload only).
+FIND_CLASS_LOAD = textwrap.dedent("""
+    import importlib, io, pickle, sys
+    sys.path.insert(0, %r)
+    how, src = sys.argv[1], sys.argv[2]
+    class Own(pickle.Unpickler):
+        def find_class(self, module, name):
+            if how == "dunder":
+                __import__(module)
+                return getattr(sys.modules[module], name)
+            return getattr(importlib.import_module(module), name)
+    class Kept(Own):             # keeps its file: names and behaviour decide, no bytes first
+        def __init__(self, f):
+            super().__init__(f)
+            self.f = f
+    try:
+        if src == "file":
+            with open(sys.argv[3], "rb") as f:
+                o = Own(f).load()
+        else:
+            o = Kept(sys.stdin.buffer).load()
+        print('LOADED', type(o).__name__)
+    except Exception as e:
+        print('REFUSED', type(e).__name__, e)
+""")
+
+
+def _own_load(site, how, src, data, path, preload):
+    e = clean_env()
+    if preload:
+        e["LD_PRELOAD"] = LIB
+    return subprocess.run([PYTHON, "-c", FIND_CLASS_LOAD % str(site), how, src, str(path)], input=data, env=e,
+                          capture_output=True, timeout=300)
+
+
+@pytest.mark.parametrize("pyc", [True, False], ids=["pyc", "source"])
+@pytest.mark.parametrize("how", ["import_module", "dunder"])
+@pytest.mark.parametrize("src", ["file", "pipe"])
+def test_find_class_override_import_passes(tmp_path, pyc, how, src):
+    site = _site(tmp_path, pyc)
+    data = spgen.Asm(3).global_("outerlib", "Record").mark().push(7).tuple_().reduce().stop()
+    path = tmp_path / "record.pkl"
+    path.write_bytes(data)
+    r = _own_load(site, how, src, data, path, preload=False)
+    assert b"LOADED Record" in r.stdout, r.stderr
+    r = _own_load(site, how, src, data, path, preload=True)
+    assert b"LOADED Record" in r.stdout, (r.stdout, r.stderr[-2000:])
+    assert b"safepickle: blocked" not in r.stderr
+
+
+@pytest.mark.parametrize("pyc", [True, False], ids=["pyc", "source"])
+def test_find_class_of_a_non_unpickler_still_refused(tmp_path, pyc):
+    """The leniency is for an unpickler's own find_class (its self an Unpickler): a
+    gadget that reaches a method named find_class on any other object and imports a
+    module nothing announced is refused as before."""
+    site = _site(tmp_path, pyc)
+    marker = tmp_path / "PAYLOAD_RAN"
+    (site / "evilplugin.py").write_text("open(%r, 'w').write('x')\nx = 1\n" % str(marker))
+    (site / "finders.py").write_text(
+        "import importlib\n"
+        "class Finder:\n    def find_class(self, module, name):\n"
+        "        return getattr(importlib.import_module(module), name)\n"
+        "def find(module):\n    return Finder().find_class(module, 'x')\n")
+    if pyc:
+        assert compileall.compile_dir(str(site), quiet=1)
+    data = spgen.Asm(3).global_("finders", "find").mark().push("evilplugin").tuple_().reduce().stop()
+    r = _load(site, data, preload=False)
+    assert marker.exists(), (r.stdout, r.stderr)   # the payload is real
+    marker.unlink()
+    r = _load(site, data, preload=True)
+    assert not marker.exists()
+    assert b"REFUSED" in r.stdout and b"safepickle: blocked" in r.stderr, (r.stdout, r.stderr[-1500:])
+
+
+def test_binary_argument_named_by_size(tmp_path):
+    """A refused event whose argument is binary data (marshal.loads' code) names it
+    by its size in the message, not as a line of '?'."""
+    site = _site(tmp_path, True)
+    marker = tmp_path / "PAYLOAD_RAN"
+    (site / "blobs.py").write_text("import marshal\ndef value_of(b):\n    return eval(marshal.loads(b))\n")
+    code = marshal.dumps(compile("open(%r, 'w').write('x')" % str(marker), "<payload>", "exec"))
+    data = spgen.Asm(3).global_("blobs", "value_of").mark().push(code).tuple_().reduce().stop()
+    r = _load(site, data, preload=False)
+    assert marker.exists(), (r.stdout, r.stderr)   # the payload is real
+    marker.unlink()
+    r = _load(site, data, preload=True)
+    assert not marker.exists()
+    assert b"REFUSED" in r.stdout, (r.stdout, r.stderr[-1500:])
+    assert b"marshal.loads(<%d bytes>)" % len(code) in r.stderr, r.stderr[-1500:]

@@ -117,3 +117,43 @@ def test_pickle_imported_again(tmp_path):
         out[preload] = (r.stdout.split(), r.stderr)
     assert out[False][0] == ["loaded", "wrote", "True"], out[False]
     assert out[True][0] == ["error", "SafePickleBlocked", "wrote", "False"], out[True]
+
+
+RELOADED = r"""
+import importlib, io, os, pickle, sys
+victim, blob = sys.argv[1], bytes.fromhex(sys.argv[2])
+fd = os.open(victim, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.dup2(fd, 100)
+importlib.reload(pickle)            # the module body again: a new pickle._Unpickler, no import event after it
+benign = pickle.dumps(["w", 1.5, importlib.import_module("collections").OrderedDict(a=1)], protocol=2)
+for what, data in (("evil", blob), ("evil2", blob), ("benign", benign)):
+    try:
+        pickle._Unpickler(io.BytesIO(data)).load()
+        print(what, "loaded")
+    except Exception as e:
+        print(what, "error", type(e).__name__)
+    print(what + ".size", os.fstat(100).st_size)   # 5 more for each payload that wrote (no write of ours here)
+"""
+
+
+def test_pickle_reloaded(tmp_path):
+    """importlib.reload(pickle) makes a new pickle._Unpickler with no import event
+    after it: it ran unwrapped (the reflective write went through with both layers
+    on). Now the first find_class of a load outside every wrapped load wraps the new
+    class and refuses that load (its bytes were not judged); later loads are judged
+    by their bytes, and a benign one loads."""
+    module, cls, osname = reflective_classes(1)[0]
+    blob = bytes(reflective_write_pickle(module, cls, osname, 100, b"PWNED"))
+    out = {}
+    for preload in (False, True):
+        e = clean_env(LD_PRELOAD=LIB) if preload else clean_env()
+        r = subprocess.run([PYTHON, "-c", RELOADED, str(tmp_path / "victim"), blob.hex()], env=e,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out[preload] = ({k: v for k, _, v in (ln.partition(" ") for ln in r.stdout.splitlines())}, r.stderr)
+    plain, (pre, err) = out[False][0], out[True]
+    assert plain == {"evil": "loaded", "evil.size": "5", "evil2": "loaded", "evil2.size": "10",
+                     "benign": "loaded", "benign.size": "10"}, plain
+    assert pre == {"evil": "error SafePickleBlocked", "evil.size": "0", "evil2": "error SafePickleBlocked",
+                   "evil2.size": "0", "benign": "loaded", "benign.size": "0"}, (pre, err[-3000:])
+    assert "pickle._Unpickler was replaced" in err, err[-3000:]
