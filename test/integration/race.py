@@ -224,24 +224,30 @@ def lib_id():
     return lib_digest(LIB)
 
 
-def read_state(path, lib):
-    """Per configuration, the sums of the chunks recorded in the state file for
-    this library: {(loader, mode, layers): {"loads", "ok", "refused", "other_errors", "payloads"}}."""
-    tot = {}
+def _records(path, lib):
+    """The state file's records for this library, in order (a line cut by a kill
+    is skipped: that chunk runs again)."""
     if not os.path.exists(path):
-        return tot
+        return
     with open(path) as f:
         for line in f:
             try:
                 r = json.loads(line)
             except ValueError:
-                continue                      # a line cut by a kill: that chunk runs again
-            if r.get("lib") != lib:
                 continue
-            t = tot.setdefault((r["loader"], r["mode"], r["layers"]),
-                               {"loads": 0, "ok": 0, "refused": 0, "other_errors": 0, "payloads": 0})
-            for k in t:
-                t[k] += r[k]
+            if r.get("lib") == lib:
+                yield r
+
+
+def read_state(path, lib):
+    """Per configuration, the sums of the chunks recorded in the state file for
+    this library: {(loader, mode, layers): {"loads", "ok", "refused", "other_errors", "payloads"}}."""
+    tot = {}
+    for r in _records(path, lib):
+        t = tot.setdefault((r["loader"], r["mode"], r["layers"]),
+                           {"loads": 0, "ok": 0, "refused": 0, "other_errors": 0, "payloads": 0})
+        for k in t:
+            t[k] += r[k]
     return tot
 
 
@@ -251,16 +257,9 @@ def recovered(path, lib):
     an earlier record (a state file lost with its machine, re-entered from the
     results.md section its report wrote). The report names them."""
     out = {}
-    if not os.path.exists(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r.get("lib") == lib and r.get("recovered"):
-                out[r["recovered"]] = out.get(r["recovered"], 0) + r["loads"]
+    for r in _records(path, lib):
+        if r.get("recovered"):
+            out[r["recovered"]] = out.get(r["recovered"], 0) + r["loads"]
     return out
 
 
