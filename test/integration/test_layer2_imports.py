@@ -130,7 +130,9 @@ FIND_CLASS_LOAD = textwrap.dedent("""
         if src == "file":
             with open(sys.argv[3], "rb") as f:
                 o = Own(f).load()
-        else:
+        elif src == "bytes":     # read ahead, judged and pinned
+            o = Kept(io.BytesIO(sys.stdin.buffer.read())).load()
+        else:                    # a pipe it keeps: nothing judged its bytes
             o = Kept(sys.stdin.buffer).load()
         print('LOADED', type(o).__name__)
     except Exception as e:
@@ -148,7 +150,7 @@ def _own_load(site, how, src, data, path, preload):
 
 @pytest.mark.parametrize("pyc", [True, False], ids=["pyc", "source"])
 @pytest.mark.parametrize("how", ["import_module", "dunder"])
-@pytest.mark.parametrize("src", ["file", "pipe"])
+@pytest.mark.parametrize("src", ["file", "bytes"])
 def test_find_class_override_import_passes(tmp_path, pyc, how, src):
     site = _site(tmp_path, pyc)
     data = spgen.Asm(3).global_("outerlib", "Record").mark().push(7).tuple_().reduce().stop()
@@ -200,3 +202,23 @@ def test_binary_argument_named_by_size(tmp_path):
     assert not marker.exists()
     assert b"REFUSED" in r.stdout, (r.stdout, r.stderr[-1500:])
     assert b"marshal.loads(<%d bytes>)" % len(code) in r.stderr, r.stderr[-1500:]
+
+
+@pytest.mark.parametrize("how", ["import_module", "dunder"])
+def test_find_class_override_import_of_unjudged_bytes_still_refused(tmp_path, how):
+    """The leniency needs the load's bytes judged (layer 1 or bytes first), as the
+    name check's does: an unpickler that keeps a pipe is judged by names and
+    behaviour, and its own find_class raises no `pickle.find_class` event, so no name
+    check saw the global. A module body it imports then is not trusted: here one
+    with an effect (a marker file) runs without the preload and is refused with it."""
+    site = _site(tmp_path, True)
+    marker = tmp_path / "PAYLOAD_RAN"
+    (site / "sideeffect.py").write_text("open(%r, 'w').write('x')\nx = 1\n" % str(marker))
+    assert compileall.compile_dir(str(site), quiet=1)
+    data = spgen.Asm(3).global_("sideeffect", "x").stop()
+    r = _own_load(site, how, "pipe", data, tmp_path / "unused", preload=False)
+    assert marker.exists() and b"LOADED int" in r.stdout, (r.stdout, r.stderr)   # the body is real
+    marker.unlink()
+    r = _own_load(site, how, "pipe", data, tmp_path / "unused", preload=True)
+    assert not marker.exists(), (r.stdout, r.stderr[-1500:])
+    assert b"REFUSED" in r.stdout and b"safepickle: blocked" in r.stderr, (r.stdout, r.stderr[-1500:])
