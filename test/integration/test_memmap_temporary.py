@@ -93,7 +93,10 @@ def _ltm(path, mode, unlink, extra=(), n=None):
 
 
 PARALLEL = textwrap.dedent("""
-    import json, numpy as np
+    import faulthandler, json, sys, numpy as np
+    # a hang (seen once in a CI run beside a race run: the 300 s timeout with no output)
+    # leaves the step it hung in and every thread's stack in stderr, which the test shows
+    faulthandler.dump_traceback_later(240, exit=True)
     from joblib import Parallel, delayed
     from joblib._memmapping_reducer import has_shareable_memory
     a = np.arange(20000.0)
@@ -101,6 +104,7 @@ PARALLEL = textwrap.dedent("""
     # r+ last: a refused batch breaks the pool (loky starts a new one for the next call)
     for backend in ("loky", "multiprocessing"):
         for mode in ("r", "c", "r+"):
+            print("step", backend, mode, file=sys.stderr, flush=True)
             try:
                 got = Parallel(n_jobs=2, backend=backend, max_nbytes=1000, mmap_mode=mode)(
                     delayed(np.sum)(a[i:]) for i in range(4))
@@ -123,6 +127,7 @@ def test_parallel_auto_memmapping():
     want = {"%s %s" % (b, m): "RESULT True" for b in ("loky", "multiprocessing") for m in ("r", "c", "r+", "shareable")}
     assert json.loads(plain.stdout) == want, (plain.stdout, plain.stderr[-1500:])
     pre = _run(PARALLEL, preload=True, timeout=300)
+    assert pre.returncode == 0, pre.stderr[-4000:]
     got = json.loads(pre.stdout)
     for k, v in want.items():
         if k.endswith("r+"):
