@@ -654,6 +654,30 @@ static const char *cl_cat_rule(spa_kbcat cat) {
 /* getattr(obj, 'name') (or inspect.getattr_static) where obj is built by a call of a class
  * the knowledge base knows as data, directly or through copyreg's reconstructors
  * (protocol 0-2 objects): the class's module into cm and "Class.name" into nm. */
+/* A call to one of copyreg's reconstructors, the ones protocol 2+ and
+ * object.__reduce_ex__ write to build an instance without calling its class:
+ * __newobj__(cls, *args) and __newobj_ex__(cls, args, kwargs) call cls.__new__(cls),
+ * _reconstructor(cls, base, state) calls base.__new__(cls, state). *cls is the
+ * class of the object built, *base the class whose __new__ builds it (the same
+ * class but for _reconstructor). The one reader of these shapes for the rules
+ * that ask what class an object is (bound methods, shared objects). */
+static bool cl_reconstructor(const spa_val *v, const spa_val **cls, const spa_val **base) {
+    if (!v || v->kind != SPA_V_CALL) return false;
+    spa_target k;
+    spa_resolve(v->u.call.callee, &k, 0);
+    const spa_val *a = v->u.call.args;
+    if (spa_target_is(&k, "copyreg", "__newobj__") || spa_target_is(&k, "copyreg", "__newobj_ex__")) {
+        *cls = *base = spa_val_item(a, 0);
+        return true;
+    }
+    if (spa_target_is(&k, "copyreg", "_reconstructor")) {
+        *cls = spa_val_item(a, 0);
+        *base = spa_val_item(a, 1);
+        return true;
+    }
+    return false;
+}
+
 static bool cl_bound_method(const spa_val *ga, char *cm, size_t cmn, char *nm, size_t nmn) {
     if (!ga || ga->kind != SPA_V_CALL) return false;
     spa_target g;
@@ -663,10 +687,8 @@ static bool cl_bound_method(const spa_val *ga, char *cm, size_t cmn, char *nm, s
     char a[128];
     if (!obj || obj->kind != SPA_V_CALL || !spa_val_text(attr, a, sizeof a)) return false;
     spa_target k;
-    spa_resolve(obj->u.call.callee, &k, 0);
-    if (spa_target_is(&k, "copyreg", "__newobj__") || spa_target_is(&k, "copyreg", "__newobj_ex__") ||
-        spa_target_is(&k, "copyreg", "_reconstructor"))
-        spa_resolve(spa_val_item(obj->u.call.args, 0), &k, 0);
+    const spa_val *cls, *base;
+    spa_resolve(cl_reconstructor(obj, &cls, &base) ? cls : obj->u.call.callee, &k, 0);
     /* a class: a function's result (logging.getLogger(name)) is an object of a class the
      * call does not name, whose methods the KB's module key does not describe */
     if (k.kind != SPA_T_GLOBAL || k.via_reflection || !cl_classlike(k.name)) return false;
@@ -1450,17 +1472,11 @@ static bool cl_shared_callee(const spa_val *callee, char *out, size_t n) {
 static bool cl_shared_result(const spa_val *v, char *out, size_t n) {
     if (!v || v->kind != SPA_V_CALL) return false;
     if (cl_shared_callee(v->u.call.callee, out, n)) return true;
-    /* copyreg's reconstructors call the class's (or the base's) __new__, which for an
-     * enum class returns its existing member: __newobj__(cls, *args),
-     * __newobj_ex__(cls, args, kwargs), _reconstructor(cls, base, state) */
-    spa_target k;
-    spa_resolve(v->u.call.callee, &k, 0);
-    const spa_val *a = v->u.call.args;
-    if (spa_target_is(&k, "copyreg", "__newobj__") || spa_target_is(&k, "copyreg", "__newobj_ex__"))
-        return cl_shared_callee(spa_val_item(a, 0), out, n);
-    if (spa_target_is(&k, "copyreg", "_reconstructor"))
-        return cl_shared_callee(spa_val_item(a, 1), out, n) || cl_shared_callee(spa_val_item(a, 0), out, n);
-    return false;
+    /* a reconstructor calls the base's __new__, which for an enum class returns its
+     * existing member */
+    const spa_val *cls, *base;
+    if (!cl_reconstructor(v, &cls, &base)) return false;
+    return cl_shared_callee(base, out, n) || (cls != base && cl_shared_callee(cls, out, n));
 }
 
 /* a value that may be called: a global, a bound method or attribute reached through

@@ -7,6 +7,8 @@
  * costs a fresh judgement, never a pass. */
 #include "spp.h"
 
+#include <unistd.h>
+
 /* identity | SPP_FD_* tags (refused, trusted, pickle-bearing). */
 static uint64_t spp_fdtab[SPP_FD_MAX];
 
@@ -39,8 +41,30 @@ uint64_t spp_fd_get(int fd) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ owner */
+/* The tables belong to one process. A vfork child (CPython's subprocess starts
+ * every program so) runs the close and dup hooks between vfork and exec on its
+ * parent's memory: its close_range(3, ~0) would clear the parent's whole table,
+ * and a file the parent is reading would be judged again from offset 0 at its
+ * next read (test_race.py, head_gone_spawn). So the close and dup hooks change
+ * the tables only in the process that owns them: set at init, and by the
+ * pthread_atfork child handler in a forked child (which has its own copy). A
+ * process that changes owner without either (a raw clone) only leaves stale
+ * entries, which cost a fresh judgement. getpid is asked only when an entry
+ * would change. */
+static pid_t spp_fd_owner_pid;
+
+void spp_fd_owner_reset(void) { __atomic_store_n(&spp_fd_owner_pid, getpid(), __ATOMIC_RELAXED); }
+
+static bool spp_fd_owner(void) {
+    pid_t o = __atomic_load_n(&spp_fd_owner_pid, __ATOMIC_RELAXED);
+    return o == 0 || o == getpid(); /* 0: before init, nothing tracked yet */
+}
+
 /* The fingerprint table (verify.c) follows the fd table. */
 void spp_fd_forget(int fd) {
+    if (!spp_fd_get(fd) && !spp_fdfp_any(fd)) return;
+    if (!spp_fd_owner()) return;
     spp_fd_set(fd, 0);
     spp_fdfp_set(fd, NULL);
 }
@@ -48,11 +72,14 @@ void spp_fd_forget(int fd) {
 void spp_fd_forget_range(unsigned lo, unsigned hi) {
     if (lo >= (unsigned)SPP_FD_MAX) return;
     if (hi >= (unsigned)SPP_FD_MAX) hi = SPP_FD_MAX - 1;
+    if (!spp_fd_owner()) return;
     for (unsigned i = lo; i <= hi; i++) spp_fd_set((int)i, 0);
     spp_fdfp_forget_range(lo, hi);
 }
 
 void spp_fd_dup(int oldfd, int newfd) {
+    if (!spp_fd_get(oldfd) && !spp_fd_get(newfd) && !spp_fdfp_any(oldfd) && !spp_fdfp_any(newfd)) return;
+    if (!spp_fd_owner()) return;
     spp_fd_set(newfd, spp_fd_get(oldfd));
     spp_fdfp_dup(oldfd, newfd);
 }

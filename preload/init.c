@@ -98,7 +98,7 @@ void *spp_resolve_one(int id) {
 
 static void spp_atfork_prepare(void) { spp_cache_atfork_prepare(); spp_fp_atfork_prepare(); }
 static void spp_atfork_parent(void) { spp_fp_atfork_parent(); spp_cache_atfork_parent(); }
-static void spp_atfork_child(void) { spp_fp_atfork_child(); spp_cache_atfork_child(); }
+static void spp_atfork_child(void) { spp_fd_owner_reset(); spp_fp_atfork_child(); spp_cache_atfork_child(); }
 
 /* ------------------------------------------------------------------ init */
 static volatile bool spp_lazy;         /* not Python yet: look again when objects were added */
@@ -135,6 +135,7 @@ static void spp_apply_targeting(void) {
 
 static void spp_do_init(void) {
     for (int i = 0; i < SPP_H_COUNT; i++) spp_resolve_one(i);
+    spp_fd_owner_reset();
     spp_cache_init();
     spp_state_init(); /* exe, argv, policy, targeting (state.c) */
     spp_decide_init();

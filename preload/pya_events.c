@@ -161,7 +161,8 @@ static bool pya_import_allowed(const spa_policy *p, const char *mod) {
 
 /* An event's first argument as text for the message and the record; bytes
  * that are not text (marshal.loads' data, a pickle) as their size, not a line
- * of '?'. */
+ * of '?'. Only the bytes shown are looked at (a module's source handed to
+ * compile may be megabytes; what is shown is its first line's worth). */
 static void pya_detail(spp_pyobj *o, char *buf, size_t n) {
     bool exact = false;
     if (!pya_utf8x(o, buf, n, &exact) || exact) return;
@@ -169,7 +170,8 @@ static void pya_detail(spp_pyobj *o, char *buf, size_t n) {
     spp_pyssize len = 0;
     if (py_PyBytes_AsStringAndSize && py_PyBytes_AsStringAndSize(o, &b, &len) == 0 && b) {
         bool text = true;
-        for (spp_pyssize i = 0; i < len && text; i++) {
+        spp_pyssize shown = len < (spp_pyssize)(n - 1) ? len : (spp_pyssize)(n - 1);
+        for (spp_pyssize i = 0; i < shown && text; i++) {
             unsigned char c = (unsigned char)b[i];
             text = c >= 0x20 ? c < 0x7f : (c == '\t' || c == '\n' || c == '\r');
         }

@@ -33,6 +33,10 @@ typedef struct pya_jset { pya_jslot way[2]; } pya_jset; /* way[0] protected, way
 
 static pya_jset pya_jcache[SPP_PYA_JCACHE_SETS];
 static pthread_mutex_t pya_jlock = PTHREAD_MUTEX_INITIALIZER;
+/* No pthread_atfork handlers, unlike the preload's other locks: this one is
+ * taken only inside an audit hook, with the GIL held, and a child forked while
+ * another thread held the GIL cannot run Python again (the GIL itself is
+ * the lock it inherits held), so it never reaches this lock. */
 
 static bool pya_jkey(const char *module, const char *name, char *key, size_t *klen, uint32_t *h) {
     size_t a = strlen(module), b = strlen(name);

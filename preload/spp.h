@@ -132,6 +132,7 @@ void spp_fd_set(int fd, uint64_t ident);     /* ident 0 forgets */
 uint64_t spp_fd_get(int fd);
 void spp_fd_forget(int fd);
 void spp_fd_forget_range(unsigned lo, unsigned hi);
+void spp_fd_owner_reset(void); /* at init and in a forked child: the close/dup hooks act only there */
 void spp_fd_dup(int oldfd, int newfd);
 
 /* What fed this thread's unpickler (fdtrack.c; read by layer 2, pyaudit.c).
@@ -198,6 +199,7 @@ int spp_fp_check(const spp_fp *fp, int fd, const void *buf, size_t n, uint64_t o
                  uint64_t *bad_off);
 /* The per-fd fingerprint table (a reference per entry). */
 void spp_fdfp_set(int fd, spp_fp *fp);                 /* NULL forgets */
+bool spp_fdfp_any(int fd);                             /* the fd has a fingerprint */
 spp_fp *spp_fdfp_get(int fd, bool *delivered);         /* a new reference, or NULL */
 void spp_fdfp_delivered(int fd, const spp_fp *fp);     /* judged bytes reached the loader */
 void spp_fdfp_dup(int oldfd, int newfd);

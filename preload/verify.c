@@ -580,6 +580,10 @@ void spp_fdfp_set(int fd, spp_fp *fp) {
     spp_fp_unref(old);
 }
 
+bool spp_fdfp_any(int fd) {
+    return fd >= 0 && fd < SPP_FD_MAX && __atomic_load_n(&spp_fdfp[fd], __ATOMIC_RELAXED) != NULL;
+}
+
 spp_fp *spp_fdfp_get(int fd, bool *delivered) {
     if (fd < 0 || fd >= SPP_FD_MAX || !__atomic_load_n(&spp_fdfp[fd], __ATOMIC_RELAXED)) return NULL;
     pthread_mutex_lock(&spp_fp_mu);

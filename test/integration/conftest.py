@@ -7,9 +7,11 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -82,6 +84,82 @@ def run_py_file(tmp_path, body, *, name, preload=True, env=None, stdin=None, tex
         e["LD_PRELOAD"] = LIB
     return subprocess.run([PYTHON, str(script)], cwd=str(tmp_path), env=e, input=stdin, capture_output=True,
                           text=text, timeout=timeout)
+
+
+class Hung(AssertionError):
+    """A child (or one of its descendants) outlived its time: the stacks of every process
+    it left are in the message."""
+
+
+def _session_pids(sid):
+    """The processes of session `sid` (the child and every descendant it did not move out)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            fields = open("/proc/%s/stat" % d).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # stat: pid (comm) state ppid pgrp session
+            out.append(int(d))
+    return sorted(out)
+
+
+def _stacks(pid):
+    """One process's command line, native stack of every thread (gdb) and, through
+    faulthandler on SIGABRT (PYTHONFAULTHANDLER=1), its Python stacks."""
+    try:
+        cmd = open("/proc/%d/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode("utf-8", "replace")
+        cmd = " ".join(cmd.split())[:160]
+    except OSError:
+        cmd = "?"
+    gdb = shutil.which("gdb")
+    bt = "(no gdb)"
+    if gdb:
+        try:
+            r = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-ex", "thread apply all bt 40"],
+                               capture_output=True, text=True, timeout=60)
+            bt = "\n".join(ln for ln in r.stdout.splitlines() if ln.startswith(("#", "Thread ")))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            bt = "(gdb: %s)" % e
+    return "--- pid %d: %s\n%s" % (pid, cmd, bt)
+
+
+def run_bounded(argv, *, env, input=None, cwd=None, timeout=300):
+    """subprocess.run(argv, capture_output=True) in a session of its own, bounded: if the
+    child has not ended within `timeout`, or a descendant still holds its pipes then, every
+    process of the session is described (native stacks, then Python stacks through
+    faulthandler), the session is killed and Hung is raised with that description. A
+    plain TimeoutExpired shows neither, and a left descendant holds the pipes open."""
+    env = dict(env, PYTHONFAULTHANDLER="1")
+    p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.PIPE if input is not None else None,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = p.communicate(input, timeout=timeout)
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        pass
+    pids = _session_pids(p.pid)
+    report = [_stacks(pid) for pid in pids]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGABRT)  # faulthandler writes the Python stacks to stderr
+        except OSError:
+            pass
+    time.sleep(3)
+    for pid in _session_pids(p.pid) + [p.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        out, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired as e:  # a process that left the session holds a pipe
+        out, err = e.output or b"", e.stderr or b""
+    raise Hung("%s: not ended after %d s; rc %s; its session's processes:\n%s\nstdout tail:\n%s\nstderr tail:\n%s" % (
+        argv[:2], timeout, p.returncode, "\n".join(report) or "(none left)",
+        out[-2000:].decode("utf-8", "replace"), err[-12000:].decode("utf-8", "replace")))
 
 
 def run_cli(*args, env=None, timeout=300, input=None):

@@ -42,7 +42,7 @@ import uuid
 import pytest
 
 import spgen
-from conftest import CLI, LIB, PYTHON, REPO, clean_env
+from conftest import CLI, LIB, PYTHON, REPO, clean_env, run_bounded
 
 pytestmark = pytest.mark.skipif(not os.path.exists(LIB), reason="libsafepickle.so not built")
 
@@ -53,8 +53,8 @@ def _run(code, data=None, preload=False, args=(), env=None, cwd=None, timeout=18
     e = clean_env(**(env or {}))
     if preload:
         e["LD_PRELOAD"] = LIB
-    return subprocess.run([PYTHON, "-c", code, *args], input=data, env=e, capture_output=True,
-                          timeout=timeout, cwd=cwd)
+    # bounded: a hang (loky workers outlive their parent) fails with every process's stacks
+    return run_bounded([PYTHON, "-c", code, *args], input=data, env=e, timeout=timeout, cwd=cwd)
 
 
 MADE = []  # folders made outside tmp_path (/dev/shm): removed after each test
@@ -93,10 +93,7 @@ def _ltm(path, mode, unlink, extra=(), n=None):
 
 
 PARALLEL = textwrap.dedent("""
-    import faulthandler, json, sys, numpy as np
-    # a hang (seen once in a CI run beside a race run: the 300 s timeout with no output)
-    # leaves the step it hung in and every thread's stack in stderr, which the test shows
-    faulthandler.dump_traceback_later(240, exit=True)
+    import json, sys, numpy as np
     from joblib import Parallel, delayed
     from joblib._memmapping_reducer import has_shareable_memory
     a = np.arange(20000.0)
