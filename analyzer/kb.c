@@ -64,7 +64,7 @@ static const kb_line kb_dlines[] = {
 #undef KBD
 };
 
-enum { KBO_MODULE = 1, KBO_MODATTR, KBO_CAT };
+enum { KBO_MODULE = 1, KBO_MODATTR, KBO_CAT, KBO_SHARED };
 static bool kb_ovl_ready(void);
 static const char *kb_ovl_get(uint8_t kind, const char *key, size_t n);
 
@@ -280,6 +280,7 @@ static void kb_ovl_load(void) {
         if (f2) *f2++ = '\0';
         if (!strcmp(l, "@module")) kb_ovl_put(KBO_MODULE, f1, "");
         else if (!strcmp(l, "@modattr") && f2 && strchr(f1, ':')) kb_ovl_put(KBO_MODATTR, f1, f2);
+        else if (!strcmp(l, "@shared") && strchr(f1, ':')) kb_ovl_put(KBO_SHARED, f1, "");
         else if (l[0] != '@' && strchr(l, ':') && kb_cat_parse(f1, strlen(f1)) != SPA_KB_UNKNOWN) kb_ovl_put(KBO_CAT, l, f1);
         else kb_ovl.bad++;
     }
@@ -784,8 +785,14 @@ bool spa_kb_mapview(const char *module, const char *name) {
     return kb_directive("@mapview", module, name);
 }
 
+/* The KB's own lines, then the environment index's enum classes (kbindex.py). */
 bool spa_kb_shared(const char *module, const char *name) {
-    return kb_directive("@shared", module, name);
+    if (kb_directive("@shared", module, name)) return true;
+    if (!module || !name || !kb_ovl_ready()) return false;
+    char cm[200], key[400];
+    spa_kb_canon(module, cm, sizeof cm);
+    int kn = spa_fmt(key, sizeof key, "%s:%s", cm, name);
+    return kn > 0 && (size_t)kn < sizeof key && kb_ovl_get(KBO_SHARED, key, (size_t)kn) != NULL;
 }
 
 bool spa_kb_fileload(const char *module, const char *name) {

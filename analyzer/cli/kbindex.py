@@ -6,6 +6,10 @@
 #   MODULE:QUALNAME CATEGORY        a function/method/class of a package the KB does not cover:
 #                                   the sink category it reaches within DEPTH calls, or `data`
 #                                   (inert: defined here, reaches no sink)
+#   @shared MODULE:NAME             an enum class of any package (its bases reach enum's, or its
+#                                   metaclass is enum's): calling it returns a member the process
+#                                   shares, so BUILD on the result changes the program (the KB's
+#                                   directive of that name); also under each name a module binds it to
 # Its header records the environment it describes: `# env PATH` (the interpreter and every
 # library directory) and `# env-digest HEX`, SHA-256 of "PATH\tMTIME_NS\n" of each (-1 when
 # absent); the analyzer recomputes it to tell a stale index (kb.c).
@@ -165,6 +169,22 @@ def collect(mod, tree):
                         mod.defs[n.name + "." + b.name] = b
 
 
+def class_bases(mod, node):
+    """The dotted names a class statement derives from (bases, metaclass=), resolved
+    through the module's imports: `Enum` after `from enum import Enum` is enum.Enum; a class
+    of the same module is MODULE.NAME."""
+    out = []
+    for b in list(node.bases) + [k.value for k in node.keywords if k.arg == "metaclass"]:
+        d = dotted(b)
+        if not d:
+            continue
+        if d[0] in mod.aliases:
+            out.append(".".join([mod.aliases[d[0]]] + d[1:]))
+        elif d[0] in mod.defs:
+            out.append(".".join([mod.name] + d))
+    return out
+
+
 def dotted(expr):
     parts = []
     while isinstance(expr, ast.Attribute):
@@ -216,20 +236,70 @@ def callees(mod, qual, node):
 # ------------------------------------------------------------------ one file
 def summarize(name, path, data):
     """The facts of one source file the index needs, as plain JSON data; the AST dies here.
-    {"a": aliases, "b": binds, "d": {qualname: [is_class, direct sink, sorted callees]}}
-    (callees and sink only for packages the KB does not cover)."""
+    {"a": aliases, "b": binds, "d": {qualname: [is_class, direct sink, sorted callees]},
+    "c": {class: [dotted bases]}} (callees and sink only for packages the KB does not cover;
+    bases for every package)."""
     tree = ast.parse(data, path)
     m = Mod(name, path, path.endswith("__init__.py"))
     collect(m, tree)
     known = name.split(".")[0] in KNOWN
-    defs = {}
+    defs, bases = {}, {}
     for q, node in m.defs.items():
+        if isinstance(node, ast.ClassDef):
+            b = class_bases(m, node)
+            if b:
+                bases[q] = b
         if known:
             defs[q] = [isinstance(node, ast.ClassDef)]
         else:
             cs, d = callees(m, q, node)
             defs[q] = [isinstance(node, ast.ClassDef), d, sorted(cs)]
-    return {"a": m.aliases, "b": m.binds, "d": defs}
+    return {"a": m.aliases, "b": m.binds, "d": defs, "c": bases}
+
+
+ENUM_ROOTS = {"enum." + n for n in ("Enum", "IntEnum", "Flag", "IntFlag", "StrEnum", "ReprEnum", "EnumMeta",
+                                    "EnumType")}
+
+
+def class_key(parsed, full, depth=0):
+    """MODULE:NAME of the class a dotted name denotes, through the names modules import
+    (a package re-exporting a class from a submodule), or None."""
+    if depth > 8:
+        return None
+    parts = full.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        mn, rest = ".".join(parts[:i]), parts[i:]
+        s = parsed.get(mn)
+        if s is None:
+            continue
+        if len(rest) == 1 and rest[0] in s.get("c", {}):
+            return mn + ":" + rest[0]
+        if rest[0] in s["a"]:
+            return class_key(parsed, ".".join([s["a"][rest[0]]] + rest[1:]), depth + 1)
+        return None
+    return None
+
+
+def enum_classes(parsed):
+    """MODULE:NAME of every class whose bases (or metaclass) reach enum's, and every
+    MODULE:LOCAL a module binds one of them to."""
+    found = set()
+    while True:
+        new = set()
+        for mn, s in parsed.items():
+            for q, bases in s.get("c", {}).items():
+                key = mn + ":" + q
+                if key not in found and any(b in ENUM_ROOTS or class_key(parsed, b) in found for b in bases):
+                    new.add(key)
+        if not new:
+            break
+        found |= new
+    names = set(found)
+    for mn, s in parsed.items():
+        for local, full in s["a"].items():
+            if class_key(parsed, full) in found:
+                names.add(mn + ":" + local)
+    return names
 
 
 def do_file(item):
@@ -471,6 +541,7 @@ def main():
         if not new:
             break
         reach.update(new)
+    enums = enum_classes(parsed)
     env = [os.path.realpath(sys.executable)] + dirs
     with open(OUT + ".tmp", "w", encoding="utf-8") as f:
         f.write("# safepickle KB index of %s (%s), %d library dirs, depth %d; written by `safepickle kb index`\n"
@@ -498,6 +569,8 @@ def main():
             if pkg and pkg in modules and not (pm and (sub in pm["a"] or sub in pm["d"])):
                 f.write("@modattr\t%s:%s\t%s\n" % (pkg, sub, name))
                 nma += 1
+        for key in sorted(enums):
+            f.write("@shared\t%s\n" % key)
         nsink = ninert = 0
         for key in sorted(graph):
             if ":" not in key or key.split(":", 1)[0] not in parsed:
@@ -513,8 +586,9 @@ def main():
                 ninert += 1
     os.replace(OUT + ".tmp", OUT)
     sys.stderr.write("kb index: %d modules (%d parsed, %d unparsable, %d from the cache), %d module-valued "
-                     "attributes, %d names reach a sink, %d inert, %d jobs, %.1f s\n"
-                     % (len(modules), nfiles, nerr, nhit, nma, nsink, ninert, JOBS, time.monotonic() - t0))
+                     "attributes, %d enum names, %d names reach a sink, %d inert, %d jobs, %.1f s\n"
+                     % (len(modules), nfiles, nerr, nhit, nma, len(enums), nsink, ninert, JOBS,
+                        time.monotonic() - t0))
 
 
 main()

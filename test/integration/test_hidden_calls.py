@@ -94,10 +94,10 @@ def unlink_of(p):
 PRINT = g_("builtins", "print")
 
 
-def _scan(paths):
+def _scan(paths, env=None):
     out = {}
     for i in range(0, len(paths), 300):
-        r = run_cli("scan", "--format", "json", *paths[i:i + 300])
+        r = run_cli("scan", "--format", "json", *paths[i:i + 300], env=env)
         for f in json.loads(r.stdout)["files"]:
             out[f["path"]] = (f["verdict"], f["action"], [x["rule"] for x in f["reasons"]])
     return out
@@ -117,10 +117,10 @@ print(json.dumps(res))
 '''
 
 
-def _load_all(items, preload):
+def _load_all(items, preload, env=None):
     """items: [(path, python expression checked after the load)]: {path: [exception
     name or None, value of the check]}, all loaded in one process."""
-    env = clean_env()
+    env = clean_env(**(env or {}))
     if preload:
         env["LD_PRELOAD"] = LIB
     r = subprocess.run([PYTHON, "-c", LOADER, json.dumps(items)], env=env, capture_output=True, text=True,
@@ -260,12 +260,13 @@ print(json.dumps(out))
 '''
 
 
-def _prove_and_refuse(items, scan_only=()):
+def _prove_and_refuse(items, scan_only=(), env=None):
     """items: [(name, path, check)]: check (a Python expression) is true after a plain
     load (the effect happened) and false under the preload; every path (and every
-    scan_only one) is blocked by the scan."""
+    scan_only one) is blocked by the scan. env: extra variables for the scan and the
+    preload's process (an environment index)."""
     victims = [m.group(1) for _, _, c in items for m in [re.match(r"not os\.path\.exists\('(.*)'\)$", c)] if m]
-    v = _scan([p for _, p, _ in items] + [p for _, p in scan_only])
+    v = _scan([p for _, p, _ in items] + [p for _, p in scan_only], env=env)
     allowed = [(n, v[p]) for n, p, _ in items if v[p][1] != "block"]
     allowed += [(n, v[p]) for n, p in scan_only if v[p][1] != "block"]
     for x in victims:
@@ -275,7 +276,7 @@ def _prove_and_refuse(items, scan_only=()):
     assert not not_real, ("payloads that do not act under the real loader (broken test)", not_real)
     for x in victims:
         open(x, "w").close()
-    pre = _load_all([(p, c) for _, p, c in items], preload=True)
+    pre = _load_all([(p, c) for _, p, c in items], preload=True, env=env)
     ran = [n for n, p, _ in items if pre[p][1]]
     print("%d payloads proven, %d scan-only: %d allowed by the scan, %d acted under the preload"
           % (len(items), len(scan_only), len(allowed), len(ran)))
@@ -402,6 +403,72 @@ def test_shared_objects_are_not_changed(tmp_path):
     # one process per shape: a change made by one load must not answer the next one's check
     for shape in sorted({x[0].split(" by ")[1] for x in items}):
         _prove_and_refuse([x for x in items if x[0].endswith(" by " + shape)])
+
+
+# every enum class with members that the installed ML packages define, found by importing
+# every module of theirs (not the index's reading of their source: the oracle it is checked
+# against); a member's value as a pickle writes it (int, str, bool)
+ENUM_PACKAGES = ("numpy", "scipy", "sklearn", "pandas", "joblib", "dask", "torch")
+ENUM_PACKAGE_ENUMS = r'''
+import contextlib, enum, importlib, io, json, pkgutil, sys, warnings
+warnings.simplefilter("ignore")
+out, seen = [], set()
+for top in json.loads(sys.argv[1]):
+    try:
+        names = [top] + [i.name for i in pkgutil.walk_packages(importlib.import_module(top).__path__, top + ".",
+                                                               onerror=lambda n: None)
+                         if not {"tests", "test", "testing", "conftest"} & set(i.name.split("."))]
+    except BaseException:
+        continue
+    for n in names:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                mod = importlib.import_module(n)
+        except BaseException:
+            continue
+        for v in list(vars(mod).values()):
+            if not (isinstance(v, type) and issubclass(v, enum.Enum) and list(v)):
+                continue
+            key = "%s:%s" % (v.__module__, v.__qualname__)   # the name a pickle of a member writes
+            value = list(v)[0].value
+            if key in seen or "<" in key or "." in v.__qualname__ or not isinstance(value, (bool, int, str)):
+                continue
+            try:    # a pickle of a member finds the class there (Cython may misname a module)
+                if getattr(importlib.import_module(v.__module__), v.__qualname__) is not v:
+                    continue
+            except BaseException:
+                continue
+            if isinstance(value, int) and not -2**31 <= value < 2**31:
+                continue
+            seen.add(key)
+            out.append((key, value))
+print(json.dumps(sorted(out)))
+'''
+
+
+def test_enum_members_of_every_package_are_not_changed(tmp_path):
+    """An enum member is one object the whole process shares: BUILD on Cls(value) changes
+    it for the program. The environment index marks every enum class of every package
+    `@shared` (kbindex.py reads their bases); those Cython compiles (no source) are the
+    KB's own lines. With the index every member of every enum class of the ML packages is
+    refused, by the scan and under the preload."""
+    rows = _enumerate(ENUM_PACKAGE_ENUMS, list(ENUM_PACKAGES))
+    print("enum classes:", len(rows), rows)
+    assert len(rows) >= 40, rows
+    # the index of every package they are defined in (dask's walk reaches distributed's)
+    idx = tmp_path / "kb-index.tsv"
+    tops = sorted({key.split(":")[0].split(".")[0] for key, _ in rows})
+    r = run_cli("kb", "index", "--out", idx, "--packages", ",".join(tops), timeout=1200)
+    assert r.returncode == 0, r.stderr
+    items = []
+    for k, (key, value) in enumerate(rows):
+        m, n = key.split(":")
+        p = tmp_path / ("member_%d.pkl" % k)
+        p.write_bytes(P(call(g_(m, n), const(value)) + d_(s_("_safepickle_rt"), const(1)) + b"b"))
+        check = ("getattr(getattr(__import__(%r, fromlist=['_']), %r)(%r), '_safepickle_rt', None) == 1"
+                 % (m, n, value))
+        items.append((key, str(p), check))
+    _prove_and_refuse(items, env={"SAFEPICKLE_KB_INDEX": str(idx)})
 
 
 def test_classes_of_data_objects_are_not_changed(tmp_path):
