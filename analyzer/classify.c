@@ -651,9 +651,6 @@ static const char *cl_cat_rule(spa_kbcat cat) {
     }
 }
 
-/* getattr(obj, 'name') (or inspect.getattr_static) where obj is built by a call of a class
- * the knowledge base knows as data, directly or through copyreg's reconstructors
- * (protocol 0-2 objects): the class's module into cm and "Class.name" into nm. */
 /* A call to one of copyreg's reconstructors, the ones protocol 2+ and
  * object.__reduce_ex__ write to build an instance without calling its class:
  * __newobj__(cls, *args) and __newobj_ex__(cls, args, kwargs) call cls.__new__(cls),
@@ -678,6 +675,9 @@ static bool cl_reconstructor(const spa_val *v, const spa_val **cls, const spa_va
     return false;
 }
 
+/* getattr(obj, 'name') (or inspect.getattr_static) where obj is built by a call of a class
+ * the knowledge base knows as data, directly or through copyreg's reconstructors
+ * (protocol 0-2 objects): the class's module into cm and "Class.name" into nm. */
 static bool cl_bound_method(const spa_val *ga, char *cm, size_t cmn, char *nm, size_t nmn) {
     if (!ga || ga->kind != SPA_V_CALL) return false;
     spa_target g;
