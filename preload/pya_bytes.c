@@ -714,11 +714,13 @@ static int pyb_walk(const uint8_t *p, size_t n, size_t *at, size_t *need, bool *
 
 /* Read exactly one pickle from f, never a byte more: what each next opcode
  * needs, then its argument. */
-static void pyb_read_pickle(spp_pyobj *f, pyb_buf *b) {
+static bool pyb_read_pickle(spp_pyobj *f, pyb_buf *b) {
     size_t at = 0, need;
     bool line;
-    while (pyb_walk(b->p, b->n, &at, &need, &line, &b->limit) == 0)
-        if (!(line ? pyb_read(f, b, 0, true) : pyb_read(f, b, need, false))) return;
+    int r;
+    while ((r = pyb_walk(b->p, b->n, &at, &need, &line, &b->limit)) == 0)
+        if (!(line ? pyb_read(f, b, 0, true) : pyb_read(f, b, need, false))) return false;
+    return r == 1; /* through its STOP */
 }
 
 /* One pickle from a seekable f, read in growing chunks (a file in memory:
@@ -933,16 +935,38 @@ static bool pyb_limit_refused(const char *call) {
     return pya_report_bytes(act, SPA_VERDICT_UNSCANNABLE, call, &lim, 1, NULL, false, false) < 0;
 }
 
+/* An unpickler that keeps its stream (kept) and reads it between opcodes
+ * itself: joblib's NumpyUnpickler reads each array's bytes after the BUILD of
+ * its wrapper, so the walk through one pickle meets bytes that are no opcode.
+ * Those reads cannot be told from the pickle before the load runs, and
+ * nothing else can judge a stream that cannot be sought back: refused, saying
+ * how to load it. True when refused (the exception is set). */
+static bool pyb_kept_refused(const char *call) {
+    const spa_policy *pol = spp_policy();
+    spa_action act = pol ? spa_policy_act(pol, SPA_ACT_BLOCK) : SPA_ACT_BLOCK;
+    static const spa_reason why = {SPA_VERDICT_UNSCANNABLE, "runtime.stream_kept",
+                                   "this unpickler reads its non-seekable stream between opcodes itself "
+                                   "(joblib's arrays): its bytes cannot be judged before it runs; load from a "
+                                   "file, or read the stream into an io.BytesIO first",
+                                   "<stream>", 0};
+    return pya_report_bytes(act, SPA_VERDICT_UNSCANNABLE, call, &why, 1, NULL, false, false) < 0;
+}
+
 /* One pickle read from stream f (through its STOP, pyb_read_pickle) and
  * judged: PYB_STREAM with *data its bytes (new reference), or PYB_BLOCKED
- * with the exception set. Called with this thread busy. */
-static pyb_kind pyb_stream_take(spp_pyobj *f, const char *call, spa_verdict *v, spp_pyobj **data) {
+ * with the exception set. kept: the unpickler keeps f (pyb_keeps_file); it
+ * reads the bytes judged all the same (its opcodes come from *data), but one
+ * whose pickle the walk cannot follow to a STOP reads f between opcodes
+ * (pyb_kept_refused). Called with this thread busy. */
+static pyb_kind pyb_stream_take(spp_pyobj *f, const char *call, bool kept, spa_verdict *v, spp_pyobj **data) {
     pyb_kind k = PYB_STREAM;
     pyb_buf b = {0};
     *data = NULL;
-    pyb_read_pickle(f, &b);
+    bool whole = pyb_read_pickle(f, &b);
     if (b.limit) {
         if (pyb_limit_refused(call)) k = PYB_BLOCKED;
+    } else if (kept && !whole && b.n > 0) {
+        if (pyb_kept_refused(call)) k = PYB_BLOCKED;
     } else if (pyb_judge(b.p ? b.p : (const uint8_t *)"", b.n, call, v) < 0) {
         k = PYB_BLOCKED;
     }
@@ -963,7 +987,7 @@ static pyb_kind pyb_guard_file(spp_pyobj *f, const char *call, spa_verdict *v, s
     *snap = NULL;
     if (!pyb_busy_enter()) return PYB_NONE;
     pyb_kind k = pyb_judge_file(f, call, true, true, v, snap, base);
-    if (k == PYB_STREAM) k = pyb_stream_take(f, call, v, data);
+    if (k == PYB_STREAM) k = pyb_stream_take(f, call, false, v, data);
     pya_t.busy = 0;
     return k;
 }
@@ -1239,8 +1263,9 @@ static spp_pyobj *pyb_unpickler_anon(spp_pyobj *self, spp_pyobj *meth[PYB_NMETH]
  * judged (*sw): an in-memory stream through the pin; another stream (a pipe,
  * a socket file, stdin) gives one pickle, read through its STOP and judged,
  * which the unpickler is handed instead of the stream (as pickle.load does).
- * An unpickler that keeps its stream for its own reads, or whose slots cannot
- * be found, is judged by names and behaviour (README, "Bytes first"). */
+ * An unpickler that keeps its stream gets the same (pyb_stream_take, kept);
+ * one whose slots cannot be found is judged by names and behaviour (README,
+ * "Bytes first"). */
 static spa_verdict pyb_guard_unpickler(spp_pyobj *self, bool *blocked, pyb_swap *sw) {
     spa_verdict v = SPA_VERDICT_COUNT;
     spp_pyobj *meth[PYB_NMETH], *snap = NULL, *data = NULL, *now[PYB_NMETH];
@@ -1254,9 +1279,10 @@ static spa_verdict pyb_guard_unpickler(spp_pyobj *self, bool *blocked, pyb_swap 
     pya_t.busy = 0;
     if (!f) return v;
     if (pyb_busy_again()) {
-        k = pyb_judge_file(f, "pickle.Unpickler.load", true, !pyb_keeps_file(self, f), &v, &snap, &base);
-        if (k == PYB_STREAM && !pyb_keeps_file(self, f) && pyb_slots_or_say(self, meth, sw))
-            k = pyb_stream_take(f, "pickle.Unpickler.load", &v, &data);
+        bool kept = pyb_keeps_file(self, f);
+        k = pyb_judge_file(f, "pickle.Unpickler.load", true, !kept, &v, &snap, &base);
+        if (k == PYB_STREAM && pyb_slots_or_say(self, meth, sw))
+            k = pyb_stream_take(f, "pickle.Unpickler.load", kept, &v, &data);
         else if (k == PYB_STREAM)
             v = SPA_VERDICT_COUNT;
         pya_t.busy = 0;
@@ -1364,9 +1390,9 @@ static bool pyb_pyload_swap(spp_pyobj *d, spp_pyobj *const orig[PYB_NMETH], spp_
 
 /* Over an in-memory stream (snap, stolen): held to the bytes judged through
  * the pin. Over another stream: one pickle read and judged (*k becomes
- * PYB_BLOCKED when refused), and the load reads those bytes, unless the
- * unpickler keeps the stream for its own reads (keeps: pyb_keeps_file, asked
- * once by the caller). False with an exception set: the load must not run. */
+ * PYB_BLOCKED when refused), and the load reads those bytes, also when the
+ * unpickler keeps the stream (keeps: pyb_keeps_file, asked once by the
+ * caller; pyb_stream_take). False with an exception set: the load must not run. */
 static bool pyb_pyload_hold(spp_pyobj *self, spp_pyobj *f, bool keeps, spp_pyobj *snap, long base, pyb_kind *k,
                             spa_verdict *v, pyb_swap *sw) {
     spp_pyobj *orig[PYB_NMETH], *now[PYB_NMETH] = {0}, *data = NULL;
@@ -1375,8 +1401,8 @@ static bool pyb_pyload_hold(spp_pyobj *self, spp_pyobj *f, bool keeps, spp_pyobj
     if (d && snap) {
         ok = pyb_pin_new(f, snap, base, true, "pickle._Unpickler.load", orig, now, &sw->pin);
         snap = NULL;
-    } else if (d && !keeps && pyb_busy_again()) {
-        *k = pyb_stream_take(f, "pickle._Unpickler.load", v, &data);
+    } else if (d && *k == PYB_STREAM && pyb_busy_again()) {
+        *k = pyb_stream_take(f, "pickle._Unpickler.load", keeps, v, &data);
         pya_t.busy = 0;
         ok = *k != PYB_BLOCKED && pyb_bytesio_methods(data, now);
     } else {

@@ -256,3 +256,88 @@ def test_stream_judged_one_pickle_at_a_time(tmp_path):
     assert [line.split("|")[:3] for line in r.stdout.splitlines()] == first, (plain.stdout, r.stdout, r.stderr[-3000:])
     assert len(first) == 6 and all(f[2] == repr({"first": list(range(10))}) for f in first), plain.stdout
     assert all(line.split("|")[3] == "SafePickleBlocked" for line in r.stdout.splitlines()), r.stdout
+
+
+# An unpickler that keeps its stream among its attributes (a subclass that stores `self.file`,
+# the common way to write one; joblib's NumpyUnpickler, which reads array bytes from its
+# file_handle between opcodes) was judged by names and behaviour only over a stream that
+# cannot be read ahead and sought back (a pipe, a socket file, an HTTP response): the
+# reflective walk to os.write on a file the program holds open, with only harmless-looking
+# globals, wrote under the preload through all three. Now the one pickle the load reads is
+# read through its STOP and judged, as for any unpickler over such a stream, and the
+# unpickler reads those bytes; one whose own reads between opcodes leave that walk no STOP to
+# find (joblib's arrays) is refused with a message that says why and what to do.
+KEPT = textwrap.dedent("""
+    import io, json, os, pickle, sys, threading
+    import numpy, joblib
+    DIR = sys.argv[1]
+    def pipe(data):
+        r, w = os.pipe()
+        threading.Thread(target=lambda: (os.write(w, data), os.close(w))).start()
+        return open(r, "rb")
+    class Kept(pickle.Unpickler):
+        def __init__(self, f):
+            super().__init__(f)
+            self.file = f
+    class PyKept(pickle._Unpickler):
+        def __init__(self, f):
+            super().__init__(f)
+            self.file = f
+    LOADERS = {"Unpickler keeping its file": lambda f: Kept(f).load(),
+               "_Unpickler keeping its file": lambda f: PyKept(f).load(),
+               "joblib.load": lambda f: joblib.load(f)}
+    write = bytes(b ^ 0x5A for b in open(os.path.join(DIR, "write.x"), "rb").read())
+    plain = pickle.dumps({"a": list(range(50)), "b": "text"}, protocol=4)
+    jb = io.BytesIO(); joblib.dump({"a": list(range(50)), "b": "text"}, jb); plain_joblib = jb.getvalue()
+    jb = io.BytesIO(); joblib.dump({"w": numpy.arange(1000.0)}, jb); arrays = jb.getvalue()
+    out = {}
+    for name, ld in LOADERS.items():
+        log = os.open(os.path.join(DIR, "log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(log, 100); os.close(log)   # a file the program holds open
+        try:
+            ld(pipe(write)); res = "loaded"
+        except Exception as e:
+            res = type(e).__name__
+        os.close(100)
+        out[name + " payload"] = [res, open(os.path.join(DIR, "log"), "rb").read().decode()]
+        benign = plain_joblib if name == "joblib.load" else plain
+        f = pipe(benign + b"AFTER")      # what the load leaves in the pipe is the program's
+        try:
+            v = ld(f); out[name + " benign"] = [repr(v), f.read().decode()]
+        except Exception as e:
+            out[name + " benign"] = [type(e).__name__, ""]
+        if name == "joblib.load":
+            try:
+                v = ld(pipe(arrays)); out[name + " arrays"] = ["loaded", float(v["w"].sum())]
+            except Exception as e:
+                out[name + " arrays"] = [type(e).__name__, str(e)[:400]]
+    print(json.dumps(out))
+""")
+
+
+def test_unpickler_keeping_its_pipe(tmp_path):
+    from test_layer2_entrypoints import reflective_write_pickle
+    from test_layer2_escapes import reflective_classes
+    module, cls, osname = reflective_classes(1)[0]
+    w = reflective_write_pickle(module, cls, osname, 100, b"PWNED")
+    (tmp_path / "write.x").write_bytes(bytes(b ^ 0x5A for b in w))
+    e = clean_env()
+    a = subprocess.run([PYTHON, "-c", KEPT, str(tmp_path)], env=e, capture_output=True, text=True, timeout=300)
+    assert a.returncode == 0, a.stderr[-3000:]
+    plain = __import__("json").loads(a.stdout.strip().splitlines()[-1])
+    names = ("Unpickler keeping its file", "_Unpickler keeping its file", "joblib.load")
+    for n in names:   # the shape acts without the preload, and every benign load works
+        assert plain[n + " payload"] == ["loaded", "PWNED"], plain
+        assert plain[n + " benign"][1] == "AFTER", plain
+    assert plain["joblib.load arrays"] == ["loaded", 499500.0], plain
+    e["LD_PRELOAD"] = LIB
+    b = subprocess.run([PYTHON, "-c", KEPT, str(tmp_path)], env=e, capture_output=True, text=True, timeout=300)
+    assert b.returncode == 0, b.stderr[-3000:]
+    pre = __import__("json").loads(b.stdout.strip().splitlines()[-1])
+    for n in names:
+        assert pre[n + " payload"][1] == "", (n, pre, b.stderr[-3000:])   # nothing written
+        assert pre[n + " payload"][0] != "loaded", (n, pre)
+        assert pre[n + " benign"] == plain[n + " benign"], (n, pre, b.stderr[-3000:])
+    # joblib's arrays are read by its unpickler between opcodes: refused, saying why
+    assert pre["joblib.load arrays"][0] != "loaded", pre
+    assert "runtime.stream_kept" in b.stderr and "io.BytesIO" in b.stderr, b.stderr[-3000:]
