@@ -939,11 +939,13 @@ static bool pyb_limit_refused(const char *call) {
  * itself: joblib's NumpyUnpickler reads each array's bytes after the BUILD of
  * its wrapper, so the walk through one pickle meets bytes that are no opcode.
  * Those reads cannot be told from the pickle before the load runs, and
- * nothing else can judge a stream that cannot be sought back: refused, saying
+ * nothing else can judge a stream that cannot be sought back: unscannable,
+ * refused by default (the policy's action for unscannable content), saying
  * how to load it. True when refused (the exception is set). */
 static bool pyb_kept_refused(const char *call) {
     const spa_policy *pol = spp_policy();
-    spa_action act = pol ? spa_policy_act(pol, SPA_ACT_BLOCK) : SPA_ACT_BLOCK;
+    /* unscannable content: the policy's action for it (block by default) */
+    spa_action act = pol ? spa_policy_act(pol, pol->on_verdict[SPA_VERDICT_UNSCANNABLE]) : SPA_ACT_BLOCK;
     static const spa_reason why = {SPA_VERDICT_UNSCANNABLE, "runtime.stream_kept",
                                    "this unpickler reads its non-seekable stream between opcodes itself "
                                    "(joblib's arrays): its bytes cannot be judged before it runs; load from a "
