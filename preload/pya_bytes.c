@@ -714,13 +714,13 @@ static int pyb_walk(const uint8_t *p, size_t n, size_t *at, size_t *need, bool *
 
 /* Read exactly one pickle from f, never a byte more: what each next opcode
  * needs, then its argument. */
-static bool pyb_read_pickle(spp_pyobj *f, pyb_buf *b) {
+static int pyb_read_pickle(spp_pyobj *f, pyb_buf *b) {
     size_t at = 0, need;
     bool line;
     int r;
     while ((r = pyb_walk(b->p, b->n, &at, &need, &line, &b->limit)) == 0)
-        if (!(line ? pyb_read(f, b, 0, true) : pyb_read(f, b, need, false))) return false;
-    return r == 1; /* through its STOP */
+        if (!(line ? pyb_read(f, b, 0, true) : pyb_read(f, b, need, false))) return 0;
+    return r; /* 1 through its STOP, 0 the stream ended first, -1 a byte that is no opcode (pyb_walk) */
 }
 
 /* One pickle from a seekable f, read in growing chunks (a file in memory:
@@ -958,16 +958,16 @@ static bool pyb_kept_refused(const char *call) {
  * judged: PYB_STREAM with *data its bytes (new reference), or PYB_BLOCKED
  * with the exception set. kept: the unpickler keeps f (pyb_keeps_file); it
  * reads the bytes judged all the same (its opcodes come from *data), but one
- * whose pickle the walk cannot follow to a STOP reads f between opcodes
- * (pyb_kept_refused). Called with this thread busy. */
+ * whose pickle the walk meets a byte in that is no opcode reads f between
+ * opcodes (pyb_kept_refused). Called with this thread busy. */
 static pyb_kind pyb_stream_take(spp_pyobj *f, const char *call, bool kept, spa_verdict *v, spp_pyobj **data) {
     pyb_kind k = PYB_STREAM;
     pyb_buf b = {0};
     *data = NULL;
-    bool whole = pyb_read_pickle(f, &b);
+    int walked = pyb_read_pickle(f, &b);
     if (b.limit) {
         if (pyb_limit_refused(call)) k = PYB_BLOCKED;
-    } else if (kept && !whole && b.n > 0) {
+    } else if (kept && walked < 0) {
         if (pyb_kept_refused(call)) k = PYB_BLOCKED;
     } else if (pyb_judge(b.p ? b.p : (const uint8_t *)"", b.n, call, v) < 0) {
         k = PYB_BLOCKED;
