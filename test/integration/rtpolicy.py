@@ -25,13 +25,17 @@ def load_default():
 
 
 
-def write(dirpath, name="rt-test", audit_log=None, targets=None, **switches):
+def write(dirpath, name="rt-test", audit_log=None, targets=None, actions=None, **switches):
     """Write the default policy with the given layer switches to dirpath and
-    return its path. switches: layer_file, layer_audit_hook, runtime_behaviour."""
+    return its path. switches: layer_file, layer_audit_hook, runtime_behaviour;
+    actions: {verdict: action} over the default's."""
     doc = load_default()
     doc["name"] = name
     if targets is not None:
         doc["targets"] = list(targets)
+    if actions:
+        doc["actions"].update(actions)
+        name += "-" + "-".join("%s_%s" % kv for kv in sorted(actions.items()))
     for field, value in switches.items():
         path = LAYER_KEYS[field]
         node = doc
