@@ -234,8 +234,8 @@ int pya_on_behaviour(const spa_policy *p, const pya_evrule *r, const char *ev,
     /* ...or an import the unpickler's own find_class override started (no
      * pickle.find_class event announces it), when the load's bytes were judged
      * and allowed, so its globals were (the same condition as the name check's
-     * leniency, pya_names.c): an unpickler that keeps a pipe raises no event
-     * that any name check sees (test_layer2_imports.py) */
+     * leniency, pya_names.c): a load judged by names only (slots not found)
+     * raises no event that any name check sees (test_layer2_imports.py) */
     bool judged = spp_l2.in_load > 0 &&
                   (spp_l2.verdict == SPA_VERDICT_SAFE || spp_l2.verdict == SPA_VERDICT_SUSPICIOUS);
     if (!body_of_announced && judged && (in_import || r->cat == PYA_IMPORT || !pya_t.anchor))
